@@ -1,0 +1,145 @@
+//! Per-stream headers: what a yamux stream is for, and whether the acceptor took it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::BufMut;
+
+use crate::wire::{put_addr, put_str, Reader};
+use crate::ProtoError;
+
+const OPEN_CONTROL: u8 = 0;
+const OPEN_PROXY: u8 = 1;
+const OPEN_VISIT: u8 = 2;
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERROR: u8 = 1;
+
+/// First frame on every yamux stream, written by the side that opened it.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamOpen {
+    /// The client's first stream; carries Register, Ping/Pong and Abort.
+    Control,
+    /// Server → proxy owner: serve one user connection of `proxy`.
+    Proxy {
+        /// Name of the registered proxy.
+        proxy: String,
+        /// The user's address, for logs and the PROXY protocol; `None` if unknown.
+        peer: Option<SocketAddr>,
+    },
+    /// Visitor client → server: reach another client's proxy.
+    Visit {
+        /// Name of the proxy to reach.
+        proxy: String,
+        /// Port the visitor published locally (informational, for the owner's logs).
+        publish_port: u16,
+        /// Shared secret the proxy owner configured; never printed by `Debug`.
+        secret: String,
+    },
+}
+
+// Manual so that logging a Message never leaks a visitor secret.
+impl fmt::Debug for StreamOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Control => f.write_str("Control"),
+            Self::Proxy { proxy, peer } => f
+                .debug_struct("Proxy")
+                .field("proxy", proxy)
+                .field("peer", peer)
+                .finish(),
+            Self::Visit {
+                proxy,
+                publish_port,
+                ..
+            } => f
+                .debug_struct("Visit")
+                .field("proxy", proxy)
+                .field("publish_port", publish_port)
+                .field("secret", &"***")
+                .finish(),
+        }
+    }
+}
+
+impl StreamOpen {
+    pub(crate) fn encode(&self, dst: &mut impl BufMut) -> Result<(), ProtoError> {
+        match self {
+            Self::Control => dst.put_u8(OPEN_CONTROL),
+            Self::Proxy { proxy, peer } => {
+                dst.put_u8(OPEN_PROXY);
+                put_str(dst, proxy)?;
+                put_addr(dst, peer.as_ref());
+            }
+            Self::Visit {
+                proxy,
+                publish_port,
+                secret,
+            } => {
+                dst.put_u8(OPEN_VISIT);
+                put_str(dst, proxy)?;
+                dst.put_u16(*publish_port);
+                put_str(dst, secret)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        Ok(match r.u8("StreamOpen tag")? {
+            OPEN_CONTROL => Self::Control,
+            OPEN_PROXY => Self::Proxy {
+                proxy: r.str("StreamOpen.proxy")?,
+                peer: r.addr("StreamOpen.peer")?,
+            },
+            OPEN_VISIT => Self::Visit {
+                proxy: r.str("StreamOpen.proxy")?,
+                publish_port: r.u16("StreamOpen.publish_port")?,
+                secret: r.str("StreamOpen.secret")?,
+            },
+            tag => {
+                return Err(ProtoError::UnknownTag {
+                    what: "StreamOpen",
+                    tag,
+                })
+            }
+        })
+    }
+}
+
+/// The acceptor's answer to a [`StreamOpen`]. Raw payload bytes follow on the stream only
+/// after `Ok`; after `Error` the acceptor closes the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// The stream is connected end to end; start relaying.
+    Ok,
+    /// The stream could not be served; the text says why.
+    Error(String),
+}
+
+impl StreamStatus {
+    pub(crate) fn encode(&self, dst: &mut impl BufMut) -> Result<(), ProtoError> {
+        match self {
+            Self::Ok => dst.put_u8(STATUS_OK),
+            Self::Error(reason) => {
+                dst.put_u8(STATUS_ERROR);
+                put_str(dst, reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        Ok(match r.u8("StreamStatus tag")? {
+            STATUS_OK => Self::Ok,
+            STATUS_ERROR => Self::Error(r.str("StreamStatus.reason")?),
+            tag => {
+                return Err(ProtoError::UnknownTag {
+                    what: "StreamStatus",
+                    tag,
+                })
+            }
+        })
+    }
+}

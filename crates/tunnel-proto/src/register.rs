@@ -1,0 +1,171 @@
+//! Registration: what a client asks the server to publish, and the per-item answer.
+//!
+//! These travel as JSON inside [`Message::Register`](crate::Message::Register) and
+//! [`Message::RegisterReply`](crate::Message::RegisterReply). Unknown fields are refused
+//! rather than ignored: a typo in a client's config should fail loudly at registration,
+//! not silently publish something other than what the user meant.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a client wants published in one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Local services to expose through the server.
+    #[serde(default)]
+    pub proxies: Vec<ProxySpec>,
+    /// Other clients' proxies this client wants to reach.
+    #[serde(default)]
+    pub visitors: Vec<VisitorSpec>,
+}
+
+/// One service to expose.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Unique within the client; see [`validate_name`].
+    pub name: String,
+    /// How the server routes users to it.
+    #[serde(rename = "type")]
+    pub kind: ProxyKind,
+    /// Port the server listens on for it; `None` for proxies reached only by visitors or by
+    /// HTTP host routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_port: Option<u16>,
+    /// Secret a visitor must present; never printed by `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Client ids allowed to visit; empty means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_visitors: Vec<String>,
+}
+
+// Manual so that logging a registration never leaks a secret.
+impl fmt::Debug for ProxySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("publish_port", &self.publish_port)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("allow_visitors", &self.allow_visitors)
+            .finish()
+    }
+}
+
+/// Protocol a proxy carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// Raw TCP.
+    Tcp,
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2.
+    Http2,
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+            Self::Http2 => "http2",
+        })
+    }
+}
+
+/// A local entry point into another client's proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorSpec {
+    /// Unique within the client; see [`validate_name`].
+    pub name: String,
+    /// Name of the proxy to reach.
+    pub proxy: String,
+    /// Local port the visitor listens on (0 when the client picks).
+    #[serde(default)]
+    pub publish_port: u16,
+}
+
+/// The server's answer: one result per requested item, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterReply {
+    /// One entry per proxy and visitor of the request.
+    pub results: Vec<ItemResult>,
+}
+
+/// Outcome for one proxy or visitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemResult {
+    /// Whether `name` refers to a proxy or a visitor.
+    pub kind: ItemKind,
+    /// The item's name as requested.
+    pub name: String,
+    /// `None` on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<FieldError>,
+}
+
+/// Which list of the request an [`ItemResult`] refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// An entry of [`RegisterRequest::proxies`].
+    Proxy,
+    /// An entry of [`RegisterRequest::visitors`].
+    Visitor,
+}
+
+/// Why one item was refused, pointing at the offending field so the user can fix the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldError {
+    /// Config field at fault, e.g. `publish_port`.
+    pub field: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Longest accepted proxy or visitor name.
+pub const MAX_NAME: usize = 64;
+
+/// Checks a proxy or visitor name: 1..=64 characters of `[A-Za-z0-9_.-]`.
+///
+/// Names end up in logs, metrics labels and HTTP routing, so they are kept to a set that
+/// needs no escaping anywhere.
+///
+/// # Errors
+///
+/// A message for the user saying what is wrong and restating the rule.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name must not be empty; use 1 to 64 of A-Z a-z 0-9 _ . -".to_owned());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "name contains {bad:?}; use only A-Z a-z 0-9 _ . - (1 to {MAX_NAME} characters)"
+        ));
+    }
+    // All ASCII by now, so bytes == characters.
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "name is {} characters long; use at most {MAX_NAME} of A-Z a-z 0-9 _ . -",
+            name.len()
+        ));
+    }
+    Ok(())
+}
