@@ -1,0 +1,122 @@
+//! `tunnel-client`: the side behind NAT. Wires a TOML file and flags to the engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tls_tunnel::client::{self, ClientConfig};
+use tracing::{error, info};
+
+/// Side of tls-tunnel behind NAT: connects to a tunnel-server over one TLS connection and
+/// exposes the local services listed in its config ([[proxies]]), or reaches other clients'
+/// services through local listeners ([[visitors]]). Reconnects by itself.
+///
+/// Flags override the config file.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
+)]
+struct Args {
+    /// TOML config file (keys: server_addr, server_name, auth_key, auth_key_file, ca_cert,
+    /// server_fingerprint, insecure_skip_verify, id, [[proxies]], [[visitors]]).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Server address, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    server_addr: Option<String>,
+    /// Shared auth key.
+    #[arg(
+        long,
+        env = "TUNNEL_AUTH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    auth_key: Option<String>,
+    /// Pin the server certificate ("sha256:HEX", printed by the server at start).
+    #[arg(long, value_name = "FINGERPRINT")]
+    server_fingerprint: Option<String>,
+    /// Trust server certificates from this PEM CA bundle.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Name the server certificate must carry [default: host of server_addr].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// This client's id on the server [default: hostname].
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Validate the configuration (TLS files included), print every problem, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tls_tunnel::cli::init_logging("info");
+    let mut cfg = match ClientConfig::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(a) = args.server_addr {
+        cfg.server_addr = a;
+    }
+    if let Some(k) = args.auth_key {
+        cfg.auth_key_file = None;
+        cfg = cfg.with_auth_key(k);
+    }
+    if let Some(fp) = args.server_fingerprint {
+        cfg.ca_cert = None;
+        cfg.server_fingerprint = Some(fp);
+    }
+    if let Some(ca) = args.ca_cert {
+        cfg.server_fingerprint = None;
+        cfg = cfg.with_ca_cert(ca);
+    }
+    if let Some(n) = args.server_name {
+        cfg = cfg.with_server_name(n);
+    }
+    if let Some(id) = args.id {
+        cfg = cfg.with_id(id);
+    }
+    let problems = cfg.problems();
+    if !problems.is_empty() || args.check {
+        if problems.is_empty() {
+            println!("config OK");
+            return ExitCode::SUCCESS;
+        }
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: ClientConfig) -> ExitCode {
+    let mut handle = match client::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = tokio::select! {
+        s = tls_tunnel::cli::stop_signal() => s,
+        // Stopped by itself: a rejection that cannot heal, already logged.
+        r = handle.join() => return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE },
+    };
+    info!("{signal} received; shutting down");
+    handle.shutdown();
+    let _ = handle.join().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,172 @@
+//! `tunnel-server`: the public side of tls-tunnel. Wires a TOML file and flags to the engine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tls_tunnel::server::{self, PortRange, ServerConfig};
+use tracing::{error, info};
+
+/// Public side of tls-tunnel: accepts tunnel-client connections over TLS and publishes their
+/// local services on this machine's ports.
+///
+/// With no arguments it runs on defaults: clients connect to 0.0.0.0:8443, a self-signed
+/// certificate is generated, a random auth key is made up, and a ready-to-paste client config
+/// is printed. Flags override the config file.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
+)]
+struct Args {
+    /// TOML config file (keys: bind, auth_key, auth_key_file, tls_cert, tls_key, stats_bind,
+    /// allow_ports, publish_addr, handshake_timeout, max_clients, ...).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 0.0.0.0:8443].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Shared auth key [default: a random key, printed at start].
+    #[arg(
+        long,
+        env = "TUNNEL_AUTH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    auth_key: Option<String>,
+    /// PEM certificate chain [default: self-signed].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ports clients may publish on, as N or N-M; repeat or comma-separate [default: 1024-65535].
+    #[arg(long, value_name = "RANGE", value_delimiter = ',')]
+    allow_ports: Vec<PortRange>,
+    /// Address published ports listen on [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    publish_addr: Option<IpAddr>,
+    /// Validate the configuration (TLS files included), print every problem, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tls_tunnel::cli::init_logging("info");
+    let mut cfg = match &args.config {
+        Some(path) => match ServerConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => ServerConfig::default(),
+    };
+    if let Some(b) = args.bind {
+        cfg = cfg.with_bind(b);
+    }
+    if let Some(k) = args.auth_key {
+        cfg.auth_key_file = None;
+        cfg = cfg.with_auth_key(k);
+    }
+    if let (Some(c), Some(k)) = (args.tls_cert, args.tls_key) {
+        cfg = cfg.with_tls_files(c, k);
+    }
+    if !args.allow_ports.is_empty() {
+        cfg = cfg.with_allow_ports(args.allow_ports.into_iter().collect());
+    }
+    if let Some(ip) = args.publish_addr {
+        cfg = cfg.with_publish_addr(ip);
+    }
+    let generated_key = if cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && !args.check {
+        match random_key() {
+            Ok(k) => {
+                cfg = cfg.with_auth_key(k.clone());
+                Some(k)
+            }
+            Err(e) => {
+                eprintln!("error: cannot generate an auth key: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let problems = cfg.problems();
+    if args.check {
+        return report_check(&problems);
+    }
+    if !problems.is_empty() {
+        return report_check(&problems);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg, generated_key))
+}
+
+async fn run(cfg: ServerConfig, generated_key: Option<String>) -> ExitCode {
+    let handle = match server::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(key) = generated_key {
+        print_client_config(&handle, &key);
+    }
+    let signal = tls_tunnel::cli::stop_signal().await;
+    info!("{signal} received; shutting down");
+    handle.shutdown();
+    handle.join().await;
+    ExitCode::SUCCESS
+}
+
+fn report_check(problems: &[server::ConfigProblem]) -> ExitCode {
+    if problems.is_empty() {
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    for p in problems {
+        eprintln!("error: {p}");
+    }
+    ExitCode::FAILURE
+}
+
+fn random_key() -> Result<String, tls_tunnel::transport::TransportError> {
+    let mut bytes = [0u8; 24];
+    tls_tunnel::transport::fill_random(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Print on stdout (not the log) a client config that works against this server as it runs.
+fn print_client_config(handle: &server::ServerHandle, key: &str) {
+    let addr = handle.local_addr();
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    println!(
+        "No auth key was configured, so one was generated. A client config for this server \
+         (replace {host} with this machine's public address):\n\n\
+         server_addr = \"{host}:{port}\"\n\
+         auth_key = \"{key}\"\n\
+         server_fingerprint = \"{fp}\"\n\n\
+         [[proxies]]\n\
+         name = \"web\"\n\
+         type = \"tcp\"\n\
+         local_addr = \"127.0.0.1:3000\"\n\
+         publish_port = 8080\n",
+        port = addr.port(),
+        fp = handle.fingerprint(),
+    );
+}

@@ -1,0 +1,582 @@
+//! Client configuration: the TOML file format, defaults, and validation.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tunnel_proto::{ProxyKind, ProxySpec, RegisterRequest, VisitorSpec};
+use tunnel_transport::{ClientTrust, Fingerprint};
+
+use crate::error::{ClientError, ConfigProblem};
+
+/// Everything a client needs. Built from a TOML file ([`ClientConfig::from_file`]) or in code.
+///
+/// ```
+/// let cfg = tunnel_client::ClientConfig::from_toml(r#"
+///     server_addr = "tunnel.example.com:8443"
+///     auth_key = "correct horse battery staple"
+///     server_fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+///
+///     [[proxies]]
+///     name = "web"
+///     type = "tcp"
+///     local_addr = "127.0.0.1:3000"
+///     publish_port = 8080
+/// "#).unwrap();
+/// assert!(cfg.problems().is_empty());
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The server, as `host:port`.
+    pub server_addr: String,
+    /// The name the server certificate must carry (and the SNI). Default: host of `server_addr`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The shared key. Never sent over the wire.
+    #[serde(default)]
+    pub auth_key: Option<String>,
+    /// Read the key from this file instead (trailing newline ignored).
+    #[serde(default)]
+    pub auth_key_file: Option<PathBuf>,
+    /// Trust server certificates issued by this PEM CA bundle.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (`"sha256:HEX"`).
+    #[serde(default)]
+    pub server_fingerprint: Option<String>,
+    /// Accept any server certificate. Only for tests: anyone on the path can read the traffic.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// This client's name on the server, unique among live clients. Default: the hostname.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Local services to expose.
+    #[serde(default)]
+    pub proxies: Vec<ProxyConfig>,
+    /// Local listeners that reach other clients' proxies.
+    #[serde(default)]
+    pub visitors: Vec<VisitorConfig>,
+    /// Longest wait between reconnection attempts, in seconds. Default 30.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_delay: u64,
+}
+
+fn default_reconnect_max() -> u64 {
+    30
+}
+
+/// One `[[proxies]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// Unique name; visitors and logs use it.
+    pub name: String,
+    /// `"tcp"`.
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: ProxyKind,
+    /// The local service, `host:port`. Only this client ever dials it.
+    pub local_addr: String,
+    /// The server port users connect to. Without it the proxy is private (visitors only).
+    #[serde(default)]
+    pub publish_port: Option<u16>,
+    /// Visitors must present this secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Client ids allowed to visit, or `["*"]`.
+    #[serde(default)]
+    pub allow_visitors: Vec<String>,
+}
+
+fn default_kind() -> ProxyKind {
+    ProxyKind::Tcp
+}
+
+/// One `[[visitors]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VisitorConfig {
+    /// Unique name, for logs.
+    pub name: String,
+    /// The other client's proxy name.
+    pub proxy: String,
+    /// That proxy's `publish_port`, or 0 (the default) for a private proxy.
+    #[serde(default)]
+    pub publish_port: u16,
+    /// Where local applications connect, `host:port`.
+    pub bind: String,
+    /// The proxy's secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl ProxyConfig {
+    /// A TCP proxy for `local_addr`, published on `publish_port` when given.
+    pub fn tcp(name: &str, local_addr: &str, publish_port: Option<u16>) -> Self {
+        ProxyConfig {
+            name: name.to_string(),
+            kind: ProxyKind::Tcp,
+            local_addr: local_addr.to_string(),
+            publish_port,
+            secret: None,
+            allow_visitors: Vec::new(),
+        }
+    }
+
+    /// Let visitors in with this secret.
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.secret = Some(secret.to_string());
+        self
+    }
+
+    /// Let visitors in from these client ids (`"*"` for any).
+    pub fn with_allow_visitors(mut self, ids: &[&str]) -> Self {
+        self.allow_visitors = ids.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub(crate) fn spec(&self) -> ProxySpec {
+        ProxySpec {
+            name: self.name.clone(),
+            kind: self.kind,
+            publish_port: self.publish_port,
+            secret: self.secret.clone(),
+            allow_visitors: self.allow_visitors.clone(),
+        }
+    }
+}
+
+impl VisitorConfig {
+    /// A visitor listening on `bind` for proxy `proxy` (port 0 = private proxy).
+    pub fn new(name: &str, proxy: &str, publish_port: u16, bind: &str) -> Self {
+        VisitorConfig {
+            name: name.to_string(),
+            proxy: proxy.to_string(),
+            publish_port,
+            bind: bind.to_string(),
+            secret: None,
+        }
+    }
+
+    /// Present this secret to the proxy.
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.secret = Some(secret.to_string());
+        self
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server_addr", &self.server_addr)
+            .field("server_name", &self.server_name)
+            .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
+            .field("id", &self.id)
+            .field("proxies", &self.proxies)
+            .field("visitors", &self.visitors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("name", &self.name)
+            .field("type", &self.kind)
+            .field("local_addr", &self.local_addr)
+            .field("publish_port", &self.publish_port)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("allow_visitors", &self.allow_visitors)
+            .finish()
+    }
+}
+
+impl fmt::Debug for VisitorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VisitorConfig")
+            .field("name", &self.name)
+            .field("proxy", &self.proxy)
+            .field("publish_port", &self.publish_port)
+            .field("bind", &self.bind)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// A config for `server_addr` with no proxies yet.
+    pub fn new(server_addr: impl Into<String>) -> Self {
+        ClientConfig {
+            server_addr: server_addr.into(),
+            server_name: None,
+            auth_key: None,
+            auth_key_file: None,
+            ca_cert: None,
+            server_fingerprint: None,
+            insecure_skip_verify: false,
+            id: None,
+            proxies: Vec::new(),
+            visitors: Vec::new(),
+            reconnect_max_delay: default_reconnect_max(),
+        }
+    }
+
+    /// Parse a TOML document. Unknown keys are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<Self, ClientError> {
+        toml::from_str(text).map_err(|e| ClientError::ConfigSyntax {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError::ConfigSyntax {
+            path: Some(path.to_path_buf()),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        toml::from_str(&text).map_err(|e| ClientError::ConfigSyntax {
+            path: Some(path.to_path_buf()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Set the shared key.
+    pub fn with_auth_key(mut self, key: impl Into<String>) -> Self {
+        self.auth_key = Some(key.into());
+        self
+    }
+
+    /// Pin the server certificate.
+    pub fn with_fingerprint(mut self, fp: Fingerprint) -> Self {
+        self.server_fingerprint = Some(fp.to_string());
+        self
+    }
+
+    /// Trust this CA bundle.
+    pub fn with_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// Set the name verified against the server certificate.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Set this client's id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Add a proxy.
+    pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxies.push(proxy);
+        self
+    }
+
+    /// Add a visitor.
+    pub fn with_visitor(mut self, visitor: VisitorConfig) -> Self {
+        self.visitors.push(visitor);
+        self
+    }
+
+    /// The auth key from `auth_key` or `auth_key_file`.
+    pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
+        let key = match (&self.auth_key, &self.auth_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigProblem::new(
+                    "auth_key_file",
+                    "set either auth_key or auth_key_file, not both",
+                ))
+            }
+            (Some(k), None) => k.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigProblem::new(
+                        "auth_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            (None, None) => return Err(ConfigProblem::new(
+                "auth_key",
+                "no key: set auth_key, auth_key_file or the TUNNEL_AUTH_KEY environment variable",
+            )),
+        };
+        if key.is_empty() {
+            return Err(ConfigProblem::new("auth_key", "the key is empty"));
+        }
+        Ok(key)
+    }
+
+    /// The name checked against the certificate: `server_name`, or the host of `server_addr`.
+    pub fn effective_server_name(&self) -> String {
+        if let Some(n) = &self.server_name {
+            return n.clone();
+        }
+        let addr = self.server_addr.as_str();
+        let host = match addr.rsplit_once(':') {
+            Some((h, _)) => h,
+            None => addr,
+        };
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    }
+
+    /// How the server certificate is checked.
+    pub fn trust(&self) -> Result<ClientTrust, ConfigProblem> {
+        let chosen = [
+            self.ca_cert.is_some(),
+            self.server_fingerprint.is_some(),
+            self.insecure_skip_verify,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if chosen > 1 {
+            return Err(ConfigProblem::new(
+                "ca_cert",
+                "set only one of ca_cert, server_fingerprint and insecure_skip_verify",
+            ));
+        }
+        if let Some(fp) = &self.server_fingerprint {
+            let fp: Fingerprint = fp
+                .parse()
+                .map_err(|e| ConfigProblem::new("server_fingerprint", format!("{e}")))?;
+            return Ok(ClientTrust::Fingerprint(fp));
+        }
+        if let Some(ca) = &self.ca_cert {
+            return Ok(ClientTrust::CaFile(ca.clone()));
+        }
+        if self.insecure_skip_verify {
+            return Ok(ClientTrust::InsecureSkipVerify);
+        }
+        Ok(ClientTrust::SystemRoots)
+    }
+
+    /// This client's id: `id`, or the hostname made safe for the wire.
+    pub fn effective_id(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .unwrap_or_default();
+        let id: String = raw
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        if id.is_empty() {
+            "client".to_string()
+        } else {
+            id
+        }
+    }
+
+    /// What the server is told: proxies and visitors, without local addresses.
+    pub(crate) fn register_request(&self) -> RegisterRequest {
+        RegisterRequest {
+            proxies: self.proxies.iter().map(ProxyConfig::spec).collect(),
+            visitors: self
+                .visitors
+                .iter()
+                .map(|v| VisitorSpec {
+                    name: v.name.clone(),
+                    proxy: v.proxy.clone(),
+                    publish_port: v.publish_port,
+                })
+                .collect(),
+        }
+    }
+
+    /// Every problem with this configuration, TLS files included. Empty means usable.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self
+            .server_addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            out.push(ConfigProblem::new(
+                "server_addr",
+                format!(
+                    "{:?} is not host:port (e.g. \"tunnel.example.com:8443\")",
+                    self.server_addr
+                ),
+            ));
+        }
+        if let Err(p) = self.resolve_auth_key() {
+            out.push(p);
+        }
+        match self.trust() {
+            Ok(ClientTrust::CaFile(path)) => {
+                if let Err(e) = tunnel_transport::TlsTransport::client(
+                    &self.effective_server_name(),
+                    &ClientTrust::CaFile(path),
+                ) {
+                    out.push(ConfigProblem::new("ca_cert", e.to_string()));
+                }
+            }
+            Ok(_) => {}
+            Err(p) => out.push(p),
+        }
+        if let Some(id) = &self.id {
+            if let Err(m) = tunnel_proto::validate_name(id) {
+                out.push(ConfigProblem::new("id", m));
+            }
+        }
+        if self.reconnect_max_delay == 0 {
+            out.push(ConfigProblem::new(
+                "reconnect_max_delay",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.proxies.iter().enumerate() {
+            let at = |f: &str| format!("proxies[{i}].{f}");
+            if let Err(m) = tunnel_proto::validate_name(&p.name) {
+                out.push(ConfigProblem::new(at("name"), m));
+            } else if !names.insert(p.name.clone()) {
+                out.push(ConfigProblem::new(
+                    at("name"),
+                    format!(
+                        "duplicate proxy name {:?}: each proxy needs its own name",
+                        p.name
+                    ),
+                ));
+            }
+            if p.kind != ProxyKind::Tcp {
+                out.push(ConfigProblem::new(
+                    at("type"),
+                    "only \"tcp\" is supported so far",
+                ));
+            }
+            if !is_host_port(&p.local_addr) {
+                out.push(ConfigProblem::new(
+                    at("local_addr"),
+                    format!(
+                        "{:?} is not host:port (e.g. \"127.0.0.1:3000\")",
+                        p.local_addr
+                    ),
+                ));
+            }
+            if p.publish_port == Some(0) {
+                out.push(ConfigProblem::new(
+                    at("publish_port"),
+                    "0 is not a port: leave publish_port out for a private proxy",
+                ));
+            }
+            if p.secret.as_deref() == Some("") {
+                out.push(ConfigProblem::new(
+                    at("secret"),
+                    "empty: remove it or set a real secret",
+                ));
+            }
+        }
+        let mut vnames = HashSet::new();
+        for (i, v) in self.visitors.iter().enumerate() {
+            let at = |f: &str| format!("visitors[{i}].{f}");
+            if let Err(m) = tunnel_proto::validate_name(&v.name) {
+                out.push(ConfigProblem::new(at("name"), m));
+            } else if !vnames.insert(v.name.clone()) {
+                out.push(ConfigProblem::new(
+                    at("name"),
+                    format!("duplicate visitor name {:?}", v.name),
+                ));
+            }
+            if let Err(m) = tunnel_proto::validate_name(&v.proxy) {
+                out.push(ConfigProblem::new(at("proxy"), m));
+            }
+            if !is_host_port(&v.bind) {
+                out.push(ConfigProblem::new(
+                    at("bind"),
+                    format!("{:?} is not host:port (e.g. \"127.0.0.1:5432\")", v.bind),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = "server_addr = \"example.com:8443\"\nauth_key = \"k\"\n";
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let c = ClientConfig::from_toml(BASE).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.effective_server_name(), "example.com");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\nlocal_adr=\"x:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("local_adr"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_addresses_are_reported_together() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\nlocal_addr=\"127.0.0.1:1\"\n\
+             [[proxies]]\nname=\"a\"\nlocal_addr=\"nope\"\n"
+        ))
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["proxies[1].name", "proxies[1].local_addr"]);
+    }
+
+    #[test]
+    fn trust_options_are_exclusive() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}insecure_skip_verify = true\nserver_fingerprint = \"sha256:00\"\n"
+        ))
+        .unwrap();
+        assert!(c.trust().is_err());
+    }
+
+    #[test]
+    fn ipv6_server_name() {
+        let c = ClientConfig::new("[::1]:8443");
+        assert_eq!(c.effective_server_name(), "::1");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = ClientConfig::new("h:1")
+            .with_auth_key("topsecret")
+            .with_proxy(ProxyConfig::tcp("a", "h:2", None).with_secret("alsosecret"));
+        let s = format!("{c:?}");
+        assert!(!s.contains("topsecret") && !s.contains("alsosecret"), "{s}");
+    }
+}

@@ -1,0 +1,88 @@
+//! The client's one error type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use tunnel_proto::RejectCode;
+
+/// One thing wrong with a configuration: the field and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The config key at fault, e.g. `proxies[1].local_addr`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why the client could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The config file could not be read or parsed.
+    #[error("config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    ConfigSyntax {
+        /// The file, when it came from one.
+        path: Option<PathBuf>,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// The config parsed but is not usable; every problem is listed.
+    #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigProblem>),
+    /// Connecting or the TLS handshake failed (retried unless it cannot heal).
+    #[error("cannot reach the server: {0}")]
+    Transport(#[from] tunnel_transport::TransportError),
+    /// The server turned the client away.
+    #[error("the server refused the client: {reason}")]
+    Rejected {
+        /// The server's reason code.
+        code: RejectCode,
+        /// The server's words.
+        reason: String,
+    },
+    /// The server broke the protocol or closed the connection mid-handshake.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A visitor's `bind` address could not be listened on.
+    #[error("visitor {name}: cannot listen on {bind}: {source}")]
+    VisitorBind {
+        /// The visitor.
+        name: String,
+        /// Its bind address.
+        bind: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ClientError {
+    /// Whether retrying can help: a wrong key, an unsupported version or a bad config
+    /// will fail the same way every time.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ClientError::Rejected { code, .. } => {
+                code.is_permanent() || matches!(code, RejectCode::IdInUse)
+            }
+            ClientError::Transport(e) => e.is_permanent(),
+            ClientError::ConfigSyntax { .. }
+            | ClientError::Config(_)
+            | ClientError::VisitorBind { .. } => true,
+            ClientError::Protocol(_) => false,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Streams the server opens: one user or visitor connection to one of our proxies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+use tunnel_mux::{relay_tcp, MuxStream, RelayEnd};
+use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message};
+
+use crate::session::SessionCtx;
+use crate::Shared;
+
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DIAL_TRIES: u32 = 3;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+const DIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
+
+pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut stream: MuxStream) {
+    let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, MAX_FRAME)).await;
+    let (name, peer) = match header {
+        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Proxy { proxy, peer })))) => (proxy, peer),
+        Ok(Ok(Some(other))) => {
+            let reason = format!("unexpected {} as a stream header", other.name());
+            return answer(&mut stream, StreamStatus::Error(reason)).await;
+        }
+        _ => return,
+    };
+    // The server names a proxy, never an address: we dial only what our own config says.
+    let Some(local_addr) = shared.local_addr_of(&name) else {
+        warn!(proxy = %name, "the server asked for a proxy this client does not have");
+        return answer(&mut stream, StreamStatus::Error("proxy not found".into())).await;
+    };
+    let local = match dial(&local_addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(proxy = %name, %local_addr, "local service unreachable after {DIAL_TRIES} tries: {e}");
+            let reason = format!("connection failed: {local_addr}: {e}");
+            return answer(&mut stream, StreamStatus::Error(reason)).await;
+        }
+    };
+    if write_message(
+        &mut stream,
+        &Message::StreamStatus(StreamStatus::Ok),
+        MAX_FRAME,
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let id = stream.id();
+    let guard = ctx.aborts.register(id);
+    let end = relay_tcp(local, stream, &shared.pipe, guard.token(), || {
+        ctx.send_abort(id)
+    })
+    .await;
+    match end {
+        RelayEnd::Failed { error, .. } => {
+            debug!(proxy = %name, ?peer, stream = id, "connection failed: {error}");
+        }
+        end => debug!(proxy = %name, ?peer, stream = id, ?end, "connection finished"),
+    }
+}
+
+/// Dial the local service, trying a few times: services restart, and a first SYN can be lost.
+async fn dial(addr: &str) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for attempt in 0..DIAL_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(DIAL_BACKOFF * attempt).await;
+        }
+        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}s", DIAL_TIMEOUT.as_secs()),
+                ))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("not dialled")))
+}
+
+async fn answer(stream: &mut MuxStream, status: StreamStatus) {
+    let _ = write_message(stream, &Message::StreamStatus(status), MAX_FRAME).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,117 @@
+//! Visitors: local listeners whose connections reach another client's proxy via the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info_span, warn, Instrument};
+use tunnel_mux::{relay_tcp, RelayEnd};
+use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message};
+
+use crate::config::VisitorConfig;
+use crate::error::ClientError;
+use crate::Shared;
+
+/// The server dials the owner, which dials its service up to 3 times: allow for all of it.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
+
+/// Bind every visitor's listener up front, so a taken port is reported at start.
+pub(crate) async fn bind_all(
+    visitors: &[VisitorConfig],
+) -> Result<Vec<(VisitorConfig, TcpListener)>, ClientError> {
+    let mut out = Vec::with_capacity(visitors.len());
+    for v in visitors {
+        let l = TcpListener::bind(&v.bind)
+            .await
+            .map_err(|source| ClientError::VisitorBind {
+                name: v.name.clone(),
+                bind: v.bind.clone(),
+                source,
+            })?;
+        out.push((v.clone(), l));
+    }
+    Ok(out)
+}
+
+/// Accept until the client shuts down; each connection is carried over the live session.
+pub(crate) async fn run(shared: Arc<Shared>, visitor: VisitorConfig, listener: TcpListener) {
+    let span = info_span!("visitor", name = %visitor.name);
+    let visitor = Arc::new(visitor);
+    async move {
+        loop {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let task = serve(shared.clone(), visitor.clone(), tcp);
+                        shared.tasks.spawn(task.instrument(tracing::debug_span!("conn", %peer)));
+                    }
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let Some(ctx) = shared.current.read().clone() else {
+        warn!("not connected to the server; closing the connection");
+        return;
+    };
+    let mut stream = match ctx.control.open().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot open a stream: {e}");
+            return;
+        }
+    };
+    let open = Message::StreamOpen(StreamOpen::Visit {
+        proxy: visitor.proxy.clone(),
+        publish_port: visitor.publish_port,
+        secret: visitor.secret.clone().unwrap_or_default(),
+    });
+    if let Err(e) = write_message(&mut stream, &open, MAX_FRAME).await {
+        warn!("cannot reach the server: {e}");
+        return;
+    }
+    let status = tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, MAX_FRAME)).await;
+    match status {
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => {}
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => {
+            warn!(proxy = %visitor.proxy, "refused: {reason}");
+            return;
+        }
+        Ok(Ok(other)) => {
+            warn!(proxy = %visitor.proxy, "unexpected answer from the server: {:?}", other.map(|m| m.name()));
+            return;
+        }
+        Ok(Err(e)) => {
+            warn!(proxy = %visitor.proxy, "stream failed: {e}");
+            return;
+        }
+        Err(_) => {
+            warn!(proxy = %visitor.proxy, "no answer within {}s", STATUS_TIMEOUT.as_secs());
+            return;
+        }
+    }
+    let id = stream.id();
+    let guard = ctx.aborts.register(id);
+    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), || {
+        ctx.send_abort(id)
+    })
+    .await;
+    match end {
+        RelayEnd::Failed { error, .. } => {
+            debug!(stream = id, "connection failed: {error}");
+        }
+        end => debug!(stream = id, ?end, "connection finished"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The task that owns the yamux connection: serves `open()` requests, hands inbound streams to
+//! `Incoming`, and on exit makes sure every stream learns that the session is gone.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+use crate::config::Effective;
+use crate::session::{OpenReply, Shared};
+use crate::{MuxError, MuxStream};
+
+/// How long a graceful close may take to flush before the connection is simply dropped (a
+/// peer that stopped reading must not keep the driver alive).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size of a yamux frame header; see `frame/header.rs`.
+const FRAME_HEADER: usize = 12;
+
+type Conn<T> = yamux::Connection<Compat<BufWriter<T>>>;
+
+/// Why the active phase stopped.
+enum Exit {
+    /// `close()` or every handle dropped: close gracefully.
+    Close,
+    /// The peer closed (GoAway / EOF).
+    PeerClosed,
+    /// The connection failed.
+    Failed(yamux::ConnectionError),
+}
+
+/// Marks the session ended however the driver stops, including a runtime shutdown dropping
+/// the task mid-poll.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.end();
+        self.0.driver_done.cancel();
+    }
+}
+
+pub(crate) async fn run<T>(
+    io: T,
+    mode: yamux::Mode,
+    eff: Effective,
+    shared: Arc<Shared>,
+    mut open_rx: mpsc::Receiver<OpenReply>,
+    inbound_tx: mpsc::Sender<MuxStream>,
+) where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let _guard = EndGuard(shared.clone());
+    // yamux writes a frame as two writes (header, then body) and flushes after every frame.
+    // Buffering one frame turns that into a single write: one TLS record batch and one
+    // syscall per frame instead of two (the 12-byte header would otherwise be its own record).
+    let io = BufWriter::with_capacity(eff.split_send_size + FRAME_HEADER, io).compat();
+    let mut conn: Conn<T> = yamux::Connection::new(io, eff.yamux, mode);
+    let mut pending: VecDeque<OpenReply> = VecDeque::new();
+    let mut controls_gone = false;
+
+    let exit = poll_fn(|cx| {
+        poll_active(
+            cx,
+            &mut conn,
+            &shared,
+            &mut open_rx,
+            &mut pending,
+            &mut controls_gone,
+            &inbound_tx,
+        )
+    })
+    .await;
+
+    // From here on streams must fail fast instead of waiting for the close to finish.
+    shared.end();
+    drop(pending);
+    match exit {
+        Exit::Close => {
+            tracing::debug!("closing tunnel session");
+            let closing = poll_fn(|cx| conn.poll_close(cx));
+            match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("tunnel session close failed: {e}"),
+                Err(_) => tracing::debug!("tunnel session close timed out; dropping it"),
+            }
+        }
+        Exit::PeerClosed => tracing::debug!("tunnel session closed by the peer"),
+        Exit::Failed(e) => tracing::debug!("tunnel session failed: {e}"),
+    }
+}
+
+fn poll_active<T>(
+    cx: &mut Context<'_>,
+    conn: &mut Conn<T>,
+    shared: &Arc<Shared>,
+    open_rx: &mut mpsc::Receiver<OpenReply>,
+    pending: &mut VecDeque<OpenReply>,
+    controls_gone: &mut bool,
+    inbound_tx: &mpsc::Sender<MuxStream>,
+) -> Poll<Exit>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    shared.driver_waker.register(cx.waker());
+    if shared.close_requested() {
+        return Poll::Ready(Exit::Close);
+    }
+    while !*controls_gone {
+        match open_rx.poll_recv(cx) {
+            Poll::Ready(Some(reply)) => pending.push_back(reply),
+            Poll::Ready(None) => *controls_gone = true,
+            Poll::Pending => break,
+        }
+    }
+    if *controls_gone
+        && shared
+            .incoming_dropped
+            .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Poll::Ready(Exit::Close);
+    }
+
+    while let Some(reply) = pending.pop_front() {
+        if reply.is_closed() {
+            continue; // the caller stopped waiting
+        }
+        if shared.streams().len() >= shared.max_streams {
+            let _ = reply.send(Err(MuxError::TooManyStreams {
+                limit: shared.max_streams,
+            }));
+            continue;
+        }
+        match conn.poll_new_outbound(cx) {
+            Poll::Ready(Ok(stream)) => {
+                // If the caller is gone the stream is dropped unused; yamux opens lazily, so
+                // the peer never hears of it.
+                let _ = reply.send(Ok(shared.register(stream)));
+            }
+            Poll::Ready(Err(e)) => {
+                let _ = reply.send(Err(MuxError::Session {
+                    reason: e.to_string(),
+                }));
+                return Poll::Ready(Exit::Failed(e));
+            }
+            Poll::Pending => {
+                // 256 streams still wait for the peer's ACK; yamux wakes us on the next one.
+                pending.push_front(reply);
+                break;
+            }
+        }
+    }
+
+    // The only call that does socket I/O: poll it on every wake-up, whoever opened what.
+    loop {
+        match conn.poll_next_inbound(cx) {
+            Poll::Ready(Some(Ok(stream))) => hand_off(shared, inbound_tx, stream),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Exit::Failed(e)),
+            Poll::Ready(None) => return Poll::Ready(Exit::PeerClosed),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Queue an inbound stream for `accept()`, or reset it (by dropping) if we are over a limit.
+fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<MuxStream>, stream: yamux::Stream) {
+    if shared.streams().len() >= shared.max_streams {
+        tracing::debug!(
+            stream = stream.id().val(),
+            limit = shared.max_streams,
+            "resetting inbound stream: too many streams on this session"
+        );
+        return;
+    }
+    match inbound_tx.try_send(shared.register(stream)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(stream)) => {
+            tracing::warn!(
+                stream = stream.id(),
+                "resetting inbound stream: accept backlog full (the application is not \
+                 accepting fast enough; raise accept_backlog)"
+            );
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}

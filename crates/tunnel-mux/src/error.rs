@@ -1,0 +1,34 @@
+//! The one error type of this crate.
+
+/// What can go wrong when using a multiplexed session.
+///
+/// Stream I/O reports `std::io::Error` (the tokio traits demand it); this type covers the
+/// session-level operations: opening streams and validating configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MuxError {
+    /// The session has ended (closed locally, peer gone, or I/O failure).
+    #[error("the tunnel session is closed; reconnect to open new streams")]
+    Closed,
+
+    /// Opening one more stream would exceed `MuxConfig::max_streams`. The session stays usable.
+    #[error(
+        "too many concurrent streams on this tunnel session (limit {limit}); \
+         raise max_streams on both ends or wait for streams to finish"
+    )]
+    TooManyStreams {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The session failed while opening a stream; it is unusable from now on.
+    #[error("the tunnel session failed ({reason}); reconnect to open new streams")]
+    Session {
+        /// What yamux reported.
+        reason: String,
+    },
+
+    /// A `MuxConfig` value is out of range.
+    #[error("invalid multiplexer configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,65 @@
+//! yamux sessions for tls-tunnel with a tokio-friendly open/accept API, and the forwarder that
+//! copies bytes between a proxied TCP connection and its stream.
+//!
+//! * [`start`] runs a yamux session over any tokio byte stream (the TLS stream after the
+//!   handshake frames) in a driver task and returns a cloneable [`Control`] (open, close,
+//!   watch) and an [`Incoming`] (accept).
+//! * [`MuxStream`] is a tokio `AsyncRead + AsyncWrite`; `shutdown()` half-closes (FIN),
+//!   dropping without it resets (RST), and a peer reset reads as an error, not as EOF.
+//! * [`pipe`] forwards both ways with half-close, an idle timeout after the first EOF and an
+//!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
+//! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
+//!   ends of a tunnel ([`AbortTable`]).
+//!
+//! Window sizing and the other defaults are explained in [`MuxConfig`]'s module docs.
+//!
+//! ```
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tunnel_mux::{start, Mode, MuxConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (client_io, server_io) = tokio::io::duplex(256 * 1024);
+//! let cfg = MuxConfig::default();
+//! let (client, _client_incoming) = start(client_io, Mode::Client, &cfg);
+//! let (server, mut server_incoming) = start(server_io, Mode::Server, &cfg);
+//!
+//! let mut out = client.open().await?;
+//! out.write_all(b"ping").await?; // the peer sees the stream with its first bytes
+//! out.shutdown().await?; // FIN: the peer reads EOF after "ping" and may still answer
+//!
+//! let mut inbound = server_incoming.accept().await.ok_or("session ended")?;
+//! let mut request = Vec::new();
+//! inbound.read_to_end(&mut request).await?;
+//! assert_eq!(request, b"ping");
+//! inbound.write_all(b"pong").await?;
+//! inbound.shutdown().await?;
+//!
+//! let mut reply = Vec::new();
+//! out.read_to_end(&mut reply).await?;
+//! assert_eq!(reply, b"pong");
+//!
+//! client.close();
+//! client.closed().await;
+//! server.closed().await; // the peer's GoAway ends the server session too
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod driver;
+mod error;
+mod pipe;
+mod relay;
+mod session;
+mod stream;
+
+pub use config::{
+    MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS,
+    DEFAULT_SPLIT_SEND_SIZE, MAX_STREAMS_LIMIT, STREAM_WINDOW,
+};
+pub use error::MuxError;
+pub use pipe::{pipe, reset_tcp, PipeConfig, PipeEnd, PipeStats};
+pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
+pub use session::{start, Control, Incoming, Mode};
+pub use stream::MuxStream;

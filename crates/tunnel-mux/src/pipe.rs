@@ -1,0 +1,253 @@
+//! The bidirectional forwarder used for every proxied connection.
+//!
+//! Like `tokio::io::copy_bidirectional` (one task, both directions polled together), plus what
+//! a tunnel needs on top: an idle timeout once one side has half-closed (so sockets do not pile
+//! up in CLOSE_WAIT), and an explicit "failed" outcome so the caller can abort instead of
+//! closing cleanly.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Forwarder tuning.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PipeConfig {
+    /// Bytes read per chunk, per direction (allocated once per pipe). Default 64 KiB.
+    pub buffer_size: usize,
+    /// After the first EOF, how long the other direction may stay silent before the pipe
+    /// gives up. Default 60 s.
+    pub half_close_idle: Duration,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 64 * 1024,
+            half_close_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PipeConfig {
+    /// Set the per-direction buffer size (at least 1 byte is used).
+    #[must_use]
+    pub fn with_buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// Set the idle timeout that applies after the first EOF.
+    #[must_use]
+    pub fn with_half_close_idle(mut self, idle: Duration) -> Self {
+        self.half_close_idle = idle;
+        self
+    }
+}
+
+/// Bytes moved by a pipe, per direction (counted when written to the destination).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeStats {
+    /// Bytes copied from `a` to `b`.
+    pub a_to_b: u64,
+    /// Bytes copied from `b` to `a`.
+    pub b_to_a: u64,
+}
+
+/// How a pipe ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PipeEnd {
+    /// Both directions reached EOF and both writers were shut down.
+    Finished(PipeStats),
+    /// A read, write or shutdown failed; both directions stopped. The caller should abort
+    /// (e.g. [`reset_tcp`] its TCP side and tell the peer).
+    Failed {
+        /// Bytes moved before the failure.
+        stats: PipeStats,
+        /// The first error.
+        error: io::Error,
+    },
+    /// One side half-closed and the other direction then moved no byte for `half_close_idle`.
+    IdleAfterHalfClose(PipeStats),
+}
+
+impl PipeEnd {
+    /// The byte counts, whatever the outcome.
+    pub fn stats(&self) -> PipeStats {
+        match self {
+            PipeEnd::Finished(s) | PipeEnd::IdleAfterHalfClose(s) => *s,
+            PipeEnd::Failed { stats, .. } => *stats,
+        }
+    }
+}
+
+/// Copy both ways until both directions hit EOF.
+///
+/// EOF on one side shuts down (FIN) the other writer while the other direction keeps going.
+/// Any error stops both directions ([`PipeEnd::Failed`]). After the first EOF, if no byte moves
+/// for `cfg.half_close_idle`, the pipe gives up ([`PipeEnd::IdleAfterHalfClose`]). Writers are
+/// flushed only when their reader has nothing more to give, never per chunk.
+pub async fn pipe<A, B>(a: &mut A, b: &mut B, cfg: &PipeConfig) -> PipeEnd
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut a_to_b = Direction::new(cfg.buffer_size);
+    let mut b_to_a = Direction::new(cfg.buffer_size);
+    let idle = cfg.half_close_idle;
+    // Created disarmed; armed at the first EOF. A timer entry is only registered when polled.
+    let timer = tokio::time::sleep_until(far_future());
+    tokio::pin!(timer);
+    let mut half_closed_at: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+
+    poll_fn(|cx| {
+        let before = a_to_b.amt + b_to_a.amt;
+        let ab = a_to_b.poll(cx, &mut *a, &mut *b);
+        let ba = b_to_a.poll(cx, &mut *b, &mut *a);
+        let stats = PipeStats {
+            a_to_b: a_to_b.amt,
+            b_to_a: b_to_a.amt,
+        };
+        for r in [ab, ba] {
+            if let Poll::Ready(Err(error)) = r {
+                return Poll::Ready(PipeEnd::Failed { stats, error });
+            }
+        }
+        if a_to_b.done && b_to_a.done {
+            return Poll::Ready(PipeEnd::Finished(stats));
+        }
+        if !(a_to_b.eof_seen || b_to_a.eof_seen) {
+            return Poll::Pending;
+        }
+        let now = Instant::now();
+        if half_closed_at.is_none() {
+            half_closed_at = Some(now);
+            last_progress = now;
+            timer.as_mut().reset(deadline(now, idle));
+        } else if a_to_b.amt + b_to_a.amt != before {
+            // Only note the time here; the timer is moved lazily when it fires.
+            last_progress = now;
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let due = deadline(last_progress, idle);
+            if Instant::now() >= due {
+                return Poll::Ready(PipeEnd::IdleAfterHalfClose(stats));
+            }
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Reset a TCP connection on purpose (SO_LINGER 0, then close) so the far end sees an abort
+/// (RST), not a clean end of stream. Use it after [`PipeEnd::Failed`].
+pub fn reset_tcp(stream: tokio::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("could not set SO_LINGER 0 before reset: {e}");
+    }
+    drop(stream);
+}
+
+fn far_future() -> Instant {
+    // Roughly 30 years, as tokio itself does for "never".
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+fn deadline(from: Instant, idle: Duration) -> Instant {
+    from.checked_add(idle).unwrap_or_else(far_future)
+}
+
+/// One direction's copy state.
+struct Direction {
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    amt: u64,
+    /// The reader returned EOF (the writer may still be draining or shutting down).
+    eof_seen: bool,
+    need_flush: bool,
+    /// Copied everything and shut the writer down.
+    done: bool,
+}
+
+impl Direction {
+    fn new(size: usize) -> Self {
+        Self {
+            buf: vec![0; size.max(1)].into_boxed_slice(),
+            pos: 0,
+            cap: 0,
+            amt: 0,
+            eof_seen: false,
+            need_flush: false,
+            done: false,
+        }
+    }
+
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.cap && !self.eof_seen {
+                // Stay fair to other tasks: a pipe between two always-ready ends would
+                // otherwise never yield.
+                let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        coop.made_progress();
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.eof_seen = true;
+                        } else {
+                            self.pos = 0;
+                            self.cap = n;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Nothing more to read for now: push out what we wrote.
+                        if self.need_flush {
+                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the destination accepted no more bytes",
+                    )));
+                }
+                self.pos += n;
+                self.amt += n as u64;
+                self.need_flush = true;
+            }
+            if self.eof_seen {
+                if self.need_flush {
+                    ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}

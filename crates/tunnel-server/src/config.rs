@@ -1,0 +1,333 @@
+//! Server configuration: the TOML file format, defaults, and validation.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tunnel_transport::{ServerIdentity, ServerIdentitySource};
+
+use crate::error::{ConfigProblem, ServerError};
+use crate::ports::{PortRange, PortRanges};
+
+/// Everything a server needs. Built from a TOML file ([`ServerConfig::from_file`]) or in code
+/// (`ServerConfig::default()` plus the `with_*` setters).
+///
+/// ```
+/// let cfg = tunnel_server::ServerConfig::from_toml(r#"
+///     bind = "127.0.0.1:8443"
+///     auth_key = "correct horse battery staple"
+///     allow_ports = ["8000-8999"]
+/// "#).unwrap();
+/// assert!(cfg.allow_ports.contains(8080));
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where clients connect (TLS). Default `0.0.0.0:8443`.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// The shared key clients prove they know. Never sent over the wire.
+    #[serde(default)]
+    pub auth_key: Option<String>,
+    /// Read the key from this file instead (trailing newline ignored).
+    #[serde(default)]
+    pub auth_key_file: Option<PathBuf>,
+    /// PEM certificate chain. Without `tls_cert`/`tls_key` a self-signed certificate is made at start.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+    /// Where the stats endpoint listens. Default `127.0.0.1:9090`.
+    #[serde(default = "default_stats_bind")]
+    pub stats_bind: SocketAddr,
+    /// Ports clients may publish on, as `"N"` or `"N-M"`. Default `["1024-65535"]`.
+    #[serde(default)]
+    pub allow_ports: PortRanges,
+    /// The address published ports listen on. Default `0.0.0.0`.
+    #[serde(default = "default_publish_addr")]
+    pub publish_addr: IpAddr,
+    /// Seconds a new connection has to finish TLS and authentication. Default 10.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: u64,
+    /// Most clients connected at once. Default 10 000.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Most connections still in TLS or authentication at once. Default 512.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_handshakes: usize,
+    /// Most proxies plus visitors one client may register. Default 128.
+    #[serde(default = "default_max_proxies")]
+    pub max_proxies_per_client: usize,
+    /// Most concurrent streams in one client session. Default 1024.
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_client: usize,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_stats_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_publish_addr() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_max_pending() -> usize {
+    512
+}
+fn default_max_proxies() -> usize {
+    128
+}
+fn default_max_streams() -> usize {
+    1024
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: default_bind(),
+            auth_key: None,
+            auth_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
+            stats_bind: default_stats_bind(),
+            allow_ports: PortRanges::default(),
+            publish_addr: default_publish_addr(),
+            handshake_timeout: default_handshake_timeout(),
+            max_clients: default_max_clients(),
+            max_pending_handshakes: default_max_pending(),
+            max_proxies_per_client: default_max_proxies(),
+            max_streams_per_client: default_max_streams(),
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
+            .field("auth_key_file", &self.auth_key_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("stats_bind", &self.stats_bind)
+            .field("allow_ports", &self.allow_ports.to_string())
+            .field("publish_addr", &self.publish_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRanges {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<String>::deserialize(d)?;
+        items
+            .iter()
+            .map(|s| s.parse::<PortRange>())
+            .collect::<Result<PortRanges, _>>()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl ServerConfig {
+    /// Parse a TOML document. Unknown keys are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<Self, ServerError> {
+        toml::from_str(text).map_err(|e| ServerError::ConfigSyntax {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ConfigSyntax {
+            path: Some(path.to_path_buf()),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        toml::from_str(&text).map_err(|e| ServerError::ConfigSyntax {
+            path: Some(path.to_path_buf()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Set the listen address for clients.
+    pub fn with_bind(mut self, bind: SocketAddr) -> Self {
+        self.bind = bind;
+        self
+    }
+
+    /// Set the shared auth key.
+    pub fn with_auth_key(mut self, key: impl Into<String>) -> Self {
+        self.auth_key = Some(key.into());
+        self
+    }
+
+    /// Use a certificate and key from PEM files instead of a self-signed certificate.
+    pub fn with_tls_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
+    /// Restrict the ports clients may publish on.
+    pub fn with_allow_ports(mut self, ports: PortRanges) -> Self {
+        self.allow_ports = ports;
+        self
+    }
+
+    /// Set the address published ports listen on.
+    pub fn with_publish_addr(mut self, addr: IpAddr) -> Self {
+        self.publish_addr = addr;
+        self
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
+    }
+
+    /// The auth key from `auth_key` or `auth_key_file`.
+    pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
+        let key = match (&self.auth_key, &self.auth_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigProblem::new(
+                    "auth_key_file",
+                    "set either auth_key or auth_key_file, not both",
+                ))
+            }
+            (Some(k), None) => k.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigProblem::new(
+                        "auth_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            (None, None) => return Err(ConfigProblem::new(
+                "auth_key",
+                "no key: set auth_key, auth_key_file or the TUNNEL_AUTH_KEY environment variable",
+            )),
+        };
+        if key.is_empty() {
+            return Err(ConfigProblem::new("auth_key", "the key is empty"));
+        }
+        Ok(key)
+    }
+
+    /// Where the server's certificate comes from.
+    pub fn identity_source(&self) -> Result<ServerIdentitySource, ConfigProblem> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(ServerIdentitySource::Pem {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => Ok(ServerIdentitySource::SelfSigned {
+                names: if self.tls_names.is_empty() {
+                    vec!["localhost".to_string()]
+                } else {
+                    self.tls_names.clone()
+                },
+            }),
+            (Some(_), None) => Err(ConfigProblem::new(
+                "tls_key",
+                "tls_cert is set but tls_key is not: give the private key file too",
+            )),
+            (None, Some(_)) => Err(ConfigProblem::new(
+                "tls_cert",
+                "tls_key is set but tls_cert is not: give the certificate file too",
+            )),
+        }
+    }
+
+    /// Every problem with this configuration, TLS files included (they are loaded).
+    /// An empty list means the server can start.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if let Err(p) = self.resolve_auth_key() {
+            out.push(p);
+        }
+        match self.identity_source() {
+            Ok(src @ ServerIdentitySource::Pem { .. }) => {
+                if let Err(e) = ServerIdentity::load(&src) {
+                    out.push(ConfigProblem::new("tls_cert", e.to_string()));
+                }
+            }
+            Ok(_) => {}
+            Err(p) => out.push(p),
+        }
+        if self.handshake_timeout == 0 {
+            out.push(ConfigProblem::new(
+                "handshake_timeout",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        for (field, v) in [
+            ("max_clients", self.max_clients),
+            ("max_pending_handshakes", self.max_pending_handshakes),
+            ("max_proxies_per_client", self.max_proxies_per_client),
+            ("max_streams_per_client", self.max_streams_per_client),
+        ] {
+            if v == 0 {
+                out.push(ConfigProblem::new(field, "must be at least 1"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert_eq!(c.bind, default_bind());
+        assert_eq!(c.stats_bind, default_stats_bind());
+        assert!(c.allow_ports.contains(1024) && !c.allow_ports.contains(1023));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = ServerConfig::from_toml("bnid = \"0.0.0.0:1\"").unwrap_err();
+        assert!(e.to_string().contains("bnid"), "{e}");
+    }
+
+    #[test]
+    fn bad_port_range_is_explained() {
+        let e = ServerConfig::from_toml("allow_ports = [\"9000-8000\"]").unwrap_err();
+        assert!(e.to_string().contains("9000-8000"), "{e}");
+    }
+
+    #[test]
+    fn cert_without_key_is_a_problem() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"\ntls_cert = \"/x.pem\"").unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "tls_key");
+    }
+
+    #[test]
+    fn missing_key_is_a_problem_and_debug_hides_the_key() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert_eq!(c.problems()[0].field, "auth_key");
+        let c = c.with_auth_key("hunter2");
+        assert!(c.problems().is_empty());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,65 @@
+//! The server's one error type.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One thing wrong with a configuration: the field and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The config key at fault.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The config file could not be read or parsed.
+    #[error("config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    ConfigSyntax {
+        /// The file, when it came from one.
+        path: Option<PathBuf>,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// The config parsed but is not usable; every problem is listed.
+    #[error("invalid config: {}", list(.0))]
+    Config(Vec<ConfigProblem>),
+    /// The certificate or key could not be loaded or generated.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] tunnel_transport::TransportError),
+    /// A listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

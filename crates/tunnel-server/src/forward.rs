@@ -1,0 +1,57 @@
+//! Opening a stream to a proxy's owner: the path shared by public and visitor connections.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tunnel_mux::{MuxStream, PipeStats};
+use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message};
+
+use crate::registry::ProxyEntry;
+use crate::session::{SessionRef, CONTROL_MAX_FRAME};
+
+/// How long the owner may take to dial its local service (it tries 3 times) and answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Open a stream to `owner` for one connection of `entry`, and wait for its status.
+/// On failure, the reason is fit to send back to a visitor.
+pub(crate) async fn open_to_owner(
+    entry: &ProxyEntry,
+    owner: &SessionRef,
+    peer: Option<SocketAddr>,
+) -> Result<MuxStream, String> {
+    let mut stream = owner
+        .control
+        .open()
+        .await
+        .map_err(|e| format!("connection failed: the proxy's client is unreachable ({e})"))?;
+    let open = Message::StreamOpen(StreamOpen::Proxy {
+        proxy: entry.key.name.clone(),
+        peer,
+    });
+    write_message(&mut stream, &open, CONTROL_MAX_FRAME)
+        .await
+        .map_err(|e| format!("connection failed: {e}"))?;
+    match tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME)).await {
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok(stream),
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => Err(reason),
+        Ok(Ok(Some(other))) => Err(format!(
+            "connection failed: the proxy's client answered {}",
+            other.name()
+        )),
+        Ok(Ok(None)) => Err("connection failed: the proxy's client closed the stream".into()),
+        Ok(Err(e)) => Err(format!("connection failed: {e}")),
+        Err(_) => Err(format!(
+            "connection failed: no answer from the proxy's client within {}s",
+            STATUS_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Count the payload of a finished connection. `a_to_b` is user → service.
+pub(crate) fn count(entry: &ProxyEntry, stats: PipeStats) {
+    let c = &entry.counters;
+    c.bytes_in.fetch_add(stats.a_to_b, Ordering::Relaxed);
+    c.bytes_out.fetch_add(stats.b_to_a, Ordering::Relaxed);
+}

@@ -1,0 +1,89 @@
+//! The server side of authentication: hello, challenge, proof.
+
+use tunnel_proto::{auth, AuthResponse, Challenge, Hello, Message, RejectCode, Rejected};
+use tunnel_transport::{read_message, write_message, BoxedStream, TransportError};
+
+/// Handshake frames are small; a peer that announces a bigger one is not a client of ours.
+pub(crate) const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("closed the connection during the handshake")]
+    Closed,
+    #[error("protocol error: expected {expected}, got {got}")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("speaks protocol version {0}, this server speaks {v}", v = tunnel_proto::PROTOCOL_VERSION)]
+    Version(u16),
+    #[error("wrong auth key")]
+    BadKey,
+    #[error("invalid client id: {0}")]
+    BadId(String),
+}
+
+/// Run the challenge-response on a fresh transport stream. `binding` is the TLS exported
+/// keying material, which ties the proof to this very connection.
+pub(crate) async fn authenticate(
+    stream: &mut BoxedStream,
+    binding: &[u8],
+    key: &[u8],
+    nonce: [u8; 32],
+) -> Result<Hello, HandshakeError> {
+    let hello = match read_message(stream, HANDSHAKE_MAX_FRAME).await? {
+        Some(Message::Hello(h)) => h,
+        Some(other) => return Err(unexpected("Hello", &other)),
+        None => return Err(HandshakeError::Closed),
+    };
+    if hello.version != tunnel_proto::PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} is not supported; this server speaks version {}: run the same tls-tunnel release on both sides",
+            hello.version,
+            tunnel_proto::PROTOCOL_VERSION
+        );
+        reject(stream, RejectCode::Version, reason).await;
+        return Err(HandshakeError::Version(hello.version));
+    }
+    if let Err(msg) = tunnel_proto::validate_name(&hello.client_id) {
+        let reason = format!("client id {:?} is invalid: {msg}", hello.client_id);
+        reject(stream, RejectCode::BadConfig, reason.clone()).await;
+        return Err(HandshakeError::BadId(reason));
+    }
+    let challenge = Message::Challenge(Challenge {
+        version: tunnel_proto::PROTOCOL_VERSION,
+        nonce,
+    });
+    write_message(stream, &challenge, HANDSHAKE_MAX_FRAME).await?;
+    let mac = match read_message(stream, HANDSHAKE_MAX_FRAME).await? {
+        Some(Message::AuthResponse(AuthResponse { mac })) => mac,
+        Some(other) => return Err(unexpected("AuthResponse", &other)),
+        None => return Err(HandshakeError::Closed),
+    };
+    if !auth::verify_mac(key, &nonce, binding, &hello, &mac) {
+        reject(
+            stream,
+            RejectCode::Auth,
+            "authentication failed: the client's auth_key does not match the server's".into(),
+        )
+        .await;
+        return Err(HandshakeError::BadKey);
+    }
+    Ok(hello)
+}
+
+/// Tell the peer why it is turned away. Best effort: it may already be gone.
+pub(crate) async fn reject(stream: &mut BoxedStream, code: RejectCode, reason: String) {
+    let msg = Message::Rejected(Rejected { code, reason });
+    let _ = write_message(stream, &msg, HANDSHAKE_MAX_FRAME).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+}
+
+fn unexpected(expected: &'static str, got: &Message) -> HandshakeError {
+    HandshakeError::Unexpected {
+        expected,
+        got: got.name(),
+    }
+}

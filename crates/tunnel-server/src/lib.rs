@@ -1,0 +1,205 @@
+//! The tls-tunnel server engine.
+//!
+//! Clients connect over TLS, prove they know the shared key, and register their proxies; the
+//! server opens a public port for each published proxy and relays every user connection to
+//! the owning client as a new stream of that client's one multiplexed connection. Visitors of
+//! one client reach another client's proxy through the same registry.
+//!
+//! The engine is a library first: the `tunnel-server` binary only turns a TOML file into a
+//! [`ServerConfig`] and calls [`start`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tunnel_server::ServerError> {
+//! let config = tunnel_server::ServerConfig::default()
+//!     .with_bind("127.0.0.1:8443".parse().unwrap())
+//!     .with_auth_key("a long random key");
+//! let server = tunnel_server::start(config).await?;
+//! println!("listening on {}, fingerprint {}", server.local_addr(), server.fingerprint());
+//! server.shutdown();
+//! server.join().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod forward;
+mod handshake;
+mod listener;
+mod ports;
+mod register;
+mod registry;
+mod session;
+mod visitor;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+use tunnel_mux::{MuxConfig, PipeConfig};
+use tunnel_transport::{Fingerprint, ServerIdentity, TlsTransport, Transport};
+
+pub use config::ServerConfig;
+pub use error::{ConfigProblem, ServerError};
+pub use ports::{PortRange, PortRanges};
+pub use registry::{ProxyCounters, ProxyKey};
+
+use registry::Registry;
+use session::SessionRef;
+
+/// State shared by every task of one server.
+pub(crate) struct Shared {
+    cfg: ServerConfig,
+    key: Vec<u8>,
+    transport: Arc<dyn Transport>,
+    registry: Registry,
+    sessions: Mutex<HashMap<String, Arc<SessionRef>>>,
+    next_session: AtomicU64,
+    pending: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    pipe: PipeConfig,
+}
+
+impl Shared {
+    fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn mux_config(&self) -> MuxConfig {
+        MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client)
+    }
+}
+
+/// A running server. Dropping it does not stop the server; call [`ServerHandle::shutdown`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    fingerprint: Fingerprint,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of what the server holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Connected clients.
+    pub clients: usize,
+    /// Registered proxies, public and private.
+    pub proxies: usize,
+}
+
+impl ServerHandle {
+    /// The address clients connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 fingerprint of the server certificate, for clients to pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Counts of clients and proxies right now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            clients: self.shared.sessions.lock().len(),
+            proxies: self.shared.registry.len(),
+        }
+    }
+
+    /// Stop accepting and close every session, listener and stream.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Wait until every task of the server has ended (after [`ServerHandle::shutdown`]).
+    pub async fn join(self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+/// Bind the client port and start serving. Returns once the server accepts connections.
+pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
+    let problems = cfg.problems();
+    if !problems.is_empty() {
+        return Err(ServerError::Config(problems));
+    }
+    let key = cfg
+        .resolve_auth_key()
+        .map_err(|p| ServerError::Config(vec![p]))?;
+    let source = cfg
+        .identity_source()
+        .map_err(|p| ServerError::Config(vec![p]))?;
+    let identity = ServerIdentity::load(&source)?;
+    let fingerprint = identity.fingerprint();
+    let transport: Arc<dyn Transport> = Arc::new(TlsTransport::server(&identity)?);
+    let listener = TcpListener::bind(cfg.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.bind,
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
+        cfg,
+        key: key.into_bytes(),
+        transport,
+        registry: Registry::default(),
+        sessions: Mutex::new(HashMap::new()),
+        next_session: AtomicU64::new(1),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        pipe: PipeConfig::default(),
+    });
+    info!(%local_addr, %fingerprint, "tunnel server listening");
+    let accept = accept_loop(shared.clone(), listener);
+    shared
+        .tasks
+        .spawn(accept.instrument(tracing::info_span!("server", %local_addr)));
+    Ok(ServerHandle {
+        local_addr,
+        fingerprint,
+        shared,
+    })
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let task = session::handle_connection(shared.clone(), tcp, peer);
+                    shared.tasks.spawn(task.in_current_span());
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    info!("no longer accepting clients");
+}

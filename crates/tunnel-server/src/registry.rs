@@ -1,0 +1,167 @@
+//! The proxy registry: which session serves each `(proxy name, publish_port)`.
+//!
+//! The interface is deliberately narrow (claim, look up, hand over, release) so that a later
+//! step can back it with a store shared by several servers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::ProxySpec;
+
+use crate::session::SessionRef;
+
+/// The registry key. Private proxies (no `publish_port`) use port 0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyKey {
+    /// The proxy name the client chose.
+    pub name: String,
+    /// The published port, or 0 for a private proxy.
+    pub port: u16,
+}
+
+impl fmt::Display for ProxyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.port == 0 {
+            write!(f, "{} (private)", self.name)
+        } else {
+            write!(f, "{}:{}", self.name, self.port)
+        }
+    }
+}
+
+/// Live counters of one proxy. Relaxed atomics: they are statistics, not synchronisation.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Connections served from the public port.
+    pub public_connections: AtomicU64,
+    /// Connections served for visitors.
+    pub visitor_connections: AtomicU64,
+    /// Streams open right now.
+    pub active_streams: AtomicU64,
+    /// Payload bytes from users or visitors toward the service.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes from the service back.
+    pub bytes_out: AtomicU64,
+}
+
+/// One registered proxy.
+pub(crate) struct ProxyEntry {
+    pub key: ProxyKey,
+    pub spec: RwLock<ProxySpec>,
+    owner: RwLock<Arc<SessionRef>>,
+    /// Stops the public listener (if any) when the entry goes away.
+    pub listener_stop: CancellationToken,
+    pub counters: ProxyCounters,
+}
+
+impl ProxyEntry {
+    pub fn new(key: ProxyKey, spec: ProxySpec, owner: Arc<SessionRef>) -> Self {
+        ProxyEntry {
+            key,
+            spec: RwLock::new(spec),
+            owner: RwLock::new(owner),
+            listener_stop: CancellationToken::new(),
+            counters: ProxyCounters::default(),
+        }
+    }
+
+    /// The session that serves this proxy right now.
+    pub fn owner(&self) -> Arc<SessionRef> {
+        self.owner.read().clone()
+    }
+}
+
+/// Why a claim failed.
+pub(crate) enum ClaimError {
+    /// Another client holds the key.
+    Taken { by: String },
+}
+
+/// All proxies of all clients.
+#[derive(Default)]
+pub(crate) struct Registry {
+    map: RwLock<HashMap<ProxyKey, Arc<ProxyEntry>>>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str, port: u16) -> Option<Arc<ProxyEntry>> {
+        let key = ProxyKey {
+            name: name.to_string(),
+            port,
+        };
+        self.map.read().get(&key).cloned()
+    }
+
+    /// Insert `entry` unless the key is held by someone else.
+    pub fn claim(&self, entry: Arc<ProxyEntry>) -> Result<(), ClaimError> {
+        let mut map = self.map.write();
+        if let Some(existing) = map.get(&entry.key) {
+            return Err(ClaimError::Taken {
+                by: existing.owner().client_id.clone(),
+            });
+        }
+        map.insert(entry.key.clone(), entry);
+        Ok(())
+    }
+
+    /// Move every entry of session `from` to `to` (same client instance, new connection), so
+    /// public ports keep serving with no gap. Returns how many moved.
+    pub fn hand_over(&self, from: u64, to: &Arc<SessionRef>) -> usize {
+        let map = self.map.read();
+        let mut moved = 0;
+        for entry in map.values() {
+            let mut owner = entry.owner.write();
+            if owner.id == from {
+                *owner = to.clone();
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Entries owned by `session`.
+    pub fn owned_by(&self, session: u64) -> Vec<Arc<ProxyEntry>> {
+        self.map
+            .read()
+            .values()
+            .filter(|e| e.owner.read().id == session)
+            .cloned()
+            .collect()
+    }
+
+    /// Remove `key` if `session` still owns it, and stop its listener.
+    pub fn release(&self, key: &ProxyKey, session: u64) -> bool {
+        let mut map = self.map.write();
+        let owned = map.get(key).is_some_and(|e| e.owner.read().id == session);
+        if owned {
+            if let Some(e) = map.remove(key) {
+                e.listener_stop.cancel();
+            }
+        }
+        owned
+    }
+
+    /// Remove everything `session` owns. Returns the keys removed.
+    pub fn release_all(&self, session: u64) -> Vec<ProxyKey> {
+        let mut map = self.map.write();
+        let keys: Vec<ProxyKey> = map
+            .iter()
+            .filter(|(_, e)| e.owner.read().id == session)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            if let Some(e) = map.remove(k) {
+                e.listener_stop.cancel();
+            }
+        }
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+}

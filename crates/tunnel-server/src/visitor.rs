@@ -1,0 +1,151 @@
+//! Streams a client opens toward the server: visitors reaching another client's proxy.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, info};
+use tunnel_mux::{relay_streams, MuxStream};
+use tunnel_proto::{Message, ProxySpec, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message};
+
+use crate::forward::{count, open_to_owner};
+use crate::session::{SessionRef, CONTROL_MAX_FRAME};
+use crate::Shared;
+
+/// A client that opens a stream must name its target promptly.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn serve_stream(
+    shared: Arc<Shared>,
+    visitor: Arc<SessionRef>,
+    mut stream: MuxStream,
+) {
+    let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME));
+    let (proxy, port, secret) = match header.await {
+        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Visit {
+            proxy,
+            publish_port,
+            secret,
+        })))) => (proxy, publish_port, secret),
+        Ok(Ok(Some(other))) => {
+            let reason = format!("unexpected {} as a stream header", other.name());
+            return refuse(&mut stream, reason).await;
+        }
+        _ => return,
+    };
+    let Some(entry) = shared.registry.get(&proxy, port) else {
+        info!(proxy, port, "visitor refused: proxy not found");
+        return refuse(&mut stream, "proxy not found".into()).await;
+    };
+    let access = check_access(&entry.spec.read(), &visitor.client_id, &secret);
+    if let Err(why) = access {
+        info!(proxy = %entry.key, "visitor refused: access denied ({why})");
+        return refuse(&mut stream, "access denied".into()).await;
+    }
+    entry
+        .counters
+        .visitor_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let owner = entry.owner();
+    let mut out = match open_to_owner(&entry, &owner, Some(visitor.peer)).await {
+        Ok(s) => s,
+        Err(reason) => {
+            info!(proxy = %entry.key, "visitor connection failed: {reason}");
+            return refuse(&mut stream, reason).await;
+        }
+    };
+    let ok = Message::StreamStatus(StreamStatus::Ok);
+    if write_message(&mut stream, &ok, CONTROL_MAX_FRAME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (in_id, out_id) = (stream.id(), out.id());
+    let in_guard = visitor.aborts.register(in_id);
+    let out_guard = owner.aborts.register(out_id);
+    entry
+        .counters
+        .active_streams
+        .fetch_add(1, Ordering::Relaxed);
+    let end = relay_streams(
+        &mut stream,
+        &mut out,
+        &shared.pipe,
+        in_guard.token(),
+        out_guard.token(),
+        // Either side's failure or abort ends both: tell both clients.
+        || {
+            visitor.send_abort(in_id);
+            owner.send_abort(out_id);
+        },
+    )
+    .await;
+    entry
+        .counters
+        .active_streams
+        .fetch_sub(1, Ordering::Relaxed);
+    count(&entry, end.stats());
+    debug!(proxy = %entry.key, ?end, "visitor connection finished");
+}
+
+/// Whether a visitor may reach a proxy: the proxy must opt in with a secret, an allow list or
+/// both, and the visitor must satisfy every one it set.
+fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &'static str> {
+    if spec.secret.is_none() && spec.allow_visitors.is_empty() {
+        return Err("the proxy sets neither secret nor allow_visitors");
+    }
+    if let Some(expected) = &spec.secret {
+        if !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
+            return Err("wrong or missing secret");
+        }
+    }
+    if !spec.allow_visitors.is_empty()
+        && !spec
+            .allow_visitors
+            .iter()
+            .any(|id| id == "*" || id == client_id)
+    {
+        return Err("client id not in allow_visitors");
+    }
+    Ok(())
+}
+
+async fn refuse(stream: &mut MuxStream, reason: String) {
+    let msg = Message::StreamStatus(StreamStatus::Error(reason));
+    let _ = write_message(stream, &msg, CONTROL_MAX_FRAME).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tunnel_proto::ProxyKind;
+
+    fn spec(secret: Option<&str>, allow: &[&str]) -> ProxySpec {
+        ProxySpec {
+            name: "db".into(),
+            kind: ProxyKind::Tcp,
+            publish_port: None,
+            secret: secret.map(Into::into),
+            allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn access_rules() {
+        assert!(check_access(&spec(None, &[]), "c", "").is_err());
+        assert!(check_access(&spec(Some("s"), &[]), "c", "s").is_ok());
+        assert!(check_access(&spec(Some("s"), &[]), "c", "x").is_err());
+        assert!(check_access(&spec(Some("s"), &[]), "c", "").is_err());
+        assert!(check_access(&spec(None, &["c"]), "c", "").is_ok());
+        assert!(check_access(&spec(None, &["*"]), "anyone", "").is_ok());
+        assert!(check_access(&spec(None, &["b"]), "c", "").is_err());
+        assert!(check_access(&spec(Some("s"), &["c"]), "c", "s").is_ok());
+        assert!(check_access(&spec(Some("s"), &["c"]), "d", "s").is_err());
+        assert!(check_access(&spec(Some("s"), &["c"]), "c", "x").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong while setting up or using a transport. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The TCP connection could not be made (refused, unreachable, DNS failure).
+    #[error(
+        "could not connect to {addr}: {source} (check the address and that the server is running)"
+    )]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server's certificate was rejected by our trust settings.
+    #[error("the server's certificate is not trusted: {reason}")]
+    Untrusted {
+        /// Why, and which setting to change.
+        reason: String,
+    },
+
+    /// The TLS handshake failed for another reason (peer is not TLS, version or ALPN mismatch,
+    /// peer aborted, ...).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+
+    /// An I/O error on an established connection.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A certificate or key file could not be used.
+    #[error("{}: {reason}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Invalid TLS settings (server name, fingerprint syntax, empty trust store, ...).
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+
+    /// `connect` was called on a server-role transport, or `accept` on a client-role one.
+    #[error(
+        "transport used in the wrong role: build it with TlsTransport::client to connect and \
+         TlsTransport::server to accept"
+    )]
+    WrongRole,
+
+    /// The handshake did not finish in time (raised by callers that apply a timeout).
+    #[error("TLS handshake timed out: the peer may not speak TLS or the network drops packets")]
+    Timeout,
+
+    /// A tunnel protocol frame was malformed or too large.
+    #[error("tunnel protocol error: {0}")]
+    Proto(#[from] tunnel_proto::ProtoError),
+}
+
+impl TransportError {
+    /// Whether retrying the same thing cannot help: an untrusted certificate or bad
+    /// configuration stays that way until a human changes something. Connection, I/O,
+    /// handshake and timeout failures are transient (the server may be restarting).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Untrusted { .. }
+                | TransportError::Pem { .. }
+                | TransportError::Config(_)
+                | TransportError::WrongRole
+        )
+    }
+}

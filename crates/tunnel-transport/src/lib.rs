@@ -1,0 +1,65 @@
+//! Transports that carry a tls-tunnel session. Today: raw TLS 1.3 over TCP (rustls with the
+//! aws-lc-rs provider, always passed explicitly); HTTP/2 and WebSocket will come behind the
+//! same [`Transport`] trait.
+//!
+//! * Server side: a [`ServerIdentity`] (PEM files or self-signed) → [`TlsTransport::server`] →
+//!   [`Transport::accept`] on each accepted TCP connection.
+//! * Client side: a [`ClientTrust`] (CA file, pinned [`Fingerprint`], system roots, or
+//!   insecure) → [`TlsTransport::client`] → [`Transport::connect`].
+//! * Both yield an [`Established`]: the byte stream plus `binding`, the TLS exported keying
+//!   material the tunnel authentication is bound to.
+//! * [`read_message`] / [`write_message`] exchange single tunnel-proto frames before yamux
+//!   takes over the stream; [`tune_tcp`] applies the socket options.
+//!
+//! ```
+//! use tokio::net::TcpListener;
+//! use tunnel_proto::{Message, DEFAULT_MAX_FRAME};
+//! use tunnel_transport::{
+//!     read_message, write_message, ClientTrust, ServerIdentity, TlsTransport, Transport,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let identity = ServerIdentity::self_signed(&["localhost".to_owned()])?;
+//! let server = TlsTransport::server(&identity)?;
+//! // The client pins the fingerprint the server logs at start.
+//! let client = TlsTransport::client("localhost", &ClientTrust::Fingerprint(identity.fingerprint()))?;
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?.to_string();
+//! let accepting = async {
+//!     let (tcp, peer) = listener.accept().await?;
+//!     let mut conn = server.accept(tcp, peer).await?;
+//!     let msg = read_message(&mut conn.stream, DEFAULT_MAX_FRAME).await?;
+//!     Ok::<_, Box<dyn std::error::Error>>((conn.binding, msg))
+//! };
+//! let connecting = async {
+//!     let mut conn = client.connect(&addr).await?;
+//!     write_message(&mut conn.stream, &Message::Ping(7), DEFAULT_MAX_FRAME).await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(conn.binding)
+//! };
+//! let (accepted, connected) = tokio::join!(accepting, connecting);
+//! let (server_binding, msg) = accepted?;
+//! assert_eq!(msg, Some(Message::Ping(7)));
+//! assert_eq!(server_binding, connected?); // same TLS session, same exported key
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod fingerprint;
+mod framed;
+mod identity;
+mod socket;
+mod tls;
+mod transport;
+mod trust;
+
+pub use error::TransportError;
+pub use fingerprint::Fingerprint;
+pub use framed::{read_message, write_message};
+pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
+pub use socket::tune_tcp;
+pub use tls::{fill_random, TlsTransport};
+pub use transport::{BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_TUNNEL};
+pub use trust::ClientTrust;

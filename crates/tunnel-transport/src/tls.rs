@@ -1,0 +1,285 @@
+//! Raw TLS 1.3 (rustls with aws-lc-rs) over TCP.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
+use rustls::sign::SingleCertAndKey;
+use rustls::{CertificateError, ClientConfig, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::trust::{FingerprintMismatch, Verification};
+use crate::{
+    tune_tcp, ClientTrust, Established, ServerIdentity, Transport, TransportError, TransportKind,
+    ALPN_TUNNEL,
+};
+
+const _: () = assert!(
+    tunnel_proto::EKM_LEN == 32,
+    "Established::binding is 32 bytes"
+);
+
+/// The crypto provider, always passed explicitly: `ServerConfig::builder()` would panic if
+/// another crate in the build enabled ring as well.
+pub(crate) fn provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// Fill `buf` with cryptographically secure random bytes from the aws-lc-rs provider (for
+/// nonces and instance ids; keeps the engines free of another randomness crate).
+pub fn fill_random(buf: &mut [u8]) -> Result<(), TransportError> {
+    provider().secure_random.fill(buf).map_err(|_| {
+        TransportError::Io(io::Error::other(
+            "the system random number generator failed; check the OS entropy source",
+        ))
+    })
+}
+
+/// ALPN ids we offer and accept, in preference order. HTTP/2 and WebSocket transports will be
+/// added here.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    vec![ALPN_TUNNEL.to_vec()]
+}
+
+/// TLS transport for one role.
+pub struct TlsTransport {
+    role: Role,
+}
+
+enum Role {
+    Server(TlsAcceptor),
+    Client {
+        connector: TlsConnector,
+        server_name: ServerName<'static>,
+    },
+}
+
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role {
+            Role::Server(_) => f.write_str("TlsTransport(server)"),
+            Role::Client { server_name, .. } => {
+                write!(f, "TlsTransport(client, server_name={server_name:?})")
+            }
+        }
+    }
+}
+
+impl TlsTransport {
+    /// Server role: TLS 1.3 only, ALPN `tls-tunnel/1`, no client certificates.
+    pub fn server(identity: &ServerIdentity) -> Result<Self, TransportError> {
+        let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TransportError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
+        cfg.alpn_protocols = alpn_protocols();
+        // One long-lived connection per client: resumption tickets would only cost bytes.
+        cfg.send_tls13_tickets = 0;
+        Ok(Self {
+            role: Role::Server(TlsAcceptor::from(Arc::new(cfg))),
+        })
+    }
+
+    /// Client role. `server_name` is sent as SNI (unless it is an IP literal) and checked
+    /// against the certificate when trusting by CA.
+    pub fn client(server_name: &str, trust: &ClientTrust) -> Result<Self, TransportError> {
+        let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
+            TransportError::Config(format!(
+                "server_name {server_name:?} is neither a DNS name nor an IP address"
+            ))
+        })?;
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut cfg = match trust.verification()? {
+            Verification::Roots(roots) => builder.with_root_certificates(roots),
+            Verification::Custom(v) => builder.dangerous().with_custom_certificate_verifier(v),
+        }
+        .with_no_client_auth();
+        if matches!(trust, ClientTrust::InsecureSkipVerify) {
+            tracing::warn!(
+                "TLS certificate verification is DISABLED (insecure_skip_verify): anyone on the \
+                 network path can impersonate the server and read the tunnel. Use ca_cert or \
+                 server_fingerprint instead."
+            );
+        }
+        cfg.alpn_protocols = alpn_protocols();
+        cfg.resumption = rustls::client::Resumption::disabled();
+        Ok(Self {
+            role: Role::Client {
+                connector: TlsConnector::from(Arc::new(cfg)),
+                server_name: name,
+            },
+        })
+    }
+
+    async fn connect_impl(&self, addr: &str) -> Result<Established, TransportError> {
+        let Role::Client {
+            connector,
+            server_name,
+        } = &self.role
+        else {
+            return Err(TransportError::WrongRole);
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| TransportError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        tune_tcp(&tcp);
+        let peer = tcp.peer_addr()?;
+        let tls = connector
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(|e| handshake_error(e, Some(server_name)))?;
+        let (_, conn) = tls.get_ref();
+        check_alpn(conn.alpn_protocol(), "the server did not select")?;
+        let binding = binding(conn)?;
+        Ok(established(Box::new(tls), peer, binding))
+    }
+
+    async fn accept_impl(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Established, TransportError> {
+        let Role::Server(acceptor) = &self.role else {
+            return Err(TransportError::WrongRole);
+        };
+        tune_tcp(&tcp);
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| handshake_error(e, None))?;
+        let (_, conn) = tls.get_ref();
+        check_alpn(conn.alpn_protocol(), "the client did not offer")?;
+        let binding = binding(conn)?;
+        Ok(established(Box::new(tls), peer, binding))
+    }
+}
+
+impl Transport for TlsTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
+        self.connect_impl(addr).boxed()
+    }
+
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'_, Result<Established, TransportError>> {
+        self.accept_impl(tcp, peer).boxed()
+    }
+}
+
+fn established(stream: crate::BoxedStream, peer: SocketAddr, binding: [u8; 32]) -> Established {
+    Established {
+        stream,
+        peer,
+        transport: TransportKind::Tls,
+        binding: Some(binding),
+    }
+}
+
+fn check_alpn(negotiated: Option<&[u8]>, who: &str) -> Result<(), TransportError> {
+    if negotiated == Some(ALPN_TUNNEL) {
+        return Ok(());
+    }
+    Err(TransportError::Handshake(format!(
+        "{who} ALPN \"tls-tunnel/1\": the peer is not a tls-tunnel endpoint (or an \
+         incompatible version); check the address and port"
+    )))
+}
+
+fn binding<D>(conn: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], TransportError> {
+    conn.export_keying_material([0u8; 32], tunnel_proto::EKM_LABEL, None)
+        .map_err(|e| TransportError::Handshake(format!("cannot export keying material: {e}")))
+}
+
+/// Turn what tokio-rustls reports into an error the user can act on. `server_name` is set on
+/// the client side.
+fn handshake_error(e: io::Error, server_name: Option<&ServerName<'static>>) -> TransportError {
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        let reason = match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
+                "the peer closed the connection during the handshake ({e}); is this the \
+                 tunnel port? the peer's log may say why it refused"
+            ),
+            _ => format!("{e}"),
+        };
+        return TransportError::Handshake(reason);
+    };
+    let untrusted = |reason: String| TransportError::Untrusted { reason };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => untrusted(
+                "unknown issuer: set ca_cert or server_fingerprint (the server logs its \
+                 fingerprint at start)"
+                    .to_owned(),
+            ),
+            CertificateError::BadSignature => untrusted(
+                "the certificate is not signed by the configured CA (another certificate with \
+                 the same issuer name?): set ca_cert to the CA that issued it, or \
+                 server_fingerprint (the server logs its fingerprint at start)"
+                    .to_owned(),
+            ),
+            CertificateError::NotValidForName => untrusted(format!(
+                "certificate is not valid for name {} (set server_name)",
+                show_name(server_name)
+            )),
+            CertificateError::NotValidForNameContext { presented, .. } => untrusted(format!(
+                "certificate is not valid for name {} (it is valid for {}; set server_name)",
+                show_name(server_name),
+                presented.join(", ")
+            )),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => untrusted(
+                format!("{cert}: renew the server certificate (or check this machine's clock)"),
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                untrusted(format!("{cert}: check this machine's clock"))
+            }
+            CertificateError::Other(other) => match other.0.downcast_ref::<FingerprintMismatch>() {
+                Some(mismatch) => untrusted(mismatch.to_string()),
+                None => untrusted(other.to_string()),
+            },
+            other => untrusted(format!("{other}")),
+        },
+        rustls::Error::AlertReceived(alert) => TransportError::Handshake(format!(
+            "the peer aborted the handshake with alert {alert:?}; its log says why (often: it \
+             does not trust our certificate or speaks another protocol version)"
+        )),
+        rustls::Error::NoApplicationProtocol => TransportError::Handshake(
+            "no common ALPN protocol: the peer is not a tls-tunnel endpoint or runs an \
+             incompatible version"
+                .to_owned(),
+        ),
+        rustls::Error::PeerIncompatible(why) => TransportError::Handshake(format!(
+            "the peer is incompatible ({why:?}); tls-tunnel requires TLS 1.3"
+        )),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateHandshakeMessage { .. } => {
+            TransportError::Handshake(format!(
+                "the peer does not speak TLS as expected ({tls}); is this the tunnel port?"
+            ))
+        }
+        other => TransportError::Handshake(other.to_string()),
+    }
+}
+
+fn show_name(name: Option<&ServerName<'static>>) -> String {
+    name.map_or_else(|| "?".to_owned(), |n| n.to_str().into_owned())
+}
