@@ -170,3 +170,158 @@ pub fn have(cmd: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Log capture, prompt-close checks and a relay that can fake a dead network path.
+
+/// Every formatted log line of this test binary since [`capture_logs`]. Global because the
+/// tracing subscriber is: tests running in parallel share it, so give them distinct names.
+static LOG_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if std::env::var_os("RUST_LOG").is_some() {
+            eprint!("{text}");
+        }
+        let mut lines = LOG_LINES.lock().unwrap_or_else(|e| e.into_inner());
+        lines.extend(text.lines().map(str::to_string));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Collect engine logs (info and up, or `RUST_LOG`) so tests can check what was reported.
+/// Call it before [`server`]: the first subscriber installed in a test binary wins.
+pub fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+/// Whether some captured line contains every one of `parts`.
+pub fn logged(parts: &[&str]) -> bool {
+    let lines = LOG_LINES.lock().unwrap_or_else(|e| e.into_inner());
+    lines.iter().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+/// Whether any captured line contains `needle` (e.g. a secret that must never be logged).
+pub fn logged_anywhere(needle: &str) -> bool {
+    logged(&[needle])
+}
+
+/// Wait (briefly) until a line containing every one of `parts` was logged.
+pub async fn expect_logged(parts: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !logged(parts) {
+        if Instant::now() >= deadline {
+            let lines = LOG_LINES.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!("no log line contains {parts:?}; the last lines:\n{recent}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback `host:port` for a visitor to bind (the OS picked the port a moment ago).
+pub fn visitor_bind() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Connect to `addr` as an application would, send a few bytes, and require the connection
+/// to be closed (EOF or reset) within `within` without a single byte coming back.
+pub async fn expect_prompt_close(addr: &str, within: Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // A refused connection must not reach the service: an echo service would answer this.
+    let _ = s.write_all(b"hello?").await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(within, s.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{addr}: the connection stayed open for {within:?}"));
+    if let Ok(n) = read {
+        assert_eq!(n, 0, "{addr}: a refused connection delivered {n} bytes");
+    }
+    assert!(started.elapsed() < within);
+}
+
+/// A TCP relay in front of the server. [`Relay::cut`] makes every connection relayed so far
+/// look dead to the client (its side is closed) while the server's side stays open and
+/// silent, as when a network path dies without a FIN reaching the server. Later connections
+/// are relayed normally.
+pub struct Relay {
+    pub addr: SocketAddr,
+    generation: tokio::sync::watch::Sender<u64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Server-side sockets of cut connections, kept open; tests may read them.
+    pub held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let relay = Relay {
+            addr,
+            generation,
+            accepted: Default::default(),
+            held: Default::default(),
+        };
+        let (gen, accepted, held) = (
+            relay.generation.clone(),
+            relay.accepted.clone(),
+            relay.held.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let mut cut = gen.subscribe();
+                let held = held.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let was_cut = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => false,
+                        _ = cut.changed() => true,
+                    };
+                    if was_cut {
+                        held.lock().unwrap().push(up);
+                    }
+                });
+            }
+        });
+        relay
+    }
+
+    /// Cut every connection relayed so far (see the type's docs).
+    pub fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: it is
+/// bound but never listens, so unlike a port that was merely free a moment ago, no other
+/// listener can take it meanwhile.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}

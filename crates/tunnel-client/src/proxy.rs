@@ -29,6 +29,8 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
         }
         _ => return,
     };
+    let id = stream.id();
+    let guard = ctx.aborts.register(id);
     // The server names a proxy, never an address: we dial only what our own config says.
     let Some(local_addr) = shared.local_addr_of(&name) else {
         warn!(proxy = %name, "the server asked for a proxy this client does not have");
@@ -52,8 +54,6 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     {
         return;
     }
-    let id = stream.id();
-    let guard = ctx.aborts.register(id);
     let end = relay_tcp(local, stream, &shared.pipe, guard.token(), || {
         ctx.send_abort(id)
     })

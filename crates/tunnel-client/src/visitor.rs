@@ -45,8 +45,11 @@ pub(crate) async fn run(shared: Arc<Shared>, visitor: VisitorConfig, listener: T
                 () = shared.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let task = serve(shared.clone(), visitor.clone(), tcp);
-                        shared.tasks.spawn(task.instrument(tracing::debug_span!("conn", %peer)));
+                        // Also in the visitor's span: with "conn" filtered out (it is
+                        // debug), the refusal warnings must still name client and visitor.
+                        let task = serve(shared.clone(), visitor.clone(), tcp)
+                            .instrument(tracing::debug_span!("conn", %peer));
+                        shared.tasks.spawn(task.in_current_span());
                     }
                     Err(e) => {
                         warn!("accept failed: {e}");
@@ -73,6 +76,8 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
             return;
         }
     };
+    let id = stream.id();
+    let guard = ctx.aborts.register(id);
     let open = Message::StreamOpen(StreamOpen::Visit {
         proxy: visitor.proxy.clone(),
         publish_port: visitor.publish_port,
@@ -102,8 +107,6 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
             return;
         }
     }
-    let id = stream.id();
-    let guard = ctx.aborts.register(id);
     let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), || {
         ctx.send_abort(id)
     })

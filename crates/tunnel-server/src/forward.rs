@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tunnel_mux::{MuxStream, PipeStats};
+use tunnel_mux::{AbortGuard, MuxStream, PipeStats};
 use tunnel_proto::{Message, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
@@ -14,18 +14,20 @@ use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 /// How long the owner may take to dial its local service (it tries 3 times) and answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Open a stream to `owner` for one connection of `entry`, and wait for its status.
+/// Open a stream to `owner` for one connection of `entry`, and wait for its status. The
+/// stream is watched for aborts from the moment it exists, so an early abort is not lost.
 /// On failure, the reason is fit to send back to a visitor.
 pub(crate) async fn open_to_owner(
     entry: &ProxyEntry,
     owner: &SessionRef,
     peer: Option<SocketAddr>,
-) -> Result<MuxStream, String> {
+) -> Result<(MuxStream, AbortGuard), String> {
     let mut stream = owner
         .control
         .open()
         .await
         .map_err(|e| format!("connection failed: the proxy's client is unreachable ({e})"))?;
+    let guard = owner.aborts.register(stream.id());
     let open = Message::StreamOpen(StreamOpen::Proxy {
         proxy: entry.key.name.clone(),
         peer,
@@ -34,7 +36,7 @@ pub(crate) async fn open_to_owner(
         .await
         .map_err(|e| format!("connection failed: {e}"))?;
     match tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME)).await {
-        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok(stream),
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok((stream, guard)),
         Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => Err(reason),
         Ok(Ok(Some(other))) => Err(format!(
             "connection failed: the proxy's client answered {}",

@@ -46,7 +46,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .public_connections
         .fetch_add(1, Ordering::Relaxed);
     let owner = entry.owner();
-    let stream = match open_to_owner(&entry, &owner, Some(peer)).await {
+    let (stream, guard) = match open_to_owner(&entry, &owner, Some(peer)).await {
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, "user connection closed: {reason}");
@@ -54,7 +54,6 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         }
     };
     let id = stream.id();
-    let guard = owner.aborts.register(id);
     entry
         .counters
         .active_streams

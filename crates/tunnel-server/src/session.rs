@@ -148,7 +148,7 @@ fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
 /// Record the session under its client id; a stale session of the same instance hands its
 /// proxies over at once, so public ports keep serving.
 fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
-    let old = {
+    let (old, moved) = {
         let mut sessions = shared.sessions.lock();
         if let Some(live) = sessions.get(&session.client_id) {
             if live.instance != session.instance {
@@ -158,10 +158,15 @@ fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
                 ));
             }
         }
-        sessions.insert(session.client_id.clone(), session.clone())
+        let old = sessions.insert(session.client_id.clone(), session.clone());
+        // Still under the lock: the old session's clean-up takes it before releasing, so it
+        // cannot release the proxies between the insert and the hand-over (a gap).
+        let moved = old
+            .as_ref()
+            .map_or(0, |old| shared.registry.hand_over(old.id, session));
+        (old, moved)
     };
     if let Some(old) = old {
-        let moved = shared.registry.hand_over(old.id, session);
         info!(
             old_session = old.id,
             proxies = moved,
@@ -296,9 +301,7 @@ async fn control_writer(mut wr: tokio::io::WriteHalf<MuxStream>, mut rx: mpsc::R
 /// Release everything the session holds. Returns how many proxies it released.
 fn cleanup(shared: &Shared, session: &SessionRef) -> usize {
     session.cancel.cancel();
-    let released = shared.registry.release_all(session.id);
-    session.aborts.abort_all();
-    {
+    let released = {
         let mut sessions = shared.sessions.lock();
         if sessions
             .get(&session.client_id)
@@ -306,7 +309,11 @@ fn cleanup(shared: &Shared, session: &SessionRef) -> usize {
         {
             sessions.remove(&session.client_id);
         }
-    }
+        // Under the lock (see `install`): a successor of the same client has either taken
+        // our proxies over already, leaving none to release, or does not exist.
+        shared.registry.release_all(session.id)
+    };
+    session.aborts.abort_all();
     session.control.close();
     for key in &released {
         debug!(proxy = %key, "proxy released");

@@ -49,8 +49,10 @@ pub(crate) async fn serve_stream(
         .counters
         .visitor_connections
         .fetch_add(1, Ordering::Relaxed);
+    let in_id = stream.id();
+    let in_guard = visitor.aborts.register(in_id);
     let owner = entry.owner();
-    let mut out = match open_to_owner(&entry, &owner, Some(visitor.peer)).await {
+    let (mut out, out_guard) = match open_to_owner(&entry, &owner, Some(visitor.peer)).await {
         Ok(s) => s,
         Err(reason) => {
             info!(proxy = %entry.key, "visitor connection failed: {reason}");
@@ -64,9 +66,7 @@ pub(crate) async fn serve_stream(
     {
         return;
     }
-    let (in_id, out_id) = (stream.id(), out.id());
-    let in_guard = visitor.aborts.register(in_id);
-    let out_guard = owner.aborts.register(out_id);
+    let out_id = out.id();
     entry
         .counters
         .active_streams
