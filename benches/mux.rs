@@ -2,10 +2,10 @@
 //! TLS (tunnel-transport), against raw TLS and raw TCP baselines, plus the full product path
 //! TCP -> pipe -> mux/TLS -> pipe -> TCP.
 //!
-//! `cargo bench --bench mux` (about half a minute). Each iteration moves `TOTAL` bytes one way,
+//! `cargo bench --bench mux` (about a minute). Each iteration moves `TOTAL` bytes one way,
 //! split evenly over the streams. Compare cases within one run: this 2-core box is noisy.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -39,8 +39,10 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 
 /// A TLS connection over loopback, both ends as the engines get them.
 async fn tls_pair() -> (BoxedStream, BoxedStream) {
-    let identity = ServerIdentity::self_signed(&[]).expect("identity");
-    let server = TlsTransport::server(&identity).expect("server");
+    // One certificate for the whole run: key generation is not what we measure.
+    static IDENTITY: OnceLock<ServerIdentity> = OnceLock::new();
+    let identity = IDENTITY.get_or_init(|| ServerIdentity::self_signed(&[]).expect("identity"));
+    let server = TlsTransport::server(identity).expect("server");
     let client = TlsTransport::client(
         "localhost",
         &ClientTrust::Fingerprint(identity.fingerprint()),
@@ -206,27 +208,62 @@ fn bench_tunnel(c: &mut Criterion, rt: &Runtime, cfg: &MuxConfig) {
     group.finish();
 }
 
+/// rathole's shape for comparison: one TLS connection per user connection, no multiplexing:
+/// user TCP -> pipe -> TLS -> pipe -> service TCP.
+fn bench_tunnel_without_mux(c: &mut Criterion, rt: &Runtime) {
+    let mut group = c.benchmark_group("tunnel_tcp_pipe_tls_nomux");
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    group.bench_function("1", |bch| {
+        bch.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (mut user, mut entry) = tcp_pair().await;
+                    let (mut exit, mut service) = tcp_pair().await;
+                    let (mut near, mut far) = tls_pair().await;
+                    let t = Instant::now();
+                    let entry_pipe = tokio::spawn(async move {
+                        pipe(&mut entry, &mut near, &PipeConfig::default()).await
+                    });
+                    let exit_pipe = tokio::spawn(async move {
+                        pipe(&mut far, &mut exit, &PipeConfig::default()).await
+                    });
+                    let sink = tokio::spawn(async move {
+                        let n = read_all(&mut service).await;
+                        service.shutdown().await.expect("shutdown");
+                        n
+                    });
+                    write_n(&mut user, TOTAL).await;
+                    assert_eq!(read_all(&mut user).await, 0);
+                    assert_eq!(sink.await.expect("sink"), TOTAL);
+                    total += t.elapsed();
+                    entry_pipe.await.expect("entry");
+                    exit_pipe.await.expect("exit");
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
-    let mut cfg = MuxConfig::default();
-    if let Some(split) = std::env::var("SPLIT").ok().and_then(|v| v.parse().ok()) {
-        cfg = cfg.with_split_send_size(split);
-    }
-    if std::env::var("SKIP_RAW").is_err() {
-        bench_raw(c, &rt, "raw_tcp", false);
-        bench_raw(c, &rt, "raw_tls", true);
-    }
+    let cfg = MuxConfig::default();
+    bench_raw(c, &rt, "raw_tcp", false);
+    bench_raw(c, &rt, "raw_tls", true);
     bench_mux(c, &rt, "mux_duplex", false, &cfg);
     bench_mux(c, &rt, "mux_tls", true, &cfg);
     bench_tunnel(c, &rt, &cfg);
+    bench_tunnel_without_mux(c, &rt);
 }
 
 criterion_group! {
     name = mux;
     config = Criterion::default()
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
     targets = benches
 }
 criterion_main!(mux);

@@ -62,10 +62,24 @@ pub struct ClientConfig {
     /// Longest wait between reconnection attempts, in seconds. Default 30.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_delay: u64,
+    /// Seconds of silence from the server after which the connection is declared dead and
+    /// re-established. Default 30.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout: u64,
+    /// Seconds open connections may run on after SIGTERM / Ctrl-C before they are closed.
+    /// Default 10.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: u64,
 }
 
 fn default_reconnect_max() -> u64 {
     30
+}
+fn default_heartbeat_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    10
 }
 
 /// One `[[proxies]]` entry.
@@ -222,6 +236,8 @@ impl ClientConfig {
             proxies: Vec::new(),
             visitors: Vec::new(),
             reconnect_max_delay: default_reconnect_max(),
+            heartbeat_timeout: default_heartbeat_timeout(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 
@@ -278,6 +294,24 @@ impl ClientConfig {
     /// Add a proxy.
     pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxies.push(proxy);
+        self
+    }
+
+    /// Declare the server dead after `timeout` of silence.
+    pub fn with_heartbeat_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.heartbeat_timeout = timeout.as_secs().max(1);
+        self
+    }
+
+    /// Set how long open connections may finish after a shutdown begins.
+    pub fn with_shutdown_grace(mut self, grace: std::time::Duration) -> Self {
+        self.shutdown_grace = grace.as_secs();
+        self
+    }
+
+    /// Cap the wait between reconnection attempts.
+    pub fn with_reconnect_max_delay(mut self, max: std::time::Duration) -> Self {
+        self.reconnect_max_delay = max.as_secs().max(1);
         self
     }
 
@@ -443,6 +477,12 @@ impl ClientConfig {
             if let Err(m) = tunnel_proto::validate_name(id) {
                 out.push(ConfigProblem::new("id", m));
             }
+        }
+        if self.heartbeat_timeout == 0 {
+            out.push(ConfigProblem::new(
+                "heartbeat_timeout",
+                "must be at least 1 (seconds)",
+            ));
         }
         if self.reconnect_max_delay == 0 {
             out.push(ConfigProblem::new(

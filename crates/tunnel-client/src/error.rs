@@ -72,12 +72,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether retrying can help: a wrong key, an unsupported version or a bad config
-    /// will fail the same way every time.
+    /// will fail the same way every time. A client id in use is retried: it is usually this
+    /// very client's previous session, not yet timed out by the server's heartbeat.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ClientError::Rejected { code, .. } => {
-                code.is_permanent() || matches!(code, RejectCode::IdInUse)
-            }
+            ClientError::Rejected { code, .. } => code.is_permanent(),
             ClientError::Transport(e) => e.is_permanent(),
             ClientError::ConfigSyntax { .. }
             | ClientError::Config(_)

@@ -51,6 +51,8 @@ use session::{SessionCtx, SessionEnd};
 pub enum Status {
     /// Not registered yet (first connection, or reconnecting).
     Connecting,
+    /// The last attempt failed with this error; another follows after a backoff.
+    Retrying(String),
     /// Connected and registered; the server's verdict for each proxy and visitor.
     Ready(RegisterReply),
     /// Stopped for good, with the reason.
@@ -67,7 +69,10 @@ pub(crate) struct Shared {
     current: RwLock<Option<Arc<SessionCtx>>>,
     status: watch::Sender<Status>,
     shutdown: CancellationToken,
+    /// Visitor listeners.
     tasks: TaskTracker,
+    /// One task per proxied or visiting connection; drained on graceful shutdown.
+    streams: TaskTracker,
     mux: MuxConfig,
     pipe: PipeConfig,
 }
@@ -94,7 +99,7 @@ impl ClientHandle {
             match &*self.status.borrow_and_update() {
                 Status::Ready(r) => return Ok(r.clone()),
                 Status::Stopped(why) => return Err(ClientError::Protocol(why.clone())),
-                Status::Connecting => {}
+                Status::Connecting | Status::Retrying(_) => {}
             }
             if self.status.changed().await.is_err() {
                 return Err(ClientError::Protocol("the client stopped".into()));
@@ -107,7 +112,8 @@ impl ClientHandle {
         self.status.borrow().clone()
     }
 
-    /// Ask the client to stop.
+    /// Begin a graceful stop: visitor listeners close, connections the server opens are
+    /// refused, open connections get `shutdown_grace` to finish; then the session closes.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
@@ -152,6 +158,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         status: status_tx,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        streams: TaskTracker::new(),
         mux: MuxConfig::default(),
         pipe: PipeConfig::default(),
     });
@@ -191,7 +198,10 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
                 error!("{e}");
                 break Err(e);
             }
-            Err(e) => warn!("{e}"),
+            Err(e) => {
+                warn!("{e}");
+                shared.status.send_replace(Status::Retrying(e.to_string()));
+            }
         }
         let delay = backoff.next_delay();
         info!("next attempt in {} ms", delay.as_millis());
@@ -207,5 +217,7 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
     shared.shutdown.cancel();
     shared.tasks.close();
     shared.tasks.wait().await;
+    shared.streams.close();
+    shared.streams.wait().await;
     result
 }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn, Instrument};
-use tunnel_mux::{AbortTable, Control, Mode};
+use tracing::{error, info, warn, Instrument};
+use tunnel_mux::{
+    spawn_control, AbortTable, Control, ControlChannel, ControlSender, Heartbeat, Incoming, Mode,
+};
 use tunnel_proto::{auth, AuthResponse, Hello, Message, RegisterReply, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message, BoxedStream, TransportError};
 
@@ -13,22 +14,23 @@ use crate::error::ClientError;
 use crate::{proxy, Shared};
 
 const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
-const CONTROL_QUEUE: usize = 256;
 /// Connect, TLS and authentication together must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The server answers a registration at once; a silent one is not working.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What visitors and stream handlers need of the live session.
 #[derive(Debug)]
 pub(crate) struct SessionCtx {
     pub control: Control,
     pub aborts: AbortTable,
-    ctrl_tx: mpsc::Sender<Message>,
+    control_tx: ControlSender,
 }
 
 impl SessionCtx {
     /// Tell the server the data path of stream `id` failed, so it resets its side.
     pub fn send_abort(&self, id: u32) {
-        let _ = self.ctrl_tx.try_send(Message::Abort(id));
+        self.control_tx.abort(id);
     }
 }
 
@@ -43,47 +45,57 @@ pub(crate) enum SessionEnd {
 /// Connect, authenticate and register; then serve until the session ends.
 /// An `Err` means the session never got going.
 pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientError> {
-    let (stream, session_id) = tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    let (stream, session_id, heartbeat_ms) =
+        tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared))
+            .await
+            .map_err(|_| TransportError::Timeout)??;
     let span = tracing::info_span!("session", id = session_id);
     async move {
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
-        let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+        let aborts = AbortTable::default();
+        let heartbeat = Heartbeat {
+            interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))),
+            timeout: Duration::from_secs(shared.cfg.heartbeat_timeout),
+        };
+        let mut channel = match open_control(shared, &control, &aborts, heartbeat).await {
+            Ok(c) => c,
+            Err(e) => {
+                control.close();
+                return Err(e);
+            }
+        };
         let ctx = Arc::new(SessionCtx {
             control,
-            aborts: AbortTable::default(),
-            ctrl_tx,
+            aborts,
+            control_tx: channel.sender.clone(),
         });
-        let mut ctrl = ctx
-            .control
-            .open()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let reply = register(shared, &mut ctrl).await?;
-        report(&reply);
         *shared.current.write() = Some(ctx.clone());
-        shared.status.send_replace(crate::Status::Ready(reply));
 
-        let (rd, wr) = tokio::io::split(ctrl);
-        let mut reader = tokio::spawn(control_reader(rd, ctx.clone()).in_current_span());
-        let writer = tokio::spawn(control_writer(wr, ctrl_rx).in_current_span());
         let end = loop {
             tokio::select! {
                 () = shared.shutdown.cancelled() => break SessionEnd::Shutdown,
-                r = &mut reader => break SessionEnd::Lost(r.unwrap_or_else(|e| e.to_string())),
+                why = &mut channel.ended => {
+                    break SessionEnd::Lost(why.unwrap_or_else(|e| e.to_string()));
+                }
+                msg = channel.inbox.recv() => match msg {
+                    Some(Message::RegisterReply(reply)) => report(&reply),
+                    Some(other) => warn!("unexpected {} on the control stream", other.name()),
+                    None => break SessionEnd::Lost("control stream closed".into()),
+                },
                 s = incoming.accept() => match s {
                     Some(stream) => {
                         let task = proxy::serve_stream(shared.clone(), ctx.clone(), stream);
-                        shared.tasks.spawn(task.in_current_span());
+                        shared.streams.spawn(task.in_current_span());
                     }
                     None => break SessionEnd::Lost("the connection closed".into()),
                 },
             }
         };
+        if let SessionEnd::Shutdown = end {
+            drain(shared, &mut incoming).await;
+        }
         *shared.current.write() = None;
-        reader.abort();
-        writer.abort();
+        channel.ended.abort();
         ctx.aborts.abort_all();
         ctx.control.close();
         Ok(end)
@@ -92,8 +104,71 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     .await
 }
 
-/// TLS, hello, proof of the key. Returns the stream ready for the mux and the session id.
-async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64), ClientError> {
+/// Open the control stream, register, and publish the verdicts.
+async fn open_control(
+    shared: &Shared,
+    control: &Control,
+    aborts: &AbortTable,
+    heartbeat: Heartbeat,
+) -> Result<ControlChannel, ClientError> {
+    let mut ctrl = control
+        .open()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let open = Message::StreamOpen(StreamOpen::Control);
+    write_message(&mut ctrl, &open, CONTROL_MAX_FRAME).await?;
+    match read_message(&mut ctrl, CONTROL_MAX_FRAME).await? {
+        Some(Message::StreamStatus(StreamStatus::Ok)) => {}
+        other => return Err(unexpected("the control stream's status", other)),
+    }
+    let mut channel = spawn_control(ctrl, aborts.clone(), heartbeat, CONTROL_MAX_FRAME);
+    let req = Message::Register(shared.cfg.register_request());
+    channel
+        .sender
+        .send(req)
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let reply = match tokio::time::timeout(REGISTER_TIMEOUT, channel.inbox.recv()).await {
+        Ok(Some(Message::RegisterReply(r))) => r,
+        Ok(other) => return Err(unexpected("the registration verdict", other)),
+        Err(_) => {
+            return Err(ClientError::Protocol(format!(
+                "no registration verdict within {}s",
+                REGISTER_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    report(&reply);
+    shared.status.send_replace(crate::Status::Ready(reply));
+    Ok(channel)
+}
+
+/// Graceful stop: no new connections (visitor listeners are closed, streams the server opens
+/// are refused), while open ones finish within `shutdown_grace`.
+async fn drain(shared: &Shared, incoming: &mut Incoming) {
+    let grace = Duration::from_secs(shared.cfg.shutdown_grace);
+    shared.streams.close();
+    let refuse_new = async {
+        while let Some(mut s) = incoming.accept().await {
+            let msg = Message::StreamStatus(StreamStatus::Error(
+                "connection failed: the client is shutting down".into(),
+            ));
+            let _ = write_message(&mut s, &msg, CONTROL_MAX_FRAME).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(grace, shared.streams.wait()) => {
+            if r.is_err() {
+                info!(open = shared.streams.len(), "grace period over; closing the remaining connections");
+            }
+        }
+        () = refuse_new => {}
+    }
+}
+
+/// TLS, hello, proof of the key. Returns the stream ready for the mux, the session id and the
+/// server's heartbeat interval.
+async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientError> {
     let est = shared.transport.connect(&shared.cfg.server_addr).await?;
     let mut stream = est.stream;
     let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
@@ -118,27 +193,9 @@ async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64), ClientError> {
     match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
         Some(Message::Welcome(w)) => {
             info!(session = w.session_id, transport = %est.transport, "connected to {}", shared.cfg.server_addr);
-            Ok((stream, w.session_id))
+            Ok((stream, w.session_id, w.heartbeat_ms))
         }
         other => Err(unexpected("a welcome", other)),
-    }
-}
-
-async fn register(
-    shared: &Shared,
-    ctrl: &mut tunnel_mux::MuxStream,
-) -> Result<RegisterReply, ClientError> {
-    let open = Message::StreamOpen(StreamOpen::Control);
-    write_message(ctrl, &open, CONTROL_MAX_FRAME).await?;
-    match read_message(ctrl, CONTROL_MAX_FRAME).await? {
-        Some(Message::StreamStatus(StreamStatus::Ok)) => {}
-        other => return Err(unexpected("the control stream's status", other)),
-    }
-    let req = Message::Register(shared.cfg.register_request());
-    write_message(ctrl, &req, CONTROL_MAX_FRAME).await?;
-    match read_message(ctrl, CONTROL_MAX_FRAME).await? {
-        Some(Message::RegisterReply(r)) => Ok(r),
-        other => Err(unexpected("the registration verdict", other)),
     }
 }
 
@@ -161,43 +218,5 @@ fn unexpected(wanted: &str, got: Option<Message>) -> ClientError {
         None => ClientError::Protocol(format!(
             "the server closed the connection while we waited for {wanted}"
         )),
-    }
-}
-
-/// Serves the control stream; returns why it ended.
-async fn control_reader(
-    mut rd: tokio::io::ReadHalf<tunnel_mux::MuxStream>,
-    ctx: Arc<SessionCtx>,
-) -> String {
-    loop {
-        match read_message(&mut rd, CONTROL_MAX_FRAME).await {
-            Ok(Some(Message::Ping(n))) => {
-                let _ = ctx.ctrl_tx.send(Message::Pong(n)).await;
-            }
-            Ok(Some(Message::Pong(_))) => {}
-            Ok(Some(Message::Abort(id))) => {
-                debug!(stream = id, "server aborted a stream");
-                ctx.aborts.abort(id);
-            }
-            Ok(Some(other)) => {
-                warn!("unexpected {} on the control stream", other.name());
-            }
-            Ok(None) => return "the server closed the session".into(),
-            Err(e) => return format!("control stream failed: {e}"),
-        }
-    }
-}
-
-async fn control_writer(
-    mut wr: tokio::io::WriteHalf<tunnel_mux::MuxStream>,
-    mut rx: mpsc::Receiver<Message>,
-) {
-    while let Some(msg) = rx.recv().await {
-        if write_message(&mut wr, &msg, CONTROL_MAX_FRAME)
-            .await
-            .is_err()
-        {
-            break;
-        }
     }
 }

@@ -49,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, visitor: VisitorConfig, listener: T
                         // debug), the refusal warnings must still name client and visitor.
                         let task = serve(shared.clone(), visitor.clone(), tcp)
                             .instrument(tracing::debug_span!("conn", %peer));
-                        shared.tasks.spawn(task.in_current_span());
+                        shared.streams.spawn(task.in_current_span());
                     }
                     Err(e) => {
                         warn!("accept failed: {e}");

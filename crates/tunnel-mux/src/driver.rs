@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use crate::config::Effective;
+use crate::io::Coalesce;
 use crate::session::{OpenReply, Shared};
 use crate::{MuxError, MuxStream};
 
@@ -19,10 +20,7 @@ use crate::{MuxError, MuxStream};
 /// peer that stopped reading must not keep the driver alive).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Size of a yamux frame header; see `frame/header.rs`.
-const FRAME_HEADER: usize = 12;
-
-type Conn<T> = yamux::Connection<Compat<BufWriter<T>>>;
+type Conn<T> = yamux::Connection<Compat<Coalesce<T>>>;
 
 /// Why the active phase stopped.
 enum Exit {
@@ -56,10 +54,8 @@ pub(crate) async fn run<T>(
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let _guard = EndGuard(shared.clone());
-    // yamux writes a frame as two writes (header, then body) and flushes after every frame.
-    // Buffering one frame turns that into a single write: one TLS record batch and one
-    // syscall per frame instead of two (the 12-byte header would otherwise be its own record).
-    let io = BufWriter::with_capacity(eff.split_send_size + FRAME_HEADER, io).compat();
+    // Header and body of each frame leave in one write (see `io.rs`).
+    let io = Coalesce::new(io).compat();
     let mut conn: Conn<T> = yamux::Connection::new(io, eff.yamux, mode);
     let mut pending: VecDeque<OpenReply> = VecDeque::new();
     let mut controls_gone = false;

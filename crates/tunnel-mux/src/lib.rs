@@ -10,6 +10,8 @@
 //!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
 //! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
 //!   ends of a tunnel ([`AbortTable`]).
+//! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
+//!   the [`AbortTable`], everything else handed to the engine.
 //!
 //! Window sizing and the other defaults are explained in [`MuxConfig`]'s module docs.
 //!
@@ -47,8 +49,10 @@
 //! ```
 
 mod config;
+mod control;
 mod driver;
 mod error;
+mod io;
 mod pipe;
 mod relay;
 mod session;
@@ -58,6 +62,7 @@ pub use config::{
     MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS,
     DEFAULT_SPLIT_SEND_SIZE, MAX_STREAMS_LIMIT, STREAM_WINDOW,
 };
+pub use control::{spawn_control, ControlChannel, ControlClosed, ControlSender, Heartbeat};
 pub use error::MuxError;
 pub use pipe::{pipe, reset_tcp, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};

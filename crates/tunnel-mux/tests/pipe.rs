@@ -155,18 +155,18 @@ async fn a_silent_peer_after_half_close_is_given_up_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_after_half_close_keeps_the_pipe_alive() {
-    let idle = Duration::from_millis(300);
+    let idle = Duration::from_millis(500);
     let t = tunnel(PipeConfig::default().with_half_close_idle(idle)).await;
     let mut user = t.user;
     let mut service = t.service;
     user.shutdown().await.unwrap();
 
-    // The service answers slowly: the gaps are shorter than `idle`, the total is not.
+    // The service answers slowly: each gap is well under `idle`, the total is longer.
     let svc = tokio::spawn(async move {
         let mut eof = Vec::new();
         service.read_to_end(&mut eof).await.unwrap();
-        for i in 0..6u8 {
-            tokio::time::sleep(idle / 3).await;
+        for i in 0..8u8 {
+            tokio::time::sleep(idle / 5).await;
             service.write_all(&[i]).await.unwrap();
         }
         service.shutdown().await.unwrap();
@@ -175,7 +175,7 @@ async fn traffic_after_half_close_keeps_the_pipe_alive() {
     within(DEADLINE, "slow reply", user.read_to_end(&mut got))
         .await
         .unwrap();
-    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(got, [0, 1, 2, 3, 4, 5, 6, 7]);
     svc.await.unwrap();
     let entry = within(DEADLINE, "entry pipe", t.entry).await.unwrap();
     assert!(matches!(entry, PipeEnd::Finished(_)), "entry: {entry:?}");

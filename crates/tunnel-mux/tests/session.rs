@@ -149,15 +149,16 @@ async fn blocked_readers(
 ) -> (
     tokio::task::JoinHandle<std::io::Result<usize>>,
     tokio::task::JoinHandle<std::io::Result<usize>>,
-    MuxStream,
+    (MuxStream, MuxStream),
 ) {
     let (mut out, mut inb) = open_pair(&p.client, &mut p.server_in).await;
-    let (mut out2, _) = open_pair(&p.client, &mut p.server_in).await;
+    // Keep the peer's end: dropping it would reset the stream before the test starts.
+    let (mut out2, peer2) = open_pair(&p.client, &mut p.server_in).await;
     let c = tokio::spawn(async move { out.read(&mut [0u8; 16]).await });
     let s = tokio::spawn(async move { inb.read(&mut [0u8; 16]).await });
     // A writer too: it must fail once the session is gone, not hang or succeed silently.
     out2.write_all(b"x").await.unwrap();
-    (c, s, out2)
+    (c, s, (out2, peer2))
 }
 
 fn assert_eof_or_error(r: std::io::Result<usize>, side: &str) {
@@ -170,7 +171,7 @@ fn assert_eof_or_error(r: std::io::Result<usize>, side: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_wakes_blocked_readers_on_both_sides() {
     let mut p = tcp_sessions(&MuxConfig::default()).await;
-    let (c, s, mut writer) = blocked_readers(&mut p).await;
+    let (c, s, (mut writer, _peer)) = blocked_readers(&mut p).await;
     assert!(!c.is_finished() && !s.is_finished());
 
     p.client.close();

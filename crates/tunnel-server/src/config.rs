@@ -68,6 +68,18 @@ pub struct ServerConfig {
     /// Most concurrent streams in one client session. Default 1024.
     #[serde(default = "default_max_streams")]
     pub max_streams_per_client: usize,
+    /// Largest protocol frame accepted, in bytes (handshake frames are capped lower). Default 65536.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_size: usize,
+    /// Seconds between heartbeats on each session. Default 10.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: u64,
+    /// Seconds of silence after which a client is declared dead and its ports freed. Default 30.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout: u64,
+    /// Seconds open streams may run on after SIGTERM / Ctrl-C before they are closed. Default 10.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: u64,
 }
 
 fn default_bind() -> SocketAddr {
@@ -94,6 +106,18 @@ fn default_max_proxies() -> usize {
 fn default_max_streams() -> usize {
     1024
 }
+fn default_max_frame() -> usize {
+    tunnel_proto::DEFAULT_MAX_FRAME
+}
+fn default_heartbeat_interval() -> u64 {
+    10
+}
+fn default_heartbeat_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    10
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -112,6 +136,10 @@ impl Default for ServerConfig {
             max_pending_handshakes: default_max_pending(),
             max_proxies_per_client: default_max_proxies(),
             max_streams_per_client: default_max_streams(),
+            max_frame_size: default_max_frame(),
+            heartbeat_interval: default_heartbeat_interval(),
+            heartbeat_timeout: default_heartbeat_timeout(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -194,8 +222,46 @@ impl ServerConfig {
         self
     }
 
+    /// Set the heartbeat: ping every `interval`, give a client up after `timeout` of silence.
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval.as_secs().max(1);
+        self.heartbeat_timeout = timeout.as_secs().max(1);
+        self
+    }
+
+    /// Set how long open streams may finish after a shutdown begins.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace.as_secs();
+        self
+    }
+
+    /// Set the most concurrent streams per client.
+    pub fn with_max_streams_per_client(mut self, n: usize) -> Self {
+        self.max_streams_per_client = n;
+        self
+    }
+
+    /// Set the most proxies plus visitors per client.
+    pub fn with_max_proxies_per_client(mut self, n: usize) -> Self {
+        self.max_proxies_per_client = n;
+        self
+    }
+
+    /// Set the most clients at once.
+    pub fn with_max_clients(mut self, n: usize) -> Self {
+        self.max_clients = n;
+        self
+    }
+
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
+    }
+
+    pub(crate) fn heartbeat(&self) -> tunnel_mux::Heartbeat {
+        tunnel_mux::Heartbeat {
+            interval: Duration::from_secs(self.heartbeat_interval),
+            timeout: Duration::from_secs(self.heartbeat_timeout),
+        }
     }
 
     /// The auth key from `auth_key` or `auth_key_file`.
@@ -273,6 +339,18 @@ impl ServerConfig {
             out.push(ConfigProblem::new(
                 "handshake_timeout",
                 "must be at least 1 (seconds)",
+            ));
+        }
+        if self.heartbeat_interval == 0 || self.heartbeat_timeout <= self.heartbeat_interval {
+            out.push(ConfigProblem::new(
+                "heartbeat_timeout",
+                "must be longer than heartbeat_interval (both in seconds, at least 1)",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_frame_size) {
+            out.push(ConfigProblem::new(
+                "max_frame_size",
+                "must be between 1024 and 16777216 bytes",
             ));
         }
         for (field, v) in [

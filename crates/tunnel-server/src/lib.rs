@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth_failures;
 mod config;
 mod error;
 mod forward;
@@ -63,8 +64,15 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<String, Arc<SessionRef>>>,
     next_session: AtomicU64,
     pending: Arc<Semaphore>,
+    auth_failures: auth_failures::AuthFailures,
+    /// Stop accepting clients and user connections; open streams go on.
     shutdown: CancellationToken,
+    /// Close every session and stream now.
+    hard_stop: CancellationToken,
+    /// Accept loops and sessions.
     tasks: TaskTracker,
+    /// One task per user or visitor connection; drained on graceful shutdown.
+    streams: TaskTracker,
     pipe: PipeConfig,
 }
 
@@ -74,7 +82,12 @@ impl Shared {
     }
 
     fn mux_config(&self) -> MuxConfig {
-        MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client)
+        // The per-client cap is enforced above the mux with a readable error (see
+        // `SessionRef::begin_stream`); the mux's own limit only backs it up.
+        MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client.clamp(
+            tunnel_mux::DEFAULT_MAX_STREAMS,
+            tunnel_mux::MAX_STREAMS_LIMIT,
+        ))
     }
 }
 
@@ -123,15 +136,36 @@ impl ServerHandle {
         }
     }
 
-    /// Stop accepting and close every session, listener and stream.
+    /// Begin a graceful shutdown: stop accepting clients and user connections; open streams
+    /// go on until they finish or `shutdown_grace` passes (see [`ServerHandle::join`]).
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
     }
 
-    /// Wait until every task of the server has ended (after [`ServerHandle::shutdown`]).
+    /// Close every session and stream now.
+    pub fn abort(&self) {
+        self.shared.shutdown.cancel();
+        self.shared.hard_stop.cancel();
+    }
+
+    /// After [`ServerHandle::shutdown`]: wait for open streams to finish, at most
+    /// `shutdown_grace`, then close everything and wait for every task to end.
     pub async fn join(self) {
+        let grace = Duration::from_secs(self.shared.cfg.shutdown_grace);
+        self.shared.streams.close();
+        if tokio::time::timeout(grace, self.shared.streams.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                open = self.shared.streams.len(),
+                "grace period over; closing the remaining streams"
+            );
+        }
+        self.shared.hard_stop.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+        self.shared.streams.wait().await;
     }
 }
 
@@ -162,6 +196,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     })?;
     let shared = Arc::new(Shared {
         pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
+        auth_failures: auth_failures::AuthFailures::default(),
         cfg,
         key: key.into_bytes(),
         transport,
@@ -169,7 +204,9 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        streams: TaskTracker::new(),
         pipe: PipeConfig::default(),
     });
     info!(%local_addr, %fingerprint, "tunnel server listening");

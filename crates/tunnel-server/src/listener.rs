@@ -20,10 +20,11 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
         loop {
             tokio::select! {
                 () = entry.listener_stop.cancelled() => break,
+                () = shared.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let task = serve_user(shared.clone(), entry.clone(), tcp, peer);
-                        shared.tasks.spawn(task.in_current_span());
+                        shared.streams.spawn(task.in_current_span());
                     }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning, keep the port.
@@ -46,6 +47,13 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .public_connections
         .fetch_add(1, Ordering::Relaxed);
     let owner = entry.owner();
+    let _slot = match owner.begin_stream() {
+        Ok(slot) => slot,
+        Err(reason) => {
+            warn!(%peer, "user connection refused: {reason}");
+            return;
+        }
+    };
     let (stream, guard) = match open_to_owner(&entry, &owner, Some(peer)).await {
         Ok(s) => s,
         Err(reason) => {

@@ -1,23 +1,23 @@
 //! One client's session: admission, the mux, the control stream, and clean-up.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
-use tunnel_mux::{AbortTable, Control, Incoming, Mode, MuxStream};
+use tunnel_mux::{spawn_control, AbortTable, Control, ControlSender, Incoming, Mode, MuxStream};
 use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, Welcome};
 use tunnel_transport::{read_message, write_message, Established};
 
+use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
 use crate::{register, visitor, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
-/// Frames queued for the control stream before further aborts are dropped (they are hints).
-const CONTROL_QUEUE: usize = 256;
 
 /// What the rest of the server knows about a live session.
 pub(crate) struct SessionRef {
@@ -29,18 +29,47 @@ pub(crate) struct SessionRef {
     /// Cancelled when the session ends, is replaced, or the server shuts down.
     pub cancel: CancellationToken,
     pub aborts: AbortTable,
-    ctrl_tx: mpsc::Sender<Message>,
+    control_tx: ControlSender,
+    streams: AtomicUsize,
+    max_streams: usize,
 }
 
 impl SessionRef {
     /// Tell the client that the data path of stream `id` failed, so it resets its side.
     pub fn send_abort(&self, id: u32) {
-        let _ = self.ctrl_tx.try_send(Message::Abort(id));
+        self.control_tx.abort(id);
+    }
+
+    /// Count one more stream of this session, unless it is at `max_streams_per_client`.
+    /// The application-level cap keeps yamux's own limit (which would end the whole
+    /// session) out of reach, and gives the offender a readable error instead.
+    pub fn begin_stream(self: &Arc<Self>) -> Result<StreamSlot, String> {
+        let n = self.streams.fetch_add(1, Ordering::AcqRel);
+        if n >= self.max_streams {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "too many streams: this client already has {n} open (max_streams_per_client)"
+            ));
+        }
+        Ok(StreamSlot(self.clone()))
+    }
+}
+
+/// One counted stream of a session; uncounted on drop.
+pub(crate) struct StreamSlot(Arc<SessionRef>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Serve one accepted TCP connection from handshake to disconnect.
 pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    if shared.auth_failures.is_blocked(peer.ip(), Instant::now()) {
+        // Still guessing keys: not worth a TLS handshake. Logged when the block began.
+        return;
+    }
     let Ok(permit) = shared.pending.clone().try_acquire_owned() else {
         debug!(%peer, "too many connections still in handshake; closing this one");
         return;
@@ -62,7 +91,16 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer:
     match result {
         Ok(Ok((est, hello))) => run(shared, est, hello).await,
         Ok(Err(HandshakeError::BadKey)) => {
-            warn!(%peer, "client rejected: wrong auth key");
+            match shared.auth_failures.record(peer.ip(), Instant::now()) {
+                Verdict::Log => warn!(%peer, "client rejected: wrong auth key"),
+                Verdict::Quiet => debug!(%peer, "client rejected: wrong auth key"),
+                Verdict::Blocked => warn!(
+                    %peer,
+                    "{} wrong auth keys from this address; refusing it for {}s",
+                    auth_failures::MAX_FAILURES,
+                    auth_failures::WINDOW.as_secs()
+                ),
+            }
         }
         Ok(Err(e)) => info!(%peer, "handshake failed: {e}"),
         Err(_) => info!(
@@ -88,25 +126,41 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
             handshake::reject(&mut stream, code, reason).await;
             return;
         }
+        let hb = shared.cfg.heartbeat();
         let welcome = Message::Welcome(Welcome {
             session_id: id,
-            heartbeat_ms: 0,
+            heartbeat_ms: u32::try_from(hb.interval.as_millis()).unwrap_or(u32::MAX),
         });
         if let Err(e) = write_message(&mut stream, &welcome, CONTROL_MAX_FRAME).await {
             info!("client left before the session started: {e}");
             return;
         }
-        let (control, incoming) = tunnel_mux::start(stream, Mode::Server, &shared.mux_config());
-        let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (control, mut incoming) = tunnel_mux::start(stream, Mode::Server, &shared.mux_config());
+        let ctrl = tokio::select! {
+            s = accept_control(&shared, &mut incoming) => s,
+            () = shared.hard_stop.cancelled() => return,
+        };
+        let ctrl = match ctrl {
+            Ok(s) => s,
+            Err(e) => {
+                info!("no control stream: {e}");
+                control.close();
+                return;
+            }
+        };
+        let aborts = AbortTable::default();
+        let channel = spawn_control(ctrl, aborts.clone(), hb, shared.cfg.max_frame_size);
         let session = Arc::new(SessionRef {
             id,
             client_id: hello.client_id.clone(),
             instance: hello.instance,
             peer,
             control,
-            cancel: shared.shutdown.child_token(),
-            aborts: AbortTable::default(),
-            ctrl_tx,
+            cancel: shared.hard_stop.child_token(),
+            aborts,
+            control_tx: channel.sender.clone(),
+            streams: AtomicUsize::new(0),
+            max_streams: shared.cfg.max_streams_per_client,
         });
         if let Err(reason) = install(&shared, &session) {
             warn!("client rejected: {reason}");
@@ -114,7 +168,7 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
             return;
         }
         info!(%transport, "client connected");
-        serve(&shared, &session, incoming, ctrl_rx).await;
+        serve(&shared, &session, incoming, channel).await;
         let released = cleanup(&shared, &session);
         info!(proxies_released = released, "client disconnected");
     }
@@ -183,54 +237,35 @@ async fn serve(
     shared: &Arc<Shared>,
     session: &Arc<SessionRef>,
     mut incoming: Incoming,
-    ctrl_rx: mpsc::Receiver<Message>,
+    mut channel: tunnel_mux::ControlChannel,
 ) {
-    let ctrl = tokio::select! {
-        s = accept_control(shared, &mut incoming) => s,
-        () = session.cancel.cancelled() => return,
-    };
-    let mut ctrl = match ctrl {
-        Ok(s) => s,
-        Err(e) => {
-            info!("no control stream: {e}");
-            return;
-        }
-    };
-    let reply = match read_message(&mut ctrl, CONTROL_MAX_FRAME).await {
-        Ok(Some(Message::Register(req))) => register::apply(shared, session, req).await,
-        Ok(Some(other)) => {
-            info!("expected a registration, got {}", other.name());
-            return;
-        }
-        Ok(None) => return,
-        Err(e) => {
-            info!("bad registration: {e}");
-            return;
-        }
-    };
-    if let Err(e) =
-        write_message(&mut ctrl, &Message::RegisterReply(reply), CONTROL_MAX_FRAME).await
-    {
-        info!("cannot answer the registration: {e}");
-        return;
-    }
-    let (rd, wr) = tokio::io::split(ctrl);
-    let reader = tokio::spawn(control_reader(rd, session.clone()).in_current_span());
-    let writer = tokio::spawn(control_writer(wr, ctrl_rx).in_current_span());
-    loop {
+    let why = loop {
         tokio::select! {
-            () = session.cancel.cancelled() => break,
+            () = session.cancel.cancelled() => break "closed by the server".to_string(),
+            why = &mut channel.ended => break why.unwrap_or_else(|e| e.to_string()),
+            msg = channel.inbox.recv() => match msg {
+                Some(Message::Register(req)) => {
+                    let reply = register::apply(shared, session, req).await;
+                    if channel.sender.send(Message::RegisterReply(reply)).await.is_err() {
+                        break "control stream closed".to_string();
+                    }
+                }
+                Some(other) => {
+                    break format!("unexpected {} on the control stream", other.name());
+                }
+                None => break "control stream closed".to_string(),
+            },
             s = incoming.accept() => match s {
                 Some(stream) => {
                     let task = visitor::serve_stream(shared.clone(), session.clone(), stream);
-                    shared.tasks.spawn(task.in_current_span());
+                    shared.streams.spawn(task.in_current_span());
                 }
-                None => break,
+                None => break "the connection closed".to_string(),
             },
         }
-    }
-    reader.abort();
-    writer.abort();
+    };
+    info!("session ends: {why}");
+    channel.ended.abort();
 }
 
 /// The client's first stream must be its control stream.
@@ -255,47 +290,6 @@ async fn accept_control(shared: &Shared, incoming: &mut Incoming) -> Result<MuxS
     .await
     .map_err(|e| e.to_string())?;
     Ok(s)
-}
-
-async fn control_reader(mut rd: tokio::io::ReadHalf<MuxStream>, session: Arc<SessionRef>) {
-    loop {
-        match read_message(&mut rd, CONTROL_MAX_FRAME).await {
-            Ok(Some(Message::Ping(n))) => {
-                let _ = session.ctrl_tx.send(Message::Pong(n)).await;
-            }
-            Ok(Some(Message::Pong(_))) => {}
-            Ok(Some(Message::Abort(id))) => {
-                session.aborts.abort(id);
-            }
-            Ok(Some(other)) => {
-                info!(
-                    "unexpected {} on the control stream; closing the session",
-                    other.name()
-                );
-                break;
-            }
-            Ok(None) => {
-                debug!("control stream closed by the client");
-                break;
-            }
-            Err(e) => {
-                info!("control stream failed: {e}");
-                break;
-            }
-        }
-    }
-    session.cancel.cancel();
-}
-
-async fn control_writer(mut wr: tokio::io::WriteHalf<MuxStream>, mut rx: mpsc::Receiver<Message>) {
-    while let Some(msg) = rx.recv().await {
-        if write_message(&mut wr, &msg, CONTROL_MAX_FRAME)
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
 }
 
 /// Release everything the session holds. Returns how many proxies it released.

@@ -36,6 +36,13 @@ pub(crate) async fn serve_stream(
         }
         _ => return,
     };
+    if shared.shutdown.is_cancelled() {
+        return refuse(
+            &mut stream,
+            "connection failed: the server is shutting down".into(),
+        )
+        .await;
+    }
     let Some(entry) = shared.registry.get(&proxy, port) else {
         info!(proxy, port, "visitor refused: proxy not found");
         return refuse(&mut stream, "proxy not found".into()).await;
@@ -52,6 +59,17 @@ pub(crate) async fn serve_stream(
     let in_id = stream.id();
     let in_guard = visitor.aborts.register(in_id);
     let owner = entry.owner();
+    // Both sessions carry this connection, so it counts against both clients' limits.
+    let slots = visitor
+        .begin_stream()
+        .and_then(|a| Ok((a, owner.begin_stream()?)));
+    let _slots = match slots {
+        Ok(s) => s,
+        Err(reason) => {
+            info!(proxy = %entry.key, "visitor refused: {reason}");
+            return refuse(&mut stream, reason).await;
+        }
+    };
     let (mut out, out_guard) = match open_to_owner(&entry, &owner, Some(visitor.peer)).await {
         Ok(s) => s,
         Err(reason) => {

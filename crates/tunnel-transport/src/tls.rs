@@ -136,22 +136,6 @@ impl TlsTransport {
             })?;
         tune_tcp(&tcp);
         let peer = tcp.peer_addr()?;
-        if let Some(cap) = std::env::var("TT_BUF")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            let tls = connector
-                .connect(
-                    server_name.clone(),
-                    tokio::io::BufReader::with_capacity(cap, tcp),
-                )
-                .await
-                .map_err(|e| handshake_error(e, Some(server_name)))?;
-            let (_, conn) = tls.get_ref();
-            check_alpn(conn.alpn_protocol(), "the server did not select")?;
-            let binding = binding(conn)?;
-            return Ok(established(Box::new(tls), peer, binding));
-        }
         let tls = connector
             .connect(server_name.clone(), tcp)
             .await
@@ -171,19 +155,6 @@ impl TlsTransport {
             return Err(TransportError::WrongRole);
         };
         tune_tcp(&tcp);
-        if let Some(cap) = std::env::var("TT_BUF")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            let tls = acceptor
-                .accept(tokio::io::BufReader::with_capacity(cap, tcp))
-                .await
-                .map_err(|e| handshake_error(e, None))?;
-            let (_, conn) = tls.get_ref();
-            check_alpn(conn.alpn_protocol(), "the client did not offer")?;
-            let binding = binding(conn)?;
-            return Ok(established(Box::new(tls), peer, binding));
-        }
         let tls = acceptor
             .accept(tcp)
             .await

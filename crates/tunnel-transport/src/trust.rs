@@ -14,9 +14,10 @@ use crate::tls::provider;
 use crate::{Fingerprint, TransportError};
 
 /// What the client trusts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum ClientTrust {
     /// The operating system's trust store (default when nothing is configured).
+    #[default]
     SystemRoots,
     /// CA certificates from a PEM bundle.
     CaFile(PathBuf),

@@ -1,0 +1,178 @@
+//! The control stream: the first stream of every session. It carries heartbeats and stream
+//! aborts, handled here, and the engines' own messages (registration, updates), handed over.
+//!
+//! A heartbeat runs both ways: each side pings every `interval` and gives the session up when
+//! nothing at all arrives on the control stream for `timeout`. That catches the silent deaths
+//! TCP does not report for many minutes (a NAT that forgot the mapping, a router redial),
+//! while an idle but healthy session lives forever: pings keep answering.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tunnel_proto::Message;
+use tunnel_transport::{read_message, write_message};
+
+use crate::relay::AbortTable;
+use crate::MuxStream;
+
+/// Frames queued toward the control stream. Aborts beyond it are dropped: they are hints,
+/// and the stream's own end still reaches the peer.
+const QUEUE: usize = 256;
+
+/// How often to ping, and how long a silent peer is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Time between pings.
+    pub interval: Duration,
+    /// Silence after which the peer is declared dead.
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Sends on a session's control stream; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlSender(mpsc::Sender<Message>);
+
+impl ControlSender {
+    /// Tell the peer the data path of stream `id` failed, so it resets its side.
+    pub fn abort(&self, id: u32) {
+        let _ = self.0.try_send(Message::Abort(id));
+    }
+
+    /// Queue a message; fails only when the control stream is gone.
+    pub async fn send(&self, msg: Message) -> Result<(), ControlClosed> {
+        self.0.send(msg).await.map_err(|_| ControlClosed)
+    }
+}
+
+/// The control stream has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlClosed;
+
+impl fmt::Display for ControlClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the control stream is closed")
+    }
+}
+
+impl std::error::Error for ControlClosed {}
+
+/// A running control stream.
+#[derive(Debug)]
+pub struct ControlChannel {
+    /// Queue messages toward the peer.
+    pub sender: ControlSender,
+    /// Messages from the peer other than heartbeats and aborts.
+    pub inbox: mpsc::Receiver<Message>,
+    /// Ends with the reason when the peer closes, fails, or falls silent past the timeout.
+    pub ended: JoinHandle<String>,
+}
+
+/// Serve `stream` as the control stream until it ends. The spawned tasks end with it.
+pub fn spawn_control(
+    stream: MuxStream,
+    aborts: AbortTable,
+    heartbeat: Heartbeat,
+    max_frame: usize,
+) -> ControlChannel {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (inbox_tx, inbox) = mpsc::channel(QUEUE);
+    let (rd, wr) = tokio::io::split(stream);
+    let sender = ControlSender(tx);
+    let writer = tokio::spawn(write_loop(wr, rx, heartbeat.interval, max_frame));
+    let reader = read_loop(
+        rd,
+        sender.clone(),
+        inbox_tx,
+        aborts,
+        heartbeat.timeout,
+        max_frame,
+    );
+    let ended = tokio::spawn(async move {
+        let why = reader.await;
+        writer.abort();
+        why
+    });
+    ControlChannel {
+        sender,
+        inbox,
+        ended,
+    }
+}
+
+async fn read_loop(
+    mut rd: ReadHalf<MuxStream>,
+    sender: ControlSender,
+    inbox: mpsc::Sender<Message>,
+    aborts: AbortTable,
+    timeout: Duration,
+    max_frame: usize,
+) -> String {
+    loop {
+        let frame = match tokio::time::timeout(timeout, read_message(&mut rd, max_frame)).await {
+            Err(_) => {
+                return format!(
+                    "no heartbeat from the peer for {}s; the connection is dead",
+                    timeout.as_secs()
+                )
+            }
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return "the peer closed the session".into(),
+            Ok(Err(e)) => return format!("control stream failed: {e}"),
+        };
+        match frame {
+            Message::Ping(n) => {
+                if sender.send(Message::Pong(n)).await.is_err() {
+                    return "control stream closed".into();
+                }
+            }
+            Message::Pong(_) => {}
+            Message::Abort(id) => {
+                aborts.abort(id);
+            }
+            other => {
+                if inbox.send(other).await.is_err() {
+                    return "the session stopped listening".into();
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut wr: WriteHalf<MuxStream>,
+    mut rx: mpsc::Receiver<Message>,
+    interval: Duration,
+    max_frame: usize,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the session just proved itself alive
+    let mut n: u64 = 0;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = tick.tick() => {
+                n = n.wrapping_add(1);
+                Message::Ping(n)
+            }
+        };
+        if write_message(&mut wr, &msg, max_frame).await.is_err() {
+            return;
+        }
+    }
+}
