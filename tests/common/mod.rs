@@ -31,6 +31,7 @@ pub async fn server_with(f: impl FnOnce(ServerConfig) -> ServerConfig) -> Server
     let cfg = ServerConfig::default()
         .with_bind("127.0.0.1:0".parse().unwrap())
         .with_publish_addr("127.0.0.1".parse().unwrap())
+        .with_stats_bind(Some("127.0.0.1:0".parse().unwrap()))
         .with_auth_key(KEY);
     tunnel_server::start(f(cfg)).await.unwrap()
 }
@@ -214,6 +215,15 @@ pub fn logged(parts: &[&str]) -> bool {
     lines.iter().any(|l| parts.iter().all(|p| l.contains(p)))
 }
 
+/// How many captured lines contain every one of `parts` (e.g. to check rate-limited logs).
+pub fn logged_count(parts: &[&str]) -> usize {
+    let lines = LOG_LINES.lock().unwrap_or_else(|e| e.into_inner());
+    lines
+        .iter()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
 /// Whether any captured line contains `needle` (e.g. a secret that must never be logged).
 pub fn logged_anywhere(needle: &str) -> bool {
     logged(&[needle])
@@ -324,4 +334,71 @@ pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
     s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = s.local_addr().unwrap().port();
     (s, port)
+}
+
+/// A TCP relay in front of the server whose paths can be frozen: [`FreezeRelay::freeze`]
+/// stops forwarding on every connection relayed so far while keeping both of its sockets
+/// open, so neither the client nor the server sees an end or an error, only silence, as
+/// when a NAT forgets a mapping. Later connections are relayed normally.
+pub struct FreezeRelay {
+    pub addr: SocketAddr,
+    generation: tokio::sync::watch::Sender<u64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Both sockets of every frozen connection (client side, server side), kept open.
+    frozen: std::sync::Arc<std::sync::Mutex<Vec<(TcpStream, TcpStream)>>>,
+}
+
+impl FreezeRelay {
+    pub async fn start(upstream: SocketAddr) -> FreezeRelay {
+        use std::sync::atomic::Ordering;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let relay = FreezeRelay {
+            addr,
+            generation,
+            accepted: Default::default(),
+            frozen: Default::default(),
+        };
+        let (gen, accepted, frozen) = (
+            relay.generation.clone(),
+            relay.accepted.clone(),
+            relay.frozen.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let mut freeze = gen.subscribe();
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let was_frozen = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => false,
+                        _ = freeze.changed() => true,
+                    };
+                    if was_frozen {
+                        frozen.lock().unwrap().push((down, up));
+                    }
+                });
+            }
+        });
+        relay
+    }
+
+    /// Freeze every connection relayed so far (see the type's docs).
+    pub fn freeze(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections frozen so far (held open, silent both ways).
+    pub fn frozen(&self) -> usize {
+        self.frozen.lock().unwrap().len()
+    }
 }

@@ -22,6 +22,7 @@ mod backoff;
 mod config;
 mod error;
 mod proxy;
+mod reload;
 mod session;
 mod visitor;
 
@@ -41,6 +42,7 @@ use tunnel_transport::{TlsTransport, Transport};
 
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
+pub use reload::ReloadSummary;
 
 use backoff::Backoff;
 use session::{SessionCtx, SessionEnd};
@@ -65,8 +67,13 @@ pub(crate) struct Shared {
     id: String,
     instance: [u8; 16],
     transport: Arc<dyn Transport>,
-    local_addrs: HashMap<String, String>,
+    /// The parts of the config a reload may change: proxies (by name) and what is registered.
+    live: RwLock<Live>,
+    /// Running visitor listeners by name, each with its own stop token.
+    visitors: parking_lot::Mutex<HashMap<String, (VisitorConfig, CancellationToken)>>,
     current: RwLock<Option<Arc<SessionCtx>>>,
+    /// A reload happened with no session to tell; the next session re-registers.
+    reload_pending: std::sync::atomic::AtomicBool,
     status: watch::Sender<Status>,
     shutdown: CancellationToken,
     /// Visitor listeners.
@@ -77,15 +84,64 @@ pub(crate) struct Shared {
     pipe: PipeConfig,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
     fn local_addr_of(&self, proxy: &str) -> Option<String> {
-        self.local_addrs.get(proxy).cloned()
+        self.live
+            .read()
+            .proxies
+            .get(proxy)
+            .map(|p| p.local_addr.clone())
+    }
+
+    fn register_request(&self) -> tunnel_proto::RegisterRequest {
+        self.live.read().request.clone()
+    }
+
+    /// Start serving a visitor on its bound listener.
+    fn spawn_visitor(self: &Arc<Self>, v: VisitorConfig, l: tokio::net::TcpListener) {
+        let stop = self.shutdown.child_token();
+        self.visitors
+            .lock()
+            .insert(v.name.clone(), (v.clone(), stop.clone()));
+        let span = tracing::info_span!("client", id = %self.id);
+        let task = visitor::run(self.clone(), v, l, stop);
+        self.tasks.spawn(task.instrument(span));
+    }
+}
+
+/// What a reload may change without reconnecting.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    proxies: HashMap<String, ProxyConfig>,
+    request: tunnel_proto::RegisterRequest,
+}
+
+impl Live {
+    fn from_config(cfg: &ClientConfig) -> Self {
+        Live {
+            proxies: cfg
+                .proxies
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            request: cfg.register_request(),
+        }
     }
 }
 
 /// A running client.
 #[derive(Debug)]
 pub struct ClientHandle {
+    shared: Arc<Shared>,
     status: watch::Receiver<Status>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ClientError>>,
@@ -105,6 +161,15 @@ impl ClientHandle {
                 return Err(ClientError::Protocol("the client stopped".into()));
             }
         }
+    }
+
+    /// Apply a new configuration without reconnecting: added proxies and visitors start,
+    /// removed ones stop (their open connections finish), changed ones are updated, and the
+    /// rest are not touched. An invalid config is refused and the running one kept. Settings
+    /// of the connection itself (server, key, trust, id) need a restart; changing them is an
+    /// error. The server's verdicts arrive as a new [`Status::Ready`].
+    pub async fn reload(&self, cfg: ClientConfig) -> Result<reload::ReloadSummary, ClientError> {
+        reload::apply(&self.shared, cfg).await
     }
 
     /// The current status.
@@ -145,16 +210,14 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     let (status_tx, status_rx) = watch::channel(Status::Connecting);
     let shared = Arc::new(Shared {
         id: cfg.effective_id(),
-        local_addrs: cfg
-            .proxies
-            .iter()
-            .map(|p| (p.name.clone(), p.local_addr.clone()))
-            .collect(),
+        live: RwLock::new(Live::from_config(&cfg)),
+        visitors: parking_lot::Mutex::new(HashMap::new()),
         cfg,
         key: key.into_bytes(),
         instance,
         transport,
         current: RwLock::new(None),
+        reload_pending: std::sync::atomic::AtomicBool::new(false),
         status: status_tx,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -162,14 +225,14 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         mux: MuxConfig::default(),
         pipe: PipeConfig::default(),
     });
-    let span = tracing::info_span!("client", id = %shared.id);
     for (v, l) in listeners {
-        let task = visitor::run(shared.clone(), v, l);
-        shared.tasks.spawn(task.instrument(span.clone()));
+        shared.spawn_visitor(v, l);
     }
+    let span = tracing::info_span!("client", id = %shared.id);
     let shutdown = shared.shutdown.clone();
-    let task = tokio::spawn(run(shared).instrument(span));
+    let task = tokio::spawn(run(shared.clone()).instrument(span));
     Ok(ClientHandle {
+        shared,
         status: status_rx,
         shutdown,
         task,

@@ -54,7 +54,7 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     {
         return;
     }
-    let end = relay_tcp(local, stream, &shared.pipe, guard.token(), || {
+    let end = relay_tcp(local, stream, &shared.pipe, guard.token(), None, || {
         ctx.send_abort(id)
     })
     .await;

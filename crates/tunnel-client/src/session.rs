@@ -28,6 +28,11 @@ pub(crate) struct SessionCtx {
 }
 
 impl SessionCtx {
+    /// Queue a message on the control stream.
+    pub async fn send(&self, msg: Message) -> Result<(), tunnel_mux::ControlClosed> {
+        self.control_tx.send(msg).await
+    }
+
     /// Tell the server the data path of stream `id` failed, so it resets its side.
     pub fn send_abort(&self, id: u32) {
         self.control_tx.abort(id);
@@ -70,6 +75,13 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             control_tx: channel.sender.clone(),
         });
         *shared.current.write() = Some(ctx.clone());
+        // A reload that raced the registration above re-sends its request now.
+        if shared
+            .reload_pending
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            let _ = ctx.send(Message::Register(shared.register_request())).await;
+        }
 
         let end = loop {
             tokio::select! {
@@ -78,7 +90,10 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                     break SessionEnd::Lost(why.unwrap_or_else(|e| e.to_string()));
                 }
                 msg = channel.inbox.recv() => match msg {
-                    Some(Message::RegisterReply(reply)) => report(&reply),
+                    Some(Message::RegisterReply(reply)) => {
+                        report(&reply);
+                        shared.status.send_replace(crate::Status::Ready(reply));
+                    }
                     Some(other) => warn!("unexpected {} on the control stream", other.name()),
                     None => break SessionEnd::Lost("control stream closed".into()),
                 },
@@ -122,7 +137,7 @@ async fn open_control(
         other => return Err(unexpected("the control stream's status", other)),
     }
     let mut channel = spawn_control(ctrl, aborts.clone(), heartbeat, CONTROL_MAX_FRAME);
-    let req = Message::Register(shared.cfg.register_request());
+    let req = Message::Register(shared.register_request());
     channel
         .sender
         .send(req)

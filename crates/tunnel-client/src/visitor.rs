@@ -35,14 +35,20 @@ pub(crate) async fn bind_all(
     Ok(out)
 }
 
-/// Accept until the client shuts down; each connection is carried over the live session.
-pub(crate) async fn run(shared: Arc<Shared>, visitor: VisitorConfig, listener: TcpListener) {
+/// Accept until `stop` (client shutdown, or the visitor removed by a reload); each
+/// connection is carried over the live session.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    visitor: VisitorConfig,
+    listener: TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let span = info_span!("visitor", name = %visitor.name);
     let visitor = Arc::new(visitor);
     async move {
         loop {
             tokio::select! {
-                () = shared.shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         // Also in the visitor's span: with "conn" filtered out (it is
@@ -107,7 +113,7 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
             return;
         }
     }
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), || {
+    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), None, || {
         ctx.send_abort(id)
     })
     .await;

@@ -64,7 +64,7 @@ pub use config::{
 };
 pub use control::{spawn_control, ControlChannel, ControlClosed, ControlSender, Heartbeat};
 pub use error::MuxError;
-pub use pipe::{pipe, reset_tcp, PipeConfig, PipeEnd, PipeStats};
+pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Control, Incoming, Mode};
 pub use stream::MuxStream;

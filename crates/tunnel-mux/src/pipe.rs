@@ -8,6 +8,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -59,6 +60,26 @@ pub struct PipeStats {
     pub b_to_a: u64,
 }
 
+/// Live byte counters a pipe adds to as it goes, shared by every connection of a proxy.
+/// Updated with one relaxed atomic add per direction per wake-up, never under a lock.
+#[derive(Debug, Default)]
+pub struct ByteCounters {
+    /// Bytes copied from `a` to `b` so far.
+    pub a_to_b: AtomicU64,
+    /// Bytes copied from `b` to `a` so far.
+    pub b_to_a: AtomicU64,
+}
+
+impl ByteCounters {
+    /// The counts now.
+    pub fn snapshot(&self) -> PipeStats {
+        PipeStats {
+            a_to_b: self.a_to_b.load(Ordering::Relaxed),
+            b_to_a: self.b_to_a.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// How a pipe ended.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -98,6 +119,21 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    pipe_counted(a, b, cfg, None).await
+}
+
+/// [`pipe`], adding the bytes to `counters` while they move, so statistics stay live during
+/// long transfers.
+pub async fn pipe_counted<A, B>(
+    a: &mut A,
+    b: &mut B,
+    cfg: &PipeConfig,
+    counters: Option<&ByteCounters>,
+) -> PipeEnd
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let mut a_to_b = Direction::new(cfg.buffer_size);
     let mut b_to_a = Direction::new(cfg.buffer_size);
     let idle = cfg.half_close_idle;
@@ -106,6 +142,7 @@ where
     tokio::pin!(timer);
     let mut half_closed_at: Option<Instant> = None;
     let mut last_progress = Instant::now();
+    let mut published = PipeStats::default();
 
     poll_fn(|cx| {
         let before = a_to_b.amt + b_to_a.amt;
@@ -115,6 +152,17 @@ where
             a_to_b: a_to_b.amt,
             b_to_a: b_to_a.amt,
         };
+        if let Some(c) = counters {
+            if stats.a_to_b != published.a_to_b {
+                c.a_to_b
+                    .fetch_add(stats.a_to_b - published.a_to_b, Ordering::Relaxed);
+            }
+            if stats.b_to_a != published.b_to_a {
+                c.b_to_a
+                    .fetch_add(stats.b_to_a - published.b_to_a, Ordering::Relaxed);
+            }
+            published = stats;
+        }
         for r in [ab, ba] {
             if let Poll::Ready(Err(error)) = r {
                 return Poll::Ready(PipeEnd::Failed { stats, error });

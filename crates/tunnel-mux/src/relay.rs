@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipe::{pipe, reset_tcp, PipeConfig, PipeEnd, PipeStats};
+use crate::pipe::{pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 
 /// Streams of one session whose data path the peer may abort, by yamux stream id.
 #[derive(Debug, Clone, Default)]
@@ -141,13 +141,14 @@ pub async fn relay_tcp<S>(
     mut stream: S,
     cfg: &PipeConfig,
     abort: &CancellationToken,
+    counters: Option<&ByteCounters>,
     signal_abort: impl FnOnce(),
 ) -> RelayEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let end = tokio::select! {
-        end = pipe(&mut tcp, &mut stream, cfg) => end,
+        end = pipe_counted(&mut tcp, &mut stream, cfg, counters) => end,
         () = abort.cancelled() => {
             reset_tcp(tcp);
             return RelayEnd::Aborted;
@@ -173,6 +174,7 @@ pub async fn relay_streams<A, B>(
     cfg: &PipeConfig,
     abort_a: &CancellationToken,
     abort_b: &CancellationToken,
+    counters: Option<&ByteCounters>,
     signal_abort: impl FnOnce(),
 ) -> RelayEnd
 where
@@ -180,7 +182,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let end = tokio::select! {
-        end = pipe(a, b, cfg) => match end {
+        end = pipe_counted(a, b, cfg, counters) => match end {
             PipeEnd::Finished(s) => return RelayEnd::Finished(s),
             PipeEnd::IdleAfterHalfClose(s) => return RelayEnd::IdleAfterHalfClose(s),
             PipeEnd::Failed { stats, error } => RelayEnd::Failed { stats, error },

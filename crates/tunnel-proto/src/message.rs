@@ -92,6 +92,11 @@ pub struct Challenge {
     pub version: u16,
     /// Fresh random bytes, never reused.
     pub nonce: [u8; 32],
+    /// Whether the proof must be bound to the TLS session (exported keying material). The
+    /// server says so when the connection ends in its own TLS; when TLS ends at a proxy in
+    /// front of it (plain WebSocket on `ws_bind`), neither side can know a common exporter
+    /// value, so both use an empty binding. One byte on the wire: 0 or 1.
+    pub bound: bool,
 }
 
 /// The client's proof of key possession; see [`crate::auth::compute_mac`].
@@ -234,6 +239,7 @@ impl Message {
             Self::Challenge(c) => {
                 dst.put_u16(c.version);
                 dst.put_slice(&c.nonce);
+                dst.put_u8(u8::from(c.bound));
             }
             Self::AuthResponse(a) => dst.put_slice(&a.mac),
             Self::Welcome(w) => {
@@ -271,12 +277,31 @@ impl Message {
             kind::CHALLENGE => {
                 let version = r.u16("Challenge.version")?;
                 let nonce = r.array("Challenge.nonce")?;
-                let challenge = Self::Challenge(Challenge { version, nonce });
-                // Same forward-compatibility rule as Hello.
+                let flag = r.u8("Challenge.bound")?;
+                // Same forward-compatibility rule as Hello: another version's Challenge is
+                // only read far enough for the client to report the version mismatch.
                 if version != PROTOCOL_VERSION {
-                    return Ok(challenge);
+                    return Ok(Self::Challenge(Challenge {
+                        version,
+                        nonce,
+                        bound: flag != 0,
+                    }));
                 }
-                challenge
+                let bound = match flag {
+                    0 => false,
+                    1 => true,
+                    tag => {
+                        return Err(ProtoError::UnknownTag {
+                            what: "Challenge.bound",
+                            tag,
+                        })
+                    }
+                };
+                Self::Challenge(Challenge {
+                    version,
+                    nonce,
+                    bound,
+                })
             }
             kind::AUTH_RESPONSE => Self::AuthResponse(AuthResponse {
                 mac: r.array("AuthResponse.mac")?,

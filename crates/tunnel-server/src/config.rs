@@ -44,9 +44,12 @@ pub struct ServerConfig {
     /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
     #[serde(default)]
     pub tls_names: Vec<String>,
-    /// Where the stats endpoint listens. Default `127.0.0.1:9090`.
-    #[serde(default = "default_stats_bind")]
-    pub stats_bind: SocketAddr,
+    /// Where the stats endpoint listens. Default `127.0.0.1:9090`; `""` turns it off.
+    #[serde(default = "default_stats_bind", deserialize_with = "optional_addr")]
+    pub stats_bind: Option<SocketAddr>,
+    /// When set, `/metrics` and `/api/stats` need `Authorization: Bearer <stats_token>`.
+    #[serde(default)]
+    pub stats_token: Option<String>,
     /// Ports clients may publish on, as `"N"` or `"N-M"`. Default `["1024-65535"]`.
     #[serde(default)]
     pub allow_ports: PortRanges,
@@ -85,8 +88,21 @@ pub struct ServerConfig {
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
 }
-fn default_stats_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
+fn default_stats_bind() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+
+/// An address, or the empty string for "off".
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an address: use \"IP:PORT\" (e.g. \"127.0.0.1:9090\"), or \"\" to turn the endpoint off"
+        ))
+    })
 }
 fn default_publish_addr() -> IpAddr {
     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -129,6 +145,7 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_names: Vec::new(),
             stats_bind: default_stats_bind(),
+            stats_token: None,
             allow_ports: PortRanges::default(),
             publish_addr: default_publish_addr(),
             handshake_timeout: default_handshake_timeout(),
@@ -149,6 +166,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("bind", &self.bind)
             .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
+            .field("stats_token", &self.stats_token.as_ref().map(|_| "***"))
             .field("auth_key_file", &self.auth_key_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -207,6 +225,18 @@ impl ServerConfig {
     pub fn with_tls_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls_cert = Some(cert.into());
         self.tls_key = Some(key.into());
+        self
+    }
+
+    /// Serve the stats endpoint on `addr` (`None`: off).
+    pub fn with_stats_bind(mut self, addr: Option<SocketAddr>) -> Self {
+        self.stats_bind = addr;
+        self
+    }
+
+    /// Require this bearer token for `/metrics` and `/api/stats`.
+    pub fn with_stats_token(mut self, token: impl Into<String>) -> Self {
+        self.stats_token = Some(token.into());
         self
     }
 
@@ -335,6 +365,12 @@ impl ServerConfig {
             Ok(_) => {}
             Err(p) => out.push(p),
         }
+        if self.stats_token.as_deref() == Some("") {
+            out.push(ConfigProblem::new(
+                "stats_token",
+                "empty: remove it to leave the endpoint open, or set a real token",
+            ));
+        }
         if self.handshake_timeout == 0 {
             out.push(ConfigProblem::new(
                 "handshake_timeout",
@@ -377,6 +413,10 @@ mod tests {
         let c = ServerConfig::from_toml("").unwrap();
         assert_eq!(c.bind, default_bind());
         assert_eq!(c.stats_bind, default_stats_bind());
+        let off = ServerConfig::from_toml("stats_bind = \"\"").unwrap();
+        assert_eq!(off.stats_bind, None);
+        let e = ServerConfig::from_toml("stats_bind = \"localhost\"").unwrap_err();
+        assert!(e.to_string().contains("stats_bind"), "{e}");
         assert!(c.allow_ports.contains(1024) && !c.allow_ports.contains(1023));
     }
 

@@ -1,10 +1,9 @@
 //! Opening a stream to a proxy's owner: the path shared by public and visitor connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tunnel_mux::{AbortGuard, MuxStream, PipeStats};
+use tunnel_mux::{AbortGuard, MuxStream};
 use tunnel_proto::{Message, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
@@ -49,11 +48,4 @@ pub(crate) async fn open_to_owner(
             STATUS_TIMEOUT.as_secs()
         )),
     }
-}
-
-/// Count the payload of a finished connection. `a_to_b` is user → service.
-pub(crate) fn count(entry: &ProxyEntry, stats: PipeStats) {
-    let c = &entry.counters;
-    c.bytes_in.fetch_add(stats.a_to_b, Ordering::Relaxed);
-    c.bytes_out.fetch_add(stats.b_to_a, Ordering::Relaxed);
 }

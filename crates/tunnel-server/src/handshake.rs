@@ -55,6 +55,9 @@ pub(crate) async fn authenticate(
     let challenge = Message::Challenge(Challenge {
         version: tunnel_proto::PROTOCOL_VERSION,
         nonce,
+        // Without our own TLS (plain WebSocket behind a TLS-terminating proxy) there is no
+        // keying material to bind to; the client must then leave it out too.
+        bound: !binding.is_empty(),
     });
     write_message(stream, &challenge, HANDSHAKE_MAX_FRAME).await?;
     let mac = match read_message(stream, HANDSHAKE_MAX_FRAME).await? {

@@ -26,10 +26,12 @@ mod error;
 mod forward;
 mod handshake;
 mod listener;
+mod metrics;
 mod ports;
 mod register;
 mod registry;
 mod session;
+mod stats;
 mod visitor;
 
 use std::collections::HashMap;
@@ -65,6 +67,7 @@ pub(crate) struct Shared {
     next_session: AtomicU64,
     pending: Arc<Semaphore>,
     auth_failures: auth_failures::AuthFailures,
+    metrics: metrics::ServerMetrics,
     /// Stop accepting clients and user connections; open streams go on.
     shutdown: CancellationToken,
     /// Close every session and stream now.
@@ -95,6 +98,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    stats_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
     shared: Arc<Shared>,
 }
@@ -121,6 +125,11 @@ impl ServerHandle {
     /// The address clients connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the stats endpoint listens, if it is on (useful with port 0).
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats_addr
     }
 
     /// SHA-256 fingerprint of the server certificate, for clients to pin.
@@ -197,6 +206,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     let shared = Arc::new(Shared {
         pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
         auth_failures: auth_failures::AuthFailures::default(),
+        metrics: metrics::ServerMetrics::default(),
         cfg,
         key: key.into_bytes(),
         transport,
@@ -210,12 +220,21 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         pipe: PipeConfig::default(),
     });
     info!(%local_addr, %fingerprint, "tunnel server listening");
+    let stats_listener = stats::bind(&shared).await;
+    let stats_addr = stats_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = stats_listener {
+        let task = stats::serve(shared.clone(), l);
+        shared
+            .tasks
+            .spawn(task.instrument(tracing::info_span!("stats")));
+    }
     let accept = accept_loop(shared.clone(), listener);
     shared
         .tasks
         .spawn(accept.instrument(tracing::info_span!("server", %local_addr)));
     Ok(ServerHandle {
         local_addr,
+        stats_addr,
         fingerprint,
         shared,
     })

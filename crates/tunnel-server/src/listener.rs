@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
 use tunnel_mux::{relay_tcp, RelayEnd};
 
-use crate::forward::{count, open_to_owner};
+use crate::forward::open_to_owner;
 use crate::registry::ProxyEntry;
 use crate::Shared;
 
@@ -66,7 +66,8 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .counters
         .active_streams
         .fetch_add(1, Ordering::Relaxed);
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), || {
+    let counters = Some(&entry.counters.bytes);
+    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), counters, || {
         owner.send_abort(id)
     })
     .await;
@@ -74,7 +75,6 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .counters
         .active_streams
         .fetch_sub(1, Ordering::Relaxed);
-    count(&entry, end.stats());
     match end {
         RelayEnd::Failed { error, .. } => {
             debug!(%peer, stream = id, "connection failed: {error}");

@@ -63,10 +63,12 @@ pub(crate) async fn apply(
         });
     }
     let mut visitor_names = HashSet::new();
+    let mut visitors = Vec::new();
     for v in req.visitors {
         let error = check_visitor(&v, &mut visitor_names).err();
-        if let Some(e) = &error {
-            warn!(visitor = %v.name, "visitor rejected: {e}");
+        match &error {
+            Some(e) => warn!(visitor = %v.name, "visitor rejected: {e}"),
+            None => visitors.push(v.clone()),
         }
         results.push(ItemResult {
             kind: ItemKind::Visitor,
@@ -74,6 +76,7 @@ pub(crate) async fn apply(
             error,
         });
     }
+    *session.visitors.write() = visitors;
     for stale in shared.registry.owned_by(session.id) {
         if !kept.contains(&stale.key) && shared.registry.release(&stale.key, session.id) {
             info!(proxy = %stale.key, "proxy no longer in the client's config; released");

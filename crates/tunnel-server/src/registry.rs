@@ -42,10 +42,9 @@ pub struct ProxyCounters {
     pub visitor_connections: AtomicU64,
     /// Streams open right now.
     pub active_streams: AtomicU64,
-    /// Payload bytes from users or visitors toward the service.
-    pub bytes_in: AtomicU64,
-    /// Payload bytes from the service back.
-    pub bytes_out: AtomicU64,
+    /// Payload bytes: `a_to_b` from users or visitors toward the service ("in"), `b_to_a`
+    /// back ("out"). Updated live by the forwarders.
+    pub bytes: tunnel_mux::ByteCounters,
 }
 
 /// One registered proxy.

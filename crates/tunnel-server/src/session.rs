@@ -3,14 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::RwLock;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 use tunnel_mux::{spawn_control, AbortTable, Control, ControlSender, Incoming, Mode, MuxStream};
-use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, Welcome};
-use tunnel_transport::{read_message, write_message, Established};
+use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, VisitorSpec, Welcome};
+use tunnel_transport::{read_message, write_message, Established, TransportKind};
 
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
@@ -32,12 +34,21 @@ pub(crate) struct SessionRef {
     control_tx: ControlSender,
     streams: AtomicUsize,
     max_streams: usize,
+    pub connected_at: SystemTime,
+    pub transport: TransportKind,
+    /// The visitors the client registered (for the stats endpoint).
+    pub visitors: RwLock<Vec<VisitorSpec>>,
 }
 
 impl SessionRef {
     /// Tell the client that the data path of stream `id` failed, so it resets its side.
     pub fn send_abort(&self, id: u32) {
         self.control_tx.abort(id);
+    }
+
+    /// Streams of this session open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
     }
 
     /// Count one more stream of this session, unless it is at `max_streams_per_client`.
@@ -86,10 +97,14 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer:
         let hello = handshake::authenticate(&mut est.stream, &binding, &shared.key, nonce).await?;
         Ok::<_, HandshakeError>((est, hello))
     };
+    let started = Instant::now();
     let result = tokio::time::timeout(shared.cfg.handshake_timeout(), handshake).await;
     drop(permit);
     match result {
-        Ok(Ok((est, hello))) => run(shared, est, hello).await,
+        Ok(Ok((est, hello))) => {
+            shared.metrics.observe_handshake(started.elapsed());
+            run(shared, est, hello).await
+        }
         Ok(Err(HandshakeError::BadKey)) => {
             match shared.auth_failures.record(peer.ip(), Instant::now()) {
                 Verdict::Log => warn!(%peer, "client rejected: wrong auth key"),
@@ -161,6 +176,9 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
             control_tx: channel.sender.clone(),
             streams: AtomicUsize::new(0),
             max_streams: shared.cfg.max_streams_per_client,
+            connected_at: SystemTime::now(),
+            transport,
+            visitors: RwLock::new(Vec::new()),
         });
         if let Err(reason) = install(&shared, &session) {
             warn!("client rejected: {reason}");

@@ -11,7 +11,7 @@ use tunnel_mux::{relay_streams, MuxStream};
 use tunnel_proto::{Message, ProxySpec, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
-use crate::forward::{count, open_to_owner};
+use crate::forward::open_to_owner;
 use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 use crate::Shared;
 
@@ -95,6 +95,7 @@ pub(crate) async fn serve_stream(
         &shared.pipe,
         in_guard.token(),
         out_guard.token(),
+        Some(&entry.counters.bytes),
         // Either side's failure or abort ends both: tell both clients.
         || {
             visitor.send_abort(in_id);
@@ -106,7 +107,6 @@ pub(crate) async fn serve_stream(
         .counters
         .active_streams
         .fetch_sub(1, Ordering::Relaxed);
-    count(&entry, end.stats());
     debug!(proxy = %entry.key, ?end, "visitor connection finished");
 }
 

@@ -50,10 +50,21 @@ pub enum TransportError {
 
     /// `connect` was called on a server-role transport, or `accept` on a client-role one.
     #[error(
-        "transport used in the wrong role: build it with TlsTransport::client to connect and \
-         TlsTransport::server to accept"
+        "transport used in the wrong role: build it with a client constructor to connect and \
+         a server constructor to accept"
     )]
     WrongRole,
+
+    /// The server turned away a connection that is not a tunnel client: no or an unknown
+    /// ALPN id, an HTTP request for another path, a request that is not a WebSocket upgrade.
+    /// HTTP requests got a 404 (or 400) first.
+    #[error("not a tunnel client: {0}")]
+    NotTunnel(String),
+
+    /// The server (or a proxy in front of it) answered the HTTP/2 or WebSocket request with
+    /// something other than the tunnel.
+    #[error("{0}")]
+    HttpRefused(String),
 
     /// The handshake did not finish in time (raised by callers that apply a timeout).
     #[error("TLS handshake timed out: the peer may not speak TLS or the network drops packets")]

@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 use rustls::sign::SingleCertAndKey;
 use rustls::{CertificateError, ClientConfig, ServerConfig};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::trust::{FingerprintMismatch, Verification};
@@ -41,12 +42,6 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), TransportError> {
     })
 }
 
-/// ALPN ids we offer and accept, in preference order. HTTP/2 and WebSocket transports will be
-/// added here.
-fn alpn_protocols() -> Vec<Vec<u8>> {
-    vec![ALPN_TUNNEL.to_vec()]
-}
-
 /// TLS transport for one role.
 pub struct TlsTransport {
     role: Role,
@@ -54,42 +49,49 @@ pub struct TlsTransport {
 
 enum Role {
     Server(TlsAcceptor),
-    Client {
-        connector: TlsConnector,
-        server_name: ServerName<'static>,
-    },
+    Client(TlsClient),
 }
 
 impl fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.role {
             Role::Server(_) => f.write_str("TlsTransport(server)"),
-            Role::Client { server_name, .. } => {
-                write!(f, "TlsTransport(client, server_name={server_name:?})")
-            }
+            Role::Client(c) => write!(f, "TlsTransport(client, server_name={:?})", c.server_name),
         }
     }
 }
 
-impl TlsTransport {
-    /// Server role: TLS 1.3 only, ALPN `tls-tunnel/1`, no client certificates.
-    pub fn server(identity: &ServerIdentity) -> Result<Self, TransportError> {
-        let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TransportError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
-        cfg.alpn_protocols = alpn_protocols();
-        // One long-lived connection per client: resumption tickets would only cost bytes.
-        cfg.send_tls13_tickets = 0;
-        Ok(Self {
-            role: Role::Server(TlsAcceptor::from(Arc::new(cfg))),
-        })
-    }
+/// A rustls server config: TLS 1.3 only, no client certificates, these ALPN ids.
+pub(crate) fn server_config(
+    identity: &ServerIdentity,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TransportError> {
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // One long-lived connection per client: resumption tickets would only cost bytes.
+    cfg.send_tls13_tickets = 0;
+    Ok(cfg)
+}
 
-    /// Client role. `server_name` is sent as SNI (unless it is an IP literal) and checked
-    /// against the certificate when trusting by CA.
-    pub fn client(server_name: &str, trust: &ClientTrust) -> Result<Self, TransportError> {
+/// The client half of TLS shared by every transport that runs over it (tls, h2, wss): trust,
+/// server name, one ALPN id, and the exported keying material of the session.
+pub(crate) struct TlsClient {
+    connector: TlsConnector,
+    pub(crate) server_name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// `server_name` is sent as SNI (unless it is an IP literal) and checked against the
+    /// certificate when trusting by CA.
+    pub(crate) fn new(
+        server_name: &str,
+        trust: &ClientTrust,
+        alpn: &[u8],
+    ) -> Result<Self, TransportError> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             TransportError::Config(format!(
                 "server_name {server_name:?} is neither a DNS name nor an IP address"
@@ -110,24 +112,20 @@ impl TlsTransport {
                  server_fingerprint instead."
             );
         }
-        cfg.alpn_protocols = alpn_protocols();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
-            role: Role::Client {
-                connector: TlsConnector::from(Arc::new(cfg)),
-                server_name: name,
-            },
+            connector: TlsConnector::from(Arc::new(cfg)),
+            server_name: name,
         })
     }
 
-    async fn connect_impl(&self, addr: &str) -> Result<Established, TransportError> {
-        let Role::Client {
-            connector,
-            server_name,
-        } = &self.role
-        else {
-            return Err(TransportError::WrongRole);
-        };
+    /// Dial `addr`, tune the socket, run the handshake. Returns the stream, the peer address
+    /// and the channel binding; the caller checks the negotiated ALPN.
+    pub(crate) async fn connect(
+        &self,
+        addr: &str,
+    ) -> Result<(TlsStream<TcpStream>, SocketAddr, [u8; 32]), TransportError> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| TransportError::Connect {
@@ -136,13 +134,40 @@ impl TlsTransport {
             })?;
         tune_tcp(&tcp);
         let peer = tcp.peer_addr()?;
-        let tls = connector
-            .connect(server_name.clone(), tcp)
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| handshake_error(e, Some(server_name)))?;
-        let (_, conn) = tls.get_ref();
-        check_alpn(conn.alpn_protocol(), "the server did not select")?;
-        let binding = binding(conn)?;
+            .map_err(|e| handshake_error(e, Some(&self.server_name)))?;
+        let binding = binding(tls.get_ref().1)?;
+        Ok((tls, peer, binding))
+    }
+}
+
+impl TlsTransport {
+    /// Server role: TLS 1.3 only, ALPN `tls-tunnel/1` only, no client certificates. (The
+    /// engine's port serves every transport: see [`crate::ServerTransport`].)
+    pub fn server(identity: &ServerIdentity) -> Result<Self, TransportError> {
+        let cfg = server_config(identity, &[ALPN_TUNNEL])?;
+        Ok(Self {
+            role: Role::Server(TlsAcceptor::from(Arc::new(cfg))),
+        })
+    }
+
+    /// Client role. `server_name` is sent as SNI (unless it is an IP literal) and checked
+    /// against the certificate when trusting by CA.
+    pub fn client(server_name: &str, trust: &ClientTrust) -> Result<Self, TransportError> {
+        Ok(Self {
+            role: Role::Client(TlsClient::new(server_name, trust, ALPN_TUNNEL)?),
+        })
+    }
+
+    async fn connect_impl(&self, addr: &str) -> Result<Established, TransportError> {
+        let Role::Client(client) = &self.role else {
+            return Err(TransportError::WrongRole);
+        };
+        let (tls, peer, binding) = client.connect(addr).await?;
+        check_alpn(tls.get_ref().1.alpn_protocol(), "the server did not select")?;
         Ok(established(Box::new(tls), peer, binding))
     }
 
@@ -184,7 +209,11 @@ impl Transport for TlsTransport {
     }
 }
 
-fn established(stream: crate::BoxedStream, peer: SocketAddr, binding: [u8; 32]) -> Established {
+pub(crate) fn established(
+    stream: crate::BoxedStream,
+    peer: SocketAddr,
+    binding: [u8; 32],
+) -> Established {
     Established {
         stream,
         peer,
@@ -203,14 +232,17 @@ fn check_alpn(negotiated: Option<&[u8]>, who: &str) -> Result<(), TransportError
     )))
 }
 
-fn binding<D>(conn: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], TransportError> {
+pub(crate) fn binding<D>(conn: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], TransportError> {
     conn.export_keying_material([0u8; 32], tunnel_proto::EKM_LABEL, None)
         .map_err(|e| TransportError::Handshake(format!("cannot export keying material: {e}")))
 }
 
 /// Turn what tokio-rustls reports into an error the user can act on. `server_name` is set on
 /// the client side.
-fn handshake_error(e: io::Error, server_name: Option<&ServerName<'static>>) -> TransportError {
+pub(crate) fn handshake_error(
+    e: io::Error,
+    server_name: Option<&ServerName<'static>>,
+) -> TransportError {
     let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

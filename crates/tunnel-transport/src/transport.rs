@@ -11,6 +11,13 @@ use crate::TransportError;
 
 /// ALPN protocol id of raw TLS carrying the tunnel protocol (then yamux).
 pub const ALPN_TUNNEL: &[u8] = b"tls-tunnel/1";
+/// ALPN protocol id of HTTP/2: the tunnel rides one request stream.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol id of HTTP/1.1: the tunnel rides a WebSocket.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Default URL path of the HTTP/2 request and the WebSocket upgrade.
+pub const DEFAULT_WS_PATH: &str = "/tunnel";
 
 /// What every transport yields: a bidirectional byte stream.
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -31,8 +38,25 @@ pub struct Established {
     /// RFC 5705 exported keying material of our own TLS session (label
     /// `tunnel_proto::EKM_LABEL`, no context, 32 bytes). Both ends compute the same value, a
     /// man in the middle cannot: the tunnel authentication binds to it. `None` only for
-    /// transports without our own TLS.
+    /// transports without our own TLS (plain `ws`, where TLS, if any, ends at a proxy).
     pub binding: Option<[u8; 32]>,
+}
+
+impl Established {
+    /// Bundle an established stream.
+    pub fn new(
+        stream: BoxedStream,
+        peer: SocketAddr,
+        transport: TransportKind,
+        binding: Option<[u8; 32]>,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            transport,
+            binding,
+        }
+    }
 }
 
 impl fmt::Debug for Established {
@@ -45,19 +69,59 @@ impl fmt::Debug for Established {
     }
 }
 
-/// The kinds of transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds of transport. Displays and parses as the client config spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum TransportKind {
-    /// Raw TLS 1.3 over TCP.
+    /// Raw TLS 1.3 over TCP (ALPN `tls-tunnel/1`).
+    #[default]
     Tls,
+    /// One HTTP/2 request stream over TLS (ALPN `h2`).
+    H2,
+    /// WebSocket over TLS (ALPN `http/1.1`).
+    Wss,
+    /// WebSocket over plain TCP, for a TLS terminator in front of the server.
+    Ws,
+}
+
+impl TransportKind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [TransportKind; 4] = [
+        TransportKind::Tls,
+        TransportKind::H2,
+        TransportKind::Wss,
+        TransportKind::Ws,
+    ];
+
+    /// The config spelling: `tls`, `h2`, `wss`, `ws`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Tls => "tls",
+            TransportKind::H2 => "h2",
+            TransportKind::Wss => "wss",
+            TransportKind::Ws => "ws",
+        }
+    }
 }
 
 impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TransportKind::Tls => "tls",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                TransportError::Config(format!(
+                    "unknown transport {s:?}: use \"tls\" (default), \"h2\", \"wss\" or \"ws\""
+                ))
+            })
     }
 }
 

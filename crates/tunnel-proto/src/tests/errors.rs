@@ -55,6 +55,20 @@ fn trailing_bytes() {
 }
 
 #[test]
+fn challenge_binding_flag_is_zero_or_one() {
+    let mut body = vec![0x02, 0, 1];
+    body.extend_from_slice(&[0; 32]);
+    body.push(2);
+    assert_eq!(
+        decode_body(&body),
+        Err(ProtoError::UnknownTag {
+            what: "Challenge.bound",
+            tag: 2
+        })
+    );
+}
+
+#[test]
 fn unknown_tags() {
     assert_eq!(
         decode_body(&[0x30, 9]),

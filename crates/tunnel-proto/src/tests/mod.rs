@@ -102,6 +102,12 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Challenge(Challenge {
             version: PROTOCOL_VERSION,
             nonce: [0xa5; 32],
+            bound: true,
+        }),
+        Message::Challenge(Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: [0x5a; 32],
+            bound: false,
         }),
         Message::AuthResponse(AuthResponse { mac: [0x5a; 32] }),
         Message::Welcome(Welcome {

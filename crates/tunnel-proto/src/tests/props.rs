@@ -92,8 +92,13 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (any::<u16>(), any::<[u8; 32]>())
-            .prop_map(|(version, nonce)| Message::Challenge(Challenge { version, nonce })),
+        (any::<u16>(), any::<[u8; 32]>(), any::<bool>()).prop_map(|(version, nonce, bound)| {
+            Message::Challenge(Challenge {
+                version,
+                nonce,
+                bound,
+            })
+        }),
         any::<[u8; 32]>().prop_map(|mac| Message::AuthResponse(AuthResponse { mac })),
         (any::<u64>(), any::<u32>()).prop_map(|(session_id, heartbeat_ms)| {
             Message::Welcome(Welcome {

@@ -42,7 +42,17 @@ fn hello_layout_is_stable() {
 
 #[test]
 fn small_layouts_are_stable() {
+    let challenge = |bound| {
+        Message::Challenge(Challenge {
+            version: 1,
+            nonce: [9; 32],
+            bound,
+        })
+    };
+    let challenge_bytes = |flag: u8| [&[0, 0, 0, 36, 0x02, 0, 1][..], &[9; 32], &[flag]].concat();
     let cases: Vec<(Message, Vec<u8>)> = vec![
+        (challenge(true), challenge_bytes(1)),
+        (challenge(false), challenge_bytes(0)),
         (
             Message::Ping(0x0102),
             vec![0, 0, 0, 9, 0x20, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -171,6 +181,7 @@ fn newer_hello_may_carry_extra_fields() {
     let challenge = Challenge {
         version: PROTOCOL_VERSION + 1,
         nonce: [1; 32],
+        bound: true,
     };
     let mut body = body_of(&Message::Challenge(challenge.clone()));
     body.push(0);

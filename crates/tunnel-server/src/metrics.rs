@@ -1,0 +1,275 @@
+//! What the stats endpoint reports: server-wide counters, a snapshot of clients and proxies,
+//! and their Prometheus and JSON renderings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::Shared;
+
+/// Upper bounds (seconds) of the handshake histogram buckets.
+const HANDSHAKE_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Server-wide counters. Relaxed atomics: statistics, not synchronisation.
+#[derive(Debug)]
+pub(crate) struct ServerMetrics {
+    started: Instant,
+    pub auth_failures: AtomicU64,
+    handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
+    handshake_count: AtomicU64,
+    handshake_micros: AtomicU64,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics {
+            started: Instant::now(),
+            auth_failures: AtomicU64::new(0),
+            handshake_buckets: Default::default(),
+            handshake_count: AtomicU64::new(0),
+            handshake_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServerMetrics {
+    /// Record one successful handshake (TLS + authentication) that took `d`.
+    pub fn observe_handshake(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, bucket) in HANDSHAKE_BUCKETS.iter().zip(&self.handshake_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.handshake_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.handshake_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Everything the endpoint shows, taken at one moment.
+#[derive(Debug, Serialize)]
+pub(crate) struct Snapshot {
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub auth_failures: u64,
+    pub clients: Vec<ClientStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ClientStats {
+    pub id: String,
+    pub address: String,
+    /// Unix time, seconds.
+    pub connected_since: u64,
+    pub connected_seconds: u64,
+    pub transport: String,
+    pub active_streams: usize,
+    pub proxies: Vec<ProxyStats>,
+    pub visitors: Vec<VisitorStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ProxyStats {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub publish_port: Option<u16>,
+    pub active_streams: u64,
+    pub connections_public: u64,
+    pub connections_visitor: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct VisitorStats {
+    pub name: String,
+    pub proxy: String,
+    pub publish_port: u16,
+}
+
+pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
+    let sessions: Vec<_> = shared.sessions.lock().values().cloned().collect();
+    let mut clients: Vec<ClientStats> = sessions
+        .iter()
+        .map(|s| {
+            let mut proxies: Vec<ProxyStats> = shared
+                .registry
+                .owned_by(s.id)
+                .iter()
+                .map(|e| {
+                    let spec = e.spec.read();
+                    let c = &e.counters;
+                    let bytes = c.bytes.snapshot();
+                    ProxyStats {
+                        name: spec.name.clone(),
+                        kind: spec.kind.to_string(),
+                        publish_port: spec.publish_port,
+                        active_streams: c.active_streams.load(Ordering::Relaxed),
+                        connections_public: c.public_connections.load(Ordering::Relaxed),
+                        connections_visitor: c.visitor_connections.load(Ordering::Relaxed),
+                        bytes_in: bytes.a_to_b,
+                        bytes_out: bytes.b_to_a,
+                    }
+                })
+                .collect();
+            proxies.sort_by(|a, b| a.name.cmp(&b.name));
+            let since = s
+                .connected_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            ClientStats {
+                id: s.client_id.clone(),
+                address: s.peer.to_string(),
+                connected_since: since,
+                connected_seconds: SystemTime::now()
+                    .duration_since(s.connected_at)
+                    .unwrap_or_default()
+                    .as_secs(),
+                transport: s.transport.to_string(),
+                active_streams: s.open_streams(),
+                proxies,
+                visitors: s
+                    .visitors
+                    .read()
+                    .iter()
+                    .map(|v| VisitorStats {
+                        name: v.name.clone(),
+                        proxy: v.proxy.clone(),
+                        publish_port: v.publish_port,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.metrics.uptime().as_secs(),
+        auth_failures: shared.metrics.auth_failures.load(Ordering::Relaxed),
+        clients,
+    }
+}
+
+/// Per-proxy sums by name: two clients may both have a proxy "web" on different ports.
+#[derive(Default)]
+struct Sums {
+    active: u64,
+    public: u64,
+    visitor: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Prometheus text exposition format, version 0.0.4.
+pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
+    let mut by_proxy: BTreeMap<&str, Sums> = BTreeMap::new();
+    let mut proxies = 0;
+    for p in snap.clients.iter().flat_map(|c| &c.proxies) {
+        proxies += 1;
+        let s = by_proxy.entry(&p.name).or_default();
+        s.active += p.active_streams;
+        s.public += p.connections_public;
+        s.visitor += p.connections_visitor;
+        s.bytes_in += p.bytes_in;
+        s.bytes_out += p.bytes_out;
+    }
+    let mut out = String::with_capacity(1024 + by_proxy.len() * 400);
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_clients Clients connected now.\n# TYPE tunnel_clients gauge\ntunnel_clients {}",
+        snap.clients.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_proxies Proxies registered now, public and private.\n# TYPE tunnel_proxies gauge\ntunnel_proxies {proxies}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_streams_active Streams open now, per proxy.\n# TYPE tunnel_streams_active gauge"
+    );
+    for (name, s) in &by_proxy {
+        let _ = writeln!(
+            out,
+            "tunnel_streams_active{{proxy=\"{}\"}} {}",
+            esc(name),
+            s.active
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_connections_total Connections served, per proxy, from the public port or visitors.\n# TYPE tunnel_connections_total counter"
+    );
+    for (name, s) in &by_proxy {
+        let n = esc(name);
+        let _ = writeln!(
+            out,
+            "tunnel_connections_total{{proxy=\"{n}\",kind=\"public\"}} {}",
+            s.public
+        );
+        let _ = writeln!(
+            out,
+            "tunnel_connections_total{{proxy=\"{n}\",kind=\"visitor\"}} {}",
+            s.visitor
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_bytes_total Payload bytes per proxy: in = toward the service, out = back.\n# TYPE tunnel_bytes_total counter"
+    );
+    for (name, s) in &by_proxy {
+        let n = esc(name);
+        let _ = writeln!(
+            out,
+            "tunnel_bytes_total{{proxy=\"{n}\",direction=\"in\"}} {}",
+            s.bytes_in
+        );
+        let _ = writeln!(
+            out,
+            "tunnel_bytes_total{{proxy=\"{n}\",direction=\"out\"}} {}",
+            s.bytes_out
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_auth_failures_total Logins refused for a wrong auth key.\n# TYPE tunnel_auth_failures_total counter\ntunnel_auth_failures_total {}",
+        snap.auth_failures
+    );
+    let m = &shared.metrics;
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_handshake_seconds Time from TCP accept to an authenticated client.\n# TYPE tunnel_handshake_seconds histogram"
+    );
+    for (bound, bucket) in HANDSHAKE_BUCKETS.iter().zip(&m.handshake_buckets) {
+        let _ = writeln!(
+            out,
+            "tunnel_handshake_seconds_bucket{{le=\"{bound}\"}} {}",
+            bucket.load(Ordering::Relaxed)
+        );
+    }
+    let count = m.handshake_count.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "tunnel_handshake_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let sum = m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
+    let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
+    out
+}
+
+/// Escape a label value (names are validated, but the format must hold whatever comes).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
