@@ -34,3 +34,44 @@ pub async fn stop_signal() -> &'static str {
         "Ctrl-C"
     }
 }
+
+/// SIGHUP deliveries (never on platforms without it).
+#[derive(Debug)]
+pub struct Hangups {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Start listening for SIGHUP. Must be called inside the runtime.
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Hangups {
+                inner: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Hangups {}
+        }
+    }
+
+    /// Resolve at the next SIGHUP.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for Hangups {
+    fn default() -> Self {
+        Self::new()
+    }
+}

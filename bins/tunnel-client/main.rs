@@ -11,7 +11,9 @@ use tracing::{error, info};
 /// exposes the local services listed in its config ([[proxies]]), or reaches other clients'
 /// services through local listeners ([[visitors]]). Reconnects by itself.
 ///
-/// Flags override the config file.
+/// Flags override the config file. SIGHUP re-reads the config file and applies the changes to
+/// proxies and visitors without reconnecting; an invalid file is refused and the running
+/// configuration kept.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -53,34 +55,13 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     tls_tunnel::cli::init_logging("info");
-    let mut cfg = match ClientConfig::from_file(&args.config) {
+    let cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(a) = args.server_addr {
-        cfg.server_addr = a;
-    }
-    if let Some(k) = args.auth_key {
-        cfg.auth_key_file = None;
-        cfg = cfg.with_auth_key(k);
-    }
-    if let Some(fp) = args.server_fingerprint {
-        cfg.ca_cert = None;
-        cfg.server_fingerprint = Some(fp);
-    }
-    if let Some(ca) = args.ca_cert {
-        cfg.server_fingerprint = None;
-        cfg = cfg.with_ca_cert(ca);
-    }
-    if let Some(n) = args.server_name {
-        cfg = cfg.with_server_name(n);
-    }
-    if let Some(id) = args.id {
-        cfg = cfg.with_id(id);
-    }
     let problems = cfg.problems();
     if !problems.is_empty() || args.check {
         if problems.is_empty() {
@@ -99,10 +80,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(cfg))
+    rt.block_on(run(&args, cfg))
 }
 
-async fn run(cfg: ClientConfig) -> ExitCode {
+/// The config file with the command line's overrides; read again on every SIGHUP.
+fn load(args: &Args) -> Result<ClientConfig, client::ClientError> {
+    let mut cfg = ClientConfig::from_file(&args.config)?;
+    if let Some(a) = &args.server_addr {
+        cfg.server_addr = a.clone();
+    }
+    if let Some(k) = &args.auth_key {
+        cfg.auth_key_file = None;
+        cfg = cfg.with_auth_key(k.clone());
+    }
+    if let Some(fp) = &args.server_fingerprint {
+        cfg.ca_cert = None;
+        cfg.server_fingerprint = Some(fp.clone());
+    }
+    if let Some(ca) = &args.ca_cert {
+        cfg.server_fingerprint = None;
+        cfg = cfg.with_ca_cert(ca.clone());
+    }
+    if let Some(n) = &args.server_name {
+        cfg = cfg.with_server_name(n.clone());
+    }
+    if let Some(id) = &args.id {
+        cfg = cfg.with_id(id.clone());
+    }
+    Ok(cfg)
+}
+
+async fn run(args: &Args, cfg: ClientConfig) -> ExitCode {
     let mut handle = match client::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
@@ -110,10 +118,24 @@ async fn run(cfg: ClientConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let signal = tokio::select! {
-        s = tls_tunnel::cli::stop_signal() => s,
-        // Stopped by itself: a rejection that cannot heal, already logged.
-        r = handle.join() => return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE },
+    let mut hangups = tls_tunnel::cli::Hangups::new();
+    let signal = loop {
+        tokio::select! {
+            s = tls_tunnel::cli::stop_signal() => break s,
+            () = hangups.recv() => {
+                info!("SIGHUP received; reloading {}", args.config.display());
+                match load(args) {
+                    // The engine validates and keeps the running config on any error.
+                    Ok(cfg) => match handle.reload(cfg).await {
+                        Ok(_) => {}
+                        Err(e) => error!("reload refused, the running config stays: {e}"),
+                    },
+                    Err(e) => error!("reload refused, the running config stays: {e}"),
+                }
+            }
+            // Stopped by itself: a rejection that cannot heal, already logged.
+            r = handle.join() => return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE },
+        }
     };
     info!("{signal} received; shutting down");
     handle.shutdown();

@@ -13,7 +13,8 @@ use tracing::{error, info};
 ///
 /// With no arguments it runs on defaults: clients connect to 0.0.0.0:8443, a self-signed
 /// certificate is generated, a random auth key is made up, and a ready-to-paste client config
-/// is printed. Flags override the config file.
+/// is printed. Flags override the config file. SIGTERM or Ctrl-C stop it gracefully: no new
+/// clients or connections, open streams get shutdown_grace seconds to finish.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -47,6 +48,18 @@ struct Args {
     /// Address published ports listen on [default: 0.0.0.0].
     #[arg(long, value_name = "IP")]
     publish_addr: Option<IpAddr>,
+    /// Stats endpoint address (/metrics, /api/stats, /healthz); "" turns it off
+    /// [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    stats_bind: Option<String>,
+    /// Bearer token required by /metrics and /api/stats.
+    #[arg(
+        long,
+        env = "TUNNEL_STATS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    stats_token: Option<String>,
     /// Validate the configuration (TLS files included), print every problem, and exit.
     #[arg(long)]
     check: bool,
@@ -80,6 +93,22 @@ fn main() -> ExitCode {
     }
     if let Some(ip) = args.publish_addr {
         cfg = cfg.with_publish_addr(ip);
+    }
+    if let Some(addr) = args.stats_bind.as_deref() {
+        if addr.trim().is_empty() {
+            cfg = cfg.with_stats_bind(None);
+        } else {
+            match addr.parse() {
+                Ok(a) => cfg = cfg.with_stats_bind(Some(a)),
+                Err(_) => {
+                    eprintln!("error: --stats-bind {addr:?} is not IP:PORT (or \"\" for off)");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    if let Some(t) = args.stats_token {
+        cfg = cfg.with_stats_token(t);
     }
     let generated_key = if cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && !args.check {
         match random_key() {

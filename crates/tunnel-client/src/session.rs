@@ -58,9 +58,13 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     async move {
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
         let aborts = AbortTable::default();
+        // Ping at the server's pace, but at least three times per our own timeout: the
+        // server's pongs are what proves a quiet session alive to us, so a timeout shorter
+        // than the server's interval must not kill a healthy idle session.
+        let timeout = Duration::from_secs(shared.cfg.heartbeat_timeout);
         let heartbeat = Heartbeat {
-            interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))),
-            timeout: Duration::from_secs(shared.cfg.heartbeat_timeout),
+            interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
+            timeout,
         };
         let mut channel = match open_control(shared, &control, &aborts, heartbeat).await {
             Ok(c) => c,

@@ -10,10 +10,10 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tunnel_proto::Message;
-use tunnel_transport::{read_message, write_message};
+use tunnel_proto::{Message, ProtoError, RejectCode, Rejected};
+use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::relay::AbortTable;
 use crate::MuxStream;
@@ -21,6 +21,9 @@ use crate::MuxStream;
 /// Frames queued toward the control stream. Aborts beyond it are dropped: they are hints,
 /// and the stream's own end still reaches the peer.
 const QUEUE: usize = 256;
+
+/// How long a last word to the peer (why we end the session) may take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often to ping, and how long a silent peer is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +93,14 @@ pub fn spawn_control(
     let (inbox_tx, inbox) = mpsc::channel(QUEUE);
     let (rd, wr) = tokio::io::split(stream);
     let sender = ControlSender(tx);
-    let writer = tokio::spawn(write_loop(wr, rx, heartbeat.interval, max_frame));
+    let (farewell_tx, farewell_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(
+        wr,
+        rx,
+        farewell_rx,
+        heartbeat.interval,
+        max_frame,
+    ));
     let reader = read_loop(
         rd,
         sender.clone(),
@@ -100,7 +110,13 @@ pub fn spawn_control(
         max_frame,
     );
     let ended = tokio::spawn(async move {
-        let why = reader.await;
+        let (why, farewell) = reader.await;
+        if let Some(msg) = farewell {
+            // Tell the peer why, briefly: it may be gone as well.
+            if farewell_tx.send(msg).is_ok() {
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, &mut writer).await;
+            }
+        }
         writer.abort();
         why
     });
@@ -118,23 +134,41 @@ async fn read_loop(
     aborts: AbortTable,
     timeout: Duration,
     max_frame: usize,
-) -> String {
+) -> (String, Option<Message>) {
     loop {
         let frame = match tokio::time::timeout(timeout, read_message(&mut rd, max_frame)).await {
             Err(_) => {
-                return format!(
+                let why = format!(
                     "no heartbeat from the peer for {}s; the connection is dead",
                     timeout.as_secs()
-                )
+                );
+                return (why, None);
             }
             Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => return "the peer closed the session".into(),
-            Ok(Err(e)) => return format!("control stream failed: {e}"),
+            Ok(Ok(None)) => return ("the peer closed the session".into(), None),
+            Ok(Err(e)) => {
+                // A frame over our limit will come again on every reconnection: say why
+                // before closing, or the peer only sees a bare close and retries forever.
+                let farewell = match &e {
+                    TransportError::Proto(ProtoError::FrameTooLarge { len, max }) => {
+                        Some(Message::Rejected(Rejected::new(
+                            RejectCode::BadConfig,
+                            format!(
+                                "a control message of {len} bytes exceeds the peer's limit of \
+                                 {max} bytes (max_frame_size): register fewer or shorter \
+                                 proxies and visitors, or raise max_frame_size there"
+                            ),
+                        )))
+                    }
+                    _ => None,
+                };
+                return (format!("control stream failed: {e}"), farewell);
+            }
         };
         match frame {
             Message::Ping(n) => {
                 if sender.send(Message::Pong(n)).await.is_err() {
-                    return "control stream closed".into();
+                    return ("control stream closed".into(), None);
                 }
             }
             Message::Pong(_) => {}
@@ -143,7 +177,7 @@ async fn read_loop(
             }
             other => {
                 if inbox.send(other).await.is_err() {
-                    return "the session stopped listening".into();
+                    return ("the session stopped listening".into(), None);
                 }
             }
         }
@@ -153,6 +187,7 @@ async fn read_loop(
 async fn write_loop(
     mut wr: WriteHalf<MuxStream>,
     mut rx: mpsc::Receiver<Message>,
+    mut farewell: oneshot::Receiver<Message>,
     interval: Duration,
     max_frame: usize,
 ) {
@@ -169,6 +204,10 @@ async fn write_loop(
             _ = tick.tick() => {
                 n = n.wrapping_add(1);
                 Message::Ping(n)
+            }
+            Ok(last) = &mut farewell => {
+                let _ = write_message(&mut wr, &last, max_frame).await;
+                return;
             }
         };
         if write_message(&mut wr, &msg, max_frame).await.is_err() {

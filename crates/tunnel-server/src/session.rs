@@ -98,7 +98,15 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer:
         Ok::<_, HandshakeError>((est, hello))
     };
     let started = Instant::now();
-    let result = tokio::time::timeout(shared.cfg.handshake_timeout(), handshake).await;
+    let result = tokio::select! {
+        r = tokio::time::timeout(shared.cfg.handshake_timeout(), handshake) => r,
+        // Shutting down: a connection still in its handshake has no stream to drain, and
+        // waiting out its handshake_timeout would hold the whole shutdown up.
+        () = shared.shutdown.cancelled() => {
+            debug!(%peer, "closed during its handshake: the server is shutting down");
+            return;
+        }
+    };
     drop(permit);
     match result {
         Ok(Ok((est, hello))) => {

@@ -90,7 +90,12 @@ impl H2Transport {
             }
         });
         let mut send_request = send_request.ready().await.map_err(h2_setup)?;
-        let authority = self.tls.server_name.to_str();
+        let name = self.tls.server_name.to_str();
+        let authority = if name.contains(':') {
+            format!("[{name}]") // an IPv6 literal
+        } else {
+            name.into_owned()
+        };
         let request = Request::builder()
             .method(Method::POST)
             .uri(format!("https://{authority}{}", self.path))
@@ -143,7 +148,6 @@ fn builder_client() -> h2::client::Builder {
         .max_frame_size(MAX_FRAME)
         .max_send_buffer_size(SEND_BUFFER)
         .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(0) // no server push
         .enable_push(false);
     b
 }
@@ -224,10 +228,13 @@ fn status(code: StatusCode) -> Response<()> {
 }
 
 fn h2_setup(e: h2::Error) -> TransportError {
-    match e.into_io() {
-        Some(io) => TransportError::Io(io),
-        None => TransportError::Handshake(format!("HTTP/2: {e}")),
+    if e.is_io() {
+        if let Some(io) = e.into_io() {
+            return TransportError::Io(io);
+        }
+        return TransportError::Io(std::io::ErrorKind::BrokenPipe.into());
     }
+    TransportError::Handshake(format!("HTTP/2: {e}"))
 }
 
 /// The tunnel's request stream as a byte stream.

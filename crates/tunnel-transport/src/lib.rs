@@ -1,13 +1,15 @@
-//! Transports that carry a tls-tunnel session. Today: raw TLS 1.3 over TCP (rustls with the
-//! aws-lc-rs provider, always passed explicitly); HTTP/2 and WebSocket will come behind the
-//! same [`Transport`] trait.
+//! Transports that carry a tls-tunnel session, behind one [`Transport`] trait: raw TLS 1.3
+//! over TCP (rustls with the aws-lc-rs provider, always passed explicitly), one HTTP/2 request
+//! stream over TLS ([`H2Transport`]), and WebSocket over TLS or plain TCP ([`WsTransport`]).
 //!
-//! * Server side: a [`ServerIdentity`] (PEM files or self-signed) → [`TlsTransport::server`] →
-//!   [`Transport::accept`] on each accepted TCP connection.
+//! * Server side: a [`ServerIdentity`] (PEM files or self-signed) → [`ServerTransport::new`]
+//!   (every TLS-based transport on one port, told apart by ALPN) or [`TlsTransport::server`]
+//!   (raw TLS only) → [`Transport::accept`] on each accepted TCP connection.
+//!   [`WsTransport::plain_server`] serves plain-HTTP WebSocket behind a TLS terminator.
 //! * Client side: a [`ClientTrust`] (CA file, pinned [`Fingerprint`], system roots, or
-//!   insecure) → [`TlsTransport::client`] → [`Transport::connect`].
+//!   insecure) → [`client_transport`] for a [`TransportKind`] → [`Transport::connect`].
 //! * Both yield an [`Established`]: the byte stream plus `binding`, the TLS exported keying
-//!   material the tunnel authentication is bound to.
+//!   material the tunnel authentication is bound to (absent where TLS ends at a proxy).
 //! * [`read_message`] / [`write_message`] exchange single tunnel-proto frames before yamux
 //!   takes over the stream; [`tune_tcp`] applies the socket options.
 //!
@@ -49,17 +51,44 @@
 mod error;
 mod fingerprint;
 mod framed;
+mod h2;
 mod identity;
+mod server;
 mod socket;
 mod tls;
 mod transport;
 mod trust;
+mod upgrade;
+mod ws;
 
 pub use error::TransportError;
 pub use fingerprint::Fingerprint;
 pub use framed::{read_message, write_message};
+pub use h2::H2Transport;
 pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
+pub use server::ServerTransport;
 pub use socket::tune_tcp;
 pub use tls::{fill_random, TlsTransport};
-pub use transport::{BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_TUNNEL};
+pub use transport::{
+    BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_H2, ALPN_HTTP11,
+    ALPN_TUNNEL, DEFAULT_WS_PATH,
+};
 pub use trust::ClientTrust;
+pub use ws::WsTransport;
+
+/// The client side of `kind`: `server_name` is the TLS name (and the HTTP authority), `path`
+/// the URL path of the HTTP/2 request or WebSocket upgrade. `trust` is not used by `ws`,
+/// which has no TLS of its own.
+pub fn client_transport(
+    kind: TransportKind,
+    server_name: &str,
+    trust: &ClientTrust,
+    path: &str,
+) -> Result<Box<dyn Transport>, TransportError> {
+    Ok(match kind {
+        TransportKind::Tls => Box::new(TlsTransport::client(server_name, trust)?),
+        TransportKind::H2 => Box::new(H2Transport::client(server_name, trust, path)?),
+        TransportKind::Wss => Box::new(WsTransport::client(server_name, trust, path)?),
+        TransportKind::Ws => Box::new(WsTransport::plain_client(server_name, path)),
+    })
+}

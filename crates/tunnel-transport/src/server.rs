@@ -1,0 +1,112 @@
+//! The server's one TLS port serves every transport: the TLS handshake offers
+//! `tls-tunnel/1`, `h2` and `http/1.1`, and the ALPN id the client chose says what follows —
+//! the tunnel protocol directly, one HTTP/2 request stream, or a WebSocket upgrade. No extra
+//! configuration, no second port.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{binding, handshake_error, server_config};
+use crate::ws::WsStream;
+use crate::{
+    h2, tune_tcp, upgrade, Established, ServerIdentity, Transport, TransportError, TransportKind,
+    ALPN_H2, ALPN_HTTP11, ALPN_TUNNEL,
+};
+
+/// Server role of every TLS-based transport on one port, told apart by ALPN.
+pub struct ServerTransport {
+    acceptor: TlsAcceptor,
+    path: String,
+}
+
+impl fmt::Debug for ServerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerTransport(path={:?})", self.path)
+    }
+}
+
+impl ServerTransport {
+    /// TLS 1.3 with `identity`; HTTP/2 requests and WebSocket upgrades are served at `path`
+    /// (anything else there gets a 404).
+    pub fn new(identity: &ServerIdentity, path: &str) -> Result<Self, TransportError> {
+        let cfg = server_config(identity, &[ALPN_TUNNEL, ALPN_H2, ALPN_HTTP11])?;
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(cfg)),
+            path: path.to_owned(),
+        })
+    }
+
+    async fn accept_impl(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Established, TransportError> {
+        tune_tcp(&tcp);
+        let tls = self
+            .acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| handshake_error(e, None))?;
+        let conn = tls.get_ref().1;
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+        let bound = Some(binding(conn)?);
+        match alpn.as_deref() {
+            Some(ALPN_TUNNEL) => Ok(Established::new(
+                Box::new(tls),
+                peer,
+                TransportKind::Tls,
+                bound,
+            )),
+            Some(ALPN_H2) => {
+                let stream = h2::accept(tls, &self.path).await?;
+                Ok(Established::new(
+                    Box::new(stream),
+                    peer,
+                    TransportKind::H2,
+                    bound,
+                ))
+            }
+            Some(ALPN_HTTP11) => {
+                // Forwarding headers are not trusted here: this client reached us directly.
+                let (ws, _forwarded) = upgrade::accept(tls, &self.path).await?;
+                Ok(Established::new(
+                    Box::new(WsStream::new(ws)),
+                    peer,
+                    TransportKind::Wss,
+                    bound,
+                ))
+            }
+            // rustls already refused clients whose ALPN list has none of ours; what is left
+            // offered no ALPN at all.
+            _ => Err(TransportError::NotTunnel(
+                "a TLS client that offered no ALPN protocol (tls-tunnel clients offer \
+                 tls-tunnel/1, h2 or http/1.1)"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+impl Transport for ServerTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+
+    fn connect<'a>(&'a self, _addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
+        async { Err(TransportError::WrongRole) }.boxed()
+    }
+
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'_, Result<Established, TransportError>> {
+        self.accept_impl(tcp, peer).boxed()
+    }
+}
