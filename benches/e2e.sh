@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end throughput: one bulk TCP transfer (iperf3) direct on loopback versus through the
-# tunnel (release binaries, TLS transport), in the same run, with the ratio and the CPU the
+# tunnel over each transport (release binaries: tls, h2 and wss on the server's TLS port, ws
+# on its ws_bind), in the same run, with the ratios to direct and to tls and the CPU the
 # tunnel processes spent per GB moved. Loopback only; kills only what it started.
 #
-#   benches/e2e.sh            # 10 s per measurement
-#   SECONDS_PER_RUN=5 benches/e2e.sh
+#   benches/e2e.sh                         # 10 s per measurement, every transport
+#   SECONDS_PER_RUN=5 TRANSPORTS="tls h2" benches/e2e.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 T="${SECONDS_PER_RUN:-10}"
+TRANSPORTS="${TRANSPORTS:-tls h2 wss ws}"
 
 if ! command -v iperf3 >/dev/null 2>&1; then
     echo "installing iperf3" >&2
@@ -33,27 +35,27 @@ wait_port() {
         sleep 0.05
     done
 }
+wait_closed() {
+    local deadline=$((SECONDS + 15))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "port $1 did not close" >&2; exit 1; }
+        sleep 0.05
+    done
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-svc=$(free_port); tun=$(free_port); pub=$(free_port)
+svc=$(free_port); tun=$(free_port); ws=$(free_port)
 iperf3 -s -p "$svc" >/dev/null 2>&1 & pids+=($!)
-./target/release/tunnel-server --bind "127.0.0.1:$tun" --publish-addr 127.0.0.1 --auth-key bench \
-    2>"$tmp/server.log" & srv=$!; pids+=($srv)
-wait_port "$tun"
-fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server.log" | head -1)
-cat >"$tmp/client.toml" <<TOML
-server_addr = "127.0.0.1:$tun"
+cat >"$tmp/server.toml" <<TOML
+bind = "127.0.0.1:$tun"
+ws_bind = "127.0.0.1:$ws"
 auth_key = "bench"
-server_fingerprint = "$fp"
-id = "bench"
-[[proxies]]
-name = "iperf"
-type = "tcp"
-local_addr = "127.0.0.1:$svc"
-publish_port = $pub
+publish_addr = "127.0.0.1"
+stats_bind = ""
 TOML
-./target/release/tunnel-client --config "$tmp/client.toml" 2>"$tmp/client.log" & cli=$!; pids+=($cli)
-wait_port "$svc"; wait_port "$pub"
+./target/release/tunnel-server --config "$tmp/server.toml" 2>"$tmp/server.log" & srv=$!; pids+=($srv)
+wait_port "$tun"; wait_port "$ws"; wait_port "$svc"
+fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server.log" | head -1)
 
 # Prints "<bits per second> <bytes moved>" for one iperf3 run.
 run() {
@@ -65,18 +67,51 @@ print(r["bits_per_second"], r["bytes"])'
 }
 
 hz=$(getconf CLK_TCK)
-printf '| path | direction | Gbit/s | ratio to direct | tunnel CPU-s per GB |\n|---|---|---|---|---|\n'
-for dir in "" "-R"; do
-    name=$([ -z "$dir" ] && echo "upload (user → service)" || echo "download (service → user)")
-    read -r direct_bps _ < <(run "$svc" "$dir")
-    before=$(( $(cpu_ticks "$srv") + $(cpu_ticks "$cli") ))
-    read -r tunnel_bps bytes < <(run "$pub" "$dir")
-    after=$(( $(cpu_ticks "$srv") + $(cpu_ticks "$cli") ))
-    python3 - "$direct_bps" "$tunnel_bps" "$bytes" "$((after - before))" "$hz" "$name" <<'PY'
+declare -A label=([up]="upload (user → service)" [down]="download (service → user)")
+declare -A direct
+for dir in up down; do
+    read -r direct[$dir] _ < <(run "$svc" "$([ $dir = down ] && echo -R)")
+done
+
+printf '| path | direction | Gbit/s | ratio to direct | ratio to tls | tunnel CPU-s per GB |\n'
+printf '|---|---|---|---|---|---|\n'
+for dir in up down; do
+    printf '| direct loopback | %s | %.2f | 1.00 | – | – |\n' "${label[$dir]}" "$(python3 -c "print(${direct[$dir]}/1e9)")"
+done
+
+declare -A tls_bps
+for t in $TRANSPORTS; do
+    pub=$(free_port)
+    addr="127.0.0.1:$tun"; [ "$t" = ws ] && addr="127.0.0.1:$ws"
+    cat >"$tmp/client-$t.toml" <<TOML
+server_addr = "$addr"
+server_name = "localhost"
+transport = "$t"
+auth_key = "bench"
+server_fingerprint = "$fp"
+id = "bench-$t"
+[[proxies]]
+name = "iperf"
+type = "tcp"
+local_addr = "127.0.0.1:$svc"
+publish_port = $pub
+TOML
+    ./target/release/tunnel-client --config "$tmp/client-$t.toml" 2>"$tmp/client-$t.log" & cli=$!; pids+=($cli)
+    wait_port "$pub"
+    for dir in up down; do
+        before=$(( $(cpu_ticks "$srv") + $(cpu_ticks "$cli") ))
+        read -r bps bytes < <(run "$pub" "$([ $dir = down ] && echo -R)")
+        after=$(( $(cpu_ticks "$srv") + $(cpu_ticks "$cli") ))
+        [ "$t" = tls ] && tls_bps[$dir]=$bps
+        python3 - "$t" "${label[$dir]}" "${direct[$dir]}" "$bps" "${tls_bps[$dir]:-}" "$bytes" "$((after - before))" "$hz" <<'PY'
 import sys
-direct, tunnel, moved, ticks, hz, name = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-cpu_per_gb = (ticks / hz) / (moved / 1e9) if moved else float("nan")
-print(f"| direct loopback | {name} | {direct/1e9:.2f} | 1.00 | – |")
-print(f"| tunnel (TLS) | {name} | {tunnel/1e9:.2f} | {tunnel/direct:.2f} | {cpu_per_gb:.2f} |")
+t, d, direct, bps, tls, moved, ticks, hz = sys.argv[1:]
+direct, bps, moved, ticks, hz = float(direct), float(bps), float(moved), int(ticks), int(hz)
+vs_tls = f"{bps / float(tls):.2f}" if tls else "–"
+cpu = (ticks / hz) / (moved / 1e9) if moved else float("nan")
+print(f"| tunnel ({t}) | {d} | {bps/1e9:.2f} | {bps/direct:.2f} | {vs_tls} | {cpu:.2f} |")
 PY
+    done
+    kill "$cli"; wait "$cli" 2>/dev/null || true
+    wait_closed "$pub"
 done

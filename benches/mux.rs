@@ -1,6 +1,7 @@
 //! Data-path throughput: yamux sessions (tunnel-mux) over an in-memory pipe and over loopback
 //! TLS (tunnel-transport), against raw TLS and raw TCP baselines, plus the full product path
-//! TCP -> pipe -> mux/TLS -> pipe -> TCP.
+//! TCP -> pipe -> mux/TLS -> pipe -> TCP, and one stream over each transport (tls, h2, wss,
+//! ws) with and without the mux.
 //!
 //! `cargo bench --bench mux` (about a minute). Each iteration moves `TOTAL` bytes one way,
 //! split evenly over the streams. Compare cases within one run: this 2-core box is noisy.
@@ -13,7 +14,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tunnel_mux::{pipe, start, Control, Incoming, Mode, MuxConfig, PipeConfig};
-use tunnel_transport::{BoxedStream, ClientTrust, ServerIdentity, TlsTransport, Transport};
+use tunnel_transport::{
+    client_transport, BoxedStream, ClientTrust, ServerIdentity, ServerTransport, TlsTransport,
+    Transport, TransportKind, WsTransport, DEFAULT_WS_PATH,
+};
 
 const TOTAL: usize = 32 << 20;
 /// The size the forwarder reads and writes per chunk.
@@ -48,6 +52,27 @@ async fn tls_pair() -> (BoxedStream, BoxedStream) {
         &ClientTrust::Fingerprint(identity.fingerprint()),
     )
     .expect("client");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let accept = async {
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        server.accept(tcp, peer).await.expect("server handshake")
+    };
+    let (s, c) = tokio::join!(accept, client.connect(&addr));
+    (c.expect("client handshake").stream, s.stream)
+}
+
+/// A connection over `kind` on loopback, both ends as the engines get them: tls, h2 and wss
+/// through the server's one TLS port, ws through the plain listener.
+async fn transport_pair(kind: TransportKind) -> (BoxedStream, BoxedStream) {
+    static IDENTITY: OnceLock<ServerIdentity> = OnceLock::new();
+    let identity = IDENTITY.get_or_init(|| ServerIdentity::self_signed(&[]).expect("identity"));
+    let server: Box<dyn Transport> = match kind {
+        TransportKind::Ws => Box::new(WsTransport::plain_server(DEFAULT_WS_PATH)),
+        _ => Box::new(ServerTransport::new(identity, DEFAULT_WS_PATH).expect("server")),
+    };
+    let trust = ClientTrust::Fingerprint(identity.fingerprint());
+    let client = client_transport(kind, "localhost", &trust, DEFAULT_WS_PATH).expect("client");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let accept = async {
@@ -247,6 +272,54 @@ fn bench_tunnel_without_mux(c: &mut Criterion, rt: &Runtime) {
     group.finish();
 }
 
+/// One stream per transport, without the mux (what the transport itself costs) and with it
+/// (what a tunnelled connection gets), in one run so they compare.
+fn bench_transports(c: &mut Criterion, rt: &Runtime, cfg: &MuxConfig) {
+    let mut group = c.benchmark_group("raw_transport");
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    for kind in TransportKind::ALL {
+        group.bench_function(kind.as_str(), |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (mut a, mut b) = transport_pair(kind).await;
+                        let t = Instant::now();
+                        let reader = tokio::spawn(async move { read_all(&mut b).await });
+                        write_n(&mut a, TOTAL).await;
+                        assert_eq!(reader.await.expect("reader"), TOTAL);
+                        total += t.elapsed();
+                    }
+                    total
+                })
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("mux_over_transport");
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    for kind in TransportKind::ALL {
+        let (client, _client_in, _server, mut server_in) = rt.block_on(async {
+            let (a, b) = transport_pair(kind).await;
+            let (client, client_in) = start(a, Mode::Client, cfg);
+            let (server, server_in) = start(b, Mode::Server, cfg);
+            (client, client_in, server, server_in)
+        });
+        group.bench_function(kind.as_str(), |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        mux_round(&client, &mut server_in, 1).await;
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let cfg = MuxConfig::default();
@@ -256,6 +329,7 @@ fn benches(c: &mut Criterion) {
     bench_mux(c, &rt, "mux_tls", true, &cfg);
     bench_tunnel(c, &rt, &cfg);
     bench_tunnel_without_mux(c, &rt);
+    bench_transports(c, &rt, &cfg);
 }
 
 criterion_group! {

@@ -1,5 +1,7 @@
 //! What both binaries share: logging set-up and waiting for a stop signal.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Log to stderr through `tracing`. `RUST_LOG` wins over `default` (e.g. `"info"`,
@@ -9,6 +11,8 @@ pub fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -494,8 +494,16 @@ async fn client_killed_frees_its_port_and_registry_at_once() {
     })
     .await;
     assert_eq!(server.snapshot().clients, 1);
+    let mut t = Transfer::open(publish).await;
+    t.step(MIB).await;
     let killed = Instant::now();
     proc.kill9();
+    // The user in the middle of a transfer is cut at once, not left hanging.
+    let cut = closed_within(&mut t.stream, Duration::from_secs(2), "the user connection").await;
+    println!(
+        "client kill -9: open user connection closed after {} ms",
+        cut.as_millis()
+    );
     eventually(
         Duration::from_secs(2),
         "port closed and registry empty",
@@ -565,10 +573,10 @@ async fn client_killed_behind_a_silent_path_is_freed_within_the_heartbeat_timeou
         took.as_millis()
     );
     assert!(
-        took >= Duration::from_secs(2),
+        took >= Duration::from_millis(1500),
         "freed before any timeout could fire: {took:?}"
     );
-    expect_logged(&["no heartbeat from the peer"]).await;
+    expect_logged(&["client=silent", "no heartbeat from the peer"]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -911,7 +919,7 @@ async fn a_slow_reader_on_one_stream_does_not_slow_another_stream_of_the_same_cl
         sink_blocked / 1024
     );
     assert!(
-        stalled < alone * 4 + Duration::from_secs(2),
+        stalled < alone * 4 + Duration::from_secs(3),
         "the stalled streams slowed the other one: {stalled:?} vs {alone:?}"
     );
 
@@ -1110,11 +1118,12 @@ async fn auth_failures_are_logged_with_the_peer_and_blocked_per_address() {
         write_message(&mut tls, &Message::Hello(h.clone()), 4096)
             .await
             .unwrap();
-        let nonce = match read_message(&mut tls, 4096).await.unwrap() {
-            Some(Message::Challenge(c)) => c.nonce,
+        let (nonce, binding): (_, &[u8]) = match read_message(&mut tls, 4096).await.unwrap() {
+            Some(Message::Challenge(c)) if c.bound => (c.nonce, &binding),
+            Some(Message::Challenge(c)) => (c.nonce, &[]),
             other => panic!("attempt {i}: expected a challenge, got {other:?}"),
         };
-        let mac = tunnel_proto::compute_mac(b"a wrong guess", &nonce, &binding, &h);
+        let mac = tunnel_proto::compute_mac(b"a wrong guess", &nonce, binding, &h);
         write_message(&mut tls, &Message::AuthResponse(AuthResponse { mac }), 4096)
             .await
             .unwrap();
@@ -1332,7 +1341,7 @@ async fn client_sigterm_lets_the_open_transfer_finish_refuses_new_ones_and_exits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_sigterm_with_nothing_open_exits_at_once() {
+async fn client_sigint_with_nothing_open_exits_at_once() {
     capture_logs();
     let pki = Pki::new("term-cidle");
     let server = server().await;
@@ -1352,11 +1361,11 @@ async fn client_sigterm_with_nothing_open_exits_at_once() {
     })
     .await;
     let term = Instant::now();
-    client.signal("TERM");
+    client.signal("INT"); // Ctrl-C
     let status = client.exit_within(Duration::from_secs(9)).await;
     assert!(status.success(), "exit status {status:?}");
     println!(
-        "client SIGTERM with nothing open: exited after {} ms",
+        "client SIGINT with nothing open: exited after {} ms",
         term.elapsed().as_millis()
     );
     assert!(
@@ -1369,13 +1378,22 @@ async fn client_sigterm_with_nothing_open_exits_at_once() {
 // ---------------------------------------------------------------------------------------------
 // Reconnection.
 
-/// A client started while the server is down keeps trying with growing delays, capped by
-/// reconnect_max_delay, and is serving within about that cap once the server is up.
+/// A client started while the server is down (its port speaks no TLS) keeps trying with
+/// growing delays, capped by reconnect_max_delay, and is serving within about that cap once
+/// the server is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waits_for_a_server_that_is_down_with_capped_backoff() {
     capture_logs();
     let pki = Pki::new("backoff");
-    let port = free_port();
+    // Until the server is up, its port answers with something that is not TLS: every
+    // attempt fails with a TLS error, which must be retried, not taken as final.
+    let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    let impostor = tokio::spawn(async move {
+        while let Ok((mut s, _)) = impostor.accept().await {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
     let echo = echo_service().await;
     let publish = free_port();
     let mut client = pki.client(
@@ -1406,7 +1424,14 @@ async fn a_client_waits_for_a_server_that_is_down_with_capped_backoff() {
         delays.iter().all(|d| *d <= 1000),
         "over the cap: {delays:?}"
     );
+    assert!(
+        client.log().contains("TLS handshake failed"),
+        "{}",
+        client.log()
+    );
 
+    impostor.abort();
+    let _ = impostor.await;
     let server = pki.server("late", port, "").await;
     let up = Instant::now();
     eventually(Duration::from_secs(5), "published port serves", || {

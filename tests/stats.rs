@@ -217,3 +217,62 @@ async fn the_token_guards_metrics_and_stats_but_not_healthz() {
         "healthz must fail once draining"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_serves_its_own_stats_when_asked() {
+    if !have("curl") {
+        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
+        return;
+    }
+    let server = server().await;
+    let echo = echo_service().await;
+    let port = free_port();
+    let stats_port = free_port();
+    let stats: SocketAddr = format!("127.0.0.1:{stats_port}").parse().unwrap();
+    let c = client(
+        client_config(&server)
+            .with_stats_bind(stats)
+            .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    let data = random_bytes(54_321, 4);
+    assert!(roundtrip(published(port), &data).await == data);
+    let body = get(stats, "/metrics", None).await.1;
+    assert_eq!(
+        sample(&body, "tunnel_client_connected"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "tunnel_proxy_connections_total{proxy=\"echo\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "tunnel_proxy_bytes_total{proxy=\"echo\",direction=\"in\"}"
+        ),
+        Some(54_321.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "tunnel_proxy_bytes_total{proxy=\"echo\",direction=\"out\"}"
+        ),
+        Some(54_321.0)
+    );
+    let (code, json) = get(stats, "/api/stats", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["connected"], true);
+    assert_eq!(v["proxies"][0]["name"], "echo");
+    assert_eq!(get(stats, "/healthz", None).await.0, 200);
+    server.abort();
+    eventually(
+        Duration::from_secs(10),
+        "client healthz fails without a server",
+        || async { get(stats, "/healthz", None).await.0 == 503 },
+    )
+    .await;
+    drop(c);
+}

@@ -1,4 +1,5 @@
-//! End to end: TCP proxies through a real server and client over real TLS on loopback.
+//! End to end: TCP proxies through a real server and client over real TLS on loopback. The
+//! core cases run once per transport (tls, h2, wss, and ws to the server's ws_bind).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,20 +11,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tunnel_client::{ClientConfig, ProxyConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_reaches_a_local_http_service_through_a_published_port() {
+crate::per_transport!(
+    curl_reaches_a_local_http_service_through_a_published_port,
+    thirty_two_mib_each_way_with_half_close_is_byte_exact,
+    two_hundred_concurrent_connections_are_all_correct,
+    wrong_auth_key_is_refused_with_a_clear_message_and_no_listener,
+    client_exit_closes_its_published_port_within_a_second,
+    a_user_abort_resets_the_local_connection,
+);
+
+async fn curl_reaches_a_local_http_service_through_a_published_port(kind: TransportKind) {
     if !have("curl") {
         eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
         return;
     }
-    let server = server().await;
+    let server = server_for(kind).await;
     let web = http_service("hello through the tunnel").await;
     let port = free_port();
-    let _client = client(client_config(&server).with_proxy(ProxyConfig::tcp(
-        "web",
-        &web.to_string(),
-        Some(port),
-    )))
+    let _client = client(
+        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
+            "web",
+            &web.to_string(),
+            Some(port),
+        )),
+    )
     .await;
     let out = tokio::process::Command::new("curl")
         .args([
@@ -46,16 +57,17 @@ async fn curl_reaches_a_local_http_service_through_a_published_port() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_two_mib_each_way_with_half_close_is_byte_exact() {
-    let server = server().await;
+async fn thirty_two_mib_each_way_with_half_close_is_byte_exact(kind: TransportKind) {
+    let server = server_for(kind).await;
     let echo = echo_service().await;
     let port = free_port();
-    let _client = client(client_config(&server).with_proxy(ProxyConfig::tcp(
-        "echo",
-        &echo.to_string(),
-        Some(port),
-    )))
+    let _client = client(
+        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
+            "echo",
+            &echo.to_string(),
+            Some(port),
+        )),
+    )
     .await;
     let data = random_bytes(32 << 20, 7);
     let back = roundtrip(published(port), &data).await;
@@ -63,16 +75,17 @@ async fn thirty_two_mib_each_way_with_half_close_is_byte_exact() {
     assert!(back == data, "echoed bytes differ");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_connections_are_all_correct() {
-    let server = server().await;
+async fn two_hundred_concurrent_connections_are_all_correct(kind: TransportKind) {
+    let server = server_for(kind).await;
     let echo = echo_service().await;
     let port = free_port();
-    let _client = client(client_config(&server).with_proxy(ProxyConfig::tcp(
-        "echo",
-        &echo.to_string(),
-        Some(port),
-    )))
+    let _client = client(
+        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
+            "echo",
+            &echo.to_string(),
+            Some(port),
+        )),
+    )
     .await;
     let tasks: Vec<_> = (0..200u64)
         .map(|i| {
@@ -88,12 +101,11 @@ async fn two_hundred_concurrent_connections_are_all_correct() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_auth_key_is_refused_with_a_clear_message_and_no_listener() {
-    let server = server().await;
+async fn wrong_auth_key_is_refused_with_a_clear_message_and_no_listener(kind: TransportKind) {
+    let server = server_for(kind).await;
     let echo = echo_service().await;
     let port = free_port();
-    let cfg = client_config(&server)
+    let cfg = client_config_for(&server, kind)
         .with_auth_key("not-the-key")
         .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port)));
     let mut c = tunnel_client::start(cfg).await.unwrap();
@@ -138,16 +150,17 @@ async fn a_local_service_that_is_down_closes_the_user_connection_promptly() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_exit_closes_its_published_port_within_a_second() {
-    let server = server().await;
+async fn client_exit_closes_its_published_port_within_a_second(kind: TransportKind) {
+    let server = server_for(kind).await;
     let echo = echo_service().await;
     let port = free_port();
-    let mut c = client(client_config(&server).with_proxy(ProxyConfig::tcp(
-        "echo",
-        &echo.to_string(),
-        Some(port),
-    )))
+    let mut c = client(
+        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
+            "echo",
+            &echo.to_string(),
+            Some(port),
+        )),
+    )
     .await;
     assert!(is_listening(port).await);
     assert_eq!(server.snapshot().proxies, 1);
@@ -222,18 +235,19 @@ async fn duplicate_names_in_one_client_config_are_refused_before_connecting() {
     assert!(err.to_string().contains("duplicate proxy name"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_abort_resets_the_local_connection() {
+async fn a_user_abort_resets_the_local_connection(kind: TransportKind) {
     // The local service sees an abort (not a clean EOF) when the user resets.
     let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local_addr = local.local_addr().unwrap();
-    let server = server().await;
+    let server = server_for(kind).await;
     let port = free_port();
-    let _client = client(client_config(&server).with_proxy(ProxyConfig::tcp(
-        "svc",
-        &local_addr.to_string(),
-        Some(port),
-    )))
+    let _client = client(
+        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
+            "svc",
+            &local_addr.to_string(),
+            Some(port),
+        )),
+    )
     .await;
     let user = TcpStream::connect(published(port)).await.unwrap();
     let (mut svc, _) = tokio::time::timeout(Duration::from_secs(5), local.accept())

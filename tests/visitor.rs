@@ -242,25 +242,31 @@ async fn a_private_proxy_has_no_public_port_and_visitors_reach_it_with_port_zero
     assert_eq!(listeners_on(publish_ip), vec![port]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_concurrent_visitor_connections_are_byte_exact_beside_public_traffic() {
+// Every transport carries visitors (owner, visitor and the public proxy all use it).
+crate::per_transport!(
+    a_hundred_concurrent_visitor_connections_are_byte_exact_beside_public_traffic
+);
+
+async fn a_hundred_concurrent_visitor_connections_are_byte_exact_beside_public_traffic(
+    kind: TransportKind,
+) {
     capture_logs();
-    let server = server().await;
+    let server = server_for(kind).await;
     let echo = echo_service().await.to_string();
     let public_port = free_port();
     let _owner = client(
-        client_config(&server)
+        client_config_for(&server, kind)
             .with_id("h-owner")
             .with_proxy(ProxyConfig::tcp("h-echo", &echo, None).with_secret(SECRET)),
     )
     .await;
     let _other = client(
-        client_config(&server)
+        client_config_for(&server, kind)
             .with_id("h-other")
             .with_proxy(ProxyConfig::tcp("h-web", &echo, Some(public_port))),
     )
     .await;
-    let cfg = client_config(&server)
+    let cfg = client_config_for(&server, kind)
         .with_id("h-visitor")
         .with_visitor(visitor("h-visit", "h-echo", 0, Some(SECRET)));
     let _visitor = client(cfg.clone()).await;

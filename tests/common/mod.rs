@@ -402,3 +402,69 @@ impl FreezeRelay {
         self.frozen.lock().unwrap().len()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transports: the core end-to-end cases run once per transport (see `per_transport!`).
+
+pub use tunnel_transport::TransportKind;
+
+/// A server every transport reaches: tls, h2 and wss on its TLS port, and (for `ws`) plain
+/// WebSocket on a loopback `ws_bind`.
+pub async fn server_for(kind: TransportKind) -> ServerHandle {
+    server_for_with(kind, |c| c).await
+}
+
+pub async fn server_for_with(
+    kind: TransportKind,
+    f: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> ServerHandle {
+    server_with(|c| match kind {
+        TransportKind::Ws => f(c.with_ws_bind("127.0.0.1:0".parse().unwrap())),
+        _ => f(c),
+    })
+    .await
+}
+
+/// A client config for `kind`: tls, h2 and wss dial the TLS port and pin its certificate;
+/// ws dials the server's `ws_bind` (see [`server_for`]).
+pub fn client_config_for(server: &ServerHandle, kind: TransportKind) -> ClientConfig {
+    match kind {
+        TransportKind::Ws => {
+            let ws = server
+                .ws_addr()
+                .expect("start the server with server_for(Ws)");
+            ClientConfig::new(ws.to_string())
+                .with_auth_key(KEY)
+                .with_transport(kind)
+        }
+        _ => client_config(server).with_transport(kind),
+    }
+}
+
+/// Turn each `async fn case(kind: TransportKind)` into one test per transport, named
+/// `case::tls`, `case::h2`, `case::wss` and `case::ws`, so a failure names its transport.
+/// Use it as `crate::per_transport!(case_a, case_b);`.
+#[macro_export]
+macro_rules! per_transport {
+    ($($case:ident),+ $(,)?) => {$(
+        mod $case {
+            use super::TransportKind;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls() {
+                super::$case(TransportKind::Tls).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn h2() {
+                super::$case(TransportKind::H2).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn wss() {
+                super::$case(TransportKind::Wss).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ws() {
+                super::$case(TransportKind::Ws).await
+            }
+        }
+    )+};
+}

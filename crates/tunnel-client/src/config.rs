@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tunnel_proto::{ProxyKind, ProxySpec, RegisterRequest, VisitorSpec};
-use tunnel_transport::{ClientTrust, Fingerprint};
+use tunnel_transport::{ClientTrust, Fingerprint, Transport, TransportKind};
 
 use crate::error::{ClientError, ConfigProblem};
 
@@ -32,6 +32,12 @@ use crate::error::{ClientError, ConfigProblem};
 pub struct ClientConfig {
     /// The server, as `host:port`.
     pub server_addr: String,
+    /// How to reach it: `"tls"` (default), `"h2"`, `"wss"` or `"ws"`.
+    #[serde(default, deserialize_with = "transport_kind")]
+    pub transport: TransportKind,
+    /// URL path of the HTTP/2 request or WebSocket upgrade (h2, wss, ws). Default `/tunnel`.
+    #[serde(default = "default_ws_path")]
+    pub ws_path: String,
     /// The name the server certificate must carry (and the SNI). Default: host of `server_addr`.
     #[serde(default)]
     pub server_name: Option<String>,
@@ -62,6 +68,12 @@ pub struct ClientConfig {
     /// Longest wait between reconnection attempts, in seconds. Default 30.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_delay: u64,
+    /// Serve this client's own stats (`/metrics`, `/api/stats`, `/healthz`) here. Default: off.
+    #[serde(default)]
+    pub stats_bind: Option<std::net::SocketAddr>,
+    /// When set, `/metrics` and `/api/stats` need `Authorization: Bearer <stats_token>`.
+    #[serde(default)]
+    pub stats_token: Option<String>,
     /// Seconds of silence from the server after which the connection is declared dead and
     /// re-established. Default 30.
     #[serde(default = "default_heartbeat_timeout")]
@@ -72,6 +84,14 @@ pub struct ClientConfig {
     pub shutdown_grace: u64,
 }
 
+fn transport_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TransportKind, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+fn default_ws_path() -> String {
+    tunnel_transport::DEFAULT_WS_PATH.to_owned()
+}
 fn default_reconnect_max() -> u64 {
     30
 }
@@ -92,7 +112,10 @@ pub struct ProxyConfig {
     /// `"tcp"`.
     #[serde(rename = "type", default = "default_kind")]
     pub kind: ProxyKind,
-    /// The local service, `host:port`. Only this client ever dials it.
+    /// The local service, `host:port`. Only this client ever dials it. Required; defaulted
+    /// only so that a misspelt key is reported by name (with the flattened HTTP keys, serde
+    /// would otherwise report the missing field first), and checked in `problems`.
+    #[serde(default)]
     pub local_addr: String,
     /// The server port users connect to. Without it the proxy is private (visitors only).
     #[serde(default)]
@@ -103,6 +126,14 @@ pub struct ProxyConfig {
     /// Client ids allowed to visit, or `["*"]`.
     #[serde(default)]
     pub allow_visitors: Vec<String>,
+    /// `"v1"` or `"v2"`: start each local connection with a PROXY protocol header naming the
+    /// user's address and the published one (`tcp` and `http` proxies).
+    #[serde(default)]
+    pub proxy_protocol: Option<tunnel_proto::proxy_protocol::Version>,
+    /// HTTP settings (`type = "http"` / `"http2"`), flat in the TOML table; see
+    /// [`HttpOptions`](crate::HttpOptions) for each key.
+    #[serde(flatten)]
+    pub http: crate::http_config::HttpOptions,
 }
 
 fn default_kind() -> ProxyKind {
@@ -138,6 +169,8 @@ impl ProxyConfig {
             publish_port,
             secret: None,
             allow_visitors: Vec::new(),
+            proxy_protocol: None,
+            http: crate::http_config::HttpOptions::default(),
         }
     }
 
@@ -187,6 +220,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("server_addr", &self.server_addr)
+            .field("transport", &self.transport)
             .field("server_name", &self.server_name)
             .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
             .field("id", &self.id)
@@ -205,6 +239,8 @@ impl fmt::Debug for ProxyConfig {
             .field("publish_port", &self.publish_port)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("allow_visitors", &self.allow_visitors)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -226,6 +262,8 @@ impl ClientConfig {
     pub fn new(server_addr: impl Into<String>) -> Self {
         ClientConfig {
             server_addr: server_addr.into(),
+            transport: TransportKind::Tls,
+            ws_path: default_ws_path(),
             server_name: None,
             auth_key: None,
             auth_key_file: None,
@@ -238,6 +276,8 @@ impl ClientConfig {
             reconnect_max_delay: default_reconnect_max(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            stats_bind: None,
+            stats_token: None,
         }
     }
 
@@ -259,6 +299,41 @@ impl ClientConfig {
             path: Some(path.to_path_buf()),
             message: e.to_string(),
         })
+    }
+
+    /// Reach the server over this transport.
+    pub fn with_transport(mut self, kind: TransportKind) -> Self {
+        self.transport = kind;
+        self
+    }
+
+    /// URL path of the HTTP/2 request or WebSocket upgrade.
+    pub fn with_ws_path(mut self, path: impl Into<String>) -> Self {
+        self.ws_path = path.into();
+        self
+    }
+
+    /// Build the configured transport. `ws` has no TLS of its own, so no trust store is
+    /// loaded for it, and it says loudly what that means.
+    pub(crate) fn build_transport(&self) -> Result<Box<dyn Transport>, ClientError> {
+        let trust = if self.transport == TransportKind::Ws {
+            tracing::warn!(
+                "transport = \"ws\": no TLS between this client and {}; the key proof and \
+                 everything in the tunnel travel in plain text to whatever terminates TLS for \
+                 the server, so only use it behind your own TLS terminator (or use \"wss\"). \
+                 ca_cert / server_fingerprint are not used.",
+                self.server_addr
+            );
+            ClientTrust::SystemRoots // not used: ws has no TLS to verify
+        } else {
+            self.trust().map_err(|p| ClientError::Config(vec![p]))?
+        };
+        Ok(tunnel_transport::client_transport(
+            self.transport,
+            &self.effective_server_name(),
+            &trust,
+            &self.ws_path,
+        )?)
     }
 
     /// Set the shared key.
@@ -312,6 +387,12 @@ impl ClientConfig {
     /// Cap the wait between reconnection attempts.
     pub fn with_reconnect_max_delay(mut self, max: std::time::Duration) -> Self {
         self.reconnect_max_delay = max.as_secs().max(1);
+        self
+    }
+
+    /// Serve this client's stats endpoint on `addr`.
+    pub fn with_stats_bind(mut self, addr: std::net::SocketAddr) -> Self {
+        self.stats_bind = Some(addr);
         self
     }
 
@@ -461,6 +542,9 @@ impl ClientConfig {
         if let Err(p) = self.resolve_auth_key() {
             out.push(p);
         }
+        if let Err(m) = tunnel_transport::check_ws_path(&self.ws_path) {
+            out.push(ConfigProblem::new("ws_path", m));
+        }
         match self.trust() {
             Ok(ClientTrust::CaFile(path)) => {
                 if let Err(e) = tunnel_transport::TlsTransport::client(
@@ -504,12 +588,7 @@ impl ClientConfig {
                     ),
                 ));
             }
-            if p.kind != ProxyKind::Tcp {
-                out.push(ConfigProblem::new(
-                    at("type"),
-                    "only \"tcp\" is supported so far",
-                ));
-            }
+            crate::http_config::problems(p, i, &mut out);
             if !is_host_port(&p.local_addr) {
                 out.push(ConfigProblem::new(
                     at("local_addr"),

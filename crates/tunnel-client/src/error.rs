@@ -58,6 +58,14 @@ pub enum ClientError {
     /// The server broke the protocol or closed the connection mid-handshake.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The stats endpoint's address could not be listened on.
+    #[error("cannot listen on {addr} (stats_bind): {source}")]
+    StatsBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A visitor's `bind` address could not be listened on.
     #[error("visitor {name}: cannot listen on {bind}: {source}")]
     VisitorBind {
@@ -80,7 +88,8 @@ impl ClientError {
             ClientError::Transport(e) => e.is_permanent(),
             ClientError::ConfigSyntax { .. }
             | ClientError::Config(_)
-            | ClientError::VisitorBind { .. } => true,
+            | ClientError::VisitorBind { .. }
+            | ClientError::StatsBind { .. } => true,
             ClientError::Protocol(_) => false,
         }
     }

@@ -4,15 +4,22 @@
 //! registers its proxies and visitors, and then serves every user connection as a stream of
 //! that one multiplexed connection. It reconnects by itself with exponential backoff.
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), tunnel_client::ClientError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use tunnel_client::{ClientConfig, ProxyConfig};
-//! let config = ClientConfig::new("tunnel.example.com:8443")
+//! # let server = tunnel_server::start(tunnel_server::ServerConfig::default()
+//! #     .with_bind("127.0.0.1:0".parse()?).with_stats_bind(None).with_auth_key("a long random key")).await?;
+//! # let server_addr = server.local_addr().to_string();
+//! # let fingerprint = server.fingerprint();
+//! // server_addr is "tunnel.example.com:8443" in real life
+//! let config = ClientConfig::new(server_addr)
 //!     .with_auth_key("a long random key")
-//!     .with_proxy(ProxyConfig::tcp("web", "127.0.0.1:3000", Some(8080)));
+//!     .with_fingerprint(fingerprint)
+//!     .with_proxy(ProxyConfig::tcp("web", "127.0.0.1:3000", None));
 //! let mut client = tunnel_client::start(config).await?;
 //! let verdicts = client.ready().await?;
-//! println!("{verdicts:?}");
+//! assert!(verdicts.results.iter().all(|r| r.error.is_none()));
 //! client.shutdown();
 //! client.join().await?;
 //! # Ok(()) }
@@ -21,9 +28,16 @@
 mod backoff;
 mod config;
 mod error;
+mod h2_proxy;
+mod http_config;
+mod http_headers;
+mod http_pool;
+mod http_proxy;
+mod http_upgrade;
 mod proxy;
 mod reload;
 mod session;
+mod stats;
 mod visitor;
 
 use std::collections::HashMap;
@@ -38,10 +52,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
 use tunnel_proto::RegisterReply;
-use tunnel_transport::{TlsTransport, Transport};
+use tunnel_transport::Transport;
 
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
+pub use http_config::HttpOptions;
 pub use reload::ReloadSummary;
 
 use backoff::Backoff;
@@ -82,6 +97,10 @@ pub(crate) struct Shared {
     streams: TaskTracker,
     mux: MuxConfig,
     pipe: PipeConfig,
+    proxy_counters: stats::CounterMap,
+    /// Local connections of `http`/`http2` proxies, shared by all their users.
+    http_upstreams: http_proxy::Upstreams,
+    visitor_counters: stats::CounterMap,
 }
 
 impl std::fmt::Debug for Shared {
@@ -94,12 +113,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn local_addr_of(&self, proxy: &str) -> Option<String> {
-        self.live
-            .read()
-            .proxies
-            .get(proxy)
-            .map(|p| p.local_addr.clone())
+    /// The current settings of proxy `name`.
+    fn proxy_config(&self, name: &str) -> Option<ProxyConfig> {
+        self.live.read().proxies.get(name).cloned()
     }
 
     fn register_request(&self) -> tunnel_proto::RegisterRequest {
@@ -201,9 +217,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     let key = cfg
         .resolve_auth_key()
         .map_err(|p| ClientError::Config(vec![p]))?;
-    let trust = cfg.trust().map_err(|p| ClientError::Config(vec![p]))?;
-    let transport: Arc<dyn Transport> =
-        Arc::new(TlsTransport::client(&cfg.effective_server_name(), &trust)?);
+    let transport: Arc<dyn Transport> = cfg.build_transport()?.into();
     let mut instance = [0u8; 16];
     tunnel_transport::fill_random(&mut instance)?;
     let listeners = visitor::bind_all(&cfg.visitors).await?;
@@ -224,7 +238,26 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         streams: TaskTracker::new(),
         mux: MuxConfig::default(),
         pipe: PipeConfig::default(),
+        proxy_counters: stats::CounterMap::default(),
+        http_upstreams: http_proxy::Upstreams::default(),
+        visitor_counters: stats::CounterMap::default(),
     });
+    if let Some(addr) = shared.cfg.stats_bind {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ClientError::StatsBind { addr, source })?;
+        if !addr.ip().is_loopback() && shared.cfg.stats_token.is_none() {
+            warn!(%addr, "the stats endpoint listens beyond loopback without stats_token");
+        }
+        let source = Arc::new(stats::ClientStats(shared.clone()));
+        let task = tunnel_mux::serve_stats(
+            listener,
+            source,
+            shared.cfg.stats_token.clone(),
+            shared.shutdown.clone(),
+        );
+        shared.tasks.spawn(task);
+    }
     for (v, l) in listeners {
         shared.spawn_visitor(v, l);
     }

@@ -1,5 +1,7 @@
 //! Streams the server opens: one user or visitor connection to one of our proxies.
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 use tunnel_mux::{relay_tcp, MuxStream, RelayEnd};
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_proto::{proxy_protocol, Message, ProxyKind, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::session::SessionCtx;
@@ -21,8 +23,10 @@ const MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 
 pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut stream: MuxStream) {
     let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, MAX_FRAME)).await;
-    let (name, peer) = match header {
-        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Proxy { proxy, peer })))) => (proxy, peer),
+    let (name, peer, dest) = match header {
+        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Proxy { proxy, peer, dest })))) => {
+            (proxy, peer, dest)
+        }
         Ok(Ok(Some(other))) => {
             let reason = format!("unexpected {} as a stream header", other.name());
             return answer(&mut stream, StreamStatus::Error(reason)).await;
@@ -32,11 +36,26 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     let id = stream.id();
     let guard = ctx.aborts.register(id);
     // The server names a proxy, never an address: we dial only what our own config says.
-    let Some(local_addr) = shared.local_addr_of(&name) else {
+    let Some(cfg) = shared.proxy_config(&name) else {
         warn!(proxy = %name, "the server asked for a proxy this client does not have");
         return answer(&mut stream, StreamStatus::Error("proxy not found".into())).await;
     };
-    let local = match dial(&local_addr).await {
+    if cfg.kind != ProxyKind::Tcp {
+        // HTTP proxies dial per request, over shared connections: accept the stream now.
+        let ok = Message::StreamStatus(StreamStatus::Ok);
+        if write_message(&mut stream, &ok, MAX_FRAME).await.is_err() {
+            return;
+        }
+        let counters = shared.proxy_counters.get(&name);
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let upstreams = &shared.http_upstreams;
+        crate::http_proxy::serve(upstreams, &cfg, stream, guard.token(), peer, dest).await;
+        counters.active.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let local_addr = cfg.local_addr.clone();
+    let local = match dial_with_header(&local_addr, cfg.proxy_protocol, peer, dest).await {
         Ok(s) => s,
         Err(e) => {
             warn!(proxy = %name, %local_addr, "local service unreachable after {DIAL_TRIES} tries: {e}");
@@ -54,10 +73,15 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     {
         return;
     }
-    let end = relay_tcp(local, stream, &shared.pipe, guard.token(), None, || {
+    let counters = shared.proxy_counters.get(&name);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let bytes = Some(&counters.bytes);
+    let end = relay_tcp(local, stream, &shared.pipe, guard.token(), bytes, || {
         ctx.send_abort(id)
     })
     .await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
     match end {
         RelayEnd::Failed { error, .. } => {
             debug!(proxy = %name, ?peer, stream = id, "connection failed: {error}");
@@ -66,8 +90,23 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     }
 }
 
+/// Dial, then send the PROXY protocol header if the proxy asks for one.
+async fn dial_with_header(
+    addr: &str,
+    pp: Option<proxy_protocol::Version>,
+    peer: Option<SocketAddr>,
+    dest: Option<SocketAddr>,
+) -> std::io::Result<TcpStream> {
+    let mut tcp = dial(addr).await?;
+    if let Some(v) = pp {
+        tcp.write_all(&proxy_protocol::encode(v, peer, dest))
+            .await?;
+    }
+    Ok(tcp)
+}
+
 /// Dial the local service, trying a few times: services restart, and a first SYN can be lost.
-async fn dial(addr: &str) -> std::io::Result<TcpStream> {
+pub(crate) async fn dial(addr: &str) -> std::io::Result<TcpStream> {
     let mut last = None;
     for attempt in 0..DIAL_TRIES {
         if attempt > 0 {

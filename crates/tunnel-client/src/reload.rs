@@ -151,6 +151,10 @@ fn refuse_connection_changes(old: &ClientConfig, new: &ClientConfig) -> Result<(
     check("server_addr", old.server_addr == new.server_addr);
     check("server_name", old.server_name == new.server_name);
     check(
+        "transport",
+        old.transport == new.transport && old.ws_path == new.ws_path,
+    );
+    check(
         "auth_key",
         old.auth_key == new.auth_key && old.auth_key_file == new.auth_key_file,
     );

@@ -8,7 +8,7 @@ use tunnel_mux::{
     spawn_control, AbortTable, Control, ControlChannel, ControlSender, Heartbeat, Incoming, Mode,
 };
 use tunnel_proto::{auth, AuthResponse, Hello, Message, RegisterReply, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message, BoxedStream, TransportError};
+use tunnel_transport::{read_message, write_message, BoxedStream, TransportError, TransportKind};
 
 use crate::error::ClientError;
 use crate::{proxy, Shared};
@@ -190,7 +190,6 @@ async fn drain(shared: &Shared, incoming: &mut Incoming) {
 async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientError> {
     let est = shared.transport.connect(&shared.cfg.server_addr).await?;
     let mut stream = est.stream;
-    let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
     let hello = Hello {
         version: tunnel_proto::PROTOCOL_VERSION,
         client_id: shared.id.clone(),
@@ -202,11 +201,12 @@ async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientErr
         CONTROL_MAX_FRAME,
     )
     .await?;
-    let nonce = match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
-        Some(Message::Challenge(c)) => c.nonce,
+    let challenge = match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
+        Some(Message::Challenge(c)) => c,
         other => return Err(unexpected("a challenge", other)),
     };
-    let mac = auth::compute_mac(&shared.key, &nonce, &binding, &hello);
+    let binding = channel_binding(challenge.bound, est.binding, est.transport)?;
+    let mac = auth::compute_mac(&shared.key, &challenge.nonce, &binding, &hello);
     let proof = Message::AuthResponse(AuthResponse { mac });
     write_message(&mut stream, &proof, CONTROL_MAX_FRAME).await?;
     match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
@@ -215,6 +215,37 @@ async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientErr
             Ok((stream, w.session_id, w.heartbeat_ms))
         }
         other => Err(unexpected("a welcome", other)),
+    }
+}
+
+/// What to bind the key proof to. The server asks for binding whenever the connection ends
+/// in its own TLS; then ours must be the same session. It does not when TLS ends at a proxy
+/// in front of it (`ws_bind`), which only WebSocket reaches: a `tls` or `h2` connection that
+/// is not asked has been diverted through something that terminates TLS, so it refuses.
+fn channel_binding(
+    bound: bool,
+    ours: Option<[u8; 32]>,
+    transport: TransportKind,
+) -> Result<Vec<u8>, ClientError> {
+    match (bound, ours) {
+        (true, Some(b)) => Ok(b.to_vec()),
+        (true, None) => Err(ClientError::Protocol(
+            "the server requires channel binding, but with transport = \"ws\" this client has \
+             no TLS session to bind to: point ws at the server's ws_bind (behind your TLS \
+             terminator), or use wss"
+                .into(),
+        )),
+        (false, _) if matches!(transport, TransportKind::Tls | TransportKind::H2) => {
+            Err(ClientError::Protocol(format!(
+                "the server did not ask for channel binding over {transport}, which it always \
+                 does when it terminates TLS itself: something on the path terminates TLS \
+                 (a man in the middle?); refusing to authenticate through it"
+            )))
+        }
+        (false, _) => {
+            info!("channel binding off: TLS ends at a proxy in front of the server");
+            Ok(Vec::new())
+        }
     }
 }
 

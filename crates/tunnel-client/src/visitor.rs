@@ -1,5 +1,6 @@
 //! Visitors: local listeners whose connections reach another client's proxy via the server.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,10 +114,15 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
             return;
         }
     }
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), None, || {
+    let counters = shared.visitor_counters.get(&visitor.name);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let bytes = Some(&counters.bytes);
+    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), bytes, || {
         ctx.send_abort(id)
     })
     .await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
     match end {
         RelayEnd::Failed { error, .. } => {
             debug!(stream = id, "connection failed: {error}");

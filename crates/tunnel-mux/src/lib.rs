@@ -51,6 +51,7 @@
 mod config;
 mod control;
 mod driver;
+mod endpoint;
 mod error;
 mod io;
 mod pipe;
@@ -63,6 +64,7 @@ pub use config::{
     DEFAULT_SPLIT_SEND_SIZE, MAX_STREAMS_LIMIT, STREAM_WINDOW,
 };
 pub use control::{spawn_control, ControlChannel, ControlClosed, ControlSender, Heartbeat};
+pub use endpoint::{escape_label, serve_stats, StatsSource};
 pub use error::MuxError;
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};

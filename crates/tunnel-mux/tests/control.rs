@@ -93,3 +93,24 @@ async fn the_channel_ends_when_the_session_does() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_ends_the_channel_and_tells_the_sender_why() {
+    let mut p = duplex_sessions(&MuxConfig::default(), &MuxConfig::default());
+    let (a, b) = control_pair(&mut p).await;
+    let mut a = spawn_control(a, AbortTable::default(), FAST, DEFAULT_MAX_FRAME);
+    let b = spawn_control(b, AbortTable::default(), FAST, 1024);
+    let big = Message::StreamStatus(tunnel_proto::StreamStatus::Error("x".repeat(1024)));
+    a.sender.send(big.clone()).await.unwrap();
+    a.sender.send(big).await.unwrap();
+    let why = within(DEADLINE, "b ends", b.ended).await.unwrap();
+    assert!(why.contains("exceeds"), "{why}");
+    // Without the reason the sender would only see a close, and send the same again.
+    match within(DEADLINE, "a's inbox", a.inbox.recv()).await {
+        Some(Message::Rejected(r)) => {
+            assert_eq!(r.code, tunnel_proto::RejectCode::BadConfig);
+            assert!(r.reason.contains("max_frame_size"), "{}", r.reason);
+        }
+        other => panic!("expected the reason, got {other:?}"),
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`message`]: every [`Message`] and its binary body.
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`register`]: JSON registration types.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //!
 //! # Connection lifecycle
 //!
@@ -48,6 +49,7 @@ pub mod auth;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod proxy_protocol;
 pub mod register;
 mod wire;
 

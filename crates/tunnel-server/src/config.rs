@@ -26,9 +26,18 @@ use crate::ports::{PortRange, PortRanges};
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Where clients connect (TLS). Default `0.0.0.0:8443`.
+    /// Where clients connect (TLS). Default `0.0.0.0:8443`. Serves every TLS-based
+    /// transport (tls, h2, wss), told apart by ALPN.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+    /// Optional plain-HTTP WebSocket (`ws`) listener, for a TLS-terminating proxy (nginx, a
+    /// CDN) in front of the server. Only that proxy should be able to reach it.
+    #[serde(default)]
+    pub ws_bind: Option<SocketAddr>,
+    /// URL path of the HTTP/2 request and the WebSocket upgrade, on `bind` and `ws_bind`.
+    /// Default `/tunnel`.
+    #[serde(default = "default_ws_path")]
+    pub ws_path: String,
     /// The shared key clients prove they know. Never sent over the wire.
     #[serde(default)]
     pub auth_key: Option<String>,
@@ -104,6 +113,9 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
         ))
     })
 }
+fn default_ws_path() -> String {
+    tunnel_transport::DEFAULT_WS_PATH.to_owned()
+}
 fn default_publish_addr() -> IpAddr {
     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
 }
@@ -139,6 +151,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: default_bind(),
+            ws_bind: None,
+            ws_path: default_ws_path(),
             auth_key: None,
             auth_key_file: None,
             tls_cert: None,
@@ -165,6 +179,7 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("bind", &self.bind)
+            .field("ws_bind", &self.ws_bind)
             .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
             .field("stats_token", &self.stats_token.as_ref().map(|_| "***"))
             .field("auth_key_file", &self.auth_key_file)
@@ -212,6 +227,18 @@ impl ServerConfig {
     /// Set the listen address for clients.
     pub fn with_bind(mut self, bind: SocketAddr) -> Self {
         self.bind = bind;
+        self
+    }
+
+    /// Also serve plain-HTTP WebSocket on `addr` (for a TLS terminator in front).
+    pub fn with_ws_bind(mut self, addr: SocketAddr) -> Self {
+        self.ws_bind = Some(addr);
+        self
+    }
+
+    /// URL path of the HTTP/2 request and the WebSocket upgrade.
+    pub fn with_ws_path(mut self, path: impl Into<String>) -> Self {
+        self.ws_path = path.into();
         self
     }
 
@@ -364,6 +391,16 @@ impl ServerConfig {
             }
             Ok(_) => {}
             Err(p) => out.push(p),
+        }
+        if let Err(m) = tunnel_transport::check_ws_path(&self.ws_path) {
+            out.push(ConfigProblem::new("ws_path", m));
+        }
+        if self.ws_bind == Some(self.bind) && self.bind.port() != 0 {
+            out.push(ConfigProblem::new(
+                "ws_bind",
+                "must differ from bind: bind already serves wss; ws_bind is the plain-HTTP \
+                 port for a TLS-terminating proxy",
+            ));
         }
         if self.stats_token.as_deref() == Some("") {
             out.push(ConfigProblem::new(

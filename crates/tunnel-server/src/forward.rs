@@ -13,13 +13,15 @@ use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 /// How long the owner may take to dial its local service (it tries 3 times) and answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Open a stream to `owner` for one connection of `entry`, and wait for its status. The
+/// Open a stream to `owner` for one connection of `entry` from `peer` to `dest` (the address
+/// the user reached, for the PROXY protocol), and wait for its status. The
 /// stream is watched for aborts from the moment it exists, so an early abort is not lost.
 /// On failure, the reason is fit to send back to a visitor.
 pub(crate) async fn open_to_owner(
     entry: &ProxyEntry,
     owner: &SessionRef,
     peer: Option<SocketAddr>,
+    dest: Option<SocketAddr>,
 ) -> Result<(MuxStream, AbortGuard), String> {
     let mut stream = owner
         .control
@@ -30,6 +32,7 @@ pub(crate) async fn open_to_owner(
     let open = Message::StreamOpen(StreamOpen::Proxy {
         proxy: entry.key.name.clone(),
         peer,
+        dest,
     });
     write_message(&mut stream, &open, CONTROL_MAX_FRAME)
         .await

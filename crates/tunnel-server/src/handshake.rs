@@ -21,6 +21,9 @@ pub(crate) enum HandshakeError {
     Version(u16),
     #[error("wrong auth key")]
     BadKey,
+    /// The address a proxy forwarded has failed too often lately.
+    #[error("refused: too many wrong auth keys from this address lately")]
+    Blocked,
     #[error("invalid client id: {0}")]
     BadId(String),
 }

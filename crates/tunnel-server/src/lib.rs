@@ -8,13 +8,16 @@
 //! The engine is a library first: the `tunnel-server` binary only turns a TOML file into a
 //! [`ServerConfig`] and calls [`start`].
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), tunnel_server::ServerError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tunnel_server::ServerError> {
 //! let config = tunnel_server::ServerConfig::default()
-//!     .with_bind("127.0.0.1:8443".parse().unwrap())
+//!     .with_bind("127.0.0.1:0".parse().unwrap()) // 0.0.0.0:8443 by default
+//!     .with_stats_bind(None)
 //!     .with_auth_key("a long random key");
 //! let server = tunnel_server::start(config).await?;
 //! println!("listening on {}, fingerprint {}", server.local_addr(), server.fingerprint());
+//! assert_eq!(server.snapshot().clients, 0);
 //! server.shutdown();
 //! server.join().await;
 //! # Ok(()) }
@@ -47,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
-use tunnel_transport::{Fingerprint, ServerIdentity, TlsTransport, Transport};
+use tunnel_transport::{Fingerprint, ServerIdentity, ServerTransport, Transport, WsTransport};
 
 pub use config::ServerConfig;
 pub use error::{ConfigProblem, ServerError};
@@ -98,6 +101,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     stats_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
     shared: Arc<Shared>,
@@ -125,6 +129,11 @@ impl ServerHandle {
     /// The address clients connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the plain WebSocket listener (`ws_bind`) listens, if it is on.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// Where the stats endpoint listens, if it is on (useful with port 0).
@@ -192,7 +201,8 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         .map_err(|p| ServerError::Config(vec![p]))?;
     let identity = ServerIdentity::load(&source)?;
     let fingerprint = identity.fingerprint();
-    let transport: Arc<dyn Transport> = Arc::new(TlsTransport::server(&identity)?);
+    // One port for tls, h2 and wss (ALPN tells them apart).
+    let transport: Arc<dyn Transport> = Arc::new(ServerTransport::new(&identity, &cfg.ws_path)?);
     let listener = TcpListener::bind(cfg.bind)
         .await
         .map_err(|source| ServerError::Bind {
@@ -203,6 +213,15 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         addr: cfg.bind,
         source,
     })?;
+    let ws_listener = match cfg.ws_bind {
+        Some(addr) => {
+            let bind_err = |source| ServerError::Bind { addr, source };
+            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let at = l.local_addr().map_err(bind_err)?;
+            Some((l, at))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
         auth_failures: auth_failures::AuthFailures::default(),
@@ -223,30 +242,47 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     let stats_listener = stats::bind(&shared).await;
     let stats_addr = stats_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = stats_listener {
-        let task = stats::serve(shared.clone(), l);
+        let source = Arc::new(stats::ServerStats(shared.clone()));
+        let token = shared.cfg.stats_token.clone();
+        let task = tunnel_mux::serve_stats(l, source, token, shared.hard_stop.clone());
         shared
             .tasks
             .spawn(task.instrument(tracing::info_span!("stats")));
     }
-    let accept = accept_loop(shared.clone(), listener);
+    let accept = accept_loop(shared.clone(), listener, shared.transport.clone());
     shared
         .tasks
         .spawn(accept.instrument(tracing::info_span!("server", %local_addr)));
+    let ws_addr = ws_listener.as_ref().map(|(_, at)| *at);
+    if let Some((l, at)) = ws_listener {
+        info!(
+            ws_addr = %at,
+            "plain WebSocket (ws) listening: only a TLS-terminating proxy should reach it"
+        );
+        let ws: Arc<dyn Transport> = Arc::new(WsTransport::plain_server(&shared.cfg.ws_path));
+        let accept = accept_loop(shared.clone(), l, ws);
+        shared
+            .tasks
+            .spawn(accept.instrument(tracing::info_span!("server", ws_addr = %at)));
+    }
     Ok(ServerHandle {
         local_addr,
+        ws_addr,
         stats_addr,
         fingerprint,
         shared,
     })
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+/// Accept clients on `listener`, each handshaking over `transport`.
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, transport: Arc<dyn Transport>) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let task = session::handle_connection(shared.clone(), tcp, peer);
+                    let task =
+                        session::handle_connection(shared.clone(), transport.clone(), tcp, peer);
                     shared.tasks.spawn(task.in_current_span());
                 }
                 Err(e) => {

@@ -54,7 +54,9 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
             return;
         }
     };
-    let (stream, guard) = match open_to_owner(&entry, &owner, Some(peer)).await {
+    // The address the user actually reached, which a PROXY header names as destination.
+    let dest = tcp.local_addr().ok();
+    let (stream, guard) = match open_to_owner(&entry, &owner, Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, "user connection closed: {reason}");

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use tunnel_mux::escape_label as esc;
+
 use crate::Shared;
 
 /// Upper bounds (seconds) of the handshake histogram buckets.
@@ -265,11 +267,4 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
     let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
     out
-}
-
-/// Escape a label value (names are validated, but the format must hold whatever comes).
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

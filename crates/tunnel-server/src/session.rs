@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 use tunnel_mux::{spawn_control, AbortTable, Control, ControlSender, Incoming, Mode, MuxStream};
 use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, VisitorSpec, Welcome};
-use tunnel_transport::{read_message, write_message, Established, TransportKind};
+use tunnel_transport::{read_message, write_message, Established, Transport, TransportKind};
 
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
@@ -76,7 +76,12 @@ impl Drop for StreamSlot {
 }
 
 /// Serve one accepted TCP connection from handshake to disconnect.
-pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+pub(crate) async fn handle_connection(
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     if shared.auth_failures.is_blocked(peer.ip(), Instant::now()) {
         // Still guessing keys: not worth a TLS handshake. Logged when the block began.
         return;
@@ -91,8 +96,19 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer:
         warn!(%peer, "cannot draw a random nonce: {e}");
         return;
     }
+    // The client's address as the transport reports it: behind a proxy on ws_bind, the one the
+    // proxy forwarded rather than the proxy's own (which must not collect others' failures).
+    let mut client_addr = peer;
     let handshake = async {
-        let mut est = shared.transport.accept(tcp, peer).await?;
+        let mut est = transport.accept(tcp, peer).await?;
+        client_addr = est.peer;
+        if est.peer != peer
+            && shared
+                .auth_failures
+                .is_blocked(est.peer.ip(), Instant::now())
+        {
+            return Err(HandshakeError::Blocked);
+        }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
         let hello = handshake::authenticate(&mut est.stream, &binding, &shared.key, nonce).await?;
         Ok::<_, HandshakeError>((est, hello))
@@ -113,7 +129,9 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer:
             shared.metrics.observe_handshake(started.elapsed());
             run(shared, est, hello).await
         }
+        Ok(Err(HandshakeError::Blocked)) => {} // logged when the block began
         Ok(Err(HandshakeError::BadKey)) => {
+            let peer = client_addr;
             match shared.auth_failures.record(peer.ip(), Instant::now()) {
                 Verdict::Log => warn!(%peer, "client rejected: wrong auth key"),
                 Verdict::Quiet => debug!(%peer, "client rejected: wrong auth key"),

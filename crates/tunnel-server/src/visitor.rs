@@ -70,7 +70,7 @@ pub(crate) async fn serve_stream(
             return refuse(&mut stream, reason).await;
         }
     };
-    let (mut out, out_guard) = match open_to_owner(&entry, &owner, Some(visitor.peer)).await {
+    let (mut out, out_guard) = match open_to_owner(&entry, &owner, Some(visitor.peer), None).await {
         Ok(s) => s,
         Err(reason) => {
             info!(proxy = %entry.key, "visitor connection failed: {reason}");

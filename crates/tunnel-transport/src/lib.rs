@@ -70,8 +70,8 @@ pub use server::ServerTransport;
 pub use socket::tune_tcp;
 pub use tls::{fill_random, TlsTransport};
 pub use transport::{
-    BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_H2, ALPN_HTTP11,
-    ALPN_TUNNEL, DEFAULT_WS_PATH,
+    check_ws_path, BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_H2,
+    ALPN_HTTP11, ALPN_TUNNEL, DEFAULT_WS_PATH,
 };
 pub use trust::ClientTrust;
 pub use ws::WsTransport;

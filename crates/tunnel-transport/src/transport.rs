@@ -69,6 +69,27 @@ impl fmt::Debug for Established {
     }
 }
 
+/// Check a `ws_path`: an absolute URL path of plain characters, as both ends and any proxy
+/// in between must spell it the same. The error says what is wrong.
+pub fn check_ws_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?} must start with \"/\" (e.g. \"{DEFAULT_WS_PATH}\")"
+        ));
+    }
+    if path.len() > 256 {
+        return Err("longer than 256 characters".to_owned());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c);
+    if let Some(bad) = path.chars().find(|&c| !ok(c)) {
+        return Err(format!(
+            "{path:?} contains {bad:?}: use letters, digits and URL path punctuation such as \
+             - . _ ~ / (no spaces, query or fragment)"
+        ));
+    }
+    Ok(())
+}
+
 /// The kinds of transport. Displays and parses as the client config spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

@@ -27,6 +27,9 @@ pub enum StreamOpen {
         proxy: String,
         /// The user's address, for logs and the PROXY protocol; `None` if unknown.
         peer: Option<SocketAddr>,
+        /// The address the user connected to (the published port), for the PROXY
+        /// protocol; `None` if unknown (e.g. a visitor's connection).
+        dest: Option<SocketAddr>,
     },
     /// Visitor client → server: reach another client's proxy.
     Visit {
@@ -44,10 +47,11 @@ impl fmt::Debug for StreamOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Control => f.write_str("Control"),
-            Self::Proxy { proxy, peer } => f
+            Self::Proxy { proxy, peer, dest } => f
                 .debug_struct("Proxy")
                 .field("proxy", proxy)
                 .field("peer", peer)
+                .field("dest", dest)
                 .finish(),
             Self::Visit {
                 proxy,
@@ -67,10 +71,11 @@ impl StreamOpen {
     pub(crate) fn encode(&self, dst: &mut impl BufMut) -> Result<(), ProtoError> {
         match self {
             Self::Control => dst.put_u8(OPEN_CONTROL),
-            Self::Proxy { proxy, peer } => {
+            Self::Proxy { proxy, peer, dest } => {
                 dst.put_u8(OPEN_PROXY);
                 put_str(dst, proxy)?;
                 put_addr(dst, peer.as_ref());
+                put_addr(dst, dest.as_ref());
             }
             Self::Visit {
                 proxy,
@@ -92,6 +97,7 @@ impl StreamOpen {
             OPEN_PROXY => Self::Proxy {
                 proxy: r.str("StreamOpen.proxy")?,
                 peer: r.addr("StreamOpen.peer")?,
+                dest: r.addr("StreamOpen.dest")?,
             },
             OPEN_VISIT => Self::Visit {
                 proxy: r.str("StreamOpen.proxy")?,

@@ -156,6 +156,7 @@ fn encode_rejects_overlong_strings_and_leaves_dst_untouched() {
         Message::StreamOpen(StreamOpen::Proxy {
             proxy: long.clone(),
             peer: None,
+            dest: None,
         }),
         Message::StreamOpen(StreamOpen::Visit {
             proxy: "ok".into(),

@@ -131,10 +131,13 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::StreamStatus(StreamStatus::Error("connection refused".to_owned())),
     ];
     for peer in [None, Some(v4()), Some(v6())] {
-        v.push(Message::StreamOpen(StreamOpen::Proxy {
-            proxy: "web".to_owned(),
-            peer,
-        }));
+        for dest in [None, Some(v4()), Some(v6())] {
+            v.push(Message::StreamOpen(StreamOpen::Proxy {
+                proxy: "web".to_owned(),
+                peer,
+                dest,
+            }));
+        }
     }
     for code in ALL_CODES {
         v.push(Message::Rejected(Rejected::new(

@@ -114,8 +114,9 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(Message::Pong),
         any::<u32>().prop_map(Message::Abort),
         Just(Message::StreamOpen(StreamOpen::Control)),
-        (short_str(), addr())
-            .prop_map(|(proxy, peer)| Message::StreamOpen(StreamOpen::Proxy { proxy, peer })),
+        (short_str(), addr(), addr()).prop_map(|(proxy, peer, dest)| {
+            Message::StreamOpen(StreamOpen::Proxy { proxy, peer, dest })
+        }),
         (short_str(), any::<u16>(), short_str()).prop_map(|(proxy, publish_port, secret)| {
             Message::StreamOpen(StreamOpen::Visit {
                 proxy,
@@ -243,7 +244,11 @@ proptest! {
         let s = "a".repeat(MAX_STR + extra);
         let msg = match msg_kind {
             0 => Message::Hello(Hello { version: 1, client_id: s, instance: [0; 16] }),
-            1 => Message::StreamOpen(StreamOpen::Proxy { proxy: s, peer: None }),
+            1 => Message::StreamOpen(StreamOpen::Proxy {
+                proxy: s,
+                peer: None,
+                dest: None,
+            }),
             _ => Message::StreamStatus(StreamStatus::Error(s)),
         };
         prop_assert_eq!(

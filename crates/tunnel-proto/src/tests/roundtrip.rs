@@ -97,17 +97,49 @@ fn address_layouts_are_stable() {
         Message::StreamOpen(StreamOpen::Proxy {
             proxy: "p".into(),
             peer,
+            dest: None,
         })
     };
     let head = [0x30, 1, 0, 1, b'p'];
-    assert_eq!(body_of(&open(None)), [&head[..], &[0]].concat());
+    // The trailing 0 is the (unknown) dest.
+    assert_eq!(body_of(&open(None)), [&head[..], &[0, 0]].concat());
     assert_eq!(
         body_of(&open(Some(super::v4()))),
-        [&head[..], &[4, 203, 0, 113, 9], &51234u16.to_be_bytes()].concat()
+        [
+            &head[..],
+            &[4, 203, 0, 113, 9],
+            &51234u16.to_be_bytes(),
+            &[0]
+        ]
+        .concat()
     );
     let v6 = body_of(&open(Some(super::v6())));
-    assert_eq!(v6.len(), head.len() + 1 + 16 + 2);
+    assert_eq!(v6.len(), head.len() + 1 + 16 + 2 + 1);
     assert_eq!(v6[head.len()], 6);
+}
+
+#[test]
+fn dest_follows_peer_in_the_same_layout() {
+    let open = |dest| {
+        Message::StreamOpen(StreamOpen::Proxy {
+            proxy: "p".into(),
+            peer: Some(super::v4()),
+            dest,
+        })
+    };
+    let without = body_of(&open(None));
+    let with = body_of(&open(Some(super::v6())));
+    // Identical up to the dest tag: 0 for unknown, else tag, ip, port.
+    assert_eq!(&with[..without.len() - 1], &without[..without.len() - 1]);
+    assert_eq!(without[without.len() - 1], 0);
+    assert_eq!(with.len(), without.len() - 1 + 1 + 16 + 2);
+    assert_eq!(decode_body(&with), Ok(open(Some(super::v6()))));
+    assert_eq!(
+        decode_body(&with[..with.len() - 1]),
+        Err(ProtoError::Truncated {
+            what: "StreamOpen.dest"
+        })
+    );
 }
 
 #[test]

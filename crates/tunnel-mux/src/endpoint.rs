@@ -1,0 +1,128 @@
+//! A small HTTP/1.1 endpoint for statistics, shared by the server and the client engines:
+//! `/metrics` (Prometheus text), `/api/stats` (JSON), `/healthz`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+/// What an engine reports.
+pub trait StatsSource: Send + Sync + 'static {
+    /// The Prometheus text exposition (format 0.0.4), ending in a newline.
+    fn prometheus(&self) -> String;
+    /// The JSON document for `/api/stats`.
+    fn json(&self) -> String;
+    /// Whether `/healthz` answers 200 (else 503).
+    fn healthy(&self) -> bool;
+}
+
+/// Serve `source` on `listener` until `stop`. With a `token`, `/metrics` and `/api/stats`
+/// need `Authorization: Bearer <token>`; `/healthz` never does (probes have no secrets).
+pub async fn serve_stats(
+    listener: TcpListener,
+    source: Arc<dyn StatsSource>,
+    token: Option<String>,
+    stop: CancellationToken,
+) {
+    let token: Option<Arc<str>> = token.map(Into::into);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!("stats accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let (source, token) = (source.clone(), token.clone());
+        let conn = async move {
+            let svc = service_fn(move |req| {
+                let r = route(&*source, token.as_deref(), &req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let serve = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+            if let Err(e) = serve.await {
+                debug!(%peer, "stats connection: {e}");
+            }
+        };
+        tokio::spawn(conn.in_current_span());
+    }
+}
+
+fn route(
+    source: &dyn StatsSource,
+    token: Option<&str>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/healthz" if source.healthy() => text(StatusCode::OK, "ok\n"),
+        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
+        "/metrics" | "/api/stats" if !authorized(token, req) => {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "a valid Authorization: Bearer <stats_token> header is required\n",
+            );
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        "/metrics" => with_type(
+            source.prometheus(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/api/stats" => with_type(source.json(), "application/json"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /api/stats or /healthz\n",
+        ),
+    }
+}
+
+fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = with_type(body.to_string(), "text/plain; charset=utf-8");
+    *r.status_mut() = status;
+    r
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Escape a Prometheus label value.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
