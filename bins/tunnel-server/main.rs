@@ -21,8 +21,8 @@ use tracing::{error, info};
     after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
 )]
 struct Args {
-    /// TOML config file (keys: bind, auth_key, auth_key_file, tls_cert, tls_key, stats_bind,
-    /// allow_ports, publish_addr, handshake_timeout, max_clients, ...).
+    /// TOML config file (keys: bind, ws_bind, ws_path, auth_key, auth_key_file, tls_cert,
+    /// tls_key, stats_bind, allow_ports, publish_addr, handshake_timeout, max_clients, ...).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address clients connect to [default: 0.0.0.0:8443].

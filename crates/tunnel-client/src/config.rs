@@ -404,32 +404,7 @@ impl ClientConfig {
 
     /// The auth key from `auth_key` or `auth_key_file`.
     pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
-        let key = match (&self.auth_key, &self.auth_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigProblem::new(
-                    "auth_key_file",
-                    "set either auth_key or auth_key_file, not both",
-                ))
-            }
-            (Some(k), None) => k.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    ConfigProblem::new(
-                        "auth_key_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            (None, None) => return Err(ConfigProblem::new(
-                "auth_key",
-                "no key: set auth_key, auth_key_file or the TUNNEL_AUTH_KEY environment variable",
-            )),
-        };
-        if key.is_empty() {
-            return Err(ConfigProblem::new("auth_key", "the key is empty"));
-        }
-        Ok(key)
+        tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
     }
 
     /// The name checked against the certificate: `server_name`, or the host of `server_addr`.
@@ -653,6 +628,29 @@ mod tests {
         let c = ClientConfig::from_toml(BASE).unwrap();
         assert!(c.problems().is_empty(), "{:?}", c.problems());
         assert_eq!(c.effective_server_name(), "example.com");
+    }
+
+    #[test]
+    fn transport_and_ws_path_parse_and_are_checked() {
+        let c = ClientConfig::from_toml(BASE).unwrap();
+        assert_eq!(
+            (c.transport, c.ws_path.as_str()),
+            (TransportKind::Tls, "/tunnel")
+        );
+        for kind in TransportKind::ALL {
+            let c = ClientConfig::from_toml(&format!("{BASE}transport = \"{kind}\"\n")).unwrap();
+            assert_eq!(c.transport, kind);
+        }
+        let e = ClientConfig::from_toml(&format!("{BASE}transport = \"quic\"\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("transport") && e.to_string().contains("wss"),
+            "{e}"
+        );
+        let c = ClientConfig::from_toml(&format!("{BASE}ws_path = \"tunnel\"\n")).unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["ws_path"]);
+        let c = ClientConfig::from_toml(&format!("{BASE}ws_path = \"/a b\"\n")).unwrap();
+        assert_eq!(c.problems().len(), 1);
     }
 
     #[test]

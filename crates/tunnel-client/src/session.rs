@@ -270,3 +270,32 @@ fn unexpected(wanted: &str, got: Option<Message>) -> ClientError {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn binding_follows_the_server_and_tls_or_h2_never_go_unbound() {
+        let ekm = Some([7u8; 32]);
+        for kind in TransportKind::ALL {
+            // Asked and able: our exporter value.
+            if kind != TransportKind::Ws {
+                assert_eq!(channel_binding(true, ekm, kind).unwrap(), vec![7u8; 32]);
+            }
+        }
+        // Asked but without TLS of our own: a clear refusal, not a wrong-key failure.
+        let e = channel_binding(true, None, TransportKind::Ws).unwrap_err();
+        assert!(e.to_string().contains("ws_bind"), "{e}");
+        // Not asked: normal for WebSocket behind a TLS terminator...
+        for kind in [TransportKind::Wss, TransportKind::Ws] {
+            assert_eq!(channel_binding(false, ekm, kind).unwrap(), Vec::<u8>::new());
+        }
+        // ...but tls and h2 only ever reach the server's own TLS, so someone stripped it.
+        for kind in [TransportKind::Tls, TransportKind::H2] {
+            let e = channel_binding(false, ekm, kind).unwrap_err();
+            assert!(e.to_string().contains("channel binding"), "{e}");
+        }
+    }
+}

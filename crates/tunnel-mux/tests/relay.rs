@@ -40,7 +40,15 @@ async fn a_peer_abort_resets_the_local_tcp_connection() {
     let guard = table.register(out.id());
     let id = out.id();
     let relay = tokio::spawn(async move {
-        relay_tcp(local, out, &PipeConfig::default(), guard.token(), || {}).await
+        relay_tcp(
+            local,
+            out,
+            &PipeConfig::default(),
+            guard.token(),
+            None,
+            || {},
+        )
+        .await
     });
     app.write_all(b"data").await.unwrap();
     assert!(table.abort(id)); // what the engine does on an Abort(id) control message
@@ -70,6 +78,7 @@ async fn a_local_failure_resets_tcp_and_signals_the_peer() {
             out,
             &PipeConfig::default(),
             guard.token(),
+            None,
             move || flag.store(true, Ordering::SeqCst),
         )
         .await

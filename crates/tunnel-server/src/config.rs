@@ -323,32 +323,7 @@ impl ServerConfig {
 
     /// The auth key from `auth_key` or `auth_key_file`.
     pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
-        let key = match (&self.auth_key, &self.auth_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigProblem::new(
-                    "auth_key_file",
-                    "set either auth_key or auth_key_file, not both",
-                ))
-            }
-            (Some(k), None) => k.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    ConfigProblem::new(
-                        "auth_key_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            (None, None) => return Err(ConfigProblem::new(
-                "auth_key",
-                "no key: set auth_key, auth_key_file or the TUNNEL_AUTH_KEY environment variable",
-            )),
-        };
-        if key.is_empty() {
-            return Err(ConfigProblem::new("auth_key", "the key is empty"));
-        }
-        Ok(key)
+        tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
     }
 
     /// Where the server's certificate comes from.
@@ -444,6 +419,19 @@ impl ServerConfig {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn ws_bind_and_ws_path_are_checked() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!((c.ws_bind, c.ws_path.as_str()), (None, "/tunnel"));
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nbind = \"127.0.0.1:8443\"\nws_bind = \"127.0.0.1:8443\"\n\
+             ws_path = \"no-slash\"",
+        )
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["ws_path", "ws_bind"]);
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -1,32 +1,9 @@
 //! The server's one error type.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// One thing wrong with a configuration: the field and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The config key at fault.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
+pub use tunnel_transport::ConfigProblem;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -48,11 +48,13 @@
 //! # }
 //! ```
 
+mod auth_key;
 mod error;
 mod fingerprint;
 mod framed;
 mod h2;
 mod identity;
+mod problem;
 mod server;
 mod socket;
 mod tls;
@@ -61,11 +63,13 @@ mod trust;
 mod upgrade;
 mod ws;
 
+pub use auth_key::resolve_auth_key;
 pub use error::TransportError;
 pub use fingerprint::Fingerprint;
 pub use framed::{read_message, write_message};
 pub use h2::H2Transport;
 pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
+pub use problem::ConfigProblem;
 pub use server::ServerTransport;
 pub use socket::tune_tcp;
 pub use tls::{fill_random, TlsTransport};
