@@ -193,6 +193,7 @@ impl ProxyConfig {
             publish_port: self.publish_port,
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
+            http: self.http.route(self.kind),
         }
     }
 }

@@ -129,6 +129,17 @@ impl fmt::Debug for HttpOptions {
 }
 
 impl HttpOptions {
+    /// What the server needs to route and guard this proxy; `None` for a `tcp` proxy.
+    pub(crate) fn route(&self, kind: ProxyKind) -> Option<tunnel_proto::HttpRoute> {
+        (kind != ProxyKind::Tcp).then(|| tunnel_proto::HttpRoute {
+            domains: self.domains.clone(),
+            subdomain: self.subdomain.clone(),
+            locations: self.locations.clone(),
+            http_user: self.http_user.clone(),
+            http_password: self.http_password.clone(),
+        })
+    }
+
     pub(crate) fn idle(&self) -> Duration {
         Duration::from_secs(self.idle_timeout)
     }

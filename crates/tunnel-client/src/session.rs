@@ -1,7 +1,7 @@
 //! One connection to the server: handshake, registration, then serving streams until it ends.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{
@@ -18,6 +18,8 @@ const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The server answers a registration at once; a silent one is not working.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the streams of a session the server closed may take to finish by themselves.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// What visitors and stream handlers need of the live session.
 #[derive(Debug)]
@@ -99,7 +101,12 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                         shared.status.send_replace(crate::Status::Ready(reply));
                     }
                     Some(other) => warn!("unexpected {} on the control stream", other.name()),
-                    None => break SessionEnd::Lost("control stream closed".into()),
+                    // The control reader stopped: its reason (a heartbeat timeout, say) is in
+                    // `ended`, which resolves at once; "closed" alone would hide it.
+                    None => {
+                        let why = (&mut channel.ended).await;
+                        break SessionEnd::Lost(why.unwrap_or_else(|e| e.to_string()));
+                    }
                 },
                 s = incoming.accept() => match s {
                     Some(stream) => {
@@ -115,8 +122,17 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
         }
         *shared.current.write() = None;
         channel.ended.abort();
-        ctx.aborts.abort_all();
+        // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
         ctx.control.close();
+        if let SessionEnd::Lost(_) = end {
+            // A server that drained and left sent the last bytes and FIN of its streams just
+            // before closing: give them a moment to finish instead of resetting them.
+            let deadline = Instant::now() + SETTLE;
+            while !shared.streams.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        ctx.aborts.abort_all();
         Ok(end)
     }
     .instrument(span)

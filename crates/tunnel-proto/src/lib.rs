@@ -67,6 +67,6 @@ pub use message::{
     Welcome, HELLO_MAGIC, MAX_STR,
 };
 pub use register::{
-    validate_name, FieldError, ItemKind, ItemResult, ProxyKind, ProxySpec, RegisterReply,
-    RegisterRequest, VisitorSpec,
+    validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,
+    RegisterReply, RegisterRequest, VisitorSpec,
 };

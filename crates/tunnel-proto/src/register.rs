@@ -40,6 +40,44 @@ pub struct ProxySpec {
     /// Client ids allowed to visit; empty means none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_visitors: Vec<String>,
+    /// Virtual-host routing and basic auth of an `http`/`http2` proxy, which the server
+    /// enforces. Client-only settings (headers, host rewrite, PROXY protocol) never travel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRoute>,
+}
+
+/// Where the server's HTTP virtual host sends requests, and who may send them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRoute {
+    /// Host names, exact (`app.example.com`) or wildcard (`*.example.com`, any depth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Claims `<subdomain>.<subdomain_host>` of the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    /// Path prefixes within those hosts; empty means `["/"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
+    /// Basic-auth user the server requires (with `http_password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_user: Option<String>,
+    /// Basic-auth password; never printed by `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_password: Option<String>,
+}
+
+// Manual so that logging a registration never leaks the password.
+impl fmt::Debug for HttpRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRoute")
+            .field("domains", &self.domains)
+            .field("subdomain", &self.subdomain)
+            .field("locations", &self.locations)
+            .field("http_user", &self.http_user)
+            .field("http_password", &self.http_password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 // Manual so that logging a registration never leaks a secret.
@@ -51,6 +89,7 @@ impl fmt::Debug for ProxySpec {
             .field("publish_port", &self.publish_port)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("allow_visitors", &self.allow_visitors)
+            .field("http", &self.http)
             .finish()
     }
 }

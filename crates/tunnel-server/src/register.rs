@@ -101,15 +101,7 @@ async fn register_proxy(
             ),
         ));
     }
-    if spec.kind != ProxyKind::Tcp {
-        return Err(field_error(
-            "type",
-            format!(
-                "proxy type {:?} is not served by this server yet; use \"tcp\"",
-                spec.kind.to_string()
-            ),
-        ));
-    }
+    check_http_route(&spec)?;
     if let Some(port) = spec.publish_port {
         if !shared.cfg.allow_ports.contains(port) {
             return Err(field_error(
@@ -171,6 +163,38 @@ async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
             format!("cannot listen on {addr}: {e}; pick another port"),
         )
     })
+}
+
+/// `http`/`http2` proxies on a `publish_port` are carried like `tcp` ones (the client
+/// parses the HTTP). Host routing and basic auth need the server's virtual host, which this
+/// server does not run yet: refuse them by name rather than publish something unguarded.
+fn check_http_route(spec: &ProxySpec) -> Result<(), FieldError> {
+    let Some(route) = &spec.http else {
+        return Ok(());
+    };
+    if spec.kind == ProxyKind::Tcp {
+        return Err(field_error(
+            "type",
+            "HTTP routing settings on a tcp proxy; use type = \"http\" or \"http2\"",
+        ));
+    }
+    let unsupported = [
+        ("domains", !route.domains.is_empty()),
+        ("subdomain", route.subdomain.is_some()),
+        ("locations", !route.locations.is_empty()),
+        (
+            "http_user",
+            route.http_user.is_some() || route.http_password.is_some(),
+        ),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(field_error(
+            field,
+            "virtual-host routing and basic auth are not served by this server yet; \
+             publish the proxy on a publish_port and remove this setting",
+        ));
+    }
+    Ok(())
 }
 
 fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), FieldError> {

@@ -213,7 +213,9 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
         }
         info!(%transport, "client connected");
         serve(&shared, &session, incoming, channel).await;
-        let released = cleanup(&shared, &session);
+        // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
+        let by_peer = !session.cancel.is_cancelled();
+        let released = cleanup(&shared, &session, by_peer).await;
         info!(proxies_released = released, "client disconnected");
     }
     .instrument(span)
@@ -297,7 +299,9 @@ async fn serve(
                 Some(other) => {
                     break format!("unexpected {} on the control stream", other.name());
                 }
-                None => break "control stream closed".to_string(),
+                // The control reader stopped: its reason (a heartbeat timeout, say) is in
+                // `ended`, which resolves at once; "closed" alone would hide it.
+                None => break (&mut channel.ended).await.unwrap_or_else(|e| e.to_string()),
             },
             s = incoming.accept() => match s {
                 Some(stream) => {
@@ -336,8 +340,14 @@ async fn accept_control(shared: &Shared, incoming: &mut Incoming) -> Result<MuxS
     Ok(s)
 }
 
-/// Release everything the session holds. Returns how many proxies it released.
-fn cleanup(shared: &Shared, session: &SessionRef) -> usize {
+/// How long the streams of a session the peer closed may take to finish by themselves.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Release everything the session holds. Returns how many proxies it released. With `settle`
+/// (the peer closed the session), open streams get a moment to finish before they are cut:
+/// a client that drained and left sent the last bytes and FIN of its streams just before
+/// closing, and cutting at once would reset connections that were about to end cleanly.
+async fn cleanup(shared: &Shared, session: &SessionRef, settle: bool) -> usize {
     session.cancel.cancel();
     let released = {
         let mut sessions = shared.sessions.lock();
@@ -351,10 +361,15 @@ fn cleanup(shared: &Shared, session: &SessionRef) -> usize {
         // our proxies over already, leaving none to release, or does not exist.
         shared.registry.release_all(session.id)
     };
-    session.aborts.abort_all();
-    session.control.close();
     for key in &released {
         debug!(proxy = %key, "proxy released");
     }
+    // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
+    session.control.close();
+    let deadline = Instant::now() + SETTLE;
+    while settle && session.open_streams() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    session.aborts.abort_all();
     released.len()
 }

@@ -150,6 +150,7 @@ mod tests {
             publish_port: None,
             secret: secret.map(Into::into),
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
+            http: None,
         }
     }
 

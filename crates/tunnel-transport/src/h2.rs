@@ -6,13 +6,13 @@
 //! of [`H2Stream`], and the sender only sends what it was granted, so a slow reader holds the
 //! writer back and neither side buffers more than the windows below.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::{poll_fn, BoxFuture};
 use futures::FutureExt;
 use h2::{Reason, RecvStream, SendStream};
@@ -33,8 +33,9 @@ const MIB: u32 = 1024 * KIB;
 const STREAM_WINDOW: u32 = 4 * MIB;
 /// Connection window: the stream's plus room for the odd 404 answered on the side.
 const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
-/// DATA frame payload we accept: bigger frames mean fewer headers and wake-ups per MiB.
-const MAX_FRAME: u32 = 64 * KIB;
+/// DATA frame payload we accept: a whole yamux frame (64 KiB by default, 256 KiB at most,
+/// plus its header) fits one, and bigger frames mean fewer headers and wake-ups per MiB.
+const MAX_FRAME: u32 = 256 * KIB + KIB;
 /// Bytes h2 may hold queued for sending on the stream before `poll_write` waits.
 const SEND_BUFFER: usize = (MIB) as usize;
 /// Request headers are tiny; a peer announcing more is not a tunnel client.
@@ -308,11 +309,22 @@ impl AsyncRead for H2Stream {
 
 impl AsyncWrite for H2Stream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// Gathers the slices into one DATA frame: yamux writes a 12-byte header and then the
+    /// body, and a frame of their own for those 12 bytes would double the frames per MiB.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let wanted: usize = bufs.iter().map(|b| b.len()).sum();
+        if wanted == 0 {
             return Poll::Ready(Ok(0));
         }
         let this = &mut *self;
@@ -322,13 +334,18 @@ impl AsyncWrite for H2Stream {
         loop {
             let granted = this.send.capacity();
             if granted > 0 {
-                let n = granted.min(buf.len());
+                let n = granted.min(wanted);
+                let mut data = BytesMut::with_capacity(n);
+                for b in bufs {
+                    let take = b.len().min(n - data.len());
+                    data.put_slice(&b[..take]);
+                }
                 this.send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .send_data(data.freeze(), false)
                     .map_err(send_error)?;
                 return Poll::Ready(Ok(n));
             }
-            this.send.reserve_capacity(buf.len());
+            this.send.reserve_capacity(wanted);
             match this.send.poll_capacity(cx) {
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(send_error(e))),
@@ -346,6 +363,10 @@ impl AsyncWrite for H2Stream {
                 }
             }
         }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

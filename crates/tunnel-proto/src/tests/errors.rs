@@ -201,6 +201,7 @@ fn encode_enforces_max_frame_exactly() {
             .map(|i| ProxySpec {
                 name: format!("proxy-{i}"),
                 kind: ProxyKind::Tcp,
+                http: None,
                 publish_port: Some(10_000),
                 secret: None,
                 allow_visitors: vec![],

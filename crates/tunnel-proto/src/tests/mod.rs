@@ -40,6 +40,13 @@ pub(crate) fn register_request() -> RegisterRequest {
             ProxySpec {
                 name: "web".to_owned(),
                 kind: ProxyKind::Http,
+                http: Some(HttpRoute {
+                    domains: vec!["app.example.com".to_owned(), "*.dev.example.com".to_owned()],
+                    subdomain: Some("app".to_owned()),
+                    locations: vec!["/api".to_owned()],
+                    http_user: Some("u".to_owned()),
+                    http_password: Some("pw-hidden".to_owned()),
+                }),
                 publish_port: Some(8080),
                 secret: None,
                 allow_visitors: vec![],
@@ -47,6 +54,7 @@ pub(crate) fn register_request() -> RegisterRequest {
             ProxySpec {
                 name: "db".to_owned(),
                 kind: ProxyKind::Tcp,
+                http: None,
                 publish_port: None,
                 secret: Some("hunter2".to_owned()),
                 allow_visitors: vec!["laptop".to_owned()],

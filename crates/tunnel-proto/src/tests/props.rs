@@ -42,14 +42,20 @@ fn proxy_spec() -> impl Strategy<Value = ProxySpec> {
         any::<Option<u16>>(),
         proptest::option::of(short_str()),
         vec(short_str(), 0..3),
+        proptest::option::of((vec(short_str(), 0..3), proptest::option::of(short_str()))),
     )
         .prop_map(
-            |(name, kind, publish_port, secret, allow_visitors)| ProxySpec {
+            |(name, kind, publish_port, secret, allow_visitors, http)| ProxySpec {
                 name,
                 kind,
                 publish_port,
                 secret,
                 allow_visitors,
+                http: http.map(|(domains, http_user)| HttpRoute {
+                    domains,
+                    http_user,
+                    ..HttpRoute::default()
+                }),
             },
         )
 }

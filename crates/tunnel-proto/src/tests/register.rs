@@ -12,7 +12,13 @@ fn json_shape() {
         value,
         json!({
             "proxies": [
-                {"name": "web", "type": "http", "publish_port": 8080},
+                {"name": "web", "type": "http", "publish_port": 8080, "http": {
+                    "domains": ["app.example.com", "*.dev.example.com"],
+                    "subdomain": "app",
+                    "locations": ["/api"],
+                    "http_user": "u",
+                    "http_password": "pw-hidden",
+                }},
                 {"name": "db", "type": "tcp", "secret": "hunter2", "allow_visitors": ["laptop"]},
             ],
             "visitors": [{"name": "to-db", "proxy": "db", "publish_port": 15432}],
@@ -85,6 +91,7 @@ fn debug_hides_secrets() {
         format!("{:#?}", Message::Register(req.clone())),
     ] {
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("pw-hidden"), "{text}");
         assert!(text.contains("***"), "{text}");
     }
     let visit = Message::StreamOpen(StreamOpen::Visit {
