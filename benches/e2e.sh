@@ -6,6 +6,7 @@
 #
 #   benches/e2e.sh                         # 10 s per measurement, every transport
 #   SECONDS_PER_RUN=5 TRANSPORTS="tls h2" benches/e2e.sh
+#   KEEP_TMP=1 benches/e2e.sh              # keep the configs and logs for a look afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$tmp"
+    [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
 }
 trap cleanup EXIT
 
@@ -57,13 +58,25 @@ TOML
 wait_port "$tun"; wait_port "$ws"; wait_port "$svc"
 fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server.log" | head -1)
 
-# Prints "<bits per second> <bytes moved>" for one iperf3 run.
+# Prints "<bits per second> <bytes moved>" for one iperf3 run. The iperf3 server takes one
+# test at a time and may still be closing the previous one: retry a few times.
 run() {
-    iperf3 -c 127.0.0.1 -p "$1" -t "$T" -J $2 | python3 -c '
+    local out
+    for _ in 1 2 3 4 5; do
+        if out=$(iperf3 -c 127.0.0.1 -p "$1" -t "$T" -J $2 | python3 -c '
 import json, sys
-e = json.load(sys.stdin)["end"]
-r = e["sum_received"]
-print(r["bits_per_second"], r["bytes"])'
+j = json.load(sys.stdin)
+if "error" in j:
+    sys.exit(j["error"])
+r = j["end"]["sum_received"]
+print(r["bits_per_second"], r["bytes"])'); then
+            echo "$out"
+            return
+        fi
+        sleep 1
+    done
+    echo "iperf3 through port $1 kept failing" >&2
+    exit 1
 }
 
 hz=$(getconf CLK_TCK)

@@ -68,7 +68,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
             timeout,
         };
-        let mut channel = match open_control(shared, &control, &aborts, heartbeat).await {
+        let (mut channel, reply) = match open_control(shared, &control, &aborts, heartbeat).await {
             Ok(c) => c,
             Err(e) => {
                 control.close();
@@ -81,6 +81,8 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             control_tx: channel.sender.clone(),
         });
         *shared.current.write() = Some(ctx.clone());
+        // Ready only now: visitors need `current` the moment a caller sees Ready.
+        shared.status.send_replace(crate::Status::Ready(reply));
         // A reload that raced the registration above re-sends its request now.
         if shared
             .reload_pending
@@ -139,13 +141,13 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     .await
 }
 
-/// Open the control stream, register, and publish the verdicts.
+/// Open the control stream and register; returns the server's verdicts.
 async fn open_control(
     shared: &Shared,
     control: &Control,
     aborts: &AbortTable,
     heartbeat: Heartbeat,
-) -> Result<ControlChannel, ClientError> {
+) -> Result<(ControlChannel, RegisterReply), ClientError> {
     let mut ctrl = control
         .open()
         .await
@@ -174,8 +176,7 @@ async fn open_control(
         }
     };
     report(&reply);
-    shared.status.send_replace(crate::Status::Ready(reply));
-    Ok(channel)
+    Ok((channel, reply))
 }
 
 /// Graceful stop: no new connections (visitor listeners are closed, streams the server opens

@@ -65,6 +65,13 @@ pub struct ServerConfig {
     /// The address published ports listen on. Default `0.0.0.0`.
     #[serde(default = "default_publish_addr")]
     pub publish_addr: IpAddr,
+    /// Where the HTTP virtual host listens (e.g. `0.0.0.0:80`): `http`/`http2` proxies with
+    /// `domains` or `subdomain` are served there, routed by Host. Off by default.
+    #[serde(default)]
+    pub vhost_http_bind: Option<SocketAddr>,
+    /// Lets a proxy claim `subdomain = "app"` for `app.<subdomain_host>`.
+    #[serde(default)]
+    pub subdomain_host: Option<String>,
     /// Seconds a new connection has to finish TLS and authentication. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: u64,
@@ -162,6 +169,8 @@ impl Default for ServerConfig {
             stats_token: None,
             allow_ports: PortRanges::default(),
             publish_addr: default_publish_addr(),
+            vhost_http_bind: None,
+            subdomain_host: None,
             handshake_timeout: default_handshake_timeout(),
             max_clients: default_max_clients(),
             max_pending_handshakes: default_max_pending(),
@@ -188,6 +197,8 @@ impl fmt::Debug for ServerConfig {
             .field("stats_bind", &self.stats_bind)
             .field("allow_ports", &self.allow_ports.to_string())
             .field("publish_addr", &self.publish_addr)
+            .field("vhost_http_bind", &self.vhost_http_bind)
+            .field("subdomain_host", &self.subdomain_host)
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +287,18 @@ impl ServerConfig {
     /// Set the address published ports listen on.
     pub fn with_publish_addr(mut self, addr: IpAddr) -> Self {
         self.publish_addr = addr;
+        self
+    }
+
+    /// Serve HTTP virtual hosts on `addr`.
+    pub fn with_vhost_http_bind(mut self, addr: SocketAddr) -> Self {
+        self.vhost_http_bind = Some(addr);
+        self
+    }
+
+    /// Let proxies claim `<subdomain>.<host>`.
+    pub fn with_subdomain_host(mut self, host: impl Into<String>) -> Self {
+        self.subdomain_host = Some(host.into());
         self
     }
 
@@ -377,6 +400,27 @@ impl ServerConfig {
                  port for a TLS-terminating proxy",
             ));
         }
+        if let Some(v) = self.vhost_http_bind {
+            if v.port() != 0 && (v == self.bind || Some(v) == self.ws_bind) {
+                out.push(ConfigProblem::new(
+                    "vhost_http_bind",
+                    "must differ from bind and ws_bind: it is the public HTTP port",
+                ));
+            }
+        }
+        if let Some(host) = &self.subdomain_host {
+            if crate::routes::normalize_domain(host).map_or(true, |h| h.starts_with('*')) {
+                out.push(ConfigProblem::new(
+                    "subdomain_host",
+                    format!("{host:?} is not a host name: use e.g. \"tunnel.example.com\""),
+                ));
+            } else if self.vhost_http_bind.is_none() {
+                out.push(ConfigProblem::new(
+                    "subdomain_host",
+                    "needs vhost_http_bind: subdomains are served on the virtual host",
+                ));
+            }
+        }
         if self.stats_token.as_deref() == Some("") {
             out.push(ConfigProblem::new(
                 "stats_token",
@@ -431,6 +475,28 @@ mod tests {
         .unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["ws_path", "ws_bind"]);
+    }
+
+    #[test]
+    fn vhost_keys_are_checked() {
+        let ok = ServerConfig::from_toml(
+            "auth_key = \"k\"\nvhost_http_bind = \"0.0.0.0:80\"\nsubdomain_host = \"t.example.com\"",
+        )
+        .unwrap();
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
+        assert_eq!(ok.vhost_http_bind, Some("0.0.0.0:80".parse().unwrap()));
+        for (extra, field) in [
+            ("subdomain_host = \"t.example.com\"", "subdomain_host"),
+            (
+                "vhost_http_bind = \"0.0.0.0:80\"\nsubdomain_host = \"*.x\"",
+                "subdomain_host",
+            ),
+            ("vhost_http_bind = \"0.0.0.0:8443\"", "vhost_http_bind"),
+        ] {
+            let c = ServerConfig::from_toml(&format!("auth_key = \"k\"\n{extra}")).unwrap();
+            let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+            assert_eq!(fields, [field], "{extra}");
+        }
     }
 
     #[test]

@@ -33,8 +33,10 @@ mod metrics;
 mod ports;
 mod register;
 mod registry;
+mod routes;
 mod session;
 mod stats;
+mod vhost;
 mod visitor;
 
 use std::collections::HashMap;
@@ -102,6 +104,7 @@ impl Shared {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    vhost_addr: Option<SocketAddr>,
     stats_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
     shared: Arc<Shared>,
@@ -134,6 +137,11 @@ impl ServerHandle {
     /// Where the plain WebSocket listener (`ws_bind`) listens, if it is on.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_addr
+    }
+
+    /// Where the HTTP virtual host (`vhost_http_bind`) listens, if it is on.
+    pub fn vhost_addr(&self) -> Option<SocketAddr> {
+        self.vhost_addr
     }
 
     /// Where the stats endpoint listens, if it is on (useful with port 0).
@@ -222,6 +230,15 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         None => None,
     };
+    let vhost_listener = match cfg.vhost_http_bind {
+        Some(addr) => {
+            let bind_err = |source| ServerError::Bind { addr, source };
+            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let at = l.local_addr().map_err(bind_err)?;
+            Some((l, at))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
         auth_failures: auth_failures::AuthFailures::default(),
@@ -265,9 +282,18 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
             .tasks
             .spawn(accept.instrument(tracing::info_span!("server", ws_addr = %at)));
     }
+    let vhost_addr = vhost_listener.as_ref().map(|(_, at)| *at);
+    if let Some((l, at)) = vhost_listener {
+        info!(vhost_addr = %at, "HTTP virtual host listening");
+        let task = vhost::run(shared.clone(), l);
+        shared
+            .tasks
+            .spawn(task.instrument(tracing::info_span!("vhost", %at)));
+    }
     Ok(ServerHandle {
         local_addr,
         ws_addr,
+        vhost_addr,
         stats_addr,
         fingerprint,
         shared,

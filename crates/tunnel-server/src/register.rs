@@ -12,8 +12,9 @@ use tunnel_proto::{
 };
 
 use crate::registry::{ClaimError, ProxyEntry, ProxyKey};
+use crate::routes::{self, Pair};
 use crate::session::SessionRef;
-use crate::{listener, Shared};
+use crate::{listener, ServerConfig, Shared};
 
 /// Check and apply every item; each gets its own verdict, and a failed item leaves the others
 /// in place. Proxies the session held before (handed over from a stale session of the same
@@ -101,7 +102,7 @@ async fn register_proxy(
             ),
         ));
     }
-    check_http_route(&spec)?;
+    let vhost = check_http_route(&shared.cfg, &spec)?;
     if let Some(port) = spec.publish_port {
         if !shared.cfg.allow_ports.contains(port) {
             return Err(field_error(
@@ -132,7 +133,12 @@ async fn register_proxy(
     };
     if let Some(existing) = shared.registry.get(&key.name, key.port) {
         if existing.owner().id == session.id {
-            // Handed over from this client's stale session: keep its port open, refresh the spec.
+            // Handed over from this client's stale session: keep its port open, refresh the
+            // spec and its routes.
+            shared
+                .registry
+                .set_routes(&existing, &vhost.pairs, vhost.auth)
+                .map_err(|e| claim_error(&key, e))?;
             *existing.spec.write() = spec;
             return Ok(key);
         }
@@ -143,10 +149,10 @@ async fn register_proxy(
         None => None,
     };
     let entry = Arc::new(ProxyEntry::new(key.clone(), spec, session.clone()));
-    match shared.registry.claim(entry.clone()) {
-        Ok(()) => {}
-        Err(ClaimError::Taken { by }) => return Err(taken(&key, &by)),
-    }
+    shared
+        .registry
+        .claim(entry.clone(), &vhost.pairs, vhost.auth)
+        .map_err(|e| claim_error(&key, e))?;
     if let Some(l) = listener {
         let task = listener::run(shared.clone(), entry, l);
         shared.tasks.spawn(task.in_current_span());
@@ -165,12 +171,22 @@ async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
     })
 }
 
-/// `http`/`http2` proxies on a `publish_port` are carried like `tcp` ones (the client
-/// parses the HTTP). Host routing and basic auth need the server's virtual host, which this
-/// server does not run yet: refuse them by name rather than publish something unguarded.
-fn check_http_route(spec: &ProxySpec) -> Result<(), FieldError> {
+/// What a proxy claims on the virtual host: `(host, location)` pairs and the
+/// `Authorization` value its basic auth expects.
+struct VhostClaim {
+    pairs: Vec<Pair>,
+    auth: Option<String>,
+}
+
+/// Check an `http`/`http2` proxy's routing and auth settings against this server. Refused by
+/// name rather than published unguarded: basic auth is enforced only on the virtual host.
+fn check_http_route(cfg: &ServerConfig, spec: &ProxySpec) -> Result<VhostClaim, FieldError> {
+    let none = VhostClaim {
+        pairs: Vec::new(),
+        auth: None,
+    };
     let Some(route) = &spec.http else {
-        return Ok(());
+        return Ok(none);
     };
     if spec.kind == ProxyKind::Tcp {
         return Err(field_error(
@@ -178,23 +194,89 @@ fn check_http_route(spec: &ProxySpec) -> Result<(), FieldError> {
             "HTTP routing settings on a tcp proxy; use type = \"http\" or \"http2\"",
         ));
     }
-    let unsupported = [
-        ("domains", !route.domains.is_empty()),
-        ("subdomain", route.subdomain.is_some()),
-        ("locations", !route.locations.is_empty()),
-        (
-            "http_user",
-            route.http_user.is_some() || route.http_password.is_some(),
-        ),
-    ];
-    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+    let mut hosts = Vec::new();
+    for d in &route.domains {
+        hosts.push(routes::normalize_domain(d).map_err(|m| field_error("domains", m))?);
+    }
+    if let Some(sub) = &route.subdomain {
+        let Some(base) = &cfg.subdomain_host else {
+            return Err(field_error(
+                "subdomain",
+                "this server has no subdomain_host: set subdomain_host on the server, or use domains",
+            ));
+        };
+        let label_ok = !sub.is_empty()
+            && sub.len() <= 63
+            && !sub.starts_with('-')
+            && sub.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !label_ok {
+            return Err(field_error(
+                "subdomain",
+                format!("{sub:?} is not one DNS label: use letters, digits and '-' (e.g. \"app\")"),
+            ));
+        }
+        hosts.push(
+            routes::normalize_domain(&format!("{sub}.{base}"))
+                .map_err(|m| field_error("subdomain", m))?,
+        );
+    }
+    let field = if route.domains.is_empty() {
+        "subdomain"
+    } else {
+        "domains"
+    };
+    if !hosts.is_empty() && cfg.vhost_http_bind.is_none() {
         return Err(field_error(
             field,
-            "virtual-host routing and basic auth are not served by this server yet; \
-             publish the proxy on a publish_port and remove this setting",
+            "this server serves no virtual hosts: set vhost_http_bind on the server, or \
+             publish the proxy on a publish_port",
         ));
     }
-    Ok(())
+    if hosts.is_empty() {
+        let set = [
+            ("locations", !route.locations.is_empty()),
+            ("http_user", route.http_user.is_some()),
+            ("http_password", route.http_password.is_some()),
+        ];
+        if let Some((f, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(field_error(
+                f,
+                "only applies with domains or subdomain (the server's virtual host)",
+            ));
+        }
+        return Ok(none);
+    }
+    let auth = match (&route.http_user, &route.http_password) {
+        (None, None) => None,
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() && !u.contains(':') => {
+            if spec.publish_port.is_some() {
+                return Err(field_error(
+                    "http_user",
+                    "basic auth is enforced on the virtual host only, and users would reach \
+                     the publish_port without it: remove publish_port or http_user",
+                ));
+            }
+            Some(crate::vhost::basic_credential(u, p))
+        }
+        _ => {
+            return Err(field_error(
+                "http_password",
+                "set both http_user (without ':') and http_password, non-empty, or neither",
+            ))
+        }
+    };
+    let mut locations = Vec::new();
+    for l in &route.locations {
+        locations.push(routes::normalize_location(l).map_err(|m| field_error("locations", m))?);
+    }
+    if locations.is_empty() {
+        locations.push("/".to_owned());
+    }
+    let pairs = hosts
+        .iter()
+        .flat_map(|h| locations.iter().map(move |l| (h.clone(), l.clone())))
+        .collect();
+    Ok(VhostClaim { pairs, auth })
 }
 
 fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), FieldError> {
@@ -210,6 +292,24 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
         ));
     }
     Ok(())
+}
+
+fn claim_error(key: &ProxyKey, e: ClaimError) -> FieldError {
+    match e {
+        ClaimError::Taken { by } => taken(key, &by),
+        ClaimError::RouteTaken {
+            host,
+            location,
+            proxy,
+            by,
+        } => field_error(
+            "domains",
+            format!(
+                "host {host} location {location} is already served by proxy {proxy} of \
+                 client {by:?}; choose another domain or location"
+            ),
+        ),
+    }
 }
 
 fn taken(key: &ProxyKey, by: &str) -> FieldError {

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::ProxySpec;
 
+use crate::routes::{Conflict, Pair, Routes};
 use crate::session::SessionRef;
 
 /// The registry key. Private proxies (no `publish_port`) use port 0.
@@ -74,16 +75,41 @@ impl ProxyEntry {
     }
 }
 
+/// What a virtual-host route leads to: the proxy (whose owner may change by hand-over) and
+/// the `Authorization` value its basic auth expects, if it has one.
+pub(crate) struct RouteTarget {
+    pub entry: Arc<ProxyEntry>,
+    pub auth: Option<String>,
+}
+
 /// Why a claim failed.
 pub(crate) enum ClaimError {
     /// Another client holds the key.
     Taken { by: String },
+    /// Another proxy holds one of the `(host, location)` routes.
+    RouteTaken {
+        host: String,
+        location: String,
+        proxy: ProxyKey,
+        by: String,
+    },
 }
 
-/// All proxies of all clients.
+/// All proxies of all clients, and the virtual-host routes they hold. Routes live and die
+/// with their entry: released with it, and following it through a hand-over.
 #[derive(Default)]
 pub(crate) struct Registry {
     map: RwLock<HashMap<ProxyKey, Arc<ProxyEntry>>>,
+    routes: RwLock<Routes<ProxyKey, Arc<RouteTarget>>>,
+}
+
+fn route_taken(c: Conflict<Arc<RouteTarget>>) -> ClaimError {
+    ClaimError::RouteTaken {
+        host: c.host,
+        location: c.location,
+        proxy: c.holder.entry.key.clone(),
+        by: c.holder.entry.owner().client_id.clone(),
+    }
 }
 
 impl Registry {
@@ -95,16 +121,54 @@ impl Registry {
         self.map.read().get(&key).cloned()
     }
 
-    /// Insert `entry` unless the key is held by someone else.
-    pub fn claim(&self, entry: Arc<ProxyEntry>) -> Result<(), ClaimError> {
+    /// Insert `entry` with its virtual-host `routes` (all or nothing) unless the key or a
+    /// route is held by someone else.
+    pub fn claim(
+        &self,
+        entry: Arc<ProxyEntry>,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
         let mut map = self.map.write();
         if let Some(existing) = map.get(&entry.key) {
             return Err(ClaimError::Taken {
                 by: existing.owner().client_id.clone(),
             });
         }
+        let target = Arc::new(RouteTarget {
+            entry: entry.clone(),
+            auth,
+        });
+        self.routes
+            .write()
+            .claim(&entry.key, routes, target)
+            .map_err(route_taken)?;
         map.insert(entry.key.clone(), entry);
         Ok(())
+    }
+
+    /// Replace the routes of a registered `entry` (a refreshed spec after a hand-over); on a
+    /// conflict its old routes stay.
+    pub fn set_routes(
+        &self,
+        entry: &Arc<ProxyEntry>,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
+        let _map = self.map.read(); // the entry cannot be released meanwhile
+        let target = Arc::new(RouteTarget {
+            entry: entry.clone(),
+            auth,
+        });
+        self.routes
+            .write()
+            .claim(&entry.key, routes, target)
+            .map_err(route_taken)
+    }
+
+    /// The proxy serving `host` (a raw Host value) at `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<Arc<RouteTarget>> {
+        self.routes.read().lookup(host, path).cloned()
     }
 
     /// Move every entry of session `from` to `to` (same client instance, new connection), so
@@ -140,6 +204,7 @@ impl Registry {
             if let Some(e) = map.remove(key) {
                 e.listener_stop.cancel();
             }
+            self.routes.write().release(key);
         }
         owned
     }
@@ -152,10 +217,12 @@ impl Registry {
             .filter(|(_, e)| e.owner.read().id == session)
             .map(|(k, _)| k.clone())
             .collect();
+        let mut routes = self.routes.write();
         for k in &keys {
             if let Some(e) = map.remove(k) {
                 e.listener_stop.cancel();
             }
+            routes.release(k);
         }
         keys
     }
