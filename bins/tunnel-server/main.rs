@@ -52,6 +52,9 @@ struct Args {
     /// [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     stats_bind: Option<String>,
+    /// Also serve plain-HTTP WebSocket here, for a TLS-terminating proxy (nginx, a CDN) in front.
+    #[arg(long, value_name = "ADDR")]
+    ws_bind: Option<SocketAddr>,
     /// Bearer token required by /metrics and /api/stats.
     #[arg(
         long,
@@ -106,6 +109,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+    if let Some(addr) = args.ws_bind {
+        cfg = cfg.with_ws_bind(addr);
     }
     if let Some(t) = args.stats_token {
         cfg = cfg.with_stats_token(t);
