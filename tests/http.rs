@@ -113,7 +113,9 @@ async fn nginx_accepts_proxy_protocol_v1_and_v2() {
     std::fs::create_dir_all(&dir).unwrap();
     let nginx_port = free_port();
     let conf = format!(
-        "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
+        // master_process off: one process, so killing it leaves no worker holding the test's
+        // output pipe open.
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
          access_log off;\nclient_body_temp_path {d};\nproxy_temp_path {d};\n\
          fastcgi_temp_path {d};\nuwsgi_temp_path {d};\nscgi_temp_path {d};\n\
          server {{\nlisten 127.0.0.1:{nginx_port} proxy_protocol;\n\

@@ -144,7 +144,7 @@ async fn routes_by_host_wildcard_subdomain_and_location_across_two_clients() {
 async fn unknown_host_gets_a_plain_404_and_a_taken_domain_is_refused_by_name() {
     let server = vhost_server().await;
     let svc = http1_service().await;
-    let _alpha = client_as(
+    let mut alpha = client_as(
         &server,
         "alpha",
         vec![routed("app", &svc, |h| {
@@ -180,6 +180,13 @@ async fn unknown_host_gets_a_plain_404_and_a_taken_domain_is_refused_by_name() {
         which(&get(&server, "app.example.com", "/", &[]).await),
         Some("app")
     );
+    // Its client leaves: the route goes with it, and the host is unknown again.
+    alpha.shutdown();
+    alpha.join().await.unwrap();
+    eventually(Duration::from_secs(10), "the route is released", || async {
+        status(&get(&server, "app.example.com", "/", &[]).await) == "404"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,6 +290,13 @@ async fn slow_service_gives_504_and_a_client_gone_mid_request_502() {
         .unwrap();
     assert_eq!(status(&got), "502", "{got}");
     assert!(!got.contains("127.0.0.1"), "{got}");
+    // The client reconnects (same instance): its routes follow it and serve again.
+    eventually(
+        Duration::from_secs(15),
+        "the route serves after the reconnect",
+        || async { which(&get(&server, "gone.example.com", "/", &[]).await) == Some("gone") },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,8 @@ pub enum Status {
 pub(crate) struct Shared {
     cfg: ClientConfig,
     key: Vec<u8>,
-    id: String,
+    /// This client's id on the server; see [`Shared::take_fallback_id`].
+    id: RwLock<String>,
     instance: [u8; 16],
     transport: Arc<dyn Transport>,
     /// The parts of the config a reload may change: proxies (by name) and what is registered.
@@ -106,7 +107,7 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("id", &self.id)
+            .field("id", &*self.id.read())
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -116,6 +117,34 @@ impl Shared {
     /// The current settings of proxy `name`.
     fn proxy_config(&self, name: &str) -> Option<ProxyConfig> {
         self.live.read().proxies.get(name).cloned()
+    }
+
+    /// Two clients on one machine share a hostname, the default id. When the server says the
+    /// id is in use and none was configured, take `<hostname>-<instance>` instead (once) rather
+    /// than wait for the other client to leave. Returns whether the id changed.
+    fn take_fallback_id(&self, e: &ClientError) -> bool {
+        let in_use = matches!(
+            e,
+            ClientError::Rejected {
+                code: tunnel_proto::RejectCode::IdInUse,
+                ..
+            }
+        );
+        if !in_use || self.cfg.id.is_some() {
+            return false;
+        }
+        let mut id = self.id.write();
+        if *id != self.cfg.effective_id() {
+            return false;
+        }
+        let suffix: String = self.instance[..3].iter().map(|b| format!("{b:02x}")).collect();
+        let base: String = id.chars().take(64 - 7).collect();
+        *id = format!("{base}-{suffix}");
+        warn!(
+            id = %*id,
+            "the default id (the hostname) is in use by another client; using this one instead: set `id` in the config to choose"
+        );
+        true
     }
 
     fn register_request(&self) -> tunnel_proto::RegisterRequest {
@@ -128,7 +157,7 @@ impl Shared {
         self.visitors
             .lock()
             .insert(v.name.clone(), (v.clone(), stop.clone()));
-        let span = tracing::info_span!("client", id = %self.id);
+        let span = tracing::info_span!("client", id = %self.id.read());
         let task = visitor::run(self.clone(), v, l, stop);
         self.tasks.spawn(task.instrument(span));
     }
@@ -223,7 +252,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     let listeners = visitor::bind_all(&cfg.visitors).await?;
     let (status_tx, status_rx) = watch::channel(Status::Connecting);
     let shared = Arc::new(Shared {
-        id: cfg.effective_id(),
+        id: RwLock::new(cfg.effective_id()),
         live: RwLock::new(Live::from_config(&cfg)),
         visitors: parking_lot::Mutex::new(HashMap::new()),
         cfg,
@@ -261,7 +290,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     for (v, l) in listeners {
         shared.spawn_visitor(v, l);
     }
-    let span = tracing::info_span!("client", id = %shared.id);
+    let span = tracing::info_span!("client", id = %shared.id.read());
     let shutdown = shared.shutdown.clone();
     let task = tokio::spawn(run(shared.clone()).instrument(span));
     Ok(ClientHandle {
@@ -297,6 +326,9 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
             Err(e) => {
                 warn!("{e}");
                 shared.status.send_replace(Status::Retrying(e.to_string()));
+                if shared.take_fallback_id(&e) {
+                    continue;
+                }
             }
         }
         let delay = backoff.next_delay();

@@ -209,7 +209,7 @@ async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientErr
     let mut stream = est.stream;
     let hello = Hello {
         version: tunnel_proto::PROTOCOL_VERSION,
-        client_id: shared.id.clone(),
+        client_id: shared.id.read().clone(),
         instance: shared.instance,
     };
     write_message(

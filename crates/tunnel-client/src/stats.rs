@@ -92,7 +92,7 @@ impl ClientStats {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
-            id: self.0.id.clone(),
+            id: self.0.id.read().clone(),
             server_addr: self.0.cfg.server_addr.clone(),
             connected: self.connected(),
             proxies: Self::items(&self.0.proxy_counters, true),

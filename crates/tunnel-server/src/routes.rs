@@ -59,7 +59,7 @@ impl<K: Eq + Clone, V: Clone> Routes<K, V> {
                 continue; // the same pair twice in one proxy's list
             }
             locs.push((location.clone(), key.clone(), value.clone()));
-            locs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            locs.sort_by_key(|(l, _, _)| std::cmp::Reverse(l.len()));
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
 async fn serve_conn(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     tunnel_transport::tune_tcp(&tcp);
     let dest = tcp.local_addr().ok();
-    let stop = shared.hard_stop.clone();
+    let (shutdown, hard_stop) = (shared.shutdown.clone(), shared.hard_stop.clone());
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, dest, req).await) }
@@ -64,9 +64,22 @@ async fn serve_conn(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
-    tokio::select! {
-        r = conn => if let Err(e) = r { debug!(%peer, "vhost connection ended: {e}") },
-        () = stop.cancelled() => {}
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = hard_stop.cancelled() => return,
+        () = shutdown.cancelled() => {
+            // Finish the request in progress, then close: an idle keep-alive connection must
+            // not hold a graceful shutdown up for its whole grace period.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = hard_stop.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "vhost connection ended: {e}");
     }
 }
 
