@@ -575,3 +575,20 @@ async fn a_service_that_speaks_first_is_heard_and_aborts_travel_both_ways() {
         "expected a reset, got {r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_host_without_ids_both_connect_and_visit() {
+    // Both default to the hostname as id; the second must not be locked out by the first.
+    let server = server().await;
+    let echo = echo_service().await.to_string();
+    let _owner = client(
+        client_config(&server)
+            .with_proxy(ProxyConfig::tcp("h-db", &echo, None).with_secret(SECRET)),
+    )
+    .await;
+    let visitor_cfg =
+        client_config(&server).with_visitor(visitor("h-visit", "h-db", 0, Some(SECRET)));
+    let _visitor = client(visitor_cfg.clone()).await;
+    assert_eq!(server.snapshot().clients, 2);
+    assert_echoes(&bind_of(&visitor_cfg, "h-visit"), 100_000, 7).await;
+}

@@ -137,7 +137,10 @@ impl Shared {
         if *id != self.cfg.effective_id() {
             return false;
         }
-        let suffix: String = self.instance[..3].iter().map(|b| format!("{b:02x}")).collect();
+        let suffix: String = self.instance[..3]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let base: String = id.chars().take(64 - 7).collect();
         *id = format!("{base}-{suffix}");
         warn!(
