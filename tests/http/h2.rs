@@ -82,3 +82,55 @@ async fn grpc_style_call_keeps_its_trailers() {
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "all-good");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tls_speaks_h2_over_tls_and_checks_the_certificate() {
+    if !have("curl") {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let server = server().await;
+    let (svc, cert) = h2_tls_service().await;
+    let dir = std::env::temp_dir().join(format!(
+        "tt-localtls-{}-{}",
+        std::process::id(),
+        svc.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert).unwrap();
+
+    // Trusted by its CA: requests go through, over one TLS connection.
+    let port = free_port();
+    let mut cfg = ProxyConfig::http2("tls-h2", &svc.addr.to_string(), Some(port));
+    cfg.http.local_tls = true;
+    cfg.http.local_ca_cert = Some(ca.clone());
+    let _c = http_proxy(&server, cfg).await;
+    let url = format!("http://127.0.0.1:{port}/hello");
+    for _ in 0..3 {
+        let out = curl_ok(&["--http1.1", &url]).await;
+        assert!(out.starts_with("GET "), "{out}");
+    }
+    assert_eq!(svc.seen.connections.load(Ordering::SeqCst), 1);
+
+    // Not trusted (system roots do not know the self-signed certificate): 502, not a hang.
+    let port2 = free_port();
+    let mut bad = ProxyConfig::http2("tls-h2-untrusted", &svc.addr.to_string(), Some(port2));
+    bad.http.local_tls = true;
+    let _c2 = http_proxy(&server, bad).await;
+    let (_, out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{port2}/"),
+    ])
+    .await;
+    let code = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(
+        code.trim(),
+        "502",
+        "an untrusted local certificate must give 502"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

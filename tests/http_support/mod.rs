@@ -158,3 +158,45 @@ pub async fn curl_ok(args: &[&str]) -> String {
     assert!(ok, "curl {args:?} failed: {err}");
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An HTTP/2 service over TLS (ALPN h2) with a certificate for 127.0.0.1; returns it and the
+/// certificate's PEM (to use as the proxy's `local_ca_cert`).
+pub async fn h2_tls_service() -> (Service, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_pem, key_pem) =
+        tunnel_transport::generate_self_signed_pem(&["127.0.0.1".to_string()]).unwrap();
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            s.connections.fetch_add(1, Ordering::SeqCst);
+            let (s, acceptor) = (s.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| handle(s.clone(), req));
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (Service { addr, seen }, cert_pem)
+}

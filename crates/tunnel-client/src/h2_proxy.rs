@@ -1,5 +1,6 @@
-//! `type = "http2"`: one HTTP/2 connection (prior-knowledge h2c) to the local service
-//! carries every request of every user concurrently; it is re-made when it dies.
+//! `type = "http2"`: one HTTP/2 connection (prior-knowledge h2c, or TLS with ALPN h2 when
+//! `local_tls` is set) to the local service carries every request of every user
+//! concurrently; it is re-made when it dies.
 
 use http::header::HOST;
 use http::{Request, Response, Uri};
@@ -14,13 +15,15 @@ use crate::http_proxy::Body;
 /// The proxy's connection to its local HTTP/2 service, made on first use.
 pub(crate) struct H2Local {
     addr: String,
+    tls: Option<std::sync::Arc<tunnel_transport::LocalTls>>,
     conn: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
 impl H2Local {
-    pub fn new(addr: String) -> Self {
+    pub fn new(addr: String, tls: Option<std::sync::Arc<tunnel_transport::LocalTls>>) -> Self {
         H2Local {
             addr,
+            tls,
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -69,18 +72,43 @@ impl H2Local {
         let tcp = crate::proxy::dial(&self.addr)
             .await
             .map_err(|e| format!("cannot reach the local service {}: {e}", self.addr))?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {} failed: {e}", self.addr))?;
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(local_addr = %addr, "HTTP/2 connection ended: {e}");
+        let sender = match &self.tls {
+            None => handshake(tcp, &self.addr).await?,
+            Some(tls) => {
+                let stream = tls
+                    .wrap(tcp)
+                    .await
+                    .map_err(|e| format!("TLS to the local service {} failed: {e}", self.addr))?;
+                // The wrong ALPN means the service does not speak HTTP/2 over this TLS.
+                if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+                    return Err(format!(
+                        "the local service {} did not agree to HTTP/2 (ALPN h2) over TLS",
+                        self.addr
+                    ));
+                }
+                handshake(stream, &self.addr).await?
             }
-        });
+        };
         *slot = Some(sender.clone());
         Ok(sender)
     }
+}
+
+/// HTTP/2 handshake on `io`; the connection is driven by its own task until it ends.
+async fn handshake<T>(io: T, addr: &str) -> Result<http2::SendRequest<Incoming>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr} failed: {e}"))?;
+    let addr = addr.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(local_addr = %addr, "HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }

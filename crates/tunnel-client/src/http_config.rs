@@ -39,9 +39,17 @@ pub struct HttpOptions {
     /// `X-Forwarded-Host`. Default true.
     #[serde(default = "yes")]
     pub forwarded_headers: bool,
-    /// `http2` only: speak TLS (ALPN h2) to `local_addr` instead of prior-knowledge h2c.
+    /// `http2` only: speak TLS 1.3 (ALPN h2) to `local_addr` instead of prior-knowledge h2c.
+    /// The certificate is checked against the host of `local_addr` with the system roots, or
+    /// `local_ca_cert`; `local_tls_insecure` skips the check (a self-signed local service).
     #[serde(default)]
     pub local_tls: bool,
+    /// PEM CA bundle that signed the local service's certificate (with `local_tls`).
+    #[serde(default)]
+    pub local_ca_cert: Option<std::path::PathBuf>,
+    /// Accept any certificate from the local service (with `local_tls`).
+    #[serde(default)]
+    pub local_tls_insecure: bool,
     /// `http`: most connections to `local_addr` open at once; requests beyond it wait for a
     /// free one. Default 16.
     #[serde(default = "default_max_local_conns")]
@@ -100,6 +108,8 @@ impl Default for HttpOptions {
             response_headers: BTreeMap::new(),
             forwarded_headers: true,
             local_tls: false,
+            local_ca_cert: None,
+            local_tls_insecure: false,
             max_local_conns: DEFAULT_MAX_LOCAL_CONNS,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             idle_timeout: default_idle_timeout(),
@@ -210,11 +220,27 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
         }
         return;
     }
-    if h.local_tls {
+    if h.local_tls && p.kind != ProxyKind::Http2 {
         out.push(ConfigProblem::new(
             at("local_tls"),
-            "TLS to the local service is not supported yet; serve h2c (prior knowledge) on \
-             local_addr, or put it behind a TLS-terminating proxy",
+            "only applies to type = \"http2\" (an http proxy's service speaks plain HTTP/1.1)",
+        ));
+    }
+    if !h.local_tls && (h.local_ca_cert.is_some() || h.local_tls_insecure) {
+        out.push(ConfigProblem::new(
+            at("local_tls"),
+            "local_ca_cert / local_tls_insecure need local_tls = true",
+        ));
+    }
+    if h.local_tls && p.kind == ProxyKind::Http2 && h.local_ca_cert.is_some() {
+        if let Err(e) = build_local_tls(p) {
+            out.push(ConfigProblem::new(at("local_ca_cert"), e.to_string()));
+        }
+    }
+    if h.local_ca_cert.is_some() && h.local_tls_insecure {
+        out.push(ConfigProblem::new(
+            at("local_tls_insecure"),
+            "set either local_ca_cert or local_tls_insecure, not both",
         ));
     }
     if h.max_local_conns == 0 {
@@ -332,4 +358,35 @@ mod tests {
         let c = parse("type=\"http\"\nhttp_user=\"u\"\nhttp_password=\"pw-secret\"\n");
         assert!(!format!("{c:?}").contains("pw-secret"));
     }
+}
+
+/// The TLS client for an `http2` proxy with `local_tls`, or `None` for h2c. A failure (an
+/// unreadable CA file) is reported by `problems` first; here it is logged and the proxy
+/// answers 502 until the config is fixed.
+pub(crate) fn local_tls(p: &ProxyConfig) -> Option<std::sync::Arc<tunnel_transport::LocalTls>> {
+    if !p.http.local_tls {
+        return None;
+    }
+    match build_local_tls(p) {
+        Ok(t) => Some(std::sync::Arc::new(t)),
+        Err(e) => {
+            tracing::error!(proxy = %p.name, "local_tls: {e}");
+            None
+        }
+    }
+}
+
+fn build_local_tls(
+    p: &ProxyConfig,
+) -> Result<tunnel_transport::LocalTls, tunnel_transport::TransportError> {
+    let trust = match (&p.http.local_ca_cert, p.http.local_tls_insecure) {
+        (Some(ca), _) => tunnel_transport::ClientTrust::CaFile(ca.clone()),
+        (None, true) => tunnel_transport::ClientTrust::InsecureSkipVerify,
+        (None, false) => tunnel_transport::ClientTrust::SystemRoots,
+    };
+    let host = match p.local_addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => p.local_addr.as_str(),
+    };
+    tunnel_transport::LocalTls::new(host, &trust, b"h2")
 }

@@ -57,7 +57,7 @@ impl Upstreams {
                 cfg.http.idle(),
                 None,
             )),
-            h2: H2Local::new(cfg.local_addr.clone()),
+            h2: H2Local::new(cfg.local_addr.clone(), crate::http_config::local_tls(cfg)),
             slots,
             cfg: cfg.clone(),
         });
@@ -68,6 +68,9 @@ impl Upstreams {
 
 fn same_upstream(a: &ProxyConfig, b: &ProxyConfig) -> bool {
     a.kind == b.kind
+        && a.http.local_tls == b.http.local_tls
+        && a.http.local_ca_cert == b.http.local_ca_cert
+        && a.http.local_tls_insecure == b.http.local_tls_insecure
         && a.local_addr == b.local_addr
         && a.proxy_protocol == b.proxy_protocol
         && a.http == b.http

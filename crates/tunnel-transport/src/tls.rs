@@ -80,7 +80,7 @@ pub(crate) fn server_config(
 /// The client half of TLS shared by every transport that runs over it (tls, h2, wss): trust,
 /// server name, one ALPN id, and the exported keying material of the session.
 pub(crate) struct TlsClient {
-    connector: TlsConnector,
+    pub(crate) connector: TlsConnector,
     pub(crate) server_name: ServerName<'static>,
 }
 
