@@ -298,6 +298,37 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
     }
 }
 
+/// The TLS client for an `http2` proxy with `local_tls`, or `None` for h2c. A failure (an
+/// unreadable CA file) is reported by `problems` first; here it is logged and the proxy
+/// answers 502 until the config is fixed.
+pub(crate) fn local_tls(p: &ProxyConfig) -> Option<std::sync::Arc<tunnel_transport::LocalTls>> {
+    if !p.http.local_tls {
+        return None;
+    }
+    match build_local_tls(p) {
+        Ok(t) => Some(std::sync::Arc::new(t)),
+        Err(e) => {
+            tracing::error!(proxy = %p.name, "local_tls: {e}");
+            None
+        }
+    }
+}
+
+fn build_local_tls(
+    p: &ProxyConfig,
+) -> Result<tunnel_transport::LocalTls, tunnel_transport::TransportError> {
+    let trust = match (&p.http.local_ca_cert, p.http.local_tls_insecure) {
+        (Some(ca), _) => tunnel_transport::ClientTrust::CaFile(ca.clone()),
+        (None, true) => tunnel_transport::ClientTrust::InsecureSkipVerify,
+        (None, false) => tunnel_transport::ClientTrust::SystemRoots,
+    };
+    let host = match p.local_addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => p.local_addr.as_str(),
+    };
+    tunnel_transport::LocalTls::new(host, &trust, b"h2")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -358,35 +389,4 @@ mod tests {
         let c = parse("type=\"http\"\nhttp_user=\"u\"\nhttp_password=\"pw-secret\"\n");
         assert!(!format!("{c:?}").contains("pw-secret"));
     }
-}
-
-/// The TLS client for an `http2` proxy with `local_tls`, or `None` for h2c. A failure (an
-/// unreadable CA file) is reported by `problems` first; here it is logged and the proxy
-/// answers 502 until the config is fixed.
-pub(crate) fn local_tls(p: &ProxyConfig) -> Option<std::sync::Arc<tunnel_transport::LocalTls>> {
-    if !p.http.local_tls {
-        return None;
-    }
-    match build_local_tls(p) {
-        Ok(t) => Some(std::sync::Arc::new(t)),
-        Err(e) => {
-            tracing::error!(proxy = %p.name, "local_tls: {e}");
-            None
-        }
-    }
-}
-
-fn build_local_tls(
-    p: &ProxyConfig,
-) -> Result<tunnel_transport::LocalTls, tunnel_transport::TransportError> {
-    let trust = match (&p.http.local_ca_cert, p.http.local_tls_insecure) {
-        (Some(ca), _) => tunnel_transport::ClientTrust::CaFile(ca.clone()),
-        (None, true) => tunnel_transport::ClientTrust::InsecureSkipVerify,
-        (None, false) => tunnel_transport::ClientTrust::SystemRoots,
-    };
-    let host = match p.local_addr.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => p.local_addr.as_str(),
-    };
-    tunnel_transport::LocalTls::new(host, &trust, b"h2")
 }
