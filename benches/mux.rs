@@ -13,7 +13,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tunnel_mux::{pipe, start, Control, Incoming, Mode, MuxConfig, PipeConfig};
+use tunnel_mux::{
+    pipe, pipe_counted, start, ByteCounters, Control, Incoming, Mode, MuxConfig, PipeConfig,
+};
 use tunnel_transport::{
     client_transport, BoxedStream, ClientTrust, ServerIdentity, ServerTransport, TlsTransport,
     Transport, TransportKind, WsTransport, DEFAULT_WS_PATH,
@@ -320,9 +322,52 @@ fn bench_transports(c: &mut Criterion, rt: &Runtime, cfg: &MuxConfig) {
     group.finish();
 }
 
+/// The forwarder alone, TCP -> pipe -> TCP, with and without live byte counters: the cost of
+/// the statistics on the data path, measured in one run.
+fn bench_pipe_counting(c: &mut Criterion, rt: &Runtime) {
+    let mut group = c.benchmark_group("pipe_tcp");
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    let counters = Arc::new(ByteCounters::default());
+    for counted in [false, true] {
+        let name = if counted { "counted" } else { "plain" };
+        let counters = counters.clone();
+        group.bench_function(name, |bch| {
+            bch.iter_custom(|iters| {
+                let counters = counters.clone();
+                rt.block_on(async move {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (mut src, mut a) = tcp_pair().await;
+                        let (mut b, mut dst) = tcp_pair().await;
+                        let counters = counters.clone();
+                        let fwd = tokio::spawn(async move {
+                            let cfg = PipeConfig::default();
+                            let c = counted.then_some(&*counters);
+                            pipe_counted(&mut a, &mut b, &cfg, c).await
+                        });
+                        let start = Instant::now();
+                        let writer = async {
+                            write_n(&mut src, TOTAL).await;
+                            src.shutdown().await.expect("shutdown");
+                        };
+                        let (_, got) = tokio::join!(writer, read_all(&mut dst));
+                        spent += start.elapsed();
+                        assert_eq!(got, TOTAL);
+                        drop(dst);
+                        let _ = fwd.await;
+                    }
+                    spent
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let cfg = MuxConfig::default();
+    bench_pipe_counting(c, &rt);
     bench_raw(c, &rt, "raw_tcp", false);
     bench_raw(c, &rt, "raw_tls", true);
     bench_mux(c, &rt, "mux_duplex", false, &cfg);
