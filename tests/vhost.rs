@@ -338,3 +338,27 @@ async fn upgrade_through_the_virtual_host_passes_raw_bytes() {
     writer.await.unwrap();
     assert!(back == payload, "upgraded bytes differ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_host_traffic_shows_in_the_proxy_stats() {
+    let server = vhost_server().await;
+    let svc = http1_service().await;
+    let _c = client_as(
+        &server,
+        "metered",
+        vec![routed("m-app", &svc, |h| {
+            h.domains = vec!["m.example.com".into()]
+        })],
+    )
+    .await;
+    let answer = get(&server, "m.example.com", "/count-me", &[]).await;
+    assert_eq!(status(&answer), "200", "{answer}");
+    let stats = server.stats_addr().unwrap();
+    let json = curl_ok(&[&format!("http://{stats}/api/stats")]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let p = &v["clients"][0]["proxies"][0];
+    assert_eq!(p["name"], "m-app");
+    assert_eq!(p["connections_public"], 1);
+    assert!(p["bytes_in"].as_u64().unwrap() > 20, "{p}");
+    assert!(p["bytes_out"].as_u64().unwrap() > 20, "{p}");
+}

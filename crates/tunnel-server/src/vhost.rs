@@ -165,14 +165,18 @@ async fn forward(
             return bad_gateway();
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(pair) => pair,
-        Err(e) => {
-            debug!(%peer, "request failed: {e}");
-            return bad_gateway();
-        }
+    let metered = Metered {
+        stream,
+        entry: entry.clone(),
     };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(metered)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!(%peer, "request failed: {e}");
+                return bad_gateway();
+            }
+        };
     // The connection runs until the response body is done (or an upgrade ends), holding the
     // stream's slot; the client aborting the stream or a hard stop ends it at once.
     let abort = guard.token().clone();
@@ -307,5 +311,64 @@ mod tests {
             basic_credential("Aladdin", "open sesame"),
             "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
+    }
+}
+
+/// A stream to the owner that adds what it carries to the proxy's byte counters (requests
+/// "in", responses "out"; HTTP heads included, as they travel the tunnel too).
+struct Metered {
+    stream: tunnel_mux::MuxStream,
+    entry: Arc<ProxyEntry>,
+}
+
+impl tokio::io::AsyncRead for Metered {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.entry
+                .counters
+                .bytes
+                .b_to_a
+                .fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Metered {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.entry
+                .counters
+                .bytes
+                .a_to_b
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
