@@ -128,3 +128,62 @@ PY
     kill "$cli"; wait "$cli" 2>/dev/null || true
     wait_closed "$pub"
 done
+
+# rathole, the strongest peer, in the same run when a binary is given (install it into a
+# scratch directory, never into the repo: `cargo install rathole --root /tmp/rathole`, then
+# RATHOLE=/tmp/rathole/bin/rathole benches/e2e.sh). Its `tcp` transport has no encryption;
+# its `tls` transport takes a PKCS#12 identity, made here with the openssl command.
+if [ -n "${RATHOLE:-}" ]; then
+    (cd "$tmp" && openssl req -x509 -newkey rsa:2048 -nodes -keyout rh.key -out rh.crt \
+        -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1 &&
+        openssl pkcs12 -export -out rh.pfx -inkey rh.key -in rh.crt -passout pass:bench >/dev/null 2>&1)
+    for rt in tcp tls; do
+        ctrl=$(free_port); pub=$(free_port)
+        tls_server=""; tls_client=""
+        if [ "$rt" = tls ]; then
+            tls_server=$'[server.transport.tls]\npkcs12 = "'"$tmp/rh.pfx"$'"\npkcs12_password = "bench"'
+            tls_client=$'[client.transport.tls]\ntrusted_root = "'"$tmp/rh.crt"$'"\nhostname = "localhost"'
+        fi
+        cat >"$tmp/rh-server-$rt.toml" <<TOML
+[server]
+bind_addr = "127.0.0.1:$ctrl"
+default_token = "bench"
+[server.transport]
+type = "$rt"
+$tls_server
+[server.services.iperf]
+bind_addr = "127.0.0.1:$pub"
+TOML
+        cat >"$tmp/rh-client-$rt.toml" <<TOML
+[client]
+remote_addr = "localhost:$ctrl"
+default_token = "bench"
+[client.transport]
+type = "$rt"
+$tls_client
+[client.services.iperf]
+local_addr = "127.0.0.1:$svc"
+TOML
+        "$RATHOLE" --server "$tmp/rh-server-$rt.toml" 2>"$tmp/rh-server-$rt.log" & rs=$!; pids+=($rs)
+        wait_port "$ctrl"
+        "$RATHOLE" --client "$tmp/rh-client-$rt.toml" 2>"$tmp/rh-client-$rt.log" & rc=$!; pids+=($rc)
+        wait_port "$pub"
+        # rathole opens its data channel lazily: let the first connection through first.
+        sleep 1
+        for dir in up down; do
+            before=$(( $(cpu_ticks "$rs") + $(cpu_ticks "$rc") ))
+            read -r bps bytes < <(run "$pub" "$([ $dir = down ] && echo -R)")
+            after=$(( $(cpu_ticks "$rs") + $(cpu_ticks "$rc") ))
+            python3 - "rathole $rt" "${label[$dir]}" "${direct[$dir]}" "$bps" "${tls_bps[$dir]:-}" "$bytes" "$((after - before))" "$hz" <<'PY'
+import sys
+t, d, direct, bps, tls, moved, ticks, hz = sys.argv[1:]
+direct, bps, moved, ticks, hz = float(direct), float(bps), float(moved), int(ticks), int(hz)
+# For rathole rows the ratio column is ours (tls) over rathole: > 1 means we are faster.
+vs = f"ours {float(tls) / bps:.2f}×" if tls else "–"
+cpu = (ticks / hz) / (moved / 1e9) if moved else float("nan")
+print(f"| {t} | {d} | {bps/1e9:.2f} | {bps/direct:.2f} | {vs} | {cpu:.2f} |")
+PY
+        done
+        kill "$rc" "$rs"; wait "$rc" "$rs" 2>/dev/null || true
+    done
+fi
