@@ -56,6 +56,7 @@ mod h2;
 mod identity;
 mod local_tls;
 mod problem;
+mod read_ahead;
 mod server;
 mod socket;
 mod tls;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::net::TcpStream;
+
+use crate::read_ahead::ReadAhead;
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls::{binding, handshake_error, server_config};
@@ -50,7 +52,7 @@ impl ServerTransport {
         tune_tcp(&tcp);
         let tls = self
             .acceptor
-            .accept(tcp)
+            .accept(ReadAhead::new(tcp))
             .await
             .map_err(|e| handshake_error(e, None))?;
         let conn = tls.get_ref().1;

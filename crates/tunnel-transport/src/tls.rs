@@ -13,6 +13,8 @@ use rustls::sign::SingleCertAndKey;
 use rustls::{CertificateError, ClientConfig, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+use crate::read_ahead::ReadAhead;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::trust::{FingerprintMismatch, Verification};
@@ -125,7 +127,7 @@ impl TlsClient {
     pub(crate) async fn connect(
         &self,
         addr: &str,
-    ) -> Result<(TlsStream<TcpStream>, SocketAddr, [u8; 32]), TransportError> {
+    ) -> Result<(TlsStream<ReadAhead<TcpStream>>, SocketAddr, [u8; 32]), TransportError> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| TransportError::Connect {
@@ -136,7 +138,7 @@ impl TlsClient {
         let peer = tcp.peer_addr()?;
         let tls = self
             .connector
-            .connect(self.server_name.clone(), tcp)
+            .connect(self.server_name.clone(), ReadAhead::new(tcp))
             .await
             .map_err(|e| handshake_error(e, Some(&self.server_name)))?;
         let binding = binding(tls.get_ref().1)?;
@@ -181,7 +183,7 @@ impl TlsTransport {
         };
         tune_tcp(&tcp);
         let tls = acceptor
-            .accept(tcp)
+            .accept(ReadAhead::new(tcp))
             .await
             .map_err(|e| handshake_error(e, None))?;
         let (_, conn) = tls.get_ref();
