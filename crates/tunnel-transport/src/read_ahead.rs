@@ -5,6 +5,8 @@
 //! of the sending side). Reading up to [`CHUNK`] at once and serving rustls from memory costs a
 //! copy but saves most of those calls. The buffer exists only while data flows: an idle
 //! session (heartbeats only) holds none, so ten thousand idle clients do not pay 64 KiB each.
+//! It starts at [`SMALL`] and grows to [`CHUNK`] only when a read fills it, so request/response
+//! traffic does not zero 64 KiB per wake-up either.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -12,12 +14,13 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes read from the socket at once.
+/// Most bytes read from the socket at once (a bulk transfer).
 const CHUNK: usize = 64 * 1024;
-/// Fewer bytes than this between two `Pending`s means traffic is light (heartbeats, small
-/// requests): the buffer is given back instead of being kept for the next burst. A bulk
-/// transfer reads far more per wake-up and keeps it, so it is not zeroed again each time.
-const BUSY: usize = 16 * 1024;
+/// First buffer after an idle spell. Fewer bytes than this between two `Pending`s means
+/// traffic is light (heartbeats, small requests): the buffer is given back instead of being
+/// kept for the next burst. A bulk transfer reads far more per wake-up and keeps its buffer,
+/// so it is not zeroed again each time.
+const SMALL: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct ReadAhead<T> {
@@ -27,6 +30,8 @@ pub(crate) struct ReadAhead<T> {
     len: usize,
     /// Bytes read from the socket since the last `Pending`.
     cycle: usize,
+    /// The last read filled the buffer: the next one gets [`CHUNK`] bytes.
+    grow: bool,
 }
 
 impl<T> ReadAhead<T> {
@@ -37,6 +42,7 @@ impl<T> ReadAhead<T> {
             pos: 0,
             len: 0,
             cycle: 0,
+            grow: false,
         }
     }
 }
@@ -53,14 +59,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 // A reader that asks for this much gains nothing from the copy.
                 return Pin::new(&mut this.inner).poll_read(cx, dst);
             }
-            if this.buf.is_empty() {
-                this.buf = vec![0; CHUNK];
+            let want = if this.grow { CHUNK } else { SMALL };
+            if this.buf.len() < want {
+                this.buf = vec![0; want];
             }
             let mut rb = ReadBuf::new(&mut this.buf);
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => {
-                    if this.cycle < BUSY {
+                    if this.cycle < SMALL {
                         this.buf = Vec::new();
+                        this.grow = false;
                     }
                     this.cycle = 0;
                     return Poll::Pending;
@@ -68,6 +76,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
+                    this.grow |= n == this.buf.len();
                     this.cycle += n;
                     this.pos = 0;
                     this.len = n;
