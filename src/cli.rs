@@ -1,4 +1,4 @@
-//! What both binaries share: logging set-up and waiting for a stop signal.
+//! What both binaries share: logging set-up, the open-file limit and waiting for a stop signal.
 
 use std::io::IsTerminal;
 
@@ -20,6 +20,49 @@ pub fn init_logging(default: &str) {
         // Colour codes only for a person at a terminal, not in journald or a log file.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Raise the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, as Go and many
+/// servers do at start: every client session, stream and published port is a file descriptor,
+/// and the usual soft default of 1024 would cap a server near a thousand sessions while the
+/// hard limit (524288 under systemd, say) allows far more. Logs the old and new values at
+/// debug. Returns the soft limit in force afterwards; `None` where there is no such limit or
+/// it cannot be read. Call it after [`init_logging`].
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+            Ok(limits) => limits,
+            Err(e) => {
+                tracing::debug!("cannot read the open-file limit (RLIMIT_NOFILE): {e}");
+                return None;
+            }
+        };
+        if soft >= hard {
+            tracing::debug!("open-file limit (RLIMIT_NOFILE): {soft}, already the hard limit");
+            return Some(soft);
+        }
+        // Clamped further where the kernel has a lower ceiling (macOS: kern.maxfilesperproc).
+        match rlimit::increase_nofile_limit(hard) {
+            Ok(raised) => {
+                tracing::debug!(
+                    "open-file limit (RLIMIT_NOFILE) raised from {soft} to {raised} (hard limit {hard})"
+                );
+                Some(raised)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to the hard \
+                     limit {hard}: {e}"
+                );
+                Some(soft)
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Resolve on Ctrl-C or, on Unix, SIGTERM; the name of the signal is returned for the log.

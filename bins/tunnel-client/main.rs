@@ -73,6 +73,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
+    // Every local connection of a proxy or visitor and every visitor listener is a file
+    // descriptor too.
+    tls_tunnel::cli::raise_open_file_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

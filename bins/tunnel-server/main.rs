@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tls_tunnel::server::{self, PortRange, ServerConfig};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Public side of tls-tunnel: accepts tunnel-client connections over TLS and publishes their
 /// local services on this machine's ports.
@@ -137,6 +137,9 @@ fn main() -> ExitCode {
     if !problems.is_empty() {
         return report_check(&problems);
     }
+    if let Some(limit) = tls_tunnel::cli::raise_open_file_limit() {
+        warn_if_few_files(limit, cfg.max_clients);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -163,6 +166,26 @@ async fn run(cfg: ServerConfig, generated_key: Option<String>) -> ExitCode {
     handle.shutdown();
     handle.join().await;
     ExitCode::SUCCESS
+}
+
+/// Below this many open files the server warns at start (unless `max_clients` is lower still):
+/// a stock soft limit (1024) that could not be raised holds it near a thousand sessions.
+const FEW_FILES: u64 = 4096;
+
+/// File descriptors the server holds besides its sessions: listeners, the runtime, stdio.
+const BASE_FILES: u64 = 16;
+
+fn warn_if_few_files(limit: u64, max_clients: usize) {
+    let sessions = limit.saturating_sub(BASE_FILES);
+    if limit < FEW_FILES && sessions < u64::try_from(max_clients).unwrap_or(u64::MAX) {
+        warn!(
+            "the open-file limit is {limit}: room for about {sessions} client sessions at most \
+             (max_clients is {max_clients}), fewer with open streams and published ports (each \
+             session takes one file descriptor, plus one per open stream and published port); \
+             raise the hard limit (ulimit -Hn in the shell that starts the server, as root, or \
+             LimitNOFILE= in its systemd unit)"
+        );
+    }
 }
 
 fn report_check(problems: &[server::ConfigProblem]) -> ExitCode {

@@ -52,8 +52,11 @@ pub(crate) enum SessionEnd {
 /// Connect, authenticate and register; then serve until the session ends.
 /// An `Err` means the session never got going.
 pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientError> {
+    // The short-lived big futures (handshake, registration, drain) are boxed: this future lives
+    // as long as the session, and an async fn's future is sized for its largest await state,
+    // so inline they would cost an idle session their size for its whole life.
     let (stream, session_id, heartbeat_ms) =
-        tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared))
+        Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared)))
             .await
             .map_err(|_| TransportError::Timeout)??;
     let span = tracing::info_span!("session", id = session_id);
@@ -68,7 +71,8 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
             timeout,
         };
-        let (mut channel, reply) = match open_control(shared, &control, &aborts, heartbeat).await {
+        let registered = Box::pin(open_control(shared, &control, &aborts, heartbeat)).await;
+        let (mut channel, reply) = match registered {
             Ok(c) => c,
             Err(e) => {
                 control.close();
@@ -120,7 +124,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             }
         };
         if let SessionEnd::Shutdown = end {
-            drain(shared, &mut incoming).await;
+            Box::pin(drain(shared, &mut incoming)).await;
         }
         *shared.current.write() = None;
         channel.ended.abort();

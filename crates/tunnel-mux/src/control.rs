@@ -22,6 +22,12 @@ use crate::MuxStream;
 /// and the stream's own end still reaches the peer.
 const QUEUE: usize = 256;
 
+/// What the control channels carry. tokio's mpsc allocates its first 32-slot block up front,
+/// so a channel of bare `Message`s (88 bytes) costs every idle session about 3.4 KiB; boxing
+/// keeps an idle session's channels small (a pointer per slot) for one allocation per message
+/// on a path that carries a few messages a minute.
+type Queued = Box<Message>;
+
 /// How long a last word to the peer (why we end the session) may take to write.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -45,17 +51,29 @@ impl Default for Heartbeat {
 
 /// Sends on a session's control stream; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ControlSender(mpsc::Sender<Message>);
+pub struct ControlSender(mpsc::Sender<Queued>);
 
 impl ControlSender {
     /// Tell the peer the data path of stream `id` failed, so it resets its side.
     pub fn abort(&self, id: u32) {
-        let _ = self.0.try_send(Message::Abort(id));
+        let _ = self.0.try_send(Box::new(Message::Abort(id)));
     }
 
     /// Queue a message; fails only when the control stream is gone.
     pub async fn send(&self, msg: Message) -> Result<(), ControlClosed> {
-        self.0.send(msg).await.map_err(|_| ControlClosed)
+        self.0.send(Box::new(msg)).await.map_err(|_| ControlClosed)
+    }
+}
+
+/// Receives the peer's messages other than heartbeats and aborts (see [`ControlChannel`]).
+#[derive(Debug)]
+pub struct ControlInbox(mpsc::Receiver<Queued>);
+
+impl ControlInbox {
+    /// The next message from the peer; `None` once the control reader has stopped (its
+    /// reason is in [`ControlChannel::ended`]). Cancel-safe, like `mpsc::Receiver::recv`.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.0.recv().await.map(|m| *m)
     }
 }
 
@@ -77,7 +95,7 @@ pub struct ControlChannel {
     /// Queue messages toward the peer.
     pub sender: ControlSender,
     /// Messages from the peer other than heartbeats and aborts.
-    pub inbox: mpsc::Receiver<Message>,
+    pub inbox: ControlInbox,
     /// Ends with the reason when the peer closes, fails, or falls silent past the timeout.
     pub ended: JoinHandle<String>,
 }
@@ -89,11 +107,13 @@ pub fn spawn_control(
     heartbeat: Heartbeat,
     max_frame: usize,
 ) -> ControlChannel {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let (inbox_tx, inbox) = mpsc::channel(QUEUE);
+    // Boxed items: see `Queued`.
+    let (tx, rx) = mpsc::channel::<Queued>(QUEUE);
+    let (inbox_tx, inbox) = mpsc::channel::<Queued>(QUEUE);
     let (rd, wr) = tokio::io::split(stream);
     let sender = ControlSender(tx);
-    let (farewell_tx, farewell_rx) = oneshot::channel();
+    // Allocated up front as well, sized for its item: boxed too.
+    let (farewell_tx, farewell_rx) = oneshot::channel::<Queued>();
     let mut writer = tokio::spawn(write_loop(
         wr,
         rx,
@@ -113,7 +133,7 @@ pub fn spawn_control(
         let (why, farewell) = reader.await;
         if let Some(msg) = farewell {
             // Tell the peer why, briefly: it may be gone as well.
-            if farewell_tx.send(msg).is_ok() {
+            if farewell_tx.send(Box::new(msg)).is_ok() {
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, &mut writer).await;
             }
         }
@@ -122,7 +142,7 @@ pub fn spawn_control(
     });
     ControlChannel {
         sender,
-        inbox,
+        inbox: ControlInbox(inbox),
         ended,
     }
 }
@@ -130,7 +150,7 @@ pub fn spawn_control(
 async fn read_loop(
     mut rd: ReadHalf<MuxStream>,
     sender: ControlSender,
-    inbox: mpsc::Sender<Message>,
+    inbox: mpsc::Sender<Queued>,
     aborts: AbortTable,
     timeout: Duration,
     max_frame: usize,
@@ -176,7 +196,7 @@ async fn read_loop(
                 aborts.abort(id);
             }
             other => {
-                if inbox.send(other).await.is_err() {
+                if inbox.send(Box::new(other)).await.is_err() {
                     return ("the session stopped listening".into(), None);
                 }
             }
@@ -186,8 +206,8 @@ async fn read_loop(
 
 async fn write_loop(
     mut wr: WriteHalf<MuxStream>,
-    mut rx: mpsc::Receiver<Message>,
-    mut farewell: oneshot::Receiver<Message>,
+    mut rx: mpsc::Receiver<Queued>,
+    mut farewell: oneshot::Receiver<Queued>,
     interval: Duration,
     max_frame: usize,
 ) {
@@ -203,7 +223,7 @@ async fn write_loop(
             },
             _ = tick.tick() => {
                 n = n.wrapping_add(1);
-                Message::Ping(n)
+                Box::new(Message::Ping(n))
             }
             Ok(last) = &mut farewell => {
                 let _ = write_message(&mut wr, &last, max_frame).await;

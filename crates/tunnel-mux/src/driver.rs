@@ -13,8 +13,8 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use crate::config::Effective;
 use crate::io::Coalesce;
-use crate::session::{OpenReply, Shared};
-use crate::{MuxError, MuxStream};
+use crate::session::{Inbound, OpenReply, Shared};
+use crate::MuxError;
 
 /// How long a graceful close may take to flush before the connection is simply dropped (a
 /// peer that stopped reading must not keep the driver alive).
@@ -49,7 +49,7 @@ pub(crate) async fn run<T>(
     eff: Effective,
     shared: Arc<Shared>,
     mut open_rx: mpsc::Receiver<OpenReply>,
-    inbound_tx: mpsc::Sender<MuxStream>,
+    inbound_tx: mpsc::Sender<Inbound>,
 ) where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -98,7 +98,7 @@ fn poll_active<T>(
     open_rx: &mut mpsc::Receiver<OpenReply>,
     pending: &mut VecDeque<OpenReply>,
     controls_gone: &mut bool,
-    inbound_tx: &mpsc::Sender<MuxStream>,
+    inbound_tx: &mpsc::Sender<Inbound>,
 ) -> Poll<Exit>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -164,7 +164,7 @@ where
 }
 
 /// Queue an inbound stream for `accept()`, or reset it (by dropping) if we are over a limit.
-fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<MuxStream>, stream: yamux::Stream) {
+fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<Inbound>, stream: yamux::Stream) {
     if shared.streams().len() >= shared.max_streams {
         tracing::debug!(
             stream = stream.id().val(),
@@ -173,7 +173,8 @@ fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<MuxStream>, stream: 
         );
         return;
     }
-    match inbound_tx.try_send(shared.register(stream)) {
+    // Boxed: see `Inbound`.
+    match inbound_tx.try_send(Box::new(shared.register(stream))) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(stream)) => {
             tracing::warn!(

@@ -63,7 +63,9 @@ pub use config::{
     MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS,
     DEFAULT_SPLIT_SEND_SIZE, MAX_STREAMS_LIMIT, STREAM_WINDOW,
 };
-pub use control::{spawn_control, ControlChannel, ControlClosed, ControlSender, Heartbeat};
+pub use control::{
+    spawn_control, ControlChannel, ControlClosed, ControlInbox, ControlSender, Heartbeat,
+};
 pub use endpoint::{escape_label, serve_stats, StatsSource};
 pub use error::MuxError;
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};

@@ -29,6 +29,12 @@ pub(crate) type OpenReply = oneshot::Sender<Result<MuxStream, MuxError>>;
 /// Open requests waiting in the channel; `open()` callers block on `send` beyond this.
 const OPEN_QUEUE: usize = 64;
 
+/// An accepted stream waiting for `accept()`. tokio's mpsc allocates its first 32-slot block
+/// up front, so a channel of bare `MuxStream`s (104 bytes) costs every idle session about
+/// 3.9 KiB; boxing keeps an idle session's channels small (a pointer per slot), for one
+/// allocation per inbound stream. (`OpenReply` is a pointer already.)
+pub(crate) type Inbound = Box<MuxStream>;
+
 /// Start a session over any tokio byte stream (typically `Established::stream` after the
 /// handshake frames). Spawns the driver task that owns the yamux connection, so it must be
 /// called from within a tokio runtime. Out-of-range `cfg` values are clamped (see
@@ -44,7 +50,7 @@ where
     let eff = cfg.effective();
     let shared = Arc::new(Shared::new(eff.max_streams));
     let (open_tx, open_rx) = mpsc::channel(OPEN_QUEUE);
-    let (inbound_tx, inbound_rx) = mpsc::channel(eff.accept_backlog);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(eff.accept_backlog);
     let mode = match mode {
         Mode::Client => yamux::Mode::Client,
         Mode::Server => yamux::Mode::Server,
@@ -115,7 +121,7 @@ impl Control {
 /// Receiver of the streams the peer opens.
 #[derive(Debug)]
 pub struct Incoming {
-    inbound_rx: mpsc::Receiver<MuxStream>,
+    inbound_rx: mpsc::Receiver<Inbound>,
     shared: Arc<Shared>,
 }
 
@@ -126,7 +132,7 @@ impl Incoming {
             return None;
         }
         tokio::select! {
-            stream = self.inbound_rx.recv() => stream.filter(|_| !self.shared.is_ended()),
+            stream = self.inbound_rx.recv() => stream.filter(|_| !self.shared.is_ended()).map(|s| *s),
             () = self.shared.driver_done.cancelled() => None,
         }
     }

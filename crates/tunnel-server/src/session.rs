@@ -1,5 +1,6 @@
 //! One client's session: admission, the mux, the control stream, and clean-up.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -114,8 +115,16 @@ pub(crate) async fn handle_connection(
         Ok::<_, HandshakeError>((est, hello))
     };
     let started = Instant::now();
+    // Boxed, like the other short-lived big futures of a session (`accept_control`,
+    // `register::apply`): this task lives as long as the session, and an async fn's future is
+    // sized for its largest await state, so inline they would cost every idle session their
+    // size (about 1 KiB in all) for its whole life.
+    let handshake = Box::pin(tokio::time::timeout(
+        shared.cfg.handshake_timeout(),
+        handshake,
+    ));
     let result = tokio::select! {
-        r = tokio::time::timeout(shared.cfg.handshake_timeout(), handshake) => r,
+        r = handshake => r,
         // Shutting down: a connection still in its handshake has no stream to drain, and
         // waiting out its handshake_timeout would hold the whole shutdown up.
         () = shared.shutdown.cancelled() => {
@@ -152,7 +161,9 @@ pub(crate) async fn handle_connection(
     }
 }
 
-async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
+/// Not an `async fn`: one would hold its arguments and the span a second time beside the
+/// instrumented block that owns them, for the session's whole life.
+fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Output = ()> {
     let id = shared.next_session_id();
     let span = info_span!("session", id, client = %hello.client_id, peer = %est.peer);
     async move {
@@ -178,7 +189,8 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
         }
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Server, &shared.mux_config());
         let ctrl = tokio::select! {
-            s = accept_control(&shared, &mut incoming) => s,
+            // Boxed: short-lived (see `handle_connection`).
+            s = Box::pin(accept_control(&shared, &mut incoming)) => s,
             () = shared.hard_stop.cancelled() => return,
         };
         let ctrl = match ctrl {
@@ -219,7 +231,6 @@ async fn run(shared: Arc<Shared>, est: Established, hello: Hello) {
         info!(proxies_released = released, "client disconnected");
     }
     .instrument(span)
-    .await
 }
 
 /// Limits and identity checks before a session is welcomed.
@@ -291,7 +302,8 @@ async fn serve(
             why = &mut channel.ended => break why.unwrap_or_else(|e| e.to_string()),
             msg = channel.inbox.recv() => match msg {
                 Some(Message::Register(req)) => {
-                    let reply = register::apply(shared, session, req).await;
+                    // Boxed: rare and short-lived (see `handle_connection`).
+                    let reply = Box::pin(register::apply(shared, session, req)).await;
                     if channel.sender.send(Message::RegisterReply(reply)).await.is_err() {
                         break "control stream closed".to_string();
                     }
