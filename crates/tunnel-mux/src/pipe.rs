@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tunnel_transport::ReadBuffer;
 
 /// Forwarder tuning.
 #[derive(Debug, Clone)]
@@ -214,21 +215,11 @@ fn deadline(from: Instant, idle: Duration) -> Instant {
     from.checked_add(idle).unwrap_or_else(far_future)
 }
 
-/// First buffer of a direction. It grows to `buffer_size` once a read fills it, and is given
-/// back whenever a wake-up moved less than this: an idle or chatty connection holds no 64 KiB
-/// buffers (200 open keep-alive connections would otherwise pin 25 MiB), a bulk transfer
-/// keeps its large buffer across wake-ups instead of zeroing a new one each time.
-const SMALL_BUF: usize = 8 * 1024;
-
 /// One direction's copy state.
 struct Direction {
-    /// Empty while the direction is idle.
-    buf: Vec<u8>,
-    max: usize,
-    /// The last read filled the buffer: the next one gets `max` bytes.
-    grow: bool,
-    /// Bytes read since the reader last returned `Pending`.
-    cycle: usize,
+    /// 8 KiB to start, `buffer_size` for bulk, none while idle (see [`ReadBuffer`]).
+    buf: ReadBuffer,
+    /// The bytes of the last read still to be written are `buf.bytes()[pos..cap]`.
     pos: usize,
     cap: usize,
     amt: u64,
@@ -242,10 +233,7 @@ struct Direction {
 impl Direction {
     fn new(size: usize) -> Self {
         Self {
-            buf: Vec::new(),
-            max: size.max(1),
-            grow: false,
-            cycle: 0,
+            buf: ReadBuffer::new(size),
             pos: 0,
             cap: 0,
             amt: 0,
@@ -253,19 +241,6 @@ impl Direction {
             need_flush: false,
             done: false,
         }
-    }
-
-    /// The buffer for the next read (only called when everything read has been written).
-    fn read_buf(&mut self) -> &mut [u8] {
-        let want = if self.grow {
-            self.max
-        } else {
-            SMALL_BUF.min(self.max)
-        };
-        if self.buf.len() < want {
-            self.buf = vec![0; want];
-        }
-        &mut self.buf
     }
 
     fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
@@ -281,14 +256,12 @@ impl Direction {
                 // Stay fair to other tasks: a pipe between two always-ready ends would
                 // otherwise never yield.
                 let coop = ready!(tokio::task::coop::poll_proceed(cx));
-                let mut rb = ReadBuf::new(self.read_buf());
-                let full = rb.remaining();
+                let mut rb = ReadBuf::new(self.buf.space());
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
                         coop.made_progress();
                         let n = rb.filled().len();
-                        self.grow |= n == full;
-                        self.cycle += n;
+                        self.buf.filled(n);
                         if n == 0 {
                             self.eof_seen = true;
                         } else {
@@ -303,17 +276,15 @@ impl Direction {
                             ready!(Pin::new(&mut *w).poll_flush(cx))?;
                             self.need_flush = false;
                         }
-                        if self.cycle < SMALL_BUF {
-                            self.buf = Vec::new();
-                            self.grow = false;
-                        }
-                        self.cycle = 0;
+                        self.buf.parked();
                         return Poll::Pending;
                     }
                 }
             }
             while self.pos < self.cap {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                let n = ready!(
+                    Pin::new(&mut *w).poll_write(cx, &self.buf.bytes()[self.pos..self.cap])
+                )?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -331,7 +302,7 @@ impl Direction {
                 }
                 ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 self.done = true;
-                self.buf = Vec::new();
+                self.buf.release();
                 return Poll::Ready(Ok(()));
             }
         }
@@ -366,7 +337,7 @@ mod tests {
         src.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         copy_ready(&mut d, &mut r, &mut w).await;
         assert_eq!(
-            d.buf.capacity(),
+            d.buf.allocated(),
             0,
             "a small request must not leave a buffer behind"
         );
@@ -375,7 +346,7 @@ mod tests {
         src.write_all(&bulk).await.unwrap();
         copy_ready(&mut d, &mut r, &mut w).await;
         assert_eq!(
-            d.buf.len(),
+            d.buf.allocated(),
             64 * 1024,
             "a bulk direction grows to buffer_size and keeps it"
         );

@@ -4,9 +4,8 @@
 //! several `recv` calls (measured: ~10 KiB per call on a bulk transfer, four times the syscalls
 //! of the sending side). Reading up to [`CHUNK`] at once and serving rustls from memory costs a
 //! copy but saves most of those calls. The buffer exists only while data flows: an idle
-//! session (heartbeats only) holds none, so ten thousand idle clients do not pay 64 KiB each.
-//! It starts at [`SMALL`] and grows to [`CHUNK`] only when a read fills it, so request/response
-//! traffic does not zero 64 KiB per wake-up either.
+//! session (heartbeats only) holds none, so ten thousand idle clients do not pay 64 KiB each
+//! (see [`ReadBuffer`]).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -14,35 +13,27 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::ReadBuffer;
+
 /// Most bytes read from the socket at once (a bulk transfer).
 const CHUNK: usize = 64 * 1024;
-/// First buffer after an idle spell. Fewer bytes than this between two `Pending`s means
-/// traffic is light (heartbeats, small requests): the buffer is given back instead of being
-/// kept for the next burst. A bulk transfer reads far more per wake-up and keeps its buffer,
-/// so it is not zeroed again each time.
-const SMALL: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct ReadAhead<T> {
     inner: T,
-    buf: Vec<u8>,
+    buf: ReadBuffer,
+    /// The unread bytes of the last socket read are `buf.bytes()[pos..len]`.
     pos: usize,
     len: usize,
-    /// Bytes read from the socket since the last `Pending`.
-    cycle: usize,
-    /// The last read filled the buffer: the next one gets [`CHUNK`] bytes.
-    grow: bool,
 }
 
 impl<T> ReadAhead<T> {
     pub(crate) fn new(inner: T) -> Self {
         Self {
             inner,
-            buf: Vec::new(),
+            buf: ReadBuffer::new(CHUNK),
             pos: 0,
             len: 0,
-            cycle: 0,
-            grow: false,
         }
     }
 }
@@ -59,25 +50,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 // A reader that asks for this much gains nothing from the copy.
                 return Pin::new(&mut this.inner).poll_read(cx, dst);
             }
-            let want = if this.grow { CHUNK } else { SMALL };
-            if this.buf.len() < want {
-                this.buf = vec![0; want];
-            }
-            let mut rb = ReadBuf::new(&mut this.buf);
+            let mut rb = ReadBuf::new(this.buf.space());
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => {
-                    if this.cycle < SMALL {
-                        this.buf = Vec::new();
-                        this.grow = false;
-                    }
-                    this.cycle = 0;
+                    this.buf.parked();
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
-                    this.grow |= n == this.buf.len();
-                    this.cycle += n;
+                    this.buf.filled(n);
                     this.pos = 0;
                     this.len = n;
                     if n == 0 {
@@ -87,7 +69,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
             }
         }
         let n = dst.remaining().min(this.len - this.pos);
-        dst.put_slice(&this.buf[this.pos..this.pos + n]);
+        dst.put_slice(&this.buf.bytes()[this.pos..this.pos + n]);
         this.pos += n;
         Poll::Ready(Ok(()))
     }
@@ -180,7 +162,7 @@ mod tests {
         drain_ready(&mut r, &mut out).await;
         assert_eq!(out.len(), 100);
         assert_eq!(
-            r.buf.capacity(),
+            r.buf.allocated(),
             0,
             "a heartbeat-sized read must not keep 64 KiB"
         );
@@ -189,7 +171,7 @@ mod tests {
         drain_ready(&mut r, &mut out).await;
         assert_eq!(out.len(), 100 + 200 * 1024);
         assert_eq!(
-            r.buf.len(),
+            r.buf.allocated(),
             CHUNK,
             "a bulk reader keeps its buffer between wake-ups"
         );
