@@ -232,8 +232,14 @@ async fn the_client_serves_its_own_stats_when_asked() {
     let c = client(
         client_config(&server)
             .with_stats_bind(stats)
+            .with_connections(2)
             .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
     )
+    .await;
+    eventually(Duration::from_secs(10), "both connections up", || async {
+        let body = get(stats, "/metrics", None).await.1;
+        sample(&body, "tunnel_client_server_connections") == Some(2.0)
+    })
     .await;
     let data = random_bytes(54_321, 4);
     assert!(roundtrip(published(port), &data).await == data);
@@ -265,6 +271,7 @@ async fn the_client_serves_its_own_stats_when_asked() {
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["connected"], true);
+    assert_eq!(v["connections"], 2);
     assert_eq!(v["proxies"][0]["name"], "echo");
     assert_eq!(get(stats, "/healthz", None).await.0, 200);
     server.abort();

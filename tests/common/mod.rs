@@ -468,3 +468,53 @@ macro_rules! per_transport {
         }
     )+};
 }
+
+/// A TCP relay in front of the server that can end one relayed connection: [`KillRelay::kill`]
+/// closes both of its sockets, as when that one path fails, while the others go on.
+pub struct KillRelay {
+    pub addr: SocketAddr,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl KillRelay {
+    pub async fn start(upstream: SocketAddr) -> KillRelay {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let list = tasks.clone();
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                let task = tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                list.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        KillRelay { addr, tasks }
+    }
+
+    /// End the `i`-th connection relayed (0 = the first accepted).
+    pub fn kill(&self, i: usize) {
+        self.tasks.lock().unwrap()[i].abort();
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.tasks.lock().unwrap().len()
+    }
+}
+
+/// GET `path` from a stats endpoint and parse the JSON body.
+pub async fn stats_json(addr: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}

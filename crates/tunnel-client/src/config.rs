@@ -65,6 +65,12 @@ pub struct ClientConfig {
     /// Local listeners that reach other clients' proxies.
     #[serde(default)]
     pub visitors: Vec<VisitorConfig>,
+    /// TLS connections to the server, 1 to 16. Streams are spread over them (each new one on
+    /// the connection carrying the fewest), so several busy streams are encrypted on several
+    /// cores at both ends instead of one. The first connection registers; the others join
+    /// it, and the server caps them at its `max_connections_per_client`. Default 1.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
     /// Longest wait between reconnection attempts, in seconds. Default 30.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_delay: u64,
@@ -91,6 +97,12 @@ fn transport_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TransportKin
 }
 fn default_ws_path() -> String {
     tunnel_transport::DEFAULT_WS_PATH.to_owned()
+}
+/// Most `connections`: past the cores of both machines, more only cost memory.
+pub(crate) const MAX_CONNECTIONS: usize = 16;
+
+fn default_connections() -> usize {
+    1
 }
 fn default_reconnect_max() -> u64 {
     30
@@ -274,6 +286,7 @@ impl ClientConfig {
             id: None,
             proxies: Vec::new(),
             visitors: Vec::new(),
+            connections: default_connections(),
             reconnect_max_delay: default_reconnect_max(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
@@ -305,6 +318,12 @@ impl ClientConfig {
     /// Reach the server over this transport.
     pub fn with_transport(mut self, kind: TransportKind) -> Self {
         self.transport = kind;
+        self
+    }
+
+    /// Spread streams over this many connections to the server (see [`ClientConfig::connections`]).
+    pub fn with_connections(mut self, n: usize) -> Self {
+        self.connections = n;
         self
     }
 
@@ -518,6 +537,16 @@ impl ClientConfig {
         if let Err(p) = self.resolve_auth_key() {
             out.push(p);
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            out.push(ConfigProblem::new(
+                "connections",
+                format!(
+                    "is {}; it must be between 1 and {MAX_CONNECTIONS} (1 is one TLS connection \
+                     for everything; more spread busy streams over more cores)",
+                    self.connections
+                ),
+            ));
+        }
         if let Err(m) = tunnel_transport::check_ws_path(&self.ws_path) {
             out.push(ConfigProblem::new("ws_path", m));
         }
@@ -652,6 +681,24 @@ mod tests {
         assert_eq!(fields, ["ws_path"]);
         let c = ClientConfig::from_toml(&format!("{BASE}ws_path = \"/a b\"\n")).unwrap();
         assert_eq!(c.problems().len(), 1);
+    }
+
+    #[test]
+    fn connections_defaults_to_one_and_is_bounded() {
+        assert_eq!(ClientConfig::from_toml(BASE).unwrap().connections, 1);
+        for ok in [1, 4, MAX_CONNECTIONS] {
+            let c = ClientConfig::from_toml(&format!("{BASE}connections = {ok}\n")).unwrap();
+            assert_eq!((c.connections, c.problems().len()), (ok, 0));
+        }
+        for bad in [0, MAX_CONNECTIONS + 1] {
+            let c = ClientConfig::from_toml(&format!("{BASE}connections = {bad}\n")).unwrap();
+            let p = c.problems();
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].field, "connections");
+            assert!(p[0].to_string().contains("between 1 and 16"), "{}", p[0]);
+        }
+        let e = ClientConfig::from_toml(&format!("{BASE}connections = -1\n")).unwrap_err();
+        assert!(e.to_string().contains("connections"), "{e}");
     }
 
     #[test]

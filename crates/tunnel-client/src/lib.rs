@@ -34,6 +34,7 @@ mod http_headers;
 mod http_pool;
 mod http_proxy;
 mod http_upgrade;
+mod lanes;
 mod proxy;
 mod reload;
 mod session;
@@ -60,7 +61,7 @@ pub use http_config::HttpOptions;
 pub use reload::ReloadSummary;
 
 use backoff::Backoff;
-use session::{SessionCtx, SessionEnd};
+use session::SessionEnd;
 
 /// Where the client stands, as reported by [`ClientHandle::status`].
 #[derive(Debug, Clone)]
@@ -87,7 +88,8 @@ pub(crate) struct Shared {
     live: RwLock<Live>,
     /// Running visitor listeners by name, each with its own stop token.
     visitors: parking_lot::Mutex<HashMap<String, (VisitorConfig, CancellationToken)>>,
-    current: RwLock<Option<Arc<SessionCtx>>>,
+    /// The live session's connections, while there is one.
+    current: RwLock<Option<Arc<lanes::Lanes>>>,
     /// A reload happened with no session to tell; the next session re-registers.
     reload_pending: std::sync::atomic::AtomicBool,
     status: watch::Sender<Status>,

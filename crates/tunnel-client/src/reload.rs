@@ -117,7 +117,8 @@ pub(crate) async fn apply(
     // registers the new set anyway.
     shared.reload_pending.store(true, Ordering::Release);
     let current = shared.current.read().clone();
-    if let Some(ctx) = current {
+    if let Some(lanes) = current {
+        let ctx = lanes.first();
         if shared.reload_pending.swap(false, Ordering::AcqRel) {
             let _ = ctx.send(Message::Register(shared.register_request())).await;
         }
@@ -165,6 +166,7 @@ fn refuse_connection_changes(old: &ClientConfig, new: &ClientConfig) -> Result<(
             && old.insecure_skip_verify == new.insecure_skip_verify,
     );
     check("id", old.id == new.id);
+    check("connections", old.connections == new.connections);
     if problems.is_empty() {
         Ok(())
     } else {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{
     spawn_control, AbortTable, Control, ControlChannel, ControlSender, Heartbeat, Incoming, Mode,
@@ -11,25 +13,37 @@ use tunnel_proto::{auth, AuthResponse, Hello, Message, RegisterReply, StreamOpen
 use tunnel_transport::{read_message, write_message, BoxedStream, TransportError, TransportKind};
 
 use crate::error::ClientError;
+use crate::lanes::{self, Lanes};
 use crate::{proxy, Shared};
 
-const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
+pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 /// Connect, TLS and authentication together must finish within this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The server answers a registration at once; a silent one is not working.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the streams of a session the server closed may take to finish by themselves.
-const SETTLE: Duration = Duration::from_millis(500);
+pub(crate) const SETTLE: Duration = Duration::from_millis(500);
 
-/// What visitors and stream handlers need of the live session.
+/// What visitors and stream handlers need of one connection of the live session.
 #[derive(Debug)]
 pub(crate) struct SessionCtx {
+    /// The id the server welcomed this connection with.
+    pub id: u64,
     pub control: Control,
     pub aborts: AbortTable,
     control_tx: ControlSender,
 }
 
 impl SessionCtx {
+    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
+        SessionCtx {
+            id,
+            control,
+            aborts,
+            control_tx,
+        }
+    }
+
     /// Queue a message on the control stream.
     pub async fn send(&self, msg: Message) -> Result<(), tunnel_mux::ControlClosed> {
         self.control_tx.send(msg).await
@@ -55,10 +69,15 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     // The short-lived big futures (handshake, registration, drain) are boxed: this future lives
     // as long as the session, and an async fn's future is sized for its largest await state,
     // so inline they would cost an idle session their size for its whole life.
-    let (stream, session_id, heartbeat_ms) =
-        Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared)))
-            .await
-            .map_err(|_| TransportError::Timeout)??;
+    let hs = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared)))
+        .await
+        .map_err(|_| TransportError::Timeout)??;
+    let Handshaken {
+        stream,
+        session_id,
+        heartbeat_ms,
+    } = hs;
+    info!(session = session_id, transport = %shared.cfg.transport, "connected to {}", shared.cfg.server_addr);
     let span = tracing::info_span!("session", id = session_id);
     async move {
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
@@ -79,12 +98,26 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                 return Err(e);
             }
         };
-        let ctx = Arc::new(SessionCtx {
+        let ctx = Arc::new(SessionCtx::new(
+            session_id,
             control,
             aborts,
-            control_tx: channel.sender.clone(),
-        });
-        *shared.current.write() = Some(ctx.clone());
+            channel.sender.clone(),
+        ));
+        let lanes = Arc::new(Lanes::new(ctx.clone()));
+        *shared.current.write() = Some(lanes.clone());
+        let stop_lanes = CancellationToken::new();
+        let lane_tasks = TaskTracker::new();
+        for _ in 1..shared.cfg.connections {
+            let keep = lanes::keep(
+                shared.clone(),
+                lanes.clone(),
+                session_id,
+                heartbeat,
+                stop_lanes.clone(),
+            );
+            lane_tasks.spawn(keep.in_current_span());
+        }
         // Ready only now: visitors need `current` the moment a caller sees Ready.
         shared.status.send_replace(crate::Status::Ready(reply));
         // A reload that raced the registration above re-sends its request now.
@@ -127,6 +160,8 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             Box::pin(drain(shared, &mut incoming)).await;
         }
         *shared.current.write() = None;
+        stop_lanes.cancel();
+        lane_tasks.close();
         channel.ended.abort();
         // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
         ctx.control.close();
@@ -139,6 +174,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             }
         }
         ctx.aborts.abort_all();
+        lane_tasks.wait().await;
         Ok(end)
     }
     .instrument(span)
@@ -206,9 +242,17 @@ async fn drain(shared: &Shared, incoming: &mut Incoming) {
     }
 }
 
-/// TLS, hello, proof of the key. Returns the stream ready for the mux, the session id and the
-/// server's heartbeat interval.
-async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientError> {
+/// A connection the server welcomed, ready for the mux.
+pub(crate) struct Handshaken {
+    pub stream: BoxedStream,
+    /// The id the server gave this connection.
+    pub session_id: u64,
+    /// How often the server wants pings.
+    pub heartbeat_ms: u32,
+}
+
+/// TLS, hello, proof of the key.
+pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError> {
     let est = shared.transport.connect(&shared.cfg.server_addr).await?;
     let mut stream = est.stream;
     let hello = Hello {
@@ -231,10 +275,11 @@ async fn handshake(shared: &Shared) -> Result<(BoxedStream, u64, u32), ClientErr
     let proof = Message::AuthResponse(AuthResponse { mac });
     write_message(&mut stream, &proof, CONTROL_MAX_FRAME).await?;
     match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
-        Some(Message::Welcome(w)) => {
-            info!(session = w.session_id, transport = %est.transport, "connected to {}", shared.cfg.server_addr);
-            Ok((stream, w.session_id, w.heartbeat_ms))
-        }
+        Some(Message::Welcome(w)) => Ok(Handshaken {
+            stream,
+            session_id: w.session_id,
+            heartbeat_ms: w.heartbeat_ms,
+        }),
         other => Err(unexpected("a welcome", other)),
     }
 }

@@ -45,6 +45,8 @@ struct Snapshot {
     id: String,
     server_addr: String,
     connected: bool,
+    /// TLS connections of the live session (see `connections` in the config); 0 when none.
+    connections: usize,
     proxies: Vec<Item>,
     visitors: Vec<Item>,
 }
@@ -95,6 +97,7 @@ impl ClientStats {
             id: self.0.id.read().clone(),
             server_addr: self.0.cfg.server_addr.clone(),
             connected: self.connected(),
+            connections: self.0.current.read().as_ref().map_or(0, |l| l.len()),
             proxies: Self::items(&self.0.proxy_counters, true),
             visitors: Self::items(&self.0.visitor_counters, false),
         }
@@ -109,6 +112,11 @@ impl StatsSource for ClientStats {
             out,
             "# HELP tunnel_client_connected 1 while registered with the server.\n# TYPE tunnel_client_connected gauge\ntunnel_client_connected {}",
             u8::from(s.connected)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tunnel_client_server_connections TLS connections to the server now.\n# TYPE tunnel_client_server_connections gauge\ntunnel_client_server_connections {}",
+            s.connections
         );
         for (what, items) in [("proxy", &s.proxies), ("visitor", &s.visitors)] {
             let _ = writeln!(out, "# HELP tunnel_{what}_streams_active Connections open now.\n# TYPE tunnel_{what}_streams_active gauge");

@@ -72,10 +72,11 @@ pub(crate) async fn run(
 
 async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let Some(ctx) = shared.current.read().clone() else {
+    let Some(lanes) = shared.current.read().clone() else {
         warn!("not connected to the server; closing the connection");
         return;
     };
+    let ctx = lanes.least_loaded();
     let mut stream = match ctx.control.open().await {
         Ok(s) => s,
         Err(e) => {

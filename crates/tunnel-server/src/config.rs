@@ -87,6 +87,11 @@ pub struct ServerConfig {
     /// Most concurrent streams in one client session. Default 1024.
     #[serde(default = "default_max_streams")]
     pub max_streams_per_client: usize,
+    /// Most TLS connections one client may carry its streams over (the client's
+    /// `connections`); extra connections beyond it are refused with a clear error and the
+    /// client goes on with those it has. 1 turns the feature off. Default 8.
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_client: usize,
     /// Largest protocol frame accepted, in bytes (handshake frames are capped lower). Default 65536.
     #[serde(default = "default_max_frame")]
     pub max_frame_size: usize,
@@ -141,6 +146,9 @@ fn default_max_proxies() -> usize {
 fn default_max_streams() -> usize {
     1024
 }
+fn default_max_connections() -> usize {
+    8
+}
 fn default_max_frame() -> usize {
     tunnel_proto::DEFAULT_MAX_FRAME
 }
@@ -176,6 +184,7 @@ impl Default for ServerConfig {
             max_pending_handshakes: default_max_pending(),
             max_proxies_per_client: default_max_proxies(),
             max_streams_per_client: default_max_streams(),
+            max_connections_per_client: default_max_connections(),
             max_frame_size: default_max_frame(),
             heartbeat_interval: default_heartbeat_interval(),
             heartbeat_timeout: default_heartbeat_timeout(),
@@ -321,6 +330,12 @@ impl ServerConfig {
         self
     }
 
+    /// Set the most connections one client may spread its streams over.
+    pub fn with_max_connections_per_client(mut self, n: usize) -> Self {
+        self.max_connections_per_client = n;
+        self
+    }
+
     /// Set the most proxies plus visitors per client.
     pub fn with_max_proxies_per_client(mut self, n: usize) -> Self {
         self.max_proxies_per_client = n;
@@ -450,6 +465,10 @@ impl ServerConfig {
             ("max_pending_handshakes", self.max_pending_handshakes),
             ("max_proxies_per_client", self.max_proxies_per_client),
             ("max_streams_per_client", self.max_streams_per_client),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
         ] {
             if v == 0 {
                 out.push(ConfigProblem::new(field, "must be at least 1"));

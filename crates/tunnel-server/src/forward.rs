@@ -7,28 +7,29 @@ use tunnel_mux::{AbortGuard, MuxStream};
 use tunnel_proto::{Message, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
+use crate::lane::Lane;
 use crate::registry::ProxyEntry;
-use crate::session::{SessionRef, CONTROL_MAX_FRAME};
+use crate::session::CONTROL_MAX_FRAME;
 
 /// How long the owner may take to dial its local service (it tries 3 times) and answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Open a stream to `owner` for one connection of `entry` from `peer` to `dest` (the address
+/// Open a stream over `lane` (a connection of the proxy's owner) for one connection of `entry` from `peer` to `dest` (the address
 /// the user reached, for the PROXY protocol), and wait for its status. The
 /// stream is watched for aborts from the moment it exists, so an early abort is not lost.
 /// On failure, the reason is fit to send back to a visitor.
 pub(crate) async fn open_to_owner(
     entry: &ProxyEntry,
-    owner: &SessionRef,
+    lane: &Lane,
     peer: Option<SocketAddr>,
     dest: Option<SocketAddr>,
 ) -> Result<(MuxStream, AbortGuard), String> {
-    let mut stream = owner
+    let mut stream = lane
         .control
         .open()
         .await
         .map_err(|e| format!("connection failed: the proxy's client is unreachable ({e})"))?;
-    let guard = owner.aborts.register(stream.id());
+    let guard = lane.aborts.register(stream.id());
     let open = Message::StreamOpen(StreamOpen::Proxy {
         proxy: entry.key.name.clone(),
         peer,

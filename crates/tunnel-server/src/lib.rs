@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod forward;
 mod handshake;
+mod lane;
 mod listener;
 mod metrics;
 mod ports;

@@ -47,7 +47,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .public_connections
         .fetch_add(1, Ordering::Relaxed);
     let owner = entry.owner();
-    let _slot = match owner.begin_stream() {
+    let slot = match owner.begin_stream() {
         Ok(slot) => slot,
         Err(reason) => {
             warn!(%peer, "user connection refused: {reason}");
@@ -56,7 +56,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
     };
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
-    let (stream, guard) = match open_to_owner(&entry, &owner, Some(peer), dest).await {
+    let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, "user connection closed: {reason}");
@@ -70,7 +70,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .fetch_add(1, Ordering::Relaxed);
     let counters = Some(&entry.counters.bytes);
     let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), counters, || {
-        owner.send_abort(id)
+        slot.lane().send_abort(id)
     })
     .await;
     entry

@@ -73,6 +73,10 @@ pub(crate) struct ClientStats {
     pub connected_since: u64,
     pub connected_seconds: u64,
     pub transport: String,
+    /// TLS connections the client's streams are spread over (its `connections`).
+    pub connections: usize,
+    /// Streams open now on each of those connections, the first one first.
+    pub streams_per_connection: Vec<usize>,
     pub active_streams: usize,
     pub proxies: Vec<ProxyStats>,
     pub visitors: Vec<VisitorStats>,
@@ -124,6 +128,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                 })
                 .collect();
             proxies.sort_by(|a, b| a.name.cmp(&b.name));
+            let lanes = s.lanes.all();
             let since = s
                 .connected_at
                 .duration_since(UNIX_EPOCH)
@@ -138,6 +143,8 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                     .unwrap_or_default()
                     .as_secs(),
                 transport: s.transport.to_string(),
+                connections: lanes.len(),
+                streams_per_connection: lanes.iter().map(|l| l.open_streams()).collect(),
                 active_streams: s.open_streams(),
                 proxies,
                 visitors: s

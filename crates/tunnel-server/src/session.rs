@@ -11,12 +11,13 @@ use parking_lot::RwLock;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
-use tunnel_mux::{spawn_control, AbortTable, Control, ControlSender, Incoming, Mode, MuxStream};
+use tunnel_mux::{spawn_control, AbortTable, Incoming, Mode, MuxStream};
 use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, VisitorSpec, Welcome};
 use tunnel_transport::{read_message, write_message, Established, Transport, TransportKind};
 
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
+use crate::lane::{self, Lane, Lanes};
 use crate::{register, visitor, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
@@ -28,11 +29,11 @@ pub(crate) struct SessionRef {
     pub client_id: String,
     pub instance: [u8; 16],
     pub peer: SocketAddr,
-    pub control: Control,
-    /// Cancelled when the session ends, is replaced, or the server shuts down.
+    /// Cancelled when the session ends, is replaced, or the server shuts down; its extra
+    /// connections end with it.
     pub cancel: CancellationToken,
-    pub aborts: AbortTable,
-    control_tx: ControlSender,
+    /// The connections carrying the session's streams.
+    pub lanes: Lanes,
     streams: AtomicUsize,
     max_streams: usize,
     pub connected_at: SystemTime,
@@ -42,20 +43,21 @@ pub(crate) struct SessionRef {
 }
 
 impl SessionRef {
-    /// Tell the client that the data path of stream `id` failed, so it resets its side.
-    pub fn send_abort(&self, id: u32) {
-        self.control_tx.abort(id);
-    }
-
-    /// Streams of this session open now.
+    /// Streams of this session open now, on all its connections.
     pub fn open_streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
     }
 
-    /// Count one more stream of this session, unless it is at `max_streams_per_client`.
-    /// The application-level cap keeps yamux's own limit (which would end the whole
-    /// session) out of reach, and gives the offender a readable error instead.
+    /// Count one more stream of this session on its least loaded connection, unless the
+    /// session is at `max_streams_per_client`.
     pub fn begin_stream(self: &Arc<Self>) -> Result<StreamSlot, String> {
+        self.begin_stream_on(self.lanes.least_loaded())
+    }
+
+    /// Count one more stream of this session on `lane` (where the client opened it). The
+    /// application-level cap keeps yamux's own limit (which would end the whole connection)
+    /// out of reach, and gives the offender a readable error instead.
+    pub fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
         let n = self.streams.fetch_add(1, Ordering::AcqRel);
         if n >= self.max_streams {
             self.streams.fetch_sub(1, Ordering::AcqRel);
@@ -63,16 +65,38 @@ impl SessionRef {
                 "too many streams: this client already has {n} open (max_streams_per_client)"
             ));
         }
-        Ok(StreamSlot(self.clone()))
+        lane.count();
+        Ok(StreamSlot {
+            session: self.clone(),
+            lane,
+        })
+    }
+
+    /// Close every connection of the session and abort its streams now.
+    fn close_all(&self) {
+        for lane in self.lanes.all() {
+            lane.aborts.abort_all();
+            lane.close();
+        }
     }
 }
 
-/// One counted stream of a session; uncounted on drop.
-pub(crate) struct StreamSlot(Arc<SessionRef>);
+/// One counted stream of a session, and the connection that carries it; uncounted on drop.
+pub(crate) struct StreamSlot {
+    session: Arc<SessionRef>,
+    lane: Arc<Lane>,
+}
+
+impl StreamSlot {
+    pub fn lane(&self) -> &Arc<Lane> {
+        &self.lane
+    }
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        self.lane.uncount();
+        self.session.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -188,30 +212,41 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
             return;
         }
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Server, &shared.mux_config());
-        let ctrl = tokio::select! {
+        let first = tokio::select! {
             // Boxed: short-lived (see `handle_connection`).
-            s = Box::pin(accept_control(&shared, &mut incoming)) => s,
+            s = Box::pin(accept_first(&shared, &mut incoming)) => s,
             () = shared.hard_stop.cancelled() => return,
         };
-        let ctrl = match ctrl {
-            Ok(s) => s,
+        let mut ctrl = match first {
+            Ok((s, First::Control)) => s,
+            Ok((s, First::Join(target))) => {
+                return Box::pin(lane::join(
+                    &shared, id, &hello, control, incoming, s, target,
+                ))
+                .await;
+            }
             Err(e) => {
                 info!("no control stream: {e}");
                 control.close();
                 return;
             }
         };
+        let ok = Message::StreamStatus(StreamStatus::Ok);
+        if let Err(e) = write_message(&mut ctrl, &ok, CONTROL_MAX_FRAME).await {
+            info!("client left before the session started: {e}");
+            control.close();
+            return;
+        }
         let aborts = AbortTable::default();
         let channel = spawn_control(ctrl, aborts.clone(), hb, shared.cfg.max_frame_size);
+        let first_lane = Lane::new(id, control, aborts, channel.sender.clone());
         let session = Arc::new(SessionRef {
             id,
             client_id: hello.client_id.clone(),
             instance: hello.instance,
             peer,
-            control,
             cancel: shared.hard_stop.child_token(),
-            aborts,
-            control_tx: channel.sender.clone(),
+            lanes: Lanes::new(Arc::new(first_lane), shared.cfg.max_connections_per_client),
             streams: AtomicUsize::new(0),
             max_streams: shared.cfg.max_streams_per_client,
             connected_at: SystemTime::now(),
@@ -220,7 +255,7 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
         });
         if let Err(reason) = install(&shared, &session) {
             warn!("client rejected: {reason}");
-            session.control.close();
+            session.close_all();
             return;
         }
         info!(%transport, "client connected");
@@ -284,8 +319,7 @@ fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
             "replaces a stale session of the same client"
         );
         old.cancel.cancel();
-        old.aborts.abort_all();
-        old.control.close();
+        old.close_all();
     }
     Ok(())
 }
@@ -317,7 +351,8 @@ async fn serve(
             },
             s = incoming.accept() => match s {
                 Some(stream) => {
-                    let task = visitor::serve_stream(shared.clone(), session.clone(), stream);
+                    let lane = session.lanes.first().clone();
+                    let task = visitor::serve_stream(shared.clone(), session.clone(), lane, stream);
                     shared.streams.spawn(task.in_current_span());
                 }
                 None => break "the connection closed".to_string(),
@@ -328,38 +363,52 @@ async fn serve(
     channel.ended.abort();
 }
 
-/// The client's first stream must be its control stream.
-async fn accept_control(shared: &Shared, incoming: &mut Incoming) -> Result<MuxStream, String> {
+/// What the client's first stream asks for.
+enum First {
+    /// The control stream of a new session.
+    Control,
+    /// To carry streams of the live session with this id.
+    Join(u64),
+}
+
+/// The client's first stream must be a control stream, or ask to join a session. The caller
+/// answers it.
+async fn accept_first(
+    shared: &Shared,
+    incoming: &mut Incoming,
+) -> Result<(MuxStream, First), String> {
     let wait = shared.cfg.handshake_timeout();
     let mut s = tokio::time::timeout(wait, incoming.accept())
         .await
         .map_err(|_| "timed out".to_string())?
         .ok_or("session closed")?;
-    match tokio::time::timeout(wait, read_message(&mut s, CONTROL_MAX_FRAME)).await {
-        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Control)))) => {}
+    let first = match tokio::time::timeout(wait, read_message(&mut s, CONTROL_MAX_FRAME)).await {
+        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Control)))) => First::Control,
+        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Join { session })))) => First::Join(session),
         Ok(Ok(Some(other))) => return Err(format!("first stream was a {}", other.name())),
         Ok(Ok(None)) => return Err("closed".into()),
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("timed out".into()),
-    }
-    write_message(
-        &mut s,
-        &Message::StreamStatus(StreamStatus::Ok),
-        CONTROL_MAX_FRAME,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(s)
+    };
+    Ok((s, first))
 }
 
-/// How long the streams of a session the peer closed may take to finish by themselves.
+/// How long the streams of a connection the peer closed may take to finish by themselves.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Wait while `busy` holds, at most [`SETTLE`]: a client that drained and left sent the last
+/// bytes and FIN of its streams just before closing, and cutting at once would reset
+/// connections that were about to end cleanly.
+pub(crate) async fn settle(busy: impl Fn() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while busy() && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Release everything the session holds. Returns how many proxies it released. With `settle`
-/// (the peer closed the session), open streams get a moment to finish before they are cut:
-/// a client that drained and left sent the last bytes and FIN of its streams just before
-/// closing, and cutting at once would reset connections that were about to end cleanly.
-async fn cleanup(shared: &Shared, session: &SessionRef, settle: bool) -> usize {
+/// (the peer closed the session), open streams get a moment to finish before they are cut.
+async fn cleanup(shared: &Shared, session: &SessionRef, by_peer: bool) -> usize {
     session.cancel.cancel();
     let released = {
         let mut sessions = shared.sessions.lock();
@@ -376,12 +425,16 @@ async fn cleanup(shared: &Shared, session: &SessionRef, settle: bool) -> usize {
     for key in &released {
         debug!(proxy = %key, "proxy released");
     }
-    // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
-    session.control.close();
-    let deadline = Instant::now() + SETTLE;
-    while settle && session.open_streams() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // Ends the muxes first: streams still waiting on them fail at once, finished ones read EOF.
+    let lanes = session.lanes.all();
+    for lane in &lanes {
+        lane.close();
     }
-    session.aborts.abort_all();
+    if by_peer {
+        settle(|| session.open_streams() > 0).await;
+    }
+    for lane in &lanes {
+        lane.aborts.abort_all();
+    }
     released.len()
 }

@@ -158,7 +158,7 @@ async fn forward(
             return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
         }
     };
-    let (stream, guard) = match open_to_owner(entry, &owner, Some(peer), dest).await {
+    let (stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, proxy = %entry.key, "request failed: {reason}");

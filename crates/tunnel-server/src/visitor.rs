@@ -12,6 +12,7 @@ use tunnel_proto::{Message, ProxySpec, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::forward::open_to_owner;
+use crate::lane::Lane;
 use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 use crate::Shared;
 
@@ -21,6 +22,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn serve_stream(
     shared: Arc<Shared>,
     visitor: Arc<SessionRef>,
+    lane: Arc<Lane>,
     mut stream: MuxStream,
 ) {
     let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME));
@@ -57,26 +59,27 @@ pub(crate) async fn serve_stream(
         .visitor_connections
         .fetch_add(1, Ordering::Relaxed);
     let in_id = stream.id();
-    let in_guard = visitor.aborts.register(in_id);
+    let in_guard = lane.aborts.register(in_id);
     let owner = entry.owner();
     // Both sessions carry this connection, so it counts against both clients' limits.
     let slots = visitor
-        .begin_stream()
+        .begin_stream_on(lane)
         .and_then(|a| Ok((a, owner.begin_stream()?)));
-    let _slots = match slots {
+    let (in_slot, out_slot) = match slots {
         Ok(s) => s,
         Err(reason) => {
             info!(proxy = %entry.key, "visitor refused: {reason}");
             return refuse(&mut stream, reason).await;
         }
     };
-    let (mut out, out_guard) = match open_to_owner(&entry, &owner, Some(visitor.peer), None).await {
-        Ok(s) => s,
-        Err(reason) => {
-            info!(proxy = %entry.key, "visitor connection failed: {reason}");
-            return refuse(&mut stream, reason).await;
-        }
-    };
+    let (mut out, out_guard) =
+        match open_to_owner(&entry, out_slot.lane(), Some(visitor.peer), None).await {
+            Ok(s) => s,
+            Err(reason) => {
+                info!(proxy = %entry.key, "visitor connection failed: {reason}");
+                return refuse(&mut stream, reason).await;
+            }
+        };
     let ok = Message::StreamStatus(StreamStatus::Ok);
     if write_message(&mut stream, &ok, CONTROL_MAX_FRAME)
         .await
@@ -98,8 +101,8 @@ pub(crate) async fn serve_stream(
         Some(&entry.counters.bytes),
         // Either side's failure or abort ends both: tell both clients.
         || {
-            visitor.send_abort(in_id);
-            owner.send_abort(out_id);
+            in_slot.lane().send_abort(in_id);
+            out_slot.lane().send_abort(out_id);
         },
     )
     .await;

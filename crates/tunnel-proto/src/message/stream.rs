@@ -11,6 +11,7 @@ use crate::ProtoError;
 const OPEN_CONTROL: u8 = 0;
 const OPEN_PROXY: u8 = 1;
 const OPEN_VISIT: u8 = 2;
+const OPEN_JOIN: u8 = 3;
 
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
@@ -21,6 +22,15 @@ const STATUS_ERROR: u8 = 1;
 pub enum StreamOpen {
     /// The client's first stream; carries Register, Ping/Pong and Abort.
     Control,
+    /// The first stream of a client's additional connection, in place of [`StreamOpen::Control`]:
+    /// this connection joins the live session `session` (its [`crate::Welcome::session_id`])
+    /// of the same client id and instance, and carries streams of that session. It then serves
+    /// as the connection's control stream for Ping/Pong and Abort; registration stays on the
+    /// first connection.
+    Join {
+        /// The session to join.
+        session: u64,
+    },
     /// Server → proxy owner: serve one user connection of `proxy`.
     Proxy {
         /// Name of the registered proxy.
@@ -47,6 +57,7 @@ impl fmt::Debug for StreamOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Control => f.write_str("Control"),
+            Self::Join { session } => f.debug_struct("Join").field("session", session).finish(),
             Self::Proxy { proxy, peer, dest } => f
                 .debug_struct("Proxy")
                 .field("proxy", proxy)
@@ -71,6 +82,10 @@ impl StreamOpen {
     pub(crate) fn encode(&self, dst: &mut impl BufMut) -> Result<(), ProtoError> {
         match self {
             Self::Control => dst.put_u8(OPEN_CONTROL),
+            Self::Join { session } => {
+                dst.put_u8(OPEN_JOIN);
+                dst.put_u64(*session);
+            }
             Self::Proxy { proxy, peer, dest } => {
                 dst.put_u8(OPEN_PROXY);
                 put_str(dst, proxy)?;
@@ -94,6 +109,9 @@ impl StreamOpen {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
         Ok(match r.u8("StreamOpen tag")? {
             OPEN_CONTROL => Self::Control,
+            OPEN_JOIN => Self::Join {
+                session: r.u64("StreamOpen.session")?,
+            },
             OPEN_PROXY => Self::Proxy {
                 proxy: r.str("StreamOpen.proxy")?,
                 peer: r.addr("StreamOpen.peer")?,

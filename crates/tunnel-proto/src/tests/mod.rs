@@ -130,6 +130,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Pong(0x0102_0304_0506_0708),
         Message::Abort(u32::MAX),
         Message::StreamOpen(StreamOpen::Control),
+        Message::StreamOpen(StreamOpen::Join { session: u64::MAX }),
         Message::StreamOpen(StreamOpen::Visit {
             proxy: "db".to_owned(),
             publish_port: 15432,

@@ -120,6 +120,7 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(Message::Pong),
         any::<u32>().prop_map(Message::Abort),
         Just(Message::StreamOpen(StreamOpen::Control)),
+        any::<u64>().prop_map(|session| Message::StreamOpen(StreamOpen::Join { session })),
         (short_str(), addr(), addr()).prop_map(|(proxy, peer, dest)| {
             Message::StreamOpen(StreamOpen::Proxy { proxy, peer, dest })
         }),

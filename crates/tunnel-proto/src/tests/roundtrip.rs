@@ -67,6 +67,10 @@ fn small_layouts_are_stable() {
             vec![0, 0, 0, 2, 0x30, 0],
         ),
         (
+            Message::StreamOpen(StreamOpen::Join { session: 0x0102 }),
+            vec![0, 0, 0, 10, 0x30, 3, 0, 0, 0, 0, 0, 0, 1, 2],
+        ),
+        (
             Message::StreamStatus(StreamStatus::Ok),
             vec![0, 0, 0, 2, 0x31, 0],
         ),

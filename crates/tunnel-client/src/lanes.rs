@@ -1,0 +1,236 @@
+//! The connections of the live session ("lanes"): the first one, which registered, and the
+//! `connections - 1` extra ones that join it. A single TLS connection is encrypted and
+//! decrypted by one task on one core at each end; spreading busy streams over several lets
+//! both machines use more cores. Each visitor stream goes to the lane carrying the fewest
+//! streams; the server places the streams it opens the same way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+use tunnel_mux::{spawn_control, AbortTable, Heartbeat, Incoming, Mode};
+use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message, TransportError};
+
+use crate::backoff::Backoff;
+use crate::error::ClientError;
+use crate::session::{self, SessionCtx, CONNECT_TIMEOUT, CONTROL_MAX_FRAME, SETTLE};
+use crate::{proxy, Shared};
+
+/// Every connection of the live session, the first one always present.
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    first: Arc<SessionCtx>,
+    extra: RwLock<Vec<Arc<SessionCtx>>>,
+}
+
+impl Lanes {
+    pub fn new(first: Arc<SessionCtx>) -> Self {
+        Lanes {
+            first,
+            extra: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The connection that registered: control messages (registration updates) go here.
+    pub fn first(&self) -> &Arc<SessionCtx> {
+        &self.first
+    }
+
+    /// The open connection carrying the fewest streams; the first one on a tie.
+    pub fn least_loaded(&self) -> Arc<SessionCtx> {
+        let extra = self.extra.read();
+        let mut best = &self.first;
+        let mut load = best.control.num_streams();
+        for lane in extra.iter() {
+            let n = lane.control.num_streams();
+            if n < load && !lane.control.is_closed() {
+                (best, load) = (lane, n);
+            }
+        }
+        best.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        1 + self.extra.read().len()
+    }
+
+    fn add(&self, lane: Arc<SessionCtx>) {
+        self.extra.write().push(lane);
+    }
+
+    fn remove(&self, id: u64) {
+        self.extra.write().retain(|l| l.id != id);
+    }
+}
+
+/// Why joining failed.
+enum JoinError {
+    /// The server said no (a limit, or the session is gone): retrying cannot help until the
+    /// next session.
+    Refused(String),
+    /// The connection failed; try again.
+    Failed(ClientError),
+}
+
+impl From<ClientError> for JoinError {
+    fn from(e: ClientError) -> Self {
+        JoinError::Failed(e)
+    }
+}
+
+impl From<TransportError> for JoinError {
+    fn from(e: TransportError) -> Self {
+        JoinError::Failed(e.into())
+    }
+}
+
+/// Keep one extra connection joined to `session` until `stop` (the session ended).
+pub(crate) async fn keep(
+    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
+    session: u64,
+    heartbeat: Heartbeat,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(shared.cfg.reconnect_max_delay),
+    );
+    loop {
+        // Dropping the attempt mid-handshake is clean; once joined, `serve` watches `stop`
+        // itself so that it can close what it opened.
+        let joined = tokio::select! {
+            r = Box::pin(join(&shared, session, heartbeat)) => r,
+            () = stop.cancelled() => return,
+        };
+        match joined {
+            Ok((ctx, incoming, channel)) => {
+                let started = Instant::now();
+                let span = tracing::info_span!("lane", id = ctx.id);
+                let why = serve(&shared, &lanes, ctx, incoming, channel, &stop)
+                    .instrument(span)
+                    .await;
+                let Some(why) = why else { return };
+                warn!("extra connection lost: {why}; reconnecting it");
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff.reset();
+                }
+            }
+            Err(JoinError::Refused(reason)) => {
+                warn!("{reason}");
+                return;
+            }
+            Err(JoinError::Failed(e)) => warn!("extra connection failed: {e}"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Connect, authenticate, and ask to join `session`.
+async fn join(
+    shared: &Shared,
+    session: u64,
+    heartbeat: Heartbeat,
+) -> Result<(Arc<SessionCtx>, Incoming, tunnel_mux::ControlChannel), JoinError> {
+    let hs = tokio::time::timeout(CONNECT_TIMEOUT, session::handshake(shared))
+        .await
+        .map_err(|_| TransportError::Timeout)??;
+    let (control, incoming) = tunnel_mux::start(hs.stream, Mode::Client, &shared.mux);
+    let first = async {
+        let mut first = control
+            .open()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let open = Message::StreamOpen(StreamOpen::Join { session });
+        write_message(&mut first, &open, CONTROL_MAX_FRAME).await?;
+        match read_message(&mut first, CONTROL_MAX_FRAME).await? {
+            Some(Message::StreamStatus(StreamStatus::Ok)) => Ok(first),
+            Some(Message::StreamStatus(StreamStatus::Error(reason))) => {
+                Err(JoinError::Refused(reason))
+            }
+            // A server that predates extra connections closes instead of answering.
+            other => Err(JoinError::Refused(format!(
+                "the server did not accept an extra connection ({}); going on with one",
+                other.map_or("it closed the connection", |m| m.name())
+            ))),
+        }
+    };
+    let first = match tokio::time::timeout(CONNECT_TIMEOUT, first).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            control.close();
+            return Err(e);
+        }
+        Err(_) => {
+            control.close();
+            return Err(TransportError::Timeout.into());
+        }
+    };
+    let aborts = AbortTable::default();
+    let channel = spawn_control(first, aborts.clone(), heartbeat, CONTROL_MAX_FRAME);
+    let ctx = Arc::new(SessionCtx::new(
+        hs.session_id,
+        control,
+        aborts,
+        channel.sender.clone(),
+    ));
+    Ok((ctx, incoming, channel))
+}
+
+/// Serve the streams the server opens on this connection until it ends (`Some(why)`) or the
+/// session does (`None`).
+async fn serve(
+    shared: &Arc<Shared>,
+    lanes: &Lanes,
+    ctx: Arc<SessionCtx>,
+    mut incoming: Incoming,
+    mut channel: tunnel_mux::ControlChannel,
+    stop: &CancellationToken,
+) -> Option<String> {
+    lanes.add(ctx.clone());
+    info!(connections = lanes.len(), "extra connection joined");
+    let why = loop {
+        tokio::select! {
+            () = stop.cancelled() => break None,
+            why = &mut channel.ended => break Some(why.unwrap_or_else(|e| e.to_string())),
+            msg = channel.inbox.recv() => match msg {
+                Some(other) => debug!("unexpected {} on an extra connection", other.name()),
+                None => break Some((&mut channel.ended).await.unwrap_or_else(|e| e.to_string())),
+            },
+            s = incoming.accept() => match s {
+                // Draining: the first connection refuses new streams the same way.
+                Some(mut s) if shared.shutdown.is_cancelled() => {
+                    let msg = Message::StreamStatus(StreamStatus::Error(
+                        "connection failed: the client is shutting down".into(),
+                    ));
+                    shared.streams.spawn(async move {
+                        let _ = write_message(&mut s, &msg, CONTROL_MAX_FRAME).await;
+                    });
+                }
+                Some(stream) => {
+                    let task = proxy::serve_stream(shared.clone(), ctx.clone(), stream);
+                    shared.streams.spawn(task.in_current_span());
+                }
+                None => break Some("the connection closed".into()),
+            },
+        }
+    };
+    lanes.remove(ctx.id);
+    channel.ended.abort();
+    ctx.control.close();
+    if why.is_some() {
+        // As for the first connection: let streams the server finished end by themselves.
+        let deadline = Instant::now() + SETTLE;
+        while !ctx.aborts.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    ctx.aborts.abort_all();
+    why
+}

@@ -1,0 +1,279 @@
+//! The connections of one session ("lanes"): the one that opened it and registered, and the
+//! extra ones a client with `connections = N` adds so that its streams are not all encrypted
+//! on one connection, pinned to one core at each end. Each new stream goes to the lane that
+//! carries the fewest streams right now.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn, Instrument};
+use tunnel_mux::{
+    spawn_control, AbortTable, Control, ControlChannel, ControlSender, Incoming, MuxStream,
+};
+use tunnel_proto::{Hello, Message, StreamStatus};
+use tunnel_transport::write_message;
+
+use crate::session::{settle, SessionRef, CONTROL_MAX_FRAME};
+use crate::{visitor, Shared};
+
+/// One connection of a session.
+pub(crate) struct Lane {
+    /// The id this connection was welcomed with (the session's own for the first lane).
+    pub id: u64,
+    pub control: Control,
+    pub aborts: AbortTable,
+    control_tx: ControlSender,
+    /// Streams on this lane now; placement reads it.
+    streams: AtomicUsize,
+}
+
+impl Lane {
+    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
+        Lane {
+            id,
+            control,
+            aborts,
+            control_tx,
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    /// Tell the client that the data path of stream `id` on this lane failed.
+    pub fn send_abort(&self, id: u32) {
+        self.control_tx.abort(id);
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count(&self) {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn uncount(&self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// End the connection: streams waiting on it fail at once, finished ones read EOF.
+    pub fn close(&self) {
+        self.control.close();
+    }
+}
+
+/// Every lane of a session, the first one always present.
+pub(crate) struct Lanes {
+    first: Arc<Lane>,
+    extra: RwLock<Vec<Arc<Lane>>>,
+    max: usize,
+}
+
+impl Lanes {
+    pub fn new(first: Arc<Lane>, max: usize) -> Self {
+        Lanes {
+            first,
+            extra: RwLock::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// The lane carrying the fewest streams; the first lane on a tie, so that a client
+    /// with a single stream at a time keeps using one connection.
+    pub fn least_loaded(&self) -> Arc<Lane> {
+        let extra = self.extra.read();
+        if extra.is_empty() {
+            return self.first.clone();
+        }
+        let loads = std::iter::once(&self.first)
+            .chain(extra.iter())
+            .map(|l| l.open_streams());
+        match least(loads).checked_sub(1) {
+            Some(i) => extra.get(i).unwrap_or(&self.first).clone(),
+            None => self.first.clone(),
+        }
+    }
+
+    /// The connection that opened the session.
+    pub fn first(&self) -> &Arc<Lane> {
+        &self.first
+    }
+
+    pub fn len(&self) -> usize {
+        1 + self.extra.read().len()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Lane>> {
+        let extra = self.extra.read();
+        std::iter::once(&self.first)
+            .chain(extra.iter())
+            .cloned()
+            .collect()
+    }
+
+    fn add(&self, lane: Arc<Lane>) -> Result<(), String> {
+        let mut extra = self.extra.write();
+        if 1 + extra.len() >= self.max {
+            return Err(self.full(1 + extra.len()));
+        }
+        extra.push(lane);
+        Ok(())
+    }
+
+    fn remove(&self, id: u64) {
+        self.extra.write().retain(|l| l.id != id);
+    }
+
+    fn full(&self, n: usize) -> String {
+        format!(
+            "extra connection refused: this client already has {n} (the server's \
+             max_connections_per_client is {}); it goes on with those",
+            self.max
+        )
+    }
+}
+
+/// Serve a connection whose first stream asked to join session `target` of the same client.
+/// `first` is that stream; the caller already welcomed and authenticated the connection.
+pub(crate) async fn join(
+    shared: &Arc<Shared>,
+    id: u64,
+    hello: &Hello,
+    control: Control,
+    incoming: Incoming,
+    mut first: MuxStream,
+    target: u64,
+) {
+    let session = match find(shared, hello, target) {
+        Ok(s) => s,
+        Err(reason) => {
+            warn!("{reason}");
+            let msg = Message::StreamStatus(StreamStatus::Error(reason));
+            let _ = write_message(&mut first, &msg, CONTROL_MAX_FRAME).await;
+            let _ = first.shutdown().await;
+            control.close();
+            return;
+        }
+    };
+    let ok = Message::StreamStatus(StreamStatus::Ok);
+    if let Err(e) = write_message(&mut first, &ok, CONTROL_MAX_FRAME).await {
+        info!("extra connection left before it joined: {e}");
+        control.close();
+        return;
+    }
+    let aborts = AbortTable::default();
+    let hb = shared.cfg.heartbeat();
+    let channel = spawn_control(first, aborts.clone(), hb, shared.cfg.max_frame_size);
+    let lane = Arc::new(Lane::new(id, control, aborts, channel.sender.clone()));
+    // The check in `find` and this one race only with another join of the same client.
+    if let Err(reason) = session.lanes.add(lane.clone()) {
+        warn!("{reason}");
+        lane.close();
+        return;
+    }
+    let span = tracing::info_span!("joined", session = session.id);
+    async {
+        info!(connections = session.lanes.len(), "extra connection joined");
+        let why = serve(shared, &session, &lane, incoming, channel).await;
+        session.lanes.remove(lane.id);
+        let by_peer = !session.cancel.is_cancelled();
+        lane.close();
+        if by_peer {
+            settle(|| lane.open_streams() > 0).await;
+        }
+        lane.aborts.abort_all();
+        info!(
+            connections = session.lanes.len(),
+            "extra connection ended: {why}"
+        );
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The live session `target` of this client, if it can take one more connection.
+fn find(shared: &Shared, hello: &Hello, target: u64) -> Result<Arc<SessionRef>, String> {
+    let sessions = shared.sessions.lock();
+    let live = sessions
+        .get(&hello.client_id)
+        .filter(|s| s.id == target && s.instance == hello.instance && !s.cancel.is_cancelled());
+    let Some(session) = live else {
+        return Err(format!(
+            "extra connection refused: session {target} of client {:?} is not live (it ended \
+             or was replaced); the client joins its new session once it has one",
+            hello.client_id
+        ));
+    };
+    let n = session.lanes.len();
+    if n >= session.lanes.max {
+        return Err(session.lanes.full(n));
+    }
+    Ok(session.clone())
+}
+
+/// Accept the streams the client opens on this lane (visitors) until the lane or the session
+/// ends; returns why.
+async fn serve(
+    shared: &Arc<Shared>,
+    session: &Arc<SessionRef>,
+    lane: &Arc<Lane>,
+    mut incoming: Incoming,
+    mut channel: ControlChannel,
+) -> String {
+    let why = loop {
+        tokio::select! {
+            () = session.cancel.cancelled() => break "the session ended".to_string(),
+            why = &mut channel.ended => break why.unwrap_or_else(|e| e.to_string()),
+            msg = channel.inbox.recv() => match msg {
+                Some(other) => break format!(
+                    "unexpected {} on an extra connection (registration goes over the first)",
+                    other.name()
+                ),
+                None => break (&mut channel.ended).await.unwrap_or_else(|e| e.to_string()),
+            },
+            s = incoming.accept() => match s {
+                Some(stream) => {
+                    let task =
+                        visitor::serve_stream(shared.clone(), session.clone(), lane.clone(), stream);
+                    shared.streams.spawn(task.in_current_span());
+                }
+                None => break "the connection closed".to_string(),
+            },
+        }
+    };
+    channel.ended.abort();
+    why
+}
+
+/// Index of the smallest load, the earliest on a tie.
+fn least(loads: impl IntoIterator<Item = usize>) -> usize {
+    let mut best = (0, usize::MAX);
+    for (i, load) in loads.into_iter().enumerate() {
+        if load < best.1 {
+            best = (i, load);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least;
+
+    #[test]
+    fn placement_takes_the_least_loaded_lane_and_the_first_on_a_tie() {
+        assert_eq!(least([0]), 0);
+        assert_eq!(least([0, 0, 0]), 0);
+        assert_eq!(least([1, 0, 0]), 1);
+        assert_eq!(least([2, 1, 1, 0]), 3);
+        assert_eq!(least([3, 3, 2, 2]), 2);
+        // Filling four empty lanes one stream at a time spreads them evenly.
+        let mut loads = [0usize; 4];
+        for _ in 0..8 {
+            let i = least(loads);
+            loads[i] += 1;
+        }
+        assert_eq!(loads, [2, 2, 2, 2]);
+    }
+}
