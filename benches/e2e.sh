@@ -23,11 +23,15 @@
 #   benches/e2e.sh                                 # 5 s per measurement, every transport
 #   RATHOLE=/tmp/rathole-bin/bin/rathole benches/e2e.sh
 #   SECONDS_PER_RUN=10 RUNS=3 TRANSPORTS="tls h2" benches/e2e.sh   # medians of 3 runs
+#   TRANSPORTS="tls tls:2 tls:4" benches/e2e.sh    # tls with connections = 2 and 4
 #   BIN_DIR=/tmp/e2e-bins benches/e2e.sh           # prebuilt tunnel-server/-client, no cargo
 #   KEEP_TMP=1 benches/e2e.sh                      # keep configs, logs and raw results
 #
+# A TRANSPORTS entry `kind:N` runs that transport with `connections = N` in the client (streams
+# spread over N TLS connections); the default list has tls:4 beside the four transports.
+#
 # Runtime: about (7 × SECONDS_PER_RUN + 6 s) × RUNS per path; with the defaults and every
-# path (direct, 4 transports, 2 rathole) about 5 minutes, plus the build. Loopback only;
+# path (direct, 5 tunnel paths, 2 rathole) about 6 minutes, plus the build. Loopback only;
 # installs iperf3, wrk, nginx (and curl, openssl) with apt-get when missing; kills only the
 # processes it started.
 set -euo pipefail
@@ -40,12 +44,16 @@ cd "$(dirname "$0")/.."
 
 T="${SECONDS_PER_RUN:-5}"
 RUNS="${RUNS:-1}"
-TRANSPORTS="${TRANSPORTS:-tls h2 wss ws}"
+TRANSPORTS="${TRANSPORTS:-tls h2 wss ws tls:4}"
 HOLD=200            # connections held open for the loaded RSS reading
 case "$T$RUNS" in *[!0-9]*) echo "SECONDS_PER_RUN and RUNS must be whole numbers" >&2; exit 2 ;; esac
 if [ "$T" -lt 1 ] || [ "$RUNS" -lt 1 ]; then echo "SECONDS_PER_RUN and RUNS must be >= 1" >&2; exit 2; fi
-for t in $TRANSPORTS; do
-    case "$t" in tls | h2 | wss | ws) ;; *) echo "unknown transport '$t' in TRANSPORTS" >&2; exit 2 ;; esac
+for entry in $TRANSPORTS; do
+    case "$entry" in
+        tls | h2 | wss | ws) ;;
+        tls:[1-9] | h2:[1-9] | wss:[1-9] | ws:[1-9] | tls:1[0-6] | h2:1[0-6] | wss:1[0-6] | ws:1[0-6]) ;;
+        *) echo "unknown transport '$entry' in TRANSPORTS (tls, h2, wss, ws, or one of them:N with N connections, 1-16)" >&2; exit 2 ;;
+    esac
 done
 if [ -n "${RATHOLE:-}" ] && [ ! -x "$RATHOLE" ]; then
     echo "RATHOLE=$RATHOLE is not an executable" >&2; exit 2
@@ -328,30 +336,34 @@ progress() { echo "[$((SECONDS - t_bench)) s] $*" >&2; }
 progress "direct loopback"
 measure direct "$svc" "$web"
 
-for t in $TRANSPORTS; do
-    path="tunnel-$t"
-    progress "tunnel ($t)"
+for entry in $TRANSPORTS; do
+    t=${entry%%:*}
+    conns=1
+    case "$entry" in *:*) conns=${entry#*:} ;; esac
+    path="tunnel-$entry"
+    progress "tunnel ($entry)"
     tun=$(free_port); ws=$(free_port); pi=$(free_port); ph=$(free_port)
-    cat >"$tmp/server-$t.toml" <<TOML
+    cat >"$tmp/server-$entry.toml" <<TOML
 bind = "127.0.0.1:$tun"
 ws_bind = "127.0.0.1:$ws"
 auth_key = "bench"
 publish_addr = "127.0.0.1"
 stats_bind = ""
 TOML
-    spawn "$tmp/server-$t.log" "$BIN_DIR/tunnel-server" --config "$tmp/server-$t.toml"; srv=$LAST
+    spawn "$tmp/server-$entry.log" "$BIN_DIR/tunnel-server" --config "$tmp/server-$entry.toml"; srv=$LAST
     if ! { wait_listen "$tun" "$path server" "$srv" && wait_listen "$ws" "$path server" "$srv"; }; then
         stop "$srv"; continue
     fi
     fp=""
     for _ in $(seq 100); do
-        fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server-$t.log" | head -1) && [ -n "$fp" ] && break
+        fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server-$entry.log" | head -1) && [ -n "$fp" ] && break
         sleep 0.05
     done
     [ -n "$fp" ] || { note "$path: no fingerprint in the server log"; stop "$srv"; continue; }
     addr="127.0.0.1:$tun"; [ "$t" = ws ] && addr="127.0.0.1:$ws"
-    cat >"$tmp/client-$t.toml" <<TOML
+    cat >"$tmp/client-$entry.toml" <<TOML
 server_addr = "$addr"
+connections = $conns
 server_name = "localhost"
 transport = "$t"
 auth_key = "bench"
@@ -370,7 +382,7 @@ type = "tcp"
 local_addr = "127.0.0.1:$web"
 publish_port = $ph
 TOML
-    spawn "$tmp/client-$t.log" "$BIN_DIR/tunnel-client" --config "$tmp/client-$t.toml"; cli=$LAST
+    spawn "$tmp/client-$entry.log" "$BIN_DIR/tunnel-client" --config "$tmp/client-$entry.toml"; cli=$LAST
     # The published ports open once the client has registered.
     if wait_listen "$pi" "$path client" "$srv" "$cli" && wait_listen "$ph" "$path client" "$srv" "$cli"; then
         paths+=("$path")
@@ -454,7 +466,10 @@ def med(p, m):
 
 LABEL = {"direct": "direct loopback"}
 for p in paths:
-    if p.startswith("tunnel-"):
+    if p.startswith("tunnel-") and ":" in p:
+        kind, n = p[7:].split(":")
+        LABEL[p] = f"tunnel ({kind}, {n} connections)"
+    elif p.startswith("tunnel-"):
         LABEL[p] = f"tunnel ({p[7:]})"
     elif p.startswith("rathole-"):
         LABEL[p] = f"rathole {p[8:]}"
@@ -533,6 +548,13 @@ for t in ("h2", "wss"):
         (f"1 stream, {t} ≥ 0.8× tls", f"tunnel-{t}", "tunnel-tls", ["up1_up", "up1_down"], 0.8, True),
         (f"8 streams, {t} ≥ 0.8× tls", f"tunnel-{t}", "tunnel-tls", ["up8_up", "up8_down"], 0.8, True),
     ]
+# Streams spread over several connections: the multi-stream targets again.
+for p in paths:
+    if p.startswith("tunnel-tls:"):
+        n = p.split(":")[1]
+        TARGETS += [
+            (f"8 streams, tls with connections = {n} ≥ 1.0× rathole tcp", p, "rathole-tcp", ["up8_up", "up8_down"], 1.0, True),
+        ]
 print()
 print("Targets (issue #8):")
 print()
