@@ -7,14 +7,15 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tunnel_transport::ReadBuffer;
+use tunnel_transport::{ReadBuffer, SMALL_READ};
 
 /// Forwarder tuning.
 #[derive(Debug, Clone)]
@@ -136,8 +137,28 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut a_to_b = Direction::new(cfg.buffer_size);
-    let mut b_to_a = Direction::new(cfg.buffer_size);
+    let (sa, sb) = (Copied::new(cfg.buffer_size), Copied::new(cfg.buffer_size));
+    pipe_from(a, b, sa, sb, cfg, counters).await
+}
+
+/// [`pipe_counted`] with the way each side is read chosen by the caller: [`Copied`] into a
+/// buffer of the pipe's own, or [`Borrowed`] straight out of the reader's.
+pub(crate) async fn pipe_from<A, B, SA, SB>(
+    a: &mut A,
+    b: &mut B,
+    sa: SA,
+    sb: SB,
+    cfg: &PipeConfig,
+    counters: Option<&ByteCounters>,
+) -> PipeEnd
+where
+    A: AsyncWrite + Unpin + ?Sized,
+    B: AsyncWrite + Unpin + ?Sized,
+    SA: Source<A>,
+    SB: Source<B>,
+{
+    let mut a_to_b = Direction::new(sa);
+    let mut b_to_a = Direction::new(sb);
     let idle = cfg.half_close_idle;
     // Created disarmed; armed at the first EOF. A timer entry is only registered when polled.
     let timer = tokio::time::sleep_until(far_future());
@@ -215,13 +236,110 @@ fn deadline(from: Instant, idle: Duration) -> Instant {
     from.checked_add(idle).unwrap_or_else(far_future)
 }
 
-/// One direction's copy state.
-struct Direction {
-    /// 8 KiB to start, `buffer_size` for bulk, none while idle (see [`ReadBuffer`]).
+/// How a direction gets the bytes it writes, from a reader of type `R`.
+pub(crate) trait Source<R: ?Sized> {
+    /// The bytes to write next, reading more once the last ones are written; empty at EOF.
+    fn poll_fill<'a>(
+        &'a mut self,
+        cx: &mut Context<'_>,
+        r: &'a mut R,
+    ) -> Poll<io::Result<&'a [u8]>>;
+    /// The first `n` bytes of the last fill were written.
+    fn consume(&mut self, r: &mut R, n: usize);
+    /// The reader returned `Pending`.
+    fn parked(&mut self) {}
+    /// The reader is done.
+    fn release(&mut self) {}
+}
+
+/// Reads into a buffer of the pipe's own: 8 KiB to start, `buffer_size` for bulk, none while
+/// idle (see [`ReadBuffer`]).
+pub(crate) struct Copied {
     buf: ReadBuffer,
+    max: usize,
     /// The bytes of the last read still to be written are `buf.bytes()[pos..cap]`.
     pos: usize,
     cap: usize,
+}
+
+impl Copied {
+    pub(crate) fn new(size: usize) -> Self {
+        Self {
+            buf: ReadBuffer::new(size),
+            max: size.max(1),
+            pos: 0,
+            cap: 0,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + ?Sized> Source<R> for Copied {
+    fn poll_fill<'a>(
+        &'a mut self,
+        cx: &mut Context<'_>,
+        r: &'a mut R,
+    ) -> Poll<io::Result<&'a [u8]>> {
+        if self.pos == self.cap {
+            let n = if self.buf.allocated() == 0 {
+                // Without a buffer (idle, or light traffic), look before allocating: the quiet
+                // direction of a pipe is polled on every wake-up of the busy one, and zeroing
+                // 8 KiB each time only to find nothing cost more than the bytes moved. Tokio's
+                // sockets read into uninitialised memory, so the probe costs nothing.
+                let mut probe = [MaybeUninit::<u8>::uninit(); SMALL_READ];
+                let mut rb = ReadBuf::uninit(&mut probe[..SMALL_READ.min(self.max)]);
+                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+                let got = rb.filled();
+                if !got.is_empty() {
+                    self.buf.space()[..got.len()].copy_from_slice(got);
+                }
+                got.len()
+            } else {
+                let mut rb = ReadBuf::new(self.buf.space());
+                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+                rb.filled().len()
+            };
+            self.buf.filled(n);
+            self.pos = 0;
+            self.cap = n;
+        }
+        Poll::Ready(Ok(&self.buf.bytes()[self.pos..self.cap]))
+    }
+
+    fn consume(&mut self, _: &mut R, n: usize) {
+        self.pos = (self.pos + n).min(self.cap);
+    }
+
+    fn parked(&mut self) {
+        self.buf.parked();
+    }
+
+    fn release(&mut self) {
+        self.buf.release();
+    }
+}
+
+/// Writes straight from the reader's own buffer ([`crate::MuxStream`] lends out its received
+/// frames), saving a copy of every byte and the pipe's buffer for that direction.
+#[derive(Debug, Default)]
+pub(crate) struct Borrowed;
+
+impl<R: AsyncBufRead + Unpin + ?Sized> Source<R> for Borrowed {
+    fn poll_fill<'a>(
+        &'a mut self,
+        cx: &mut Context<'_>,
+        r: &'a mut R,
+    ) -> Poll<io::Result<&'a [u8]>> {
+        Pin::new(r).poll_fill_buf(cx)
+    }
+
+    fn consume(&mut self, r: &mut R, n: usize) {
+        Pin::new(r).consume(n);
+    }
+}
+
+/// One direction's copy state.
+struct Direction<S> {
+    src: S,
     amt: u64,
     /// The reader returned EOF (the writer may still be draining or shutting down).
     eof_seen: bool,
@@ -230,12 +348,10 @@ struct Direction {
     done: bool,
 }
 
-impl Direction {
-    fn new(size: usize) -> Self {
+impl<S> Direction<S> {
+    fn new(src: S) -> Self {
         Self {
-            buf: ReadBuffer::new(size),
-            pos: 0,
-            cap: 0,
+            src,
             amt: 0,
             eof_seen: false,
             need_flush: false,
@@ -245,67 +361,54 @@ impl Direction {
 
     fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
     where
-        R: AsyncRead + Unpin + ?Sized,
+        R: ?Sized,
+        S: Source<R>,
         W: AsyncWrite + Unpin + ?Sized,
     {
         if self.done {
             return Poll::Ready(Ok(()));
         }
-        loop {
-            if self.pos == self.cap && !self.eof_seen {
-                // Stay fair to other tasks: a pipe between two always-ready ends would
-                // otherwise never yield.
-                let coop = ready!(tokio::task::coop::poll_proceed(cx));
-                let mut rb = ReadBuf::new(self.buf.space());
-                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        coop.made_progress();
-                        let n = rb.filled().len();
-                        self.buf.filled(n);
-                        if n == 0 {
-                            self.eof_seen = true;
-                        } else {
-                            self.pos = 0;
-                            self.cap = n;
-                        }
+        while !self.eof_seen {
+            // Stay fair to other tasks: a pipe between two always-ready ends would
+            // otherwise never yield.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            let data = match self.src.poll_fill(cx, r) {
+                Poll::Ready(Ok(data)) => data,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Nothing more to read for now: push out what we wrote.
+                    if self.need_flush {
+                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        self.need_flush = false;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        // Nothing more to read for now: push out what we wrote.
-                        if self.need_flush {
-                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        self.buf.parked();
-                        return Poll::Pending;
-                    }
+                    self.src.parked();
+                    return Poll::Pending;
                 }
+            };
+            coop.made_progress();
+            if data.is_empty() {
+                self.eof_seen = true;
+                break;
             }
-            while self.pos < self.cap {
-                let n = ready!(
-                    Pin::new(&mut *w).poll_write(cx, &self.buf.bytes()[self.pos..self.cap])
-                )?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the destination accepted no more bytes",
-                    )));
-                }
-                self.pos += n;
-                self.amt += n as u64;
-                self.need_flush = true;
+            let n = ready!(Pin::new(&mut *w).poll_write(cx, data))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the destination accepted no more bytes",
+                )));
             }
-            if self.eof_seen {
-                if self.need_flush {
-                    ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                    self.need_flush = false;
-                }
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                self.done = true;
-                self.buf.release();
-                return Poll::Ready(Ok(()));
-            }
+            self.src.consume(r, n);
+            self.amt += n as u64;
+            self.need_flush = true;
         }
+        if self.need_flush {
+            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            self.need_flush = false;
+        }
+        ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+        self.done = true;
+        self.src.release();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -316,7 +419,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Poll one direction until it returns `Pending` (everything readable was copied).
-    async fn copy_ready<R, W>(d: &mut Direction, r: &mut R, w: &mut W)
+    async fn copy_ready<R, W>(d: &mut Direction<Copied>, r: &mut R, w: &mut W)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -332,12 +435,12 @@ mod tests {
     async fn idle_directions_hold_no_buffer_and_bulk_ones_grow_and_keep_it() {
         let (mut src, mut r) = tokio::io::duplex(1024 * 1024);
         let (mut w, mut sink) = tokio::io::duplex(1024 * 1024);
-        let mut d = Direction::new(64 * 1024);
+        let mut d = Direction::new(Copied::new(64 * 1024));
 
         src.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         copy_ready(&mut d, &mut r, &mut w).await;
         assert_eq!(
-            d.buf.allocated(),
+            d.src.buf.allocated(),
             0,
             "a small request must not leave a buffer behind"
         );
@@ -346,7 +449,7 @@ mod tests {
         src.write_all(&bulk).await.unwrap();
         copy_ready(&mut d, &mut r, &mut w).await;
         assert_eq!(
-            d.buf.allocated(),
+            d.src.buf.allocated(),
             64 * 1024,
             "a bulk direction grows to buffer_size and keeps it"
         );

@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipe::{pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
+use crate::pipe::{
+    pipe_from, reset_tcp, Borrowed, ByteCounters, Copied, PipeConfig, PipeEnd, PipeStats,
+};
 
 /// Streams of one session whose data path the peer may abort, by yamux stream id.
 #[derive(Debug, Clone, Default)]
@@ -136,6 +138,9 @@ const ABORT_LINGER: Duration = Duration::from_secs(2);
 /// TCP connection is reset, `signal_abort` tells the peer (via the control stream), and the
 /// stream is held until the peer lets go. When the peer aborts (`abort` fires), the TCP
 /// connection is reset. Either way its application sees an abort, not a clean close.
+///
+/// The stream is read as an `AsyncBufRead` ([`crate::MuxStream`] is one): its frames are
+/// written to the TCP connection as they are, without a copy into a buffer of the relay's.
 pub async fn relay_tcp<S>(
     mut tcp: TcpStream,
     mut stream: S,
@@ -145,10 +150,11 @@ pub async fn relay_tcp<S>(
     signal_abort: impl FnOnce(),
 ) -> RelayEnd
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncBufRead + AsyncWrite + Unpin,
 {
+    let from_tcp = Copied::new(cfg.buffer_size);
     let end = tokio::select! {
-        end = pipe_counted(&mut tcp, &mut stream, cfg, counters) => end,
+        end = pipe_from(&mut tcp, &mut stream, from_tcp, Borrowed, cfg, counters) => end,
         () = abort.cancelled() => {
             reset_tcp(tcp);
             return RelayEnd::Aborted;
@@ -167,7 +173,8 @@ where
 }
 
 /// Pipe two streams (a visitor's and a proxy owner's). On failure or abort of either,
-/// `signal_abort` tells both peers, and both streams are held until the peers let go.
+/// `signal_abort` tells both peers, and both streams are held until the peers let go. Both
+/// are read as `AsyncBufRead`, so frames pass from one to the other without a copy of ours.
 pub async fn relay_streams<A, B>(
     a: &mut A,
     b: &mut B,
@@ -178,11 +185,11 @@ pub async fn relay_streams<A, B>(
     signal_abort: impl FnOnce(),
 ) -> RelayEnd
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncBufRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncBufRead + AsyncWrite + Unpin,
 {
     let end = tokio::select! {
-        end = pipe_counted(a, b, cfg, counters) => match end {
+        end = pipe_from(a, b, Borrowed, Borrowed, cfg, counters) => match end {
             PipeEnd::Finished(s) => return RelayEnd::Finished(s),
             PipeEnd::IdleAfterHalfClose(s) => return RelayEnd::IdleAfterHalfClose(s),
             PipeEnd::Failed { stats, error } => RelayEnd::Failed { stats, error },

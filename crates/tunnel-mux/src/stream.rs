@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::io::{AsyncRead as _, AsyncWrite as _};
+use futures::io::AsyncWrite as _;
+use futures::stream::Stream as _;
 use futures::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::session::Shared;
 
@@ -35,6 +36,8 @@ impl Gate {
 ///   session ended, reads fail with `ConnectionReset` / `ConnectionAborted` once buffered data
 ///   is consumed (after our own `shutdown()` the two cannot be told apart and read as EOF).
 /// * Once the session has ended, writes fail promptly instead of waiting for credit.
+/// * It is also an `AsyncBufRead` that lends out the received frames themselves: a caller that
+///   writes them on (the forwarder) saves copying every byte into a buffer of its own.
 #[derive(Debug)]
 pub struct MuxStream {
     inner: yamux::Stream,
@@ -42,6 +45,11 @@ pub struct MuxStream {
     gate: Arc<Gate>,
     shared: Arc<Shared>,
     shut_down: bool,
+    /// The frame being read: yamux hands each one over as the buffer it was received into,
+    /// so taking it whole (instead of yamux copying it out piecemeal) leaves one copy, to
+    /// whoever reads, or none for `AsyncBufRead` users. `frame.as_ref()[pos..]` is unread.
+    frame: Option<yamux::Packet>,
+    pos: usize,
 }
 
 impl MuxStream {
@@ -53,6 +61,8 @@ impl MuxStream {
             gate,
             shared,
             shut_down: false,
+            frame: None,
+            pos: 0,
         }
     }
 
@@ -75,6 +85,64 @@ impl Drop for MuxStream {
     }
 }
 
+impl MuxStream {
+    /// Make sure an unread frame is at hand; `Ready(Ok(()))` without one is EOF.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.frame.is_none() {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // yamux never queues empty frames today; skip them should it ever do.
+                    if !frame.as_ref().is_empty() {
+                        self.frame = Some(frame);
+                        self.pos = 0;
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    // yamux ends the stream for FIN and for RST alike. Without our own FIN,
+                    // only an RST (or the session dying) moves the stream to Closed; a FIN
+                    // leaves it RecvClosed.
+                    if !self.shut_down && self.inner.is_closed() {
+                        let err = if self.shared.is_ended() {
+                            self.session_ended_error()
+                        } else {
+                            io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                format!("stream {}: reset by the peer", self.id),
+                            )
+                        };
+                        return Poll::Ready(Err(err));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {
+                    // Register before checking: the driver sets `ended` before waking gates.
+                    self.gate.read.register(cx.waker());
+                    if self.shared.is_ended() {
+                        return Poll::Ready(Err(self.session_ended_error()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn unread(&self) -> &[u8] {
+        self.frame.as_ref().map_or(&[], |f| &f.as_ref()[self.pos..])
+    }
+
+    /// Mark `n` unread bytes (at most all of them) as read; a used-up frame is freed.
+    fn advance(&mut self, n: usize) {
+        let len = self.frame.as_ref().map_or(0, |f| f.as_ref().len());
+        self.pos = (self.pos + n).min(len);
+        if self.pos == len {
+            self.frame = None;
+            self.pos = 0;
+        }
+    }
+}
+
 impl AsyncRead for MuxStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -82,41 +150,40 @@ impl AsyncRead for MuxStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let dst = buf.initialize_unfilled();
-        if dst.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        match Pin::new(&mut this.inner).poll_read(cx, dst) {
-            Poll::Ready(Ok(0)) => {
-                // yamux reads EOF for FIN and for RST alike. Without our own FIN, only an RST
-                // (or the session dying) moves the stream to Closed; a FIN leaves it RecvClosed.
-                if !this.shut_down && this.inner.is_closed() {
-                    let err = if this.shared.is_ended() {
-                        this.session_ended_error()
-                    } else {
-                        io::Error::new(
-                            io::ErrorKind::ConnectionReset,
-                            format!("stream {}: reset by the peer", this.id),
-                        )
-                    };
-                    return Poll::Ready(Err(err));
+        // The caller may hand over a buffer that already holds bytes of its own.
+        let start = buf.filled().len();
+        // Fill `buf` from as many frames as are ready (a reader with a large buffer gets
+        // small frames in one go), but never wait once something was copied.
+        while buf.remaining() > 0 {
+            if this.frame.is_none() && buf.filled().len() == start {
+                std::task::ready!(this.poll_frame(cx))?;
+            } else if this.frame.is_none() {
+                match this.poll_frame(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) | Poll::Pending => break,
                 }
-                Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
+            let unread = this.unread();
+            if unread.is_empty() {
+                break; // EOF
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // Register before checking: the driver sets `ended` before waking gates.
-                this.gate.read.register(cx.waker());
-                if this.shared.is_ended() {
-                    return Poll::Ready(Err(this.session_ended_error()));
-                }
-                Poll::Pending
-            }
+            let n = unread.len().min(buf.remaining());
+            buf.put_slice(&unread[..n]);
+            this.advance(n);
         }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncBufRead for MuxStream {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_frame(cx))?;
+        Poll::Ready(Ok(this.unread()))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().advance(amt);
     }
 }
 

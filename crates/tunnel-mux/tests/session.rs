@@ -311,3 +311,37 @@ async fn accept_backlog_overflow_resets_extra_streams() {
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
     assert_eq!(p.server.num_streams(), 2);
 }
+
+/// `AsyncBufRead` lends out whole frames; reading through it and through `AsyncRead` into a
+/// buffer that already holds bytes (as `tokio::io::copy` does) must both be byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_reads_lend_frames_byte_exact() {
+    use tokio::io::AsyncBufReadExt;
+    let mut p = tcp_sessions(&MuxConfig::default()).await;
+    let (mut out, mut inb) = open_pair(&p.client, &mut p.server_in).await;
+    let data = pattern(7, 3 << 20);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(70_001) {
+            out.write_all(chunk).await.unwrap();
+        }
+        out.shutdown().await.unwrap();
+        out
+    });
+    let mut got = Vec::with_capacity(data.len());
+    within(DEADLINE, "buffered read", async {
+        loop {
+            let chunk = inb.fill_buf().await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            // Take part of each frame only, so frames are also lent out partly consumed.
+            let n = chunk.len().min(40_000);
+            got.extend_from_slice(&chunk[..n]);
+            inb.consume(n);
+        }
+    })
+    .await;
+    assert!(got == data, "bytes differ");
+    drop(writer.await.unwrap());
+}
