@@ -7,8 +7,8 @@ use clap::Parser;
 use tls_tunnel::client::{self, ClientConfig};
 use tracing::{error, info};
 
-/// Side of tls-tunnel behind NAT: connects to a tunnel-server over one TLS connection and
-/// exposes the local services listed in its config ([[proxies]]), or reaches other clients'
+/// Side of tls-tunnel behind NAT: connects to a tunnel-server over one TLS connection (or
+/// `connections` of them, streams spread across) and exposes the local services listed in its config ([[proxies]]), or reaches other clients'
 /// services through local listeners ([[visitors]]). Reconnects by itself.
 ///
 /// Flags override the config file. SIGHUP re-reads the config file and applies the changes to
@@ -20,8 +20,9 @@ use tracing::{error, info};
     after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
 )]
 struct Args {
-    /// TOML config file (keys: server_addr, server_name, auth_key, auth_key_file, ca_cert,
-    /// server_fingerprint, insecure_skip_verify, id, [[proxies]], [[visitors]]).
+    /// TOML config file (keys: server_addr, server_name, transport, auth_key, auth_key_file,
+    /// ca_cert, server_fingerprint, insecure_skip_verify, id, connections, [[proxies]],
+    /// [[visitors]], ...).
     #[arg(short, long, value_name = "FILE")]
     config: PathBuf,
     /// Server address, host:port.
