@@ -303,3 +303,95 @@ async fn streams_on_extra_connections_finish_during_a_graceful_shutdown() {
     })
     .await;
 }
+
+/// Authenticate a raw connection as `client_id` with `instance`, as the client engine does,
+/// and return the server's answer: the welcomed stream and its id, or the rejection.
+async fn raw_handshake(
+    server: &ServerHandle,
+    client_id: &str,
+    instance: [u8; 16],
+) -> Result<(tunnel_transport::BoxedStream, u64), tunnel_proto::Rejected> {
+    use tunnel_proto::{auth, AuthResponse, Hello, Message};
+    use tunnel_transport::{read_message, write_message, ClientTrust, TlsTransport, Transport};
+    const MAX: usize = tunnel_proto::DEFAULT_MAX_FRAME;
+    let trust = ClientTrust::Fingerprint(server.fingerprint());
+    let tls = TlsTransport::client("localhost", &trust).unwrap();
+    let est = tls.connect(&server.local_addr().to_string()).await.unwrap();
+    let mut s = est.stream;
+    let hello = Hello {
+        version: tunnel_proto::PROTOCOL_VERSION,
+        client_id: client_id.into(),
+        instance,
+    };
+    write_message(&mut s, &Message::Hello(hello.clone()), MAX)
+        .await
+        .unwrap();
+    let Some(Message::Challenge(c)) = read_message(&mut s, MAX).await.unwrap() else {
+        panic!("no challenge");
+    };
+    let binding = est.binding.unwrap();
+    let mac = auth::compute_mac(KEY.as_bytes(), &c.nonce, &binding, &hello);
+    write_message(&mut s, &Message::AuthResponse(AuthResponse { mac }), MAX)
+        .await
+        .unwrap();
+    match read_message(&mut s, MAX).await.unwrap() {
+        Some(Message::Welcome(w)) => Ok((s, w.session_id)),
+        Some(Message::Rejected(r)) => Err(r),
+        other => panic!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Open the first stream of a welcomed connection as a join of `session`; the status text.
+async fn raw_join(stream: tunnel_transport::BoxedStream, session: u64) -> Result<(), String> {
+    use tunnel_proto::{Message, StreamOpen, StreamStatus};
+    use tunnel_transport::{read_message, write_message};
+    const MAX: usize = tunnel_proto::DEFAULT_MAX_FRAME;
+    let cfg = tunnel_mux::MuxConfig::default();
+    let (control, _incoming) = tunnel_mux::start(stream, tunnel_mux::Mode::Client, &cfg);
+    let mut first = control.open().await.unwrap();
+    let open = Message::StreamOpen(StreamOpen::Join { session });
+    write_message(&mut first, &open, MAX).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, read_message(&mut first, MAX))
+        .await
+        .expect("no answer to the join");
+    match answer {
+        Ok(Some(Message::StreamStatus(StreamStatus::Ok))) => Ok(()),
+        Ok(Some(Message::StreamStatus(StreamStatus::Error(e)))) => Err(e),
+        other => panic!("unexpected answer to the join: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_that_name_no_live_session_of_the_same_client_are_refused() {
+    let Setup {
+        server,
+        port,
+        client,
+        ..
+    } = setup("owner-of-7", 1, false, |c| c).await;
+    let live = client_stats(&server, "owner-of-7").await;
+    assert_eq!(live["connections"], 1);
+
+    // A session id that does not exist, from a client with no session at all.
+    let (s, _) = raw_handshake(&server, "nobody", [1; 16]).await.unwrap();
+    let e = raw_join(s, 424_242).await.unwrap_err();
+    assert!(e.contains("not live"), "{e}");
+
+    // Another process (another instance token) using a live client's id never gets as far
+    // as a join: the handshake itself is refused.
+    let r = raw_handshake(&server, "owner-of-7", [2; 16])
+        .await
+        .err()
+        .expect("a second instance of a live client id was welcomed");
+    assert_eq!(r.code, tunnel_proto::RejectCode::IdInUse);
+
+    // Its own welcome id is a session id too, but not a live session of its client.
+    let (s, own) = raw_handshake(&server, "nobody", [1; 16]).await.unwrap();
+    let e = raw_join(s, own).await.unwrap_err();
+    assert!(e.contains("not live"), "{e}");
+
+    // The live client never noticed.
+    assert_eq!(client_stats(&server, "owner-of-7").await["connections"], 1);
+    concurrent_echoes(published(port), 2, 64 << 10).await;
+    stop(client).await;
+}
