@@ -25,17 +25,8 @@ async fn curl_reaches_a_local_http_service_through_a_published_port(kind: Transp
         eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
         return;
     }
-    let server = server_for(kind).await;
     let web = http_service("hello through the tunnel").await;
-    let port = free_port();
-    let _client = client(
-        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
-            "web",
-            &web.to_string(),
-            Some(port),
-        )),
-    )
-    .await;
+    let (_server, _client, port) = publish_tcp(kind, "web", web).await;
     let out = tokio::process::Command::new("curl")
         .args([
             "-sS",
@@ -58,17 +49,8 @@ async fn curl_reaches_a_local_http_service_through_a_published_port(kind: Transp
 }
 
 async fn thirty_two_mib_each_way_with_half_close_is_byte_exact(kind: TransportKind) {
-    let server = server_for(kind).await;
     let echo = echo_service().await;
-    let port = free_port();
-    let _client = client(
-        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
-            "echo",
-            &echo.to_string(),
-            Some(port),
-        )),
-    )
-    .await;
+    let (_server, _client, port) = publish_tcp(kind, "echo", echo).await;
     let data = random_bytes(32 << 20, 7);
     let back = roundtrip(published(port), &data).await;
     assert_eq!(back.len(), data.len());
@@ -76,17 +58,8 @@ async fn thirty_two_mib_each_way_with_half_close_is_byte_exact(kind: TransportKi
 }
 
 async fn two_hundred_concurrent_connections_are_all_correct(kind: TransportKind) {
-    let server = server_for(kind).await;
     let echo = echo_service().await;
-    let port = free_port();
-    let _client = client(
-        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
-            "echo",
-            &echo.to_string(),
-            Some(port),
-        )),
-    )
-    .await;
+    let (_server, _client, port) = publish_tcp(kind, "echo", echo).await;
     let tasks: Vec<_> = (0..200u64)
         .map(|i| {
             tokio::spawn(async move {
@@ -151,17 +124,8 @@ async fn a_local_service_that_is_down_closes_the_user_connection_promptly() {
 }
 
 async fn client_exit_closes_its_published_port_within_a_second(kind: TransportKind) {
-    let server = server_for(kind).await;
     let echo = echo_service().await;
-    let port = free_port();
-    let mut c = client(
-        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
-            "echo",
-            &echo.to_string(),
-            Some(port),
-        )),
-    )
-    .await;
+    let (server, mut c, port) = publish_tcp(kind, "echo", echo).await;
     assert!(is_listening(port).await);
     assert_eq!(server.snapshot().proxies, 1);
     c.shutdown();
@@ -239,16 +203,7 @@ async fn a_user_abort_resets_the_local_connection(kind: TransportKind) {
     // The local service sees an abort (not a clean EOF) when the user resets.
     let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local_addr = local.local_addr().unwrap();
-    let server = server_for(kind).await;
-    let port = free_port();
-    let _client = client(
-        client_config_for(&server, kind).with_proxy(ProxyConfig::tcp(
-            "svc",
-            &local_addr.to_string(),
-            Some(port),
-        )),
-    )
-    .await;
+    let (_server, _client, port) = publish_tcp(kind, "svc", local_addr).await;
     let user = TcpStream::connect(published(port)).await.unwrap();
     let (mut svc, _) = tokio::time::timeout(Duration::from_secs(5), local.accept())
         .await

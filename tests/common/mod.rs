@@ -425,6 +425,20 @@ pub async fn server_for_with(
     .await
 }
 
+/// A server for `kind` and a client publishing `service` as tcp proxy `name` on a fresh port,
+/// registered. Returns the server, the client and the published port.
+pub async fn publish_tcp(
+    kind: TransportKind,
+    name: &str,
+    service: SocketAddr,
+) -> (ServerHandle, ClientHandle, u16) {
+    let server = server_for(kind).await;
+    let port = free_port();
+    let proxy = tunnel_client::ProxyConfig::tcp(name, &service.to_string(), Some(port));
+    let c = client(client_config_for(&server, kind).with_proxy(proxy)).await;
+    (server, c, port)
+}
+
 /// A client config for `kind`: tls, h2 and wss dial the TLS port and pin its certificate;
 /// ws dials the server's `ws_bind` (see [`server_for`]).
 pub fn client_config_for(server: &ServerHandle, kind: TransportKind) -> ClientConfig {
