@@ -13,7 +13,7 @@ use tunnel_mux::{
     spawn_control, AbortTable, Control, ControlChannel, ControlSender, Incoming, MuxStream,
 };
 use tunnel_proto::{Hello, Message, StreamStatus};
-use tunnel_transport::write_message;
+use tunnel_transport::{write_message, TransportError};
 
 use crate::session::{settle, SessionRef, CONTROL_MAX_FRAME};
 use crate::{visitor, Shared};
@@ -156,16 +156,13 @@ pub(crate) async fn join(
             return;
         }
     };
-    let ok = Message::StreamStatus(StreamStatus::Ok);
-    if let Err(e) = write_message(&mut first, &ok, CONTROL_MAX_FRAME).await {
-        info!("extra connection left before it joined: {e}");
-        control.close();
-        return;
-    }
-    let aborts = AbortTable::default();
-    let hb = shared.cfg.heartbeat();
-    let channel = spawn_control(first, aborts.clone(), hb, shared.cfg.max_frame_size);
-    let lane = Arc::new(Lane::new(id, control, aborts, channel.sender.clone()));
+    let (lane, channel) = match accept(shared, id, control, first).await {
+        Ok(l) => l,
+        Err(e) => {
+            info!("extra connection left before it joined: {e}");
+            return;
+        }
+    };
     // The check in `find` and this one race only with another join of the same client.
     if let Err(reason) = session.lanes.add(lane.clone()) {
         warn!("{reason}");
@@ -190,6 +187,26 @@ pub(crate) async fn join(
     }
     .instrument(span)
     .await;
+}
+
+/// Answer a connection's first stream with `Ok` and make it the connection's control stream
+/// (heartbeats, aborts): the connection becomes lane `id`. On failure the connection is closed.
+pub(crate) async fn accept(
+    shared: &Shared,
+    id: u64,
+    control: Control,
+    mut first: MuxStream,
+) -> Result<(Arc<Lane>, ControlChannel), TransportError> {
+    let ok = Message::StreamStatus(StreamStatus::Ok);
+    if let Err(e) = write_message(&mut first, &ok, CONTROL_MAX_FRAME).await {
+        control.close();
+        return Err(e);
+    }
+    let aborts = AbortTable::default();
+    let hb = shared.cfg.heartbeat();
+    let channel = spawn_control(first, aborts.clone(), hb, shared.cfg.max_frame_size);
+    let lane = Lane::new(id, control, aborts, channel.sender.clone());
+    Ok((Arc::new(lane), channel))
 }
 
 /// The live session `target` of this client, if it can take one more connection.

@@ -11,8 +11,8 @@ use parking_lot::RwLock;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
-use tunnel_mux::{spawn_control, AbortTable, Incoming, Mode, MuxStream};
-use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, StreamStatus, VisitorSpec, Welcome};
+use tunnel_mux::{Incoming, Mode, MuxStream};
+use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, VisitorSpec, Welcome};
 use tunnel_transport::{read_message, write_message, Established, Transport, TransportKind};
 
 use crate::auth_failures::{self, Verdict};
@@ -217,7 +217,7 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
             s = Box::pin(accept_first(&shared, &mut incoming)) => s,
             () = shared.hard_stop.cancelled() => return,
         };
-        let mut ctrl = match first {
+        let ctrl = match first {
             Ok((s, First::Control)) => s,
             Ok((s, First::Join(target))) => {
                 return Box::pin(lane::join(
@@ -231,22 +231,20 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
                 return;
             }
         };
-        let ok = Message::StreamStatus(StreamStatus::Ok);
-        if let Err(e) = write_message(&mut ctrl, &ok, CONTROL_MAX_FRAME).await {
-            info!("client left before the session started: {e}");
-            control.close();
-            return;
-        }
-        let aborts = AbortTable::default();
-        let channel = spawn_control(ctrl, aborts.clone(), hb, shared.cfg.max_frame_size);
-        let first_lane = Lane::new(id, control, aborts, channel.sender.clone());
+        let (first_lane, channel) = match lane::accept(&shared, id, control, ctrl).await {
+            Ok(l) => l,
+            Err(e) => {
+                info!("client left before the session started: {e}");
+                return;
+            }
+        };
         let session = Arc::new(SessionRef {
             id,
             client_id: hello.client_id.clone(),
             instance: hello.instance,
             peer,
             cancel: shared.hard_stop.child_token(),
-            lanes: Lanes::new(Arc::new(first_lane), shared.cfg.max_connections_per_client),
+            lanes: Lanes::new(first_lane, shared.cfg.max_connections_per_client),
             streams: AtomicUsize::new(0),
             max_streams: shared.cfg.max_streams_per_client,
             connected_at: SystemTime::now(),
