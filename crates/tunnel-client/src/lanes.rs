@@ -16,7 +16,7 @@ use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::session::{self, SessionCtx, CONNECT_TIMEOUT, CONTROL_MAX_FRAME, SETTLE};
+use crate::session::{self, SessionCtx, CONNECT_TIMEOUT, CONTROL_MAX_FRAME};
 use crate::{proxy, Shared};
 
 /// Every connection of the live session, the first one always present.
@@ -225,11 +225,7 @@ async fn serve(
     channel.ended.abort();
     ctx.control.close();
     if why.is_some() {
-        // As for the first connection: let streams the server finished end by themselves.
-        let deadline = Instant::now() + SETTLE;
-        while !ctx.aborts.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        session::settle(|| !ctx.aborts.is_empty()).await;
     }
     ctx.aborts.abort_all();
     why

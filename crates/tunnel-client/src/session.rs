@@ -22,7 +22,17 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The server answers a registration at once; a silent one is not working.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the streams of a session the server closed may take to finish by themselves.
-pub(crate) const SETTLE: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Wait while `busy` holds, at most [`SETTLE`]: a server that drained and left sent the last
+/// bytes and FIN of its streams just before closing; give them a moment to finish instead of
+/// resetting them.
+pub(crate) async fn settle(busy: impl Fn() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while busy() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// What visitors and stream handlers need of one connection of the live session.
 #[derive(Debug)]
@@ -166,12 +176,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
         // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
         ctx.control.close();
         if let SessionEnd::Lost(_) = end {
-            // A server that drained and left sent the last bytes and FIN of its streams just
-            // before closing: give them a moment to finish instead of resetting them.
-            let deadline = Instant::now() + SETTLE;
-            while !shared.streams.is_empty() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            settle(|| !shared.streams.is_empty()).await;
         }
         ctx.aborts.abort_all();
         lane_tasks.wait().await;
