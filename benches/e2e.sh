@@ -124,7 +124,7 @@ spawn() {
 note() { echo "$*" >>"$tmp/notes"; echo "note: $*" >&2; }
 rec() { echo "$1 $2 $3" >>"$tmp/results"; }   # path metric value (one line per run)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/ports.sh
 # Waits (15 s at most) until something listens on 127.0.0.1:PORT. Reads /proc/net/tcp rather
 # than connecting: a probe connection to a published port would travel the tunnel and reach
 # the service (iperf3 would take it for a test).
@@ -331,6 +331,18 @@ spawn "$tmp/nginx.log" nginx -p "$tmp" -e "$tmp/nginx-error.log" -c "$tmp/nginx.
 wait_listen "$svc" iperf3 "${pids[0]}" && wait_listen "$web" nginx "${pids[1]}" || exit 1
 curl -sf --max-time 5 -o /dev/null "http://127.0.0.1:$web/s.txt" || { echo "nginx does not serve" >&2; exit 1; }
 
+# measure_tunnel PATH IPERF-PORT WEB-PORT SERVER-PID CLIENT-PID: once the published ports are
+# open (the client has registered), warm up, read RSS and measure PATH; then stop both.
+measure_tunnel() {
+    local path=$1 pi=$2 ph=$3 srv=$4 cli=$5
+    if wait_listen "$pi" "$path client" "$srv" "$cli" && wait_listen "$ph" "$path client" "$srv" "$cli"; then
+        paths+=("$path")
+        warm_and_rss "$path" "$pi" "$ph" "$srv" "$cli"
+        measure "$path" "$pi" "$ph" "$srv" "$cli"
+    fi
+    stop "$cli" "$srv"
+}
+
 paths=(direct)
 progress() { echo "[$((SECONDS - t_bench)) s] $*" >&2; }
 progress "direct loopback"
@@ -383,13 +395,7 @@ local_addr = "127.0.0.1:$web"
 publish_port = $ph
 TOML
     spawn "$tmp/client-$entry.log" "$BIN_DIR/tunnel-client" --config "$tmp/client-$entry.toml"; cli=$LAST
-    # The published ports open once the client has registered.
-    if wait_listen "$pi" "$path client" "$srv" "$cli" && wait_listen "$ph" "$path client" "$srv" "$cli"; then
-        paths+=("$path")
-        warm_and_rss "$path" "$pi" "$ph" "$srv" "$cli"
-        measure "$path" "$pi" "$ph" "$srv" "$cli"
-    fi
-    stop "$cli" "$srv"
+    measure_tunnel "$path" "$pi" "$ph" "$srv" "$cli"
 done
 
 # rathole, the strongest peer, when a binary is given (install it into a scratch directory,
@@ -437,12 +443,7 @@ TOML
         spawn "$tmp/rh-server-$rt.log" "$RATHOLE" --server "$tmp/rh-server-$rt.toml"; rs=$LAST
         wait_listen "$ctrl" "$path server" "$rs" || { stop "$rs"; continue; }
         spawn "$tmp/rh-client-$rt.log" "$RATHOLE" --client "$tmp/rh-client-$rt.toml"; rc=$LAST
-        if wait_listen "$pi" "$path client" "$rs" "$rc" && wait_listen "$ph" "$path client" "$rs" "$rc"; then
-            paths+=("$path")
-            warm_and_rss "$path" "$pi" "$ph" "$rs" "$rc"
-            measure "$path" "$pi" "$ph" "$rs" "$rc"
-        fi
-        stop "$rc" "$rs"
+        measure_tunnel "$path" "$pi" "$ph" "$rs" "$rc"
     done
 fi
 stop ${pids[@]+"${pids[@]}"}

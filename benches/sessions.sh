@@ -56,14 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local deadline=$((SECONDS + 15))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        [ "$SECONDS" -lt "$deadline" ] || { echo "port $1 did not open" >&2; exit 1; }
-        sleep 0.05
-    done
-}
+. benches/ports.sh
 # wait_line FILE PATTERN SECONDS PID: until a line of FILE matches, while PID lives.
 wait_line() {
     local deadline=$((SECONDS + $3))
