@@ -10,6 +10,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tunnel_client::{ClientConfig, ClientHandle};
 use tunnel_server::{ServerConfig, ServerHandle};
 
+mod procs;
+#[allow(unused_imports)] // not every test binary spawns processes
+pub use procs::*;
+
 pub const KEY: &str = "test-key-0123456789";
 
 /// Route engine logs to the test output when `RUST_LOG` is set.

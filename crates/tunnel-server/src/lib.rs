@@ -36,6 +36,8 @@ mod register;
 mod registry;
 mod routes;
 mod session;
+#[allow(dead_code)] // used by the listeners as they adopt it
+mod source_limit;
 mod stats;
 mod vhost;
 mod visitor;
