@@ -206,6 +206,7 @@ impl ProxyConfig {
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
+            idle_timeout: None,
         }
     }
 }

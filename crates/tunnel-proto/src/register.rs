@@ -44,6 +44,12 @@ pub struct ProxySpec {
     /// enforces. Client-only settings (headers, host rewrite, PROXY protocol) never travel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpRoute>,
+    /// Seconds a public connection (a publish port or a virtual-host upgrade) may stay idle,
+    /// in both directions, before the server closes it: an idle user must not hold one of the
+    /// client's stream slots forever. `Some(0)` turns it off (long-lived protocols); `None`
+    /// leaves the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
 }
 
 /// Where the server's HTTP virtual host sends requests, and who may send them.
@@ -90,6 +96,7 @@ impl fmt::Debug for ProxySpec {
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("allow_visitors", &self.allow_visitors)
             .field("http", &self.http)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }

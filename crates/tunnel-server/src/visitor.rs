@@ -154,6 +154,7 @@ mod tests {
             secret: secret.map(Into::into),
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
             http: None,
+            idle_timeout: None,
         }
     }
 

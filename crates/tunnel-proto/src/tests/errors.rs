@@ -205,6 +205,7 @@ fn encode_enforces_max_frame_exactly() {
                 publish_port: Some(10_000),
                 secret: None,
                 allow_visitors: vec![],
+                idle_timeout: None,
             })
             .collect(),
         visitors: vec![],

@@ -50,6 +50,7 @@ pub(crate) fn register_request() -> RegisterRequest {
                 publish_port: Some(8080),
                 secret: None,
                 allow_visitors: vec![],
+                idle_timeout: Some(300),
             },
             ProxySpec {
                 name: "db".to_owned(),
@@ -58,6 +59,7 @@ pub(crate) fn register_request() -> RegisterRequest {
                 publish_port: None,
                 secret: Some("hunter2".to_owned()),
                 allow_visitors: vec!["laptop".to_owned()],
+                idle_timeout: None,
             },
         ],
         visitors: vec![VisitorSpec {

@@ -56,6 +56,7 @@ fn proxy_spec() -> impl Strategy<Value = ProxySpec> {
                     http_user,
                     ..HttpRoute::default()
                 }),
+                idle_timeout: None,
             },
         )
 }

@@ -12,7 +12,7 @@ fn json_shape() {
         value,
         json!({
             "proxies": [
-                {"name": "web", "type": "http", "publish_port": 8080, "http": {
+                {"name": "web", "type": "http", "publish_port": 8080, "idle_timeout": 300, "http": {
                     "domains": ["app.example.com", "*.dev.example.com"],
                     "subdomain": "app",
                     "locations": ["/api"],
