@@ -166,24 +166,27 @@ async fn read_loop(
             }
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => return ("the peer closed the session".into(), None),
-            Ok(Err(e)) => {
+            Ok(Err(TransportError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
                 // A frame over our limit will come again on every reconnection: say why
-                // before closing, or the peer only sees a bare close and retries forever.
-                let farewell = match &e {
-                    TransportError::Proto(ProtoError::FrameTooLarge { len, max }) => {
-                        Some(Message::Rejected(Rejected::new(
-                            RejectCode::BadConfig,
-                            format!(
-                                "a control message of {len} bytes exceeds the peer's limit of \
-                                 {max} bytes (max_frame_size): register fewer or shorter \
-                                 proxies and visitors, or raise max_frame_size there"
-                            ),
-                        )))
-                    }
-                    _ => None,
-                };
-                return (format!("control stream failed: {e}"), farewell);
+                // before closing, or the peer only sees a bare close and retries forever. The
+                // limit is a defence (a peer may be hostile), so neither side is told to raise
+                // it: the sender has to send less.
+                let farewell = Message::Rejected(Rejected::new(
+                    RejectCode::BadConfig,
+                    format!(
+                        "a control message of {len} bytes is too large: the peer accepts at \
+                         most {max} bytes (its max_frame_size); register fewer proxies, \
+                         visitors, domains or locations"
+                    ),
+                ));
+                let why = format!(
+                    "the peer sent a control message of {len} bytes, over this side's limit \
+                     of {max} bytes (max_frame_size); it was told to send less and the \
+                     session is closed"
+                );
+                return (why, Some(farewell));
             }
+            Ok(Err(e)) => return (format!("control stream failed: {e}"), None),
         };
         match frame {
             Message::Ping(n) => {

@@ -104,12 +104,15 @@ async fn an_oversize_frame_ends_the_channel_and_tells_the_sender_why() {
     a.sender.send(big.clone()).await.unwrap();
     a.sender.send(big).await.unwrap();
     let why = within(DEADLINE, "b ends", b.ended).await.unwrap();
-    assert!(why.contains("exceeds"), "{why}");
+    assert!(why.contains("over this side's limit"), "{why}");
+    // The limit is a defence against a hostile peer: nobody is advised to raise it.
+    assert!(!why.contains("raise"), "{why}");
     // Without the reason the sender would only see a close, and send the same again.
     match within(DEADLINE, "a's inbox", a.inbox.recv()).await {
         Some(Message::Rejected(r)) => {
             assert_eq!(r.code, tunnel_proto::RejectCode::BadConfig);
             assert!(r.reason.contains("max_frame_size"), "{}", r.reason);
+            assert!(!r.reason.contains("raise"), "{}", r.reason);
         }
         other => panic!("expected the reason, got {other:?}"),
     }

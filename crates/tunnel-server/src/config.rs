@@ -104,6 +104,17 @@ pub struct ServerConfig {
     /// Seconds open streams may run on after SIGTERM / Ctrl-C before they are closed. Default 10.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: u64,
+    /// Most host names (`domains` plus `subdomain`) one proxy may claim on the virtual host.
+    /// Default 64.
+    #[serde(default = "default_max_domains")]
+    pub max_domains_per_proxy: usize,
+    /// Most `locations` one proxy may list. Default 32.
+    #[serde(default = "default_max_locations")]
+    pub max_locations_per_proxy: usize,
+    /// Most virtual-host routes (each proxy's host names × locations, summed over the
+    /// client's proxies) one client may hold. Default 1024.
+    #[serde(default = "default_max_routes")]
+    pub max_routes_per_client: usize,
 }
 
 fn default_bind() -> SocketAddr {
@@ -161,6 +172,15 @@ fn default_heartbeat_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     10
 }
+fn default_max_domains() -> usize {
+    64
+}
+fn default_max_locations() -> usize {
+    32
+}
+fn default_max_routes() -> usize {
+    1024
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -189,6 +209,9 @@ impl Default for ServerConfig {
             heartbeat_interval: default_heartbeat_interval(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            max_domains_per_proxy: default_max_domains(),
+            max_locations_per_proxy: default_max_locations(),
+            max_routes_per_client: default_max_routes(),
         }
     }
 }
@@ -474,7 +497,43 @@ impl ServerConfig {
                 out.push(ConfigProblem::new(field, "must be at least 1"));
             }
         }
+        out.extend(self.route_cap_problems());
         out
+    }
+
+    /// Set the most host names one proxy may claim on the virtual host.
+    pub fn with_max_domains_per_proxy(mut self, n: usize) -> Self {
+        self.max_domains_per_proxy = n;
+        self
+    }
+
+    /// Set the most locations one proxy may list.
+    pub fn with_max_locations_per_proxy(mut self, n: usize) -> Self {
+        self.max_locations_per_proxy = n;
+        self
+    }
+
+    /// Set the most virtual-host routes (host names × locations) one client may hold.
+    pub fn with_max_routes_per_client(mut self, n: usize) -> Self {
+        self.max_routes_per_client = n;
+        self
+    }
+
+    fn route_cap_problems(&self) -> Vec<ConfigProblem> {
+        [
+            ("max_domains_per_proxy", self.max_domains_per_proxy),
+            ("max_locations_per_proxy", self.max_locations_per_proxy),
+            ("max_routes_per_client", self.max_routes_per_client),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(field, _)| {
+            ConfigProblem::new(
+                field,
+                "must be at least 1: it caps what one client may claim on the virtual host",
+            )
+        })
+        .collect()
     }
 }
 
@@ -557,5 +616,35 @@ mod tests {
         let c = c.with_auth_key("hunter2");
         assert!(c.problems().is_empty());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn route_caps_have_defaults_and_refuse_zero() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(
+            (
+                c.max_domains_per_proxy,
+                c.max_locations_per_proxy,
+                c.max_routes_per_client
+            ),
+            (64, 32, 1024)
+        );
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nmax_domains_per_proxy = 0\nmax_locations_per_proxy = 0\n\
+             max_routes_per_client = 0",
+        )
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "max_domains_per_proxy",
+                "max_locations_per_proxy",
+                "max_routes_per_client"
+            ]
+        );
+        let c = ServerConfig::from_toml("auth_key = \"k\"\nmax_routes_per_client = 5").unwrap();
+        assert!(c.problems().is_empty());
+        assert_eq!(c.max_routes_per_client, 5);
     }
 }

@@ -12,7 +12,7 @@ use tunnel_proto::{
 };
 
 use crate::registry::{ClaimError, ProxyEntry, ProxyKey};
-use crate::routes::{self, Pair};
+use crate::routes::{self, Conflict, Pair};
 use crate::session::SessionRef;
 use crate::{listener, ServerConfig, Shared};
 
@@ -45,12 +45,18 @@ pub(crate) async fn apply(
         return RegisterReply { results };
     }
 
+    // Proxies the client no longer lists go first, so a renamed proxy can take its own
+    // routes back and the route budget counts only what this registration asks for.
+    let listed: HashSet<ProxyKey> = req.proxies.iter().map(key_of).collect();
+    release_unlisted(shared, session, &listed);
+
     let mut results = Vec::with_capacity(total);
     let mut names = HashSet::new();
     let mut kept = HashSet::new();
+    let mut routes_left = shared.cfg.max_routes_per_client;
     for spec in req.proxies {
         let name = spec.name.clone();
-        let outcome = register_proxy(shared, session, spec, &mut names).await;
+        let outcome = register_proxy(shared, session, spec, &mut names, &mut routes_left).await;
         match &outcome {
             Ok(key) => {
                 kept.insert(key.clone());
@@ -78,12 +84,25 @@ pub(crate) async fn apply(
         });
     }
     *session.visitors.write() = visitors;
+    // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
+    release_unlisted(shared, session, &kept);
+    RegisterReply { results }
+}
+
+fn key_of(spec: &ProxySpec) -> ProxyKey {
+    ProxyKey {
+        name: spec.name.clone(),
+        port: spec.publish_port.unwrap_or(0),
+    }
+}
+
+/// Release what `session` holds outside `keep`.
+fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyKey>) {
     for stale in shared.registry.owned_by(session.id) {
-        if !kept.contains(&stale.key) && shared.registry.release(&stale.key, session.id) {
+        if !keep.contains(&stale.key) && shared.registry.release(&stale.key, session.id) {
             info!(proxy = %stale.key, "proxy no longer in the client's config; released");
         }
     }
-    RegisterReply { results }
 }
 
 async fn register_proxy(
@@ -91,6 +110,7 @@ async fn register_proxy(
     session: &Arc<SessionRef>,
     spec: ProxySpec,
     names: &mut HashSet<String>,
+    routes_left: &mut usize,
 ) -> Result<ProxyKey, FieldError> {
     tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m))?;
     if !names.insert(spec.name.clone()) {
@@ -102,7 +122,7 @@ async fn register_proxy(
             ),
         ));
     }
-    let vhost = check_http_route(&shared.cfg, &spec)?;
+    let vhost = check_http_route(&shared.cfg, &spec, *routes_left)?;
     if let Some(port) = spec.publish_port {
         if !shared.cfg.allow_ports.contains(port) {
             return Err(field_error(
@@ -127,10 +147,8 @@ async fn register_proxy(
         ));
     }
 
-    let key = ProxyKey {
-        name: spec.name.clone(),
-        port: spec.publish_port.unwrap_or(0),
-    };
+    let key = key_of(&spec);
+    let routes = vhost.pairs.len();
     if let Some(existing) = shared.registry.get(&key.name, key.port) {
         if existing.owner().id == session.id {
             // Handed over from this client's stale session: keep its port open, refresh the
@@ -138,11 +156,12 @@ async fn register_proxy(
             shared
                 .registry
                 .set_routes(&existing, &vhost.pairs, vhost.auth)
-                .map_err(|e| claim_error(&key, e))?;
+                .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
             *existing.spec.write() = spec;
+            *routes_left -= routes;
             return Ok(key);
         }
-        return Err(taken(&key, &existing.owner().client_id));
+        return Err(taken(&key));
     }
     let listener = match spec.publish_port {
         Some(port) => Some(bind(shared, port).await?),
@@ -152,7 +171,8 @@ async fn register_proxy(
     shared
         .registry
         .claim(entry.clone(), &vhost.pairs, vhost.auth)
-        .map_err(|e| claim_error(&key, e))?;
+        .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
+    *routes_left -= routes;
     if let Some(l) = listener {
         let task = listener::run(shared.clone(), entry, l);
         shared.tasks.spawn(task.in_current_span());
@@ -176,14 +196,22 @@ async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
 struct VhostClaim {
     pairs: Vec<Pair>,
     auth: Option<String>,
+    /// The host claimed through `subdomain`, so a conflict on it names that field.
+    subdomain_host: Option<String>,
 }
 
 /// Check an `http`/`http2` proxy's routing and auth settings against this server. Refused by
 /// name rather than published unguarded: basic auth is enforced only on the virtual host.
-fn check_http_route(cfg: &ServerConfig, spec: &ProxySpec) -> Result<VhostClaim, FieldError> {
+/// `routes_left` is what the client's earlier proxies left of `max_routes_per_client`.
+fn check_http_route(
+    cfg: &ServerConfig,
+    spec: &ProxySpec,
+    routes_left: usize,
+) -> Result<VhostClaim, FieldError> {
     let none = VhostClaim {
         pairs: Vec::new(),
         auth: None,
+        subdomain_host: None,
     };
     let Some(route) = &spec.http else {
         return Ok(none);
@@ -194,10 +222,22 @@ fn check_http_route(cfg: &ServerConfig, spec: &ProxySpec) -> Result<VhostClaim, 
             "HTTP routing settings on a tcp proxy; use type = \"http\" or \"http2\"",
         ));
     }
+    // The caps come first, on counts alone: nothing proportional to the peer's lists is done
+    // for a registration that is over them.
+    check_caps(cfg, route, routes_left)?;
+    let sub_base = cfg
+        .subdomain_host
+        .as_deref()
+        .and_then(|b| routes::normalize_domain(b).ok());
     let mut hosts = Vec::new();
     for d in &route.domains {
-        hosts.push(routes::normalize_domain(d).map_err(|m| field_error("domains", m))?);
+        let host = routes::normalize_domain(d).map_err(|m| field_error("domains", m))?;
+        if let Some(base) = &sub_base {
+            check_outside_subdomains(&host, base)?;
+        }
+        hosts.push(host);
     }
+    let mut subdomain_host = None;
     if let Some(sub) = &route.subdomain {
         let Some(base) = &cfg.subdomain_host else {
             return Err(field_error(
@@ -215,10 +255,10 @@ fn check_http_route(cfg: &ServerConfig, spec: &ProxySpec) -> Result<VhostClaim, 
                 format!("{sub:?} is not one DNS label: use letters, digits and '-' (e.g. \"app\")"),
             ));
         }
-        hosts.push(
-            routes::normalize_domain(&format!("{sub}.{base}"))
-                .map_err(|m| field_error("subdomain", m))?,
-        );
+        let host = routes::normalize_domain(&format!("{sub}.{base}"))
+            .map_err(|m| field_error("subdomain", m))?;
+        subdomain_host = Some(host.clone());
+        hosts.push(host);
     }
     let field = if route.domains.is_empty() {
         "subdomain"
@@ -276,7 +316,80 @@ fn check_http_route(cfg: &ServerConfig, spec: &ProxySpec) -> Result<VhostClaim, 
         .iter()
         .flat_map(|h| locations.iter().map(move |l| (h.clone(), l.clone())))
         .collect();
-    Ok(VhostClaim { pairs, auth })
+    Ok(VhostClaim {
+        pairs,
+        auth,
+        subdomain_host,
+    })
+}
+
+/// `max_domains_per_proxy`, `max_locations_per_proxy` and what is left of
+/// `max_routes_per_client`, each refused with the key to raise.
+fn check_caps(
+    cfg: &ServerConfig,
+    route: &tunnel_proto::HttpRoute,
+    routes_left: usize,
+) -> Result<(), FieldError> {
+    let hosts = route.domains.len() + usize::from(route.subdomain.is_some());
+    if hosts > cfg.max_domains_per_proxy {
+        return Err(field_error(
+            "domains",
+            format!(
+                "{hosts} host names, but this server allows {} per proxy \
+                 (max_domains_per_proxy); the registration is too large",
+                cfg.max_domains_per_proxy
+            ),
+        ));
+    }
+    let locations = route.locations.len();
+    if locations > cfg.max_locations_per_proxy {
+        return Err(field_error(
+            "locations",
+            format!(
+                "{locations} locations, but this server allows {} per proxy \
+                 (max_locations_per_proxy); the registration is too large",
+                cfg.max_locations_per_proxy
+            ),
+        ));
+    }
+    let routes = hosts * locations.max(1);
+    if routes > routes_left {
+        let used = cfg.max_routes_per_client - routes_left;
+        return Err(field_error(
+            if locations > 1 { "locations" } else { "domains" },
+            format!(
+                "{routes} routes (host names x locations), with {used} held by this client's \
+                 other proxies, but this server allows {} per client (max_routes_per_client)",
+                cfg.max_routes_per_client
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Names under the server's `subdomain_host` are handed out through `subdomain` only, and a
+/// wildcard over them would take them all.
+fn check_outside_subdomains(host: &str, base: &str) -> Result<(), FieldError> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name == base || name.ends_with(&format!(".{base}")) {
+        return Err(field_error(
+            "domains",
+            format!(
+                "{host} is under this server's subdomain_host {base}, whose names are claimed \
+                 with subdomain = \"<label>\" only; use subdomain, or another domain"
+            ),
+        ));
+    }
+    if host.starts_with("*.") && base.ends_with(&format!(".{name}")) {
+        return Err(field_error(
+            "domains",
+            format!(
+                "{host} would cover this server's subdomain_host {base}, whose names are \
+                 claimed with subdomain only; choose a narrower wildcard or exact names"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), FieldError> {
@@ -294,28 +407,57 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
     Ok(())
 }
 
-fn claim_error(key: &ProxyKey, e: ClaimError) -> FieldError {
-    match e {
-        ClaimError::Taken { by } => taken(key, &by),
-        ClaimError::RouteTaken {
+/// The refusal of a claim: what is taken, never who holds it (an error text reaches another
+/// key holder; other clients' ids and addresses are none of its business).
+fn claim_error(key: &ProxyKey, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
+    let conflict = match e {
+        ClaimError::Taken => return taken(key),
+        ClaimError::RouteTaken(c) => c,
+    };
+    let field = |host: &str| {
+        if subdomain_host.as_deref() == Some(host) {
+            "subdomain"
+        } else {
+            "domains"
+        }
+    };
+    match conflict {
+        Conflict::Host { host } => field_error(
+            field(&host),
+            format!("host {host} is served by another client; choose another domain"),
+        ),
+        Conflict::Covers { wildcard, name } => field_error(
+            field(&wildcard),
+            format!(
+                "{wildcard} would cover {name}, which another client serves; choose a \
+                 narrower wildcard or exact names"
+            ),
+        ),
+        Conflict::Under { name, wildcard } => field_error(
+            field(&name),
+            format!(
+                "{name} falls under {wildcard}, which another client serves; choose another \
+                 domain"
+            ),
+        ),
+        Conflict::Location {
             host,
             location,
-            proxy,
-            by,
+            holder,
         } => field_error(
-            "domains",
+            "locations",
             format!(
-                "host {host} location {location} is already served by proxy {proxy} of \
-                 client {by:?}; choose another domain or location"
+                "host {host} location {location} is already served by this client's proxy \
+                 {holder}; give each location to one proxy"
             ),
         ),
     }
 }
 
-fn taken(key: &ProxyKey, by: &str) -> FieldError {
+fn taken(key: &ProxyKey) -> FieldError {
     field_error(
         "name",
-        format!("proxy {key} is already registered by client {by:?}; choose another name or port"),
+        format!("proxy {key} is already registered by another client; choose another name or port"),
     )
 }
 

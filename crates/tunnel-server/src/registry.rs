@@ -82,34 +82,23 @@ pub(crate) struct RouteTarget {
     pub auth: Option<String>,
 }
 
-/// Why a claim failed.
+/// Why a claim failed. Neither variant says who holds what is taken: an error text goes to
+/// another key holder, who has no business learning other clients' ids.
+#[derive(Debug)]
 pub(crate) enum ClaimError {
     /// Another client holds the key.
-    Taken { by: String },
-    /// Another proxy holds one of the `(host, location)` routes.
-    RouteTaken {
-        host: String,
-        location: String,
-        proxy: ProxyKey,
-        by: String,
-    },
+    Taken,
+    /// One of the `(host, location)` routes collides with what is held.
+    RouteTaken(Conflict<ProxyKey>),
 }
 
 /// All proxies of all clients, and the virtual-host routes they hold. Routes live and die
-/// with their entry: released with it, and following it through a hand-over.
+/// with their entry: released with it, and following it through a hand-over. They are owned
+/// by client id, so a hand-over (same id) keeps them.
 #[derive(Default)]
 pub(crate) struct Registry {
     map: RwLock<HashMap<ProxyKey, Arc<ProxyEntry>>>,
-    routes: RwLock<Routes<ProxyKey, Arc<RouteTarget>>>,
-}
-
-fn route_taken(c: Conflict<Arc<RouteTarget>>) -> ClaimError {
-    ClaimError::RouteTaken {
-        host: c.host,
-        location: c.location,
-        proxy: c.holder.entry.key.clone(),
-        by: c.holder.entry.owner().client_id.clone(),
-    }
+    routes: RwLock<Routes<ProxyKey, String, Arc<RouteTarget>>>,
 }
 
 impl Registry {
@@ -130,10 +119,8 @@ impl Registry {
         auth: Option<String>,
     ) -> Result<(), ClaimError> {
         let mut map = self.map.write();
-        if let Some(existing) = map.get(&entry.key) {
-            return Err(ClaimError::Taken {
-                by: existing.owner().client_id.clone(),
-            });
+        if map.contains_key(&entry.key) {
+            return Err(ClaimError::Taken);
         }
         let target = Arc::new(RouteTarget {
             entry: entry.clone(),
@@ -141,8 +128,8 @@ impl Registry {
         });
         self.routes
             .write()
-            .claim(&entry.key, routes, target)
-            .map_err(route_taken)?;
+            .claim(&entry.key, &entry.owner().client_id, routes, target)
+            .map_err(ClaimError::RouteTaken)?;
         map.insert(entry.key.clone(), entry);
         Ok(())
     }
@@ -162,8 +149,8 @@ impl Registry {
         });
         self.routes
             .write()
-            .claim(&entry.key, routes, target)
-            .map_err(route_taken)
+            .claim(&entry.key, &entry.owner().client_id, routes, target)
+            .map_err(ClaimError::RouteTaken)
     }
 
     /// The proxy serving `host` (a raw Host value) at `path`.

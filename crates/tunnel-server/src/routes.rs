@@ -1,98 +1,204 @@
 //! The virtual-host routing table: `(host pattern, path prefix)` → a proxy. Pure data, no I/O,
 //! so every rule is unit-tested here.
 //!
-//! Rules: an exact host beats a wildcard; `*.example.com` matches any depth below
+//! Matching: an exact host beats a wildcard; `*.example.com` matches any depth below
 //! `example.com` (not `example.com` itself), and the most specific wildcard wins; within a
 //! host the longest location wins, matched on whole path segments (`/api` takes `/api` and
 //! `/api/x`, never `/apix`). Hosts are compared lowercased, without port or trailing dot.
+//!
+//! Ownership, so that one client can never receive another's users (or their passwords): a
+//! host pattern and every location under it belong to one owner (a client; its proxies may
+//! split the locations); a wildcard may not cover a name another owner holds, and a name may
+//! not fall under another owner's wildcard. The first holder keeps it.
+//!
+//! Cost: hosts are kept with their labels reversed (`com.example.app`, `com.example.*`) in a
+//! sorted map, so everything under `*.example.com` is one contiguous range and a claim costs
+//! O(log n) per pair (plus the claimant's own names inside a wildcard it claims); each key
+//! remembers its pairs, so a release touches only them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 /// One claim: a host pattern (normalised, `*.` prefix for wildcards) and a location.
 pub(crate) type Pair = (String, String);
 
-/// A `(host, location)` already held by another key.
+/// Why a claim was refused. It names what is taken, never who holds it (but for the
+/// claimant's own key, which it may be told about).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Conflict<V> {
-    pub host: String,
-    pub location: String,
-    pub holder: V,
+pub(crate) enum Conflict<K> {
+    /// Another owner serves this host pattern.
+    Host { host: String },
+    /// The wildcard would cover `name`, which another owner holds.
+    Covers { wildcard: String, name: String },
+    /// `name` falls under `wildcard`, which another owner holds.
+    Under { name: String, wildcard: String },
+    /// The same owner serves this location of the host through another key.
+    Location {
+        host: String,
+        location: String,
+        holder: K,
+    },
 }
 
-/// Routes of every proxy, keyed by `K` (the proxy) so a proxy's routes go with it.
+/// One host pattern: its owner and its locations.
 #[derive(Debug)]
-pub(crate) struct Routes<K, V> {
-    /// Host pattern → (location, owner, value); locations kept longest first.
-    hosts: HashMap<String, Vec<(String, K, V)>>,
+struct Host<K, O, V> {
+    owner: O,
+    locations: BTreeMap<String, (K, V)>,
+    /// Location lengths present (length → count): a lookup tries no prefix longer than the
+    /// longest, so a path of many slashes costs no more than the host's locations allow.
+    lengths: BTreeMap<usize, usize>,
 }
 
-impl<K, V> Default for Routes<K, V> {
+/// Routes of every proxy, keyed by `K` (the proxy) and owned by `O` (its client).
+#[derive(Debug)]
+pub(crate) struct Routes<K, O, V> {
+    /// Reversed host pattern → its owner and locations.
+    hosts: BTreeMap<String, Host<K, O, V>>,
+    /// Every key's pairs (reversed host, location), so releasing a key needs no scan.
+    held: HashMap<K, Vec<Pair>>,
+}
+
+impl<K, O, V> Default for Routes<K, O, V> {
     fn default() -> Self {
         Routes {
-            hosts: HashMap::new(),
+            hosts: BTreeMap::new(),
+            held: HashMap::new(),
         }
     }
 }
 
-impl<K: Eq + Clone, V: Clone> Routes<K, V> {
-    /// Make `pairs` the routes of `key`, replacing what it held: all of them or, when another
-    /// key holds one of them, none (and that key's value is returned).
-    pub fn claim(&mut self, key: &K, pairs: &[Pair], value: V) -> Result<(), Conflict<V>> {
-        for (host, location) in pairs {
-            let held = self.hosts.get(host).and_then(|locs| {
-                locs.iter()
-                    .find(|(l, k, _)| l == location && k != key)
-                    .map(|(_, _, v)| v.clone())
-            });
-            if let Some(holder) = held {
-                return Err(Conflict {
+impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
+    /// Make `pairs` the routes of `key` (owned by `owner`), replacing what it held: all of
+    /// them, or none when one conflicts with what others hold.
+    pub fn claim(&mut self, key: &K, owner: &O, pairs: &[Pair], value: V) -> Result<(), Conflict<K>> {
+        let reversed: Vec<Pair> = pairs
+            .iter()
+            .map(|(h, l)| (reverse(h), l.clone()))
+            .collect();
+        let mut last_host: Option<&str> = None;
+        for ((rev, location), (host, _)) in reversed.iter().zip(pairs) {
+            if last_host != Some(rev.as_str()) {
+                self.check_host(owner, rev, host)?;
+                last_host = Some(rev);
+            }
+            let other_key = self
+                .hosts
+                .get(rev)
+                .and_then(|h| h.locations.get(location))
+                .filter(|(k, _)| k != key);
+            if let Some((holder, _)) = other_key {
+                return Err(Conflict::Location {
                     host: host.clone(),
                     location: location.clone(),
-                    holder,
+                    holder: holder.clone(),
                 });
             }
         }
         self.release(key);
-        for (host, location) in pairs {
-            let locs = self.hosts.entry(host.clone()).or_default();
-            if locs.iter().any(|(l, _, _)| l == location) {
+        let mut kept = Vec::with_capacity(reversed.len());
+        for (rev, location) in reversed {
+            let host = self.hosts.entry(rev.clone()).or_insert_with(|| Host {
+                owner: owner.clone(),
+                locations: BTreeMap::new(),
+                lengths: BTreeMap::new(),
+            });
+            if host.locations.contains_key(&location) {
                 continue; // the same pair twice in one proxy's list
             }
-            locs.push((location.clone(), key.clone(), value.clone()));
-            locs.sort_by_key(|(l, _, _)| std::cmp::Reverse(l.len()));
+            *host.lengths.entry(location.len()).or_default() += 1;
+            host.locations
+                .insert(location.clone(), (key.clone(), value.clone()));
+            kept.push((rev, location));
+        }
+        if !kept.is_empty() {
+            self.held.insert(key.clone(), kept);
+        }
+        Ok(())
+    }
+
+    /// The ownership rules for one host pattern (`rev` reversed, `host` as given).
+    fn check_host(&self, owner: &O, rev: &str, host: &str) -> Result<(), Conflict<K>> {
+        if self.hosts.get(rev).is_some_and(|h| h.owner != *owner) {
+            return Err(Conflict::Host { host: host.to_owned() });
+        }
+        if rev.starts_with('[') {
+            return Ok(()); // an IPv6 literal: no labels, no wildcards
+        }
+        let base = rev.strip_suffix(".*");
+        if let Some(base) = base {
+            // Everything below the wildcard is one range: `com.example.` up to `com.example/`.
+            let (from, to) = (format!("{base}."), format!("{base}/"));
+            let foreign = self
+                .hosts
+                .range(from..to)
+                .find(|(k, h)| h.owner != *owner && k.as_str() != rev);
+            if let Some((name, _)) = foreign {
+                return Err(Conflict::Covers {
+                    wildcard: host.to_owned(),
+                    name: unreverse(name),
+                });
+            }
+        }
+        // The wildcards above: app.dev.example.com lies under *.dev.example.com, *.example.com
+        // and *.com; *.dev.example.com under the last two.
+        let mut rest = base.unwrap_or(rev);
+        while let Some((parent, _)) = rest.rsplit_once('.') {
+            let wildcard = format!("{parent}.*");
+            if self.hosts.get(&wildcard).is_some_and(|h| h.owner != *owner) {
+                return Err(Conflict::Under {
+                    name: host.to_owned(),
+                    wildcard: unreverse(&wildcard),
+                });
+            }
+            rest = parent;
         }
         Ok(())
     }
 
     /// Drop every route of `key`.
     pub fn release(&mut self, key: &K) {
-        self.hosts.retain(|_, locs| {
-            locs.retain(|(_, k, _)| k != key);
-            !locs.is_empty()
-        });
+        let Some(pairs) = self.held.remove(key) else {
+            return;
+        };
+        for (rev, location) in pairs {
+            let Some(host) = self.hosts.get_mut(&rev) else {
+                continue;
+            };
+            if host.locations.get(&location).is_some_and(|(k, _)| k == key) {
+                host.locations.remove(&location);
+                if let Some(n) = host.lengths.get_mut(&location.len()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        host.lengths.remove(&location.len());
+                    }
+                }
+            }
+            if host.locations.is_empty() {
+                self.hosts.remove(&rev);
+            }
+        }
     }
 
     /// The value serving `host` (a raw Host header value) at `path`, if any.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&V> {
         let host = normalize_host(host)?;
-        let in_host = |pattern: &str| {
-            self.hosts.get(pattern).and_then(|locs| {
-                locs.iter()
-                    .find(|(l, _, _)| location_matches(l, path))
-                    .map(|(_, _, v)| v)
-            })
-        };
-        if let Some(v) = in_host(&host) {
+        let rev = reverse(&host);
+        if let Some(v) = self.hosts.get(&rev).and_then(|h| h.serving(path)) {
             return Some(v);
         }
-        if host.starts_with('[') {
+        if rev.starts_with('[') {
             return None; // IPv6 literals have no labels to wildcard
         }
         // Most specific wildcard first: a.b.example.com tries *.b.example.com, *.example.com, *.com.
-        let mut rest = host.as_str();
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(v) = in_host(&format!("*.{parent}")) {
-                return Some(v);
+        let mut rest = rev.as_str();
+        while let Some((parent, _)) = rest.rsplit_once('.') {
+            let found = self
+                .hosts
+                .get(&format!("{parent}.*"))
+                .and_then(|h| h.serving(path));
+            if found.is_some() {
+                return found;
             }
             rest = parent;
         }
@@ -106,12 +212,36 @@ impl<K: Eq + Clone, V: Clone> Routes<K, V> {
     }
 }
 
-/// Whether `location` (normalised: no trailing slash but for "/") covers `path`.
-fn location_matches(location: &str, path: &str) -> bool {
-    location == "/"
-        || path
-            .strip_prefix(location)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+impl<K, O, V> Host<K, O, V> {
+    /// The value of the longest location covering `path`, on whole segments.
+    fn serving(&self, path: &str) -> Option<&V> {
+        let longest = self.lengths.keys().next_back().copied().unwrap_or(0);
+        let at = |prefix: &str| self.locations.get(prefix).map(|(_, v)| v);
+        // `/api/v2/x` tries `/api/v2/x`, `/api/v2`, `/api`, then `/` (which covers anything).
+        if path.len() <= longest {
+            if let Some(v) = at(path) {
+                return Some(v);
+            }
+        }
+        let bytes = &path.as_bytes()[..path.len().min(longest + 1)];
+        (1..bytes.len())
+            .rev()
+            .filter(|&i| bytes[i] == b'/')
+            .find_map(|i| at(&path[..i]))
+            .or_else(|| at("/"))
+    }
+}
+
+/// `app.example.com` → `com.example.app`; `*.example.com` → `com.example.*`.
+fn reverse(host: &str) -> String {
+    if host.starts_with('[') {
+        return host.to_owned();
+    }
+    host.rsplit('.').collect::<Vec<_>>().join(".")
+}
+
+fn unreverse(rev: &str) -> String {
+    reverse(rev)
 }
 
 /// A Host header value as the table keys it: lowercase, no port, no trailing dot.
@@ -199,16 +329,29 @@ mod tests {
             .collect()
     }
 
-    fn table(claims: &[(&str, &[&str], &[&str])]) -> Routes<String, String> {
+    type Table = Routes<String, String, String>;
+
+    /// Claims by `(key, owner, hosts, locations)`; the value is the key.
+    fn owned(claims: &[(&str, &str, &[&str], &[&str])]) -> Table {
         let mut t = Routes::default();
-        for (key, hosts, locs) in claims {
-            t.claim(&key.to_string(), &pairs(hosts, locs), key.to_string())
+        for (key, owner, hosts, locs) in claims {
+            t.claim(&key.to_string(), &owner.to_string(), &pairs(hosts, locs), key.to_string())
                 .unwrap();
         }
         t
     }
 
-    fn at<'a>(t: &'a Routes<String, String>, host: &str, path: &str) -> Option<&'a str> {
+    /// Claims of one owner.
+    fn table(claims: &[(&str, &[&str], &[&str])]) -> Table {
+        let with_owner: Vec<_> = claims.iter().map(|(k, h, l)| (*k, "one", *h, *l)).collect();
+        owned(&with_owner)
+    }
+
+    fn claim(t: &mut Table, key: &str, owner: &str, hosts: &[&str], locs: &[&str]) -> Result<(), Conflict<String>> {
+        t.claim(&key.into(), &owner.into(), &pairs(hosts, locs), key.into())
+    }
+
+    fn at<'a>(t: &'a Table, host: &str, path: &str) -> Option<&'a str> {
         t.lookup(host, path).map(String::as_str)
     }
 
@@ -298,20 +441,13 @@ mod tests {
     #[test]
     fn duplicates_are_per_host_and_location_and_claims_are_all_or_nothing() {
         let mut t = table(&[("a", &["x.test", "y.test"], &["/api"])]);
-        // Same host, other location: fine.
-        t.claim(&"b".into(), &pairs(&["x.test"], &["/web"]), "b".into())
-            .unwrap();
-        // One pair taken: nothing of c's claim lands.
-        let err = t
-            .claim(
-                &"c".into(),
-                &pairs(&["z.test", "y.test"], &["/api"]),
-                "c".into(),
-            )
-            .unwrap_err();
+        // Same host, other location, another proxy of the same client: fine.
+        claim(&mut t, "b", "one", &["x.test"], &["/web"]).unwrap();
+        // One pair taken: nothing of c's claim lands, and its own proxy is named.
+        let err = claim(&mut t, "c", "one", &["z.test", "y.test"], &["/api"]).unwrap_err();
         assert_eq!(
             err,
-            Conflict {
+            Conflict::Location {
                 host: "y.test".into(),
                 location: "/api".into(),
                 holder: "a".into()
@@ -319,16 +455,175 @@ mod tests {
         );
         assert_eq!(at(&t, "z.test", "/api"), None);
         // The holder may re-claim (a refresh), replacing its old routes.
-        t.claim(&"a".into(), &pairs(&["y.test"], &["/api"]), "a2".into())
+        t.claim(&"a".into(), &"one".into(), &pairs(&["y.test"], &["/api"]), "a2".into())
             .unwrap();
         assert_eq!(at(&t, "x.test", "/api"), None);
         assert_eq!(at(&t, "y.test", "/api"), Some("a2"));
         t.release(&"a".into());
         t.release(&"b".into());
         assert_eq!(t.host_count(), 0);
-        // Same wildcard and exact under different keys do not collide.
-        let t = table(&[("w", &["*.x.test"], &["/"]), ("e", &["x.test"], &["/"])]);
+        assert!(t.held.is_empty());
+        // A wildcard does not cover its own base name: different owners may hold both.
+        let t = owned(&[("w", "p", &["*.x.test"], &["/"]), ("e", "q", &["x.test"], &["/"])]);
         assert_eq!(at(&t, "x.test", "/"), Some("e"));
+        assert_eq!(at(&t, "a.x.test", "/"), Some("w"));
+    }
+
+    #[test]
+    fn a_host_and_all_its_locations_belong_to_one_owner() {
+        let mut t = owned(&[("a", "alice", &["app.example.com"], &["/"])]);
+        for loc in ["/", "/api", "/admin/x"] {
+            assert_eq!(
+                claim(&mut t, "b", "bob", &["app.example.com"], &[loc]),
+                Err(Conflict::Host {
+                    host: "app.example.com".into()
+                }),
+                "{loc}"
+            );
+        }
+        // Alice's other proxy may take a location under her host.
+        claim(&mut t, "a2", "alice", &["app.example.com"], &["/api"]).unwrap();
+        assert_eq!(at(&t, "app.example.com", "/api/x"), Some("a2"));
+        assert_eq!(at(&t, "app.example.com", "/admin"), Some("a"));
+        // Once every proxy of alice lets go, the host is free for bob.
+        t.release(&"a".into());
+        assert!(claim(&mut t, "b", "bob", &["app.example.com"], &["/"]).is_err());
+        t.release(&"a2".into());
+        claim(&mut t, "b", "bob", &["app.example.com"], &["/"]).unwrap();
+        assert_eq!(at(&t, "app.example.com", "/api"), Some("b"));
+    }
+
+    #[test]
+    fn a_wildcard_may_not_cover_another_owners_names() {
+        let mut t = owned(&[
+            ("app", "alice", &["app.example.com"], &["/"]),
+            ("deep", "carol", &["*.dev.corp.test"], &["/"]),
+        ]);
+        assert_eq!(
+            claim(&mut t, "w", "bob", &["*.example.com"], &["/x"]),
+            Err(Conflict::Covers {
+                wildcard: "*.example.com".into(),
+                name: "app.example.com".into()
+            })
+        );
+        assert_eq!(
+            claim(&mut t, "w", "bob", &["*.com"], &["/"]),
+            Err(Conflict::Covers {
+                wildcard: "*.com".into(),
+                name: "app.example.com".into()
+            })
+        );
+        assert_eq!(
+            claim(&mut t, "w", "bob", &["*.corp.test"], &["/"]),
+            Err(Conflict::Covers {
+                wildcard: "*.corp.test".into(),
+                name: "*.dev.corp.test".into()
+            })
+        );
+        // Nothing of the refused claims landed.
+        assert_eq!(at(&t, "other.example.com", "/x"), None);
+        // The same owner may hold both: its exact name still wins.
+        claim(&mut t, "aw", "alice", &["*.example.com"], &["/"]).unwrap();
+        assert_eq!(at(&t, "app.example.com", "/"), Some("app"));
+        assert_eq!(at(&t, "zzz.example.com", "/"), Some("aw"));
+        // Neighbours sharing a prefix are not covered: *.example.co is not *.example.com.
+        claim(&mut t, "n", "bob", &["*.example.co", "*.exampl.com"], &["/"]).unwrap();
+    }
+
+    #[test]
+    fn a_name_may_not_fall_under_another_owners_wildcard() {
+        let mut t = owned(&[("w", "alice", &["*.example.com"], &["/"])]);
+        for name in ["app.example.com", "a.b.example.com", "*.dev.example.com"] {
+            assert_eq!(
+                claim(&mut t, "b", "bob", &[name], &["/api"]),
+                Err(Conflict::Under {
+                    name: name.into(),
+                    wildcard: "*.example.com".into()
+                }),
+                "{name}"
+            );
+        }
+        // Not under it: the base name itself, and other domains.
+        claim(&mut t, "b", "bob", &["example.com", "example.org"], &["/"]).unwrap();
+        // The same wildcard is the same host pattern: taken.
+        assert_eq!(
+            claim(&mut t, "c", "carol", &["*.example.com"], &["/other"]),
+            Err(Conflict::Host {
+                host: "*.example.com".into()
+            })
+        );
+        // The owner's own narrower names are fine.
+        claim(&mut t, "w2", "alice", &["x.example.com", "*.dev.example.com"], &["/"]).unwrap();
+        assert_eq!(at(&t, "a.dev.example.com", "/"), Some("w2"));
+    }
+
+    #[test]
+    fn releasing_a_key_touches_only_its_own_routes() {
+        let mut t = owned(&[
+            ("a", "alice", &["a.test", "*.a.test"], &["/", "/x"]),
+            ("a2", "alice", &["a.test"], &["/y"]),
+            ("b", "bob", &["b.test"], &["/"]),
+        ]);
+        t.release(&"a".into());
+        assert_eq!(at(&t, "a.test", "/y/1"), Some("a2"));
+        assert_eq!(at(&t, "a.test", "/"), None);
+        assert_eq!(at(&t, "q.a.test", "/"), None);
+        assert_eq!(at(&t, "b.test", "/"), Some("b"));
+        t.release(&"nobody".into());
+        assert_eq!(t.host_count(), 2);
+    }
+
+    #[test]
+    fn a_path_of_many_slashes_is_matched_like_any_other() {
+        let t = table(&[
+            ("api", &["h.test"], &["/api"]),
+            ("deep", &["h.test"], &["/a/b/c"]),
+        ]);
+        let slashes = "/".repeat(100_000);
+        assert_eq!(at(&t, "h.test", &slashes), None);
+        assert_eq!(at(&t, "h.test", &format!("/api{slashes}")), Some("api"));
+        assert_eq!(at(&t, "h.test", "/a/b/c/d"), Some("deep"));
+        assert_eq!(at(&t, "h.test", "/a/b"), None);
+        assert_eq!(at(&t, "h.test", "/ap\u{e9}/x"), None, "a multi-byte path");
+    }
+
+    #[test]
+    fn a_claim_costs_little_per_pair() {
+        // Many locations per host made the old table quadratic (a linear duplicate check and
+        // a re-sort per pair): 16 hosts x 4096 locations here, and 256 owners of 64 hosts.
+        let started = std::time::Instant::now();
+        let mut t: Table = Routes::default();
+        let names = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>();
+        let locs = names(4096, &|i| format!("/l{i}"));
+        let hosts = names(16, &|i| format!("h{i}.big.test"));
+        let (h, l): (Vec<&str>, Vec<&str>) = (
+            hosts.iter().map(String::as_str).collect(),
+            locs.iter().map(String::as_str).collect(),
+        );
+        claim(&mut t, "big", "big", &h, &l).unwrap();
+        assert_eq!(at(&t, "h9.big.test", "/l4095/x"), Some("big"));
+        for owner in 0..256 {
+            let hosts = names(64, &|d| format!("d{d}.o{owner}.test"));
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let key = format!("k{owner}");
+            claim(&mut t, &key, &key, &hosts, &["/"]).unwrap();
+        }
+        assert_eq!(at(&t, "d3.o200.test", "/l7/x"), Some("k200"));
+        // A wildcard over them all is refused at the first foreign name.
+        assert!(matches!(
+            claim(&mut t, "w", "w", &["*.test"], &["/"]),
+            Err(Conflict::Covers { .. })
+        ));
+        for owner in 0..256 {
+            t.release(&format!("k{owner}"));
+        }
+        t.release(&"big".into());
+        assert_eq!(t.host_count(), 0);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
