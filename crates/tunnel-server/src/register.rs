@@ -54,6 +54,7 @@ pub(crate) async fn apply(
     let mut names = HashSet::new();
     let mut kept = HashSet::new();
     let mut routes_left = shared.cfg.max_routes_per_client;
+    let mut rejected = 0;
     for spec in req.proxies {
         let name = spec.name.clone();
         let outcome = register_proxy(shared, session, spec, &mut names, &mut routes_left).await;
@@ -61,7 +62,12 @@ pub(crate) async fn apply(
             Ok(key) => {
                 kept.insert(key.clone());
             }
-            Err(e) => warn!(proxy = %name, "proxy rejected: {e}"),
+            Err(e) => {
+                rejected += 1;
+                if rejected <= LOGGED_REJECTIONS {
+                    warn!(proxy = %name, "proxy rejected: {e}");
+                }
+            }
         }
         results.push(ItemResult {
             kind: ItemKind::Proxy,
@@ -74,7 +80,12 @@ pub(crate) async fn apply(
     for v in req.visitors {
         let error = check_visitor(&v, &mut visitor_names).err();
         match &error {
-            Some(e) => warn!(visitor = %v.name, "visitor rejected: {e}"),
+            Some(e) => {
+                rejected += 1;
+                if rejected <= LOGGED_REJECTIONS {
+                    warn!(visitor = %v.name, "visitor rejected: {e}");
+                }
+            }
             None => visitors.push(v.clone()),
         }
         results.push(ItemResult {
@@ -82,6 +93,13 @@ pub(crate) async fn apply(
             name: v.name,
             error,
         });
+    }
+    if rejected > LOGGED_REJECTIONS {
+        warn!(
+            "{} more proxies and visitors of this registration rejected (only the first \
+             {LOGGED_REJECTIONS} are logged; the client is told about each)",
+            rejected - LOGGED_REJECTIONS
+        );
     }
     *session.visitors.write() = visitors;
     // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
@@ -104,6 +122,10 @@ fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyK
         }
     }
 }
+
+/// Rejections of one registration logged one by one: a registration of many bad items logs
+/// no more than its first few (and their count), whatever the client sends.
+const LOGGED_REJECTIONS: usize = 8;
 
 async fn register_proxy(
     shared: &Arc<Shared>,
@@ -356,7 +378,11 @@ fn check_caps(
     if routes > routes_left {
         let used = cfg.max_routes_per_client - routes_left;
         return Err(field_error(
-            if locations > 1 { "locations" } else { "domains" },
+            if locations > 1 {
+                "locations"
+            } else {
+                "domains"
+            },
             format!(
                 "{routes} routes (host names x locations), with {used} held by this client's \
                  other proxies, but this server allows {} per client (max_routes_per_client)",

@@ -71,11 +71,14 @@ impl<K, O, V> Default for Routes<K, O, V> {
 impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     /// Make `pairs` the routes of `key` (owned by `owner`), replacing what it held: all of
     /// them, or none when one conflicts with what others hold.
-    pub fn claim(&mut self, key: &K, owner: &O, pairs: &[Pair], value: V) -> Result<(), Conflict<K>> {
-        let reversed: Vec<Pair> = pairs
-            .iter()
-            .map(|(h, l)| (reverse(h), l.clone()))
-            .collect();
+    pub fn claim(
+        &mut self,
+        key: &K,
+        owner: &O,
+        pairs: &[Pair],
+        value: V,
+    ) -> Result<(), Conflict<K>> {
+        let reversed: Vec<Pair> = pairs.iter().map(|(h, l)| (reverse(h), l.clone())).collect();
         let mut last_host: Option<&str> = None;
         for ((rev, location), (host, _)) in reversed.iter().zip(pairs) {
             if last_host != Some(rev.as_str()) {
@@ -120,7 +123,9 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     /// The ownership rules for one host pattern (`rev` reversed, `host` as given).
     fn check_host(&self, owner: &O, rev: &str, host: &str) -> Result<(), Conflict<K>> {
         if self.hosts.get(rev).is_some_and(|h| h.owner != *owner) {
-            return Err(Conflict::Host { host: host.to_owned() });
+            return Err(Conflict::Host {
+                host: host.to_owned(),
+            });
         }
         if rev.starts_with('[') {
             return Ok(()); // an IPv6 literal: no labels, no wildcards
@@ -335,8 +340,13 @@ mod tests {
     fn owned(claims: &[(&str, &str, &[&str], &[&str])]) -> Table {
         let mut t = Routes::default();
         for (key, owner, hosts, locs) in claims {
-            t.claim(&key.to_string(), &owner.to_string(), &pairs(hosts, locs), key.to_string())
-                .unwrap();
+            t.claim(
+                &key.to_string(),
+                &owner.to_string(),
+                &pairs(hosts, locs),
+                key.to_string(),
+            )
+            .unwrap();
         }
         t
     }
@@ -347,7 +357,13 @@ mod tests {
         owned(&with_owner)
     }
 
-    fn claim(t: &mut Table, key: &str, owner: &str, hosts: &[&str], locs: &[&str]) -> Result<(), Conflict<String>> {
+    fn claim(
+        t: &mut Table,
+        key: &str,
+        owner: &str,
+        hosts: &[&str],
+        locs: &[&str],
+    ) -> Result<(), Conflict<String>> {
         t.claim(&key.into(), &owner.into(), &pairs(hosts, locs), key.into())
     }
 
@@ -455,8 +471,13 @@ mod tests {
         );
         assert_eq!(at(&t, "z.test", "/api"), None);
         // The holder may re-claim (a refresh), replacing its old routes.
-        t.claim(&"a".into(), &"one".into(), &pairs(&["y.test"], &["/api"]), "a2".into())
-            .unwrap();
+        t.claim(
+            &"a".into(),
+            &"one".into(),
+            &pairs(&["y.test"], &["/api"]),
+            "a2".into(),
+        )
+        .unwrap();
         assert_eq!(at(&t, "x.test", "/api"), None);
         assert_eq!(at(&t, "y.test", "/api"), Some("a2"));
         t.release(&"a".into());
@@ -464,7 +485,10 @@ mod tests {
         assert_eq!(t.host_count(), 0);
         assert!(t.held.is_empty());
         // A wildcard does not cover its own base name: different owners may hold both.
-        let t = owned(&[("w", "p", &["*.x.test"], &["/"]), ("e", "q", &["x.test"], &["/"])]);
+        let t = owned(&[
+            ("w", "p", &["*.x.test"], &["/"]),
+            ("e", "q", &["x.test"], &["/"]),
+        ]);
         assert_eq!(at(&t, "x.test", "/"), Some("e"));
         assert_eq!(at(&t, "a.x.test", "/"), Some("w"));
     }
@@ -527,7 +551,14 @@ mod tests {
         assert_eq!(at(&t, "app.example.com", "/"), Some("app"));
         assert_eq!(at(&t, "zzz.example.com", "/"), Some("aw"));
         // Neighbours sharing a prefix are not covered: *.example.co is not *.example.com.
-        claim(&mut t, "n", "bob", &["*.example.co", "*.exampl.com"], &["/"]).unwrap();
+        claim(
+            &mut t,
+            "n",
+            "bob",
+            &["*.example.co", "*.exampl.com"],
+            &["/"],
+        )
+        .unwrap();
     }
 
     #[test]
@@ -553,7 +584,14 @@ mod tests {
             })
         );
         // The owner's own narrower names are fine.
-        claim(&mut t, "w2", "alice", &["x.example.com", "*.dev.example.com"], &["/"]).unwrap();
+        claim(
+            &mut t,
+            "w2",
+            "alice",
+            &["x.example.com", "*.dev.example.com"],
+            &["/"],
+        )
+        .unwrap();
         assert_eq!(at(&t, "a.dev.example.com", "/"), Some("w2"));
     }
 
