@@ -537,3 +537,66 @@ async fn another_client_cannot_take_a_path_wildcard_or_subdomain_over_a_served_h
     let got = get(vhost, "beta.example.org", "/", "").await;
     assert!(got.ends_with("B"), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_keeps_its_hosts_through_the_hand_over() {
+    // Default heartbeat (30 s): the stale session is still there when the client comes back,
+    // so its proxies and routes are handed over, owned by the same client id.
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let vhost = server.vhost_addr().unwrap();
+    let relay = FreezeRelay::start(server.local_addr()).await;
+    let (a_svc, b_svc) = (counting_service("A").await, counting_service("B").await);
+    let alpha = client(
+        ClientConfig::new(relay.addr.to_string())
+            .with_auth_key(KEY)
+            .with_fingerprint(server.fingerprint())
+            .with_id("alpha-handover")
+            .with_heartbeat_timeout(Duration::from_secs(2))
+            .with_proxy(routed("app", &a_svc, |h| {
+                h.domains = vec!["app.handover.test".into(), "*.a.handover.test".into()];
+            }))
+            .with_proxy(routed("api", &a_svc, |h| {
+                h.domains = vec!["app.handover.test".into()];
+                h.locations = vec!["/api".into()];
+            })),
+    )
+    .await;
+    relay.freeze();
+    eventually(Duration::from_secs(2), "path frozen", || async {
+        relay.frozen() == 1
+    })
+    .await;
+    // Meanwhile another client may not take alpha's names.
+    let beta_cfg = client_config(&server)
+        .with_id("beta-handover")
+        .with_proxy(routed("grab", &b_svc, |h| {
+            h.domains = vec!["app.handover.test".into()];
+            h.locations = vec!["/grab".into()];
+        }))
+        .with_proxy(routed("under", &b_svc, |h| {
+            h.domains = vec!["x.a.handover.test".into()];
+        }));
+    let mut beta = tunnel_client::start(beta_cfg).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), beta.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(verdict(&reply, "grab").is_some() && verdict(&reply, "under").is_some());
+    let all_ok =
+        |s: Status| matches!(s, Status::Ready(r) if r.results.iter().all(|i| i.error.is_none()));
+    eventually(
+        Duration::from_secs(12),
+        "alpha is back, its registration refreshed in full",
+        || async { relay.accepted() >= 2 && all_ok(alpha.status()) },
+    )
+    .await;
+    for (host, path) in [
+        ("app.handover.test", "/"),
+        ("app.handover.test", "/api/x"),
+        ("q.a.handover.test", "/"),
+    ] {
+        let got = get(vhost, host, path, "").await;
+        assert!(got.ends_with('A'), "{host}{path}: {got}");
+    }
+    assert_eq!(b_svc.requests.load(Ordering::SeqCst), 0);
+}
