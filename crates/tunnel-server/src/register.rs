@@ -48,7 +48,7 @@ pub(crate) async fn apply(
     // Proxies the client no longer lists go first, so a renamed proxy can take its own
     // routes back and the route budget counts only what this registration asks for.
     let listed: HashSet<ProxyKey> = req.proxies.iter().map(key_of).collect();
-    release_unlisted(shared, session, &listed);
+    release_unlisted(shared, session, &listed, "no longer in the client's config");
 
     let mut results = Vec::with_capacity(total);
     let mut names = HashSet::new();
@@ -103,7 +103,7 @@ pub(crate) async fn apply(
     }
     *session.visitors.write() = visitors;
     // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
-    release_unlisted(shared, session, &kept);
+    release_unlisted(shared, session, &kept, "refused this time");
     RegisterReply { results }
 }
 
@@ -115,10 +115,10 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
 }
 
 /// Release what `session` holds outside `keep`.
-fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyKey>) {
+fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyKey>, why: &str) {
     for stale in shared.registry.owned_by(session.id) {
         if !keep.contains(&stale.key) && shared.registry.release(&stale.key, session.id) {
-            info!(proxy = %stale.key, "proxy no longer in the client's config; released");
+            info!(proxy = %stale.key, "proxy {why}; released");
         }
     }
 }
@@ -180,7 +180,7 @@ async fn register_proxy(
                 .set_routes(&existing, &vhost.pairs, vhost.auth)
                 .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
             *existing.spec.write() = spec;
-            *routes_left -= routes;
+            *routes_left = routes_left.saturating_sub(routes);
             return Ok(key);
         }
         return Err(taken(&key));
@@ -194,7 +194,7 @@ async fn register_proxy(
         .registry
         .claim(entry.clone(), &vhost.pairs, vhost.auth)
         .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
-    *routes_left -= routes;
+    *routes_left = routes_left.saturating_sub(routes);
     if let Some(l) = listener {
         let task = listener::run(shared.clone(), entry, l);
         shared.tasks.spawn(task.in_current_span());
