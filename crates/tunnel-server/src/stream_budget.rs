@@ -103,7 +103,8 @@ impl StreamBudget {
                     .iter()
                     .filter(|(k, _)| *k != key)
                     .map(|(_, n)| *n);
-                let p = n_proxies.max(c.by_proxy.len() + 1);
+                // At least the proxies holding streams, this one included.
+                let p = n_proxies.max(c.by_proxy.len() + usize::from(held == 0));
                 if let Err(reserve) = fair_share(self.max, c.open, held, p, others) {
                     return Err(Refusal::Share {
                         proxy: key.to_string(),
