@@ -275,6 +275,16 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
         "the server holds the partial headers: +{grown_mb} MB"
     );
 
+    // Each is told why.
+    let mut told = 0;
+    for s in held.iter_mut().flatten().take(20) {
+        let reply = tokio::time::timeout(Duration::from_secs(2), read_message(s, 4096)).await;
+        if let Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) = reply {
+            assert!(reason.contains("over the limit of 4096"), "{reason}");
+            told += 1;
+        }
+    }
+    assert_eq!(told, 20, "oversized stream headers are refused with a reason");
     // Headers within the size limit: only a few wait per client; the rest are told why.
     let control = hostile_session(addr, &pki, "hog-small").await;
     let mut streams = partial_headers(&control, 100, 4000, 100).await;

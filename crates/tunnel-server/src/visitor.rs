@@ -8,8 +8,8 @@ use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 use tunnel_mux::{relay_streams, MuxStream};
-use tunnel_proto::{Message, ProxySpec, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message};
+use tunnel_proto::{Message, ProtoError, ProxySpec, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::forward::open_to_owner;
 use crate::lane::Lane;
@@ -60,7 +60,25 @@ pub(crate) async fn serve_stream(
             let reason = format!("unexpected {} as a stream header", other.name());
             return refuse(&mut stream, reason).await;
         }
-        _ => return,
+        Ok(Ok(None)) => return,
+        // Too large or malformed: say so; the stream was never counted.
+        Ok(Err(TransportError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
+            let reason = format!(
+                "stream refused: a stream header of {len} bytes is over the limit of {max}"
+            );
+            return refuse(&mut stream, reason).await;
+        }
+        Ok(Err(e)) => {
+            let reason = format!("stream refused: bad stream header ({e})");
+            return refuse(&mut stream, reason).await;
+        }
+        Err(_) => {
+            let reason = format!(
+                "stream refused: no complete stream header within {}s",
+                HEADER_TIMEOUT.as_secs()
+            );
+            return refuse(&mut stream, reason).await;
+        }
     };
     if shared.shutdown.is_cancelled() {
         return refuse(
