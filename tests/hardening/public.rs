@@ -103,20 +103,30 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
         proxy_toml("b", echo, Some(port_b)),
     );
     let mut client = pki.client("c", &format!("127.0.0.1:{sport}"), &pki.fingerprint, &body);
-    eventually(Duration::from_secs(10), "the client's ports serve", || async {
-        serves(port_a).await && serves(port_b).await && vhost_ok(vport, "web.test").await
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the client's ports serve",
+        || async {
+            serves(port_a).await && serves(port_b).await && vhost_ok(vport, "web.test").await
+        },
+    )
     .await;
 
     let sources: Vec<Ipv4Addr> = (2..6).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
     let opened_at = Instant::now();
     let attack = Idlers::open(&sources, 70, port_a).await;
-    assert!(attack.opened >= 250, "only {} attack connections", attack.opened);
+    assert!(
+        attack.opened >= 250,
+        "only {} attack connections",
+        attack.opened
+    );
     // The server sorts the attack out: what it keeps is bounded by the per-source budget
     // and by A's share of the client's streams (128 - 2 × 128/6 = 86).
-    eventually(Duration::from_secs(5), "refused connections closed", || async {
-        attack.held() <= 86
-    })
+    eventually(
+        Duration::from_secs(5),
+        "refused connections closed",
+        || async { attack.held() <= 86 },
+    )
     .await;
     let held = attack.held();
     let sorted_in = opened_at.elapsed();
@@ -132,20 +142,23 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
         ok_b += usize::from(serves_within(port_b, Duration::from_secs(3)).await);
         ok_web += usize::from(vhost_ok(vport, "web.test").await);
     }
-    eprintln!(
-        "under attack ({held} idle connections held): port B {ok_b}/{N}, vhost {ok_web}/{N}"
-    );
+    eprintln!("under attack ({held} idle connections held): port B {ok_b}/{N}, vhost {ok_web}/{N}");
     assert_eq!(ok_b, N, "port B must keep serving during the attack");
     assert_eq!(ok_web, N, "the domain must keep serving during the attack");
 
     // Idle connections are closed after A's idle_timeout, and A serves again.
-    eventually(Duration::from_secs(8), "idle connections closed", || async {
-        attack.held() == 0
-    })
+    eventually(
+        Duration::from_secs(8),
+        "idle connections closed",
+        || async { attack.held() == 0 },
+    )
     .await;
     let took = opened_at.elapsed();
     eprintln!("attack connections all closed {took:?} after they opened");
-    assert!(took >= Duration::from_secs(2), "closed before idle_timeout: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "closed before idle_timeout: {took:?}"
+    );
     assert!(serves(port_a).await, "port A serves again");
     let log = server.log();
     assert!(
@@ -284,7 +297,10 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
             told += 1;
         }
     }
-    assert_eq!(told, 20, "oversized stream headers are refused with a reason");
+    assert_eq!(
+        told, 20,
+        "oversized stream headers are refused with a reason"
+    );
     // Headers within the size limit: only a few wait per client; the rest are told why.
     let control = hostile_session(addr, &pki, "hog-small").await;
     let mut streams = partial_headers(&control, 100, 4000, 100).await;
@@ -293,10 +309,7 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
     for s in &mut streams {
         let reply = tokio::time::timeout(Duration::from_millis(20), read_message(s, 4096)).await;
         if let Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) = reply {
-            assert!(
-                reason.contains("max_stream_headers_per_client"),
-                "{reason}"
-            );
+            assert!(reason.contains("max_stream_headers_per_client"), "{reason}");
             refused += 1;
         }
     }

@@ -186,7 +186,9 @@ where
     let mut published = PipeStats::default();
     // The whole-connection idle check: a second timer, armed only when configured, that
     // compares the byte counts every `check`; `quiet` counts the checks that saw no change.
-    let check = cfg.idle.map(|d| (d / IDLE_CHECKS).max(Duration::from_millis(1)));
+    let check = cfg
+        .idle
+        .map(|d| (d / IDLE_CHECKS).max(Duration::from_millis(1)));
     let idle_timer = tokio::time::sleep_until(match check {
         Some(c) => deadline(Instant::now(), c),
         None => far_future(),

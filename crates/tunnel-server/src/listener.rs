@@ -101,7 +101,12 @@ async fn serve_user(
             return;
         }
     };
-    let idle = match entry.spec.read().idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT) {
+    let idle = match entry
+        .spec
+        .read()
+        .idle_timeout
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    {
         0 => None,
         secs => Some(Duration::from_secs(secs)),
     };
