@@ -320,3 +320,95 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
     no_panic(&server);
     drop(held);
 }
+
+/// GET /metrics from `stats` and return the value of the sample `name`.
+async fn metric(stats: SocketAddr, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(stats).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {stats}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A service that sends one byte every 200 ms, `n` in all, then closes; never reads.
+async fn drip_service(n: u8) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                for i in 0..n {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if s.write_all(&[i]).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// One echo round trip on an open connection.
+async fn ping(s: &mut TcpStream) -> Option<bool> {
+    s.write_all(b"ping").await.ok()?;
+    let mut b = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut b))
+        .await
+        .ok()?
+        .ok()?;
+    Some(&b == b"ping")
+}
+
+/// Item 3, the idle timeout itself: with `idle_timeout = 1`, a download that sends in one
+/// direction only for 3 s is not idle, a silent connection is closed after about 1 s (and
+/// counted in /metrics), and with `idle_timeout = 0` a silent connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_silent_connections_but_not_one_way_transfers() {
+    use tunnel_client::ProxyConfig;
+    let server = server().await;
+    let stats = server.stats_addr().unwrap();
+    let (drip, echo) = (drip_service(15).await, echo_service().await);
+    let (port, silent_port, off_port) = (free_port(), free_port(), free_port());
+    let cfg = client_config(&server)
+        .with_proxy(ProxyConfig::tcp("drip", &drip.to_string(), Some(port)).with_idle_timeout(1))
+        .with_proxy(
+            ProxyConfig::tcp("silent", &echo.to_string(), Some(silent_port)).with_idle_timeout(1),
+        )
+        .with_proxy(
+            ProxyConfig::tcp("off", &echo.to_string(), Some(off_port)).with_idle_timeout(0),
+        );
+    let _client = client(cfg).await;
+    let mut off = TcpStream::connect(published(off_port)).await.unwrap();
+    assert_eq!(ping(&mut off).await, Some(true));
+
+    // A download: the user never writes, the service sends for 3 s.
+    let started = Instant::now();
+    let mut down = TcpStream::connect(published(port)).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), down.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, (0..15).collect::<Vec<u8>>(), "the download was cut");
+    drop(down);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(metric(stats, "tunnel_idle_closed_total").await, Some(0));
+    // Silent for those 3 s, with idle_timeout = 0: still open.
+    assert_eq!(
+        ping(&mut off).await,
+        Some(true),
+        "idle_timeout = 0 closed it"
+    );
+
+    // A silent connection is closed after idle_timeout, and counted.
+    let mut silent = TcpStream::connect(published(silent_port)).await.unwrap();
+    assert_eq!(ping(&mut silent).await, Some(true));
+    let took = closed_within(&mut silent, Duration::from_secs(5), "an idle connection").await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert_eq!(metric(stats, "tunnel_idle_closed_total").await, Some(1));
+    assert!(serves(silent_port).await, "the port serves on");
+}
