@@ -75,7 +75,7 @@ impl Idlers {
     }
 }
 
-/// Item 3. A client publishes two tcp ports (A with `idle_timeout = 2`, B) and a domain on
+/// Item 3. A client publishes two tcp ports (A with `idle_timeout = 3`, B) and a domain on
 /// the virtual host; `max_streams_per_client = 128`, `max_conns_per_source = 64`. An
 /// attacker opens 280 idle connections to A from four addresses. Before the fix the idle
 /// connections took every stream of the client for good: B and the domain answered nothing.
@@ -97,7 +97,7 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
     let web = http_service("hello").await;
     let (port_a, port_b) = (free_port(), free_port());
     let body = format!(
-        "{}idle_timeout = 2\n{}\n[[proxies]]\nname = \"web\"\ntype = \"http\"\n\
+        "{}idle_timeout = 3\n{}\n[[proxies]]\nname = \"web\"\ntype = \"http\"\n\
          local_addr = \"{web}\"\ndomains = [\"web.test\"]\n",
         proxy_toml("a", echo, Some(port_a)),
         proxy_toml("b", echo, Some(port_b)),
@@ -130,8 +130,8 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
     .await;
     let held = attack.held();
     let sorted_in = opened_at.elapsed();
-    // Well before idle_timeout (2 s): nothing was closed for being idle yet.
-    assert!(sorted_in < Duration::from_millis(1500), "{sorted_in:?}");
+    // Before idle_timeout (3 s): nothing was closed for being idle yet.
+    assert!(sorted_in < Duration::from_millis(2500), "{sorted_in:?}");
     assert!(held >= 64, "the attack should hold A's share, holds {held}");
 
     // Legitimate users meanwhile, on the other port and on the domain.

@@ -29,6 +29,11 @@ fn finish(end: &PipeEnd, tcp: TcpStream) {
 }
 
 async fn tunnel(cfg: PipeConfig) -> Tunnel {
+    tunnel_with(cfg.clone(), cfg).await
+}
+
+/// A tunnel whose entry and exit pipes are configured apart.
+async fn tunnel_with(entry_cfg: PipeConfig, cfg: PipeConfig) -> Tunnel {
     let mut sessions = tcp_sessions(&MuxConfig::default()).await;
     let (user, mut entry_tcp) = tcp_pair().await;
     let (mut exit_tcp, service) = tcp_pair().await;
@@ -44,7 +49,6 @@ async fn tunnel(cfg: PipeConfig) -> Tunnel {
         s.read_exact(&mut b).await.unwrap();
         s
     };
-    let entry_cfg = cfg.clone();
     let entry = tokio::spawn(async move {
         let end = pipe(&mut entry_tcp, &mut out, &entry_cfg).await;
         finish(&end, entry_tcp);
@@ -155,21 +159,27 @@ async fn a_silent_peer_after_half_close_is_given_up_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_idle_both_ways_is_closed_after_the_idle_time() {
+    // As the engines use it: the server's (entry) pipe times out, the client's does not.
     let idle = Duration::from_millis(400);
-    let t = tunnel(PipeConfig::default().with_idle(Some(idle))).await;
+    let t = tunnel_with(
+        PipeConfig::default().with_idle(Some(idle)),
+        PipeConfig::default(),
+    )
+    .await;
     let mut user = t.user;
     let mut service = t.service;
     let started = Instant::now();
     user.write_all(b"hello").await.unwrap();
     let mut b = [0u8; 5];
     service.read_exact(&mut b).await.unwrap();
-    for (name, handle) in [("entry", t.entry), ("exit", t.exit)] {
-        match within(DEADLINE, name, handle).await.unwrap() {
-            PipeEnd::Idle(s) => assert_eq!(s.a_to_b + s.b_to_a, 5, "{name}"),
-            other => panic!("{name}: expected Idle, got {other:?}"),
-        }
+    match within(DEADLINE, "entry", t.entry).await.unwrap() {
+        PipeEnd::Idle(s) => assert_eq!(s.a_to_b + s.b_to_a, 5),
+        other => panic!("entry: expected Idle, got {other:?}"),
     }
     let took = started.elapsed();
+    // The exit pipe ends with it (the dropped stream reaches it as a reset).
+    let exit = within(DEADLINE, "exit", t.exit).await.unwrap();
+    assert!(matches!(exit, PipeEnd::Failed { .. }), "exit: {exit:?}");
     assert!(took >= idle, "closed before the idle time: {took:?}");
     assert!(took < idle * 3, "closed too late: {took:?}");
     // The user sees the end of the connection.
