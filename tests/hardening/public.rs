@@ -179,9 +179,24 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
     no_panic(&server);
 }
 
+/// A hand-driven client session: its mux, the streams the server opens toward it, and its
+/// control stream.
+struct Hostile {
+    control: tunnel_mux::Control,
+    incoming: tunnel_mux::Incoming,
+    ctrl: tunnel_mux::MuxStream,
+}
+
 /// Log in as a client over a raw TLS connection from 127.0.0.1 and start its mux; returns
 /// the mux control (the session's control stream is opened and answered).
 async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::Control {
+    let h = hostile_login(addr, pki, id).await;
+    std::mem::forget(h.incoming); // the server opens nothing toward us
+    std::mem::forget(h.ctrl); // kept open for the test's life
+    h.control
+}
+
+async fn hostile_login(addr: SocketAddr, pki: &Pki, id: &str) -> Hostile {
     let (mut tls, binding) = raw_tls(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &pki.cert_pem)
         .await
         .unwrap();
@@ -207,7 +222,6 @@ async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::C
         tunnel_mux::Mode::Client,
         &tunnel_mux::MuxConfig::default(),
     );
-    std::mem::forget(incoming); // the server opens nothing toward us
     let mut ctrl = control.open().await.unwrap();
     write_message(&mut ctrl, &Message::StreamOpen(StreamOpen::Control), 4096)
         .await
@@ -216,8 +230,11 @@ async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::C
         Some(Message::StreamStatus(StreamStatus::Ok)) => {}
         other => panic!("expected Ok for the control stream, got {other:?}"),
     }
-    std::mem::forget(ctrl); // keep it open for the test's life
-    control
+    Hostile {
+        control,
+        incoming,
+        ctrl,
+    }
 }
 
 /// Open `n` streams each starting a frame that announces `announce` bytes and sending
@@ -411,4 +428,102 @@ async fn idle_timeout_closes_silent_connections_but_not_one_way_transfers() {
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     assert_eq!(metric(stats, "tunnel_idle_closed_total").await, Some(1));
     assert!(serves(silent_port).await, "the port serves on");
+}
+
+/// Item 8, the other way round: a hostile client publishes a port, its own users connect to
+/// it, and it answers each stream the server opens with a partial 64 KiB status frame. Before
+/// the fix the server held each one for up to 15 s; now a status over 4 KiB is refused at
+/// once. A bystander client keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
+    let pki = Pki::new("public-status");
+    let sport = free_port();
+    let mut server = pki.server("s", sport, "").await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], sport));
+    let echo = echo_service().await;
+    let port = free_port();
+    let body = proxy_toml("bystander", echo, Some(port));
+    let mut client = pki.client("c", &format!("127.0.0.1:{sport}"), &pki.fingerprint, &body);
+    eventually(Duration::from_secs(10), "the bystander serves", || {
+        serves(port)
+    })
+    .await;
+
+    let Hostile {
+        control,
+        mut incoming,
+        mut ctrl,
+    } = hostile_login(addr, &pki, "owner-hog").await;
+    let trap = free_port();
+    let req = tunnel_proto::RegisterRequest {
+        proxies: vec![tunnel_proto::ProxySpec {
+            name: "trap".into(),
+            kind: tunnel_proto::ProxyKind::Tcp,
+            publish_port: Some(trap),
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: None,
+            idle_timeout: None,
+        }],
+        visitors: Vec::new(),
+    };
+    write_message(&mut ctrl, &Message::Register(req), 65_536)
+        .await
+        .unwrap();
+    loop {
+        match read_message(&mut ctrl, 65_536).await.unwrap() {
+            Some(Message::RegisterReply(r)) => {
+                assert!(r.results.iter().all(|r| r.error.is_none()), "{r:?}");
+                break;
+            }
+            Some(_) => continue, // heartbeats
+            None => panic!("the server closed the control stream"),
+        }
+    }
+    // Answer every stream with the start of a 64 KiB status frame, and hold it.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        let mut frame = 65_536u32.to_be_bytes().to_vec();
+        frame.resize(4 + 60_000, 0x55);
+        let mut held = Vec::new();
+        while let Some(mut s) = incoming.accept().await {
+            if matches!(read_message(&mut s, 65_536).await, Ok(Some(_)))
+                && s.write_all(&frame).await.is_ok()
+                && s.flush().await.is_ok()
+            {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(s);
+            }
+        }
+        drop((control, ctrl));
+    });
+
+    let before = server.rss_kib();
+    let sources: Vec<Ipv4Addr> = (2..6).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+    let users = Idlers::open(&sources, 250, trap).await;
+    let mut peak = 0;
+    for _ in 0..30 {
+        peak = peak.max(server.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serves(port).await, "the bystander serves during the attack");
+    let grown_mb = peak.saturating_sub(before) / 1024;
+    let n = answered.load(Ordering::Relaxed);
+    eprintln!(
+        "server RSS growth with {n} partial 64 KiB status frames ({} users): +{grown_mb} MB",
+        users.opened
+    );
+    assert!(n >= 500, "only {n} streams were opened toward the owner");
+    assert!(
+        grown_mb < 40,
+        "the server holds the partial status frames: +{grown_mb} MB"
+    );
+    // The users were turned away at once, not after the 15 s status timeout.
+    eventually(Duration::from_secs(5), "users closed", || async {
+        users.held() == 0
+    })
+    .await;
+    assert!(client.is_running() && server.is_running());
+    no_panic(&server);
 }
