@@ -96,7 +96,8 @@ impl SessionRef {
     ) -> Result<HeaderSlot, String> {
         self.budget.begin_header(per_client).map_err(|n| {
             format!(
-                "stream refused: this client already has {n} streams still sending their                  header (max_stream_headers_per_client)"
+                "stream refused: this client already has {n} streams still sending their \
+                 header (max_stream_headers_per_client)"
             )
         })?;
         match global.clone().try_acquire_owned() {
@@ -106,8 +107,11 @@ impl SessionRef {
             }),
             Err(_) => {
                 self.budget.end_header();
-                Err("stream refused: the server holds too many streams still sending their                      header (max_stream_headers); try again"
-                    .into())
+                Err(
+                    "stream refused: the server holds too many streams still sending their \
+                     header (max_stream_headers); try again"
+                        .into(),
+                )
             }
         }
     }
