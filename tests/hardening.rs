@@ -6,3 +6,5 @@
 mod common;
 #[path = "hardening/routes.rs"]
 mod routes;
+#[path = "hardening/public.rs"]
+mod public;

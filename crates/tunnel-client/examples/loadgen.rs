@@ -225,7 +225,7 @@ fn client_config(args: &Args, i: usize, service: SocketAddr) -> ClientConfig {
     let proxy = ProxyConfig::http(&name, &service.to_string(), None).with_http(|h| {
         h.domains = vec![domain];
         // The service closes after each answer anyway; this bounds any pooled leftovers.
-        h.idle_timeout = 2;
+        h.idle_timeout = Some(2);
     });
     ClientConfig::new(args.server.clone())
         .with_server_name(args.server_name.clone())

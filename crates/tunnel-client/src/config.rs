@@ -192,6 +192,13 @@ impl ProxyConfig {
         self
     }
 
+    /// Close public connections idle this many seconds (0: never); see
+    /// [`HttpOptions::idle_timeout`](crate::HttpOptions::idle_timeout).
+    pub fn with_idle_timeout(mut self, secs: u64) -> Self {
+        self.http.idle_timeout = Some(secs);
+        self
+    }
+
     /// Let visitors in from these client ids (`"*"` for any).
     pub fn with_allow_visitors(mut self, ids: &[&str]) -> Self {
         self.allow_visitors = ids.iter().map(|s| s.to_string()).collect();
@@ -206,7 +213,7 @@ impl ProxyConfig {
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
-            idle_timeout: None,
+            idle_timeout: Some(self.http.public_idle(self.kind)),
         }
     }
 }

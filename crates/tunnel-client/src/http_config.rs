@@ -58,9 +58,15 @@ pub struct HttpOptions {
     /// 32768, at least 8192.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: usize,
-    /// Seconds an idle keep-alive connection (user side or local side) is kept. Default 60.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: u64,
+    /// Every proxy type: seconds a public connection may move no byte in either direction
+    /// before the server closes it, so that idle users cannot hold the client's streams
+    /// (`max_streams_per_client` on the server) forever. A transfer in one direction alone
+    /// is not idle. Default 300 for `tcp`, 60 for `http`/`http2` (where it is also how long
+    /// an idle keep-alive connection, user side or local side, is kept); 0 turns the
+    /// server's idle close off, for long-lived quiet protocols (an `http` proxy then keeps
+    /// idle keep-alive connections 60 s).
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
     /// Seconds the local service has to start answering before the user gets a 504.
     /// Default 60.
     #[serde(default = "default_response_timeout")]
@@ -93,9 +99,14 @@ fn default_max_local_conns() -> usize {
 fn default_max_header_size() -> usize {
     DEFAULT_MAX_HEADER_SIZE
 }
-fn default_idle_timeout() -> u64 {
-    60
-}
+/// Seconds an `http`/`http2` connection may idle when `idle_timeout` is not set.
+const DEFAULT_HTTP_IDLE: u64 = 60;
+/// Seconds a `tcp` public connection may idle when `idle_timeout` is not set: longer than
+/// any keep-alive a browser or HTTP client holds, short enough that idle connections do not
+/// pile up.
+const DEFAULT_TCP_IDLE: u64 = 300;
+/// Largest `idle_timeout` accepted (a week); 0 is the way to say "never".
+const MAX_IDLE: u64 = 7 * 86_400;
 fn default_response_timeout() -> u64 {
     60
 }
@@ -112,7 +123,7 @@ impl Default for HttpOptions {
             local_tls_insecure: false,
             max_local_conns: DEFAULT_MAX_LOCAL_CONNS,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
-            idle_timeout: default_idle_timeout(),
+            idle_timeout: None,
             response_timeout: default_response_timeout(),
             domains: Vec::new(),
             subdomain: None,
@@ -150,8 +161,20 @@ impl HttpOptions {
         })
     }
 
+    /// How long an idle keep-alive connection is kept by the client's HTTP proxies.
     pub(crate) fn idle(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout)
+        Duration::from_secs(match self.idle_timeout {
+            Some(s) if s > 0 => s,
+            _ => DEFAULT_HTTP_IDLE,
+        })
+    }
+
+    /// The `idle_timeout` the server applies to this proxy's public connections (0 = never).
+    pub(crate) fn public_idle(&self, kind: ProxyKind) -> u64 {
+        self.idle_timeout.unwrap_or(match kind {
+            ProxyKind::Tcp => DEFAULT_TCP_IDLE,
+            _ => DEFAULT_HTTP_IDLE,
+        })
     }
 
     pub(crate) fn response_timeout(&self) -> Duration {
@@ -193,6 +216,12 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
     let at = |f: &str| format!("proxies[{i}].{f}");
     let h = &p.http;
     let is_http = matches!(p.kind, ProxyKind::Http | ProxyKind::Http2);
+    if h.idle_timeout.is_some_and(|s| s > MAX_IDLE) {
+        out.push(ConfigProblem::new(
+            at("idle_timeout"),
+            format!("must be at most {MAX_IDLE} seconds (a week); 0 turns the idle close off"),
+        ));
+    }
     if p.proxy_protocol.is_some() && p.kind == ProxyKind::Http2 {
         out.push(ConfigProblem::new(
             at("proxy_protocol"),
@@ -255,14 +284,9 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
             format!("must be at least {MIN_HEADER_SIZE} bytes"),
         ));
     }
-    if h.idle_timeout == 0 || h.response_timeout == 0 {
-        let field = if h.idle_timeout == 0 {
-            "idle_timeout"
-        } else {
-            "response_timeout"
-        };
+    if h.response_timeout == 0 {
         out.push(ConfigProblem::new(
-            at(field),
+            at("response_timeout"),
             "must be at least 1 (seconds)",
         ));
     }
@@ -382,6 +406,28 @@ mod tests {
                 "proxies[0].http_password"
             ]
         );
+    }
+
+    #[test]
+    fn idle_timeout_applies_to_every_type_with_a_default_per_type() {
+        use tunnel_proto::ProxyKind;
+        let tcp = parse("");
+        assert_eq!(tcp.proxies[0].spec().idle_timeout, Some(300));
+        let http = parse("type=\"http\"\n");
+        assert_eq!(http.proxies[0].spec().idle_timeout, Some(60));
+        assert_eq!(http.proxies[0].http.idle().as_secs(), 60);
+        let off = parse("idle_timeout=0\n");
+        assert!(off.problems().is_empty(), "{:?}", off.problems());
+        assert_eq!(off.proxies[0].spec().idle_timeout, Some(0));
+        let http_off = parse("type=\"http\"\nidle_timeout=0\n");
+        assert!(http_off.problems().is_empty());
+        assert_eq!(http_off.proxies[0].http.idle().as_secs(), 60);
+        assert_eq!(http_off.proxies[0].http.public_idle(ProxyKind::Http), 0);
+        let set = parse("type=\"http2\"\nidle_timeout=5\n");
+        assert_eq!(set.proxies[0].spec().idle_timeout, Some(5));
+        let huge = parse("idle_timeout=99999999\n");
+        let fields: Vec<_> = huge.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["proxies[0].idle_timeout"]);
     }
 
     #[test]

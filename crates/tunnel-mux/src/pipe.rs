@@ -27,6 +27,11 @@ pub struct PipeConfig {
     /// After the first EOF, how long the other direction may stay silent before the pipe
     /// gives up. Default 60 s.
     pub half_close_idle: Duration,
+    /// How long both directions together may move no byte before the pipe gives up
+    /// ([`PipeEnd::Idle`]); `None` (the default) never. Checked by a coarse timer, a quarter
+    /// of this apart, against the byte counts: nothing is done per read, and a connection is
+    /// closed between 1 and 1.25 times this after its last byte.
+    pub idle: Option<Duration>,
 }
 
 impl Default for PipeConfig {
@@ -34,6 +39,7 @@ impl Default for PipeConfig {
         Self {
             buffer_size: 64 * 1024,
             half_close_idle: Duration::from_secs(60),
+            idle: None,
         }
     }
 }
@@ -52,7 +58,17 @@ impl PipeConfig {
         self.half_close_idle = idle;
         self
     }
+
+    /// Give up once no byte moved either way for `idle` (`None` or zero: never).
+    #[must_use]
+    pub fn with_idle(mut self, idle: Option<Duration>) -> Self {
+        self.idle = idle.filter(|d| !d.is_zero());
+        self
+    }
 }
+
+/// How many checks of the byte counts one idle period spans.
+const IDLE_CHECKS: u32 = 4;
 
 /// Bytes moved by a pipe, per direction (counted when written to the destination).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,13 +115,15 @@ pub enum PipeEnd {
     },
     /// One side half-closed and the other direction then moved no byte for `half_close_idle`.
     IdleAfterHalfClose(PipeStats),
+    /// Neither direction moved a byte for [`PipeConfig::idle`].
+    Idle(PipeStats),
 }
 
 impl PipeEnd {
     /// The byte counts, whatever the outcome.
     pub fn stats(&self) -> PipeStats {
         match self {
-            PipeEnd::Finished(s) | PipeEnd::IdleAfterHalfClose(s) => *s,
+            PipeEnd::Finished(s) | PipeEnd::IdleAfterHalfClose(s) | PipeEnd::Idle(s) => *s,
             PipeEnd::Failed { stats, .. } => *stats,
         }
     }
@@ -166,6 +184,17 @@ where
     let mut half_closed_at: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut published = PipeStats::default();
+    // The whole-connection idle check: a second timer, armed only when configured, that
+    // compares the byte counts every `check`; `quiet` counts the checks that saw no change.
+    let check = cfg
+        .idle
+        .map(|d| (d / IDLE_CHECKS).max(Duration::from_millis(1)));
+    let idle_timer = tokio::time::sleep_until(match check {
+        Some(c) => deadline(Instant::now(), c),
+        None => far_future(),
+    });
+    tokio::pin!(idle_timer);
+    let (mut seen, mut quiet) = (0u64, 0u32);
 
     poll_fn(|cx| {
         let before = a_to_b.amt + b_to_a.amt;
@@ -193,6 +222,20 @@ where
         }
         if a_to_b.done && b_to_a.done {
             return Poll::Ready(PipeEnd::Finished(stats));
+        }
+        if let Some(check) = check {
+            while idle_timer.as_mut().poll(cx).is_ready() {
+                let moved = stats.a_to_b + stats.b_to_a;
+                if moved == seen {
+                    quiet += 1;
+                    if quiet >= IDLE_CHECKS {
+                        return Poll::Ready(PipeEnd::Idle(stats));
+                    }
+                } else {
+                    (seen, quiet) = (moved, 0);
+                }
+                idle_timer.as_mut().reset(deadline(Instant::now(), check));
+            }
         }
         if !(a_to_b.eof_seen || b_to_a.eof_seen) {
             return Poll::Pending;

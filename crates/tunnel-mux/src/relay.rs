@@ -107,6 +107,8 @@ pub enum RelayEnd {
     Finished(PipeStats),
     /// One side went quiet after the other half-closed; given up.
     IdleAfterHalfClose(PipeStats),
+    /// No byte moved either way for [`PipeConfig::idle`]; both ends closed.
+    Idle(PipeStats),
     /// A read or write failed here; the caller should tell the peer (send an abort).
     Failed {
         /// Bytes moved before the failure.
@@ -122,7 +124,7 @@ impl RelayEnd {
     /// Bytes moved, where known.
     pub fn stats(&self) -> PipeStats {
         match self {
-            RelayEnd::Finished(s) | RelayEnd::IdleAfterHalfClose(s) => *s,
+            RelayEnd::Finished(s) | RelayEnd::IdleAfterHalfClose(s) | RelayEnd::Idle(s) => *s,
             RelayEnd::Failed { stats, .. } => *stats,
             RelayEnd::Aborted => PipeStats::default(),
         }
@@ -163,6 +165,7 @@ where
     match end {
         PipeEnd::Finished(s) => RelayEnd::Finished(s),
         PipeEnd::IdleAfterHalfClose(s) => RelayEnd::IdleAfterHalfClose(s),
+        PipeEnd::Idle(s) => RelayEnd::Idle(s),
         PipeEnd::Failed { stats, error } => {
             reset_tcp(tcp);
             signal_abort();
@@ -192,6 +195,7 @@ where
         end = pipe_from(a, b, Borrowed, Borrowed, cfg, counters) => match end {
             PipeEnd::Finished(s) => return RelayEnd::Finished(s),
             PipeEnd::IdleAfterHalfClose(s) => return RelayEnd::IdleAfterHalfClose(s),
+            PipeEnd::Idle(s) => return RelayEnd::Idle(s),
             PipeEnd::Failed { stats, error } => RelayEnd::Failed { stats, error },
         },
         () = abort_a.cancelled() => RelayEnd::Aborted,

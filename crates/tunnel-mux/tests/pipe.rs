@@ -29,6 +29,11 @@ fn finish(end: &PipeEnd, tcp: TcpStream) {
 }
 
 async fn tunnel(cfg: PipeConfig) -> Tunnel {
+    tunnel_with(cfg.clone(), cfg).await
+}
+
+/// A tunnel whose entry and exit pipes are configured apart.
+async fn tunnel_with(entry_cfg: PipeConfig, cfg: PipeConfig) -> Tunnel {
     let mut sessions = tcp_sessions(&MuxConfig::default()).await;
     let (user, mut entry_tcp) = tcp_pair().await;
     let (mut exit_tcp, service) = tcp_pair().await;
@@ -44,7 +49,6 @@ async fn tunnel(cfg: PipeConfig) -> Tunnel {
         s.read_exact(&mut b).await.unwrap();
         s
     };
-    let entry_cfg = cfg.clone();
     let entry = tokio::spawn(async move {
         let end = pipe(&mut entry_tcp, &mut out, &entry_cfg).await;
         finish(&end, entry_tcp);
@@ -151,6 +155,63 @@ async fn a_silent_peer_after_half_close_is_given_up_on() {
         }
     }
     assert!(started.elapsed() >= idle, "gave up before the idle time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_both_ways_is_closed_after_the_idle_time() {
+    // As the engines use it: the server's (entry) pipe times out, the client's does not.
+    let idle = Duration::from_millis(400);
+    let t = tunnel_with(
+        PipeConfig::default().with_idle(Some(idle)),
+        PipeConfig::default(),
+    )
+    .await;
+    let mut user = t.user;
+    let mut service = t.service;
+    let started = Instant::now();
+    user.write_all(b"hello").await.unwrap();
+    let mut b = [0u8; 5];
+    service.read_exact(&mut b).await.unwrap();
+    match within(DEADLINE, "entry", t.entry).await.unwrap() {
+        PipeEnd::Idle(s) => assert_eq!(s.a_to_b + s.b_to_a, 5),
+        other => panic!("entry: expected Idle, got {other:?}"),
+    }
+    let took = started.elapsed();
+    // The exit pipe ends with it (the dropped stream reaches it as a reset).
+    let exit = within(DEADLINE, "exit", t.exit).await.unwrap();
+    assert!(matches!(exit, PipeEnd::Failed { .. }), "exit: {exit:?}");
+    assert!(took >= idle, "closed before the idle time: {took:?}");
+    assert!(took < idle * 3, "closed too late: {took:?}");
+    // The user sees the end of the connection.
+    let mut rest = Vec::new();
+    let _ = within(DEADLINE, "user end", user.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_transfer_longer_than_the_idle_time_is_not_idle() {
+    let idle = Duration::from_millis(300);
+    let t = tunnel(PipeConfig::default().with_idle(Some(idle))).await;
+    let mut user = t.user;
+    let mut service = t.service;
+    // A slow download: the user never writes, the service sends a byte every idle/3 for
+    // several idle periods.
+    let svc = tokio::spawn(async move {
+        for i in 0..12u8 {
+            tokio::time::sleep(idle / 3).await;
+            service.write_all(&[i]).await.unwrap();
+        }
+        service.shutdown().await.unwrap();
+        service
+    });
+    let mut got = Vec::new();
+    within(DEADLINE, "slow download", user.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, (0..12u8).collect::<Vec<_>>());
+    let _service = svc.await.unwrap();
+    user.shutdown().await.unwrap();
+    let entry = within(DEADLINE, "entry pipe", t.entry).await.unwrap();
+    assert!(matches!(entry, PipeEnd::Finished(_)), "entry: {entry:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

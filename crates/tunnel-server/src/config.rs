@@ -115,6 +115,17 @@ pub struct ServerConfig {
     /// client's proxies) one client may hold. Default 1024.
     #[serde(default = "default_max_routes")]
     pub max_routes_per_client: usize,
+    /// Most connections one source address (an IPv6 /64) may hold open on all published
+    /// ports together; more are closed at once. 0 = unlimited. Default 256.
+    #[serde(default = "default_max_conns_per_source")]
+    pub max_conns_per_source: usize,
+    /// Most streams one client may have open at once that have not yet sent their whole
+    /// header (a visitor naming its target); more are refused. Default 16.
+    #[serde(default = "default_max_stream_headers_per_client")]
+    pub max_stream_headers_per_client: usize,
+    /// The same for all clients together. Default 4096 (at most 16 MiB of partial headers).
+    #[serde(default = "default_max_stream_headers")]
+    pub max_stream_headers: usize,
 }
 
 fn default_bind() -> SocketAddr {
@@ -181,6 +192,15 @@ fn default_max_locations() -> usize {
 fn default_max_routes() -> usize {
     1024
 }
+fn default_max_conns_per_source() -> usize {
+    256
+}
+fn default_max_stream_headers_per_client() -> usize {
+    16
+}
+fn default_max_stream_headers() -> usize {
+    4096
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -212,6 +232,9 @@ impl Default for ServerConfig {
             max_domains_per_proxy: default_max_domains(),
             max_locations_per_proxy: default_max_locations(),
             max_routes_per_client: default_max_routes(),
+            max_conns_per_source: default_max_conns_per_source(),
+            max_stream_headers_per_client: default_max_stream_headers_per_client(),
+            max_stream_headers: default_max_stream_headers(),
         }
     }
 }
@@ -371,6 +394,18 @@ impl ServerConfig {
         self
     }
 
+    /// Set the most connections one source address may hold on the published ports (0: no limit).
+    pub fn with_max_conns_per_source(mut self, n: usize) -> Self {
+        self.max_conns_per_source = n;
+        self
+    }
+
+    /// Set the most streams one client may hold with an unfinished header.
+    pub fn with_max_stream_headers_per_client(mut self, n: usize) -> Self {
+        self.max_stream_headers_per_client = n;
+        self
+    }
+
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
     }
@@ -492,6 +527,11 @@ impl ServerConfig {
                 "max_connections_per_client",
                 self.max_connections_per_client,
             ),
+            (
+                "max_stream_headers_per_client",
+                self.max_stream_headers_per_client,
+            ),
+            ("max_stream_headers", self.max_stream_headers),
         ] {
             if v == 0 {
                 out.push(ConfigProblem::new(field, "must be at least 1"));

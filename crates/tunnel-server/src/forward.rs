@@ -10,6 +10,7 @@ use tunnel_transport::{read_message, write_message};
 use crate::lane::Lane;
 use crate::registry::ProxyEntry;
 use crate::session::CONTROL_MAX_FRAME;
+use crate::visitor::STREAM_HEADER_MAX;
 
 /// How long the owner may take to dial its local service (it tries 3 times) and answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,7 +39,11 @@ pub(crate) async fn open_to_owner(
     write_message(&mut stream, &open, CONTROL_MAX_FRAME)
         .await
         .map_err(|e| format!("connection failed: {e}"))?;
-    match tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME)).await {
+    // The owner's answer is short; a bound as small as a stream header's keeps a hostile
+    // owner, dialled by its own users, from making the server hold a large partial frame
+    // on each of its streams.
+    let status = read_message(&mut stream, STREAM_HEADER_MAX);
+    match tokio::time::timeout(STATUS_TIMEOUT, status).await {
         Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok((stream, guard)),
         Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => Err(reason),
         Ok(Ok(Some(other))) => Err(format!(

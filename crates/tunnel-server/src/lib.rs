@@ -30,15 +30,17 @@ mod forward;
 mod handshake;
 mod lane;
 mod listener;
+mod log_gate;
 mod metrics;
 mod ports;
 mod register;
 mod registry;
 mod routes;
 mod session;
-#[allow(dead_code)] // used by the listeners as they adopt it
+#[allow(dead_code)] // `held_by`: for the listeners that adopt it next
 mod source_limit;
 mod stats;
+mod stream_budget;
 mod vhost;
 mod visitor;
 
@@ -85,6 +87,13 @@ pub(crate) struct Shared {
     /// One task per user or visitor connection; drained on graceful shutdown.
     streams: TaskTracker,
     pipe: PipeConfig,
+    /// Connections per source address on the published ports (`max_conns_per_source`).
+    public_sources: source_limit::SourceLimit,
+    /// Warnings a peer can cause at will (refusals by the limits above), by subject.
+    limit_warnings: log_gate::LogGate<String>,
+    /// Client streams still reading their header, all clients (`max_stream_headers`).
+    stream_headers: Arc<Semaphore>,
+    limit_metrics: metrics::LimitMetrics,
 }
 
 impl Shared {
@@ -242,6 +251,8 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         None => None,
     };
+    let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
+    let stream_headers = Arc::new(Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
         pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
         auth_failures: auth_failures::AuthFailures::default(),
@@ -257,6 +268,10 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         tasks: TaskTracker::new(),
         streams: TaskTracker::new(),
         pipe: PipeConfig::default(),
+        public_sources,
+        limit_warnings: log_gate::LogGate::new(Duration::from_secs(60)),
+        stream_headers,
+        limit_metrics: metrics::LimitMetrics::default(),
     });
     info!(%local_addr, %fingerprint, "tunnel server listening");
     let stats_listener = stats::bind(&shared).await;

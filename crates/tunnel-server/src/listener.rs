@@ -3,15 +3,20 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
-use tunnel_mux::{relay_tcp, RelayEnd};
+use tunnel_mux::{relay_tcp, reset_tcp, RelayEnd};
 
 use crate::forward::open_to_owner;
 use crate::registry::ProxyEntry;
+use crate::source_limit::{source_of, SourcePermit};
 use crate::Shared;
+
+/// Seconds a public connection may idle when its client does not say (an older client):
+/// the client's own default for a `tcp` proxy.
+const DEFAULT_IDLE_TIMEOUT: u64 = 300;
 
 /// Accept until the entry is released; dropping the listener closes the port at once.
 pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: TcpListener) {
@@ -23,7 +28,12 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
                 () = shared.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let task = serve_user(shared.clone(), entry.clone(), tcp, peer);
+                        let Some(permit) = admit(&shared, peer) else {
+                            // Closed at once, and with a reset: no TIME_WAIT left here.
+                            reset_tcp(tcp);
+                            continue;
+                        };
+                        let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit);
                         shared.streams.spawn(task.in_current_span());
                     }
                     Err(e) => {
@@ -40,20 +50,67 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
     .await
 }
 
-async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream, peer: SocketAddr) {
+/// Take a slot of `max_conns_per_source` for a user connection from `peer`, or count and
+/// (at most once a minute per source) log why not.
+fn admit(shared: &Shared, peer: SocketAddr) -> Option<SourcePermit> {
+    match shared.public_sources.try_acquire(peer.ip()) {
+        Ok(permit) => Some(permit),
+        Err(refusal) => {
+            shared
+                .limit_metrics
+                .source_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let subject = format!("source {}", source_of(peer.ip()));
+            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
+                warn!(
+                    %peer,
+                    suppressed = quiet,
+                    "user connection refused: {refusal} (max_conns_per_source)"
+                );
+            }
+            None
+        }
+    }
+}
+
+async fn serve_user(
+    shared: Arc<Shared>,
+    entry: Arc<ProxyEntry>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    _permit: SourcePermit,
+) {
     tunnel_transport::tune_tcp(&tcp);
     entry
         .counters
         .public_connections
         .fetch_add(1, Ordering::Relaxed);
     let owner = entry.owner();
-    let slot = match owner.begin_stream() {
+    let proxies = || shared.registry.owned_by(owner.id).len();
+    let slot = match owner.begin_stream_for(&entry.key, proxies) {
         Ok(slot) => slot,
         Err(reason) => {
-            warn!(%peer, "user connection refused: {reason}");
+            shared
+                .limit_metrics
+                .streams_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let subject = format!("streams {}", entry.key);
+            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
+                warn!(%peer, suppressed = quiet, "user connection refused: {reason}");
+            }
             return;
         }
     };
+    let idle = match entry
+        .spec
+        .read()
+        .idle_timeout
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    };
+    let pipe = shared.pipe.clone().with_idle(idle);
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
     let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
@@ -69,7 +126,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         .active_streams
         .fetch_add(1, Ordering::Relaxed);
     let counters = Some(&entry.counters.bytes);
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), counters, || {
+    let end = relay_tcp(tcp, stream, &pipe, guard.token(), counters, || {
         slot.lane().send_abort(id)
     })
     .await;
@@ -83,6 +140,13 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
         }
         RelayEnd::IdleAfterHalfClose(_) => {
             debug!(%peer, stream = id, "half-closed connection went idle; closed");
+        }
+        RelayEnd::Idle(_) => {
+            shared
+                .limit_metrics
+                .idle_closed
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, stream = id, ?idle, "idle connection closed (idle_timeout)");
         }
         _ => debug!(%peer, stream = id, "connection finished"),
     }

@@ -273,5 +273,57 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     let sum = m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
     let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
+    prometheus_limits(&mut out, &shared.limit_metrics);
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_public_connections Connections open now on the published ports.\n# TYPE tunnel_public_connections gauge\ntunnel_public_connections {}",
+        shared.public_sources.total()
+    );
     out
+}
+
+/// Counters of the limits on public connections and client streams (issue #13, item 3 and 8).
+#[derive(Debug, Default)]
+pub(crate) struct LimitMetrics {
+    /// Public connections closed for moving no byte for their proxy's `idle_timeout`.
+    pub idle_closed: AtomicU64,
+    /// Public connections refused because their source held `max_conns_per_source`.
+    pub source_refused: AtomicU64,
+    /// Connections refused for the owner's `max_streams_per_client` or a proxy's fair share.
+    pub streams_refused: AtomicU64,
+    /// Client streams refused for too many unfinished headers.
+    pub headers_refused: AtomicU64,
+}
+
+/// Appends the [`LimitMetrics`] to a Prometheus page.
+pub(crate) fn prometheus_limits(out: &mut String, m: &LimitMetrics) {
+    let rows = [
+        (
+            "tunnel_idle_closed_total",
+            "Public connections closed after idle_timeout without traffic.",
+            &m.idle_closed,
+        ),
+        (
+            "tunnel_source_refused_total",
+            "Public connections refused: their address held max_conns_per_source.",
+            &m.source_refused,
+        ),
+        (
+            "tunnel_streams_refused_total",
+            "Public or visitor connections refused: max_streams_per_client or a proxy's fair share.",
+            &m.streams_refused,
+        ),
+        (
+            "tunnel_stream_headers_refused_total",
+            "Client streams refused: too many still sending their header.",
+            &m.headers_refused,
+        ),
+    ];
+    for (name, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
 }

@@ -2,13 +2,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use parking_lot::RwLock;
 
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 use tunnel_mux::{Incoming, Mode, MuxStream};
@@ -18,6 +18,9 @@ use tunnel_transport::{read_message, write_message, Established, Transport, Tran
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane, Lanes};
+use crate::registry::ProxyKey;
+use crate::stream_budget::{Refusal, StreamBudget};
+use crate::visitor::STREAM_HEADER_MAX;
 use crate::{register, visitor, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
@@ -34,8 +37,8 @@ pub(crate) struct SessionRef {
     pub cancel: CancellationToken,
     /// The connections carrying the session's streams.
     pub lanes: Lanes,
-    streams: AtomicUsize,
-    max_streams: usize,
+    /// Its streams: counted in all, per proxy, and those still reading their header.
+    budget: StreamBudget,
     pub connected_at: SystemTime,
     pub transport: TransportKind,
     /// The visitors the client registered (for the stats endpoint).
@@ -45,7 +48,7 @@ pub(crate) struct SessionRef {
 impl SessionRef {
     /// Streams of this session open now, on all its connections.
     pub fn open_streams(&self) -> usize {
-        self.streams.load(Ordering::Relaxed)
+        self.budget.open()
     }
 
     /// Count one more stream of this session on its least loaded connection, unless the
@@ -58,18 +61,59 @@ impl SessionRef {
     /// application-level cap keeps yamux's own limit (which would end the whole connection)
     /// out of reach, and gives the offender a readable error instead.
     pub fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
-        let n = self.streams.fetch_add(1, Ordering::AcqRel);
-        if n >= self.max_streams {
-            self.streams.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!(
-                "too many streams: this client already has {n} open (max_streams_per_client)"
-            ));
-        }
+        self.budget.take(None, || 0).map_err(|r| r.to_string())?;
+        Ok(self.slot(lane, None))
+    }
+
+    /// Count one more stream serving `proxy` (one of this session's), on the least loaded
+    /// connection, unless the session is at `max_streams_per_client` or the proxy past its
+    /// fair share (see [`crate::stream_budget`]); `proxies` counts the session's proxies.
+    pub fn begin_stream_for(
+        self: &Arc<Self>,
+        proxy: &ProxyKey,
+        proxies: impl FnOnce() -> usize,
+    ) -> Result<StreamSlot, Refusal> {
+        self.budget.take(Some(proxy), proxies)?;
+        Ok(self.slot(self.lanes.least_loaded(), Some(proxy.clone())))
+    }
+
+    fn slot(self: &Arc<Self>, lane: Arc<Lane>, proxy: Option<ProxyKey>) -> StreamSlot {
         lane.count();
-        Ok(StreamSlot {
+        StreamSlot {
             session: self.clone(),
             lane,
-        })
+            proxy,
+        }
+    }
+
+    /// Count one more stream of this client still reading its header, unless the client
+    /// already has `per_client` or all clients together hold every `global` permit: a
+    /// hostile client must not make the server hold a partial header on each of its streams.
+    pub fn begin_header(
+        self: &Arc<Self>,
+        global: &Arc<Semaphore>,
+        per_client: usize,
+    ) -> Result<HeaderSlot, String> {
+        self.budget.begin_header(per_client).map_err(|n| {
+            format!(
+                "stream refused: this client already has {n} streams still sending their \
+                 header (max_stream_headers_per_client)"
+            )
+        })?;
+        match global.clone().try_acquire_owned() {
+            Ok(permit) => Ok(HeaderSlot {
+                session: self.clone(),
+                _permit: permit,
+            }),
+            Err(_) => {
+                self.budget.end_header();
+                Err(
+                    "stream refused: the server holds too many streams still sending their \
+                     header (max_stream_headers); try again"
+                        .into(),
+                )
+            }
+        }
     }
 
     /// Close every connection of the session and abort its streams now.
@@ -85,6 +129,7 @@ impl SessionRef {
 pub(crate) struct StreamSlot {
     session: Arc<SessionRef>,
     lane: Arc<Lane>,
+    proxy: Option<ProxyKey>,
 }
 
 impl StreamSlot {
@@ -96,7 +141,19 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.lane.uncount();
-        self.session.streams.fetch_sub(1, Ordering::AcqRel);
+        self.session.budget.give_back(self.proxy.as_ref());
+    }
+}
+
+/// One stream of a session still reading its header; uncounted on drop.
+pub(crate) struct HeaderSlot {
+    session: Arc<SessionRef>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for HeaderSlot {
+    fn drop(&mut self) {
+        self.session.budget.end_header();
     }
 }
 
@@ -245,8 +302,7 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
             peer,
             cancel: shared.hard_stop.child_token(),
             lanes: Lanes::new(first_lane, shared.cfg.max_connections_per_client),
-            streams: AtomicUsize::new(0),
-            max_streams: shared.cfg.max_streams_per_client,
+            budget: StreamBudget::new(shared.cfg.max_streams_per_client),
             connected_at: SystemTime::now(),
             transport,
             visitors: RwLock::new(Vec::new()),
@@ -380,7 +436,7 @@ async fn accept_first(
         .await
         .map_err(|_| "timed out".to_string())?
         .ok_or("session closed")?;
-    let first = match tokio::time::timeout(wait, read_message(&mut s, CONTROL_MAX_FRAME)).await {
+    let first = match tokio::time::timeout(wait, read_message(&mut s, STREAM_HEADER_MAX)).await {
         Ok(Ok(Some(Message::StreamOpen(StreamOpen::Control)))) => First::Control,
         Ok(Ok(Some(Message::StreamOpen(StreamOpen::Join { session })))) => First::Join(session),
         Ok(Ok(Some(other))) => return Err(format!("first stream was a {}", other.name())),

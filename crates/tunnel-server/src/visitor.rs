@@ -2,14 +2,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use tunnel_mux::{relay_streams, MuxStream};
-use tunnel_proto::{Message, ProxySpec, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message};
+use tunnel_proto::{Message, ProtoError, ProxySpec, StreamOpen, StreamStatus};
+use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::forward::open_to_owner;
 use crate::lane::Lane;
@@ -17,7 +17,11 @@ use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 use crate::Shared;
 
 /// A client that opens a stream must name its target promptly.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest header a client may open a stream with. A visitor's names a proxy, a port and a
+/// secret; the bound keeps what a client can make the server hold per stream small.
+pub(crate) const STREAM_HEADER_MAX: usize = 4096;
 
 pub(crate) async fn serve_stream(
     shared: Arc<Shared>,
@@ -25,8 +29,28 @@ pub(crate) async fn serve_stream(
     lane: Arc<Lane>,
     mut stream: MuxStream,
 ) {
-    let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, CONTROL_MAX_FRAME));
-    let (proxy, port, secret) = match header.await {
+    let reading = visitor.begin_header(
+        &shared.stream_headers,
+        shared.cfg.max_stream_headers_per_client,
+    );
+    let reading = match reading {
+        Ok(r) => r,
+        Err(reason) => {
+            shared
+                .limit_metrics
+                .headers_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let subject = format!("headers {}", visitor.client_id);
+            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
+                warn!(suppressed = quiet, "{reason}");
+            }
+            return refuse(&mut stream, reason).await;
+        }
+    };
+    let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, STREAM_HEADER_MAX));
+    let header = header.await;
+    drop(reading);
+    let (proxy, port, secret) = match header {
         Ok(Ok(Some(Message::StreamOpen(StreamOpen::Visit {
             proxy,
             publish_port,
@@ -36,7 +60,25 @@ pub(crate) async fn serve_stream(
             let reason = format!("unexpected {} as a stream header", other.name());
             return refuse(&mut stream, reason).await;
         }
-        _ => return,
+        Ok(Ok(None)) => return,
+        // Too large or malformed: say so; the stream was never counted.
+        Ok(Err(TransportError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
+            let reason = format!(
+                "stream refused: a stream header of {len} bytes is over the limit of {max}"
+            );
+            return refuse(&mut stream, reason).await;
+        }
+        Ok(Err(e)) => {
+            let reason = format!("stream refused: bad stream header ({e})");
+            return refuse(&mut stream, reason).await;
+        }
+        Err(_) => {
+            let reason = format!(
+                "stream refused: no complete stream header within {}s",
+                HEADER_TIMEOUT.as_secs()
+            );
+            return refuse(&mut stream, reason).await;
+        }
     };
     if shared.shutdown.is_cancelled() {
         return refuse(
@@ -62,9 +104,17 @@ pub(crate) async fn serve_stream(
     let in_guard = lane.aborts.register(in_id);
     let owner = entry.owner();
     // Both sessions carry this connection, so it counts against both clients' limits.
-    let slots = visitor
-        .begin_stream_on(lane)
-        .and_then(|a| Ok((a, owner.begin_stream()?)));
+    let slots = visitor.begin_stream_on(lane).and_then(|a| {
+        let proxies = || shared.registry.owned_by(owner.id).len();
+        let b = owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
+            shared
+                .limit_metrics
+                .streams_refused
+                .fetch_add(1, Ordering::Relaxed);
+            r.to_string()
+        })?;
+        Ok((a, b))
+    });
     let (in_slot, out_slot) = match slots {
         Ok(s) => s,
         Err(reason) => {
