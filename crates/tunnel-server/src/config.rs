@@ -104,6 +104,29 @@ pub struct ServerConfig {
     /// Seconds open streams may run on after SIGTERM / Ctrl-C before they are closed. Default 10.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: u64,
+    /// Most user connections the virtual host holds at once; 0 = no limit. Default 10 000.
+    #[serde(default = "default_vhost_max_conns")]
+    pub vhost_max_conns: usize,
+    /// Most virtual-host connections from one address (an IPv6 /64 counts as one); 0 = no
+    /// limit. Default 256.
+    #[serde(default = "default_vhost_max_conns_per_source")]
+    pub vhost_max_conns_per_source: usize,
+    /// Seconds a new virtual-host connection may take to send its first byte. Default 5.
+    #[serde(default = "default_vhost_first_byte_timeout")]
+    pub vhost_first_byte_timeout: u64,
+    /// Seconds a user may take to send a whole request head, counted from the connection's
+    /// start or the end of the previous answer (so also the idle keep-alive time). Default 10.
+    #[serde(default = "default_vhost_header_timeout")]
+    pub vhost_header_timeout: u64,
+    /// Largest request head (request line and headers) the virtual host reads, in bytes;
+    /// a larger one is answered 431. Default 32768, at least 8192.
+    #[serde(default = "default_vhost_max_header_size")]
+    pub vhost_max_header_size: usize,
+    /// Front proxies (addresses or CIDR blocks, e.g. `["10.0.0.0/8"]`) whose
+    /// `X-Forwarded-For`/`-Host`/`-Proto` and `Forwarded` headers the virtual host believes.
+    /// From anyone else they are replaced (X-Forwarded-For is appended to). Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -189,6 +212,12 @@ impl Default for ServerConfig {
             heartbeat_interval: default_heartbeat_interval(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            vhost_max_conns: default_vhost_max_conns(),
+            vhost_max_conns_per_source: default_vhost_max_conns_per_source(),
+            vhost_first_byte_timeout: default_vhost_first_byte_timeout(),
+            vhost_header_timeout: default_vhost_header_timeout(),
+            vhost_max_header_size: default_vhost_max_header_size(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -474,8 +503,59 @@ impl ServerConfig {
                 out.push(ConfigProblem::new(field, "must be at least 1"));
             }
         }
+        self.vhost_problems(&mut out);
         out
     }
+
+    /// Problems with the virtual host's limits and `trusted_proxies`.
+    fn vhost_problems(&self, out: &mut Vec<ConfigProblem>) {
+        for (field, v) in [
+            ("vhost_first_byte_timeout", self.vhost_first_byte_timeout),
+            ("vhost_header_timeout", self.vhost_header_timeout),
+        ] {
+            if v == 0 {
+                out.push(ConfigProblem::new(field, "must be at least 1 (seconds)"));
+            }
+        }
+        if self.vhost_max_header_size < crate::vhost::MIN_HEADER_SIZE {
+            out.push(ConfigProblem::new(
+                "vhost_max_header_size",
+                format!("must be at least {} bytes", crate::vhost::MIN_HEADER_SIZE),
+            ));
+        }
+        if let Err(e) = crate::vhost::TrustedProxies::parse(&self.trusted_proxies) {
+            out.push(ConfigProblem::new("trusted_proxies", e));
+        }
+    }
+
+    /// Set the virtual host's connection limits (0 = no limit).
+    pub fn with_vhost_max_conns(mut self, total: usize, per_source: usize) -> Self {
+        self.vhost_max_conns = total;
+        self.vhost_max_conns_per_source = per_source;
+        self
+    }
+
+    /// Believe forwarding headers from these front proxies (addresses or CIDR blocks).
+    pub fn with_trusted_proxies(mut self, cidrs: &[&str]) -> Self {
+        self.trusted_proxies = cidrs.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+}
+
+fn default_vhost_max_conns() -> usize {
+    10_000
+}
+fn default_vhost_max_conns_per_source() -> usize {
+    256
+}
+fn default_vhost_first_byte_timeout() -> u64 {
+    5
+}
+fn default_vhost_header_timeout() -> u64 {
+    10
+}
+fn default_vhost_max_header_size() -> usize {
+    32 * 1024
 }
 
 #[cfg(test)]

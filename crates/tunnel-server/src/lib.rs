@@ -36,7 +36,6 @@ mod register;
 mod registry;
 mod routes;
 mod session;
-#[allow(dead_code)] // used by the listeners as they adopt it
 mod source_limit;
 mod stats;
 mod vhost;
