@@ -134,7 +134,9 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(vh.limits.header)
+        // The buffer bounds an unfinished head, the header size a finished one read at once.
         .max_buf_size(vh.limits.max_header_size)
+        .max_header_size(vh.limits.max_header_size)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
