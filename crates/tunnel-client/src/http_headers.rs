@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-real-ip"], "9.9.9.9");
-        assert_eq!(h["forwarded"], "for=9.9.9.9;host=\"app.example\";proto=http");
+        assert_eq!(
+            h["forwarded"],
+            "for=9.9.9.9;host=\"app.example\";proto=http"
+        );
     }
 
     #[test]
@@ -334,7 +337,13 @@ mod tests {
             ("x-hop", "1"),
         ]);
         strip_hop_by_hop(&mut h, false);
-        for k in ["host", "x-forwarded-for", "x-real-ip", "forwarded", "content-length"] {
+        for k in [
+            "host",
+            "x-forwarded-for",
+            "x-real-ip",
+            "forwarded",
+            "content-length",
+        ] {
             assert!(h.contains_key(k), "{k} survives");
         }
         assert!(!h.contains_key("x-hop") && !h.contains_key("connection"));

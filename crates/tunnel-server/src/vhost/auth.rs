@@ -189,7 +189,10 @@ mod tests {
         }
         assert_eq!(f.record(ip(1), t0), Verdict::NowBlocked);
         let later = t0 + Duration::from_secs(20);
-        assert_eq!(f.blocked_for(ip(1), later), Some(WINDOW - Duration::from_secs(20)));
+        assert_eq!(
+            f.blocked_for(ip(1), later),
+            Some(WINDOW - Duration::from_secs(20))
+        );
         assert_eq!(f.blocked_for(ip(2), later), None);
         assert_eq!(f.blocked_for(ip(1), t0 + WINDOW), None);
         assert_eq!(f.record(ip(1), t0 + WINDOW), Verdict::Retry);

@@ -127,7 +127,11 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
     let service = hyper::service::service_fn(move |req| {
         let (vh, permit) = (service_vh.clone(), permit.clone());
         async move {
-            let peer = Peer { addr: peer, dest, permit };
+            let peer = Peer {
+                addr: peer,
+                dest,
+                permit,
+            };
             Ok::<_, std::convert::Infallible>(handle(&vh, &peer, req).await)
         }
     });
@@ -212,7 +216,10 @@ async fn check_auth(
             "too many failed logins; try again later",
         );
         let h = resp.headers_mut();
-        h.insert(header::RETRY_AFTER, HeaderValue::from(left.as_secs().max(1)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(left.as_secs().max(1)),
+        );
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Err(resp);
     }
