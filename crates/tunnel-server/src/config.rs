@@ -638,4 +638,35 @@ mod tests {
         assert!(c.problems().is_empty());
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn vhost_limits_have_defaults_and_are_checked() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(
+            (c.vhost_max_conns, c.vhost_max_conns_per_source),
+            (10_000, 256)
+        );
+        assert_eq!(
+            (c.vhost_first_byte_timeout, c.vhost_header_timeout),
+            (5, 10)
+        );
+        assert_eq!(c.vhost_max_header_size, 32 * 1024);
+        assert!(c.trusted_proxies.is_empty());
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nvhost_header_timeout = 0\nvhost_max_header_size = 100\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]",
+        )
+        .unwrap();
+        let p = c.problems();
+        let fields: Vec<_> = p.iter().map(|p| p.field.clone()).collect();
+        assert_eq!(
+            fields,
+            [
+                "vhost_header_timeout",
+                "vhost_max_header_size",
+                "trusted_proxies"
+            ]
+        );
+        assert!(p[2].to_string().contains("10.0.0.0/99"), "{}", p[2]);
+    }
 }

@@ -119,7 +119,12 @@ impl Origin {
                 via_trusted: false,
             };
         }
-        let mut user = peer;
+        // A proxy that sends only X-Real-IP (a common nginx setup) names the user there.
+        let mut user = headers
+            .get(&X_REAL_IP)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(peer);
         for entry in xff_entries(headers).iter().rev() {
             let Ok(ip) = entry.parse::<IpAddr>() else {
                 break;
@@ -158,12 +163,17 @@ pub(crate) fn set(headers: &mut HeaderMap, host: &str, origin: Origin) {
     }
     // RFC 7239: one element per hop; a trusted proxy's elements are kept and ours appended.
     let ours = forwarded_element(origin.peer, host);
-    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted && headers.get_all(header::FORWARDED).iter().count() == 1 => {
-            format!("{prev}, {ours}")
-        }
-        _ => ours,
+    let mut elements: Vec<&str> = if trusted {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
     };
+    elements.push(&ours);
+    let value = elements.join(", ");
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(header::FORWARDED, v);
     }
@@ -291,6 +301,18 @@ mod tests {
             h["forwarded"],
             "for=198.51.100.7;proto=https, for=192.0.2.1;host=\"app.example.com\";proto=http"
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_may_name_the_user_in_x_real_ip_alone() {
+        let trusted = TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        let h = map(&[("x-real-ip", "198.51.100.7")]);
+        assert_eq!(
+            Origin::of(&h, ip("127.0.0.1"), &trusted).user,
+            ip("198.51.100.7")
+        );
+        let untrusted = Origin::of(&h, ip("127.0.0.2"), &trusted);
+        assert_eq!(untrusted.user, ip("127.0.0.2"));
     }
 
     #[test]

@@ -175,7 +175,18 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
     let Some(host) = request_host(&req) else {
         return page(StatusCode::BAD_REQUEST, "bad request: no Host");
     };
-    let path = match path::normalize(req.uri().path()) {
+    if req.method() == http::Method::CONNECT {
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this is a web server, not a forward proxy",
+        );
+    }
+    // An absolute-form target may have no path at all: that is "/".
+    let raw_path = match req.uri().path() {
+        "" => "/",
+        p => p,
+    };
+    let path = match path::normalize(raw_path) {
         Ok(p) => p,
         Err(e) => return bad_path(e),
     };
