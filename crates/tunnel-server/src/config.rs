@@ -114,8 +114,8 @@ pub struct ServerConfig {
     /// Seconds a new virtual-host connection may take to send its first byte. Default 5.
     #[serde(default = "default_vhost_first_byte_timeout")]
     pub vhost_first_byte_timeout: u64,
-    /// Seconds a user may take to send a whole request head, counted from the connection's
-    /// start or the end of the previous answer (so also the idle keep-alive time). Default 10.
+    /// Seconds a user may take to send a whole request head, counted from its first byte or
+    /// from the end of the previous answer (so also the idle keep-alive time). Default 10.
     #[serde(default = "default_vhost_header_timeout")]
     pub vhost_header_timeout: u64,
     /// Largest request head (request line and headers) the virtual host reads, in bytes;

@@ -16,8 +16,8 @@ pub(crate) struct Limits {
     pub conns: SourceLimit,
     /// `vhost_first_byte_timeout`: a connection that sends nothing is closed after it.
     pub first_byte: Duration,
-    /// `vhost_header_timeout`: the whole head, from the connection's start or from the end of
-    /// the previous answer (so also the idle keep-alive timeout).
+    /// `vhost_header_timeout`: the whole head, from the first byte or from the end of the
+    /// previous answer (so also the idle keep-alive timeout).
     pub header: Duration,
     /// `vhost_max_header_size`: the read buffer, and so the largest head; beyond it, 431.
     pub max_header_size: usize,
