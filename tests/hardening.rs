@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-#[path = "hardening/routes.rs"]
-mod routes;
 #[path = "hardening/public.rs"]
 mod public;
+#[path = "hardening/routes.rs"]
+mod routes;
+#[path = "hardening/vhost.rs"]
+mod vhost;

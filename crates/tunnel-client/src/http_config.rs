@@ -35,8 +35,10 @@ pub struct HttpOptions {
     /// Response headers set (or replaced) before the response reaches the user.
     #[serde(default)]
     pub response_headers: BTreeMap<String, String>,
-    /// Append the user's address to `X-Forwarded-For` and set `X-Forwarded-Proto` and
-    /// `X-Forwarded-Host`. Default true.
+    /// On the public port: append the user's address to `X-Forwarded-For` and set
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP` and `Forwarded`, replacing what
+    /// the user sent (requests from the server's virtual host arrive with these set by the
+    /// server, and keep them). Default true.
     #[serde(default = "yes")]
     pub forwarded_headers: bool,
     /// `http2` only: speak TLS 1.3 (ALPN h2) to `local_addr` instead of prior-knowledge h2c.

@@ -102,6 +102,7 @@ pub(crate) async fn serve(
         up: up.clone(),
         pool,
         user: peer,
+        entry: http_headers::Entry::of(cfg.publish_port, dest),
     });
     let service = hyper::service::service_fn(move |req| {
         let route = route.clone();
@@ -146,12 +147,14 @@ struct Route {
     up: Arc<Upstream>,
     pool: Arc<LocalPool>,
     user: Option<SocketAddr>,
+    entry: http_headers::Entry,
 }
 
 impl Route {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         let cfg = &self.up.cfg;
-        http_headers::request(req.headers_mut(), &cfg.http, self.user.map(|a| a.ip()));
+        let user = self.user.map(|a| a.ip());
+        http_headers::request(req.headers_mut(), &cfg.http, user, self.entry);
         let timeout = cfg.http.response_timeout();
         let sent = if cfg.kind == ProxyKind::Http2 {
             tokio::time::timeout(timeout, self.up.h2.send(req)).await

@@ -126,6 +126,29 @@ pub struct ServerConfig {
     /// The same for all clients together. Default 4096 (at most 16 MiB of partial headers).
     #[serde(default = "default_max_stream_headers")]
     pub max_stream_headers: usize,
+    /// Most user connections the virtual host holds at once; 0 = no limit. Default 10 000.
+    #[serde(default = "default_vhost_max_conns")]
+    pub vhost_max_conns: usize,
+    /// Most virtual-host connections from one address (an IPv6 /64 counts as one); 0 = no
+    /// limit. Default 256.
+    #[serde(default = "default_vhost_max_conns_per_source")]
+    pub vhost_max_conns_per_source: usize,
+    /// Seconds a new virtual-host connection may take to send its first byte. Default 5.
+    #[serde(default = "default_vhost_first_byte_timeout")]
+    pub vhost_first_byte_timeout: u64,
+    /// Seconds a user may take to send a whole request head, counted from its first byte or
+    /// from the end of the previous answer (so also the idle keep-alive time). Default 10.
+    #[serde(default = "default_vhost_header_timeout")]
+    pub vhost_header_timeout: u64,
+    /// Largest request head (request line and headers) the virtual host reads, in bytes;
+    /// a larger one is answered 431. Default 32768, at least 8192.
+    #[serde(default = "default_vhost_max_header_size")]
+    pub vhost_max_header_size: usize,
+    /// Front proxies (addresses or CIDR blocks, e.g. `["10.0.0.0/8"]`) whose
+    /// `X-Forwarded-For`/`-Host`/`-Proto` and `Forwarded` headers the virtual host believes.
+    /// From anyone else they are replaced (X-Forwarded-For is appended to). Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -235,6 +258,12 @@ impl Default for ServerConfig {
             max_conns_per_source: default_max_conns_per_source(),
             max_stream_headers_per_client: default_max_stream_headers_per_client(),
             max_stream_headers: default_max_stream_headers(),
+            vhost_max_conns: default_vhost_max_conns(),
+            vhost_max_conns_per_source: default_vhost_max_conns_per_source(),
+            vhost_first_byte_timeout: default_vhost_first_byte_timeout(),
+            vhost_header_timeout: default_vhost_header_timeout(),
+            vhost_max_header_size: default_vhost_max_header_size(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -538,6 +567,7 @@ impl ServerConfig {
             }
         }
         out.extend(self.route_cap_problems());
+        self.vhost_problems(&mut out);
         out
     }
 
@@ -575,6 +605,56 @@ impl ServerConfig {
         })
         .collect()
     }
+
+    /// Problems with the virtual host's limits and `trusted_proxies`.
+    fn vhost_problems(&self, out: &mut Vec<ConfigProblem>) {
+        for (field, v) in [
+            ("vhost_first_byte_timeout", self.vhost_first_byte_timeout),
+            ("vhost_header_timeout", self.vhost_header_timeout),
+        ] {
+            if v == 0 {
+                out.push(ConfigProblem::new(field, "must be at least 1 (seconds)"));
+            }
+        }
+        if self.vhost_max_header_size < crate::vhost::MIN_HEADER_SIZE {
+            out.push(ConfigProblem::new(
+                "vhost_max_header_size",
+                format!("must be at least {} bytes", crate::vhost::MIN_HEADER_SIZE),
+            ));
+        }
+        if let Err(e) = crate::vhost::TrustedProxies::parse(&self.trusted_proxies) {
+            out.push(ConfigProblem::new("trusted_proxies", e));
+        }
+    }
+
+    /// Set the virtual host's connection limits (0 = no limit).
+    pub fn with_vhost_max_conns(mut self, total: usize, per_source: usize) -> Self {
+        self.vhost_max_conns = total;
+        self.vhost_max_conns_per_source = per_source;
+        self
+    }
+
+    /// Believe forwarding headers from these front proxies (addresses or CIDR blocks).
+    pub fn with_trusted_proxies(mut self, cidrs: &[&str]) -> Self {
+        self.trusted_proxies = cidrs.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+}
+
+fn default_vhost_max_conns() -> usize {
+    10_000
+}
+fn default_vhost_max_conns_per_source() -> usize {
+    256
+}
+fn default_vhost_first_byte_timeout() -> u64 {
+    5
+}
+fn default_vhost_header_timeout() -> u64 {
+    10
+}
+fn default_vhost_max_header_size() -> usize {
+    32 * 1024
 }
 
 #[cfg(test)]
@@ -686,5 +766,36 @@ mod tests {
         let c = ServerConfig::from_toml("auth_key = \"k\"\nmax_routes_per_client = 5").unwrap();
         assert!(c.problems().is_empty());
         assert_eq!(c.max_routes_per_client, 5);
+    }
+
+    #[test]
+    fn vhost_limits_have_defaults_and_are_checked() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(
+            (c.vhost_max_conns, c.vhost_max_conns_per_source),
+            (10_000, 256)
+        );
+        assert_eq!(
+            (c.vhost_first_byte_timeout, c.vhost_header_timeout),
+            (5, 10)
+        );
+        assert_eq!(c.vhost_max_header_size, 32 * 1024);
+        assert!(c.trusted_proxies.is_empty());
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nvhost_header_timeout = 0\nvhost_max_header_size = 100\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]",
+        )
+        .unwrap();
+        let p = c.problems();
+        let fields: Vec<_> = p.iter().map(|p| p.field.clone()).collect();
+        assert_eq!(
+            fields,
+            [
+                "vhost_header_timeout",
+                "vhost_max_header_size",
+                "trusted_proxies"
+            ]
+        );
+        assert!(p[2].to_string().contains("10.0.0.0/99"), "{}", p[2]);
     }
 }

@@ -37,7 +37,6 @@ mod register;
 mod registry;
 mod routes;
 mod session;
-#[allow(dead_code)] // `held_by`: for the listeners that adopt it next
 mod source_limit;
 mod stats;
 mod stream_budget;

@@ -23,6 +23,7 @@ pub(crate) struct ServerMetrics {
     handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
     handshake_count: AtomicU64,
     handshake_micros: AtomicU64,
+    pub vhost: VhostMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -33,6 +34,7 @@ impl Default for ServerMetrics {
             handshake_buckets: Default::default(),
             handshake_count: AtomicU64::new(0),
             handshake_micros: AtomicU64::new(0),
+            vhost: VhostMetrics::default(),
         }
     }
 }
@@ -273,6 +275,7 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     let sum = m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
     let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
+    m.vhost.render(&mut out);
     prometheus_limits(&mut out, &shared.limit_metrics);
     let _ = writeln!(
         out,
@@ -280,6 +283,17 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         shared.public_sources.total()
     );
     out
+}
+
+/// Append counters as `(name, help, value)` rows.
+fn counters(out: &mut String, rows: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Counters of the limits on public connections and client streams (issue #13, item 3 and 8).
@@ -297,33 +311,65 @@ pub(crate) struct LimitMetrics {
 
 /// Appends the [`LimitMetrics`] to a Prometheus page.
 pub(crate) fn prometheus_limits(out: &mut String, m: &LimitMetrics) {
-    let rows = [
-        (
-            "tunnel_idle_closed_total",
-            "Public connections closed after idle_timeout without traffic.",
-            &m.idle_closed,
-        ),
-        (
-            "tunnel_source_refused_total",
-            "Public connections refused: their address held max_conns_per_source.",
-            &m.source_refused,
-        ),
-        (
-            "tunnel_streams_refused_total",
-            "Public or visitor connections refused: max_streams_per_client or a proxy's fair share.",
-            &m.streams_refused,
-        ),
-        (
-            "tunnel_stream_headers_refused_total",
-            "Client streams refused: too many still sending their header.",
-            &m.headers_refused,
-        ),
-    ];
-    for (name, help, v) in rows {
-        let _ = writeln!(
+    counters(
+        out,
+        &[
+            (
+                "tunnel_idle_closed_total",
+                "Public connections closed after idle_timeout without traffic.",
+                &m.idle_closed,
+            ),
+            (
+                "tunnel_source_refused_total",
+                "Public connections refused: their address held max_conns_per_source.",
+                &m.source_refused,
+            ),
+            (
+                "tunnel_streams_refused_total",
+                "Public or visitor connections refused: max_streams_per_client or a proxy's fair share.",
+                &m.streams_refused,
+            ),
+            (
+                "tunnel_stream_headers_refused_total",
+                "Client streams refused: too many still sending their header.",
+                &m.headers_refused,
+            ),
+        ],
+    );
+}
+
+/// Counters of the HTTP virtual host's defences.
+#[derive(Debug, Default)]
+pub(crate) struct VhostMetrics {
+    /// Wrong basic-auth credentials.
+    pub auth_failures: AtomicU64,
+    /// Logins refused unchecked because their source failed too often.
+    pub auth_refused: AtomicU64,
+    /// Connections closed at accept by `vhost_max_conns(_per_source)`.
+    pub conns_refused: AtomicU64,
+}
+
+impl VhostMetrics {
+    fn render(&self, out: &mut String) {
+        counters(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
+            &[
+                (
+                    "tunnel_vhost_auth_failures_total",
+                    "Virtual-host requests with wrong basic-auth credentials.",
+                    &self.auth_failures,
+                ),
+                (
+                    "tunnel_vhost_auth_refused_total",
+                    "Virtual-host logins refused unchecked after repeated failures from their source.",
+                    &self.auth_refused,
+                ),
+                (
+                    "tunnel_vhost_connections_refused_total",
+                    "Virtual-host connections closed at accept by vhost_max_conns or vhost_max_conns_per_source.",
+                    &self.conns_refused,
+                ),
+            ],
         );
     }
 }

@@ -51,12 +51,6 @@ impl SessionRef {
         self.budget.open()
     }
 
-    /// Count one more stream of this session on its least loaded connection, unless the
-    /// session is at `max_streams_per_client`.
-    pub fn begin_stream(self: &Arc<Self>) -> Result<StreamSlot, String> {
-        self.begin_stream_on(self.lanes.least_loaded())
-    }
-
     /// Count one more stream of this session on `lane` (where the client opened it). The
     /// application-level cap keeps yamux's own limit (which would end the whole connection)
     /// out of reach, and gives the offender a readable error instead.

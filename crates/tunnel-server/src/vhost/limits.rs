@@ -1,0 +1,82 @@
+//! What one user connection to the virtual host may cost: how many a source and everyone
+//! may hold, how long they may take to start and to finish a request head, and how big the
+//! head may be. Each bound has a config key; see [`crate::ServerConfig`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::source_limit::SourceLimit;
+use crate::ServerConfig;
+
+/// The vhost's connection bounds, from the config.
+pub(crate) struct Limits {
+    /// `vhost_max_conns_per_source`, `vhost_max_conns`.
+    pub conns: SourceLimit,
+    /// `vhost_first_byte_timeout`: a connection that sends nothing is closed after it.
+    pub first_byte: Duration,
+    /// `vhost_header_timeout`: the whole head, from the first byte or from the end of the
+    /// previous answer (so also the idle keep-alive timeout).
+    pub header: Duration,
+    /// `vhost_max_header_size`: the read buffer, and so the largest head; beyond it, 431.
+    pub max_header_size: usize,
+}
+
+impl Limits {
+    pub fn new(cfg: &ServerConfig) -> Self {
+        Limits {
+            conns: SourceLimit::new(cfg.vhost_max_conns_per_source, cfg.vhost_max_conns),
+            first_byte: Duration::from_secs(cfg.vhost_first_byte_timeout.max(1)),
+            header: Duration::from_secs(cfg.vhost_header_timeout.max(1)),
+            max_header_size: cfg.vhost_max_header_size.max(MIN_HEADER_SIZE),
+        }
+    }
+}
+
+/// hyper cannot parse with a smaller buffer.
+pub(crate) const MIN_HEADER_SIZE: usize = 8 * 1024;
+
+/// At most one warning per interval for an event an attacker can repeat at will; the next
+/// warning says how many were left out.
+pub(crate) struct Throttle {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    skipped: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(interval: Duration) -> Self {
+        Throttle {
+            interval,
+            last: Mutex::new(None),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(skipped since the last warning)` when this one should be logged.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_logs_once_per_interval_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.admit(t0), Some(0));
+        assert_eq!(t.admit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.admit(t0 + Duration::from_secs(2)), None);
+        assert_eq!(t.admit(t0 + Duration::from_secs(10)), Some(2));
+    }
+}

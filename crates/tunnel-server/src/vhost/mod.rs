@@ -1,0 +1,322 @@
+//! The HTTP virtual host on `vhost_http_bind`: every request is routed by its Host and
+//! normalised path to a proxy, its basic auth checked, its forwarding headers set, then sent
+//! over a fresh stream to the owning client, whose HTTP proxy handler serves it.
+//!
+//! Forwarding per request, not per connection: a keep-alive connection may carry requests for
+//! several hosts, and each must be routed and authorised on its own.
+//!
+//! One module per concern: [`limits`] (what a connection may cost), [`path`] (the one
+//! spelling of a path), [`auth`] (basic auth and guessing), [`forwarded`] (who the user is),
+//! [`upstream`] (the stream to the owner).
+
+mod auth;
+mod forwarded;
+mod limits;
+mod path;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn, Instrument};
+
+pub(crate) use auth::basic_credential;
+pub(crate) use forwarded::TrustedProxies;
+pub(crate) use limits::MIN_HEADER_SIZE;
+
+use crate::source_limit::SourcePermit;
+use crate::Shared;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// State of the one virtual host listener.
+struct Vhost {
+    shared: Arc<Shared>,
+    limits: limits::Limits,
+    trusted: TrustedProxies,
+    failures: auth::Failures,
+    refused_log: limits::Throttle,
+}
+
+/// Accept users until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
+    let trusted = TrustedProxies::parse(&shared.cfg.trusted_proxies).unwrap_or_else(|e| {
+        // `ServerConfig::problems` refuses this before start.
+        warn!("trusted_proxies: {e}; trusting no proxy");
+        TrustedProxies::default()
+    });
+    let vh = Arc::new(Vhost {
+        limits: limits::Limits::new(&shared.cfg),
+        shared,
+        trusted,
+        failures: auth::Failures::default(),
+        refused_log: limits::Throttle::new(Duration::from_secs(10)),
+    });
+    loop {
+        tokio::select! {
+            () = vh.shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => admit(&vh, tcp, peer),
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serve `tcp` if its source and the vhost have a connection to spare; close it otherwise.
+fn admit(vh: &Arc<Vhost>, tcp: TcpStream, peer: SocketAddr) {
+    match vh.limits.conns.try_acquire(peer.ip()) {
+        Ok(permit) => {
+            let task = serve_conn(vh.clone(), tcp, peer, permit);
+            vh.shared.streams.spawn(task.in_current_span());
+        }
+        Err(refusal) => {
+            vh.shared
+                .metrics
+                .vhost
+                .conns_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(skipped) = vh.refused_log.admit(Instant::now()) {
+                let conns = &vh.limits.conns;
+                warn!(
+                    %peer,
+                    "connection refused: {refusal} (vhost_max_conns_per_source / vhost_max_conns; \
+                     {} open, {} from this source); {skipped} more refused since the last warning",
+                    conns.total(),
+                    conns.held_by(peer.ip()),
+                );
+            }
+            // Dropping `tcp` closes it: a refused connection costs no task and no buffer.
+        }
+    }
+}
+
+async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: SourcePermit) {
+    tunnel_transport::tune_tcp(&tcp);
+    let (shutdown, hard_stop) = (vh.shared.shutdown.clone(), vh.shared.hard_stop.clone());
+    // The first byte before anything else: a connection that says nothing costs a socket and
+    // a small task for `first_byte`, never a parser or a buffer.
+    let mut one = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(vh.limits.first_byte, tcp.peek(&mut one)) => match r {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return,
+            Err(_) => {
+                debug!(%peer, "no request within {}s (vhost_first_byte_timeout); closing", vh.limits.first_byte.as_secs());
+                return;
+            }
+        },
+        () = shutdown.cancelled() => return,
+    }
+    let dest = tcp.local_addr().ok();
+    // Shared with any upgraded connection born here, which outlives this task.
+    let permit = Arc::new(permit);
+    let service_vh = vh.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (vh, permit) = (service_vh.clone(), permit.clone());
+        async move {
+            let peer = Peer {
+                addr: peer,
+                dest,
+                permit,
+            };
+            Ok::<_, std::convert::Infallible>(handle(&vh, &peer, req).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(vh.limits.header)
+        // The buffer bounds an unfinished head, the header size a finished one read at once.
+        .max_buf_size(vh.limits.max_header_size)
+        .max_header_size(vh.limits.max_header_size)
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = hard_stop.cancelled() => return,
+        () = shutdown.cancelled() => {
+            // Finish the request in progress, then close: an idle keep-alive connection must
+            // not hold a graceful shutdown up for its whole grace period.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = hard_stop.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "vhost connection ended: {e}");
+    }
+}
+
+/// The user's end of a connection: its address, the address it reached, and its slot.
+pub(super) struct Peer {
+    addr: SocketAddr,
+    dest: Option<SocketAddr>,
+    permit: Arc<SourcePermit>,
+}
+
+async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response<Body> {
+    // One Host for routing, read once; the authority of an absolute-form target wins over
+    // the Host header (RFC 9112 §3.2.2).
+    let Some(host) = request_host(&req) else {
+        return page(StatusCode::BAD_REQUEST, "bad request: no Host");
+    };
+    if req.method() == http::Method::CONNECT {
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this is a web server, not a forward proxy",
+        );
+    }
+    // An absolute-form target may have no path at all: that is "/".
+    let raw_path = match req.uri().path() {
+        "" => "/",
+        p => p,
+    };
+    let path = match path::normalize(raw_path) {
+        Ok(p) => p,
+        Err(e) => return bad_path(e),
+    };
+    let Some(target) = vh.shared.registry.route(&host, &path::match_key(&path)) else {
+        return page(StatusCode::NOT_FOUND, "no tunnel for this host");
+    };
+    let origin = forwarded::Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
+    if let Some(expected) = &target.auth {
+        if let Err(resp) = check_auth(vh, &req, expected, &host, origin).await {
+            return resp;
+        }
+        // The credential was for this server; the service has no business with it.
+        req.headers_mut().remove(header::AUTHORIZATION);
+    }
+    set_target(&mut req, &host, &path);
+    forwarded::set(req.headers_mut(), &host, origin);
+    forwarded::sanitize_connection(req.headers_mut());
+    upstream::forward(&vh.shared, &target.entry, peer, req).await
+}
+
+/// Basic auth for one request: `Err` holds the answer when it may not pass. Failures are
+/// logged one line each (for fail2ban), counted, and a source that keeps failing is refused
+/// for a while without its guesses being checked.
+async fn check_auth(
+    vh: &Vhost,
+    req: &Request<Incoming>,
+    expected: &str,
+    host: &str,
+    origin: forwarded::Origin,
+) -> Result<(), Response<Body>> {
+    let metrics = &vh.shared.metrics.vhost;
+    let user = origin.user;
+    if let Some(left) = vh.failures.blocked_for(user, Instant::now()) {
+        metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(auth::REFUSAL_DELAY).await;
+        let mut resp = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins; try again later",
+        );
+        let h = resp.headers_mut();
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(left.as_secs().max(1)),
+        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Err(resp);
+    }
+    if auth::authorized(req.headers(), expected) {
+        return Ok(());
+    }
+    let mut resp = page(StatusCode::UNAUTHORIZED, "authorization required");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tls-tunnel\""),
+    );
+    // A browser's first request carries no credential: that is a question, not a guess.
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return Err(resp);
+    }
+    metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    let via = if origin.via_trusted {
+        format!(" via={}", origin.peer)
+    } else {
+        String::new()
+    };
+    warn!("basic auth failed host={host} peer={user}{via}");
+    if vh.failures.record(user, Instant::now()) == auth::Verdict::NowBlocked {
+        warn!(
+            "basic auth blocked peer={user}{via}: {} failures within {}s; refusing its logins \
+             for the rest of that window",
+            auth::MAX_FAILURES,
+            auth::WINDOW.as_secs()
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Err(resp)
+}
+
+/// The Host of a request: the absolute-form authority, else the one Host header.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None; // two Host headers: ambiguous, refuse (RFC 9112 §3.2)
+    }
+    host.to_str().ok().map(str::to_owned)
+}
+
+/// Send the target in origin form, with the normalised path it was routed by and the Host
+/// it was routed by: the client's handler and the local service see an ordinary request,
+/// and no other spelling of the path than the one the vhost matched.
+fn set_target(req: &mut Request<Incoming>, host: &str, path: &str) {
+    if req.uri().authority().is_some() {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if let Ok(uri) = target.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+}
+
+fn bad_path(e: path::PathError) -> Response<Body> {
+    page_owned(StatusCode::BAD_REQUEST, &format!("bad request: {e}"))
+}
+
+/// A small HTML page naming the status and nothing internal.
+fn page(status: StatusCode, text: &'static str) -> Response<Body> {
+    page_owned(status, text)
+}
+
+/// [`page`] with a text made at run time (it must not echo user input unescaped).
+fn page_owned(status: StatusCode, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><title>{code}</title><h1>{code}</h1><p>{text}</p>\n",
+        code = status.as_u16()
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(html)).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}

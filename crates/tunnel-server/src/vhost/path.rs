@@ -1,0 +1,222 @@
+//! Request paths as the virtual host matches and forwards them.
+//!
+//! A location such as `/admin` guards everything under it only if every spelling of
+//! `/admin` is recognised as one: `/%61dmin`, `//admin`, `/./admin`, `/x/../admin` all reach
+//! the same file on most services. So the path is normalised once, matched in that form and
+//! forwarded in that form, and the service never sees a spelling the vhost did not route.
+//! Spellings that services disagree about (an encoded `/` or `\`, an encoded dot segment,
+//! NUL) are refused rather than guessed.
+
+use std::fmt;
+
+/// Why a path is refused; the text goes back to the user with a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathError {
+    /// Not `/...` (nor `*`).
+    NotAbsolute,
+    /// `%` not followed by two hex digits.
+    BadEscape,
+    /// `%2F`: one service splits on it, another does not.
+    EncodedSlash,
+    /// `\` or `%5C`: a path separator on some services.
+    Backslash,
+    /// `%00`.
+    Nul,
+    /// A `.` or `..` segment written with `%2E`.
+    EncodedDotSegment,
+    /// `..` above the root.
+    AboveRoot,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::NotAbsolute => "the path must start with /",
+            PathError::BadEscape => "the path has a % not followed by two hex digits",
+            PathError::EncodedSlash => "the path has an encoded slash (%2F)",
+            PathError::Backslash => "the path has a backslash",
+            PathError::Nul => "the path has an encoded NUL (%00)",
+            PathError::EncodedDotSegment => "the path has an encoded dot segment (%2E)",
+            PathError::AboveRoot => "the path climbs above the root with ..",
+        })
+    }
+}
+
+/// The one spelling of `raw` (a request target's path, no query): unreserved characters
+/// percent-decoded, other escapes in upper case, empty segments merged, `.` and `..`
+/// resolved. A trailing slash is kept, as it is part of the resource's name.
+pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
+    if raw == "*" {
+        return Ok(raw.to_owned()); // OPTIONS *: the server as a whole
+    }
+    let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    let mut out: Vec<String> = Vec::new();
+    let mut segments = rest.split('/').peekable();
+    let mut trailing_slash = false;
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        let (seg, had_encoded_dot) = decode_segment(seg)?;
+        match seg.as_str() {
+            "." | ".." if had_encoded_dot => return Err(PathError::EncodedDotSegment),
+            "." => trailing_slash = last,
+            ".." => {
+                out.pop().ok_or(PathError::AboveRoot)?;
+                trailing_slash = last;
+            }
+            "" => trailing_slash = last,
+            _ => {
+                out.push(seg);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// The form a normalised path is matched against locations in: each segment's `;params`
+/// dropped, since servlet containers serve `/admin;x/` as `/admin/`. Only ever makes a
+/// path look *more* like a guarded location, never less.
+pub(crate) fn match_key(normalized: &str) -> std::borrow::Cow<'_, str> {
+    if !normalized.contains(';') {
+        return normalized.into();
+    }
+    let mut out = String::with_capacity(normalized.len());
+    for (i, seg) in normalized.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split_once(';').map_or(seg, |(name, _)| name));
+    }
+    out.into()
+}
+
+/// One segment with unreserved escapes decoded; also whether a `%2E` was among them.
+fn decode_segment(seg: &str) -> Result<(String, bool), PathError> {
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut encoded_dot = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let (hi, lo) = (hex_value(hex[0]), hex_value(hex[1]));
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadEscape);
+                };
+                let b = hi << 4 | lo;
+                match b {
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::Backslash),
+                    0 => return Err(PathError::Nul),
+                    b'.' => {
+                        encoded_dot = true;
+                        out.push('.');
+                    }
+                    _ if is_unreserved(b) => out.push(char::from(b)),
+                    _ => {
+                        out.push('%');
+                        out.push(char::from(hex[0].to_ascii_uppercase()));
+                        out.push(char::from(hex[1].to_ascii_uppercase()));
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            // The http crate only lets visible ASCII through; anything else is kept as is.
+            b => {
+                out.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+    Ok((out, encoded_dot))
+}
+
+/// RFC 3986 §2.3.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        normalize(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    #[test]
+    fn every_spelling_of_admin_is_admin() {
+        for raw in [
+            "/admin/",
+            "/%61dmin/",
+            "/%61%64%6D%69%6e/",
+            "//admin/",
+            "/./admin/",
+            "/x/../admin/",
+            "/x/y/../../admin/",
+            "/admin/.",
+            "/admin/x/..",
+            "///admin//",
+        ] {
+            assert_eq!(ok(raw), "/admin/", "{raw}");
+        }
+        assert_eq!(ok("/admin"), "/admin");
+        assert_eq!(ok("/admin/."), "/admin/");
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_refused() {
+        for (raw, err) in [
+            ("/%2e/admin/", PathError::EncodedDotSegment),
+            ("/%2E%2e/admin", PathError::EncodedDotSegment),
+            ("/x/.%2e/admin", PathError::EncodedDotSegment),
+            ("/pub/..%2fadmin/", PathError::EncodedSlash),
+            ("/a%2Fb", PathError::EncodedSlash),
+            ("/a\\b", PathError::Backslash),
+            ("/a%5cb", PathError::Backslash),
+            ("/a%00", PathError::Nul),
+            ("/a%2", PathError::BadEscape),
+            ("/a%zz", PathError::BadEscape),
+            ("/..", PathError::AboveRoot),
+            ("/a/../../b", PathError::AboveRoot),
+            ("admin", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+        ] {
+            assert_eq!(normalize(raw), Err(err), "{raw}");
+        }
+    }
+
+    #[test]
+    fn other_escapes_stay_escaped_in_one_case_and_dots_in_names_stay() {
+        assert_eq!(ok("/caf%c3%a9/%20x"), "/caf%C3%A9/%20x");
+        assert_eq!(ok("/file%2ehtml"), "/file.html");
+        assert_eq!(ok("/a..b/.c/..d"), "/a..b/.c/..d");
+        assert_eq!(ok("/%7Euser"), "/~user");
+        assert_eq!(ok("/"), "/");
+        assert_eq!(ok("//"), "/");
+        assert_eq!(ok("*"), "*");
+    }
+
+    #[test]
+    fn match_key_drops_segment_parameters() {
+        assert_eq!(match_key("/admin;x=1/page"), "/admin/page");
+        assert_eq!(match_key("/app;jsessionid=abc"), "/app");
+        assert_eq!(match_key("/plain/path"), "/plain/path");
+    }
+}

@@ -1,0 +1,329 @@
+//! Sending a routed request to the proxy's owner over a fresh stream, streaming the answer
+//! back, and relaying an upgraded (WebSocket) connection until it ends or idles out.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
+
+use super::{page, Body, Peer};
+use crate::forward::open_to_owner;
+use crate::registry::ProxyEntry;
+use crate::Shared;
+
+/// The server's own backstop on an answer; the client's `response_timeout` (default 60 s)
+/// normally answers 504 first.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(120);
+/// Silence, both ways, after which an upgraded connection is closed when the proxy does not
+/// say otherwise (`idle_timeout`).
+const DEFAULT_UPGRADED_IDLE: Duration = Duration::from_secs(60);
+
+/// Send `req` to `entry`'s owner over a new stream, and stream the answer back.
+pub(super) async fn forward(
+    shared: &Shared,
+    entry: &Arc<ProxyEntry>,
+    from: &Peer,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let (peer, dest) = (from.addr, from.dest);
+    let bad_gateway = || page(StatusCode::BAD_GATEWAY, "the service is unreachable");
+    entry
+        .counters
+        .public_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let owner = entry.owner();
+    // The same per-proxy fair share as the published ports: one busy (or attacked) domain
+    // must not take the streams of the client's other proxies.
+    let proxies = || shared.registry.owned_by(owner.id).len();
+    let slot = match owner.begin_stream_for(&entry.key, proxies) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            shared
+                .limit_metrics
+                .streams_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let subject = format!("streams {}", entry.key);
+            if let Some(quiet) = shared
+                .limit_warnings
+                .due(&subject, std::time::Instant::now())
+            {
+                warn!(%peer, proxy = %entry.key, suppressed = quiet, "request refused: {reason}");
+            }
+            return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
+        }
+    };
+    let (stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+        Ok(s) => s,
+        Err(reason) => {
+            debug!(%peer, proxy = %entry.key, "request failed: {reason}");
+            return bad_gateway();
+        }
+    };
+    let metered = Metered {
+        stream,
+        entry: entry.clone(),
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(metered)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!(%peer, "request failed: {e}");
+                return bad_gateway();
+            }
+        };
+    // The connection runs until the response body is done (or an upgrade ends), holding the
+    // stream's slot; the client aborting the stream or a hard stop ends it at once.
+    let abort = guard.token().clone();
+    let hard_stop = shared.hard_stop.clone();
+    let active = entry.clone();
+    active
+        .counters
+        .active_streams
+        .fetch_add(1, Ordering::Relaxed);
+    shared.streams.spawn(
+        async move {
+            tokio::select! {
+                r = conn.with_upgrades() => if let Err(e) = r { debug!("stream ended: {e}") },
+                () = abort.cancelled() => {}
+                () = hard_stop.cancelled() => {}
+            }
+            active
+                .counters
+                .active_streams
+                .fetch_sub(1, Ordering::Relaxed);
+            drop((slot, guard));
+        }
+        .in_current_span(),
+    );
+    let user_upgrade = hyper::upgrade::on(&mut req);
+    let mut resp = match tokio::time::timeout(RESPONSE_BACKSTOP, sender.send_request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            debug!(%peer, proxy = %entry.key, "request failed: {e}");
+            return bad_gateway();
+        }
+        Err(_) => {
+            return page(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the service did not answer in time",
+            )
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let service_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = upgraded_idle(entry.spec.read().idle_timeout);
+        let hard_stop = shared.hard_stop.clone();
+        // An upgraded connection keeps its place in the connection limits while it lives.
+        let permit = from.permit.clone();
+        let task = async move {
+            let _permit = permit;
+            if let (Ok(u), Ok(s)) = (user_upgrade.await, service_upgrade.await) {
+                tokio::select! {
+                    () = relay_upgraded(TokioIo::new(u), TokioIo::new(s), idle) => {}
+                    () = hard_stop.cancelled() => {}
+                }
+            }
+        };
+        shared.streams.spawn(task.in_current_span());
+    }
+    resp.map(BodyExt::boxed)
+}
+
+/// The proxy's `idle_timeout` for an upgraded connection: unset means the default, 0 off.
+fn upgraded_idle(configured: Option<u64>) -> Option<Duration> {
+    match configured {
+        None => Some(DEFAULT_UPGRADED_IDLE),
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    }
+}
+
+/// Copy both ways until either side ends, or nothing moved either way for `idle`.
+async fn relay_upgraded<A, B>(a: A, b: B, idle: Option<Duration>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let clock = Arc::new(Clock::new());
+    let mut a = Touch {
+        io: a,
+        clock: clock.clone(),
+    };
+    let mut b = Touch {
+        io: b,
+        clock: clock.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let Some(idle) = idle else {
+        let _ = copy.await;
+        return;
+    };
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = copy.as_mut() => return,
+            () = tokio::time::sleep_until(clock.last() + idle) => {
+                if clock.last() + idle <= Instant::now() {
+                    debug!("upgraded connection idle for {}s; closing it", idle.as_secs());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved, in milliseconds since the clock was made.
+struct Clock {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// An I/O object that marks the clock whenever it reads bytes.
+struct Touch<T> {
+    io: T,
+    clock: Arc<Clock>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Touch<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Touch<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A stream to the owner that adds what it carries to the proxy's byte counters (requests
+/// "in", responses "out"; HTTP heads included, as they travel the tunnel too).
+struct Metered {
+    stream: tunnel_mux::MuxStream,
+    entry: Arc<ProxyEntry>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.entry
+                .counters
+                .bytes
+                .b_to_a
+                .fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.entry
+                .counters
+                .bytes
+                .a_to_b
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn idle_setting_defaults_and_turns_off() {
+        assert_eq!(upgraded_idle(None), Some(DEFAULT_UPGRADED_IDLE));
+        assert_eq!(upgraded_idle(Some(0)), None);
+        assert_eq!(upgraded_idle(Some(5)), Some(Duration::from_secs(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_relay_ends_after_idle_and_traffic_keeps_it_open() {
+        let (a, mut a_far) = tokio::io::duplex(64);
+        let (b, mut b_far) = tokio::io::duplex(64);
+        let relay = tokio::spawn(relay_upgraded(a, b, Some(Duration::from_secs(10))));
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            a_far.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            b_far.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!relay.is_finished(), "traffic keeps it open");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        tokio::task::yield_now().await;
+        assert!(relay.is_finished(), "silence closes it");
+    }
+}
