@@ -104,6 +104,30 @@ pub struct ServerConfig {
     /// Seconds open streams may run on after SIGTERM / Ctrl-C before they are closed. Default 10.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: u64,
+    /// Most connections one source address (an IPv6 /64) may have in TLS or authentication
+    /// at once on `bind`, so one host cannot hold every pre-authentication slot. Not applied on
+    /// `ws_bind`, where every connection comes from the proxy in front. Default 16; 0 = off.
+    #[serde(default = "default_pending_per_source")]
+    pub pending_handshakes_per_source: usize,
+    /// Pending handshakes at which random early drop begins (like sshd's `MaxStartups
+    /// start:rate:full`, with `max_pending_handshakes` as full): from here a new connection is
+    /// closed with probability `pending_handshakes_drop_percent`, rising linearly to 100 % at
+    /// `max_pending_handshakes`, so a flood cannot hold every slot. Default 64; 0 = off.
+    #[serde(default = "default_pending_drop_from")]
+    pub pending_handshakes_drop_from: usize,
+    /// Drop probability (percent) at `pending_handshakes_drop_from`. Default 30.
+    #[serde(default = "default_pending_drop_percent")]
+    pub pending_handshakes_drop_percent: u8,
+    /// Seconds a new connection has to send its first byte (the TLS ClientHello); an idle
+    /// connection gives its pre-authentication slot back after this, not after the whole
+    /// `handshake_timeout`. Default 3.
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: u64,
+    /// Most wrong-key logins per second server-wide, summed over all addresses; beyond it
+    /// logins are refused (retryably) for a moment before their proof is checked, which
+    /// bounds how fast many addresses together can guess the key. Default 20; 0 = off.
+    #[serde(default = "default_max_auth_failures_per_second")]
+    pub max_auth_failures_per_second: u32,
 }
 
 fn default_bind() -> SocketAddr {
@@ -161,6 +185,21 @@ fn default_heartbeat_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     10
 }
+fn default_pending_per_source() -> usize {
+    16
+}
+fn default_pending_drop_from() -> usize {
+    64
+}
+fn default_pending_drop_percent() -> u8 {
+    30
+}
+fn default_first_byte_timeout() -> u64 {
+    3
+}
+fn default_max_auth_failures_per_second() -> u32 {
+    20
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -189,6 +228,11 @@ impl Default for ServerConfig {
             heartbeat_interval: default_heartbeat_interval(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            pending_handshakes_per_source: default_pending_per_source(),
+            pending_handshakes_drop_from: default_pending_drop_from(),
+            pending_handshakes_drop_percent: default_pending_drop_percent(),
+            first_byte_timeout: default_first_byte_timeout(),
+            max_auth_failures_per_second: default_max_auth_failures_per_second(),
         }
     }
 }
@@ -474,6 +518,31 @@ impl ServerConfig {
                 out.push(ConfigProblem::new(field, "must be at least 1"));
             }
         }
+        out.extend(self.admission_problems());
+        out
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_byte_timeout)
+    }
+
+    /// Problems with the pre-authentication limits.
+    fn admission_problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.pending_handshakes_drop_percent > 100 {
+            out.push(ConfigProblem::new(
+                "pending_handshakes_drop_percent",
+                "is a percentage: 0 to 100",
+            ));
+        }
+        if self.first_byte_timeout == 0 || self.first_byte_timeout > self.handshake_timeout {
+            out.push(ConfigProblem::new(
+                "first_byte_timeout",
+                "must be at least 1 (seconds) and at most handshake_timeout",
+            ));
+        }
         out
     }
 }
@@ -557,5 +626,29 @@ mod tests {
         let c = c.with_auth_key("hunter2");
         assert!(c.problems().is_empty());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn admission_keys_have_defaults_and_are_checked() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(
+            (
+                c.pending_handshakes_per_source,
+                c.pending_handshakes_drop_from,
+                c.pending_handshakes_drop_percent,
+                c.first_byte_timeout,
+                c.max_auth_failures_per_second
+            ),
+            (16, 64, 30, 3, 20)
+        );
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\npending_handshakes_drop_percent = 101\nfirst_byte_timeout = 0",
+        )
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["pending_handshakes_drop_percent", "first_byte_timeout"]
+        );
     }
 }
