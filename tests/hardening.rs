@@ -4,3 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "hardening/admission.rs"]
+mod admission;

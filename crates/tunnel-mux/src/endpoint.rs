@@ -32,7 +32,7 @@ pub trait StatsSource: Send + Sync + 'static {
 
 /// Longest a peer may take to send a request head, or to start the next one on a kept-alive
 /// connection: a scraper sends its request at once, a slow-header peer is cut.
-pub const STATS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STATS_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest one connection may live, however busy: bounds a peer that never reads its answer.
 pub const STATS_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Stats connections served at once; more are closed at accept. Scrapers need one or two.

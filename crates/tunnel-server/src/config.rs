@@ -120,7 +120,7 @@ pub struct ServerConfig {
     pub pending_handshakes_drop_percent: u8,
     /// Seconds a new connection has to send its first byte (the TLS ClientHello); an idle
     /// connection gives its pre-authentication slot back after this, not after the whole
-    /// `handshake_timeout`. Default 3.
+    /// `handshake_timeout` (which also caps it). Default 3.
     #[serde(default = "default_first_byte_timeout")]
     pub first_byte_timeout: u64,
     /// Most wrong-key logins per second server-wide, summed over all addresses; beyond it
@@ -525,7 +525,8 @@ impl ServerConfig {
 
 impl ServerConfig {
     pub(crate) fn first_byte_timeout(&self) -> Duration {
-        Duration::from_secs(self.first_byte_timeout)
+        // Never longer than the whole handshake may take.
+        Duration::from_secs(self.first_byte_timeout.min(self.handshake_timeout))
     }
 
     /// Problems with the pre-authentication limits.
@@ -537,10 +538,10 @@ impl ServerConfig {
                 "is a percentage: 0 to 100",
             ));
         }
-        if self.first_byte_timeout == 0 || self.first_byte_timeout > self.handshake_timeout {
+        if self.first_byte_timeout == 0 {
             out.push(ConfigProblem::new(
                 "first_byte_timeout",
-                "must be at least 1 (seconds) and at most handshake_timeout",
+                "must be at least 1 (seconds)",
             ));
         }
         out
