@@ -3,6 +3,6 @@
 //! asserts the bounded behaviour, and checks that a bystander client keeps working meanwhile.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 #[path = "hardening/admission.rs"]
 mod admission;
+mod common;
