@@ -135,7 +135,11 @@ pub(crate) async fn handle_connection(
     // An idle connection gives its slot back after first_byte_timeout, not handshake_timeout.
     let mut first = [0u8];
     let first_byte = tokio::time::timeout(shared.cfg.first_byte_timeout(), tcp.peek(&mut first));
-    match first_byte.await {
+    let first_byte = tokio::select! {
+        r = first_byte => r,
+        () = shared.shutdown.cancelled() => return,
+    };
+    match first_byte {
         Ok(Ok(n)) if n > 0 => {}
         Ok(_) => return, // closed (or failed) without a word
         Err(_) => {
