@@ -3,6 +3,8 @@
 //! asserts the bounded behaviour, and checks that a bystander client keeps working meanwhile.
 #![allow(clippy::unwrap_used)]
 
+#[path = "hardening/admission.rs"]
+mod admission;
 mod common;
 #[path = "hardening/public.rs"]
 mod public;

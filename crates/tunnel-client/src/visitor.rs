@@ -46,23 +46,18 @@ pub(crate) async fn run(
 ) {
     let span = info_span!("visitor", name = %visitor.name);
     let visitor = Arc::new(visitor);
+    let mut listener = tunnel_transport::Acceptor::new(listener);
     async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        // Also in the visitor's span: with "conn" filtered out (it is
-                        // debug), the refusal warnings must still name client and visitor.
-                        let task = serve(shared.clone(), visitor.clone(), tcp)
-                            .instrument(tracing::debug_span!("conn", %peer));
-                        shared.streams.spawn(task.in_current_span());
-                    }
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                (tcp, peer) = listener.accept() => {
+                    // Also in the visitor's span: with "conn" filtered out (it is
+                    // debug), the refusal warnings must still name client and visitor.
+                    let task = serve(shared.clone(), visitor.clone(), tcp)
+                        .instrument(tracing::debug_span!("conn", %peer));
+                    shared.streams.spawn(task.in_current_span());
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,11 +12,13 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
+use tunnel_transport::{Acceptor, LogThrottle};
 
 /// What an engine reports.
 pub trait StatsSource: Send + Sync + 'static {
@@ -27,8 +30,24 @@ pub trait StatsSource: Send + Sync + 'static {
     fn healthy(&self) -> bool;
 }
 
+/// Longest a peer may take to send a request head, or to start the next one on a kept-alive
+/// connection: a scraper sends its request at once, a slow-header peer is cut.
+pub const STATS_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one connection may live, however busy: bounds a peer that never reads its answer.
+pub const STATS_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Stats connections served at once; more are closed at accept. Scrapers need one or two.
+pub const STATS_MAX_CONNECTIONS: usize = 32;
+/// Request head buffer (hyper's minimum is 8 KiB); request bodies are never read.
+const STATS_MAX_HEAD: usize = 16 * 1024;
+/// At most one "connections refused" WARN this often.
+const STATS_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Serve `source` on `listener` until `stop`. With a `token`, `/metrics` and `/api/stats`
 /// need `Authorization: Bearer <token>`; `/healthz` never does (probes have no secrets).
+///
+/// The endpoint is bounded: [`STATS_MAX_CONNECTIONS`] at once, a request head within
+/// [`STATS_HEADER_TIMEOUT`] and 16 KiB, a connection for at most
+/// [`STATS_CONNECTION_LIFETIME`], and accepts back off when the process is out of descriptors.
 pub async fn serve_stats(
     listener: TcpListener,
     source: Arc<dyn StatsSource>,
@@ -36,16 +55,23 @@ pub async fn serve_stats(
     stop: CancellationToken,
 ) {
     let token: Option<Arc<str>> = token.map(Into::into);
+    let slots = Arc::new(Semaphore::new(STATS_MAX_CONNECTIONS));
+    let mut refused = LogThrottle::new(STATS_WARN_EVERY);
+    let mut listener = Acceptor::new(listener);
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!("stats accept failed: {e}");
-                    continue;
-                }
-            },
+            c = listener.accept() => c,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(more) = refused.hit(Instant::now()) {
+                warn!(
+                    %peer,
+                    "stats connection refused: all {STATS_MAX_CONNECTIONS} connections are in use \
+                     ({more} more refused since the last warning)"
+                );
+            }
+            continue;
         };
         let (source, token) = (source.clone(), token.clone());
         let conn = async move {
@@ -53,10 +79,17 @@ pub async fn serve_stats(
                 let r = route(&*source, token.as_deref(), &req);
                 async move { Ok::<_, Infallible>(r) }
             });
-            let serve = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            if let Err(e) = serve.await {
-                debug!(%peer, "stats connection: {e}");
+            let serve = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(STATS_HEADER_TIMEOUT)
+                .max_buf_size(STATS_MAX_HEAD)
+                .serve_connection(TokioIo::new(tcp), svc);
+            match tokio::time::timeout(STATS_CONNECTION_LIFETIME, serve).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, "stats connection: {e}"),
+                Err(_) => debug!(%peer, "stats connection closed: open too long"),
             }
+            drop(slot);
         };
         tokio::spawn(conn.in_current_span());
     }

@@ -66,7 +66,10 @@ pub use config::{
 pub use control::{
     spawn_control, ControlChannel, ControlClosed, ControlInbox, ControlSender, Heartbeat,
 };
-pub use endpoint::{escape_label, serve_stats, StatsSource};
+pub use endpoint::{
+    escape_label, serve_stats, StatsSource, STATS_CONNECTION_LIFETIME, STATS_HEADER_TIMEOUT,
+    STATS_MAX_CONNECTIONS,
+};
 pub use error::MuxError;
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};

@@ -149,6 +149,30 @@ pub struct ServerConfig {
     /// From anyone else they are replaced (X-Forwarded-For is appended to). Default none.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Most connections one source address (an IPv6 /64) may have in TLS or authentication
+    /// at once on `bind`, so one host cannot hold every pre-authentication slot. Not applied on
+    /// `ws_bind`, where every connection comes from the proxy in front. Default 16; 0 = off.
+    #[serde(default = "default_pending_per_source")]
+    pub pending_handshakes_per_source: usize,
+    /// Pending handshakes at which random early drop begins (like sshd's `MaxStartups
+    /// start:rate:full`, with `max_pending_handshakes` as full): from here a new connection is
+    /// closed with probability `pending_handshakes_drop_percent`, rising linearly to 100 % at
+    /// `max_pending_handshakes`, so a flood cannot hold every slot. Default 64; 0 = off.
+    #[serde(default = "default_pending_drop_from")]
+    pub pending_handshakes_drop_from: usize,
+    /// Drop probability (percent) at `pending_handshakes_drop_from`. Default 30.
+    #[serde(default = "default_pending_drop_percent")]
+    pub pending_handshakes_drop_percent: u8,
+    /// Seconds a new connection has to send its first byte (the TLS ClientHello); an idle
+    /// connection gives its pre-authentication slot back after this, not after the whole
+    /// `handshake_timeout` (which also caps it). Default 3.
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: u64,
+    /// Most wrong-key logins per second server-wide, summed over all addresses; beyond it
+    /// logins are refused (retryably) for a moment before their proof is checked, which
+    /// bounds how fast many addresses together can guess the key. Default 20; 0 = off.
+    #[serde(default = "default_max_auth_failures_per_second")]
+    pub max_auth_failures_per_second: u32,
 }
 
 fn default_bind() -> SocketAddr {
@@ -224,6 +248,21 @@ fn default_max_stream_headers_per_client() -> usize {
 fn default_max_stream_headers() -> usize {
     4096
 }
+fn default_pending_per_source() -> usize {
+    16
+}
+fn default_pending_drop_from() -> usize {
+    64
+}
+fn default_pending_drop_percent() -> u8 {
+    30
+}
+fn default_first_byte_timeout() -> u64 {
+    3
+}
+fn default_max_auth_failures_per_second() -> u32 {
+    20
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -264,6 +303,11 @@ impl Default for ServerConfig {
             vhost_header_timeout: default_vhost_header_timeout(),
             vhost_max_header_size: default_vhost_max_header_size(),
             trusted_proxies: Vec::new(),
+            pending_handshakes_per_source: default_pending_per_source(),
+            pending_handshakes_drop_from: default_pending_drop_from(),
+            pending_handshakes_drop_percent: default_pending_drop_percent(),
+            first_byte_timeout: default_first_byte_timeout(),
+            max_auth_failures_per_second: default_max_auth_failures_per_second(),
         }
     }
 }
@@ -568,6 +612,7 @@ impl ServerConfig {
         }
         out.extend(self.route_cap_problems());
         self.vhost_problems(&mut out);
+        out.extend(self.admission_problems());
         out
     }
 
@@ -655,6 +700,31 @@ fn default_vhost_header_timeout() -> u64 {
 }
 fn default_vhost_max_header_size() -> usize {
     32 * 1024
+}
+
+impl ServerConfig {
+    pub(crate) fn first_byte_timeout(&self) -> Duration {
+        // Never longer than the whole handshake may take.
+        Duration::from_secs(self.first_byte_timeout.min(self.handshake_timeout))
+    }
+
+    /// Problems with the pre-authentication limits.
+    fn admission_problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.pending_handshakes_drop_percent > 100 {
+            out.push(ConfigProblem::new(
+                "pending_handshakes_drop_percent",
+                "is a percentage: 0 to 100",
+            ));
+        }
+        if self.first_byte_timeout == 0 {
+            out.push(ConfigProblem::new(
+                "first_byte_timeout",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -797,5 +867,29 @@ mod tests {
             ]
         );
         assert!(p[2].to_string().contains("10.0.0.0/99"), "{}", p[2]);
+    }
+
+    #[test]
+    fn admission_keys_have_defaults_and_are_checked() {
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(
+            (
+                c.pending_handshakes_per_source,
+                c.pending_handshakes_drop_from,
+                c.pending_handshakes_drop_percent,
+                c.first_byte_timeout,
+                c.max_auth_failures_per_second
+            ),
+            (16, 64, 30, 3, 20)
+        );
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\npending_handshakes_drop_percent = 101\nfirst_byte_timeout = 0",
+        )
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["pending_handshakes_drop_percent", "first_byte_timeout"]
+        );
     }
 }

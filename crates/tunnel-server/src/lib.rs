@@ -33,6 +33,7 @@ mod listener;
 mod log_gate;
 mod metrics;
 mod ports;
+mod pre_auth;
 mod register;
 mod registry;
 mod routes;
@@ -51,12 +52,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
-use tunnel_transport::{Fingerprint, ServerIdentity, ServerTransport, Transport, WsTransport};
+use tunnel_transport::{
+    Acceptor, Fingerprint, ServerIdentity, ServerTransport, Transport, WsTransport,
+};
 
 pub use config::ServerConfig;
 pub use error::{ConfigProblem, ServerError};
@@ -74,7 +76,7 @@ pub(crate) struct Shared {
     registry: Registry,
     sessions: Mutex<HashMap<String, Arc<SessionRef>>>,
     next_session: AtomicU64,
-    pending: Arc<Semaphore>,
+    pre_auth: pre_auth::PreAuth,
     auth_failures: auth_failures::AuthFailures,
     metrics: metrics::ServerMetrics,
     /// Stop accepting clients and user connections; open streams go on.
@@ -91,7 +93,7 @@ pub(crate) struct Shared {
     /// Warnings a peer can cause at will (refusals by the limits above), by subject.
     limit_warnings: log_gate::LogGate<String>,
     /// Client streams still reading their header, all clients (`max_stream_headers`).
-    stream_headers: Arc<Semaphore>,
+    stream_headers: Arc<tokio::sync::Semaphore>,
     limit_metrics: metrics::LimitMetrics,
 }
 
@@ -215,6 +217,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     let key = cfg
         .resolve_auth_key()
         .map_err(|p| ServerError::Config(vec![p]))?;
+    warn_if_short(&key);
     let source = cfg
         .identity_source()
         .map_err(|p| ServerError::Config(vec![p]))?;
@@ -251,10 +254,10 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         None => None,
     };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
-    let stream_headers = Arc::new(Semaphore::new(cfg.max_stream_headers));
+    let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
-        pending: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
-        auth_failures: auth_failures::AuthFailures::default(),
+        pre_auth: pre_auth::PreAuth::new(&cfg),
+        auth_failures: auth_failures::AuthFailures::new(cfg.max_auth_failures_per_second),
         metrics: metrics::ServerMetrics::default(),
         cfg,
         key: key.into_bytes(),
@@ -283,7 +286,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
             .tasks
             .spawn(task.instrument(tracing::info_span!("stats")));
     }
-    let accept = accept_loop(shared.clone(), listener, shared.transport.clone());
+    let accept = accept_loop(shared.clone(), listener, shared.transport.clone(), true);
     shared
         .tasks
         .spawn(accept.instrument(tracing::info_span!("server", %local_addr)));
@@ -294,7 +297,8 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
             "plain WebSocket (ws) listening: only a TLS-terminating proxy should reach it"
         );
         let ws: Arc<dyn Transport> = Arc::new(WsTransport::plain_server(&shared.cfg.ws_path));
-        let accept = accept_loop(shared.clone(), l, ws);
+        // Every connection here comes from the proxy in front: no per-source share.
+        let accept = accept_loop(shared.clone(), l, ws, false);
         shared
             .tasks
             .spawn(accept.instrument(tracing::info_span!("server", ws_addr = %at)));
@@ -317,24 +321,43 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     })
 }
 
-/// Accept clients on `listener`, each handshaking over `transport`.
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, transport: Arc<dyn Transport>) {
+/// Accept clients on `listener`, each handshaking over `transport`. `own_address`: the TCP
+/// peer is the client (see `session::handle_connection`).
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    transport: Arc<dyn Transport>,
+    own_address: bool,
+) {
+    let mut listener = Acceptor::new(listener);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let task =
-                        session::handle_connection(shared.clone(), transport.clone(), tcp, peer);
-                    shared.tasks.spawn(task.in_current_span());
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (tcp, peer) = listener.accept() => {
+                let task = session::handle_connection(
+                    shared.clone(),
+                    transport.clone(),
+                    tcp,
+                    peer,
+                    own_address,
+                );
+                shared.tasks.spawn(task.in_current_span());
+            }
         }
     }
     info!("no longer accepting clients");
+}
+
+/// Shortest auth key not warned about: with fewer bytes (a word, a PIN) an online guesser
+/// needs far fewer tries than the wrong-key limits allow over time.
+const MIN_AUTH_KEY_LEN: usize = 16;
+
+fn warn_if_short(key: &str) {
+    if key.len() < MIN_AUTH_KEY_LEN {
+        warn!(
+            "the auth key is only {} bytes: use at least {MIN_AUTH_KEY_LEN} random bytes \
+             (e.g. `openssl rand -base64 24`) so it cannot be guessed",
+            key.len()
+        );
+    }
 }

@@ -21,27 +21,22 @@ const DEFAULT_IDLE_TIMEOUT: u64 = 300;
 /// Accept until the entry is released; dropping the listener closes the port at once.
 pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: TcpListener) {
     let span = info_span!("listener", proxy = %entry.key);
+    // Backs off on errors such as EMFILE instead of spinning, and keeps the port.
+    let mut listener = tunnel_transport::Acceptor::new(listener);
     async move {
         loop {
             tokio::select! {
                 () = entry.listener_stop.cancelled() => break,
                 () = shared.shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        let Some(permit) = admit(&shared, peer) else {
-                            // Closed at once, and with a reset: no TIME_WAIT left here.
-                            reset_tcp(tcp);
-                            continue;
-                        };
-                        let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit);
-                        shared.streams.spawn(task.in_current_span());
-                    }
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning, keep the port.
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                (tcp, peer) = listener.accept() => {
+                    let Some(permit) = admit(&shared, peer) else {
+                        // Closed at once, and with a reset: no TIME_WAIT left here.
+                        reset_tcp(tcp);
+                        continue;
+                    };
+                    let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit);
+                    shared.streams.spawn(task.in_current_span());
+                }
             }
         }
         debug!("public port closed");

@@ -24,6 +24,22 @@ pub(crate) struct ServerMetrics {
     handshake_count: AtomicU64,
     handshake_micros: AtomicU64,
     pub vhost: VhostMetrics,
+    /// Connections closed before TLS by the pre-authentication limits, by reason.
+    pub preauth_refused: PreAuthRefusals,
+    /// Logins refused before their proof was checked: the address is blocked for wrong keys.
+    pub auth_refused_blocked: AtomicU64,
+    /// Logins refused before their proof was checked: `max_auth_failures_per_second`.
+    pub auth_refused_rate: AtomicU64,
+}
+
+/// Why connections were closed before TLS.
+#[derive(Debug, Default)]
+pub(crate) struct PreAuthRefusals {
+    pub per_source: AtomicU64,
+    pub full: AtomicU64,
+    pub early_drop: AtomicU64,
+    pub first_byte_timeout: AtomicU64,
+    pub blocked: AtomicU64,
 }
 
 impl Default for ServerMetrics {
@@ -35,6 +51,9 @@ impl Default for ServerMetrics {
             handshake_count: AtomicU64::new(0),
             handshake_micros: AtomicU64::new(0),
             vhost: VhostMetrics::default(),
+            preauth_refused: PreAuthRefusals::default(),
+            auth_refused_blocked: AtomicU64::new(0),
+            auth_refused_rate: AtomicU64::new(0),
         }
     }
 }
@@ -276,6 +295,7 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
     let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
     m.vhost.render(&mut out);
+    admission(&mut out, m);
     prometheus_limits(&mut out, &shared.limit_metrics);
     let _ = writeln!(
         out,
@@ -370,6 +390,42 @@ impl VhostMetrics {
                     &self.conns_refused,
                 ),
             ],
+        );
+    }
+}
+
+/// The pre-authentication limits' counters.
+fn admission(out: &mut String, m: &ServerMetrics) {
+    let r = &m.preauth_refused;
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_preauth_refused_total Connections closed before TLS by the pre-authentication limits.\n# TYPE tunnel_preauth_refused_total counter"
+    );
+    for (reason, n) in [
+        ("per_source", &r.per_source),
+        ("full", &r.full),
+        ("early_drop", &r.early_drop),
+        ("first_byte_timeout", &r.first_byte_timeout),
+        ("blocked", &r.blocked),
+    ] {
+        let _ = writeln!(
+            out,
+            "tunnel_preauth_refused_total{{reason=\"{reason}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tunnel_auth_refused_total Logins refused before their proof was checked.\n# TYPE tunnel_auth_refused_total counter"
+    );
+    for (reason, n) in [
+        ("blocked", &m.auth_refused_blocked),
+        ("rate", &m.auth_refused_rate),
+    ] {
+        let _ = writeln!(
+            out,
+            "tunnel_auth_refused_total{{reason=\"{reason}\"}} {}",
+            n.load(Ordering::Relaxed)
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -151,21 +152,58 @@ impl Drop for HeaderSlot {
     }
 }
 
-/// Serve one accepted TCP connection from handshake to disconnect.
+/// Serve one accepted TCP connection from handshake to disconnect. `own_address`: the TCP
+/// peer is the client itself (not the proxy in front of `ws_bind`), so it gets a per-source
+/// share of the pre-authentication slots.
 pub(crate) async fn handle_connection(
     shared: Arc<Shared>,
     transport: Arc<dyn Transport>,
     tcp: TcpStream,
     peer: SocketAddr,
+    own_address: bool,
 ) {
+    let refusals = &shared.metrics.preauth_refused;
     if shared.auth_failures.is_blocked(peer.ip(), Instant::now()) {
         // Still guessing keys: not worth a TLS handshake. Logged when the block began.
+        refusals.blocked.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let Ok(permit) = shared.pending.clone().try_acquire_owned() else {
-        debug!(%peer, "too many connections still in handshake; closing this one");
-        return;
+    let permit = match shared
+        .pre_auth
+        .admit(own_address.then_some(peer.ip()), refusals)
+    {
+        Ok(p) => p,
+        Err(turned) => {
+            match shared.pre_auth.should_warn() {
+                Some(more) => warn!(
+                    %peer,
+                    "connection closed before TLS: {turned} ({more} more closed since the last warning)"
+                ),
+                None => debug!(%peer, "connection closed before TLS: {turned}"),
+            }
+            return;
+        }
     };
+    // An idle connection gives its slot back after first_byte_timeout, not handshake_timeout.
+    let mut first = [0u8];
+    let first_byte = tokio::time::timeout(shared.cfg.first_byte_timeout(), tcp.peek(&mut first));
+    let first_byte = tokio::select! {
+        r = first_byte => r,
+        () = shared.shutdown.cancelled() => return,
+    };
+    match first_byte {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return, // closed (or failed) without a word
+        Err(_) => {
+            refusals.first_byte_timeout.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                %peer,
+                "closed: sent nothing within {}s (first_byte_timeout)",
+                shared.cfg.first_byte_timeout
+            );
+            return;
+        }
+    }
     tunnel_transport::tune_tcp(&tcp);
     let mut nonce = [0u8; 32];
     if let Err(e) = tunnel_transport::fill_random(&mut nonce) {
@@ -186,7 +224,15 @@ pub(crate) async fn handle_connection(
             return Err(HandshakeError::Blocked);
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
-        let hello = handshake::authenticate(&mut est.stream, &binding, &shared.key, nonce).await?;
+        let hello = handshake::authenticate(
+            &mut est.stream,
+            &binding,
+            &shared.key,
+            nonce,
+            &shared.auth_failures,
+            est.peer.ip(),
+        )
+        .await?;
         Ok::<_, HandshakeError>((est, hello))
     };
     let started = Instant::now();
@@ -208,15 +254,34 @@ pub(crate) async fn handle_connection(
         }
     };
     drop(permit);
+    let peer = client_addr;
     match result {
         Ok(Ok((est, hello))) => {
             shared.metrics.observe_handshake(started.elapsed());
             run(shared, est, hello).await
         }
-        Ok(Err(HandshakeError::Blocked)) => {} // logged when the block began
-        Ok(Err(HandshakeError::BadKey)) => {
-            let peer = client_addr;
-            match shared.auth_failures.record(peer.ip(), Instant::now()) {
+        Ok(Err(HandshakeError::Blocked)) => {
+            // Logged when the block began.
+            let n = &shared.metrics.auth_refused_blocked;
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Err(HandshakeError::Rate { warn })) => {
+            shared
+                .metrics
+                .auth_refused_rate
+                .fetch_add(1, Ordering::Relaxed);
+            if warn {
+                warn!(
+                    %peer,
+                    "more than {} wrong auth keys in the last second server-wide: refusing \
+                     logins for a moment (max_auth_failures_per_second)",
+                    shared.cfg.max_auth_failures_per_second
+                );
+            }
+        }
+        Ok(Err(HandshakeError::BadKey(verdict))) => {
+            shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            match verdict {
                 Verdict::Log => warn!(%peer, "client rejected: wrong auth key"),
                 Verdict::Quiet => debug!(%peer, "client rejected: wrong auth key"),
                 Verdict::Blocked => warn!(

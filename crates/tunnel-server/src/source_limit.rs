@@ -102,6 +102,11 @@ impl SourceLimit {
     pub fn total(&self) -> usize {
         self.counts.lock().total
     }
+
+    /// The per-source budget (`usize::MAX` when unlimited).
+    pub fn per_source(&self) -> usize {
+        self.per_source
+    }
 }
 
 impl Drop for SourcePermit {

@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+mod accept;
 mod auth_key;
 mod error;
 mod fingerprint;
@@ -66,6 +67,7 @@ mod trust;
 mod upgrade;
 mod ws;
 
+pub use accept::{Acceptor, LogThrottle};
 pub use auth_key::resolve_auth_key;
 pub use error::TransportError;
 pub use fingerprint::Fingerprint;

@@ -60,17 +60,12 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
         failures: auth::Failures::default(),
         refused_log: limits::Throttle::new(Duration::from_secs(10)),
     });
+    // Backs off on errors such as EMFILE instead of spinning.
+    let mut listener = tunnel_transport::Acceptor::new(listener);
     loop {
         tokio::select! {
             () = vh.shared.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => admit(&vh, tcp, peer),
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (tcp, peer) = listener.accept() => admit(&vh, tcp, peer),
         }
     }
 }

@@ -1,0 +1,166 @@
+//! One accept loop for every listener: at the open-file limit (EMFILE, ENFILE) or out of
+//! buffers, `accept` fails at once and the listener stays readable, so a loop that retries
+//! right away spins a core without serving anyone. [`Acceptor`] backs off exponentially
+//! instead, and says so in one WARN per period rather than one per failure.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+/// First pause after a failed accept; doubled on each failure in a row, up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts while they keep failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one accept-failure WARN per listener this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A listener whose [`Acceptor::accept`] only returns connections, pausing on errors.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: TcpListener,
+    backoff: Backoff,
+    warn: LogThrottle,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener) -> Self {
+        Acceptor {
+            listener,
+            backoff: Backoff::default(),
+            warn: LogThrottle::new(WARN_EVERY),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The next connection. Errors are logged and retried: a connection that died in the
+    /// backlog at once, anything else (out of descriptors, buffers) after a growing pause.
+    /// Cancel-safe: dropping the future loses no accepted connection.
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.listener.accept().await {
+                Ok(conn) => {
+                    self.backoff.reset();
+                    return conn;
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    let pause = self.backoff.next();
+                    if let Some(more) = self.warn.hit(Instant::now()) {
+                        warn!(
+                            "accept failed: {e}; pausing accepts for up to {}ms \
+                             ({more} more failures since the last warning)",
+                            MAX_BACKOFF.as_millis()
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection (gone before we took it), not the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Exponential back-off from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
+#[derive(Debug, Default)]
+struct Backoff {
+    current: Option<Duration>,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = self
+            .current
+            .map_or(MIN_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+        self.current = Some(d);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// Lets one log line through per `period` and counts the ones held back, so a peer (or a
+/// resource shortage) that triggers a warning thousands of times a second cannot flood the
+/// log. Not synchronised: keep one per task, or wrap it in a mutex.
+#[derive(Debug)]
+pub struct LogThrottle {
+    period: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogThrottle {
+    pub fn new(period: Duration) -> Self {
+        LogThrottle {
+            period,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// One more event at `now`: `Some(n)` when it should be logged, `n` being how many were
+    /// held back since the last one logged; `None` to stay quiet.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < self.period => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        let seq: Vec<_> = (0..10).map(|_| b.next().as_millis()).collect();
+        assert_eq!(seq, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn throttle_logs_once_per_period_and_counts_the_rest() {
+        let mut t = LogThrottle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.hit(t0), Some(0));
+        assert_eq!(t.hit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.hit(t0 + Duration::from_secs(9)), None);
+        assert_eq!(t.hit(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(t.hit(t0 + Duration::from_secs(11)), None);
+    }
+
+    #[tokio::test]
+    async fn accepts_connections() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = Acceptor::new(l);
+        let addr = a.local_addr().unwrap();
+        let (c, accepted) = tokio::join!(TcpStream::connect(addr), a.accept());
+        assert_eq!(accepted.1, c.unwrap().local_addr().unwrap());
+    }
+}
