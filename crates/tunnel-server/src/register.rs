@@ -55,7 +55,9 @@ pub(crate) async fn apply(
             Ok(key) => {
                 kept.insert(key.clone());
             }
-            Err(e) => warn!(proxy = %name, "proxy rejected: {e}"),
+            Err(e) => {
+                warn!(proxy = %tunnel_proto::PeerText(&name), "proxy rejected: {}", tunnel_proto::PeerText(&e.to_string()))
+            }
         }
         results.push(ItemResult {
             kind: ItemKind::Proxy,
@@ -68,7 +70,9 @@ pub(crate) async fn apply(
     for v in req.visitors {
         let error = check_visitor(&v, &mut visitor_names).err();
         match &error {
-            Some(e) => warn!(visitor = %v.name, "visitor rejected: {e}"),
+            Some(e) => {
+                warn!(visitor = %tunnel_proto::PeerText(&v.name), "visitor rejected: {}", tunnel_proto::PeerText(&e.to_string()))
+            }
             None => visitors.push(v.clone()),
         }
         results.push(ItemResult {
