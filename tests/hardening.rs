@@ -4,3 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "hardening/logs.rs"]
+mod logs;

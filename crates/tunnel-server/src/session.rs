@@ -273,7 +273,10 @@ fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
         Some(live) if live.instance != hello.instance => {
             // Who holds the id is for the operator: the client hears only that it is taken,
             // or any key holder could learn where another client connects from.
-            info!(holder = %live.peer, holder_session = live.id, "the id is held by this session");
+            info!(
+                holder_session = live.id,
+                "the client id is held by a session from {}", live.peer
+            );
             Err((
                 RejectCode::IdInUse,
                 format!(
