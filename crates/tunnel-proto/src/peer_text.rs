@@ -28,13 +28,11 @@ pub struct PeerText<'a>(pub &'a str);
 
 impl fmt::Display for PeerText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0;
-        for (at, c) in self.0.char_indices() {
+        for (shown, (at, c)) in self.0.char_indices().enumerate() {
             if shown == PEER_TEXT_MAX_CHARS {
                 let left = self.0.len() - at;
                 return write!(f, "... ({left} more bytes)");
             }
-            shown += 1;
             match c {
                 '\n' => f.write_str("\\n")?,
                 '\r' => f.write_str("\\r")?,
