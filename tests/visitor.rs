@@ -390,7 +390,9 @@ async fn an_id_held_by_another_live_instance_is_rejected_and_the_first_client_is
     let stopped = tokio::time::timeout(Duration::from_secs(10), second.join())
         .await
         .expect("the rejected client did not stop by itself");
-    let err = stopped.expect_err("the rejected client stopped without an error").to_string();
+    let err = stopped
+        .expect_err("the rejected client stopped without an error")
+        .to_string();
     assert!(
         err.contains("\"twin\"") && err.contains("in use"),
         "the reason should name the id: {err}"

@@ -59,7 +59,7 @@ async fn serve_user(shared: Arc<Shared>, entry: Arc<ProxyEntry>, tcp: TcpStream,
     let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
-            debug!(%peer, "user connection closed: {}", tunnel_proto::PeerText(&reason));
+            debug!(%peer, "user connection closed: {reason}");
             return;
         }
     };

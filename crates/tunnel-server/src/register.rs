@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn, Instrument};
+use tunnel_proto::PeerText;
 use tunnel_proto::{
     FieldError, ItemKind, ItemResult, ProxyKind, ProxySpec, RegisterReply, RegisterRequest,
     VisitorSpec,
@@ -56,7 +57,7 @@ pub(crate) async fn apply(
                 kept.insert(key.clone());
             }
             Err(e) => {
-                warn!(proxy = %tunnel_proto::PeerText(&name), "proxy rejected: {}", tunnel_proto::PeerText(&e.to_string()))
+                warn!(proxy = %PeerText(&name), "proxy rejected: {}", PeerText(&e.to_string()))
             }
         }
         results.push(ItemResult {
@@ -70,9 +71,7 @@ pub(crate) async fn apply(
     for v in req.visitors {
         let error = check_visitor(&v, &mut visitor_names).err();
         match &error {
-            Some(e) => {
-                warn!(visitor = %tunnel_proto::PeerText(&v.name), "visitor rejected: {}", tunnel_proto::PeerText(&e.to_string()))
-            }
+            Some(e) => warn!(visitor = %PeerText(&v.name), "visitor rejected: {e}"),
             None => visitors.push(v.clone()),
         }
         results.push(ItemResult {

@@ -161,7 +161,7 @@ async fn forward(
     let (stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
-            debug!(%peer, proxy = %entry.key, "request failed: {}", tunnel_proto::PeerText(&reason));
+            debug!(%peer, proxy = %entry.key, "request failed: {reason}");
             return bad_gateway();
         }
     };

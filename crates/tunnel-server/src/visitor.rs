@@ -72,20 +72,14 @@ pub(crate) async fn serve_stream(
             return refuse(&mut stream, reason).await;
         }
     };
-    let (mut out, out_guard) = match open_to_owner(
-        &entry,
-        out_slot.lane(),
-        Some(visitor.peer),
-        None,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(reason) => {
-            info!(proxy = %entry.key, "visitor connection failed: {}", tunnel_proto::PeerText(&reason));
-            return refuse(&mut stream, reason).await;
-        }
-    };
+    let (mut out, out_guard) =
+        match open_to_owner(&entry, out_slot.lane(), Some(visitor.peer), None).await {
+            Ok(s) => s,
+            Err(reason) => {
+                info!(proxy = %entry.key, "visitor connection failed: {reason}");
+                return refuse(&mut stream, reason).await;
+            }
+        };
     let ok = Message::StreamStatus(StreamStatus::Ok);
     if write_message(&mut stream, &ok, CONTROL_MAX_FRAME)
         .await
