@@ -128,3 +128,24 @@ impl Default for Hangups {
         Self::new()
     }
 }
+
+/// Warn when the auth key was given as `--auth-key` on the command line: every local user can
+/// read a process's arguments (`ps`, `/proc/PID/cmdline`), while `auth_key_file` and the
+/// `TUNNEL_AUTH_KEY` environment variable stay private to the user running it. Returns whether
+/// it warned. Call it after [`init_logging`]; `id` is the flag's clap id.
+pub fn warn_if_key_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let on_command_line = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if on_command_line {
+        tracing::warn!(
+            "--auth-key on the command line is visible to every local user (ps, \
+             /proc/PID/cmdline): put the key in a file named by auth_key_file in the config, \
+             or in the TUNNEL_AUTH_KEY environment variable"
+        );
+    }
+    on_command_line
+}
+
+/// The `--help` lines on where the auth key should come from.
+pub const AUTH_KEY_HELP: &str = "Environment: TUNNEL_AUTH_KEY sets the auth key. Keep the key \
+    out of the command line, where `ps` shows it to every local user: prefer auth_key_file in \
+    the config file, or TUNNEL_AUTH_KEY. RUST_LOG sets the log filter (e.g. RUST_LOG=debug).";

@@ -6,6 +6,8 @@
 #[path = "hardening/admission.rs"]
 mod admission;
 mod common;
+#[path = "hardening/logs.rs"]
+mod logs;
 #[path = "hardening/public.rs"]
 mod public;
 #[path = "hardening/routes.rs"]

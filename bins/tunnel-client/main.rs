@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use tls_tunnel::client::{self, ClientConfig};
 use tracing::{error, info};
 
@@ -17,7 +17,7 @@ use tracing::{error, info};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
+    after_help = tls_tunnel::cli::AUTH_KEY_HELP
 )]
 struct Args {
     /// TOML config file (keys: server_addr, server_name, transport, auth_key, auth_key_file,
@@ -28,7 +28,8 @@ struct Args {
     /// Server address, host:port.
     #[arg(long, value_name = "HOST:PORT")]
     server_addr: Option<String>,
-    /// Shared auth key.
+    /// Shared auth key. Avoid this flag: `ps` shows it to every local user. Prefer
+    /// auth_key_file in the config file, or the TUNNEL_AUTH_KEY environment variable.
     #[arg(
         long,
         env = "TUNNEL_AUTH_KEY",
@@ -54,8 +55,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     tls_tunnel::cli::init_logging("info");
+    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use tls_tunnel::server::{self, PortRange, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Environment: TUNNEL_AUTH_KEY sets the auth key; RUST_LOG sets the log filter (e.g. RUST_LOG=debug)."
+    after_help = tls_tunnel::cli::AUTH_KEY_HELP
 )]
 struct Args {
     /// TOML config file (keys: bind, ws_bind, ws_path, auth_key, auth_key_file, tls_cert,
@@ -28,7 +28,9 @@ struct Args {
     /// Address clients connect to [default: 0.0.0.0:8443].
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
-    /// Shared auth key [default: a random key, printed at start].
+    /// Shared auth key [default: a random key, printed at start]. Avoid this flag: `ps` shows
+    /// it to every local user. Prefer auth_key_file in the config file, or the
+    /// TUNNEL_AUTH_KEY environment variable.
     #[arg(
         long,
         env = "TUNNEL_AUTH_KEY",
@@ -69,8 +71,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     tls_tunnel::cli::init_logging("info");
+    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let mut cfg = match &args.config {
         Some(path) => match ServerConfig::from_file(path) {
             Ok(c) => c,

@@ -25,7 +25,7 @@ pub enum ClientError {
     #[error("cannot reach the server: {0}")]
     Transport(#[from] tunnel_transport::TransportError),
     /// The server turned the client away.
-    #[error("the server refused the client: {reason}")]
+    #[error("the server refused the client: {}", tunnel_proto::PeerText(reason))]
     Rejected {
         /// The server's reason code.
         code: RejectCode,
@@ -57,8 +57,8 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether retrying can help: a wrong key, an unsupported version or a bad config
-    /// will fail the same way every time. A client id in use is retried: it is usually this
-    /// very client's previous session, not yet timed out by the server's heartbeat.
+    /// will fail the same way every time. A client id in use is not permanent by itself: the
+    /// client decides by whether it has served yet (see [`ClientError::is_id_in_use`]).
     pub fn is_permanent(&self) -> bool {
         match self {
             ClientError::Rejected { code, .. } => code.is_permanent(),
@@ -69,5 +69,18 @@ impl ClientError {
             | ClientError::StatsBind { .. } => true,
             ClientError::Protocol(_) => false,
         }
+    }
+
+    /// Whether another running client (another process, by its instance token) holds this
+    /// client's id on the server. This process's own stale session never causes it: the server
+    /// lets the same instance replace it.
+    pub fn is_id_in_use(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Rejected {
+                code: RejectCode::IdInUse,
+                ..
+            }
+        )
     }
 }

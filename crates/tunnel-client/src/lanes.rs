@@ -120,7 +120,7 @@ pub(crate) async fn keep(
                 }
             }
             Err(JoinError::Refused(reason)) => {
-                warn!("{reason}");
+                warn!("{}", tunnel_proto::PeerText(&reason));
                 return;
             }
             Err(JoinError::Failed(e)) => warn!("extra connection failed: {e}"),

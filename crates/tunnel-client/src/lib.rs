@@ -104,6 +104,16 @@ pub(crate) struct Shared {
     /// Local connections of `http`/`http2` proxies, shared by all their users.
     http_upstreams: http_proxy::Upstreams,
     visitor_counters: stats::CounterMap,
+    /// Warnings the server or its users can repeat at will.
+    warn_limits: WarnLimits,
+}
+
+/// One line per window for each warning a peer can repeat at will; those about one proxy's
+/// or visitor's connections are in its [`stats::Counters`].
+#[derive(Debug, Default)]
+pub(crate) struct WarnLimits {
+    id_taken: tunnel_mux::WarnLimit,
+    unknown_proxy: tunnel_mux::WarnLimit,
 }
 
 impl std::fmt::Debug for Shared {
@@ -125,14 +135,7 @@ impl Shared {
     /// id is in use and none was configured, take `<hostname>-<instance>` instead (once) rather
     /// than wait for the other client to leave. Returns whether the id changed.
     fn take_fallback_id(&self, e: &ClientError) -> bool {
-        let in_use = matches!(
-            e,
-            ClientError::Rejected {
-                code: tunnel_proto::RejectCode::IdInUse,
-                ..
-            }
-        );
-        if !in_use || self.cfg.id.is_some() {
+        if !e.is_id_in_use() || self.cfg.id.is_some() {
             return false;
         }
         let mut id = self.id.write();
@@ -275,6 +278,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         proxy_counters: stats::CounterMap::default(),
         http_upstreams: http_proxy::Upstreams::default(),
         visitor_counters: stats::CounterMap::default(),
+        warn_limits: WarnLimits::default(),
     });
     if let Some(addr) = shared.cfg.stats_bind {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -312,11 +316,14 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
         Duration::from_millis(100),
         Duration::from_secs(shared.cfg.reconnect_max_delay),
     );
+    // Whether a session ever got going: decides what a taken id means (see `id_taken_at_start`).
+    let mut served = false;
     let result = loop {
         let started = Instant::now();
         match session::run_once(&shared).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Lost(why)) => {
+                served = true;
                 shared.status.send_replace(Status::Connecting);
                 warn!("lost the server: {why}; reconnecting");
                 // A session that lived a while was healthy: start the backoff over.
@@ -328,12 +335,25 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
                 error!("{e}");
                 break Err(e);
             }
+            Err(e) if e.is_id_in_use() => {
+                shared.status.send_replace(Status::Retrying(e.to_string()));
+                if shared.take_fallback_id(&e) {
+                    continue; // a new id: try it at once
+                }
+                if !served {
+                    id_taken_at_start(&shared, &e);
+                    break Err(e);
+                }
+                if let Some(more) = shared.warn_limits.id_taken.check() {
+                    warn!(
+                        "{e}: another client with the auth key took this id while we were away; \
+                         retrying until it leaves{more}"
+                    );
+                }
+            }
             Err(e) => {
                 warn!("{e}");
                 shared.status.send_replace(Status::Retrying(e.to_string()));
-                if shared.take_fallback_id(&e) {
-                    continue;
-                }
             }
         }
         let delay = backoff.next_delay();
@@ -353,4 +373,17 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
     shared.streams.close();
     shared.streams.wait().await;
     result
+}
+
+/// A configured id held by another running client before this one ever served: most often
+/// a second copy of the same config started by mistake, which must not wait in the
+/// background to take over the first one's proxies. Stop and say so. (A client that has
+/// served keeps retrying instead: see [`run`].)
+fn id_taken_at_start(shared: &Shared, e: &ClientError) {
+    error!(
+        id = %*shared.id.read(),
+        "{e}; stopping: another running client already uses this id (a second copy of this \
+         config?). Give each client its own `id`. If the other one was this client's previous \
+         run and died, the server frees the id within its heartbeat timeout."
+    );
 }

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 use tunnel_mux::{relay_tcp, MuxStream, RelayEnd};
-use tunnel_proto::{proxy_protocol, Message, ProxyKind, StreamOpen, StreamStatus};
+use tunnel_proto::{proxy_protocol, Message, PeerText, ProxyKind, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::session::SessionCtx;
@@ -37,7 +37,10 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     let guard = ctx.aborts.register(id);
     // The server names a proxy, never an address: we dial only what our own config says.
     let Some(cfg) = shared.proxy_config(&name) else {
-        warn!(proxy = %name, "the server asked for a proxy this client does not have");
+        if let Some(more) = shared.warn_limits.unknown_proxy.check() {
+            let proxy = PeerText(&name);
+            warn!(%proxy, "the server asked for a proxy this client does not have{more}");
+        }
         return answer(&mut stream, StreamStatus::Error("proxy not found".into())).await;
     };
     if cfg.kind != ProxyKind::Tcp {
@@ -58,7 +61,10 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     let local = match dial_with_header(&local_addr, cfg.proxy_protocol, peer, dest).await {
         Ok(s) => s,
         Err(e) => {
-            warn!(proxy = %name, %local_addr, "local service unreachable after {DIAL_TRIES} tries: {e}");
+            // Every user connection while the service is down would log a line of its own.
+            if let Some(more) = shared.proxy_counters.get(&name).failures.check() {
+                warn!(proxy = %name, %local_addr, "local service unreachable after {DIAL_TRIES} tries: {e}{more}");
+            }
             let reason = format!("connection failed: {local_addr}: {e}");
             return answer(&mut stream, StreamStatus::Error(reason)).await;
         }

@@ -9,7 +9,9 @@ use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{
     spawn_control, AbortTable, Control, ControlChannel, ControlSender, Heartbeat, Incoming, Mode,
 };
-use tunnel_proto::{auth, AuthResponse, Hello, Message, RegisterReply, StreamOpen, StreamStatus};
+use tunnel_proto::{
+    auth, AuthResponse, Hello, Message, PeerText, RegisterReply, StreamOpen, StreamStatus,
+};
 use tunnel_transport::{read_message, write_message, BoxedStream, TransportError, TransportKind};
 
 use crate::error::ClientError;
@@ -323,8 +325,16 @@ fn channel_binding(
 fn report(reply: &RegisterReply) {
     for item in &reply.results {
         match &item.error {
-            None => info!(kind = ?item.kind, name = %item.name, "registered"),
-            Some(e) => error!(kind = ?item.kind, name = %item.name, "rejected by the server: {e}"),
+            None => info!(kind = ?item.kind, name = %PeerText(&item.name), "registered"),
+            Some(e) => {
+                let why = e.to_string();
+                error!(
+                    kind = ?item.kind,
+                    name = %PeerText(&item.name),
+                    "rejected by the server: {}",
+                    PeerText(&why)
+                );
+            }
         }
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct Counters {
     pub active: AtomicU64,
     /// `a` is the local socket (the service, or a visitor's application), `b` the stream.
     pub bytes: ByteCounters,
+    /// Failed connections are warned about once per window: users (or the server) can make
+    /// them fail in bursts.
+    pub failures: tunnel_mux::WarnLimit,
 }
 
 /// Counters by name; entries outlive reloads so totals stay monotonic.

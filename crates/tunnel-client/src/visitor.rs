@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
 use tunnel_mux::{relay_tcp, RelayEnd};
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_proto::{Message, PeerText, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::config::VisitorConfig;
@@ -91,26 +91,27 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
         return;
     }
     let status = tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, MAX_FRAME)).await;
-    match status {
-        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => {}
+    let refused = match status {
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => None,
+        // The server's words, often relayed from the proxy's owner: another key holder.
         Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => {
-            warn!(proxy = %visitor.proxy, "refused: {reason}");
-            return;
+            Some(format!("refused: {}", PeerText(&reason)))
         }
-        Ok(Ok(other)) => {
-            warn!(proxy = %visitor.proxy, "unexpected answer from the server: {:?}", other.map(|m| m.name()));
-            return;
-        }
-        Ok(Err(e)) => {
-            warn!(proxy = %visitor.proxy, "stream failed: {e}");
-            return;
-        }
-        Err(_) => {
-            warn!(proxy = %visitor.proxy, "no answer within {}s", STATUS_TIMEOUT.as_secs());
-            return;
-        }
-    }
+        Ok(Ok(other)) => Some(format!(
+            "unexpected answer from the server: {:?}",
+            other.map(|m| m.name())
+        )),
+        Ok(Err(e)) => Some(format!("stream failed: {e}")),
+        Err(_) => Some(format!("no answer within {}s", STATUS_TIMEOUT.as_secs())),
+    };
     let counters = shared.visitor_counters.get(&visitor.name);
+    if let Some(why) = refused {
+        // Whoever refuses can do so for every connection: one line per window.
+        if let Some(more) = counters.failures.check() {
+            warn!(proxy = %visitor.proxy, "{why}{more}");
+        }
+        return;
+    }
     counters.connections.fetch_add(1, Ordering::Relaxed);
     counters.active.fetch_add(1, Ordering::Relaxed);
     let bytes = Some(&counters.bytes);

@@ -177,11 +177,13 @@ fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<Inbound>, stream: ya
     match inbound_tx.try_send(Box::new(shared.register(stream))) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(stream)) => {
-            tracing::warn!(
-                stream = stream.id(),
-                "resetting inbound stream: accept backlog full (the application is not \
-                 accepting fast enough; raise accept_backlog)"
-            );
+            if let Some(more) = shared.backlog_full.check() {
+                tracing::warn!(
+                    stream = stream.id(),
+                    "resetting inbound stream: accept backlog full (the application is not \
+                     accepting fast enough; raise accept_backlog){more}"
+                );
+            }
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
     }

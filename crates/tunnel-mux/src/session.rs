@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     /// Live streams by id, with the wakers to poke when the session ends.
     streams: Mutex<HashMap<u32, Arc<Gate>>>,
     pub(crate) max_streams: usize,
+    /// A peer opening streams faster than we accept would write a warning per stream.
+    pub(crate) backlog_full: crate::WarnLimit,
 }
 
 impl Shared {
@@ -170,6 +172,7 @@ impl Shared {
             driver_waker: AtomicWaker::new(),
             streams: Mutex::new(HashMap::new()),
             max_streams,
+            backlog_full: crate::WarnLimit::default(),
         }
     }
 

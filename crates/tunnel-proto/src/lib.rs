@@ -9,6 +9,7 @@
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`register`]: JSON registration types.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
+//! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
 //!
 //! # Connection lifecycle
 //!
@@ -49,6 +50,7 @@ pub mod auth;
 mod error;
 pub mod frame;
 pub mod message;
+mod peer_text;
 pub mod proxy_protocol;
 pub mod register;
 mod wire;
@@ -66,6 +68,7 @@ pub use message::{
     AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StreamOpen, StreamStatus,
     Welcome, HELLO_MAGIC, MAX_STR,
 };
+pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
 pub use register::{
     validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,
     RegisterReply, RegisterRequest, VisitorSpec,

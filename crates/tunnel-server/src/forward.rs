@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tunnel_mux::{AbortGuard, MuxStream};
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
+use tunnel_proto::{Message, PeerText, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::lane::Lane;
@@ -45,7 +45,10 @@ pub(crate) async fn open_to_owner(
     let status = read_message(&mut stream, STREAM_HEADER_MAX);
     match tokio::time::timeout(STATUS_TIMEOUT, status).await {
         Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok((stream, guard)),
-        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => Err(reason),
+        // The owner's words, escaped once here for every log line and visitor they reach.
+        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => {
+            Err(PeerText(&reason).to_string())
+        }
         Ok(Ok(Some(other))) => Err(format!(
             "connection failed: the proxy's client answered {}",
             other.name()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn, Instrument};
+use tunnel_proto::PeerText;
 use tunnel_proto::{
     FieldError, ItemKind, ItemResult, ProxyKind, ProxySpec, RegisterReply, RegisterRequest,
     VisitorSpec,
@@ -65,7 +66,7 @@ pub(crate) async fn apply(
             Err(e) => {
                 rejected += 1;
                 if rejected <= LOGGED_REJECTIONS {
-                    warn!(proxy = %name, "proxy rejected: {e}");
+                    warn!(proxy = %PeerText(&name), "proxy rejected: {}", PeerText(&e.to_string()));
                 }
             }
         }
@@ -83,7 +84,7 @@ pub(crate) async fn apply(
             Some(e) => {
                 rejected += 1;
                 if rejected <= LOGGED_REJECTIONS {
-                    warn!(visitor = %v.name, "visitor rejected: {e}");
+                    warn!(visitor = %PeerText(&v.name), "visitor rejected: {}", PeerText(&e.to_string()));
                 }
             }
             None => visitors.push(v.clone()),

@@ -385,13 +385,21 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
 fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
     let sessions = shared.sessions.lock();
     match sessions.get(&hello.client_id) {
-        Some(live) if live.instance != hello.instance => Err((
-            RejectCode::IdInUse,
-            format!(
-                "client id {:?} is in use by another running client (connected from {}); give each client its own id",
-                hello.client_id, live.peer
-            ),
-        )),
+        Some(live) if live.instance != hello.instance => {
+            // Who holds the id is for the operator: the client hears only that it is taken,
+            // or any key holder could learn where another client connects from.
+            info!(
+                holder_session = live.id,
+                "the client id is held by a session from {}", live.peer
+            );
+            Err((
+                RejectCode::IdInUse,
+                format!(
+                    "client id {:?} is in use by another running client; give each client its own id",
+                    hello.client_id
+                ),
+            ))
+        }
         Some(_) => Ok(()), // the same process reconnecting: it replaces its stale session
         None if sessions.len() >= shared.cfg.max_clients => Err((
             RejectCode::Limit,

@@ -1,0 +1,176 @@
+//! Warnings a peer can repeat at will, one line per window instead of one per event.
+//!
+//! A burst of refused or reset streams would otherwise write a WARN each (thousands of lines a
+//! second, hiding everything else and filling disks). The first occurrence is logged; the
+//! repeats within the window are only counted, and the first occurrence after the window is
+//! logged with that count: `... (and 2,359 more like it in the last 10 s)`. Like the kernel's
+//! `printk_ratelimit`, the count waits for the next occurrence: no timer, no task.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The usual window: one line per kind of warning every 10 seconds at most.
+pub const WARN_WINDOW: Duration = Duration::from_secs(10);
+
+/// One kind of repeatable warning. Cheap to check; keep one per call site (per session or
+/// per engine, so one noisy peer does not silence another's first warning).
+#[derive(Debug)]
+pub struct WarnLimit {
+    window: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When the last logged occurrence was.
+    logged_at: Option<Instant>,
+    /// Occurrences since then that were not logged.
+    suppressed: u64,
+}
+
+impl Default for WarnLimit {
+    fn default() -> Self {
+        Self::new(WARN_WINDOW)
+    }
+}
+
+impl WarnLimit {
+    /// A limit of one line per `window`.
+    pub const fn new(window: Duration) -> Self {
+        WarnLimit {
+            window,
+            state: Mutex::new(State {
+                logged_at: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Record an occurrence now: `Some` if it should be logged, with the repeats to append.
+    pub fn check(&self) -> Option<Repeats> {
+        self.check_at(Instant::now())
+    }
+
+    /// [`WarnLimit::check`] at a given instant (tests drive the clock).
+    pub fn check_at(&self, now: Instant) -> Option<Repeats> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match s.logged_at {
+            Some(at) if now.saturating_duration_since(at) < self.window => {
+                s.suppressed += 1;
+                None
+            }
+            last => {
+                let repeats = Repeats {
+                    count: s.suppressed,
+                    over: last.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+                };
+                s.logged_at = Some(now);
+                s.suppressed = 0;
+                Some(repeats)
+            }
+        }
+    }
+}
+
+/// The occurrences left out since the last logged one. Displays as nothing when there were
+/// none, else as ` (and N more like it in the last S s)`: append it to the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeats {
+    /// How many were left out.
+    pub count: u64,
+    /// The time since the last logged occurrence.
+    pub over: Duration,
+}
+
+impl fmt::Display for Repeats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == 0 {
+            return Ok(());
+        }
+        f.write_str(" (and ")?;
+        write_grouped(f, self.count)?;
+        write!(
+            f,
+            " more like it in the last {} s)",
+            self.over.as_secs().max(1)
+        )
+    }
+}
+
+/// `2359` as `2,359`: counts in logs are read by people.
+fn write_grouped(f: &mut fmt::Formatter<'_>, n: u64) -> fmt::Result {
+    let digits = n.to_string();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            f.write_str(",")?;
+        }
+        fmt::Write::write_char(f, d)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_first_logs_and_repeats_within_the_window_are_counted() {
+        let limit = WarnLimit::new(10 * S);
+        let t0 = Instant::now();
+        let first = limit.check_at(t0).unwrap();
+        assert_eq!(first.count, 0);
+        assert_eq!(first.to_string(), "");
+        for i in 0..2_359u32 {
+            assert_eq!(limit.check_at(t0 + S * (i % 9)), None);
+        }
+        let next = limit.check_at(t0 + 12 * S).unwrap();
+        assert_eq!(next.count, 2_359);
+        assert_eq!(
+            next.to_string(),
+            " (and 2,359 more like it in the last 12 s)"
+        );
+        // The count starts over with the line that reported it.
+        assert_eq!(limit.check_at(t0 + 13 * S), None);
+        assert_eq!(limit.check_at(t0 + 30 * S).unwrap().count, 1);
+    }
+
+    #[test]
+    fn occurrences_a_window_apart_are_each_logged_without_a_count() {
+        let limit = WarnLimit::new(10 * S);
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let r = limit.check_at(t0 + 10 * S * i).unwrap();
+            assert_eq!(r.to_string(), "");
+        }
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_is_inside_the_window() {
+        let limit = WarnLimit::new(10 * S);
+        let t0 = Instant::now() + 100 * S;
+        assert!(limit.check_at(t0).is_some());
+        assert!(limit.check_at(t0 - 50 * S).is_none());
+    }
+
+    #[test]
+    fn counts_are_grouped_in_thousands() {
+        let show = |count| {
+            Repeats {
+                count,
+                over: Duration::from_millis(300),
+            }
+            .to_string()
+        };
+        assert_eq!(show(1), " (and 1 more like it in the last 1 s)");
+        assert_eq!(show(999), " (and 999 more like it in the last 1 s)");
+        assert_eq!(show(1_000), " (and 1,000 more like it in the last 1 s)");
+        assert_eq!(
+            show(1_234_567),
+            " (and 1,234,567 more like it in the last 1 s)"
+        );
+    }
+}
