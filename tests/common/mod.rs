@@ -16,12 +16,11 @@ pub use procs::*;
 
 pub const KEY: &str = "test-key-0123456789";
 
-/// Route engine logs to the test output when `RUST_LOG` is set.
+/// Install the one log subscriber of this test binary: it captures engine logs for
+/// [`logged`] and echoes them when `RUST_LOG` is set. Every fixture that starts an engine calls
+/// it, so which test starts first cannot decide whether logs are captured.
 pub fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    capture_logs();
 }
 
 /// A server on 127.0.0.1 with an OS-picked port, self-signed certificate, published ports on
@@ -202,7 +201,6 @@ impl std::io::Write for LogWriter {
 }
 
 /// Collect engine logs (info and up, or `RUST_LOG`) so tests can check what was reported.
-/// Call it before [`server`]: the first subscriber installed in a test binary wins.
 pub fn capture_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
