@@ -53,7 +53,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
 use tunnel_proto::RegisterReply;
-use tunnel_transport::Transport;
+use tunnel_transport::{Transport, WarnLimit};
 
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
@@ -105,15 +105,15 @@ pub(crate) struct Shared {
     http_upstreams: http_proxy::Upstreams,
     visitor_counters: stats::CounterMap,
     /// Warnings the server or its users can repeat at will.
-    warn_limits: WarnLimits,
+    warn_limits: Warnings,
 }
 
 /// One line per window for each warning a peer can repeat at will; those about one proxy's
 /// or visitor's connections are in its [`stats::Counters`].
 #[derive(Debug, Default)]
-pub(crate) struct WarnLimits {
-    id_taken: tunnel_mux::WarnLimit,
-    unknown_proxy: tunnel_mux::WarnLimit,
+pub(crate) struct Warnings {
+    id_taken: WarnLimit,
+    unknown_proxy: WarnLimit,
 }
 
 impl std::fmt::Debug for Shared {
@@ -278,7 +278,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         proxy_counters: stats::CounterMap::default(),
         http_upstreams: http_proxy::Upstreams::default(),
         visitor_counters: stats::CounterMap::default(),
-        warn_limits: WarnLimits::default(),
+        warn_limits: Warnings::default(),
     });
     if let Some(addr) = shared.cfg.stats_bind {
         let listener = tokio::net::TcpListener::bind(addr)

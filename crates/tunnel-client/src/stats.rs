@@ -21,7 +21,7 @@ pub(crate) struct Counters {
     pub bytes: ByteCounters,
     /// Failed connections are warned about once per window: users (or the server) can make
     /// them fail in bursts.
-    pub failures: tunnel_mux::WarnLimit,
+    pub failures: tunnel_transport::WarnLimit,
 }
 
 /// Counters by name; entries outlive reloads so totals stay monotonic.

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
-use tunnel_transport::{Acceptor, LogThrottle};
+use tunnel_transport::{Acceptor, WarnLimit};
 
 /// What an engine reports.
 pub trait StatsSource: Send + Sync + 'static {
@@ -56,7 +56,7 @@ pub async fn serve_stats(
 ) {
     let token: Option<Arc<str>> = token.map(Into::into);
     let slots = Arc::new(Semaphore::new(STATS_MAX_CONNECTIONS));
-    let mut refused = LogThrottle::new(STATS_WARN_EVERY);
+    let refused = WarnLimit::new(STATS_WARN_EVERY);
     let mut listener = Acceptor::new(listener);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -64,11 +64,10 @@ pub async fn serve_stats(
             c = listener.accept() => c,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if let Some(more) = refused.hit(Instant::now()) {
+            if let Some(more) = refused.check() {
                 warn!(
                     %peer,
-                    "stats connection refused: all {STATS_MAX_CONNECTIONS} connections are in use \
-                     ({more} more refused since the last warning)"
+                    "stats connection refused: all {STATS_MAX_CONNECTIONS} connections are in use{more}"
                 );
             }
             continue;

@@ -13,8 +13,7 @@
 //! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
 //!   the [`AbortTable`], everything else handed to the engine.
 //!
-//! * [`WarnLimit`] keeps a warning a peer can repeat at will to one line per window, with a
-//!   count of the rest.
+//! Repeatable warnings are limited with [`tunnel_transport::WarnLimit`].
 //!
 //! Window sizing and the other defaults are explained in [`MuxConfig`]'s module docs.
 //!
@@ -61,7 +60,6 @@ mod pipe;
 mod relay;
 mod session;
 mod stream;
-mod warn_limit;
 
 pub use config::{
     MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS,
@@ -79,4 +77,3 @@ pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd,
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Control, Incoming, Mode};
 pub use stream::MuxStream;
-pub use warn_limit::{Repeats, WarnLimit, WARN_WINDOW};

@@ -13,10 +13,13 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ProtoError {
-    /// A frame is longer than the configured maximum.
+    /// A frame is longer than the configured maximum. From a peer, that is a hostile or
+    /// misconfigured sender, never something to accommodate by default: the message names the
+    /// limit and puts the fix on the sender.
     #[error(
-        "frame of {len} bytes exceeds the maximum of {max} bytes; the peer is misbehaving, \
-         or the two sides disagree on max_frame (raise it on both sides if this is expected)"
+        "frame of {len} bytes is over the limit of {max} bytes; the sender must send frames \
+         of at most {max} bytes (a larger frame from a peer means it is misbehaving or \
+         misconfigured)"
     )]
     FrameTooLarge {
         /// Length announced by (or needed for) the frame, kind byte included.

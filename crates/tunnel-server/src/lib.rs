@@ -30,7 +30,6 @@ mod forward;
 mod handshake;
 mod lane;
 mod listener;
-mod log_gate;
 mod metrics;
 mod ports;
 mod pre_auth;
@@ -90,12 +89,17 @@ pub(crate) struct Shared {
     pipe: PipeConfig,
     /// Connections per source address on the published ports (`max_conns_per_source`).
     public_sources: source_limit::SourceLimit,
-    /// Warnings a peer can cause at will (refusals by the limits above), by subject.
-    limit_warnings: log_gate::LogGate<String>,
+    /// Warnings a peer can cause at will (refusals by the limits above, refused visitors),
+    /// one line per subject per [`LIMIT_WARN_WINDOW`].
+    limit_warnings: tunnel_transport::WarnLimits<String>,
     /// Client streams still reading their header, all clients (`max_stream_headers`).
     stream_headers: Arc<tokio::sync::Semaphore>,
     limit_metrics: metrics::LimitMetrics,
 }
+
+/// At most one warning per subject (a source, a proxy, a client) this often about refusals
+/// a peer can repeat at will.
+const LIMIT_WARN_WINDOW: Duration = Duration::from_secs(60);
 
 impl Shared {
     fn next_session_id(&self) -> u64 {
@@ -271,7 +275,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         streams: TaskTracker::new(),
         pipe: PipeConfig::default(),
         public_sources,
-        limit_warnings: log_gate::LogGate::new(Duration::from_secs(60)),
+        limit_warnings: tunnel_transport::WarnLimits::new(LIMIT_WARN_WINDOW),
         stream_headers,
         limit_metrics: metrics::LimitMetrics::default(),
     });

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
@@ -56,11 +56,10 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<SourcePermit> {
                 .source_refused
                 .fetch_add(1, Ordering::Relaxed);
             let subject = format!("source {}", source_of(peer.ip()));
-            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
+            if let Some(more) = shared.limit_warnings.check(subject) {
                 warn!(
                     %peer,
-                    suppressed = quiet,
-                    "user connection refused: {refusal} (max_conns_per_source)"
+                    "user connection refused: {refusal} (max_conns_per_source){more}"
                 );
             }
             None
@@ -90,8 +89,8 @@ async fn serve_user(
                 .streams_refused
                 .fetch_add(1, Ordering::Relaxed);
             let subject = format!("streams {}", entry.key);
-            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
-                warn!(%peer, suppressed = quiet, "user connection refused: {reason}");
+            if let Some(more) = shared.limit_warnings.check(subject) {
+                warn!(%peer, "user connection refused: {reason}{more}");
             }
             return;
         }

@@ -11,11 +11,10 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tunnel_transport::LogThrottle;
+use tunnel_transport::{Repeats, WarnLimit};
 
 use crate::config::ServerConfig;
 use crate::metrics::PreAuthRefusals;
@@ -66,7 +65,7 @@ pub(crate) struct PreAuth {
     per_source: SourceLimit,
     drop_from: usize,
     drop_percent: f64,
-    warn: Mutex<LogThrottle>,
+    warn: WarnLimit,
 }
 
 impl PreAuth {
@@ -77,7 +76,7 @@ impl PreAuth {
             per_source: SourceLimit::new(cfg.pending_handshakes_per_source, 0),
             drop_from: cfg.pending_handshakes_drop_from,
             drop_percent: f64::from(cfg.pending_handshakes_drop_percent.min(100)),
-            warn: Mutex::new(LogThrottle::new(WARN_EVERY)),
+            warn: WarnLimit::new(WARN_EVERY),
         }
     }
 
@@ -106,9 +105,9 @@ impl PreAuth {
         result
     }
 
-    /// Whether to warn about a refusal now; `Some(n)`: `n` more were refused quietly before.
-    pub fn should_warn(&self) -> Option<u64> {
-        self.warn.lock().hit(Instant::now())
+    /// Whether to warn about a refusal now; `Some`: with the refusals left out before it.
+    pub fn should_warn(&self) -> Option<Repeats> {
+        self.warn.check()
     }
 
     /// [`PreAuth::admit`] with the random draw (a percentage in 0..100) given.

@@ -177,7 +177,7 @@ pub(crate) async fn handle_connection(
             match shared.pre_auth.should_warn() {
                 Some(more) => warn!(
                     %peer,
-                    "connection closed before TLS: {turned} ({more} more closed since the last warning)"
+                    "connection closed before TLS: {turned}{more}"
                 ),
                 None => debug!(%peer, "connection closed before TLS: {turned}"),
             }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
@@ -41,8 +41,8 @@ pub(crate) async fn serve_stream(
                 .headers_refused
                 .fetch_add(1, Ordering::Relaxed);
             let subject = format!("headers {}", visitor.client_id);
-            if let Some(quiet) = shared.limit_warnings.due(&subject, Instant::now()) {
-                warn!(suppressed = quiet, "{reason}");
+            if let Some(more) = shared.limit_warnings.check(subject) {
+                warn!("{reason}{more}");
             }
             return refuse(&mut stream, reason).await;
         }
@@ -88,12 +88,19 @@ pub(crate) async fn serve_stream(
         .await;
     }
     let Some(entry) = shared.registry.get(&proxy, port) else {
-        info!(proxy, port, "visitor refused: proxy not found");
+        // Keyed by the visiting client: the name is its choice, the proxy does not exist.
+        let subject = format!("visit unknown {}", visitor.client_id);
+        if let Some(more) = shared.limit_warnings.check(subject) {
+            info!(proxy, port, "visitor refused: proxy not found{more}");
+        }
         return refuse(&mut stream, "proxy not found".into()).await;
     };
     let access = check_access(&entry.spec.read(), &visitor.client_id, &secret);
     if let Err(why) = access {
-        info!(proxy = %entry.key, "visitor refused: access denied ({why})");
+        let subject = format!("visit denied {}", entry.key);
+        if let Some(more) = shared.limit_warnings.check(subject) {
+            info!(proxy = %entry.key, "visitor refused: access denied ({why}){more}");
+        }
         return refuse(&mut stream, "access denied".into()).await;
     }
     entry
@@ -118,7 +125,10 @@ pub(crate) async fn serve_stream(
     let (in_slot, out_slot) = match slots {
         Ok(s) => s,
         Err(reason) => {
-            info!(proxy = %entry.key, "visitor refused: {reason}");
+            let subject = format!("visit refused {}", entry.key);
+            if let Some(more) = shared.limit_warnings.check(subject) {
+                info!(proxy = %entry.key, "visitor refused: {reason}{more}");
+            }
             return refuse(&mut stream, reason).await;
         }
     };
@@ -126,7 +136,10 @@ pub(crate) async fn serve_stream(
         match open_to_owner(&entry, out_slot.lane(), Some(visitor.peer), None).await {
             Ok(s) => s,
             Err(reason) => {
-                info!(proxy = %entry.key, "visitor connection failed: {reason}");
+                let subject = format!("visit failed {}", entry.key);
+                if let Some(more) = shared.limit_warnings.check(subject) {
+                    info!(proxy = %entry.key, "visitor connection failed: {reason}{more}");
+                }
                 return refuse(&mut stream, reason).await;
             }
         };

@@ -5,10 +5,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::warn;
+
+use crate::warn_limit::WarnLimit;
 
 /// First pause after a failed accept; doubled on each failure in a row, up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
@@ -22,7 +24,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct Acceptor {
     listener: TcpListener,
     backoff: Backoff,
-    warn: LogThrottle,
+    warn: WarnLimit,
 }
 
 impl Acceptor {
@@ -30,7 +32,7 @@ impl Acceptor {
         Acceptor {
             listener,
             backoff: Backoff::default(),
-            warn: LogThrottle::new(WARN_EVERY),
+            warn: WarnLimit::new(WARN_EVERY),
         }
     }
 
@@ -51,10 +53,9 @@ impl Acceptor {
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     let pause = self.backoff.next();
-                    if let Some(more) = self.warn.hit(Instant::now()) {
+                    if let Some(more) = self.warn.check() {
                         warn!(
-                            "accept failed: {e}; pausing accepts for up to {}ms \
-                             ({more} more failures since the last warning)",
+                            "accept failed: {e}; pausing accepts for up to {}ms{more}",
                             MAX_BACKOFF.as_millis()
                         );
                     }
@@ -95,41 +96,6 @@ impl Backoff {
     }
 }
 
-/// Lets one log line through per `period` and counts the ones held back, so a peer (or a
-/// resource shortage) that triggers a warning thousands of times a second cannot flood the
-/// log. Not synchronised: keep one per task, or wrap it in a mutex.
-#[derive(Debug)]
-pub struct LogThrottle {
-    period: Duration,
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl LogThrottle {
-    pub fn new(period: Duration) -> Self {
-        LogThrottle {
-            period,
-            last: None,
-            held_back: 0,
-        }
-    }
-
-    /// One more event at `now`: `Some(n)` when it should be logged, `n` being how many were
-    /// held back since the last one logged; `None` to stay quiet.
-    pub fn hit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.duration_since(t) < self.period => {
-                self.held_back += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.held_back))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -142,17 +108,6 @@ mod tests {
         assert_eq!(seq, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
         b.reset();
         assert_eq!(b.next(), MIN_BACKOFF);
-    }
-
-    #[test]
-    fn throttle_logs_once_per_period_and_counts_the_rest() {
-        let mut t = LogThrottle::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(t.hit(t0), Some(0));
-        assert_eq!(t.hit(t0 + Duration::from_secs(1)), None);
-        assert_eq!(t.hit(t0 + Duration::from_secs(9)), None);
-        assert_eq!(t.hit(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(t.hit(t0 + Duration::from_secs(11)), None);
     }
 
     #[tokio::test]

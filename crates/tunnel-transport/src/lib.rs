@@ -12,6 +12,9 @@
 //!   material the tunnel authentication is bound to (absent where TLS ends at a proxy).
 //! * [`read_message`] / [`write_message`] exchange single tunnel-proto frames before yamux
 //!   takes over the stream; [`tune_tcp`] applies the socket options.
+//! * [`Acceptor`] is the one accept loop (back-off when out of descriptors); [`WarnLimit`] and
+//!   [`WarnLimits`] keep a warning a peer can repeat at will to one line per window (per key),
+//!   with a count of the rest: every crate above logs repeatable warnings through them.
 //!
 //! ```
 //! use tokio::net::TcpListener;
@@ -65,9 +68,10 @@ mod tls;
 mod transport;
 mod trust;
 mod upgrade;
+mod warn_limit;
 mod ws;
 
-pub use accept::{Acceptor, LogThrottle};
+pub use accept::Acceptor;
 pub use auth_key::resolve_auth_key;
 pub use error::TransportError;
 pub use fingerprint::Fingerprint;
@@ -85,6 +89,7 @@ pub use transport::{
     ALPN_HTTP11, ALPN_TUNNEL, DEFAULT_WS_PATH,
 };
 pub use trust::ClientTrust;
+pub use warn_limit::{Repeats, WarnLimit, WarnLimits, WARN_KEYS, WARN_WINDOW};
 pub use ws::WsTransport;
 
 /// The client side of `kind`: `server_name` is the TLS name (and the HTTP authority), `path`

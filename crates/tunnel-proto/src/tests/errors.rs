@@ -268,3 +268,17 @@ fn error_messages_explain_themselves() {
         assert!(text.contains(needle), "{text:?} should mention {needle:?}");
     }
 }
+
+#[test]
+fn a_frame_too_large_names_the_limit_and_puts_the_fix_on_the_sender() {
+    let text = ProtoError::FrameTooLarge {
+        len: 70_000,
+        max: 65_536,
+    }
+    .to_string();
+    assert!(text.contains("70000"), "{text}");
+    assert!(text.contains("limit of 65536 bytes"), "{text}");
+    assert!(text.contains("the sender must send"), "{text}");
+    // Hitting the limit is not a reason to raise it: that is an admin's call, made knowingly.
+    assert!(!text.contains("raise"), "{text}");
+}

@@ -2,10 +2,7 @@
 //! may hold, how long they may take to start and to finish a request head, and how big the
 //! head may be. Each bound has a config key; see [`crate::ServerConfig`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
+use std::time::Duration;
 
 use crate::source_limit::SourceLimit;
 use crate::ServerConfig;
@@ -36,47 +33,3 @@ impl Limits {
 
 /// hyper cannot parse with a smaller buffer.
 pub(crate) const MIN_HEADER_SIZE: usize = 8 * 1024;
-
-/// At most one warning per interval for an event an attacker can repeat at will; the next
-/// warning says how many were left out.
-pub(crate) struct Throttle {
-    interval: Duration,
-    last: Mutex<Option<Instant>>,
-    skipped: AtomicU64,
-}
-
-impl Throttle {
-    pub const fn new(interval: Duration) -> Self {
-        Throttle {
-            interval,
-            last: Mutex::new(None),
-            skipped: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(skipped since the last warning)` when this one should be logged.
-    pub fn admit(&self, now: Instant) -> Option<u64> {
-        let mut last = self.last.lock();
-        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.skipped.swap(0, Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_logs_once_per_interval_and_counts_the_rest() {
-        let t = Throttle::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(t.admit(t0), Some(0));
-        assert_eq!(t.admit(t0 + Duration::from_secs(1)), None);
-        assert_eq!(t.admit(t0 + Duration::from_secs(2)), None);
-        assert_eq!(t.admit(t0 + Duration::from_secs(10)), Some(2));
-    }
-}

@@ -18,7 +18,7 @@ mod upstream;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
@@ -43,7 +43,7 @@ struct Vhost {
     limits: limits::Limits,
     trusted: TrustedProxies,
     failures: auth::Failures,
-    refused_log: limits::Throttle,
+    refused_log: tunnel_transport::WarnLimit,
 }
 
 /// Accept users until shutdown.
@@ -58,7 +58,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
         shared,
         trusted,
         failures: auth::Failures::default(),
-        refused_log: limits::Throttle::new(Duration::from_secs(10)),
+        refused_log: tunnel_transport::WarnLimit::default(),
     });
     // Backs off on errors such as EMFILE instead of spinning.
     let mut listener = tunnel_transport::Acceptor::new(listener);
@@ -83,12 +83,12 @@ fn admit(vh: &Arc<Vhost>, tcp: TcpStream, peer: SocketAddr) {
                 .vhost
                 .conns_refused
                 .fetch_add(1, Ordering::Relaxed);
-            if let Some(skipped) = vh.refused_log.admit(Instant::now()) {
+            if let Some(more) = vh.refused_log.check() {
                 let conns = &vh.limits.conns;
                 warn!(
                     %peer,
                     "connection refused: {refusal} (vhost_max_conns_per_source / vhost_max_conns; \
-                     {} open, {} from this source); {skipped} more refused since the last warning",
+                     {} open, {} from this source){more}",
                     conns.total(),
                     conns.held_by(peer.ip()),
                 );

@@ -52,11 +52,8 @@ pub(super) async fn forward(
                 .streams_refused
                 .fetch_add(1, Ordering::Relaxed);
             let subject = format!("streams {}", entry.key);
-            if let Some(quiet) = shared
-                .limit_warnings
-                .due(&subject, std::time::Instant::now())
-            {
-                warn!(%peer, proxy = %entry.key, suppressed = quiet, "request refused: {reason}");
+            if let Some(more) = shared.limit_warnings.check(subject) {
+                warn!(%peer, proxy = %entry.key, "request refused: {reason}{more}");
             }
             return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
         }

@@ -5,8 +5,17 @@
 //! repeats within the window are only counted, and the first occurrence after the window is
 //! logged with that count: `... (and 2,359 more like it in the last 10 s)`. Like the kernel's
 //! `printk_ratelimit`, the count waits for the next occurrence: no timer, no task.
+//!
+//! [`WarnLimit`] is one window for one kind of warning; [`WarnLimits`] keeps one window per
+//! key (a source address, a proxy, a client), so that one noisy subject does not silence the
+//! first warning about another, in bounded memory.
+//!
+//! This is the one rate limiter for log lines in the workspace: the transport's accept loop,
+//! the mux and both engines use it.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -55,21 +64,101 @@ impl WarnLimit {
     /// [`WarnLimit::check`] at a given instant (tests drive the clock).
     pub fn check_at(&self, now: Instant) -> Option<Repeats> {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match s.logged_at {
-            Some(at) if now.saturating_duration_since(at) < self.window => {
-                s.suppressed += 1;
+        s.check(self.window, now)
+    }
+}
+
+impl State {
+    fn check(&mut self, window: Duration, now: Instant) -> Option<Repeats> {
+        match self.logged_at {
+            Some(at) if now.saturating_duration_since(at) < window => {
+                self.suppressed += 1;
                 None
             }
             last => {
                 let repeats = Repeats {
-                    count: s.suppressed,
+                    count: self.suppressed,
                     over: last.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
                 };
-                s.logged_at = Some(now);
-                s.suppressed = 0;
+                self.logged_at = Some(now);
+                self.suppressed = 0;
                 Some(repeats)
             }
         }
+    }
+}
+
+/// The most keys a [`WarnLimits`] remembers by default.
+pub const WARN_KEYS: usize = 4096;
+
+/// A [`WarnLimit`] per key: one line per key per window. At most `max_keys` keys are
+/// remembered; when a new one would exceed that, the older half (by last logged line) is
+/// forgotten, with the counts they held back, so they may warn again sooner. Keys a peer
+/// chooses therefore cost bounded memory, and a flood of new keys still logs at most one
+/// line per new key.
+#[derive(Debug)]
+pub struct WarnLimits<K> {
+    window: Duration,
+    max_keys: usize,
+    seen: Mutex<HashMap<K, State>>,
+}
+
+impl<K: Hash + Eq> WarnLimits<K> {
+    /// One line per key per `window`, at most [`WARN_KEYS`] keys.
+    pub fn new(window: Duration) -> Self {
+        Self::with_max_keys(window, WARN_KEYS)
+    }
+
+    /// One line per key per `window`, at most `max_keys` keys (at least 1).
+    pub fn with_max_keys(window: Duration, max_keys: usize) -> Self {
+        WarnLimits {
+            window,
+            max_keys: max_keys.max(1),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Record an occurrence for `key` now: `Some` if it should be logged, with the repeats.
+    pub fn check(&self, key: K) -> Option<Repeats> {
+        self.check_at(key, Instant::now())
+    }
+
+    /// [`WarnLimits::check`] at a given instant (tests drive the clock).
+    pub fn check_at(&self, key: K, now: Instant) -> Option<Repeats> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = seen.get_mut(&key) {
+            return state.check(self.window, now);
+        }
+        if seen.len() >= self.max_keys {
+            let mut ages: Vec<Instant> = seen.values().filter_map(|s| s.logged_at).collect();
+            let mid = ages.len() / 2;
+            let (_, cut, _) = ages.select_nth_unstable(mid);
+            let cut = *cut;
+            seen.retain(|_, s| s.logged_at.is_some_and(|t| t > cut));
+        }
+        let mut state = State::default();
+        let repeats = state.check(self.window, now);
+        seen.insert(key, state);
+        repeats
+    }
+
+    /// How many keys are remembered now.
+    pub fn len(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Hash + Eq> Default for WarnLimits<K> {
+    fn default() -> Self {
+        Self::new(WARN_WINDOW)
     }
 }
 
@@ -154,6 +243,47 @@ mod tests {
         let t0 = Instant::now() + 100 * S;
         assert!(limit.check_at(t0).is_some());
         assert!(limit.check_at(t0 - 50 * S).is_none());
+    }
+
+    #[test]
+    fn each_key_has_its_own_window_and_count() {
+        let limits = WarnLimits::new(60 * S);
+        let t0 = Instant::now();
+        assert_eq!(limits.check_at(1, t0).unwrap().count, 0);
+        assert_eq!(limits.check_at(1, t0 + S), None);
+        assert_eq!(limits.check_at(1, t0 + 2 * S), None);
+        // Another key is not silenced by the first one's burst.
+        assert_eq!(limits.check_at(2, t0 + 2 * S).unwrap().count, 0);
+        let next = limits.check_at(1, t0 + 61 * S).unwrap();
+        assert_eq!(next.count, 2);
+        assert_eq!(next.to_string(), " (and 2 more like it in the last 61 s)");
+        assert_eq!(limits.check_at(2, t0 + 62 * S).unwrap().count, 0);
+    }
+
+    #[test]
+    fn the_keys_stay_bounded_and_the_oldest_go_first() {
+        let max = 64;
+        let limits = WarnLimits::with_max_keys(60 * S, max);
+        let t0 = Instant::now();
+        for i in 0..3 * max {
+            let at = t0 + Duration::from_millis(i as u64);
+            assert!(limits.check_at(i, at).is_some(), "a new key logs");
+            assert!(limits.len() <= max);
+        }
+        // The newest key is still remembered (quiet), the first one was forgotten (logs).
+        let now = t0 + S;
+        assert_eq!(limits.check_at(3 * max - 1, now), None);
+        assert!(limits.check_at(0, now).is_some());
+    }
+
+    #[test]
+    fn a_single_key_table_still_works() {
+        let limits = WarnLimits::with_max_keys(10 * S, 0);
+        let t0 = Instant::now();
+        assert!(limits.check_at("a", t0).is_some());
+        assert!(limits.check_at("b", t0).is_some());
+        assert!(limits.check_at("b", t0 + S).is_none());
+        assert_eq!(limits.len(), 1);
     }
 
     #[test]
