@@ -1,6 +1,7 @@
 //! Opening a stream to a proxy's owner: the path shared by public and visitor connections.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tunnel_mux::{AbortGuard, MuxStream};
@@ -9,8 +10,42 @@ use tunnel_transport::{read_message, write_message};
 
 use crate::lane::Lane;
 use crate::registry::ProxyEntry;
-use crate::session::CONTROL_MAX_FRAME;
+use crate::session::{StreamSlot, CONTROL_MAX_FRAME};
 use crate::visitor::STREAM_HEADER_MAX;
+use crate::Shared;
+
+/// Count one more user connection of `entry` (a published port or the virtual host) and take
+/// a stream slot of its owner, within the owner's `max_streams_per_client` and the proxy's
+/// fair share, so one busy or attacked proxy cannot take the streams of the client's others.
+/// A refusal is counted and warned, at most once a minute per proxy.
+pub(crate) fn begin_public(
+    shared: &Shared,
+    entry: &ProxyEntry,
+    peer: SocketAddr,
+) -> Option<StreamSlot> {
+    entry
+        .counters
+        .public_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let owner = entry.owner();
+    let proxies = || shared.registry.owned_by(owner.id).len();
+    match owner.begin_stream_for(&entry.key, proxies) {
+        Ok(slot) => Some(slot),
+        Err(reason) => {
+            shared
+                .limit_metrics
+                .streams_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(more) = shared
+                .limit_warnings
+                .check(format!("streams {}", entry.key))
+            {
+                tracing::warn!(%peer, proxy = %entry.key, "user connection refused: {reason}{more}");
+            }
+            None
+        }
+    }
+}
 
 /// How long the owner may take to dial its local service (it tries 3 times) and answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);

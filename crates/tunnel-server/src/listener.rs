@@ -75,25 +75,8 @@ async fn serve_user(
     _permit: SourcePermit,
 ) {
     tunnel_transport::tune_tcp(&tcp);
-    entry
-        .counters
-        .public_connections
-        .fetch_add(1, Ordering::Relaxed);
-    let owner = entry.owner();
-    let proxies = || shared.registry.owned_by(owner.id).len();
-    let slot = match owner.begin_stream_for(&entry.key, proxies) {
-        Ok(slot) => slot,
-        Err(reason) => {
-            shared
-                .limit_metrics
-                .streams_refused
-                .fetch_add(1, Ordering::Relaxed);
-            let subject = format!("streams {}", entry.key);
-            if let Some(more) = shared.limit_warnings.check(subject) {
-                warn!(%peer, "user connection refused: {reason}{more}");
-            }
-            return;
-        }
+    let Some(slot) = crate::forward::begin_public(&shared, &entry, peer) else {
+        return;
     };
     let idle = match entry
         .spec

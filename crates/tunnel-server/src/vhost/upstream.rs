@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
 use super::{page, Body, Peer};
 use crate::forward::open_to_owner;
@@ -36,27 +36,8 @@ pub(super) async fn forward(
 ) -> Response<Body> {
     let (peer, dest) = (from.addr, from.dest);
     let bad_gateway = || page(StatusCode::BAD_GATEWAY, "the service is unreachable");
-    entry
-        .counters
-        .public_connections
-        .fetch_add(1, Ordering::Relaxed);
-    let owner = entry.owner();
-    // The same per-proxy fair share as the published ports: one busy (or attacked) domain
-    // must not take the streams of the client's other proxies.
-    let proxies = || shared.registry.owned_by(owner.id).len();
-    let slot = match owner.begin_stream_for(&entry.key, proxies) {
-        Ok(slot) => slot,
-        Err(reason) => {
-            shared
-                .limit_metrics
-                .streams_refused
-                .fetch_add(1, Ordering::Relaxed);
-            let subject = format!("streams {}", entry.key);
-            if let Some(more) = shared.limit_warnings.check(subject) {
-                warn!(%peer, proxy = %entry.key, "request refused: {reason}{more}");
-            }
-            return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
-        }
+    let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
     };
     let (stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
