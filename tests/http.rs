@@ -145,14 +145,23 @@ async fn nginx_accepts_proxy_protocol_v1_and_v2() {
     )
     .await;
     for port in [p1, p2] {
-        // A fixed source port, so the address nginx reports can be checked exactly.
-        let src = free_port();
-        let body = curl_ok(&[
-            "--local-port",
-            &src.to_string(),
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .await;
+        // A fixed source port, so the address nginx reports can be checked exactly. A port
+        // that was free a moment ago may be taken by the time curl binds it (other tests
+        // open thousands of connections): curl says so with exit code 45, then pick again.
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut attempts = 0;
+        let (src, body) = loop {
+            let src = free_port();
+            let (ok, out, err) = curl(&["--local-port", &src.to_string(), &url]).await;
+            if ok {
+                break (src, String::from_utf8_lossy(&out).into_owned());
+            }
+            attempts += 1;
+            assert!(
+                err.contains("(45)") && attempts < 5,
+                "curl through port {port} failed: {err}"
+            );
+        };
         assert_eq!(body, format!("127.0.0.1 {src}"), "through port {port}");
     }
     let _ = nginx.kill().await;
