@@ -138,7 +138,7 @@ impl Origin {
         }
     }
 
-    /// What this hop knows, for [`write`]: the host is the one the request was routed by.
+    /// What this hop knows, for [`write()`]: the host is the one the request was routed by.
     pub fn hop<'a>(&self, host: Option<&'a HeaderValue>, scheme: Scheme) -> Hop<'a> {
         Hop {
             peer: Some(self.peer),
