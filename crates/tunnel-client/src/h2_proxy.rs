@@ -51,7 +51,7 @@ impl H2Local {
             .map_err(|e| format!("bad request target: {e}"))?;
         *req.version_mut() = http::Version::HTTP_2;
         // Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2).
-        crate::http_headers::strip_hop_by_hop(req.headers_mut(), false);
+        tunnel_http::hop_by_hop::strip_hop_by_hop(req.headers_mut(), false);
         req.headers_mut().remove(http::header::CONNECTION);
         let resp = sender
             .send_request(req)

@@ -1,5 +1,6 @@
-//! Header rewriting between the user and the local service: hop-by-hop headers,
-//! X-Forwarded-*, `host_rewrite`, and the configured request/response headers.
+//! Header rewriting between the user and the local service: when [`tunnel_http`]'s rules
+//! apply (hop-by-hop headers, X-Forwarded-*), `host_rewrite`, and the configured
+//! request/response headers.
 //!
 //! Forwarding headers are facts only when the first hop that saw the user wrote them. A
 //! request from the server's virtual host has them written already (the vhost replaced the
@@ -11,34 +12,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tunnel_http::forwarded::{self, Claims, Hop, Scheme};
+use tunnel_http::hop_by_hop::{is_upgrade, strip_hop_by_hop};
 
 use crate::HttpOptions;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1); a proxy must
-/// not forward them. `te` and `trailer` are handled by hyper per hop.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Headers a `Connection` listing may not remove: the target, the framing (hyper's), and the
-/// forwarding headers (a user listing `x-forwarded-for` would hide themselves from the
-/// service).
-const PROTECTED: [&str; 8] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "forwarded",
-];
 
 /// Where a user's request entered the tunnel, which decides who writes the forwarding
 /// headers.
@@ -64,51 +41,6 @@ impl Entry {
     }
 }
 
-/// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
-pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Remove hop-by-hop headers, and any header the `Connection` header names. For an
-/// upgrade, `Connection: upgrade` and `Upgrade` are what the next hop must see, so they stay.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !PROTECTED.contains(&n.as_str()))
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    // `TE: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it.
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (name == "connection" || name == "upgrade") {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
 /// Rewrite a request's headers for the local service.
 pub(crate) fn request(
     headers: &mut HeaderMap,
@@ -119,7 +51,9 @@ pub(crate) fn request(
     let upgrade = is_upgrade(headers);
     strip_hop_by_hop(headers, upgrade);
     if opts.forwarded_headers && entry == Entry::Direct {
-        forwarded(headers, user);
+        let host = headers.get(header::HOST).cloned();
+        let hop = Hop::first(user, host.as_ref(), Scheme::Http);
+        forwarded::write(headers, &hop, Claims::Replace);
     }
     if let Some(host) = &opts.host_rewrite {
         // Validated with the config.
@@ -134,51 +68,6 @@ pub(crate) fn request(
 pub(crate) fn response(headers: &mut HeaderMap, opts: &HttpOptions, switching: bool) {
     strip_hop_by_hop(headers, switching);
     set_all(headers, &opts.response_headers);
-}
-
-/// As the first hop: `X-Forwarded-For: <what came in>, <user>` (several incoming lines are
-/// joined, as the list they are); `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Real-IP` and
-/// `Forwarded` say what this hop saw, whatever the user claimed.
-fn forwarded(headers: &mut HeaderMap, user: Option<IpAddr>) {
-    const XFF: &str = "x-forwarded-for";
-    const X_REAL_IP: &str = "x-real-ip";
-    if let Some(ip) = user {
-        let mut list: Vec<String> = headers
-            .get_all(XFF)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .collect();
-        list.push(ip.to_string());
-        if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
-            headers.insert(XFF, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-            headers.insert(X_REAL_IP, v);
-        }
-    } else {
-        headers.remove(X_REAL_IP);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let host = headers.get(header::HOST).cloned();
-    match &host {
-        Some(h) => headers.insert("x-forwarded-host", h.clone()),
-        None => headers.remove("x-forwarded-host"),
-    };
-    let mut element = match user {
-        Some(IpAddr::V4(v4)) => format!("for={v4};"),
-        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\";"),
-        None => String::new(),
-    };
-    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        let h: String = h.chars().filter(|c| *c != '"' && *c != '\\').collect();
-        element.push_str(&format!("host=\"{h}\";"));
-    }
-    element.push_str("proto=http");
-    if let Ok(v) = HeaderValue::from_str(&element) {
-        headers.insert(header::FORWARDED, v);
-    }
 }
 
 fn set_all(headers: &mut HeaderMap, set: &std::collections::BTreeMap<String, String>) {
@@ -198,33 +87,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
-
-    #[test]
-    fn xff_is_appended_and_lines_joined() {
-        let mut h = map(&[
-            ("host", "a.example"),
-            ("x-forwarded-for", "2.2.2.2"),
-            ("x-forwarded-for", "3.3.3.3"),
-        ]);
-        request(
-            &mut h,
-            &HttpOptions::default(),
-            Some([9, 9, 9, 9].into()),
-            Entry::Direct,
-        );
-        assert_eq!(h["x-forwarded-for"], "2.2.2.2, 3.3.3.3, 9.9.9.9");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "a.example");
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let pair = |(k, v): &(&'static str, &'static str)| {
+            (HeaderName::from_static(k), HeaderValue::from_static(v))
+        };
+        pairs.iter().map(pair).collect()
     }
 
     #[test]
@@ -236,28 +103,6 @@ mod tests {
         };
         request(&mut h, &opts, Some([9, 9, 9, 9].into()), Entry::Direct);
         assert!(!h.contains_key("x-forwarded-for"));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = map(&[
-            ("connection", "keep-alive, x-secret-hop"),
-            ("x-secret-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("x-kept", "1"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn upgrade_headers_survive_an_upgrade() {
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h["upgrade"], "websocket");
-        assert_eq!(h["connection"], "upgrade");
     }
 
     #[test]
@@ -278,22 +123,14 @@ mod tests {
     fn the_first_hop_replaces_a_users_claims() {
         let mut h = map(&[
             ("host", "app.example"),
-            ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-host", "evil.example"),
-            ("x-forwarded-proto", "https"),
             ("x-real-ip", "6.6.6.6"),
-            ("forwarded", "for=6.6.6.6"),
         ]);
         let user = Some([9, 9, 9, 9].into());
         request(&mut h, &HttpOptions::default(), user, Entry::Direct);
-        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 9.9.9.9");
-        assert_eq!(h["x-forwarded-host"], "app.example");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        // What is written is tunnel_http's to test; here, that it is written and from what.
         assert_eq!(h["x-real-ip"], "9.9.9.9");
-        assert_eq!(
-            h["forwarded"],
-            "for=9.9.9.9;host=\"app.example\";proto=http"
-        );
+        assert_eq!(h["x-forwarded-host"], "app.example");
     }
 
     #[test]
@@ -320,32 +157,5 @@ mod tests {
         assert_eq!(Entry::of(Some(8080), at(80)), Entry::Vhost);
         assert_eq!(Entry::of(None, at(80)), Entry::Vhost);
         assert_eq!(Entry::of(None, None), Entry::Direct, "a visitor");
-    }
-
-    #[test]
-    fn connection_cannot_strip_host_framing_or_forwarding_headers() {
-        let mut h = map(&[
-            (
-                "connection",
-                "host, x-forwarded-for, x-real-ip, forwarded, content-length, x-hop",
-            ),
-            ("host", "app.example"),
-            ("x-forwarded-for", "9.9.9.9"),
-            ("x-real-ip", "9.9.9.9"),
-            ("forwarded", "for=9.9.9.9"),
-            ("content-length", "0"),
-            ("x-hop", "1"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        for k in [
-            "host",
-            "x-forwarded-for",
-            "x-real-ip",
-            "forwarded",
-            "content-length",
-        ] {
-            assert!(h.contains_key(k), "{k} survives");
-        }
-        assert!(!h.contains_key("x-hop") && !h.contains_key("connection"));
     }
 }

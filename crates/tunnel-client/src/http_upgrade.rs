@@ -11,9 +11,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use crate::http_headers::is_upgrade;
 use crate::http_pool::LocalPool;
 use crate::http_proxy::Body;
+use tunnel_http::hop_by_hop::is_upgrade;
 
 /// Send `req` to the local service over a connection of `pool`; the connection returns to
 /// the pool when the response has been read, or carries the upgraded bytes after a 101.

@@ -668,7 +668,7 @@ impl ServerConfig {
             ));
         }
         if let Err(e) = crate::vhost::TrustedProxies::parse(&self.trusted_proxies) {
-            out.push(ConfigProblem::new("trusted_proxies", e));
+            out.push(ConfigProblem::new("trusted_proxies", e.to_string()));
         }
     }
 

@@ -5,14 +5,13 @@
 //! Forwarding per request, not per connection: a keep-alive connection may carry requests for
 //! several hosts, and each must be routed and authorised on its own.
 //!
-//! One module per concern: [`limits`] (what a connection may cost), [`path`] (the one
-//! spelling of a path), [`auth`] (basic auth and guessing), [`forwarded`] (who the user is),
-//! [`upstream`] (the stream to the owner).
+//! One module per concern: [`limits`] (what a connection may cost), [`auth`] (basic auth and
+//! guessing), [`upstream`] (the stream to the owner). The HTTP rules the client's proxy
+//! applies too (the one spelling of a path, who the user is, the forwarding headers, what a
+//! `Connection` listing may remove) are [`tunnel_http`]'s.
 
 mod auth;
-mod forwarded;
 mod limits;
-mod path;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -27,10 +26,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn, Instrument};
+use tunnel_http::forwarded::{self, Origin, Scheme};
+use tunnel_http::{hop_by_hop, path};
 
 pub(crate) use auth::basic_credential;
-pub(crate) use forwarded::TrustedProxies;
 pub(crate) use limits::MIN_HEADER_SIZE;
+pub(crate) use tunnel_http::forwarded::TrustedProxies;
 
 use crate::source_limit::SourcePermit;
 use crate::Shared;
@@ -188,7 +189,7 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
     let Some(target) = vh.shared.registry.route(&host, &path::match_key(&path)) else {
         return page(StatusCode::NOT_FOUND, "no tunnel for this host");
     };
-    let origin = forwarded::Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
+    let origin = Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
     if let Some(expected) = &target.auth {
         if let Err(resp) = check_auth(vh, &req, expected, &host, origin).await {
             return resp;
@@ -197,8 +198,11 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
         req.headers_mut().remove(header::AUTHORIZATION);
     }
     set_target(&mut req, &host, &path);
-    forwarded::set(req.headers_mut(), &host, origin);
-    forwarded::sanitize_connection(req.headers_mut());
+    // The routed host came from a header or an authority, both valid header values.
+    let routed = HeaderValue::from_str(&host).ok();
+    let hop = origin.hop(routed.as_ref(), Scheme::Http);
+    forwarded::write(req.headers_mut(), &hop, origin.claims());
+    hop_by_hop::sanitize_connection(req.headers_mut());
     upstream::forward(&vh.shared, &target.entry, peer, req).await
 }
 
@@ -210,7 +214,7 @@ async fn check_auth(
     req: &Request<Incoming>,
     expected: &str,
     host: &str,
-    origin: forwarded::Origin,
+    origin: Origin,
 ) -> Result<(), Response<Body>> {
     let metrics = &vh.shared.metrics.vhost;
     let user = origin.user;
@@ -292,7 +296,7 @@ fn set_target(req: &mut Request<Incoming>, host: &str, path: &str) {
     }
 }
 
-fn bad_path(e: path::PathError) -> Response<Body> {
+fn bad_path(e: tunnel_http::Error) -> Response<Body> {
     page_owned(StatusCode::BAD_REQUEST, &format!("bad request: {e}"))
 }
 

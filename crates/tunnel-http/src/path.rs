@@ -1,55 +1,22 @@
-//! Request paths as the virtual host matches and forwards them.
+//! Request paths as a hop matches and forwards them.
 //!
 //! A location such as `/admin` guards everything under it only if every spelling of
 //! `/admin` is recognised as one: `/%61dmin`, `//admin`, `/./admin`, `/x/../admin` all reach
 //! the same file on most services. So the path is normalised once, matched in that form and
-//! forwarded in that form, and the service never sees a spelling the vhost did not route.
+//! forwarded in that form, and the service never sees a spelling the hop did not route.
 //! Spellings that services disagree about (an encoded `/` or `\`, an encoded dot segment,
 //! NUL) are refused rather than guessed.
 
-use std::fmt;
-
-/// Why a path is refused; the text goes back to the user with a 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PathError {
-    /// Not `/...` (nor `*`).
-    NotAbsolute,
-    /// `%` not followed by two hex digits.
-    BadEscape,
-    /// `%2F`: one service splits on it, another does not.
-    EncodedSlash,
-    /// `\` or `%5C`: a path separator on some services.
-    Backslash,
-    /// `%00`.
-    Nul,
-    /// A `.` or `..` segment written with `%2E`.
-    EncodedDotSegment,
-    /// `..` above the root.
-    AboveRoot,
-}
-
-impl fmt::Display for PathError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PathError::NotAbsolute => "the path must start with /",
-            PathError::BadEscape => "the path has a % not followed by two hex digits",
-            PathError::EncodedSlash => "the path has an encoded slash (%2F)",
-            PathError::Backslash => "the path has a backslash",
-            PathError::Nul => "the path has an encoded NUL (%00)",
-            PathError::EncodedDotSegment => "the path has an encoded dot segment (%2E)",
-            PathError::AboveRoot => "the path climbs above the root with ..",
-        })
-    }
-}
+use crate::Error;
 
 /// The one spelling of `raw` (a request target's path, no query): unreserved characters
 /// percent-decoded, other escapes in upper case, empty segments merged, `.` and `..`
 /// resolved. A trailing slash is kept, as it is part of the resource's name.
-pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
+pub fn normalize(raw: &str) -> Result<String, Error> {
     if raw == "*" {
         return Ok(raw.to_owned()); // OPTIONS *: the server as a whole
     }
-    let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    let rest = raw.strip_prefix('/').ok_or(Error::NotAbsolute)?;
     let mut out: Vec<String> = Vec::new();
     let mut segments = rest.split('/').peekable();
     let mut trailing_slash = false;
@@ -57,10 +24,10 @@ pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
         let last = segments.peek().is_none();
         let (seg, had_encoded_dot) = decode_segment(seg)?;
         match seg.as_str() {
-            "." | ".." if had_encoded_dot => return Err(PathError::EncodedDotSegment),
+            "." | ".." if had_encoded_dot => return Err(Error::EncodedDotSegment),
             "." => trailing_slash = last,
             ".." => {
-                out.pop().ok_or(PathError::AboveRoot)?;
+                out.pop().ok_or(Error::AboveRoot)?;
                 trailing_slash = last;
             }
             "" => trailing_slash = last,
@@ -84,7 +51,7 @@ pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
 /// The form a normalised path is matched against locations in: each segment's `;params`
 /// dropped, since servlet containers serve `/admin;x/` as `/admin/`. Only ever makes a
 /// path look *more* like a guarded location, never less.
-pub(crate) fn match_key(normalized: &str) -> std::borrow::Cow<'_, str> {
+pub fn match_key(normalized: &str) -> std::borrow::Cow<'_, str> {
     if !normalized.contains(';') {
         return normalized.into();
     }
@@ -99,7 +66,7 @@ pub(crate) fn match_key(normalized: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// One segment with unreserved escapes decoded; also whether a `%2E` was among them.
-fn decode_segment(seg: &str) -> Result<(String, bool), PathError> {
+fn decode_segment(seg: &str) -> Result<(String, bool), Error> {
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
     let mut encoded_dot = false;
@@ -107,16 +74,16 @@ fn decode_segment(seg: &str) -> Result<(String, bool), PathError> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let hex = bytes.get(i + 1..i + 3).ok_or(Error::BadEscape)?;
                 let (hi, lo) = (hex_value(hex[0]), hex_value(hex[1]));
                 let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(PathError::BadEscape);
+                    return Err(Error::BadEscape);
                 };
                 let b = hi << 4 | lo;
                 match b {
-                    b'/' => return Err(PathError::EncodedSlash),
-                    b'\\' => return Err(PathError::Backslash),
-                    0 => return Err(PathError::Nul),
+                    b'/' => return Err(Error::EncodedSlash),
+                    b'\\' => return Err(Error::Backslash),
+                    0 => return Err(Error::Nul),
                     b'.' => {
                         encoded_dot = true;
                         out.push('.');
@@ -130,7 +97,7 @@ fn decode_segment(seg: &str) -> Result<(String, bool), PathError> {
                 }
                 i += 3;
             }
-            b'\\' => return Err(PathError::Backslash),
+            b'\\' => return Err(Error::Backslash),
             // The http crate only lets visible ASCII through; anything else is kept as is.
             b => {
                 out.push(char::from(b));
@@ -183,20 +150,20 @@ mod tests {
     #[test]
     fn ambiguous_spellings_are_refused() {
         for (raw, err) in [
-            ("/%2e/admin/", PathError::EncodedDotSegment),
-            ("/%2E%2e/admin", PathError::EncodedDotSegment),
-            ("/x/.%2e/admin", PathError::EncodedDotSegment),
-            ("/pub/..%2fadmin/", PathError::EncodedSlash),
-            ("/a%2Fb", PathError::EncodedSlash),
-            ("/a\\b", PathError::Backslash),
-            ("/a%5cb", PathError::Backslash),
-            ("/a%00", PathError::Nul),
-            ("/a%2", PathError::BadEscape),
-            ("/a%zz", PathError::BadEscape),
-            ("/..", PathError::AboveRoot),
-            ("/a/../../b", PathError::AboveRoot),
-            ("admin", PathError::NotAbsolute),
-            ("", PathError::NotAbsolute),
+            ("/%2e/admin/", Error::EncodedDotSegment),
+            ("/%2E%2e/admin", Error::EncodedDotSegment),
+            ("/x/.%2e/admin", Error::EncodedDotSegment),
+            ("/pub/..%2fadmin/", Error::EncodedSlash),
+            ("/a%2Fb", Error::EncodedSlash),
+            ("/a\\b", Error::Backslash),
+            ("/a%5cb", Error::Backslash),
+            ("/a%00", Error::Nul),
+            ("/a%2", Error::BadEscape),
+            ("/a%zz", Error::BadEscape),
+            ("/..", Error::AboveRoot),
+            ("/a/../../b", Error::AboveRoot),
+            ("admin", Error::NotAbsolute),
+            ("", Error::NotAbsolute),
         ] {
             assert_eq!(normalize(raw), Err(err), "{raw}");
         }
