@@ -19,6 +19,8 @@ fn base() -> ClientConfig {
 }
 
 type Edit<T> = (&'static str, fn(&mut T));
+/// An edit of one item, and whether the server must hear of it.
+type ItemEdit<T> = (&'static str, fn(&mut T), bool);
 
 /// One edit per field of the connection; each needs a restart.
 fn client_edits() -> Vec<Edit<ClientConfig>> {
@@ -68,7 +70,7 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
 }
 
 /// One edit per field of an `http` proxy, with whether the server must hear of it.
-fn proxy_edits() -> Vec<(&'static str, fn(&mut ProxyConfig), bool)> {
+fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
     let ProxyConfig {
         name: _, // the key: a new name is a removal and an addition
         kind: _,
@@ -168,7 +170,7 @@ fn proxy_edits() -> Vec<(&'static str, fn(&mut ProxyConfig), bool)> {
 }
 
 /// One edit per field of a visitor, with whether the server must hear of it.
-fn visitor_edits() -> Vec<(&'static str, fn(&mut VisitorConfig), bool)> {
+fn visitor_edits() -> Vec<ItemEdit<VisitorConfig>> {
     let VisitorConfig {
         name: _,
         proxy: _,
