@@ -87,11 +87,13 @@ pub(crate) struct Shared {
     /// The parts of the config a reload may change: proxies (by name) and what is registered.
     live: RwLock<Live>,
     /// Running visitor listeners by name, each with its own stop token.
-    visitors: parking_lot::Mutex<HashMap<String, (VisitorConfig, CancellationToken)>>,
+    visitors: parking_lot::Mutex<HashMap<String, visitor::Running>>,
     /// The live session's connections, while there is one.
     current: RwLock<Option<Arc<lanes::Lanes>>>,
     /// A reload happened with no session to tell; the next session re-registers.
     reload_pending: std::sync::atomic::AtomicBool,
+    /// One reload at a time, and which verdicts of the next registration reply are news.
+    reload: reload::State,
     status: watch::Sender<Status>,
     shutdown: CancellationToken,
     /// Visitor listeners.
@@ -160,20 +162,33 @@ impl Shared {
     }
 
     /// Start serving a visitor on its bound listener.
-    fn spawn_visitor(self: &Arc<Self>, v: VisitorConfig, l: tokio::net::TcpListener) {
+    fn spawn_visitor(self: &Arc<Self>, v: VisitorConfig, bound: visitor::Bound) {
         let stop = self.shutdown.child_token();
-        self.visitors
-            .lock()
-            .insert(v.name.clone(), (v.clone(), stop.clone()));
+        let spare = Arc::new(parking_lot::Mutex::new(Some(bound.spare)));
+        let running = visitor::Running {
+            cfg: v.clone(),
+            stop: stop.clone(),
+            spare: spare.clone(),
+        };
+        self.visitors.lock().insert(v.name.clone(), running);
         let span = tracing::info_span!("client", id = %self.id.read());
-        let task = visitor::run(self.clone(), v, l, stop);
-        self.tasks.spawn(task.instrument(span));
+        let task = visitor::run(self.clone(), v, bound.listener, stop);
+        self.tasks.spawn(
+            async move {
+                task.await;
+                // The port closes with the last handle on it.
+                spare.lock().take();
+            }
+            .instrument(span),
+        );
     }
 }
 
 /// What a reload may change without reconnecting.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Live {
+    /// The config running now: the one started with, as changed by reloads.
+    cfg: ClientConfig,
     proxies: HashMap<String, ProxyConfig>,
     request: tunnel_proto::RegisterRequest,
 }
@@ -181,6 +196,7 @@ pub(crate) struct Live {
 impl Live {
     fn from_config(cfg: &ClientConfig) -> Self {
         Live {
+            cfg: cfg.clone(),
             proxies: cfg
                 .proxies
                 .iter()
@@ -217,10 +233,13 @@ impl ClientHandle {
     }
 
     /// Apply a new configuration without reconnecting: added proxies and visitors start,
-    /// removed ones stop (their open connections finish), changed ones are updated, and the
-    /// rest are not touched. An invalid config is refused and the running one kept. Settings
-    /// of the connection itself (server, key, trust, id) need a restart; changing them is an
-    /// error. The server's verdicts arrive as a new [`Status::Ready`].
+    /// removed ones stop (their open connections finish), changed ones are updated (new
+    /// connections get the new settings), and the rest are not touched. Settings of the
+    /// connection itself (server, key, trust, id, connections, timeouts, stats endpoint) need
+    /// a restart: changing any of them refuses the reload, naming each. An invalid config, or
+    /// a visitor address that cannot be listened on, is refused too; a refused reload leaves
+    /// the running config exactly as it was. The server's verdicts arrive as a new
+    /// [`Status::Ready`].
     pub async fn reload(&self, cfg: ClientConfig) -> Result<reload::ReloadSummary, ClientError> {
         reload::apply(&self.shared, cfg).await
     }
@@ -269,6 +288,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         transport,
         current: RwLock::new(None),
         reload_pending: std::sync::atomic::AtomicBool::new(false),
+        reload: reload::State::default(),
         status: status_tx,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -148,7 +148,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                 }
                 msg = channel.inbox.recv() => match msg {
                     Some(Message::RegisterReply(reply)) => {
-                        report(&reply);
+                        crate::reload::report(&shared.reload, &reply);
                         shared.status.send_replace(crate::Status::Ready(reply));
                     }
                     Some(other) => warn!("unexpected {} on the control stream", other.name()),

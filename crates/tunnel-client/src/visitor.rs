@@ -18,20 +18,67 @@ use crate::Shared;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 
-/// Bind every visitor's listener up front, so a taken port is reported at start.
-pub(crate) async fn bind_all(
-    visitors: &[VisitorConfig],
-) -> Result<Vec<(VisitorConfig, TcpListener)>, ClientError> {
-    let mut out = Vec::with_capacity(visitors.len());
-    for v in visitors {
-        let l = TcpListener::bind(&v.bind)
-            .await
+/// A visitor's listening socket: one handle for its accept loop, and a spare on the same
+/// socket, so that a reload can hand the socket to the visitor's next settings without a
+/// moment when the port is closed (and without binding it twice).
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub(crate) listener: TcpListener,
+    pub(crate) spare: std::net::TcpListener,
+}
+
+impl Bound {
+    /// Listen on `v.bind`.
+    pub(crate) async fn bind(v: &VisitorConfig) -> Result<Bound, ClientError> {
+        let fail = |source| ClientError::VisitorBind {
+            name: v.name.clone(),
+            bind: v.bind.clone(),
+            source,
+        };
+        let l = TcpListener::bind(&v.bind).await.map_err(fail)?;
+        Bound::from_std(l.into_std().map_err(fail)?).map_err(fail)
+    }
+
+    /// Another accept loop's handle on the socket `spare` belongs to.
+    pub(crate) fn share(
+        v: &VisitorConfig,
+        spare: &std::net::TcpListener,
+    ) -> Result<Bound, ClientError> {
+        spare
+            .try_clone()
+            .and_then(Bound::from_std)
             .map_err(|source| ClientError::VisitorBind {
                 name: v.name.clone(),
                 bind: v.bind.clone(),
                 source,
-            })?;
-        out.push((v.clone(), l));
+            })
+    }
+
+    fn from_std(l: std::net::TcpListener) -> std::io::Result<Bound> {
+        let spare = l.try_clone()?;
+        Ok(Bound {
+            listener: TcpListener::from_std(l)?,
+            spare,
+        })
+    }
+}
+
+/// A visitor being served: its settings, what stops it, and the spare handle on its socket
+/// (dropped when its accept loop ends, so that a stopped visitor's port closes).
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) cfg: VisitorConfig,
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    pub(crate) spare: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
+}
+
+/// Bind every visitor's listener up front, so a taken port is reported at start.
+pub(crate) async fn bind_all(
+    visitors: &[VisitorConfig],
+) -> Result<Vec<(VisitorConfig, Bound)>, ClientError> {
+    let mut out = Vec::with_capacity(visitors.len());
+    for v in visitors {
+        out.push((v.clone(), Bound::bind(v).await?));
     }
     Ok(out)
 }
