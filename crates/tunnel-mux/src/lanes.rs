@@ -125,6 +125,35 @@ impl Drop for LaneSlot {
 }
 
 /// Every lane of a session, the first one always present, at most `max` in all.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tokio::io::DuplexStream;
+/// use tunnel_mux::{start, Heartbeat, Lane, Lanes, Mode, MuxConfig, MuxError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A lane over an in-memory connection; `_peer` keeps its far end open.
+/// async fn lane(id: u64) -> Result<(Arc<Lane>, DuplexStream), MuxError> {
+///     let (io, peer) = tokio::io::duplex(64 * 1024);
+///     let (control, _incoming) = start(io, Mode::Client, &MuxConfig::default());
+///     let first = control.open().await?;
+///     let (lane, _channel) = Lane::start(id, control, first, Heartbeat::default(), 64 * 1024);
+///     Ok((lane, peer))
+/// }
+/// let (first, _p1) = lane(1).await?;
+/// let (extra, _p2) = lane(2).await?;
+/// let lanes = Lanes::new(first, 2);
+/// lanes.add(extra)?;
+///
+/// let a = lanes.place(); // both empty: the first lane
+/// let b = lanes.place(); // the second one now carries fewer
+/// assert_eq!((a.id, b.id), (1, 2));
+/// drop(a); // the stream ended: lane 1 is the least loaded again
+/// assert_eq!(lanes.place().id, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Lanes {
     first: Arc<Lane>,
@@ -179,9 +208,7 @@ impl Lanes {
             return self.first.clone();
         }
         let lanes: Vec<&Arc<Lane>> = std::iter::once(&self.first).chain(extra.iter()).collect();
-        let loads = lanes
-            .iter()
-            .map(|l| l.is_live().then(|| l.open_streams()));
+        let loads = lanes.iter().map(|l| l.is_live().then(|| l.open_streams()));
         lanes[least(loads)].clone()
     }
 
@@ -332,15 +359,23 @@ mod tests {
         let (b, _pb) = lane(2).await;
         let (c, _pc) = lane(3).await;
         let lanes = Lanes::new(a.clone(), 3);
-        assert_eq!(lanes.place().id, 1, "one lane, one choice (slot dropped at once)");
-        lanes.add(b.clone()).unwrap();
-        lanes.add(c.clone()).unwrap();
+        assert_eq!(
+            lanes.place().id,
+            1,
+            "one lane, one choice (slot dropped at once)"
+        );
+        lanes.add(b.clone()).expect("room for the lane");
+        lanes.add(c.clone()).expect("room for the lane");
         assert_eq!(lanes.len(), 3);
         let mut slots: Vec<LaneSlot> = (0..6).map(|_| lanes.place()).collect();
         let ids: Vec<u64> = slots.iter().map(|s| s.id).collect();
         assert_eq!(ids, [1, 2, 3, 1, 2, 3]);
         assert_eq!(
-            lanes.all().iter().map(|l| l.open_streams()).collect::<Vec<_>>(),
+            lanes
+                .all()
+                .iter()
+                .map(|l| l.open_streams())
+                .collect::<Vec<_>>(),
             [2, 2, 2]
         );
         // Freeing a stream on the second lane makes it the least loaded.
@@ -354,8 +389,8 @@ mod tests {
         let (b, _pb) = lane(2).await;
         let (c, _pc) = lane(3).await;
         let lanes = Lanes::new(a.clone(), 4);
-        lanes.add(b.clone()).unwrap();
-        lanes.add(c.clone()).unwrap();
+        lanes.add(b.clone()).expect("room for the lane");
+        lanes.add(c.clone()).expect("room for the lane");
         let _on_a = a.slot();
         lanes.remove(2);
         assert_eq!(lanes.len(), 2);
@@ -375,7 +410,7 @@ mod tests {
         let (c, _pc) = lane(3).await;
         let lanes = Lanes::new(a, 2);
         assert!(lanes.check_room().is_ok());
-        lanes.add(b).unwrap();
+        lanes.add(b).expect("room for the lane");
         assert!(matches!(
             lanes.check_room(),
             Err(MuxError::TooManyLanes { open: 2, max: 2 })
@@ -392,7 +427,7 @@ mod tests {
         let (a, _pa) = lane(1).await;
         let (b, _pb) = lane(2).await;
         let lanes = Lanes::new(a, 2);
-        lanes.add(b.clone()).unwrap();
+        lanes.add(b.clone()).expect("room for the lane");
         let guard = b.aborts.register(7);
         lanes.retire(&b, true).await; // nothing counted: no wait
         assert_eq!(lanes.len(), 1);

@@ -1,7 +1,7 @@
 //! The connections of one session ("lanes"): the one that opened it and registered, and the
 //! extra ones a client with `connections = N` adds so that its streams are not all encrypted
-//! on one connection, pinned to one core at each end. Placement and counting are
-//! [`tunnel_mux::Lanes`]'; this module accepts the joins and serves each extra connection.
+//! on one connection, pinned to one core at each end. [`tunnel_mux::Lanes`] places and
+//! counts the streams; this module accepts the joins and serves each extra connection.
 
 use std::sync::Arc;
 
@@ -91,7 +91,13 @@ pub(crate) async fn accept(
         return Err(e);
     }
     let hb = shared.cfg.heartbeat();
-    Ok(Lane::start(id, control, first, hb, shared.cfg.max_frame_size))
+    Ok(Lane::start(
+        id,
+        control,
+        first,
+        hb,
+        shared.cfg.max_frame_size,
+    ))
 }
 
 /// The live session `target` of this client, if it can take one more connection.
