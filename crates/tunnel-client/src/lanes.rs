@@ -2,69 +2,24 @@
 //! `connections - 1` extra ones that join it. A single TLS connection is encrypted and
 //! decrypted by one task on one core at each end; spreading busy streams over several lets
 //! both machines use more cores. Each visitor stream goes to the lane carrying the fewest
-//! streams; the server places the streams it opens the same way.
+//! streams ([`Lanes::place`]); the server places the streams it opens the same way. This
+//! module dials the extra connections and keeps them joined.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use tunnel_mux::{spawn_control, AbortTable, Heartbeat, Incoming, Mode};
+use tunnel_mux::{Heartbeat, Incoming, Lane, Mode};
 use tunnel_proto::{Message, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::session::{self, SessionCtx, CONNECT_TIMEOUT, CONTROL_MAX_FRAME};
-use crate::{proxy, Shared};
+use crate::session::{self, CONNECT_TIMEOUT, CONTROL_MAX_FRAME};
+use crate::Shared;
 
-/// Every connection of the live session, the first one always present.
-#[derive(Debug)]
-pub(crate) struct Lanes {
-    first: Arc<SessionCtx>,
-    extra: RwLock<Vec<Arc<SessionCtx>>>,
-}
-
-impl Lanes {
-    pub fn new(first: Arc<SessionCtx>) -> Self {
-        Lanes {
-            first,
-            extra: RwLock::new(Vec::new()),
-        }
-    }
-
-    /// The connection that registered: control messages (registration updates) go here.
-    pub fn first(&self) -> &Arc<SessionCtx> {
-        &self.first
-    }
-
-    /// The open connection carrying the fewest streams; the first one on a tie.
-    pub fn least_loaded(&self) -> Arc<SessionCtx> {
-        let extra = self.extra.read();
-        let mut best = &self.first;
-        let mut load = best.control.num_streams();
-        for lane in extra.iter() {
-            let n = lane.control.num_streams();
-            if n < load && !lane.control.is_closed() {
-                (best, load) = (lane, n);
-            }
-        }
-        best.clone()
-    }
-
-    pub fn len(&self) -> usize {
-        1 + self.extra.read().len()
-    }
-
-    fn add(&self, lane: Arc<SessionCtx>) {
-        self.extra.write().push(lane);
-    }
-
-    fn remove(&self, id: u64) {
-        self.extra.write().retain(|l| l.id != id);
-    }
-}
+pub(crate) use tunnel_mux::Lanes;
 
 /// Why joining failed.
 enum JoinError {
@@ -137,7 +92,7 @@ async fn join(
     shared: &Shared,
     session: u64,
     heartbeat: Heartbeat,
-) -> Result<(Arc<SessionCtx>, Incoming, tunnel_mux::ControlChannel), JoinError> {
+) -> Result<(Arc<Lane>, Incoming, tunnel_mux::ControlChannel), JoinError> {
     let hs = tokio::time::timeout(CONNECT_TIMEOUT, session::handshake(shared))
         .await
         .map_err(|_| TransportError::Timeout)??;
@@ -172,14 +127,7 @@ async fn join(
             return Err(TransportError::Timeout.into());
         }
     };
-    let aborts = AbortTable::default();
-    let channel = spawn_control(first, aborts.clone(), heartbeat, CONTROL_MAX_FRAME);
-    let ctx = Arc::new(SessionCtx::new(
-        hs.session_id,
-        control,
-        aborts,
-        channel.sender.clone(),
-    ));
+    let (ctx, channel) = Lane::start(hs.session_id, control, first, heartbeat, CONTROL_MAX_FRAME);
     Ok((ctx, incoming, channel))
 }
 
@@ -188,12 +136,17 @@ async fn join(
 async fn serve(
     shared: &Arc<Shared>,
     lanes: &Lanes,
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<Lane>,
     mut incoming: Incoming,
     mut channel: tunnel_mux::ControlChannel,
     stop: &CancellationToken,
 ) -> Option<String> {
-    lanes.add(ctx.clone());
+    if let Err(e) = lanes.add(ctx.clone()) {
+        // Not reached: the client keeps `connections - 1` extra lanes, one per task.
+        warn!("extra connection dropped: {e}");
+        ctx.close();
+        return None;
+    }
     info!(connections = lanes.len(), "extra connection joined");
     let why = loop {
         tokio::select! {
@@ -213,20 +166,12 @@ async fn serve(
                         let _ = write_message(&mut s, &msg, CONTROL_MAX_FRAME).await;
                     });
                 }
-                Some(stream) => {
-                    let task = proxy::serve_stream(shared.clone(), ctx.clone(), stream);
-                    shared.streams.spawn(task.in_current_span());
-                }
+                Some(stream) => session::spawn_stream(shared, &ctx, stream),
                 None => break Some("the connection closed".into()),
             },
         }
     };
-    lanes.remove(ctx.id);
     channel.ended.abort();
-    ctx.control.close();
-    if why.is_some() {
-        session::settle(|| !ctx.aborts.is_empty()).await;
-    }
-    ctx.aborts.abort_all();
+    lanes.retire(&ctx, why.is_some()).await;
     why
 }

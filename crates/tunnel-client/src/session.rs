@@ -1,13 +1,14 @@
 //! One connection to the server: handshake, registration, then serving streams until it ends.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{
-    spawn_control, AbortTable, Control, ControlChannel, ControlSender, Heartbeat, Incoming, Mode,
+    settle, spawn_control, AbortTable, Control, ControlChannel, Heartbeat, Incoming, Lane, Lanes,
+    Mode, MuxStream,
 };
 use tunnel_proto::{
     auth, AuthResponse, Hello, Message, PeerText, RegisterReply, StreamOpen, StreamStatus,
@@ -15,7 +16,7 @@ use tunnel_proto::{
 use tunnel_transport::{read_message, write_message, BoxedStream, TransportError, TransportKind};
 
 use crate::error::ClientError;
-use crate::lanes::{self, Lanes};
+use crate::lanes;
 use crate::{proxy, Shared};
 
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
@@ -23,48 +24,21 @@ pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The server answers a registration at once; a silent one is not working.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the streams of a session the server closed may take to finish by themselves.
-const SETTLE: Duration = Duration::from_millis(500);
+/// One connection of the live session, as visitors and stream handlers see it.
+pub(crate) type SessionCtx = Lane;
 
-/// Wait while `busy` holds, at most [`SETTLE`]: a server that drained and left sent the last
-/// bytes and FIN of its streams just before closing; give them a moment to finish instead of
-/// resetting them.
-pub(crate) async fn settle(busy: impl Fn() -> bool) {
-    let deadline = Instant::now() + SETTLE;
-    while busy() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// What visitors and stream handlers need of one connection of the live session.
-#[derive(Debug)]
-pub(crate) struct SessionCtx {
-    /// The id the server welcomed this connection with.
-    pub id: u64,
-    pub control: Control,
-    pub aborts: AbortTable,
-    control_tx: ControlSender,
-}
-
-impl SessionCtx {
-    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
-        SessionCtx {
-            id,
-            control,
-            aborts,
-            control_tx,
+/// Serve a stream the server opened on `lane`, counted there while it runs so that visitors
+/// are placed by every stream a lane carries.
+pub(crate) fn spawn_stream(shared: &Arc<Shared>, lane: &Arc<Lane>, stream: MuxStream) {
+    let slot = lane.slot();
+    let task = proxy::serve_stream(shared.clone(), lane.clone(), stream);
+    shared.streams.spawn(
+        async move {
+            task.await;
+            drop(slot);
         }
-    }
-
-    /// Queue a message on the control stream.
-    pub async fn send(&self, msg: Message) -> Result<(), tunnel_mux::ControlClosed> {
-        self.control_tx.send(msg).await
-    }
-
-    /// Tell the server the data path of stream `id` failed, so it resets its side.
-    pub fn send_abort(&self, id: u32) {
-        self.control_tx.abort(id);
-    }
+        .in_current_span(),
+    );
 }
 
 /// How a session that got going ended.
@@ -110,13 +84,13 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                 return Err(e);
             }
         };
-        let ctx = Arc::new(SessionCtx::new(
+        let ctx = Arc::new(Lane::new(
             session_id,
             control,
             aborts,
             channel.sender.clone(),
         ));
-        let lanes = Arc::new(Lanes::new(ctx.clone()));
+        let lanes = Arc::new(Lanes::new(ctx.clone(), shared.cfg.connections));
         *shared.current.write() = Some(lanes.clone());
         let stop_lanes = CancellationToken::new();
         let lane_tasks = TaskTracker::new();
@@ -160,10 +134,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
                     }
                 },
                 s = incoming.accept() => match s {
-                    Some(stream) => {
-                        let task = proxy::serve_stream(shared.clone(), ctx.clone(), stream);
-                        shared.streams.spawn(task.in_current_span());
-                    }
+                    Some(stream) => spawn_stream(shared, &ctx, stream),
                     None => break SessionEnd::Lost("the connection closed".into()),
                 },
             }

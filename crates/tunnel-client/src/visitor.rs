@@ -118,7 +118,7 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
         warn!("not connected to the server; closing the connection");
         return;
     };
-    let ctx = lanes.least_loaded();
+    let ctx = lanes.place();
     let mut stream = match ctx.control.open().await {
         Ok(s) => s,
         Err(e) => {

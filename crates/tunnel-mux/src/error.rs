@@ -28,6 +28,15 @@ pub enum MuxError {
         reason: String,
     },
 
+    /// A session already has as many connections ("lanes") as it may; it goes on with those.
+    #[error("this session already has {open} connections (at most {max}); it goes on with those")]
+    TooManyLanes {
+        /// Connections of the session now.
+        open: usize,
+        /// The most it may have.
+        max: usize,
+    },
+
     /// A `MuxConfig` value is out of range.
     #[error("invalid multiplexer configuration: {0}")]
     Config(String),

@@ -10,6 +10,8 @@
 //!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
 //! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
 //!   ends of a tunnel ([`AbortTable`]).
+//! * [`Lanes`] holds the connections of one session and places each new stream on the
+//!   least loaded one ([`Lane`], counted by [`LaneSlot`]); both engines use it.
 //! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
 //!   the [`AbortTable`], everything else handed to the engine.
 //!
@@ -56,6 +58,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod io;
+mod lanes;
 mod pipe;
 mod relay;
 mod session;
@@ -73,6 +76,7 @@ pub use endpoint::{
     STATS_MAX_CONNECTIONS,
 };
 pub use error::MuxError;
+pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Control, Incoming, Mode};

@@ -1,136 +1,29 @@
 //! The connections of one session ("lanes"): the one that opened it and registered, and the
 //! extra ones a client with `connections = N` adds so that its streams are not all encrypted
-//! on one connection, pinned to one core at each end. Each new stream goes to the lane that
-//! carries the fewest streams right now.
+//! on one connection, pinned to one core at each end. [`tunnel_mux::Lanes`] places and
+//! counts the streams; this module accepts the joins and serves each extra connection.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn, Instrument};
-use tunnel_mux::{
-    spawn_control, AbortTable, Control, ControlChannel, ControlSender, Incoming, MuxStream,
-};
+use tunnel_mux::{Control, ControlChannel, Incoming, MuxError, MuxStream};
 use tunnel_proto::{Hello, Message, StreamStatus};
 use tunnel_transport::{write_message, TransportError};
 
-use crate::session::{settle, SessionRef, CONTROL_MAX_FRAME};
+pub(crate) use tunnel_mux::Lane;
+
+use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 use crate::{visitor, Shared};
 
-/// One connection of a session.
-pub(crate) struct Lane {
-    /// The id this connection was welcomed with (the session's own for the first lane).
-    pub id: u64,
-    pub control: Control,
-    pub aborts: AbortTable,
-    control_tx: ControlSender,
-    /// Streams on this lane now; placement reads it.
-    streams: AtomicUsize,
-}
-
-impl Lane {
-    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
-        Lane {
-            id,
-            control,
-            aborts,
-            control_tx,
-            streams: AtomicUsize::new(0),
-        }
-    }
-
-    /// Tell the client that the data path of stream `id` on this lane failed.
-    pub fn send_abort(&self, id: u32) {
-        self.control_tx.abort(id);
-    }
-
-    pub fn open_streams(&self) -> usize {
-        self.streams.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count(&self) {
-        self.streams.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn uncount(&self) {
-        self.streams.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// End the connection: streams waiting on it fail at once, finished ones read EOF.
-    pub fn close(&self) {
-        self.control.close();
-    }
-}
-
-/// Every lane of a session, the first one always present.
-pub(crate) struct Lanes {
-    first: Arc<Lane>,
-    extra: RwLock<Vec<Arc<Lane>>>,
-    max: usize,
-}
-
-impl Lanes {
-    pub fn new(first: Arc<Lane>, max: usize) -> Self {
-        Lanes {
-            first,
-            extra: RwLock::new(Vec::new()),
-            max,
-        }
-    }
-
-    /// The lane carrying the fewest streams; the first lane on a tie, so that a client
-    /// with a single stream at a time keeps using one connection.
-    pub fn least_loaded(&self) -> Arc<Lane> {
-        let extra = self.extra.read();
-        if extra.is_empty() {
-            return self.first.clone();
-        }
-        let loads = std::iter::once(&self.first)
-            .chain(extra.iter())
-            .map(|l| l.open_streams());
-        match least(loads).checked_sub(1) {
-            Some(i) => extra.get(i).unwrap_or(&self.first).clone(),
-            None => self.first.clone(),
-        }
-    }
-
-    /// The connection that opened the session.
-    pub fn first(&self) -> &Arc<Lane> {
-        &self.first
-    }
-
-    pub fn len(&self) -> usize {
-        1 + self.extra.read().len()
-    }
-
-    pub fn all(&self) -> Vec<Arc<Lane>> {
-        let extra = self.extra.read();
-        std::iter::once(&self.first)
-            .chain(extra.iter())
-            .cloned()
-            .collect()
-    }
-
-    fn add(&self, lane: Arc<Lane>) -> Result<(), String> {
-        let mut extra = self.extra.write();
-        if 1 + extra.len() >= self.max {
-            return Err(self.full(1 + extra.len()));
-        }
-        extra.push(lane);
-        Ok(())
-    }
-
-    fn remove(&self, id: u64) {
-        self.extra.write().retain(|l| l.id != id);
-    }
-
-    fn full(&self, n: usize) -> String {
-        format!(
-            "extra connection refused: this client already has {n} (the server's \
-             max_connections_per_client is {}); it goes on with those",
-            self.max
-        )
+/// Why the session cannot take one more connection, in the words the client logs.
+fn refusal(e: &MuxError) -> String {
+    match e {
+        MuxError::TooManyLanes { open, max } => format!(
+            "extra connection refused: this client already has {open} (the server's \
+             max_connections_per_client is {max}); it goes on with those"
+        ),
+        other => format!("extra connection refused: {other}"),
     }
 }
 
@@ -164,8 +57,8 @@ pub(crate) async fn join(
         }
     };
     // The check in `find` and this one race only with another join of the same client.
-    if let Err(reason) = session.lanes.add(lane.clone()) {
-        warn!("{reason}");
+    if let Err(e) = session.lanes.add(lane.clone()) {
+        warn!("{}", refusal(&e));
         lane.close();
         return;
     }
@@ -173,13 +66,8 @@ pub(crate) async fn join(
     async {
         info!(connections = session.lanes.len(), "extra connection joined");
         let why = serve(shared, &session, &lane, incoming, channel).await;
-        session.lanes.remove(lane.id);
         let by_peer = !session.cancel.is_cancelled();
-        lane.close();
-        if by_peer {
-            settle(|| lane.open_streams() > 0).await;
-        }
-        lane.aborts.abort_all();
+        session.lanes.retire(&lane, by_peer).await;
         info!(
             connections = session.lanes.len(),
             "extra connection ended: {why}"
@@ -202,11 +90,14 @@ pub(crate) async fn accept(
         control.close();
         return Err(e);
     }
-    let aborts = AbortTable::default();
     let hb = shared.cfg.heartbeat();
-    let channel = spawn_control(first, aborts.clone(), hb, shared.cfg.max_frame_size);
-    let lane = Lane::new(id, control, aborts, channel.sender.clone());
-    Ok((Arc::new(lane), channel))
+    Ok(Lane::start(
+        id,
+        control,
+        first,
+        hb,
+        shared.cfg.max_frame_size,
+    ))
 }
 
 /// The live session `target` of this client, if it can take one more connection.
@@ -222,10 +113,7 @@ fn find(shared: &Shared, hello: &Hello, target: u64) -> Result<Arc<SessionRef>, 
             hello.client_id
         ));
     };
-    let n = session.lanes.len();
-    if n >= session.lanes.max {
-        return Err(session.lanes.full(n));
-    }
+    session.lanes.check_room().map_err(|e| refusal(&e))?;
     Ok(session.clone())
 }
 
@@ -261,36 +149,4 @@ async fn serve(
     };
     channel.ended.abort();
     why
-}
-
-/// Index of the smallest load, the earliest on a tie.
-fn least(loads: impl IntoIterator<Item = usize>) -> usize {
-    let mut best = (0, usize::MAX);
-    for (i, load) in loads.into_iter().enumerate() {
-        if load < best.1 {
-            best = (i, load);
-        }
-    }
-    best.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::least;
-
-    #[test]
-    fn placement_takes_the_least_loaded_lane_and_the_first_on_a_tie() {
-        assert_eq!(least([0]), 0);
-        assert_eq!(least([0, 0, 0]), 0);
-        assert_eq!(least([1, 0, 0]), 1);
-        assert_eq!(least([2, 1, 1, 0]), 3);
-        assert_eq!(least([3, 3, 2, 2]), 2);
-        // Filling four empty lanes one stream at a time spreads them evenly.
-        let mut loads = [0usize; 4];
-        for _ in 0..8 {
-            let i = least(loads);
-            loads[i] += 1;
-        }
-        assert_eq!(loads, [2, 2, 2, 2]);
-    }
 }

@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
-use tunnel_mux::{Incoming, Mode, MuxStream};
+use tunnel_mux::{settle, Incoming, LaneSlot, Lanes, Mode, MuxStream};
 use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, VisitorSpec, Welcome};
 use tunnel_transport::{read_message, write_message, Established, Transport, TransportKind};
 
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
-use crate::lane::{self, Lane, Lanes};
+use crate::lane::{self, Lane};
 use crate::registry::ProxyKey;
 use crate::stream_budget::{Refusal, StreamBudget};
 use crate::visitor::STREAM_HEADER_MAX;
@@ -57,7 +57,7 @@ impl SessionRef {
     /// out of reach, and gives the offender a readable error instead.
     pub fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
         self.budget.take(None, || 0).map_err(|r| r.to_string())?;
-        Ok(self.slot(lane, None))
+        Ok(self.slot(lane.slot(), None))
     }
 
     /// Count one more stream serving `proxy` (one of this session's), on the least loaded
@@ -69,11 +69,10 @@ impl SessionRef {
         proxies: impl FnOnce() -> usize,
     ) -> Result<StreamSlot, Refusal> {
         self.budget.take(Some(proxy), proxies)?;
-        Ok(self.slot(self.lanes.least_loaded(), Some(proxy.clone())))
+        Ok(self.slot(self.lanes.place(), Some(proxy.clone())))
     }
 
-    fn slot(self: &Arc<Self>, lane: Arc<Lane>, proxy: Option<ProxyKey>) -> StreamSlot {
-        lane.count();
+    fn slot(self: &Arc<Self>, lane: LaneSlot, proxy: Option<ProxyKey>) -> StreamSlot {
         StreamSlot {
             session: self.clone(),
             lane,
@@ -113,29 +112,25 @@ impl SessionRef {
 
     /// Close every connection of the session and abort its streams now.
     fn close_all(&self) {
-        for lane in self.lanes.all() {
-            lane.aborts.abort_all();
-            lane.close();
-        }
+        self.lanes.close_all();
     }
 }
 
 /// One counted stream of a session, and the connection that carries it; uncounted on drop.
 pub(crate) struct StreamSlot {
     session: Arc<SessionRef>,
-    lane: Arc<Lane>,
+    lane: LaneSlot,
     proxy: Option<ProxyKey>,
 }
 
 impl StreamSlot {
     pub fn lane(&self) -> &Arc<Lane> {
-        &self.lane
+        self.lane.lane()
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.lane.uncount();
         self.session.budget.give_back(self.proxy.as_ref());
     }
 }
@@ -512,19 +507,6 @@ async fn accept_first(
         Err(_) => return Err("timed out".into()),
     };
     Ok((s, first))
-}
-
-/// How long the streams of a connection the peer closed may take to finish by themselves.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Wait while `busy` holds, at most [`SETTLE`]: a client that drained and left sent the last
-/// bytes and FIN of its streams just before closing, and cutting at once would reset
-/// connections that were about to end cleanly.
-pub(crate) async fn settle(busy: impl Fn() -> bool) {
-    let deadline = Instant::now() + SETTLE;
-    while busy() && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 /// Release everything the session holds. Returns how many proxies it released. With `settle`
