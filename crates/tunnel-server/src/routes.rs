@@ -210,6 +210,12 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
         None
     }
 
+    /// The keys holding at least one route.
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.held.keys()
+    }
+
     /// Number of host patterns with at least one route.
     #[cfg(test)]
     pub fn host_count(&self) -> usize {

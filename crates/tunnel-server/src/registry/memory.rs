@@ -1,0 +1,103 @@
+//! The default backend: the [`State`] of one server behind one lock.
+//!
+//! Readers (the data path's lookups) share the lock; nothing awaits under it, and no call
+//! does work proportional to what a peer sends beyond a claim's routes, which the caller caps.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::backend::{ClaimError, Installed, RegistryBackend, Refused, Route, SessionInfo};
+use super::state::State;
+use super::ProxyKey;
+use crate::routes::Pair;
+
+/// Registry state held in this process.
+pub(crate) struct MemoryRegistry<S, P> {
+    state: RwLock<State<S, P>>,
+}
+
+impl<S, P> Default for MemoryRegistry<S, P> {
+    fn default() -> Self {
+        MemoryRegistry {
+            state: RwLock::new(State::default()),
+        }
+    }
+}
+
+impl<S, P> RegistryBackend<S, P> for MemoryRegistry<S, P>
+where
+    S: SessionInfo + Clone + Send + Sync,
+    P: Clone + Send + Sync,
+{
+    fn admit(
+        &self,
+        client_id: &str,
+        instance: [u8; 16],
+        max_clients: usize,
+    ) -> Result<(), Refused<S>> {
+        self.state.read().admit(client_id, instance, max_clients)
+    }
+
+    fn install_session(&self, session: S, max_clients: usize) -> Result<Installed<S>, Refused<S>> {
+        self.state.write().install_session(session, max_clients)
+    }
+
+    fn release_session(&self, session: u64) -> Vec<(ProxyKey, P)> {
+        self.state.write().release_session(session)
+    }
+
+    fn claim(
+        &self,
+        session: u64,
+        key: ProxyKey,
+        entry: P,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
+        self.state.write().claim(session, key, entry, routes, auth)
+    }
+
+    fn set_routes(
+        &self,
+        session: u64,
+        key: &ProxyKey,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
+        self.state.write().set_routes(session, key, routes, auth)
+    }
+
+    fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<(ProxyKey, P)> {
+        self.state.write().release_except(session, keep)
+    }
+
+    fn proxies_of(&self, session: u64) -> usize {
+        self.state.read().proxies_of(session)
+    }
+
+    fn session(&self, client_id: &str) -> Option<S> {
+        self.state.read().session(client_id)
+    }
+
+    fn get(&self, key: &ProxyKey) -> Option<(P, S)> {
+        self.state.read().get(key)
+    }
+
+    fn owner(&self, key: &ProxyKey) -> Option<S> {
+        self.state.read().owner(key)
+    }
+
+    fn route(&self, host: &str, path: &str) -> Option<Arc<Route<P>>> {
+        self.state.read().route(host, path)
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        self.state.read().counts()
+    }
+
+    fn sessions(&self) -> Vec<(S, Vec<P>)> {
+        self.state.read().sessions()
+    }
+}
