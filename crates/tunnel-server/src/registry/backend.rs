@@ -67,14 +67,17 @@ pub(crate) enum ClaimError {
 pub(crate) trait RegistryBackend<S, P>: Send + Sync {
     /// Whether `client_id` (of `instance`) could be installed now: not while another instance
     /// holds it, nor a new id when `max_clients` sessions are installed. Changes nothing.
-    fn admit(&self, client_id: &str, instance: [u8; 16], max_clients: usize)
-        -> Result<(), Refused<S>>;
+    fn admit(
+        &self,
+        client_id: &str,
+        instance: [u8; 16],
+        max_clients: usize,
+    ) -> Result<(), Refused<S>>;
 
     /// Install `session` under its client id, by the rule of [`RegistryBackend::admit`]. A
     /// session of the same instance is replaced: its proxies (and routes) move to the new
     /// one in the same step, so public ports keep serving with no gap.
-    fn install_session(&self, session: S, max_clients: usize)
-        -> Result<Installed<S>, Refused<S>>;
+    fn install_session(&self, session: S, max_clients: usize) -> Result<Installed<S>, Refused<S>>;
 
     /// Remove the session and everything it holds; nothing if it is no longer installed
     /// (replaced: its successor holds its proxies). Returns the proxies released.

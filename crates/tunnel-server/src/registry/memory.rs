@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::backend::{ClaimError, Installed, RegistryBackend, Refused, Route, SessionInfo};
+use super::backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
 use super::state::State;
 use super::ProxyKey;
 use crate::routes::Pair;

@@ -272,9 +272,16 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     /// Panics unless every invariant holds.
     #[cfg(test)]
     pub fn check(&self) {
-        assert_eq!(self.clients.len(), self.sessions.len(), "one session per id");
+        assert_eq!(
+            self.clients.len(),
+            self.sessions.len(),
+            "one session per id"
+        );
         for (client, id) in &self.clients {
-            let s = self.sessions.get(id).expect("a client's session is indexed");
+            let s = self
+                .sessions
+                .get(id)
+                .expect("a client's session is indexed");
             assert_eq!(s.session.client_id(), client);
             assert_eq!(s.session.id(), *id);
             for key in &s.proxies {
@@ -285,7 +292,10 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         let indexed: usize = self.sessions.values().map(|s| s.proxies.len()).sum();
         assert_eq!(indexed, self.proxies.len(), "every proxy is indexed once");
         for key in self.routes.keys() {
-            assert!(self.proxies.contains_key(key), "{key}: a route without proxy");
+            assert!(
+                self.proxies.contains_key(key),
+                "{key}: a route without proxy"
+            );
         }
     }
 }
@@ -340,7 +350,8 @@ mod tests {
         let mut t = Table::default();
         t.install_session(fake(1, "alice", 1), 10).unwrap();
         t.install_session(fake(2, "bob", 2), 10).unwrap();
-        t.claim(1, key("a", 0), "a", &pairs("a.test"), None).unwrap();
+        t.claim(1, key("a", 0), "a", &pairs("a.test"), None)
+            .unwrap();
         t.claim(2, key("b", 9000), "b", &[], None).unwrap();
         t.check();
         t
@@ -359,7 +370,10 @@ mod tests {
             t.admit("carol", [3; 16], 2),
             Err(Refused::Full { clients: 2 })
         ));
-        assert!(t.admit("alice", [1; 16], 2).is_ok(), "a replacement adds none");
+        assert!(
+            t.admit("alice", [1; 16], 2).is_ok(),
+            "a replacement adds none"
+        );
     }
 
     #[test]
@@ -399,7 +413,11 @@ mod tests {
         assert_eq!(t.proxies_of(1), 0);
         assert_eq!(t.proxies_of(5), 2);
         assert_eq!(t.owner(&key("b", 9000)).unwrap().id, 2);
-        assert_eq!(t.hand_over(1, 99), 0, "not to a session that is not installed");
+        assert_eq!(
+            t.hand_over(1, 99),
+            0,
+            "not to a session that is not installed"
+        );
         assert_eq!(t.hand_over(5, 5), 0);
         t.check();
     }
@@ -444,7 +462,8 @@ mod tests {
             t.set_routes(2, &key("a", 0), &pairs("x.test"), None),
             Err(ClaimError::Taken)
         );
-        t.claim(2, key("b2", 0), "b2", &pairs("b.test"), None).unwrap();
+        t.claim(2, key("b2", 0), "b2", &pairs("b.test"), None)
+            .unwrap();
         // On a conflict the old routes stay.
         let err = t.set_routes(1, &key("a", 0), &pairs("b.test"), None);
         assert!(matches!(err, Err(ClaimError::RouteTaken(_))));
@@ -462,14 +481,16 @@ mod tests {
         assert_eq!(t.release(1, &key("a", 0)), None);
         t.check();
         // The host is free for another client now.
-        t.claim(2, key("b2", 0), "b2", &pairs("a.test"), None).unwrap();
+        t.claim(2, key("b2", 0), "b2", &pairs("a.test"), None)
+            .unwrap();
         t.check();
     }
 
     #[test]
     fn release_except_keeps_the_listed() {
         let mut t = two();
-        t.claim(1, key("a2", 0), "a2", &pairs("a2.test"), None).unwrap();
+        t.claim(1, key("a2", 0), "a2", &pairs("a2.test"), None)
+            .unwrap();
         let keep: HashSet<ProxyKey> = [key("a", 0), key("b", 9000)].into();
         let gone = t.release_except(1, &keep);
         assert_eq!(gone, vec![(key("a2", 0), "a2")]);
@@ -483,7 +504,8 @@ mod tests {
     #[test]
     fn nothing_survives_a_sessions_release() {
         let mut t = two();
-        t.claim(1, key("a2", 8000), "a2", &pairs("*.w.test"), None).unwrap();
+        t.claim(1, key("a2", 8000), "a2", &pairs("*.w.test"), None)
+            .unwrap();
         let mut gone = t.release_session(1);
         gone.sort_by(|x, y| x.0.name.cmp(&y.0.name));
         assert_eq!(gone, vec![(key("a", 0), "a"), (key("a2", 8000), "a2")]);
@@ -496,7 +518,8 @@ mod tests {
         assert!(t.release_session(1).is_empty());
         // Alice's id, hosts and keys are free for anyone.
         t.install_session(fake(3, "alice", 8), 2).unwrap();
-        t.claim(2, key("a", 0), "a-by-bob", &pairs("a.test"), None).unwrap();
+        t.claim(2, key("a", 0), "a-by-bob", &pairs("a.test"), None)
+            .unwrap();
         t.check();
     }
 
@@ -510,11 +533,7 @@ mod tests {
         assert_eq!(t.session("bob").unwrap().id, 2);
         assert!(t.session("nobody").is_none());
         assert_eq!(t.counts(), (2, 2));
-        let mut all: Vec<_> = t
-            .sessions()
-            .into_iter()
-            .map(|(s, p)| (s.id, p))
-            .collect();
+        let mut all: Vec<_> = t.sessions().into_iter().map(|(s, p)| (s.id, p)).collect();
         all.sort();
         assert_eq!(all, vec![(1, vec!["a"]), (2, vec!["b"])]);
     }
