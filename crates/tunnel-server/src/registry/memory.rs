@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use super::backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
 use super::state::State;
 use super::ProxyKey;
-use crate::routes::Pair;
+use crate::routes::{HostQuery, Pair};
 
 /// Registry state held in this process.
 pub(crate) struct MemoryRegistry<S, P> {
@@ -90,7 +90,9 @@ where
     }
 
     fn route(&self, host: &str, path: &str) -> Option<Arc<Route<P>>> {
-        self.state.read().route(host, path)
+        // Prepared before the lock: the Host value is the request's, of any length.
+        let query = HostQuery::new(host)?;
+        self.state.read().route(&query, path)
     }
 
     fn counts(&self) -> (usize, usize) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::backend::{ClaimError, Installed, Refused, Route, SessionInfo};
 use super::ProxyKey;
-use crate::routes::{Pair, Routes};
+use crate::routes::{HostQuery, Pair, Routes};
 
 /// An installed session and the keys of the proxies it holds.
 struct SessionSlot<S> {
@@ -244,9 +244,9 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         self.sessions.get(&p.session).map(|s| s.session.clone())
     }
 
-    /// The route serving `host` at `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<Arc<Route<P>>> {
-        self.routes.lookup(host, path).cloned()
+    /// The route serving the host of `query` at `path`.
+    pub fn route(&self, query: &HostQuery, path: &str) -> Option<Arc<Route<P>>> {
+        self.routes.lookup_query(query, path).cloned()
     }
 
     /// Installed sessions and registered proxies.
@@ -341,6 +341,10 @@ mod tests {
         }
     }
 
+    fn route(t: &Table, host: &str, path: &str) -> Option<Arc<Route<&'static str>>> {
+        t.route(&HostQuery::new(host)?, path)
+    }
+
     fn pairs(host: &str) -> Vec<Pair> {
         vec![(host.to_owned(), "/".to_owned())]
     }
@@ -394,7 +398,11 @@ mod tests {
         t.check();
         assert_eq!(t.session("alice").unwrap().id, 3);
         assert_eq!(t.owner(&key("a", 0)).unwrap().id, 3);
-        assert_eq!(t.route("a.test", "/x").unwrap().entry, "a", "routes follow");
+        assert_eq!(
+            route(&t, "a.test", "/x").unwrap().entry,
+            "a",
+            "routes follow"
+        );
         // The replaced session's late clean-up finds nothing left to release.
         assert!(t.release_session(1).is_empty());
         assert_eq!(t.counts(), (2, 2));
@@ -437,7 +445,7 @@ mod tests {
         let err = t.claim(2, key("b2", 0), "b2", &both, None).unwrap_err();
         assert!(matches!(err, ClaimError::RouteTaken(_)), "{err:?}");
         assert!(t.get(&key("b2", 0)).is_none());
-        assert!(t.route("b.test", "/").is_none());
+        assert!(route(&t, "b.test", "/").is_none());
         assert_eq!(t.proxies_of(2), 1);
         assert_eq!(
             t.claim(42, key("c", 0), "c", &[], None),
@@ -445,7 +453,7 @@ mod tests {
         );
         t.claim(2, key("b2", 0), "b2", &pairs("b.test"), Some("auth".into()))
             .unwrap();
-        let r = t.route("B.test:80", "/x").unwrap();
+        let r = route(&t, "B.test:80", "/x").unwrap();
         assert_eq!((r.entry, r.auth.as_deref()), ("b2", Some("auth")));
         assert_eq!(t.proxies_of(2), 2);
         t.check();
@@ -456,8 +464,8 @@ mod tests {
         let mut t = two();
         t.set_routes(1, &key("a", 0), &pairs("a2.test"), None)
             .unwrap();
-        assert!(t.route("a.test", "/").is_none());
-        assert_eq!(t.route("a2.test", "/").unwrap().entry, "a");
+        assert!(route(&t, "a.test", "/").is_none());
+        assert_eq!(route(&t, "a2.test", "/").unwrap().entry, "a");
         assert_eq!(
             t.set_routes(2, &key("a", 0), &pairs("x.test"), None),
             Err(ClaimError::Taken)
@@ -467,7 +475,7 @@ mod tests {
         // On a conflict the old routes stay.
         let err = t.set_routes(1, &key("a", 0), &pairs("b.test"), None);
         assert!(matches!(err, Err(ClaimError::RouteTaken(_))));
-        assert_eq!(t.route("a2.test", "/").unwrap().entry, "a");
+        assert_eq!(route(&t, "a2.test", "/").unwrap().entry, "a");
         t.check();
     }
 
@@ -476,7 +484,7 @@ mod tests {
         let mut t = two();
         assert_eq!(t.release(2, &key("a", 0)), None);
         assert_eq!(t.release(1, &key("a", 0)), Some("a"));
-        assert!(t.route("a.test", "/").is_none());
+        assert!(route(&t, "a.test", "/").is_none());
         assert_eq!(t.proxies_of(1), 0);
         assert_eq!(t.release(1, &key("a", 0)), None);
         t.check();
@@ -494,7 +502,7 @@ mod tests {
         let keep: HashSet<ProxyKey> = [key("a", 0), key("b", 9000)].into();
         let gone = t.release_except(1, &keep);
         assert_eq!(gone, vec![(key("a2", 0), "a2")]);
-        assert!(t.route("a2.test", "/").is_none());
+        assert!(route(&t, "a2.test", "/").is_none());
         assert_eq!(t.proxies_of(1), 1);
         assert!(t.get(&key("b", 9000)).is_some(), "not alice's to release");
         assert!(t.release_except(77, &keep).is_empty());
@@ -511,8 +519,8 @@ mod tests {
         assert_eq!(gone, vec![(key("a", 0), "a"), (key("a2", 8000), "a2")]);
         t.check();
         assert!(t.session("alice").is_none());
-        assert!(t.route("x.w.test", "/").is_none());
-        assert!(t.route("a.test", "/").is_none());
+        assert!(route(&t, "x.w.test", "/").is_none());
+        assert!(route(&t, "a.test", "/").is_none());
         assert_eq!(t.counts(), (1, 1));
         assert_eq!(t.proxies_of(1), 0);
         assert!(t.release_session(1).is_empty());
