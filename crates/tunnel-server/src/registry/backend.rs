@@ -25,7 +25,9 @@ pub(crate) trait SessionInfo {
 /// auth expects, if it has one. The proxy's owner is looked up apart, as it may change by
 /// hand-over.
 pub(crate) struct Route<P> {
+    /// The proxy.
     pub entry: P,
+    /// The exact `Authorization` header value a request must carry, if any.
     pub auth: Option<String>,
 }
 

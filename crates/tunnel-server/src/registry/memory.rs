@@ -103,3 +103,58 @@ where
         self.state.read().sessions()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Fake(u64, &'static str);
+
+    impl SessionInfo for Fake {
+        fn id(&self) -> u64 {
+            self.0
+        }
+        fn client_id(&self) -> &str {
+            self.1
+        }
+        fn instance(&self) -> [u8; 16] {
+            [0; 16]
+        }
+    }
+
+    #[test]
+    fn the_trait_object_serves_readers_from_other_threads() {
+        let r: Arc<dyn RegistryBackend<Fake, u32>> = Arc::new(MemoryRegistry::default());
+        r.install_session(Fake(1, "a"), 10).unwrap();
+        let key = ProxyKey {
+            name: "web".into(),
+            port: 0,
+        };
+        let pairs = vec![("web.test".to_owned(), "/".to_owned())];
+        r.claim(1, key.clone(), 7, &pairs, None).unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        // Before the release or after it, never a torn state.
+                        let routed = r.route("WEB.test", "/x").map(|t| t.entry);
+                        assert!(matches!(routed, None | Some(7)));
+                        assert!(matches!(r.get(&key), None | Some((7, Fake(1, "a")))));
+                    }
+                })
+            })
+            .collect();
+        assert_eq!(r.proxies_of(1), 1);
+        assert_eq!(r.release_session(1), vec![(key.clone(), 7)]);
+        for t in readers {
+            t.join().unwrap();
+        }
+        assert!(r.route("web.test", "/").is_none());
+        assert_eq!(r.counts(), (0, 0));
+        assert!(r.route("not a host", "/").is_none());
+    }
+}
