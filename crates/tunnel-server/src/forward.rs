@@ -27,8 +27,9 @@ pub(crate) fn begin_public(
         .counters
         .public_connections
         .fetch_add(1, Ordering::Relaxed);
-    let owner = entry.owner();
-    let proxies = || shared.registry.owned_by(owner.id).len();
+    // Released meanwhile: nobody serves it any more.
+    let owner = shared.registry.owner(&entry.key)?;
+    let proxies = || shared.registry.proxies_of(owner.id);
     match owner.begin_stream_for(&entry.key, proxies) {
         Ok(slot) => Some(slot),
         Err(reason) => {

@@ -102,9 +102,9 @@ pub(crate) async fn accept(
 
 /// The live session `target` of this client, if it can take one more connection.
 fn find(shared: &Shared, hello: &Hello, target: u64) -> Result<Arc<SessionRef>, String> {
-    let sessions = shared.sessions.lock();
-    let live = sessions
-        .get(&hello.client_id)
+    let live = shared
+        .registry
+        .session(&hello.client_id)
         .filter(|s| s.id == target && s.instance == hello.instance && !s.cancel.is_cancelled());
     let Some(session) = live else {
         return Err(format!(

@@ -43,13 +43,11 @@ mod stream_budget;
 mod vhost;
 mod visitor;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,15 +63,14 @@ pub use ports::{PortRange, PortRanges};
 pub use registry::{ProxyCounters, ProxyKey};
 
 use registry::Registry;
-use session::SessionRef;
 
 /// State shared by every task of one server.
 pub(crate) struct Shared {
     cfg: ServerConfig,
     key: Vec<u8>,
     transport: Arc<dyn Transport>,
+    /// Sessions by client id, proxies, their routes (see [`registry`]).
     registry: Registry,
-    sessions: Mutex<HashMap<String, Arc<SessionRef>>>,
     next_session: AtomicU64,
     pre_auth: pre_auth::PreAuth,
     auth_failures: auth_failures::AuthFailures,
@@ -173,10 +170,8 @@ impl ServerHandle {
 
     /// Counts of clients and proxies right now.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            clients: self.shared.sessions.lock().len(),
-            proxies: self.shared.registry.len(),
-        }
+        let (clients, proxies) = self.shared.registry.counts();
+        Snapshot { clients, proxies }
     }
 
     /// Begin a graceful shutdown: stop accepting clients and user connections; open streams
@@ -267,7 +262,6 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         key: key.into_bytes(),
         transport,
         registry: Registry::default(),
-        sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         hard_stop: CancellationToken::new(),

@@ -124,13 +124,11 @@ pub(crate) struct VisitorStats {
 }
 
 pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
-    let sessions: Vec<_> = shared.sessions.lock().values().cloned().collect();
+    let sessions = shared.registry.sessions();
     let mut clients: Vec<ClientStats> = sessions
         .iter()
-        .map(|s| {
-            let mut proxies: Vec<ProxyStats> = shared
-                .registry
-                .owned_by(s.id)
+        .map(|(s, entries)| {
+            let mut proxies: Vec<ProxyStats> = entries
                 .iter()
                 .map(|e| {
                     let spec = e.spec.read();

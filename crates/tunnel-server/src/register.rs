@@ -117,10 +117,8 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
 
 /// Release what `session` holds outside `keep`.
 fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyKey>, why: &str) {
-    for stale in shared.registry.owned_by(session.id) {
-        if !keep.contains(&stale.key) && shared.registry.release(&stale.key, session.id) {
-            info!(proxy = %stale.key, "proxy {why}; released");
-        }
+    for key in shared.registry.release_except(session.id, keep) {
+        info!(proxy = %key, "proxy {why}; released");
     }
 }
 
@@ -172,13 +170,13 @@ async fn register_proxy(
 
     let key = key_of(&spec);
     let routes = vhost.pairs.len();
-    if let Some(existing) = shared.registry.get(&key.name, key.port) {
-        if existing.owner().id == session.id {
+    if let Some((existing, owner)) = shared.registry.get(&key) {
+        if owner.id == session.id {
             // Handed over from this client's stale session: keep its port open, refresh the
             // spec and its routes.
             shared
                 .registry
-                .set_routes(&existing, &vhost.pairs, vhost.auth)
+                .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
                 .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
             *existing.spec.write() = spec;
             *routes_left = routes_left.saturating_sub(routes);
@@ -190,10 +188,10 @@ async fn register_proxy(
         Some(port) => Some(bind(shared, port).await?),
         None => None,
     };
-    let entry = Arc::new(ProxyEntry::new(key.clone(), spec, session.clone()));
+    let entry = Arc::new(ProxyEntry::new(key.clone(), spec));
     shared
         .registry
-        .claim(entry.clone(), &vhost.pairs, vhost.auth)
+        .claim(session.id, entry.clone(), &vhost.pairs, vhost.auth)
         .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
     *routes_left = routes_left.saturating_sub(routes);
     if let Some(l) = listener {
@@ -440,6 +438,13 @@ fn claim_error(key: &ProxyKey, subdomain_host: &Option<String>, e: ClaimError) -
     let conflict = match e {
         ClaimError::Taken => return taken(key),
         ClaimError::RouteTaken(c) => c,
+        ClaimError::NoSession => {
+            return field_error(
+                "name",
+                "this session was replaced while registering; the client registers again on \
+                 its new session",
+            )
+        }
     };
     let field = |host: &str| {
         if subdomain_host.as_deref() == Some(host) {

@@ -57,6 +57,10 @@ pub(crate) struct Routes<K, O, V> {
     hosts: BTreeMap<String, Host<K, O, V>>,
     /// Every key's pairs (reversed host, location), so releasing a key needs no scan.
     held: HashMap<K, Vec<Pair>>,
+    /// Wildcards present by the labels of their base (`*.example.com`: 2 → count), so a
+    /// lookup tries no parent deeper than the deepest wildcard, however many labels a Host
+    /// value has.
+    wild_depths: BTreeMap<usize, usize>,
 }
 
 impl<K, O, V> Default for Routes<K, O, V> {
@@ -64,6 +68,7 @@ impl<K, O, V> Default for Routes<K, O, V> {
         Routes {
             hosts: BTreeMap::new(),
             held: HashMap::new(),
+            wild_depths: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +106,11 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
         self.release(key);
         let mut kept = Vec::with_capacity(reversed.len());
         for (rev, location) in reversed {
+            if !self.hosts.contains_key(&rev) {
+                if let Some(d) = wild_depth(&rev) {
+                    *self.wild_depths.entry(d).or_default() += 1;
+                }
+            }
             let host = self.hosts.entry(rev.clone()).or_insert_with(|| Host {
                 owner: owner.clone(),
                 locations: BTreeMap::new(),
@@ -181,33 +191,44 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
             }
             if host.locations.is_empty() {
                 self.hosts.remove(&rev);
+                if let Some(d) = wild_depth(&rev) {
+                    if let Some(n) = self.wild_depths.get_mut(&d) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.wild_depths.remove(&d);
+                        }
+                    }
+                }
             }
         }
     }
 
     /// The value serving `host` (a raw Host header value) at `path`, if any.
+    #[cfg(test)]
     pub fn lookup(&self, host: &str, path: &str) -> Option<&V> {
-        let host = normalize_host(host)?;
-        let rev = reverse(&host);
-        if let Some(v) = self.hosts.get(&rev).and_then(|h| h.serving(path)) {
+        self.lookup_query(&HostQuery::new(host)?, path)
+    }
+
+    /// The value serving the host of `query` at `path`, if any. The cost is bounded by the
+    /// table (the deepest wildcard, the longest location), not by the request.
+    pub fn lookup_query(&self, query: &HostQuery, path: &str) -> Option<&V> {
+        if let Some(v) = self.hosts.get(&query.rev).and_then(|h| h.serving(path)) {
             return Some(v);
         }
-        if rev.starts_with('[') {
-            return None; // IPv6 literals have no labels to wildcard
-        }
-        // Most specific wildcard first: a.b.example.com tries *.b.example.com, *.example.com, *.com.
-        let mut rest = rev.as_str();
-        while let Some((parent, _)) = rest.rsplit_once('.') {
-            let found = self
-                .hosts
-                .get(&format!("{parent}.*"))
-                .and_then(|h| h.serving(path));
-            if found.is_some() {
-                return found;
-            }
-            rest = parent;
-        }
-        None
+        // Most specific wildcard first: a.b.example.com tries *.b.example.com, *.example.com,
+        // *.com; parents deeper than any wildcard present cannot match.
+        let deepest = self.wild_depths.keys().next_back().copied().unwrap_or(0);
+        query
+            .wildcards
+            .iter()
+            .skip(query.wildcards.len().saturating_sub(deepest))
+            .find_map(|w| self.hosts.get(w).and_then(|h| h.serving(path)))
+    }
+
+    /// The keys holding at least one route.
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.held.keys()
     }
 
     /// Number of host patterns with at least one route.
@@ -215,6 +236,37 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }
+}
+
+/// A Host header value prepared for lookups (normalised, reversed, its wildcard parents),
+/// so that the work proportional to the request is done before taking the table's lock.
+pub(crate) struct HostQuery {
+    rev: String,
+    /// `*.b.example.com`, `*.example.com`, `*.com` for `a.b.example.com` (reversed), most
+    /// specific first: entry `i` from the end has a base of `i + 1` labels.
+    wildcards: Vec<String>,
+}
+
+impl HostQuery {
+    /// `None` for something that is no host at all.
+    pub fn new(raw: &str) -> Option<Self> {
+        let rev = reverse(&normalize_host(raw)?);
+        let mut wildcards = Vec::new();
+        if !rev.starts_with('[') {
+            // IPv6 literals have no labels to wildcard.
+            let mut rest = rev.as_str();
+            while let Some((parent, _)) = rest.rsplit_once('.') {
+                wildcards.push(format!("{parent}.*"));
+                rest = parent;
+            }
+        }
+        Some(HostQuery { rev, wildcards })
+    }
+}
+
+/// The labels of a wildcard's base (`com.example.*` → 2); `None` for an exact name.
+fn wild_depth(rev: &str) -> Option<usize> {
+    rev.strip_suffix(".*").map(|base| base.split('.').count())
 }
 
 impl<K, O, V> Host<K, O, V> {
@@ -609,6 +661,22 @@ mod tests {
         assert_eq!(at(&t, "b.test", "/"), Some("b"));
         t.release(&"nobody".into());
         assert_eq!(t.host_count(), 2);
+    }
+
+    #[test]
+    fn a_host_of_many_labels_meets_the_wildcards_present() {
+        let mut t = table(&[("w", &["*.example.com"], &["/"])]);
+        let deep = format!("{}example.com", "a.".repeat(10_000));
+        assert_eq!(at(&t, &deep, "/"), Some("w"));
+        claim(&mut t, "d", "one", &["*.c.b.a.test"], &["/"]).unwrap();
+        assert_eq!(at(&t, "x.c.b.a.test", "/"), Some("d"));
+        assert_eq!(at(&t, &deep, "/"), Some("w"));
+        t.release(&"d".into());
+        assert_eq!(t.wild_depths.get(&4), None);
+        assert_eq!(at(&t, "x.c.b.a.test", "/"), None);
+        t.release(&"w".into());
+        assert!(t.wild_depths.is_empty());
+        assert_eq!(at(&t, &deep, "/"), None);
     }
 
     #[test]

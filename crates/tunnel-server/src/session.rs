@@ -19,7 +19,7 @@ use tunnel_transport::{read_message, write_message, Established, Transport, Tran
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
-use crate::registry::ProxyKey;
+use crate::registry::{ProxyKey, Refused};
 use crate::stream_budget::{Refusal, StreamBudget};
 use crate::visitor::STREAM_HEADER_MAX;
 use crate::{register, visitor, Shared};
@@ -378,9 +378,11 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
 
 /// Limits and identity checks before a session is welcomed.
 fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
-    let sessions = shared.sessions.lock();
-    match sessions.get(&hello.client_id) {
-        Some(live) if live.instance != hello.instance => {
+    let admitted = shared
+        .registry
+        .admit(&hello.client_id, hello.instance, shared.cfg.max_clients);
+    match admitted {
+        Err(Refused::IdInUse { holder: live }) => {
             // Who holds the id is for the operator: the client hears only that it is taken,
             // or any key holder could learn where another client connects from.
             info!(
@@ -395,43 +397,33 @@ fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
                 ),
             ))
         }
-        Some(_) => Ok(()), // the same process reconnecting: it replaces its stale session
-        None if sessions.len() >= shared.cfg.max_clients => Err((
+        Err(Refused::Full { clients }) => Err((
             RejectCode::Limit,
-            format!(
-                "the server is full ({} clients, max_clients); try again later",
-                sessions.len()
-            ),
+            format!("the server is full ({clients} clients, max_clients); try again later"),
         )),
-        None => Ok(()),
+        Ok(()) => Ok(()),
     }
 }
 
 /// Record the session under its client id; a stale session of the same instance hands its
-/// proxies over at once, so public ports keep serving.
+/// proxies over in the same step, so public ports keep serving.
 fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
-    let (old, moved) = {
-        let mut sessions = shared.sessions.lock();
-        if let Some(live) = sessions.get(&session.client_id) {
-            if live.instance != session.instance {
-                return Err(format!(
-                    "client id {:?} was taken by another client meanwhile",
-                    session.client_id
-                ));
-            }
-        }
-        let old = sessions.insert(session.client_id.clone(), session.clone());
-        // Still under the lock: the old session's clean-up takes it before releasing, so it
-        // cannot release the proxies between the insert and the hand-over (a gap).
-        let moved = old
-            .as_ref()
-            .map_or(0, |old| shared.registry.hand_over(old.id, session));
-        (old, moved)
-    };
-    if let Some(old) = old {
+    let installed = shared
+        .registry
+        .install_session(session.clone(), shared.cfg.max_clients)
+        .map_err(|refused| match refused {
+            Refused::IdInUse { .. } => format!(
+                "client id {:?} was taken by another client meanwhile",
+                session.client_id
+            ),
+            Refused::Full { clients } => format!(
+                "the server filled up meanwhile ({clients} clients, max_clients); try again later"
+            ),
+        })?;
+    if let Some(old) = installed.replaced {
         info!(
             old_session = old.id,
-            proxies = moved,
+            proxies = installed.moved,
             "replaces a stale session of the same client"
         );
         old.cancel.cancel();
@@ -513,18 +505,9 @@ async fn accept_first(
 /// (the peer closed the session), open streams get a moment to finish before they are cut.
 async fn cleanup(shared: &Shared, session: &SessionRef, by_peer: bool) -> usize {
     session.cancel.cancel();
-    let released = {
-        let mut sessions = shared.sessions.lock();
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| s.id == session.id)
-        {
-            sessions.remove(&session.client_id);
-        }
-        // Under the lock (see `install`): a successor of the same client has either taken
-        // our proxies over already, leaving none to release, or does not exist.
-        shared.registry.release_all(session.id)
-    };
+    // One step (see `install`): a successor of the same client has either taken our
+    // proxies over already, leaving none to release, or does not exist.
+    let released = shared.registry.release_session(session.id);
     for key in &released {
         debug!(proxy = %key, "proxy released");
     }

@@ -13,6 +13,7 @@ use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::forward::open_to_owner;
 use crate::lane::Lane;
+use crate::registry::ProxyKey;
 use crate::session::{SessionRef, CONTROL_MAX_FRAME};
 use crate::Shared;
 
@@ -87,7 +88,9 @@ pub(crate) async fn serve_stream(
         )
         .await;
     }
-    let Some(entry) = shared.registry.get(&proxy, port) else {
+    let key = ProxyKey { name: proxy, port };
+    let Some((entry, owner)) = shared.registry.get(&key) else {
+        let proxy = key.name;
         // Keyed by the visiting client: the name is its choice, the proxy does not exist.
         let subject = format!("visit unknown {}", visitor.client_id);
         if let Some(more) = shared.limit_warnings.check(subject) {
@@ -109,10 +112,9 @@ pub(crate) async fn serve_stream(
         .fetch_add(1, Ordering::Relaxed);
     let in_id = stream.id();
     let in_guard = lane.aborts.register(in_id);
-    let owner = entry.owner();
     // Both sessions carry this connection, so it counts against both clients' limits.
     let slots = visitor.begin_stream_on(lane).and_then(|a| {
-        let proxies = || shared.registry.owned_by(owner.id).len();
+        let proxies = || shared.registry.proxies_of(owner.id);
         let b = owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
             shared
                 .limit_metrics

@@ -1,0 +1,210 @@
+//! The registry: which sessions are installed (one per client id), which session serves
+//! each `(proxy name, publish_port)`, and the virtual-host routes of those proxies.
+//!
+//! [`state`] holds the data and keeps its invariants; [`backend`] is the narrow trait a store
+//! shared by several servers can implement; [`memory`] is the default, in this process.
+//! [`Registry`] is what the server uses: the backend, over its own sessions and proxies, and
+//! the side effects of a release (stopping a public listener).
+
+mod backend;
+mod memory;
+mod state;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::ProxySpec;
+
+pub(crate) use backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
+
+use crate::routes::Pair;
+use crate::session::SessionRef;
+
+/// The registry key. Private proxies (no `publish_port`) use port 0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyKey {
+    /// The proxy name the client chose.
+    pub name: String,
+    /// The published port, or 0 for a private proxy.
+    pub port: u16,
+}
+
+impl fmt::Display for ProxyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.port == 0 {
+            write!(f, "{} (private)", self.name)
+        } else {
+            write!(f, "{}:{}", self.name, self.port)
+        }
+    }
+}
+
+/// Live counters of one proxy. Relaxed atomics: they are statistics, not synchronisation.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Connections served from the public port.
+    pub public_connections: AtomicU64,
+    /// Connections served for visitors.
+    pub visitor_connections: AtomicU64,
+    /// Streams open right now.
+    pub active_streams: AtomicU64,
+    /// Payload bytes: `a_to_b` from users or visitors toward the service ("in"), `b_to_a`
+    /// back ("out"). Updated live by the forwarders.
+    pub bytes: tunnel_mux::ByteCounters,
+}
+
+/// One registered proxy. Its owner is the registry's to know (it changes by hand-over).
+pub(crate) struct ProxyEntry {
+    pub key: ProxyKey,
+    pub spec: RwLock<ProxySpec>,
+    /// Stops the public listener (if any) when the entry goes away.
+    pub listener_stop: CancellationToken,
+    pub counters: ProxyCounters,
+}
+
+impl ProxyEntry {
+    pub fn new(key: ProxyKey, spec: ProxySpec) -> Self {
+        ProxyEntry {
+            key,
+            spec: RwLock::new(spec),
+            listener_stop: CancellationToken::new(),
+            counters: ProxyCounters::default(),
+        }
+    }
+}
+
+impl SessionInfo for Arc<SessionRef> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn instance(&self) -> [u8; 16] {
+        self.instance
+    }
+}
+
+type Session = Arc<SessionRef>;
+type Entry = Arc<ProxyEntry>;
+
+/// The server's registry: a [`RegistryBackend`] (in memory by default) over this process's
+/// sessions and proxies. Released proxies have their public listener stopped here.
+pub(crate) struct Registry {
+    backend: Box<dyn RegistryBackend<Session, Entry>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            backend: Box::new(memory::MemoryRegistry::default()),
+        }
+    }
+}
+
+impl Registry {
+    /// Whether a session of `client_id` and `instance` would be installed now.
+    pub fn admit(
+        &self,
+        client_id: &str,
+        instance: [u8; 16],
+        max_clients: usize,
+    ) -> Result<(), Refused<Session>> {
+        self.backend.admit(client_id, instance, max_clients)
+    }
+
+    /// Install `session`, replacing (and taking the proxies of) a stale session of the same
+    /// instance.
+    pub fn install_session(
+        &self,
+        session: Session,
+        max_clients: usize,
+    ) -> Result<Installed<Session>, Refused<Session>> {
+        self.backend.install_session(session, max_clients)
+    }
+
+    /// Remove `session` and everything it holds. Returns the keys released.
+    pub fn release_session(&self, session: u64) -> Vec<ProxyKey> {
+        stopped(self.backend.release_session(session))
+    }
+
+    /// Record `entry` for `session` with its virtual-host `routes` (all or nothing).
+    pub fn claim(
+        &self,
+        session: u64,
+        entry: Entry,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
+        let key = entry.key.clone();
+        self.backend.claim(session, key, entry, routes, auth)
+    }
+
+    /// Replace the routes of `key`, held by `session`; on a conflict its old routes stay.
+    pub fn set_routes(
+        &self,
+        session: u64,
+        key: &ProxyKey,
+        routes: &[Pair],
+        auth: Option<String>,
+    ) -> Result<(), ClaimError> {
+        self.backend.set_routes(session, key, routes, auth)
+    }
+
+    /// Remove what `session` holds outside `keep`, and stop their listeners.
+    pub fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<ProxyKey> {
+        stopped(self.backend.release_except(session, keep))
+    }
+
+    /// How many proxies `session` holds (O(1): the fair share asks on every refusal).
+    pub fn proxies_of(&self, session: u64) -> usize {
+        self.backend.proxies_of(session)
+    }
+
+    /// The installed session of `client_id`.
+    pub fn session(&self, client_id: &str) -> Option<Session> {
+        self.backend.session(client_id)
+    }
+
+    /// The proxy under `key` and the session serving it.
+    pub fn get(&self, key: &ProxyKey) -> Option<(Entry, Session)> {
+        self.backend.get(key)
+    }
+
+    /// The session serving `key` right now.
+    pub fn owner(&self, key: &ProxyKey) -> Option<Session> {
+        self.backend.owner(key)
+    }
+
+    /// The proxy serving `host` (a raw Host value) at `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<Arc<Route<Entry>>> {
+        self.backend.route(host, path)
+    }
+
+    /// Installed sessions and registered proxies.
+    pub fn counts(&self) -> (usize, usize) {
+        self.backend.counts()
+    }
+
+    /// Every session with its proxies (for the stats endpoint).
+    pub fn sessions(&self) -> Vec<(Session, Vec<Entry>)> {
+        self.backend.sessions()
+    }
+}
+
+/// Stop the listeners of released entries; their keys.
+fn stopped(released: Vec<(ProxyKey, Entry)>) -> Vec<ProxyKey> {
+    released
+        .into_iter()
+        .map(|(key, entry)| {
+            entry.listener_stop.cancel();
+            key
+        })
+        .collect()
+}
