@@ -1,34 +1,11 @@
-//! The server's stats endpoint: binds `stats_bind` and serves the metrics of [`crate::metrics`].
+//! The server as a [`StatsSource`] for the admin endpoint (tunnel-admin): the metrics of
+//! [`crate::metrics`].
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tracing::{error, info, warn};
-use tunnel_mux::StatsSource;
+use tunnel_admin::StatsSource;
 
 use crate::{metrics, Shared};
-
-/// Bind the endpoint. A failure is logged, not fatal: the tunnel matters more than its stats.
-pub(crate) async fn bind(shared: &Shared) -> Option<TcpListener> {
-    let addr = shared.cfg.stats_bind?;
-    match TcpListener::bind(addr).await {
-        Ok(l) => {
-            let local = l.local_addr().unwrap_or(addr);
-            if !local.ip().is_loopback() && shared.cfg.stats_token.is_none() {
-                warn!(
-                    %local,
-                    "the stats endpoint listens beyond loopback without stats_token: anyone who reaches it can read client ids, addresses and traffic"
-                );
-            }
-            info!(%local, "stats endpoint listening");
-            Some(l)
-        }
-        Err(e) => {
-            error!("stats endpoint disabled: cannot listen on {addr} (stats_bind): {e}");
-            None
-        }
-    }
-}
 
 /// The server as a [`StatsSource`].
 pub(crate) struct ServerStats(pub Arc<Shared>);
