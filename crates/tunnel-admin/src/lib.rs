@@ -66,10 +66,3 @@ pub trait StatsSource: Send + Sync + 'static {
     /// Whether `/healthz` answers 200 (else 503).
     fn healthy(&self) -> bool;
 }
-
-/// Escape a Prometheus label value, for pages (or parts of them) written by hand.
-pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}

@@ -12,7 +12,7 @@
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
 //! - [`WarnLimit`] / [`WarnLimits`]: one log line per window for warnings a peer can repeat
 //!   (the caller passes the instant), and [`ReadBuffer`]: a read buffer sized to the traffic.
-//! - With the `tokio` feature, [`read_message`] / [`write_message`]: one frame at a time on a
+//! - With the `tokio` feature, `read_message` / `write_message`: one frame at a time on a
 //!   tokio byte stream (the only async code here).
 //!
 //! # Connection lifecycle
