@@ -55,7 +55,7 @@ impl StatsListener {
             warn!(
                 local = %local_addr,
                 "the stats endpoint listens beyond loopback without stats_token: anyone who \
-                 reaches it can read client ids, addresses and traffic"
+                 reaches it can read the tunnel's names, addresses and traffic"
             );
         }
         info!(local = %local_addr, "stats endpoint listening");

@@ -29,3 +29,29 @@ impl StatsSource for ServerStats {
         !self.0.shutdown.is_cancelled()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::{ServerConfig, ServerError};
+
+    #[tokio::test]
+    async fn a_taken_stats_bind_stops_the_start_like_on_the_client() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = ServerConfig::default()
+            .with_bind("127.0.0.1:0".parse().unwrap())
+            .with_stats_bind(Some(taken.local_addr().unwrap()))
+            .with_auth_key("a long random key");
+        let err = crate::start(cfg).await.err().unwrap();
+        assert!(matches!(err, ServerError::StatsBind { .. }), "{err}");
+        assert!(err.to_string().contains("(stats_bind)"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_stats_token_is_refused() {
+        let cfg = ServerConfig::default().with_stats_token("");
+        let fields: Vec<_> = cfg.problems().into_iter().map(|p| p.field).collect();
+        assert!(fields.contains(&"stats_token".to_owned()), "{fields:?}");
+    }
+}
