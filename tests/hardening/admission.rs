@@ -364,7 +364,7 @@ async fn the_stats_endpoint_cuts_slow_headers_and_caps_connections() {
     let stats = server.stats_addr().unwrap();
     let started = Instant::now();
     let mut slow = Vec::new();
-    for _ in 0..tunnel_mux::STATS_MAX_CONNECTIONS {
+    for _ in 0..tunnel_admin::STATS_MAX_CONNECTIONS {
         let mut s = TcpStream::connect(stats).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
         slow.push(s);
@@ -404,7 +404,7 @@ async fn the_stats_endpoint_cuts_slow_headers_and_caps_connections() {
     task.abort();
     let took = started.elapsed();
     assert!(
-        took < tunnel_mux::STATS_HEADER_TIMEOUT + Duration::from_secs(3),
+        took < tunnel_admin::STATS_HEADER_TIMEOUT + Duration::from_secs(3),
         "slow headers held for {took:?}"
     );
     let page = http_get(stats, "/metrics").await.unwrap();

@@ -645,7 +645,14 @@ impl ClientConfig {
                 ));
             }
         }
+        out.extend(self.admin().problems());
         out
+    }
+
+    /// The stats endpoint's settings (`stats_bind`, `stats_token`), checked and served the
+    /// same way as the server's.
+    pub fn admin(&self) -> tunnel_admin::AdminConfig {
+        tunnel_admin::AdminConfig::new(self.stats_bind, self.stats_token.clone())
     }
 }
 
@@ -660,6 +667,13 @@ mod tests {
     use super::*;
 
     const BASE: &str = "server_addr = \"example.com:8443\"\nauth_key = \"k\"\n";
+
+    #[test]
+    fn an_empty_stats_token_is_refused_like_on_the_server() {
+        let c = ClientConfig::from_toml(&format!("{BASE}stats_token = \"\"\n")).unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["stats_token"]);
+    }
 
     #[test]
     fn minimal_config_is_valid() {

@@ -300,20 +300,17 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         visitor_counters: stats::CounterMap::default(),
         warn_limits: Warnings::default(),
     });
-    if let Some(addr) = shared.cfg.stats_bind {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ClientError::StatsBind { addr, source })?;
-        if !addr.ip().is_loopback() && shared.cfg.stats_token.is_none() {
-            warn!(%addr, "the stats endpoint listens beyond loopback without stats_token");
-        }
+    let stats = tunnel_admin::StatsListener::bind(&shared.cfg.admin())
+        .await
+        .map_err(
+            |tunnel_admin::AdminError::Bind { addr, source }| ClientError::StatsBind {
+                addr,
+                source,
+            },
+        )?;
+    if let Some(listener) = stats {
         let source = Arc::new(stats::ClientStats(shared.clone()));
-        let task = tunnel_mux::serve_stats(
-            listener,
-            source,
-            shared.cfg.stats_token.clone(),
-            shared.shutdown.clone(),
-        );
+        let task = listener.serve(source, shared.shutdown.clone());
         shared.tasks.spawn(task);
     }
     for (v, l) in listeners {

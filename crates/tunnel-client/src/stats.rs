@@ -2,13 +2,13 @@
 //! visitors, with live counters.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tunnel_mux::{escape_label as esc, ByteCounters, StatsSource};
+use tunnel_admin::{Exposition, StatsSource};
+use tunnel_mux::ByteCounters;
 
 use crate::{Shared, Status};
 
@@ -110,52 +110,42 @@ impl ClientStats {
 impl StatsSource for ClientStats {
     fn prometheus(&self) -> String {
         let s = self.snapshot();
-        let mut out = String::with_capacity(1024);
-        let _ = writeln!(
-            out,
-            "# HELP tunnel_client_connected 1 while registered with the server.\n# TYPE tunnel_client_connected gauge\ntunnel_client_connected {}",
-            u8::from(s.connected)
+        let mut page = Exposition::new();
+        page.gauge(
+            "tunnel_client_connected",
+            "1 while registered with the server.",
+            u64::from(s.connected),
         );
-        let _ = writeln!(
-            out,
-            "# HELP tunnel_client_server_connections TLS connections to the server now.\n# TYPE tunnel_client_server_connections gauge\ntunnel_client_server_connections {}",
-            s.connections
+        page.gauge(
+            "tunnel_client_server_connections",
+            "TLS connections to the server now.",
+            s.connections as u64,
         );
         for (what, items) in [("proxy", &s.proxies), ("visitor", &s.visitors)] {
-            let _ = writeln!(out, "# HELP tunnel_{what}_streams_active Connections open now.\n# TYPE tunnel_{what}_streams_active gauge");
+            let f = page.gauge_family(
+                &format!("tunnel_{what}_streams_active"),
+                "Connections open now.",
+            );
             for i in items.iter() {
-                let _ = writeln!(
-                    out,
-                    "tunnel_{what}_streams_active{{{what}=\"{}\"}} {}",
-                    esc(&i.name),
-                    i.active_streams
-                );
+                f.sample(&[(what, &i.name)], i.active_streams);
             }
-            let _ = writeln!(out, "# HELP tunnel_{what}_connections_total Connections served.\n# TYPE tunnel_{what}_connections_total counter");
+            let f = page.counter_family(
+                &format!("tunnel_{what}_connections_total"),
+                "Connections served.",
+            );
             for i in items.iter() {
-                let _ = writeln!(
-                    out,
-                    "tunnel_{what}_connections_total{{{what}=\"{}\"}} {}",
-                    esc(&i.name),
-                    i.connections
-                );
+                f.sample(&[(what, &i.name)], i.connections);
             }
-            let _ = writeln!(out, "# HELP tunnel_{what}_bytes_total Payload bytes: in = toward the service, out = back.\n# TYPE tunnel_{what}_bytes_total counter");
+            let f = page.counter_family(
+                &format!("tunnel_{what}_bytes_total"),
+                "Payload bytes: in = toward the service, out = back.",
+            );
             for i in items.iter() {
-                let n = esc(&i.name);
-                let _ = writeln!(
-                    out,
-                    "tunnel_{what}_bytes_total{{{what}=\"{n}\",direction=\"in\"}} {}",
-                    i.bytes_in
-                );
-                let _ = writeln!(
-                    out,
-                    "tunnel_{what}_bytes_total{{{what}=\"{n}\",direction=\"out\"}} {}",
-                    i.bytes_out
-                );
+                f.sample(&[(what, &i.name), ("direction", "in")], i.bytes_in);
+                f.sample(&[(what, &i.name), ("direction", "out")], i.bytes_out);
             }
         }
-        out
+        page.render()
     }
 
     fn json(&self) -> String {

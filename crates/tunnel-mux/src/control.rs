@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tunnel_proto::{Message, ProtoError, RejectCode, Rejected};
-use tunnel_transport::{read_message, write_message, TransportError};
+use tunnel_proto::{
+    read_message, write_message, FramedError, Message, ProtoError, RejectCode, Rejected,
+};
 
 use crate::relay::AbortTable;
 use crate::MuxStream;
@@ -166,7 +167,7 @@ async fn read_loop(
             }
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => return ("the peer closed the session".into(), None),
-            Ok(Err(TransportError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
+            Ok(Err(FramedError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
                 // A frame over our limit will come again on every reconnection: say why
                 // before closing, or the peer only sees a bare close and retries forever. The
                 // limit is a defence (a peer may be hostile), so neither side is told to raise

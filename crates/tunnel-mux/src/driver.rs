@@ -177,7 +177,7 @@ fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<Inbound>, stream: ya
     match inbound_tx.try_send(Box::new(shared.register(stream))) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(stream)) => {
-            if let Some(more) = shared.backlog_full.check() {
+            if let Some(more) = shared.backlog_full.check_at(std::time::Instant::now()) {
                 tracing::warn!(
                     stream = stream.id(),
                     "resetting inbound stream: accept backlog full (the application is not \

@@ -15,7 +15,8 @@
 //! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
 //!   the [`AbortTable`], everything else handed to the engine.
 //!
-//! Repeatable warnings are limited with [`tunnel_transport::WarnLimit`].
+//! Repeatable warnings are limited with [`tunnel_proto::WarnLimit`]; frames on the control
+//! stream are read and written with [`tunnel_proto::read_message`] / `write_message`.
 //!
 //! Window sizing and the other defaults are explained in [`MuxConfig`]'s module docs.
 //!
@@ -55,7 +56,6 @@
 mod config;
 mod control;
 mod driver;
-mod endpoint;
 mod error;
 mod io;
 mod lanes;
@@ -70,10 +70,6 @@ pub use config::{
 };
 pub use control::{
     spawn_control, ControlChannel, ControlClosed, ControlInbox, ControlSender, Heartbeat,
-};
-pub use endpoint::{
-    escape_label, serve_stats, StatsSource, STATS_CONNECTION_LIFETIME, STATS_HEADER_TIMEOUT,
-    STATS_MAX_CONNECTIONS,
 };
 pub use error::MuxError;
 pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};

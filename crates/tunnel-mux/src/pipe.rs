@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tunnel_transport::{ReadBuffer, SMALL_READ};
+use tunnel_proto::{ReadBuffer, SMALL_READ};
 
 /// Forwarder tuning.
 #[derive(Debug, Clone)]

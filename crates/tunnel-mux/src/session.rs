@@ -159,7 +159,7 @@ pub(crate) struct Shared {
     streams: Mutex<HashMap<u32, Arc<Gate>>>,
     pub(crate) max_streams: usize,
     /// A peer opening streams faster than we accept would write a warning per stream.
-    pub(crate) backlog_full: tunnel_transport::WarnLimit,
+    pub(crate) backlog_full: tunnel_proto::WarnLimit,
 }
 
 impl Shared {
@@ -172,7 +172,7 @@ impl Shared {
             driver_waker: AtomicWaker::new(),
             streams: Mutex::new(HashMap::new()),
             max_streams,
-            backlog_full: tunnel_transport::WarnLimit::default(),
+            backlog_full: tunnel_proto::WarnLimit::default(),
         }
     }
 

@@ -10,6 +10,10 @@
 //! - [`register`]: JSON registration types.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
+//! - [`WarnLimit`] / [`WarnLimits`]: one log line per window for warnings a peer can repeat
+//!   (the caller passes the instant), and [`ReadBuffer`]: a read buffer sized to the traffic.
+//! - With the `tokio` feature, `read_message` / `write_message`: one frame at a time on a
+//!   tokio byte stream (the only async code here).
 //!
 //! # Connection lifecycle
 //!
@@ -49,10 +53,14 @@
 pub mod auth;
 mod error;
 pub mod frame;
+#[cfg(any(feature = "tokio", test))]
+mod framed;
 pub mod message;
 mod peer_text;
 pub mod proxy_protocol;
+mod read_buffer;
 pub mod register;
+mod warn_limit;
 mod wire;
 
 #[cfg(test)]
@@ -64,12 +72,16 @@ pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,
     PROTOCOL_VERSION,
 };
+#[cfg(any(feature = "tokio", test))]
+pub use framed::{read_message, write_message, FramedError};
 pub use message::{
     AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StreamOpen, StreamStatus,
     Welcome, HELLO_MAGIC, MAX_STR,
 };
 pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
+pub use read_buffer::{ReadBuffer, SMALL_READ};
 pub use register::{
     validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,
     RegisterReply, RegisterRequest, VisitorSpec,
 };
+pub use warn_limit::{Repeats, WarnLimit, WarnLimits, WARN_KEYS, WARN_WINDOW};

@@ -400,6 +400,12 @@ impl ServerConfig {
         self
     }
 
+    /// The stats endpoint's settings (`stats_bind`, `stats_token`), checked and served the
+    /// same way as the client's.
+    pub fn admin(&self) -> tunnel_admin::AdminConfig {
+        tunnel_admin::AdminConfig::new(self.stats_bind, self.stats_token.clone())
+    }
+
     /// Require this bearer token for `/metrics` and `/api/stats`.
     pub fn with_stats_token(mut self, token: impl Into<String>) -> Self {
         self.stats_token = Some(token.into());
@@ -567,12 +573,7 @@ impl ServerConfig {
                 ));
             }
         }
-        if self.stats_token.as_deref() == Some("") {
-            out.push(ConfigProblem::new(
-                "stats_token",
-                "empty: remove it to leave the endpoint open, or set a real token",
-            ));
-        }
+        out.extend(self.admin().problems());
         if self.handshake_timeout == 0 {
             out.push(ConfigProblem::new(
                 "handshake_timeout",

@@ -31,6 +31,18 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `stats_bind` is taken or not allowed: fatal, as on the client (set `stats_bind = ""`
+    /// to run without the endpoint).
+    #[error(
+        "cannot listen on {addr} (stats_bind): {source}; pick a free address, or set \
+         stats_bind = \"\" to run without the stats endpoint"
+    )]
+    StatsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 fn list(problems: &[ConfigProblem]) -> String {

@@ -252,6 +252,16 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         None => None,
     };
+    // Fatal like every other listener (and like the client): a configured endpoint that is
+    // silently absent looks to monitoring like a dead server.
+    let stats_listener = tunnel_admin::StatsListener::bind(&cfg.admin())
+        .await
+        .map_err(
+            |tunnel_admin::AdminError::Bind { addr, source }| ServerError::StatsBind {
+                addr,
+                source,
+            },
+        )?;
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
@@ -274,12 +284,10 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         limit_metrics: metrics::LimitMetrics::default(),
     });
     info!(%local_addr, %fingerprint, "tunnel server listening");
-    let stats_listener = stats::bind(&shared).await;
-    let stats_addr = stats_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let stats_addr = stats_listener.as_ref().map(|l| l.local_addr());
     if let Some(l) = stats_listener {
         let source = Arc::new(stats::ServerStats(shared.clone()));
-        let token = shared.cfg.stats_token.clone();
-        let task = tunnel_mux::serve_stats(l, source, token, shared.hard_stop.clone());
+        let task = l.serve(source, shared.hard_stop.clone());
         shared
             .tasks
             .spawn(task.instrument(tracing::info_span!("stats")));

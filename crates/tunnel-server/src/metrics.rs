@@ -2,13 +2,12 @@
 //! and their Prometheus and JSON renderings.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use tunnel_mux::escape_label as esc;
+use tunnel_admin::Exposition;
 
 use crate::Shared;
 
@@ -211,106 +210,70 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         s.bytes_in += p.bytes_in;
         s.bytes_out += p.bytes_out;
     }
-    let mut out = String::with_capacity(1024 + by_proxy.len() * 400);
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_clients Clients connected now.\n# TYPE tunnel_clients gauge\ntunnel_clients {}",
-        snap.clients.len()
+    let mut page = Exposition::new();
+    page.gauge(
+        "tunnel_clients",
+        "Clients connected now.",
+        snap.clients.len() as u64,
     );
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_proxies Proxies registered now, public and private.\n# TYPE tunnel_proxies gauge\ntunnel_proxies {proxies}"
+    page.gauge(
+        "tunnel_proxies",
+        "Proxies registered now, public and private.",
+        proxies,
     );
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_streams_active Streams open now, per proxy.\n# TYPE tunnel_streams_active gauge"
+    let f = page.gauge_family("tunnel_streams_active", "Streams open now, per proxy.");
+    for (name, s) in &by_proxy {
+        f.sample(&[("proxy", name)], s.active);
+    }
+    let f = page.counter_family(
+        "tunnel_connections_total",
+        "Connections served, per proxy, from the public port or visitors.",
     );
     for (name, s) in &by_proxy {
-        let _ = writeln!(
-            out,
-            "tunnel_streams_active{{proxy=\"{}\"}} {}",
-            esc(name),
-            s.active
-        );
+        f.sample(&[("proxy", name), ("kind", "public")], s.public);
+        f.sample(&[("proxy", name), ("kind", "visitor")], s.visitor);
     }
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_connections_total Connections served, per proxy, from the public port or visitors.\n# TYPE tunnel_connections_total counter"
+    let f = page.counter_family(
+        "tunnel_bytes_total",
+        "Payload bytes per proxy: in = toward the service, out = back.",
     );
     for (name, s) in &by_proxy {
-        let n = esc(name);
-        let _ = writeln!(
-            out,
-            "tunnel_connections_total{{proxy=\"{n}\",kind=\"public\"}} {}",
-            s.public
-        );
-        let _ = writeln!(
-            out,
-            "tunnel_connections_total{{proxy=\"{n}\",kind=\"visitor\"}} {}",
-            s.visitor
-        );
+        f.sample(&[("proxy", name), ("direction", "in")], s.bytes_in);
+        f.sample(&[("proxy", name), ("direction", "out")], s.bytes_out);
     }
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_bytes_total Payload bytes per proxy: in = toward the service, out = back.\n# TYPE tunnel_bytes_total counter"
-    );
-    for (name, s) in &by_proxy {
-        let n = esc(name);
-        let _ = writeln!(
-            out,
-            "tunnel_bytes_total{{proxy=\"{n}\",direction=\"in\"}} {}",
-            s.bytes_in
-        );
-        let _ = writeln!(
-            out,
-            "tunnel_bytes_total{{proxy=\"{n}\",direction=\"out\"}} {}",
-            s.bytes_out
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_auth_failures_total Logins refused for a wrong auth key.\n# TYPE tunnel_auth_failures_total counter\ntunnel_auth_failures_total {}",
-        snap.auth_failures
+    page.counter(
+        "tunnel_auth_failures_total",
+        "Logins refused for a wrong auth key.",
+        snap.auth_failures,
     );
     let m = &shared.metrics;
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_handshake_seconds Time from TCP accept to an authenticated client.\n# TYPE tunnel_handshake_seconds histogram"
+    let buckets: Vec<(f64, u64)> = HANDSHAKE_BUCKETS
+        .iter()
+        .zip(&m.handshake_buckets)
+        .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+        .collect();
+    page.histogram(
+        "tunnel_handshake_seconds",
+        "Time from TCP accept to an authenticated client.",
+        &buckets,
+        m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        m.handshake_count.load(Ordering::Relaxed),
     );
-    for (bound, bucket) in HANDSHAKE_BUCKETS.iter().zip(&m.handshake_buckets) {
-        let _ = writeln!(
-            out,
-            "tunnel_handshake_seconds_bucket{{le=\"{bound}\"}} {}",
-            bucket.load(Ordering::Relaxed)
-        );
-    }
-    let count = m.handshake_count.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "tunnel_handshake_seconds_bucket{{le=\"+Inf\"}} {count}"
+    m.vhost.render(&mut page);
+    admission(&mut page, m);
+    prometheus_limits(&mut page, &shared.limit_metrics);
+    page.gauge(
+        "tunnel_public_connections",
+        "Connections open now on the published ports.",
+        shared.public_sources.total() as u64,
     );
-    let sum = m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "tunnel_handshake_seconds_sum {sum}");
-    let _ = writeln!(out, "tunnel_handshake_seconds_count {count}");
-    m.vhost.render(&mut out);
-    admission(&mut out, m);
-    prometheus_limits(&mut out, &shared.limit_metrics);
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_public_connections Connections open now on the published ports.\n# TYPE tunnel_public_connections gauge\ntunnel_public_connections {}",
-        shared.public_sources.total()
-    );
-    out
+    page.render()
 }
 
 /// Append counters as `(name, help, value)` rows.
-fn counters(out: &mut String, rows: &[(&str, &str, &AtomicU64)]) {
+fn counters(page: &mut Exposition, rows: &[(&str, &str, &AtomicU64)]) {
     for (name, help, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
-        );
+        page.counter(name, help, v.load(Ordering::Relaxed));
     }
 }
 
@@ -328,9 +291,9 @@ pub(crate) struct LimitMetrics {
 }
 
 /// Appends the [`LimitMetrics`] to a Prometheus page.
-pub(crate) fn prometheus_limits(out: &mut String, m: &LimitMetrics) {
+pub(crate) fn prometheus_limits(page: &mut Exposition, m: &LimitMetrics) {
     counters(
-        out,
+        page,
         &[
             (
                 "tunnel_idle_closed_total",
@@ -368,9 +331,9 @@ pub(crate) struct VhostMetrics {
 }
 
 impl VhostMetrics {
-    fn render(&self, out: &mut String) {
+    fn render(&self, page: &mut Exposition) {
         counters(
-            out,
+            page,
             &[
                 (
                     "tunnel_vhost_auth_failures_total",
@@ -393,11 +356,11 @@ impl VhostMetrics {
 }
 
 /// The pre-authentication limits' counters.
-fn admission(out: &mut String, m: &ServerMetrics) {
+fn admission(page: &mut Exposition, m: &ServerMetrics) {
     let r = &m.preauth_refused;
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_preauth_refused_total Connections closed before TLS by the pre-authentication limits.\n# TYPE tunnel_preauth_refused_total counter"
+    let f = page.counter_family(
+        "tunnel_preauth_refused_total",
+        "Connections closed before TLS by the pre-authentication limits.",
     );
     for (reason, n) in [
         ("per_source", &r.per_source),
@@ -406,24 +369,16 @@ fn admission(out: &mut String, m: &ServerMetrics) {
         ("first_byte_timeout", &r.first_byte_timeout),
         ("blocked", &r.blocked),
     ] {
-        let _ = writeln!(
-            out,
-            "tunnel_preauth_refused_total{{reason=\"{reason}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
+        f.sample(&[("reason", reason)], n.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
-        out,
-        "# HELP tunnel_auth_refused_total Logins refused before their proof was checked.\n# TYPE tunnel_auth_refused_total counter"
+    let f = page.counter_family(
+        "tunnel_auth_refused_total",
+        "Logins refused before their proof was checked.",
     );
     for (reason, n) in [
         ("blocked", &m.auth_refused_blocked),
         ("rate", &m.auth_refused_rate),
     ] {
-        let _ = writeln!(
-            out,
-            "tunnel_auth_refused_total{{reason=\"{reason}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
+        f.sample(&[("reason", reason)], n.load(Ordering::Relaxed));
     }
 }

@@ -1,34 +1,11 @@
-//! The server's stats endpoint: binds `stats_bind` and serves the metrics of [`crate::metrics`].
+//! The server as a [`StatsSource`] for the admin endpoint (tunnel-admin): the metrics of
+//! [`crate::metrics`].
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tracing::{error, info, warn};
-use tunnel_mux::StatsSource;
+use tunnel_admin::StatsSource;
 
 use crate::{metrics, Shared};
-
-/// Bind the endpoint. A failure is logged, not fatal: the tunnel matters more than its stats.
-pub(crate) async fn bind(shared: &Shared) -> Option<TcpListener> {
-    let addr = shared.cfg.stats_bind?;
-    match TcpListener::bind(addr).await {
-        Ok(l) => {
-            let local = l.local_addr().unwrap_or(addr);
-            if !local.ip().is_loopback() && shared.cfg.stats_token.is_none() {
-                warn!(
-                    %local,
-                    "the stats endpoint listens beyond loopback without stats_token: anyone who reaches it can read client ids, addresses and traffic"
-                );
-            }
-            info!(%local, "stats endpoint listening");
-            Some(l)
-        }
-        Err(e) => {
-            error!("stats endpoint disabled: cannot listen on {addr} (stats_bind): {e}");
-            None
-        }
-    }
-}
 
 /// The server as a [`StatsSource`].
 pub(crate) struct ServerStats(pub Arc<Shared>);
@@ -50,5 +27,31 @@ impl StatsSource for ServerStats {
     /// Healthy while the server accepts clients.
     fn healthy(&self) -> bool {
         !self.0.shutdown.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::{ServerConfig, ServerError};
+
+    #[tokio::test]
+    async fn a_taken_stats_bind_stops_the_start_like_on_the_client() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = ServerConfig::default()
+            .with_bind("127.0.0.1:0".parse().unwrap())
+            .with_stats_bind(Some(taken.local_addr().unwrap()))
+            .with_auth_key("a long random key");
+        let err = crate::start(cfg).await.err().unwrap();
+        assert!(matches!(err, ServerError::StatsBind { .. }), "{err}");
+        assert!(err.to_string().contains("(stats_bind)"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_stats_token_is_refused() {
+        let cfg = ServerConfig::default().with_stats_token("");
+        let fields: Vec<_> = cfg.problems().into_iter().map(|p| p.field).collect();
+        assert!(fields.contains(&"stats_token".to_owned()), "{fields:?}");
     }
 }

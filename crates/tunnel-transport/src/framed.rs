@@ -1,43 +1,21 @@
-//! One tunnel-proto frame at a time on any byte stream, for the handshake before yamux starts
-//! and for the control stream.
+//! One tunnel-proto frame at a time, with this crate's error type: the framing itself is
+//! [`tunnel_proto::read_message`] / [`tunnel_proto::write_message`] (shared with the
+//! multiplexer); these keep `tunnel_transport::{read_message, write_message}` returning
+//! [`TransportError`] for the engines.
 
-use std::io;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tunnel_proto::{decode_body, encode_to_vec, parse_length, Message, LENGTH_PREFIX};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tunnel_proto::{FramedError, Message};
 
 use crate::TransportError;
 
-/// Read exactly one frame: the 4-byte length prefix, then exactly `len` bytes. Never reads past
-/// the frame, so yamux can start on the same stream right after. A clean EOF before the first
-/// byte is `Ok(None)`; EOF inside a frame is an error. An oversize length is rejected before
-/// anything is allocated.
+/// Read exactly one frame (see [`tunnel_proto::read_message`]): never past the frame, a
+/// clean EOF before the first byte is `Ok(None)`, an oversize length is refused from the
+/// prefix.
 pub async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame: usize,
 ) -> Result<Option<Message>, TransportError> {
-    let mut prefix = [0u8; LENGTH_PREFIX];
-    let mut filled = 0;
-    while filled < prefix.len() {
-        let n = r.read(&mut prefix[filled..]).await?;
-        if n == 0 {
-            if filled == 0 {
-                return Ok(None);
-            }
-            return Err(truncated());
-        }
-        filled += n;
-    }
-    let len = parse_length(prefix, max_frame)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            truncated()
-        } else {
-            TransportError::Io(e)
-        }
-    })?;
-    Ok(Some(decode_body(&body)?))
+    Ok(tunnel_proto::read_message(r, max_frame).await?)
 }
 
 /// Write one frame with a single `write_all`, then flush.
@@ -46,68 +24,38 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     msg: &Message,
     max_frame: usize,
 ) -> Result<(), TransportError> {
-    let frame = encode_to_vec(msg, max_frame)?;
-    w.write_all(&frame).await?;
-    w.flush().await?;
-    Ok(())
+    Ok(tunnel_proto::write_message(w, msg, max_frame).await?)
 }
 
-fn truncated() -> TransportError {
-    TransportError::Io(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the peer closed the connection in the middle of a frame",
-    ))
+impl From<FramedError> for TransportError {
+    fn from(e: FramedError) -> Self {
+        match e {
+            FramedError::Io(e) => TransportError::Io(e),
+            FramedError::Proto(e) => TransportError::Proto(e),
+            // FramedError is non-exhaustive: anything new is an I/O failure for the caller.
+            other => TransportError::Io(std::io::Error::other(other)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tunnel_proto::{StreamOpen, DEFAULT_MAX_FRAME};
+    use tokio::io::AsyncWriteExt;
+    use tunnel_proto::DEFAULT_MAX_FRAME;
 
     #[tokio::test]
-    async fn round_trip_and_never_reads_past_the_frame() {
-        let (mut a, mut b) = tokio::io::duplex(4096);
-        let msg = Message::StreamOpen(StreamOpen::Control);
-        write_message(&mut a, &msg, DEFAULT_MAX_FRAME)
-            .await
-            .unwrap();
-        a.write_all(b"yamux bytes").await.unwrap();
-        drop(a);
-        let got = read_message(&mut b, DEFAULT_MAX_FRAME).await.unwrap();
-        assert_eq!(got, Some(msg));
-        let mut rest = Vec::new();
-        b.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(rest, b"yamux bytes");
-    }
-
-    #[tokio::test]
-    async fn clean_eof_is_none_and_truncation_is_an_error() {
-        let (a, mut b) = tokio::io::duplex(64);
-        drop(a);
-        assert!(read_message(&mut b, DEFAULT_MAX_FRAME)
-            .await
-            .unwrap()
-            .is_none());
-
+    async fn errors_keep_their_transport_variants() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&[0, 0, 0, 9, 0x20, 1]).await.unwrap();
-        drop(a);
-        let err = read_message(&mut b, DEFAULT_MAX_FRAME).await.unwrap_err();
-        assert!(matches!(&err, TransportError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof));
-
-        let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&[0, 0]).await.unwrap();
-        drop(a);
-        assert!(read_message(&mut b, DEFAULT_MAX_FRAME).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn oversize_length_is_rejected_from_the_prefix() {
-        let (mut a, mut b) = tokio::io::duplex(64);
-        // Only the prefix is sent: the error must not wait for a body.
         a.write_all(&(1_000_000u32).to_be_bytes()).await.unwrap();
         let err = read_message(&mut b, DEFAULT_MAX_FRAME).await.unwrap_err();
         assert!(matches!(err, TransportError::Proto(_)), "{err}");
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 9, 0x20]).await.unwrap();
+        drop(a);
+        let err = read_message(&mut b, DEFAULT_MAX_FRAME).await.unwrap_err();
+        assert!(matches!(err, TransportError::Io(_)), "{err}");
     }
 }

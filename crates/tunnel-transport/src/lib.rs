@@ -61,7 +61,6 @@ mod identity;
 mod local_tls;
 mod problem;
 mod read_ahead;
-mod read_buffer;
 mod server;
 mod socket;
 mod tls;
@@ -80,7 +79,6 @@ pub use h2::H2Transport;
 pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
 pub use local_tls::LocalTls;
 pub use problem::ConfigProblem;
-pub use read_buffer::{ReadBuffer, SMALL_READ};
 pub use server::ServerTransport;
 pub use socket::tune_tcp;
 pub use tls::{fill_random, TlsTransport};
@@ -89,7 +87,9 @@ pub use transport::{
     ALPN_HTTP11, ALPN_TUNNEL, DEFAULT_WS_PATH,
 };
 pub use trust::ClientTrust;
-pub use warn_limit::{Repeats, WarnLimit, WarnLimits, WARN_KEYS, WARN_WINDOW};
+pub use tunnel_proto::{ReadBuffer, SMALL_READ};
+pub use tunnel_proto::{Repeats, WARN_KEYS, WARN_WINDOW};
+pub use warn_limit::{WarnLimit, WarnLimits};
 pub use ws::WsTransport;
 
 /// The client side of `kind`: `server_name` is the TLS name (and the HTTP authority), `path`

@@ -1,4 +1,5 @@
-//! A read buffer sized to the traffic, shared by the TLS read-ahead and the forwarder.
+//! A read buffer sized to the traffic, shared by the TLS read-ahead (tunnel-transport) and the
+//! forwarder (tunnel-mux). Pure bookkeeping: the callers do the reads.
 //!
 //! Both read from a socket into memory of their own. A fixed 64 KiB buffer per connection
 //! would pin 64 KiB for every idle connection (25 MiB for 200 keep-alive connections), and
