@@ -30,6 +30,7 @@ pub async fn server() -> ServerHandle {
     server_with(|c| c).await
 }
 
+/// [`server`] with its config changed by `f` first.
 pub async fn server_with(f: impl FnOnce(ServerConfig) -> ServerConfig) -> ServerHandle {
     logs();
     let cfg = ServerConfig::default()
@@ -90,6 +91,7 @@ pub async fn server_for(kind: TransportKind) -> ServerHandle {
     server_for_with(kind, |c| c).await
 }
 
+/// [`server_for`] with its config changed by `f` first.
 pub async fn server_for_with(
     kind: TransportKind,
     f: impl FnOnce(ServerConfig) -> ServerConfig,

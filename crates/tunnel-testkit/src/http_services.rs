@@ -14,6 +14,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// The services' response body.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Counters a test service keeps.
@@ -23,13 +24,18 @@ pub struct Seen {
     pub connections: AtomicUsize,
     /// Requests served.
     pub requests: AtomicUsize,
-    /// Requests in progress now, and the most at once.
+    /// Requests in progress now.
     pub in_flight: AtomicUsize,
+    /// The most requests in progress at once.
     pub max_in_flight: AtomicUsize,
 }
 
+/// A running service.
+#[derive(Debug)]
 pub struct Service {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// What it has seen so far.
     pub seen: Arc<Seen>,
 }
 

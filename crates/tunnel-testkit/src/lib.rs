@@ -5,7 +5,21 @@
 //!
 //! Every item is also re-exported at the root, so a test module starts with
 //! `use tunnel_testkit::*;`. A dev-only crate: panics (`unwrap`) are how a fixture fails a test.
-#![allow(clippy::unwrap_used, missing_debug_implementations)]
+//!
+//! ```
+//! use tunnel_testkit::*;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     // A server on loopback, and a client publishing an echo service through it.
+//!     let server = server().await;
+//!     let (_client, port) = bystander(&server, "doc-example").await;
+//!     let data = random_bytes(64 << 10, 1);
+//!     assert_eq!(roundtrip(published(port), &data).await, data);
+//! }
+//! ```
+#![allow(clippy::unwrap_used)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod bins;
 pub mod curl;

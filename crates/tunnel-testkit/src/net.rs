@@ -51,6 +51,7 @@ pub async fn roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// The address of published port `port` (the fixtures publish on loopback).
 pub fn published(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -107,6 +108,7 @@ pub async fn serves_within(port: u16, within: Duration) -> bool {
     matches!(tokio::time::timeout(within, attempt).await, Ok(Some(true)))
 }
 
+/// [`serves_within`] five seconds.
 pub async fn serves(port: u16) -> bool {
     serves_within(port, Duration::from_secs(5)).await
 }

@@ -10,15 +10,22 @@ use crate::net::{free_port, is_listening};
 use crate::process::Proc;
 
 /// A scratch directory with a generated certificate, removed on drop.
+#[derive(Debug)]
 pub struct Pki {
+    /// The scratch directory.
     pub dir: PathBuf,
+    /// The certificate (for `localhost`), PEM.
     pub cert: PathBuf,
+    /// Its private key, PEM.
     pub key: PathBuf,
+    /// The certificate's PEM text.
     pub cert_pem: String,
+    /// The certificate's fingerprint, as clients pin it.
     pub fingerprint: String,
 }
 
 impl Pki {
+    /// A fresh directory under the system temp dir, named for `tag`, with a certificate.
     pub fn new(tag: &str) -> Pki {
         let dir = std::env::temp_dir().join(format!(
             "tls-tunnel-faults-{tag}-{}-{}",
@@ -49,6 +56,7 @@ impl Pki {
         }
     }
 
+    /// Write `text` to the file `name` in the directory; returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -105,11 +113,13 @@ impl Drop for Pki {
     }
 }
 
+/// A `[[proxies]]` table for a tcp proxy, for a client config file.
 pub fn proxy_toml(name: &str, local: SocketAddr, publish: Option<u16>) -> String {
     let publish = publish.map_or(String::new(), |p| format!("publish_port = {p}\n"));
     format!("\n[[proxies]]\nname = \"{name}\"\ntype = \"tcp\"\nlocal_addr = \"{local}\"\n{publish}")
 }
 
+/// Fail if the process's log shows a panic.
 pub fn no_panic(p: &Proc) {
     let log = p.log();
     assert!(!log.contains("panicked"), "the process panicked:\n{log}");

@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 
 /// A running binary, killed (and reaped) on drop so a failing test leaks no process. Its
 /// stderr (the log) goes to a file the test can read.
+#[derive(Debug)]
 pub struct Proc {
+    /// The child process.
     pub child: Child,
+    /// Where its stderr goes.
     pub log: PathBuf,
 }
 
 impl Proc {
+    /// Run `bin --config config` with stderr (the log) going to the file `log`.
     pub fn spawn(bin: &str, config: &Path, log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -41,10 +45,12 @@ impl Proc {
         self.exit_within(Duration::from_secs(15)).await
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Send signal `sig` (`"TERM"`, `"HUP"`, ...) with kill(1).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -60,6 +66,7 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Whether it has not exited yet.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
@@ -81,6 +88,7 @@ impl Proc {
         }
     }
 
+    /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

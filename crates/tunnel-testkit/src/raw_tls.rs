@@ -45,6 +45,7 @@ pub async fn raw_tls(
     Ok((tls, binding))
 }
 
+/// The first message of client `id` (this version, a fixed instance).
 pub fn hello(id: &str) -> Hello {
     Hello {
         version: tunnel_proto::PROTOCOL_VERSION,
