@@ -32,10 +32,7 @@ pub fn under_ci() -> bool {
 /// The test cannot run here, for `reason`: outside CI say so on stderr (`SKIPPED: reason`);
 /// under `CI=true` fail the test.
 pub fn skip(reason: &str) {
-    assert!(
-        !under_ci(),
-        "CI=true and this test cannot run: {reason} (.ci/run installs the tools)"
-    );
+    assert!(!under_ci(), "CI=true and this test cannot run: {reason}");
     eprintln!("SKIPPED: {reason}");
 }
 
@@ -47,4 +44,23 @@ pub fn need(tool: &str) -> bool {
     }
     skip(&format!("{tool} is not installed (.ci/run installs it)"));
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_skips_outside_ci_and_fails_under_ci() {
+        let outcome = std::panic::catch_unwind(|| need("no-such-tool-for-tunnel-testkit"));
+        if under_ci() {
+            assert!(
+                outcome.is_err(),
+                "CI=true must fail a test whose tool is missing"
+            );
+        } else {
+            assert_eq!(outcome.ok(), Some(false));
+        }
+        assert!(have("sh"));
+    }
 }
