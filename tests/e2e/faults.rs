@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tunnel_client::{ClientConfig, ProxyConfig, Status};
-use tunnel_proto::{AuthResponse, Message, RejectCode};
+use tunnel_proto::{Message, RejectCode};
 use tunnel_testkit::*;
 use tunnel_transport::{read_message, write_message};
 
@@ -800,13 +800,11 @@ async fn auth_failures_are_logged_with_the_peer_and_blocked_per_address() {
         write_message(&mut tls, &Message::Hello(h.clone()), 4096)
             .await
             .unwrap();
-        let (nonce, binding): (_, &[u8]) = match read_message(&mut tls, 4096).await.unwrap() {
-            Some(Message::Challenge(c)) if c.bound => (c.nonce, &binding),
-            Some(Message::Challenge(c)) => (c.nonce, &[]),
+        let c = match read_message(&mut tls, 4096).await.unwrap() {
+            Some(Message::Challenge(c)) => c,
             other => panic!("attempt {i}: expected a challenge, got {other:?}"),
         };
-        let mac = tunnel_proto::compute_mac(b"a wrong guess", &nonce, binding, &h);
-        write_message(&mut tls, &Message::AuthResponse(AuthResponse { mac }), 4096)
+        write_message(&mut tls, &answer(&c, b"a wrong guess", &binding, &h), 4096)
             .await
             .unwrap();
         match read_message(&mut tls, 4096).await.unwrap() {

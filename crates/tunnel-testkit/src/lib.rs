@@ -51,7 +51,7 @@ pub use pki::*;
 pub use poll::eventually;
 pub use postgres::Postgres;
 pub use process::Proc;
-pub use raw_tls::{hello, raw_tls, stranger_tls};
+pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service};
 pub use tools::{have, need, skip};

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tunnel_proto::Hello;
+use tunnel_proto::{AuthResponse, Challenge, Hello, Message};
 
 /// A TLS connection to the server from `source` (any 127.x address), trusting `ca_pem`,
 /// offering the tunnel's ALPN; returns the stream and its exported keying material.
@@ -43,6 +43,14 @@ pub async fn raw_tls(
         .export_keying_material([0u8; 32], tunnel_proto::EKM_LABEL, None)
         .map_err(std::io::Error::other)?;
     Ok((tls, binding))
+}
+
+/// The answer of client `hello` to `challenge` with `key`: the proof, bound to the TLS
+/// session (`binding`, from [`raw_tls`]) when the server asks for it.
+pub fn answer(challenge: &Challenge, key: &[u8], binding: &[u8], hello: &Hello) -> Message {
+    let binding: &[u8] = if challenge.bound { binding } else { &[] };
+    let mac = tunnel_proto::compute_mac(key, &challenge.nonce, binding, hello);
+    Message::AuthResponse(AuthResponse { mac })
 }
 
 /// The first message of client `id` (this version, a fixed instance).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tunnel_proto::{AuthResponse, Message, RejectCode};
+use tunnel_proto::{Message, RejectCode};
 use tunnel_server::ServerHandle;
 use tunnel_transport::{read_message, write_message};
 
@@ -95,9 +95,7 @@ async fn login_once(addr: SocketAddr, ca: &str, id: &str) -> bool {
         let Some(Message::Challenge(c)) = read_message(&mut tls, 4096).await.ok()? else {
             return None;
         };
-        let binding: &[u8] = if c.bound { &binding } else { &[] };
-        let mac = tunnel_proto::compute_mac(KEY.as_bytes(), &c.nonce, binding, &h);
-        write_message(&mut tls, &Message::AuthResponse(AuthResponse { mac }), 4096)
+        write_message(&mut tls, &answer(&c, KEY.as_bytes(), &binding, &h), 4096)
             .await
             .ok()?;
         match read_message(&mut tls, 4096).await.ok()? {
@@ -414,9 +412,8 @@ async fn wrong_key_login(
         return Guess::NoTls;
     };
     notified.await;
-    let binding: &[u8] = if c.bound { &binding } else { &[] };
-    let mac = tunnel_proto::compute_mac(b"a wrong guess", &c.nonce, binding, &h);
-    let _ = write_message(&mut tls, &Message::AuthResponse(AuthResponse { mac }), 4096).await;
+    let wrong = answer(&c, b"a wrong guess", &binding, &h);
+    let _ = write_message(&mut tls, &wrong, 4096).await;
     match read_message(&mut tls, 4096).await {
         Ok(Some(Message::Rejected(r))) if r.code == RejectCode::Auth => Guess::Checked,
         Ok(Some(Message::Rejected(r))) => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tunnel_proto::{AuthResponse, Message, StreamOpen, StreamStatus};
+use tunnel_proto::{Message, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 /// One GET for `host` on the virtual host; whether it got a 200.
@@ -197,13 +197,11 @@ async fn hostile_login(addr: SocketAddr, pki: &Pki, id: &str) -> Hostile {
     write_message(&mut tls, &Message::Hello(h.clone()), 4096)
         .await
         .unwrap();
-    let (nonce, binding): (_, &[u8]) = match read_message(&mut tls, 4096).await.unwrap() {
-        Some(Message::Challenge(c)) if c.bound => (c.nonce, &binding),
-        Some(Message::Challenge(c)) => (c.nonce, &[]),
+    let c = match read_message(&mut tls, 4096).await.unwrap() {
+        Some(Message::Challenge(c)) => c,
         other => panic!("expected a challenge, got {other:?}"),
     };
-    let mac = tunnel_proto::compute_mac(KEY.as_bytes(), &nonce, binding, &h);
-    write_message(&mut tls, &Message::AuthResponse(AuthResponse { mac }), 4096)
+    write_message(&mut tls, &answer(&c, KEY.as_bytes(), &binding, &h), 4096)
         .await
         .unwrap();
     match read_message(&mut tls, 4096).await.unwrap() {
