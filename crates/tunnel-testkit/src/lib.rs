@@ -1,0 +1,57 @@
+//! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
+//! release binaries as processes, a scratch directory with a certificate, a fault relay, a
+//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, nginx and PostgreSQL
+//! launchers, log capture, polling, and the rule for tests whose tool is missing.
+//!
+//! Every item is also re-exported at the root, so a test module starts with
+//! `use tunnel_testkit::*;`. A dev-only crate: panics (`unwrap`) are how a fixture fails a test.
+//!
+//! ```
+//! use tunnel_testkit::*;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     // A server on loopback, and a client publishing an echo service through it.
+//!     let server = server().await;
+//!     let (_client, port) = bystander(&server, "doc-example").await;
+//!     let data = random_bytes(64 << 10, 1);
+//!     assert_eq!(roundtrip(published(port), &data).await, data);
+//! }
+//! ```
+#![allow(clippy::unwrap_used)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod bins;
+pub mod curl;
+pub mod engines;
+pub mod http_services;
+pub mod logs;
+pub mod net;
+pub mod nginx;
+pub mod pattern;
+pub mod pki;
+pub mod poll;
+pub mod postgres;
+pub mod process;
+pub mod raw_tls;
+pub mod relay;
+pub mod services;
+pub mod tools;
+
+pub use curl::{curl, curl_ok};
+pub use engines::*;
+pub use http_services::{
+    h2_tls_service, h2c_service, http1_service, status_code, Body, Seen, Service,
+};
+pub use logs::*;
+pub use net::*;
+pub use nginx::Nginx;
+pub use pattern::random_bytes;
+pub use pki::*;
+pub use poll::eventually;
+pub use postgres::Postgres;
+pub use process::Proc;
+pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
+pub use relay::Relay;
+pub use services::{echo_service, http_service};
+pub use tools::{have, need, skip};

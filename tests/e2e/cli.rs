@@ -1,0 +1,208 @@
+//! The release binaries as a user drives them: config files, flags, signals, real processes.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tunnel_testkit::*;
+
+#[test]
+fn help_explains_both_binaries() {
+    for bin in [bins::server(), bins::client()] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("--config") && text.contains("--check"),
+            "{text}"
+        );
+        assert!(text.contains("TUNNEL_AUTH_KEY"), "{text}");
+    }
+}
+
+#[test]
+fn check_reports_every_problem_and_fails() {
+    let pki = Pki::new("cli-check");
+    let cfg = pki.write(
+        "server.toml",
+        "auth_key = \"k\"\ntls_cert = \"/nonexistent.pem\"\n",
+    );
+    let out = Command::new(bins::server())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls_key"), "{err}");
+
+    let cfg = pki.write("bad.toml", "bind = \"0.0.0.0:8443\"\nfoo = 1\n");
+    let out = Command::new(bins::server())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("foo"));
+
+    let cfg = pki.write(
+        "client.toml",
+        "server_addr = \"x:1\"\nauth_key = \"k\"\n[[proxies]]\nname = \"a\"\nlocal_addr = \"nope\"\n\
+         [[proxies]]\nname = \"a\"\nlocal_addr = \"127.0.0.1:1\"\n",
+    );
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("proxies[0].local_addr") && err.contains("proxies[1].name"),
+        "{err}"
+    );
+
+    let cfg = pki.write("ok.toml", "server_addr = \"x:1\"\nauth_key = \"k\"\n");
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+/// The server on defaults (but a free port) prints a client config that works as pasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_client_config_works_end_to_end_with_pem_files_and_signals() {
+    if !need("curl") {
+        return;
+    }
+    let pki = Pki::new("cli-e2e");
+    let port = free_port();
+    let mut server = Proc::adopt(
+        Command::new(bins::server())
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--publish-addr",
+                "127.0.0.1",
+            ])
+            .env_remove("TUNNEL_AUTH_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Read the printed config up to its first proxy table.
+    let stdout = server.child.stdout.take().unwrap();
+    let mut printed = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("[[proxies]]") {
+            break;
+        }
+        if line.contains(" = ") {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    }
+    assert!(
+        printed.contains("server_fingerprint = \"sha256:"),
+        "{printed}"
+    );
+    let web = http_service("served via the binaries").await;
+    let publish = free_port();
+    let client_cfg = pki.write(
+        "client.toml",
+        &format!(
+            "{printed}id = \"cli-test\"\n\n[[proxies]]\nname = \"web\"\ntype = \"tcp\"\nlocal_addr = \"{web}\"\npublish_port = {publish}\n"
+        ),
+    );
+    let mut client = Proc::adopt(
+        Command::new(bins::client())
+            .arg("--config")
+            .arg(&client_cfg)
+            .env_remove("TUNNEL_AUTH_KEY")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(Duration::from_secs(10), "published port open", || async {
+        is_listening(publish).await
+    })
+    .await;
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{publish}/"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "served via the binaries"
+    );
+
+    assert!(
+        client.sigterm().await.success(),
+        "client must exit 0 on SIGTERM"
+    );
+    eventually(
+        Duration::from_secs(2),
+        "port closed after the client left",
+        || async { !is_listening(publish).await },
+    )
+    .await;
+    assert!(
+        server.sigterm().await.success(),
+        "server must exit 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn wrong_key_makes_the_client_exit_non_zero_with_the_reason() {
+    let pki = Pki::new("cli-wrongkey");
+    let port = free_port();
+    let (cert_path, key_path) = (&pki.cert, &pki.key);
+    let server_cfg = pki.write(
+        "server.toml",
+        &format!(
+            "bind = \"127.0.0.1:{port}\"\nauth_key = \"right\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    );
+    let _server = Proc::adopt(
+        Command::new(bins::server())
+            .arg("--config")
+            .arg(&server_cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client_cfg = pki.write(
+        "client.toml",
+        &format!(
+            "server_addr = \"localhost:{port}\"\nauth_key = \"wrong\"\nca_cert = {:?}\n",
+            cert_path.display().to_string()
+        ),
+    );
+    let out = Command::new(bins::client())
+        .arg("--config")
+        .arg(&client_cfg)
+        .env_remove("TUNNEL_AUTH_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth_key does not match"), "{err}");
+}

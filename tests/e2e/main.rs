@@ -1,0 +1,36 @@
+//! The end-to-end tests: one test binary, a module per area, every fixture from
+//! `tunnel-testkit`. One binary links once, and its tests share the run's two cores instead of
+//! waiting for each other binary by binary.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod configs;
+mod connections;
+mod faults;
+mod hardening;
+mod http;
+mod nginx;
+mod postgres;
+mod reload;
+mod stats;
+mod strangers;
+mod tcp_proxy;
+mod trust;
+mod vhost;
+mod visitor;
+
+/// The kit finds the binaries beside the test binary; cargo knows where it built them.
+#[test]
+fn the_kit_spawns_the_binaries_cargo_built() {
+    let same = |found: &str, built: &str| {
+        std::fs::canonicalize(found).unwrap() == std::fs::canonicalize(built).unwrap()
+    };
+    assert!(same(
+        tunnel_testkit::bins::server(),
+        env!("CARGO_BIN_EXE_tunnel-server")
+    ));
+    assert!(same(
+        tunnel_testkit::bins::client(),
+        env!("CARGO_BIN_EXE_tunnel-client")
+    ));
+}
