@@ -87,6 +87,10 @@ async fn printed_client_config_works_end_to_end_with_pem_files_and_signals() {
                 &format!("127.0.0.1:{port}"),
                 "--publish-addr",
                 "127.0.0.1",
+                // Not the default 9090: other tests run at the same time, and a stats port
+                // that cannot be bound stops the server.
+                "--stats-bind",
+                "127.0.0.1:0",
             ])
             .env_remove("TUNNEL_AUTH_KEY")
             .stdout(Stdio::piped())
@@ -171,7 +175,7 @@ fn wrong_key_makes_the_client_exit_non_zero_with_the_reason() {
     let server_cfg = pki.write(
         "server.toml",
         &format!(
-            "bind = \"127.0.0.1:{port}\"\nauth_key = \"right\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            "bind = \"127.0.0.1:{port}\"\nauth_key = \"right\"\nstats_bind = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
             cert_path.display().to_string(),
             key_path.display().to_string()
         ),
