@@ -238,6 +238,11 @@ impl ClientHandle {
 
     /// Wait for the client to stop; an error says why it stopped by itself. Cancel-safe:
     /// it may be raced against a signal and called again.
+    ///
+    /// Unlike the server's `ServerHandle::join`, this does not stop the
+    /// client: a client does stop by itself (a rejection that cannot heal), and waiting for
+    /// that is what `join` without [`ClientHandle::shutdown`] is for. To stop it, call
+    /// `shutdown` first; `join` then returns within `shutdown_grace` and the session close.
     pub async fn join(&mut self) -> Result<(), ClientError> {
         (&mut self.task)
             .await

@@ -191,9 +191,27 @@ impl ServerHandle {
         self.shared.hard_stop.cancel();
     }
 
-    /// After [`ServerHandle::shutdown`]: wait for open streams to finish, at most
-    /// `shutdown_grace`, then close everything and wait for every task to end.
+    /// Stop gracefully and wait until the server has stopped: begin the shutdown (as
+    /// [`ServerHandle::shutdown`] does, if it was not called already), wait for open streams
+    /// to finish, at most `shutdown_grace`, then close everything and wait for every task to
+    /// end. The server never stops by itself, so a `join` that did not shut down would wait
+    /// forever.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tunnel_server::ServerError> {
+    /// let config = tunnel_server::ServerConfig::default()
+    ///     .with_bind("127.0.0.1:0".parse().unwrap())
+    ///     .with_stats_bind(None)
+    ///     .with_auth_key("a long random key");
+    /// let server = tunnel_server::start(config).await?;
+    /// // No `shutdown()` first: `join` stops the server itself.
+    /// let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server.join()).await;
+    /// assert!(stopped.is_ok(), "join returned");
+    /// # Ok(()) }
+    /// ```
     pub async fn join(self) {
+        self.shared.shutdown.cancel();
         let grace = Duration::from_secs(self.shared.cfg.shutdown_grace);
         self.shared.streams.close();
         if tokio::time::timeout(grace, self.shared.streams.wait())
