@@ -97,7 +97,7 @@ pub(crate) async fn keep(
 ) {
     let mut backoff = Backoff::new(
         Duration::from_millis(100),
-        Duration::from_secs(shared.cfg.reconnect_max_delay),
+        shared.cfg.reconnect_max_delay,
     );
     loop {
         // Dropping the attempt mid-handshake is clean; once joined, `serve` watches `stop`

@@ -319,7 +319,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
 async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
     let mut backoff = Backoff::new(
         Duration::from_millis(100),
-        Duration::from_secs(shared.cfg.reconnect_max_delay),
+        shared.cfg.reconnect_max_delay,
     );
     // Whether a session ever got going: decides what a taken id means (see `id_taken_at_start`).
     let mut served = false;

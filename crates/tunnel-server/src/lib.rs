@@ -212,7 +212,7 @@ impl ServerHandle {
     /// ```
     pub async fn join(self) {
         self.shared.shutdown.cancel();
-        let grace = Duration::from_secs(self.shared.cfg.shutdown_grace);
+        let grace = self.shared.cfg.shutdown_grace;
         self.shared.streams.close();
         if tokio::time::timeout(grace, self.shared.streams.wait())
             .await
