@@ -96,15 +96,24 @@ pub struct ServerConfig {
     #[serde(default = "default_max_frame")]
     pub max_frame_size: usize,
     /// Time between heartbeats on each session; whole seconds in the file. Default 10.
-    #[serde(default = "default_heartbeat_interval", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub heartbeat_interval: Duration,
     /// Silence after which a client is declared dead and its ports freed; whole seconds in the
     /// file. Default 30.
-    #[serde(default = "default_heartbeat_timeout", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_heartbeat_timeout",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub heartbeat_timeout: Duration,
     /// How long open streams may run on after SIGTERM / Ctrl-C before they are closed; whole
     /// seconds in the file. Default 10.
-    #[serde(default = "default_shutdown_grace", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub shutdown_grace: Duration,
     /// Most host names (`domains` plus `subdomain`) one proxy may claim on the virtual host.
     /// Default 64.
@@ -766,7 +775,14 @@ mod tests {
         )
         .unwrap();
         let got = (c.heartbeat_interval, c.heartbeat_timeout, c.shutdown_grace);
-        assert_eq!(got, (Duration::from_secs(2), Duration::from_secs(7), Duration::ZERO));
+        assert_eq!(
+            got,
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(7),
+                Duration::ZERO
+            )
+        );
         let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert!(ServerConfig::from_toml("auth_key = \"k\"\nshutdown_grace = 1.5").is_err());

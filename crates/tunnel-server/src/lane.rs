@@ -30,7 +30,12 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
-    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        control: Control,
+        aborts: AbortTable,
+        control_tx: ControlSender,
+    ) -> Self {
         Lane {
             id,
             control,
@@ -41,11 +46,11 @@ impl Lane {
     }
 
     /// Tell the client that the data path of stream `id` on this lane failed.
-    pub fn send_abort(&self, id: u32) {
+    pub(crate) fn send_abort(&self, id: u32) {
         self.control_tx.abort(id);
     }
 
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
     }
 
@@ -58,7 +63,7 @@ impl Lane {
     }
 
     /// End the connection: streams waiting on it fail at once, finished ones read EOF.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.control.close();
     }
 }
@@ -71,7 +76,7 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    pub fn new(first: Arc<Lane>, max: usize) -> Self {
+    pub(crate) fn new(first: Arc<Lane>, max: usize) -> Self {
         Lanes {
             first,
             extra: RwLock::new(Vec::new()),
@@ -81,7 +86,7 @@ impl Lanes {
 
     /// The lane carrying the fewest streams; the first lane on a tie, so that a client
     /// with a single stream at a time keeps using one connection.
-    pub fn least_loaded(&self) -> Arc<Lane> {
+    pub(crate) fn least_loaded(&self) -> Arc<Lane> {
         let extra = self.extra.read();
         if extra.is_empty() {
             return self.first.clone();
@@ -96,15 +101,15 @@ impl Lanes {
     }
 
     /// The connection that opened the session.
-    pub fn first(&self) -> &Arc<Lane> {
+    pub(crate) fn first(&self) -> &Arc<Lane> {
         &self.first
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         1 + self.extra.read().len()
     }
 
-    pub fn all(&self) -> Vec<Arc<Lane>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Lane>> {
         let extra = self.extra.read();
         std::iter::once(&self.first)
             .chain(extra.iter())

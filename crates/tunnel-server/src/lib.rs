@@ -23,6 +23,11 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 mod auth_failures;
 mod config;
 mod error;

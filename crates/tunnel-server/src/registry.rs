@@ -59,7 +59,7 @@ pub(crate) struct ProxyEntry {
 }
 
 impl ProxyEntry {
-    pub fn new(key: ProxyKey, spec: ProxySpec, owner: Arc<SessionRef>) -> Self {
+    pub(crate) fn new(key: ProxyKey, spec: ProxySpec, owner: Arc<SessionRef>) -> Self {
         ProxyEntry {
             key,
             spec: RwLock::new(spec),
@@ -70,7 +70,7 @@ impl ProxyEntry {
     }
 
     /// The session that serves this proxy right now.
-    pub fn owner(&self) -> Arc<SessionRef> {
+    pub(crate) fn owner(&self) -> Arc<SessionRef> {
         self.owner.read().clone()
     }
 }
@@ -102,7 +102,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn get(&self, name: &str, port: u16) -> Option<Arc<ProxyEntry>> {
+    pub(crate) fn get(&self, name: &str, port: u16) -> Option<Arc<ProxyEntry>> {
         let key = ProxyKey {
             name: name.to_string(),
             port,
@@ -112,7 +112,7 @@ impl Registry {
 
     /// Insert `entry` with its virtual-host `routes` (all or nothing) unless the key or a
     /// route is held by someone else.
-    pub fn claim(
+    pub(crate) fn claim(
         &self,
         entry: Arc<ProxyEntry>,
         routes: &[Pair],
@@ -136,7 +136,7 @@ impl Registry {
 
     /// Replace the routes of a registered `entry` (a refreshed spec after a hand-over); on a
     /// conflict its old routes stay.
-    pub fn set_routes(
+    pub(crate) fn set_routes(
         &self,
         entry: &Arc<ProxyEntry>,
         routes: &[Pair],
@@ -154,13 +154,13 @@ impl Registry {
     }
 
     /// The proxy serving `host` (a raw Host value) at `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<Arc<RouteTarget>> {
+    pub(crate) fn route(&self, host: &str, path: &str) -> Option<Arc<RouteTarget>> {
         self.routes.read().lookup(host, path).cloned()
     }
 
     /// Move every entry of session `from` to `to` (same client instance, new connection), so
     /// public ports keep serving with no gap. Returns how many moved.
-    pub fn hand_over(&self, from: u64, to: &Arc<SessionRef>) -> usize {
+    pub(crate) fn hand_over(&self, from: u64, to: &Arc<SessionRef>) -> usize {
         let map = self.map.read();
         let mut moved = 0;
         for entry in map.values() {
@@ -174,7 +174,7 @@ impl Registry {
     }
 
     /// Entries owned by `session`.
-    pub fn owned_by(&self, session: u64) -> Vec<Arc<ProxyEntry>> {
+    pub(crate) fn owned_by(&self, session: u64) -> Vec<Arc<ProxyEntry>> {
         self.map
             .read()
             .values()
@@ -184,7 +184,7 @@ impl Registry {
     }
 
     /// Remove `key` if `session` still owns it, and stop its listener.
-    pub fn release(&self, key: &ProxyKey, session: u64) -> bool {
+    pub(crate) fn release(&self, key: &ProxyKey, session: u64) -> bool {
         let mut map = self.map.write();
         let owned = map.get(key).is_some_and(|e| e.owner.read().id == session);
         if owned {
@@ -197,7 +197,7 @@ impl Registry {
     }
 
     /// Remove everything `session` owns. Returns the keys removed.
-    pub fn release_all(&self, session: u64) -> Vec<ProxyKey> {
+    pub(crate) fn release_all(&self, session: u64) -> Vec<ProxyKey> {
         let mut map = self.map.write();
         let keys: Vec<ProxyKey> = map
             .iter()
@@ -214,7 +214,7 @@ impl Registry {
         keys
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.read().len()
     }
 }

@@ -71,7 +71,7 @@ impl<K, O, V> Default for Routes<K, O, V> {
 impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     /// Make `pairs` the routes of `key` (owned by `owner`), replacing what it held: all of
     /// them, or none when one conflicts with what others hold.
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         key: &K,
         owner: &O,
@@ -162,7 +162,7 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     }
 
     /// Drop every route of `key`.
-    pub fn release(&mut self, key: &K) {
+    pub(crate) fn release(&mut self, key: &K) {
         let Some(pairs) = self.held.remove(key) else {
             return;
         };
@@ -186,7 +186,7 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     }
 
     /// The value serving `host` (a raw Host header value) at `path`, if any.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&V> {
+    pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<&V> {
         let host = normalize_host(host)?;
         let rev = reverse(&host);
         if let Some(v) = self.hosts.get(&rev).and_then(|h| h.serving(path)) {
@@ -212,7 +212,7 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
 
     /// Number of host patterns with at least one route.
     #[cfg(test)]
-    pub fn host_count(&self) -> usize {
+    pub(crate) fn host_count(&self) -> usize {
         self.hosts.len()
     }
 }

@@ -87,14 +87,14 @@ pub(crate) struct TrustedProxies(Vec<Cidr>);
 
 impl TrustedProxies {
     /// Parse the configured list; the error names the bad entry.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(list: &[String]) -> Result<Self, String> {
         list.iter()
             .map(|s| s.parse())
             .collect::<Result<_, _>>()
             .map(TrustedProxies)
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
     }
 }
@@ -111,7 +111,7 @@ pub(crate) struct Origin {
 impl Origin {
     /// The user behind `peer`: with a trusted peer, the rightmost `X-Forwarded-For` entry that
     /// is not itself a trusted proxy (entries left of it are the user's own claims).
-    pub fn of(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> Origin {
+    pub(super) fn of(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> Origin {
         if !trusted.contains(peer) {
             return Origin {
                 peer,
