@@ -73,7 +73,10 @@ pub struct ClientConfig {
     #[serde(default = "default_connections")]
     pub connections: usize,
     /// Longest wait between reconnection attempts; whole seconds in the file. Default 30.
-    #[serde(default = "default_reconnect_max", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_reconnect_max",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub reconnect_max_delay: Duration,
     /// Serve this client's own stats (`/metrics`, `/api/stats`, `/healthz`) here. Default: off.
     #[serde(default)]
@@ -83,11 +86,17 @@ pub struct ClientConfig {
     pub stats_token: Option<String>,
     /// Silence from the server after which the connection is declared dead and
     /// re-established; whole seconds in the file. Default 30.
-    #[serde(default = "default_heartbeat_timeout", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_heartbeat_timeout",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub heartbeat_timeout: Duration,
     /// How long open connections may run on after SIGTERM / Ctrl-C before they are closed;
     /// whole seconds in the file. Default 10.
-    #[serde(default = "default_shutdown_grace", deserialize_with = "seconds::deserialize")]
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "seconds::deserialize"
+    )]
     pub shutdown_grace: Duration,
 }
 
@@ -688,12 +697,18 @@ mod tests {
         let c = c.with_heartbeat_timeout(Duration::from_millis(500));
         assert!(c.problems().is_empty(), "{:?}", c.problems());
 
-        let toml = format!(
-            "{BASE}heartbeat_timeout = 4\nshutdown_grace = 0\nreconnect_max_delay = 9\n"
-        );
+        let toml =
+            format!("{BASE}heartbeat_timeout = 4\nshutdown_grace = 0\nreconnect_max_delay = 9\n");
         let c = ClientConfig::from_toml(&toml).unwrap();
         let got = (c.heartbeat_timeout, c.shutdown_grace, c.reconnect_max_delay);
-        assert_eq!(got, (Duration::from_secs(4), Duration::ZERO, Duration::from_secs(9)));
+        assert_eq!(
+            got,
+            (
+                Duration::from_secs(4),
+                Duration::ZERO,
+                Duration::from_secs(9)
+            )
+        );
         let c = ClientConfig::from_toml(BASE).unwrap();
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         let c = ClientConfig::from_toml(&format!("{BASE}heartbeat_timeout = 0\n")).unwrap();

@@ -27,7 +27,7 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    pub fn new(first: Arc<SessionCtx>) -> Self {
+    pub(crate) fn new(first: Arc<SessionCtx>) -> Self {
         Lanes {
             first,
             extra: RwLock::new(Vec::new()),
@@ -35,12 +35,12 @@ impl Lanes {
     }
 
     /// The connection that registered: control messages (registration updates) go here.
-    pub fn first(&self) -> &Arc<SessionCtx> {
+    pub(crate) fn first(&self) -> &Arc<SessionCtx> {
         &self.first
     }
 
     /// The open connection carrying the fewest streams; the first one on a tie.
-    pub fn least_loaded(&self) -> Arc<SessionCtx> {
+    pub(crate) fn least_loaded(&self) -> Arc<SessionCtx> {
         let extra = self.extra.read();
         let mut best = &self.first;
         let mut load = best.control.num_streams();
@@ -53,7 +53,7 @@ impl Lanes {
         best.clone()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         1 + self.extra.read().len()
     }
 
@@ -95,10 +95,7 @@ pub(crate) async fn keep(
     heartbeat: Heartbeat,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        shared.cfg.reconnect_max_delay,
-    );
+    let mut backoff = Backoff::new(Duration::from_millis(100), shared.cfg.reconnect_max_delay);
     loop {
         // Dropping the attempt mid-handshake is clean; once joined, `serve` watches `stop`
         // itself so that it can close what it opened.

@@ -25,6 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 mod backoff;
 mod config;
 mod error;
@@ -317,10 +322,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
 
 /// Keep a session up until shutdown or a rejection that cannot heal.
 async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        shared.cfg.reconnect_max_delay,
-    );
+    let mut backoff = Backoff::new(Duration::from_millis(100), shared.cfg.reconnect_max_delay);
     // Whether a session ever got going: decides what a taken id means (see `id_taken_at_start`).
     let mut served = false;
     let result = loop {

@@ -47,7 +47,12 @@ pub(crate) struct SessionCtx {
 }
 
 impl SessionCtx {
-    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        control: Control,
+        aborts: AbortTable,
+        control_tx: ControlSender,
+    ) -> Self {
         SessionCtx {
             id,
             control,
@@ -57,12 +62,12 @@ impl SessionCtx {
     }
 
     /// Queue a message on the control stream.
-    pub async fn send(&self, msg: Message) -> Result<(), tunnel_mux::ControlClosed> {
+    pub(crate) async fn send(&self, msg: Message) -> Result<(), tunnel_mux::ControlClosed> {
         self.control_tx.send(msg).await
     }
 
     /// Tell the server the data path of stream `id` failed, so it resets its side.
-    pub fn send_abort(&self, id: u32) {
+    pub(crate) fn send_abort(&self, id: u32) {
         self.control_tx.abort(id);
     }
 }
