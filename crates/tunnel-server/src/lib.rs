@@ -32,6 +32,8 @@ mod auth_failures;
 mod config;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod lane;
 mod listener;

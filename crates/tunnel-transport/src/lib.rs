@@ -61,6 +61,8 @@ mod auth_key;
 mod error;
 mod fingerprint;
 mod framed;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h2;
 mod identity;
 mod local_tls;

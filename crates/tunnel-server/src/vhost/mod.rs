@@ -12,7 +12,7 @@
 mod auth;
 mod forwarded;
 mod limits;
-mod path;
+pub(crate) mod path;
 mod upstream;
 
 use std::net::SocketAddr;
