@@ -6,7 +6,7 @@
 //!   watch) and an [`Incoming`] (accept).
 //! * [`MuxStream`] is a tokio `AsyncRead + AsyncWrite`; `shutdown()` half-closes (FIN),
 //!   dropping without it resets (RST), and a peer reset reads as an error, not as EOF.
-//! * [`pipe`] forwards both ways with half-close, an idle timeout after the first EOF and an
+//! * [`pipe()`] forwards both ways with half-close, an idle timeout after the first EOF and an
 //!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
 //! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
 //!   ends of a tunnel ([`AbortTable`]).

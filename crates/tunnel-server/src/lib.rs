@@ -115,7 +115,7 @@ impl Shared {
 
     fn mux_config(&self) -> MuxConfig {
         // The per-client cap is enforced above the mux with a readable error (see
-        // `SessionRef::begin_stream`); the mux's own limit only backs it up.
+        // `SessionRef::begin_stream_for`); the mux's own limit only backs it up.
         MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client.clamp(
             tunnel_mux::DEFAULT_MAX_STREAMS,
             tunnel_mux::MAX_STREAMS_LIMIT,

@@ -236,7 +236,7 @@ pub(crate) async fn handle_connection(
         Ok::<_, HandshakeError>((est, hello))
     };
     let started = Instant::now();
-    // Boxed, like the other short-lived big futures of a session (`accept_control`,
+    // Boxed, like the other short-lived big futures of a session (`accept_first`,
     // `register::apply`): this task lives as long as the session, and an async fn's future is
     // sized for its largest await state, so inline they would cost every idle session their
     // size (about 1 KiB in all) for its whole life.
