@@ -4,12 +4,6 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-// For the binaries (and this package's tests and examples) only; the engine crates leave the
-// allocator to whoever embeds them. yamux allocates a buffer per frame, and glibc's malloc kept
-// returning and re-requesting those pages (about 7% of CPU in page faults, measured with perf).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Log to stderr through `tracing`. `RUST_LOG` wins over `default` (e.g. `"info"`,
 /// `"tunnel_server=debug"`).
 pub fn init_logging(default: &str) {

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tunnel_proto::{ProxyKind, ProxySpec, RegisterRequest, VisitorSpec};
@@ -71,23 +72,32 @@ pub struct ClientConfig {
     /// it, and the server caps them at its `max_connections_per_client`. Default 1.
     #[serde(default = "default_connections")]
     pub connections: usize,
-    /// Longest wait between reconnection attempts, in seconds. Default 30.
-    #[serde(default = "default_reconnect_max")]
-    pub reconnect_max_delay: u64,
+    /// Longest wait between reconnection attempts; whole seconds in the file. Default 30.
+    #[serde(
+        default = "default_reconnect_max",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub reconnect_max_delay: Duration,
     /// Serve this client's own stats (`/metrics`, `/api/stats`, `/healthz`) here. Default: off.
     #[serde(default)]
     pub stats_bind: Option<std::net::SocketAddr>,
     /// When set, `/metrics` and `/api/stats` need `Authorization: Bearer <stats_token>`.
     #[serde(default)]
     pub stats_token: Option<String>,
-    /// Seconds of silence from the server after which the connection is declared dead and
-    /// re-established. Default 30.
-    #[serde(default = "default_heartbeat_timeout")]
-    pub heartbeat_timeout: u64,
-    /// Seconds open connections may run on after SIGTERM / Ctrl-C before they are closed.
-    /// Default 10.
-    #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace: u64,
+    /// Silence from the server after which the connection is declared dead and
+    /// re-established; whole seconds in the file. Default 30.
+    #[serde(
+        default = "default_heartbeat_timeout",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub heartbeat_timeout: Duration,
+    /// How long open connections may run on after SIGTERM / Ctrl-C before they are closed;
+    /// whole seconds in the file. Default 10.
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub shutdown_grace: Duration,
 }
 
 fn transport_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TransportKind, D::Error> {
@@ -104,14 +114,26 @@ pub(crate) const MAX_CONNECTIONS: usize = 16;
 fn default_connections() -> usize {
     1
 }
-fn default_reconnect_max() -> u64 {
-    30
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_heartbeat_timeout() -> u64 {
-    30
+fn default_heartbeat_timeout() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_shutdown_grace() -> u64 {
-    10
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The file gives durations in whole seconds; in code they are a `Duration`, kept exactly
+/// (a builder's 1500 ms stays 1500 ms).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 /// One `[[proxies]]` entry.
@@ -401,20 +423,20 @@ impl ClientConfig {
     }
 
     /// Declare the server dead after `timeout` of silence.
-    pub fn with_heartbeat_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.heartbeat_timeout = timeout.as_secs().max(1);
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
         self
     }
 
     /// Set how long open connections may finish after a shutdown begins.
-    pub fn with_shutdown_grace(mut self, grace: std::time::Duration) -> Self {
-        self.shutdown_grace = grace.as_secs();
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
     /// Cap the wait between reconnection attempts.
-    pub fn with_reconnect_max_delay(mut self, max: std::time::Duration) -> Self {
-        self.reconnect_max_delay = max.as_secs().max(1);
+    pub fn with_reconnect_max_delay(mut self, max: Duration) -> Self {
+        self.reconnect_max_delay = max;
         self
     }
 
@@ -575,13 +597,13 @@ impl ClientConfig {
                 out.push(ConfigProblem::new("id", m));
             }
         }
-        if self.heartbeat_timeout == 0 {
+        if self.heartbeat_timeout.is_zero() {
             out.push(ConfigProblem::new(
                 "heartbeat_timeout",
                 "must be at least 1 (seconds)",
             ));
         }
-        if self.reconnect_max_delay == 0 {
+        if self.reconnect_max_delay.is_zero() {
             out.push(ConfigProblem::new(
                 "reconnect_max_delay",
                 "must be at least 1 (seconds)",
@@ -673,6 +695,39 @@ mod tests {
         let c = ClientConfig::from_toml(&format!("{BASE}stats_token = \"\"\n")).unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["stats_token"]);
+    }
+
+    #[test]
+    fn duration_builders_keep_milliseconds_and_the_file_reads_seconds() {
+        let c = ClientConfig::from_toml(BASE)
+            .unwrap()
+            .with_heartbeat_timeout(Duration::from_millis(1500))
+            .with_shutdown_grace(Duration::from_millis(250))
+            .with_reconnect_max_delay(Duration::from_millis(2500));
+        assert_eq!(c.heartbeat_timeout, Duration::from_millis(1500));
+        assert_eq!(c.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(c.reconnect_max_delay, Duration::from_millis(2500));
+        // Sub-second but not zero is a valid setting in code.
+        let c = c.with_heartbeat_timeout(Duration::from_millis(500));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+
+        let toml =
+            format!("{BASE}heartbeat_timeout = 4\nshutdown_grace = 0\nreconnect_max_delay = 9\n");
+        let c = ClientConfig::from_toml(&toml).unwrap();
+        let got = (c.heartbeat_timeout, c.shutdown_grace, c.reconnect_max_delay);
+        assert_eq!(
+            got,
+            (
+                Duration::from_secs(4),
+                Duration::ZERO,
+                Duration::from_secs(9)
+            )
+        );
+        let c = ClientConfig::from_toml(BASE).unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        let c = ClientConfig::from_toml(&format!("{BASE}heartbeat_timeout = 0\n")).unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["heartbeat_timeout"]);
     }
 
     #[test]

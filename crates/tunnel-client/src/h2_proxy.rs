@@ -20,7 +20,10 @@ pub(crate) struct H2Local {
 }
 
 impl H2Local {
-    pub fn new(addr: String, tls: Option<std::sync::Arc<tunnel_transport::LocalTls>>) -> Self {
+    pub(crate) fn new(
+        addr: String,
+        tls: Option<std::sync::Arc<tunnel_transport::LocalTls>>,
+    ) -> Self {
         H2Local {
             addr,
             tls,
@@ -29,7 +32,7 @@ impl H2Local {
     }
 
     /// Send one request; trailers and streaming bodies pass through as HTTP/2 frames.
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Body>, String> {
+    pub(crate) async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Body>, String> {
         let mut sender = self.sender().await?;
         // HTTP/2 names the authority in :authority (from the URI), not in Host.
         let authority = req

@@ -16,9 +16,9 @@ use crate::config::ProxyConfig;
 use crate::error::ConfigProblem;
 
 /// Default for `max_local_conns`.
-pub const DEFAULT_MAX_LOCAL_CONNS: usize = 16;
+pub(crate) const DEFAULT_MAX_LOCAL_CONNS: usize = 16;
 /// Default for `max_header_size`, in bytes.
-pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+pub(crate) const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
 /// hyper cannot parse with a smaller buffer.
 const MIN_HEADER_SIZE: usize = 8 * 1024;
 

@@ -33,7 +33,7 @@ impl Entry {
     /// which is the proxy's own `publish_port` for its public port, none for a visitor, and
     /// the virtual host's address otherwise. Anything unclear counts as `Direct`, where the
     /// user's claims are overwritten: the safe side.
-    pub fn of(publish_port: Option<u16>, dest: Option<SocketAddr>) -> Entry {
+    pub(crate) fn of(publish_port: Option<u16>, dest: Option<SocketAddr>) -> Entry {
         match dest {
             Some(d) if Some(d.port()) != publish_port => Entry::Vhost,
             _ => Entry::Direct,

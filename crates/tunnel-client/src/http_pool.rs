@@ -43,7 +43,7 @@ pub(crate) struct LocalPool {
 }
 
 impl LocalPool {
-    pub fn new(
+    pub(crate) fn new(
         addr: String,
         slots: Arc<Semaphore>,
         idle_timeout: Duration,
@@ -61,7 +61,7 @@ impl LocalPool {
 
     /// An idle connection, else a new one if a slot is free, else wait for either.
     /// Callers bound the wait (the proxy's response timeout).
-    pub async fn checkout(self: &Arc<Self>) -> io::Result<Pooled> {
+    pub(crate) async fn checkout(self: &Arc<Self>) -> io::Result<Pooled> {
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -81,7 +81,7 @@ impl LocalPool {
 
     /// Hand `conn` back once it can carry another request (its response fully read); a
     /// connection that closes meanwhile is dropped with its slot.
-    pub fn checkin(self: &Arc<Self>, mut conn: Pooled) {
+    pub(crate) fn checkin(self: &Arc<Self>, mut conn: Pooled) {
         let pool = self.clone();
         tokio::spawn(async move {
             if conn.sender.ready().await.is_ok() {

@@ -50,10 +50,7 @@ pub(crate) async fn keep(
     heartbeat: Heartbeat,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_secs(shared.cfg.reconnect_max_delay),
-    );
+    let mut backoff = Backoff::new(Duration::from_millis(100), shared.cfg.reconnect_max_delay);
     loop {
         // Dropping the attempt mid-handshake is clean; once joined, `serve` watches `stop`
         // itself so that it can close what it opened.

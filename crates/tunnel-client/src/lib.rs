@@ -25,6 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 mod backoff;
 mod config;
 mod error;
@@ -257,6 +262,11 @@ impl ClientHandle {
 
     /// Wait for the client to stop; an error says why it stopped by itself. Cancel-safe:
     /// it may be raced against a signal and called again.
+    ///
+    /// Unlike the server's `ServerHandle::join`, this does not stop the
+    /// client: a client does stop by itself (a rejection that cannot heal), and waiting for
+    /// that is what `join` without [`ClientHandle::shutdown`] is for. To stop it, call
+    /// `shutdown` first; `join` then returns within `shutdown_grace` and the session close.
     pub async fn join(&mut self) -> Result<(), ClientError> {
         (&mut self.task)
             .await
@@ -329,10 +339,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
 
 /// Keep a session up until shutdown or a rejection that cannot heal.
 async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_secs(shared.cfg.reconnect_max_delay),
-    );
+    let mut backoff = Backoff::new(Duration::from_millis(100), shared.cfg.reconnect_max_delay);
     // Whether a session ever got going: decides what a taken id means (see `id_taken_at_start`).
     let mut served = false;
     let result = loop {

@@ -71,7 +71,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
         // Ping at the server's pace, but at least three times per our own timeout: the
         // server's pongs are what proves a quiet session alive to us, so a timeout shorter
         // than the server's interval must not kill a healthy idle session.
-        let timeout = Duration::from_secs(shared.cfg.heartbeat_timeout);
+        let timeout = shared.cfg.heartbeat_timeout;
         let heartbeat = Heartbeat {
             interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
             timeout,
@@ -200,7 +200,7 @@ async fn open_control(
 /// Graceful stop: no new connections (visitor listeners are closed, streams the server opens
 /// are refused), while open ones finish within `shutdown_grace`.
 async fn drain(shared: &Shared, incoming: &mut Incoming) {
-    let grace = Duration::from_secs(shared.cfg.shutdown_grace);
+    let grace = shared.cfg.shutdown_grace;
     shared.streams.close();
     let refuse_new = async {
         while let Some(mut s) = incoming.accept().await {

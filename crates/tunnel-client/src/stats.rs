@@ -29,7 +29,7 @@ pub(crate) struct Counters {
 pub(crate) struct CounterMap(Mutex<HashMap<String, Arc<Counters>>>);
 
 impl CounterMap {
-    pub fn get(&self, name: &str) -> Arc<Counters> {
+    pub(crate) fn get(&self, name: &str) -> Arc<Counters> {
         self.0.lock().entry(name.to_string()).or_default().clone()
     }
 

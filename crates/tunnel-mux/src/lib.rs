@@ -6,7 +6,7 @@
 //!   watch) and an [`Incoming`] (accept).
 //! * [`MuxStream`] is a tokio `AsyncRead + AsyncWrite`; `shutdown()` half-closes (FIN),
 //!   dropping without it resets (RST), and a peer reset reads as an error, not as EOF.
-//! * [`pipe`] forwards both ways with half-close, an idle timeout after the first EOF and an
+//! * [`pipe()`] forwards both ways with half-close, an idle timeout after the first EOF and an
 //!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
 //! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
 //!   ends of a tunnel ([`AbortTable`]).
@@ -52,6 +52,11 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod control;

@@ -50,6 +50,11 @@
 //! # Ok::<(), tunnel_proto::ProtoError>(())
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod auth;
 mod error;
 pub mod frame;

@@ -24,18 +24,18 @@ pub const HELLO_MAGIC: [u8; 4] = *b"TTUN";
 
 /// Kind bytes; grouped by phase (0x0_ handshake, 0x1_ registration, 0x2_ control, 0x3_ streams).
 mod kind {
-    pub const HELLO: u8 = 0x01;
-    pub const CHALLENGE: u8 = 0x02;
-    pub const AUTH_RESPONSE: u8 = 0x03;
-    pub const WELCOME: u8 = 0x04;
-    pub const REJECTED: u8 = 0x05;
-    pub const REGISTER: u8 = 0x10;
-    pub const REGISTER_REPLY: u8 = 0x11;
-    pub const PING: u8 = 0x20;
-    pub const PONG: u8 = 0x21;
-    pub const ABORT: u8 = 0x22;
-    pub const STREAM_OPEN: u8 = 0x30;
-    pub const STREAM_STATUS: u8 = 0x31;
+    pub(super) const HELLO: u8 = 0x01;
+    pub(super) const CHALLENGE: u8 = 0x02;
+    pub(super) const AUTH_RESPONSE: u8 = 0x03;
+    pub(super) const WELCOME: u8 = 0x04;
+    pub(super) const REJECTED: u8 = 0x05;
+    pub(super) const REGISTER: u8 = 0x10;
+    pub(super) const REGISTER_REPLY: u8 = 0x11;
+    pub(super) const PING: u8 = 0x20;
+    pub(super) const PONG: u8 = 0x21;
+    pub(super) const ABORT: u8 = 0x22;
+    pub(super) const STREAM_OPEN: u8 = 0x30;
+    pub(super) const STREAM_STATUS: u8 = 0x31;
 }
 
 /// One protocol message; a frame carries exactly one.

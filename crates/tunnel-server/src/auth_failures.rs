@@ -110,7 +110,7 @@ pub(crate) struct Attempt<'a> {
 
 impl AuthFailures {
     /// At most `per_second` failures per second from all sources together; 0 = no cap.
-    pub fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32) -> Self {
         AuthFailures {
             by_source: Mutex::default(),
             rate: (per_second > 0).then(|| {
@@ -125,7 +125,7 @@ impl AuthFailures {
     }
 
     /// Whether `ip` has failed too often lately to be worth a TLS handshake.
-    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
         self.by_source
             .lock()
             .get(&source_of(ip))
@@ -135,7 +135,7 @@ impl AuthFailures {
     /// Reserve the check of one proof from `ip`, right before checking it. Refused when the
     /// source's failures plus its checks in flight reach [`MAX_FAILURES`], or when the
     /// server-wide failure budget is spent.
-    pub fn try_attempt(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
+    pub(crate) fn try_attempt(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
         let source = source_of(ip);
         let mut map = self.by_source.lock();
         if let Some(w) = map.get_mut(&source) {
@@ -174,7 +174,7 @@ impl AuthFailures {
 
     /// Record one failure from `ip` without a reservation.
     #[cfg(test)]
-    pub fn record(&self, ip: IpAddr, now: Instant) -> Verdict {
+    pub(crate) fn record(&self, ip: IpAddr, now: Instant) -> Verdict {
         match self.try_attempt(ip, now) {
             Ok(a) => a.failed(now),
             Err(_) => Verdict::Quiet,
@@ -236,14 +236,14 @@ fn evict_one(map: &mut HashMap<IpAddr, Window>, now: Instant) {
 
 impl Attempt<'_> {
     /// The proof was wrong: count it against the source.
-    pub fn failed(self, now: Instant) -> Verdict {
+    pub(crate) fn failed(self, now: Instant) -> Verdict {
         let v = self.table.release(self.source, true, now);
         std::mem::forget(self);
         v.unwrap_or(Verdict::Quiet)
     }
 
     /// The proof was right.
-    pub fn succeeded(self) {
+    pub(crate) fn succeeded(self) {
         drop(self);
     }
 }

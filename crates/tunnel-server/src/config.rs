@@ -95,15 +95,26 @@ pub struct ServerConfig {
     /// Largest protocol frame accepted, in bytes (handshake frames are capped lower). Default 65536.
     #[serde(default = "default_max_frame")]
     pub max_frame_size: usize,
-    /// Seconds between heartbeats on each session. Default 10.
-    #[serde(default = "default_heartbeat_interval")]
-    pub heartbeat_interval: u64,
-    /// Seconds of silence after which a client is declared dead and its ports freed. Default 30.
-    #[serde(default = "default_heartbeat_timeout")]
-    pub heartbeat_timeout: u64,
-    /// Seconds open streams may run on after SIGTERM / Ctrl-C before they are closed. Default 10.
-    #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace: u64,
+    /// Time between heartbeats on each session; whole seconds in the file. Default 10.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a client is declared dead and its ports freed; whole seconds in the
+    /// file. Default 30.
+    #[serde(
+        default = "default_heartbeat_timeout",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub heartbeat_timeout: Duration,
+    /// How long open streams may run on after SIGTERM / Ctrl-C before they are closed; whole
+    /// seconds in the file. Default 10.
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub shutdown_grace: Duration,
     /// Most host names (`domains` plus `subdomain`) one proxy may claim on the virtual host.
     /// Default 64.
     #[serde(default = "default_max_domains")]
@@ -221,14 +232,26 @@ fn default_max_connections() -> usize {
 fn default_max_frame() -> usize {
     tunnel_proto::DEFAULT_MAX_FRAME
 }
-fn default_heartbeat_interval() -> u64 {
-    10
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_heartbeat_timeout() -> u64 {
-    30
+fn default_heartbeat_timeout() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_shutdown_grace() -> u64 {
-    10
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The file gives durations in whole seconds; in code they are a `Duration`, kept exactly
+/// (a builder's 1500 ms stays 1500 ms).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 fn default_max_domains() -> usize {
     64
@@ -438,14 +461,14 @@ impl ServerConfig {
 
     /// Set the heartbeat: ping every `interval`, give a client up after `timeout` of silence.
     pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.heartbeat_interval = interval.as_secs().max(1);
-        self.heartbeat_timeout = timeout.as_secs().max(1);
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
         self
     }
 
     /// Set how long open streams may finish after a shutdown begins.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace.as_secs();
+        self.shutdown_grace = grace;
         self
     }
 
@@ -491,8 +514,8 @@ impl ServerConfig {
 
     pub(crate) fn heartbeat(&self) -> tunnel_mux::Heartbeat {
         tunnel_mux::Heartbeat {
-            interval: Duration::from_secs(self.heartbeat_interval),
-            timeout: Duration::from_secs(self.heartbeat_timeout),
+            interval: self.heartbeat_interval,
+            timeout: self.heartbeat_timeout,
         }
     }
 
@@ -580,7 +603,7 @@ impl ServerConfig {
                 "must be at least 1 (seconds)",
             ));
         }
-        if self.heartbeat_interval == 0 || self.heartbeat_timeout <= self.heartbeat_interval {
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout <= self.heartbeat_interval {
             out.push(ConfigProblem::new(
                 "heartbeat_timeout",
                 "must be longer than heartbeat_interval (both in seconds, at least 1)",
@@ -732,6 +755,39 @@ impl ServerConfig {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn duration_builders_keep_milliseconds_and_the_file_reads_seconds() {
+        let c = ServerConfig::default()
+            .with_auth_key("k")
+            .with_heartbeat(Duration::from_millis(1500), Duration::from_millis(4500))
+            .with_shutdown_grace(Duration::from_millis(250));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(1500));
+        assert_eq!(c.heartbeat().timeout, Duration::from_millis(4500));
+        assert_eq!(c.shutdown_grace, Duration::from_millis(250));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        // 1.5 s against 1.2 s: a truncation to whole seconds would have called these equal.
+        let c = c.with_heartbeat(Duration::from_millis(1500), Duration::from_millis(1200));
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["heartbeat_timeout"]);
+
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nheartbeat_interval = 2\nheartbeat_timeout = 7\nshutdown_grace = 0",
+        )
+        .unwrap();
+        let got = (c.heartbeat_interval, c.heartbeat_timeout, c.shutdown_grace);
+        assert_eq!(
+            got,
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(7),
+                Duration::ZERO
+            )
+        );
+        let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert!(ServerConfig::from_toml("auth_key = \"k\"\nshutdown_grace = 1.5").is_err());
+    }
 
     #[test]
     fn ws_bind_and_ws_path_are_checked() {

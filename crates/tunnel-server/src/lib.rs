@@ -23,10 +23,17 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 mod auth_failures;
 mod config;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod lane;
 mod listener;
@@ -105,7 +112,7 @@ impl Shared {
 
     fn mux_config(&self) -> MuxConfig {
         // The per-client cap is enforced above the mux with a readable error (see
-        // `SessionRef::begin_stream`); the mux's own limit only backs it up.
+        // `SessionRef::begin_stream_for`); the mux's own limit only backs it up.
         MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client.clamp(
             tunnel_mux::DEFAULT_MAX_STREAMS,
             tunnel_mux::MAX_STREAMS_LIMIT,
@@ -186,10 +193,28 @@ impl ServerHandle {
         self.shared.hard_stop.cancel();
     }
 
-    /// After [`ServerHandle::shutdown`]: wait for open streams to finish, at most
-    /// `shutdown_grace`, then close everything and wait for every task to end.
+    /// Stop gracefully and wait until the server has stopped: begin the shutdown (as
+    /// [`ServerHandle::shutdown`] does, if it was not called already), wait for open streams
+    /// to finish, at most `shutdown_grace`, then close everything and wait for every task to
+    /// end. The server never stops by itself, so a `join` that did not shut down would wait
+    /// forever.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tunnel_server::ServerError> {
+    /// let config = tunnel_server::ServerConfig::default()
+    ///     .with_bind("127.0.0.1:0".parse().unwrap())
+    ///     .with_stats_bind(None)
+    ///     .with_auth_key("a long random key");
+    /// let server = tunnel_server::start(config).await?;
+    /// // No `shutdown()` first: `join` stops the server itself.
+    /// let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server.join()).await;
+    /// assert!(stopped.is_ok(), "join returned");
+    /// # Ok(()) }
+    /// ```
     pub async fn join(self) {
-        let grace = Duration::from_secs(self.shared.cfg.shutdown_grace);
+        self.shared.shutdown.cancel();
+        let grace = self.shared.cfg.shutdown_grace;
         self.shared.streams.close();
         if tokio::time::timeout(grace, self.shared.streams.wait())
             .await

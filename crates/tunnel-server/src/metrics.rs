@@ -59,7 +59,7 @@ impl Default for ServerMetrics {
 
 impl ServerMetrics {
     /// Record one successful handshake (TLS + authentication) that took `d`.
-    pub fn observe_handshake(&self, d: Duration) {
+    pub(crate) fn observe_handshake(&self, d: Duration) {
         let secs = d.as_secs_f64();
         for (bound, bucket) in HANDSHAKE_BUCKETS.iter().zip(&self.handshake_buckets) {
             if secs <= *bound {
@@ -71,7 +71,7 @@ impl ServerMetrics {
         self.handshake_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 }

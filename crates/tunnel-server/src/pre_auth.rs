@@ -69,7 +69,7 @@ pub(crate) struct PreAuth {
 }
 
 impl PreAuth {
-    pub fn new(cfg: &ServerConfig) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig) -> Self {
         PreAuth {
             slots: Arc::new(Semaphore::new(cfg.max_pending_handshakes)),
             full: cfg.max_pending_handshakes,
@@ -81,14 +81,14 @@ impl PreAuth {
     }
 
     /// Connections in the pre-authentication phase now.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.full - self.slots.available_permits()
     }
 
     /// Admit a new connection. `source` is its address where it is the client's own (`None`
     /// behind the proxy on `ws_bind`: no per-source share there). Refusals are counted in
     /// `counts`.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         source: Option<IpAddr>,
         counts: &PreAuthRefusals,
@@ -106,7 +106,7 @@ impl PreAuth {
     }
 
     /// Whether to warn about a refusal now; `Some`: with the refusals left out before it.
-    pub fn should_warn(&self) -> Option<Repeats> {
+    pub(crate) fn should_warn(&self) -> Option<Repeats> {
         self.warn.check()
     }
 

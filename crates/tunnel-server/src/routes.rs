@@ -76,7 +76,7 @@ impl<K, O, V> Default for Routes<K, O, V> {
 impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     /// Make `pairs` the routes of `key` (owned by `owner`), replacing what it held: all of
     /// them, or none when one conflicts with what others hold.
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         key: &K,
         owner: &O,
@@ -172,7 +172,7 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
     }
 
     /// Drop every route of `key`.
-    pub fn release(&mut self, key: &K) {
+    pub(crate) fn release(&mut self, key: &K) {
         let Some(pairs) = self.held.remove(key) else {
             return;
         };
@@ -205,13 +205,13 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
 
     /// The value serving `host` (a raw Host header value) at `path`, if any.
     #[cfg(test)]
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&V> {
+    pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<&V> {
         self.lookup_query(&HostQuery::new(host)?, path)
     }
 
     /// The value serving the host of `query` at `path`, if any. The cost is bounded by the
     /// table (the deepest wildcard, the longest location), not by the request.
-    pub fn lookup_query(&self, query: &HostQuery, path: &str) -> Option<&V> {
+    pub(crate) fn lookup_query(&self, query: &HostQuery, path: &str) -> Option<&V> {
         if let Some(v) = self.hosts.get(&query.rev).and_then(|h| h.serving(path)) {
             return Some(v);
         }
@@ -227,13 +227,13 @@ impl<K: Eq + Hash + Clone, O: Eq + Clone, V: Clone> Routes<K, O, V> {
 
     /// The keys holding at least one route.
     #[cfg(test)]
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
         self.held.keys()
     }
 
     /// Number of host patterns with at least one route.
     #[cfg(test)]
-    pub fn host_count(&self) -> usize {
+    pub(crate) fn host_count(&self) -> usize {
         self.hosts.len()
     }
 }
@@ -249,7 +249,7 @@ pub(crate) struct HostQuery {
 
 impl HostQuery {
     /// `None` for something that is no host at all.
-    pub fn new(raw: &str) -> Option<Self> {
+    pub(crate) fn new(raw: &str) -> Option<Self> {
         let rev = reverse(&normalize_host(raw)?);
         let mut wildcards = Vec::new();
         if !rev.starts_with('[') {

@@ -48,14 +48,14 @@ pub(crate) struct SessionRef {
 
 impl SessionRef {
     /// Streams of this session open now, on all its connections.
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.budget.open()
     }
 
     /// Count one more stream of this session on `lane` (where the client opened it). The
     /// application-level cap keeps yamux's own limit (which would end the whole connection)
     /// out of reach, and gives the offender a readable error instead.
-    pub fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
+    pub(crate) fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
         self.budget.take(None, || 0).map_err(|r| r.to_string())?;
         Ok(self.slot(lane.slot(), None))
     }
@@ -63,7 +63,7 @@ impl SessionRef {
     /// Count one more stream serving `proxy` (one of this session's), on the least loaded
     /// connection, unless the session is at `max_streams_per_client` or the proxy past its
     /// fair share (see [`crate::stream_budget`]); `proxies` counts the session's proxies.
-    pub fn begin_stream_for(
+    pub(crate) fn begin_stream_for(
         self: &Arc<Self>,
         proxy: &ProxyKey,
         proxies: impl FnOnce() -> usize,
@@ -83,7 +83,7 @@ impl SessionRef {
     /// Count one more stream of this client still reading its header, unless the client
     /// already has `per_client` or all clients together hold every `global` permit: a
     /// hostile client must not make the server hold a partial header on each of its streams.
-    pub fn begin_header(
+    pub(crate) fn begin_header(
         self: &Arc<Self>,
         global: &Arc<Semaphore>,
         per_client: usize,
@@ -124,7 +124,7 @@ pub(crate) struct StreamSlot {
 }
 
 impl StreamSlot {
-    pub fn lane(&self) -> &Arc<Lane> {
+    pub(crate) fn lane(&self) -> &Arc<Lane> {
         self.lane.lane()
     }
 }
@@ -231,7 +231,7 @@ pub(crate) async fn handle_connection(
         Ok::<_, HandshakeError>((est, hello))
     };
     let started = Instant::now();
-    // Boxed, like the other short-lived big futures of a session (`accept_control`,
+    // Boxed, like the other short-lived big futures of a session (`accept_first`,
     // `register::apply`): this task lives as long as the session, and an async fn's future is
     // sized for its largest await state, so inline they would cost every idle session their
     // size (about 1 KiB in all) for its whole life.

@@ -54,7 +54,7 @@ pub(crate) struct SourcePermit {
 
 impl SourceLimit {
     /// At most `per_source` connections per source and `total` in all; 0 means no limit.
-    pub fn new(per_source: usize, total: usize) -> Self {
+    pub(crate) fn new(per_source: usize, total: usize) -> Self {
         SourceLimit {
             per_source: if per_source == 0 {
                 usize::MAX
@@ -67,7 +67,7 @@ impl SourceLimit {
     }
 
     /// Admit one more connection from `ip`, or say why not.
-    pub fn try_acquire(&self, ip: IpAddr) -> Result<SourcePermit, Refusal> {
+    pub(crate) fn try_acquire(&self, ip: IpAddr) -> Result<SourcePermit, Refusal> {
         let source = source_of(ip);
         let mut c = self.counts.lock();
         if c.total >= self.total {
@@ -88,7 +88,7 @@ impl SourceLimit {
     }
 
     /// Connections `ip`'s source holds now.
-    pub fn held_by(&self, ip: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, ip: IpAddr) -> usize {
         let source = source_of(ip);
         self.counts
             .lock()
@@ -99,12 +99,12 @@ impl SourceLimit {
     }
 
     /// Connections held now, from all sources.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.counts.lock().total
     }
 
     /// The per-source budget (`usize::MAX` when unlimited).
-    pub fn per_source(&self) -> usize {
+    pub(crate) fn per_source(&self) -> usize {
         self.per_source
     }
 }

@@ -66,7 +66,7 @@ pub(crate) struct StreamBudget {
 }
 
 impl StreamBudget {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         StreamBudget {
             max,
             counts: Mutex::default(),
@@ -74,13 +74,13 @@ impl StreamBudget {
         }
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.counts.lock().open
     }
 
     /// Count one more stream, for `proxy` when it serves one. `proxies` tells how many
     /// proxies the client has; it is asked only when the budget is more than half used.
-    pub fn take(
+    pub(crate) fn take(
         &self,
         proxy: Option<&ProxyKey>,
         proxies: impl FnOnce() -> usize,
@@ -125,7 +125,7 @@ impl StreamBudget {
     }
 
     /// Give back a stream taken with [`StreamBudget::take`].
-    pub fn give_back(&self, proxy: Option<&ProxyKey>) {
+    pub(crate) fn give_back(&self, proxy: Option<&ProxyKey>) {
         let mut c = self.counts.lock();
         c.open = c.open.saturating_sub(1);
         if let Some(key) = proxy {
@@ -139,7 +139,7 @@ impl StreamBudget {
     }
 
     /// Count one more stream waiting for its header, unless `max` already are.
-    pub fn begin_header(&self, max: usize) -> Result<(), usize> {
+    pub(crate) fn begin_header(&self, max: usize) -> Result<(), usize> {
         let n = self.headers.fetch_add(1, Ordering::AcqRel);
         if n >= max {
             self.headers.fetch_sub(1, Ordering::AcqRel);
@@ -148,7 +148,7 @@ impl StreamBudget {
         Ok(())
     }
 
-    pub fn end_header(&self) {
+    pub(crate) fn end_header(&self) {
         self.headers.fetch_sub(1, Ordering::AcqRel);
     }
 }

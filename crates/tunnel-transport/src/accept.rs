@@ -13,9 +13,9 @@ use tracing::warn;
 use crate::warn_limit::WarnLimit;
 
 /// First pause after a failed accept; doubled on each failure in a row, up to [`MAX_BACKOFF`].
-pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while they keep failing.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one accept-failure WARN per listener this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -28,6 +28,7 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
+    /// Accept on `listener`, backing off while accepts fail.
     pub fn new(listener: TcpListener) -> Self {
         Acceptor {
             listener,
@@ -36,6 +37,7 @@ impl Acceptor {
         }
     }
 
+    /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

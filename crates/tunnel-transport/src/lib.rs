@@ -51,11 +51,18 @@
 //! # }
 //! ```
 
+// Every public item is documented, and `pub` means reachable from outside the crate. Set
+// here rather than in `[workspace.lints]`: Cargo applies those to every target of every
+// package, the end-to-end tests and their shared fixtures too.
+#![warn(missing_docs, unreachable_pub)]
+
 mod accept;
 mod auth_key;
 mod error;
 mod fingerprint;
 mod framed;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h2;
 mod identity;
 mod local_tls;

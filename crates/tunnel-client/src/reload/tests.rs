@@ -59,13 +59,19 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
         ("insecure_skip_verify", |c| c.insecure_skip_verify = true),
         ("id", |c| c.id = Some("other".into())),
         ("connections", |c| c.connections = 4),
-        ("reconnect_max_delay", |c| c.reconnect_max_delay = 5),
+        ("reconnect_max_delay", |c| {
+            c.reconnect_max_delay = std::time::Duration::from_secs(5)
+        }),
         ("stats_bind", |c| {
             c.stats_bind = Some("127.0.0.1:9".parse().unwrap())
         }),
         ("stats_token", |c| c.stats_token = Some("t".into())),
-        ("heartbeat_timeout", |c| c.heartbeat_timeout = 5),
-        ("shutdown_grace", |c| c.shutdown_grace = 1),
+        ("heartbeat_timeout", |c| {
+            c.heartbeat_timeout = std::time::Duration::from_secs(5)
+        }),
+        ("shutdown_grace", |c| {
+            c.shutdown_grace = std::time::Duration::from_secs(1)
+        }),
     ]
 }
 

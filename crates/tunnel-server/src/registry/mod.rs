@@ -67,7 +67,7 @@ pub(crate) struct ProxyEntry {
 }
 
 impl ProxyEntry {
-    pub fn new(key: ProxyKey, spec: ProxySpec) -> Self {
+    pub(crate) fn new(key: ProxyKey, spec: ProxySpec) -> Self {
         ProxyEntry {
             key,
             spec: RwLock::new(spec),
@@ -110,7 +110,7 @@ impl Default for Registry {
 
 impl Registry {
     /// Whether a session of `client_id` and `instance` would be installed now.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         client_id: &str,
         instance: [u8; 16],
@@ -121,7 +121,7 @@ impl Registry {
 
     /// Install `session`, replacing (and taking the proxies of) a stale session of the same
     /// instance.
-    pub fn install_session(
+    pub(crate) fn install_session(
         &self,
         session: Session,
         max_clients: usize,
@@ -130,12 +130,12 @@ impl Registry {
     }
 
     /// Remove `session` and everything it holds. Returns the keys released.
-    pub fn release_session(&self, session: u64) -> Vec<ProxyKey> {
+    pub(crate) fn release_session(&self, session: u64) -> Vec<ProxyKey> {
         stopped(self.backend.release_session(session))
     }
 
     /// Record `entry` for `session` with its virtual-host `routes` (all or nothing).
-    pub fn claim(
+    pub(crate) fn claim(
         &self,
         session: u64,
         entry: Entry,
@@ -147,7 +147,7 @@ impl Registry {
     }
 
     /// Replace the routes of `key`, held by `session`; on a conflict its old routes stay.
-    pub fn set_routes(
+    pub(crate) fn set_routes(
         &self,
         session: u64,
         key: &ProxyKey,
@@ -158,42 +158,42 @@ impl Registry {
     }
 
     /// Remove what `session` holds outside `keep`, and stop their listeners.
-    pub fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<ProxyKey> {
+    pub(crate) fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<ProxyKey> {
         stopped(self.backend.release_except(session, keep))
     }
 
     /// How many proxies `session` holds (O(1): the fair share asks on every refusal).
-    pub fn proxies_of(&self, session: u64) -> usize {
+    pub(crate) fn proxies_of(&self, session: u64) -> usize {
         self.backend.proxies_of(session)
     }
 
     /// The installed session of `client_id`.
-    pub fn session(&self, client_id: &str) -> Option<Session> {
+    pub(crate) fn session(&self, client_id: &str) -> Option<Session> {
         self.backend.session(client_id)
     }
 
     /// The proxy under `key` and the session serving it.
-    pub fn get(&self, key: &ProxyKey) -> Option<(Entry, Session)> {
+    pub(crate) fn get(&self, key: &ProxyKey) -> Option<(Entry, Session)> {
         self.backend.get(key)
     }
 
     /// The session serving `key` right now.
-    pub fn owner(&self, key: &ProxyKey) -> Option<Session> {
+    pub(crate) fn owner(&self, key: &ProxyKey) -> Option<Session> {
         self.backend.owner(key)
     }
 
     /// The proxy serving `host` (a raw Host value) at `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<Arc<Route<Entry>>> {
+    pub(crate) fn route(&self, host: &str, path: &str) -> Option<Arc<Route<Entry>>> {
         self.backend.route(host, path)
     }
 
     /// Installed sessions and registered proxies.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         self.backend.counts()
     }
 
     /// Every session with its proxies (for the stats endpoint).
-    pub fn sessions(&self) -> Vec<(Session, Vec<Entry>)> {
+    pub(crate) fn sessions(&self) -> Vec<(Session, Vec<Entry>)> {
         self.backend.sessions()
     }
 }

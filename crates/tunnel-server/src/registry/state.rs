@@ -47,7 +47,7 @@ impl<S, P> Default for State<S, P> {
 
 impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     /// See [`super::RegistryBackend::admit`].
-    pub fn admit(
+    pub(super) fn admit(
         &self,
         client_id: &str,
         instance: [u8; 16],
@@ -64,7 +64,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// See [`super::RegistryBackend::install_session`].
-    pub fn install_session(
+    pub(super) fn install_session(
         &mut self,
         session: S,
         max_clients: usize,
@@ -98,7 +98,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
 
     /// Move every proxy of session `from` to session `to` (installed both; routes follow, as
     /// they belong to the client id). O(proxies of `from`). Returns how many moved.
-    pub fn hand_over(&mut self, from: u64, to: u64) -> usize {
+    pub(super) fn hand_over(&mut self, from: u64, to: u64) -> usize {
         if from == to || !self.sessions.contains_key(&to) {
             return 0;
         }
@@ -122,7 +122,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// See [`super::RegistryBackend::release_session`]. O(its proxies).
-    pub fn release_session(&mut self, session: u64) -> Vec<(ProxyKey, P)> {
+    pub(super) fn release_session(&mut self, session: u64) -> Vec<(ProxyKey, P)> {
         let Some(slot) = self.sessions.remove(&session) else {
             return Vec::new();
         };
@@ -138,7 +138,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
 
     /// See [`super::RegistryBackend::claim`]. The routes' cost is the claim's, capped by the
     /// caller (`max_routes_per_client`).
-    pub fn claim(
+    pub(super) fn claim(
         &mut self,
         session: u64,
         key: ProxyKey,
@@ -166,7 +166,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// See [`super::RegistryBackend::set_routes`].
-    pub fn set_routes(
+    pub(super) fn set_routes(
         &mut self,
         session: u64,
         key: &ProxyKey,
@@ -187,7 +187,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// Remove `key` if `session` holds it.
-    pub fn release(&mut self, session: u64, key: &ProxyKey) -> Option<P> {
+    pub(super) fn release(&mut self, session: u64, key: &ProxyKey) -> Option<P> {
         if self.proxies.get(key)?.session != session {
             return None;
         }
@@ -198,7 +198,11 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// See [`super::RegistryBackend::release_except`]. O(proxies of `session`).
-    pub fn release_except(&mut self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<(ProxyKey, P)> {
+    pub(super) fn release_except(
+        &mut self,
+        session: u64,
+        keep: &HashSet<ProxyKey>,
+    ) -> Vec<(ProxyKey, P)> {
         let Some(slot) = self.sessions.get(&session) else {
             return Vec::new();
         };
@@ -221,41 +225,41 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     }
 
     /// How many proxies `session` holds. O(1).
-    pub fn proxies_of(&self, session: u64) -> usize {
+    pub(super) fn proxies_of(&self, session: u64) -> usize {
         self.sessions.get(&session).map_or(0, |s| s.proxies.len())
     }
 
     /// The installed session of `client_id`.
-    pub fn session(&self, client_id: &str) -> Option<S> {
+    pub(super) fn session(&self, client_id: &str) -> Option<S> {
         let id = self.clients.get(client_id)?;
         self.sessions.get(id).map(|s| s.session.clone())
     }
 
     /// The proxy under `key` and its owner.
-    pub fn get(&self, key: &ProxyKey) -> Option<(P, S)> {
+    pub(super) fn get(&self, key: &ProxyKey) -> Option<(P, S)> {
         let p = self.proxies.get(key)?;
         let owner = self.sessions.get(&p.session)?;
         Some((p.entry.clone(), owner.session.clone()))
     }
 
     /// The session serving `key`.
-    pub fn owner(&self, key: &ProxyKey) -> Option<S> {
+    pub(super) fn owner(&self, key: &ProxyKey) -> Option<S> {
         let p = self.proxies.get(key)?;
         self.sessions.get(&p.session).map(|s| s.session.clone())
     }
 
     /// The route serving the host of `query` at `path`.
-    pub fn route(&self, query: &HostQuery, path: &str) -> Option<Arc<Route<P>>> {
+    pub(super) fn route(&self, query: &HostQuery, path: &str) -> Option<Arc<Route<P>>> {
         self.routes.lookup_query(query, path).cloned()
     }
 
     /// Installed sessions and registered proxies.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(super) fn counts(&self) -> (usize, usize) {
         (self.clients.len(), self.proxies.len())
     }
 
     /// Every session with its proxies. O(sessions + proxies).
-    pub fn sessions(&self) -> Vec<(S, Vec<P>)> {
+    pub(super) fn sessions(&self) -> Vec<(S, Vec<P>)> {
         self.sessions
             .values()
             .map(|s| {
@@ -271,7 +275,7 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
 
     /// Panics unless every invariant holds.
     #[cfg(test)]
-    pub fn check(&self) {
+    pub(super) fn check(&self) {
         assert_eq!(
             self.clients.len(),
             self.sessions.len(),

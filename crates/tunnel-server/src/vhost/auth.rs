@@ -96,7 +96,7 @@ pub(crate) enum Verdict {
 
 impl Failures {
     /// How long `ip`'s source stays refused, if it is.
-    pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    pub(super) fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let t = self.table.lock();
         let w = t.by_source.get(&source_of(ip))?;
         let left = WINDOW.checked_sub(now.duration_since(w.started))?;
@@ -104,7 +104,7 @@ impl Failures {
     }
 
     /// Record one failure from `ip`.
-    pub fn record(&self, ip: IpAddr, now: Instant) -> Verdict {
+    pub(super) fn record(&self, ip: IpAddr, now: Instant) -> Verdict {
         let source = source_of(ip);
         let mut guard = self.table.lock();
         let t = &mut *guard;

@@ -21,7 +21,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn new(cfg: &ServerConfig) -> Self {
+    pub(super) fn new(cfg: &ServerConfig) -> Self {
         Limits {
             conns: SourceLimit::new(cfg.vhost_max_conns_per_source, cfg.vhost_max_conns),
             first_byte: Duration::from_secs(cfg.vhost_first_byte_timeout.max(1)),
