@@ -75,7 +75,7 @@ pub struct ClientConfig {
     /// Longest wait between reconnection attempts; whole seconds in the file. Default 30.
     #[serde(
         default = "default_reconnect_max",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub reconnect_max_delay: Duration,
     /// Serve this client's own stats (`/metrics`, `/api/stats`, `/healthz`) here. Default: off.
@@ -88,14 +88,14 @@ pub struct ClientConfig {
     /// re-established; whole seconds in the file. Default 30.
     #[serde(
         default = "default_heartbeat_timeout",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub heartbeat_timeout: Duration,
     /// How long open connections may run on after SIGTERM / Ctrl-C before they are closed;
     /// whole seconds in the file. Default 10.
     #[serde(
         default = "default_shutdown_grace",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub shutdown_grace: Duration,
 }
@@ -122,18 +122,6 @@ fn default_heartbeat_timeout() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
-}
-
-/// The file gives durations in whole seconds; in code they are a `Duration`, kept exactly
-/// (a builder's 1500 ms stays 1500 ms).
-mod seconds {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
 }
 
 /// One `[[proxies]]` entry.

@@ -65,6 +65,7 @@ mod peer_text;
 pub mod proxy_protocol;
 mod read_buffer;
 pub mod register;
+pub mod seconds;
 mod warn_limit;
 mod wire;
 

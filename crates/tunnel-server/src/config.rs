@@ -98,21 +98,21 @@ pub struct ServerConfig {
     /// Time between heartbeats on each session; whole seconds in the file. Default 10.
     #[serde(
         default = "default_heartbeat_interval",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub heartbeat_interval: Duration,
     /// Silence after which a client is declared dead and its ports freed; whole seconds in the
     /// file. Default 30.
     #[serde(
         default = "default_heartbeat_timeout",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub heartbeat_timeout: Duration,
     /// How long open streams may run on after SIGTERM / Ctrl-C before they are closed; whole
     /// seconds in the file. Default 10.
     #[serde(
         default = "default_shutdown_grace",
-        deserialize_with = "seconds::deserialize"
+        deserialize_with = "tunnel_proto::seconds::deserialize"
     )]
     pub shutdown_grace: Duration,
     /// Most host names (`domains` plus `subdomain`) one proxy may claim on the virtual host.
@@ -242,17 +242,6 @@ fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
 }
 
-/// The file gives durations in whole seconds; in code they are a `Duration`, kept exactly
-/// (a builder's 1500 ms stays 1500 ms).
-mod seconds {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-}
 fn default_max_domains() -> usize {
     64
 }
