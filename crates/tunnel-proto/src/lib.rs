@@ -7,6 +7,7 @@
 //! - [`frame`]: length-prefixed framing, the incremental [`Decoder`], [`encode`].
 //! - [`message`]: every [`Message`] and its binary body.
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
+//! - [`handshake`]: the handshake and session setup as client and server state machines.
 //! - [`register`]: JSON registration types.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
@@ -49,6 +50,7 @@
 pub mod auth;
 mod error;
 pub mod frame;
+pub mod handshake;
 pub mod message;
 mod peer_text;
 pub mod proxy_protocol;
@@ -59,7 +61,7 @@ mod wire;
 mod tests;
 
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
-pub use error::ProtoError;
+pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,
     PROTOCOL_VERSION,
