@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn, Instrument};
 use tunnel_mux::{
     spawn_control, AbortTable, Control, ControlChannel, ControlSender, Incoming, MuxStream,
 };
-use tunnel_proto::{Hello, Message, StreamStatus};
-use tunnel_transport::{write_message, TransportError};
+use tunnel_proto::handshake::{JoinTarget, ServerHandshake};
+use tunnel_proto::Hello;
+use tunnel_transport::{drive, TransportError};
 
-use crate::session::{settle, SessionRef, CONTROL_MAX_FRAME};
+use crate::session::{settle, SessionRef};
 use crate::{visitor, Shared};
 
 /// One connection of a session.
@@ -112,7 +112,7 @@ impl Lanes {
             .collect()
     }
 
-    fn add(&self, lane: Arc<Lane>) -> Result<(), String> {
+    fn add(&self, lane: Arc<Lane>) -> Result<(), tunnel_proto::HandshakeError> {
         let mut extra = self.extra.write();
         if 1 + extra.len() >= self.max {
             return Err(self.full(1 + extra.len()));
@@ -125,17 +125,18 @@ impl Lanes {
         self.extra.write().retain(|l| l.id != id);
     }
 
-    fn full(&self, n: usize) -> String {
-        format!(
-            "extra connection refused: this client already has {n} (the server's \
-             max_connections_per_client is {}); it goes on with those",
-            self.max
-        )
+    fn full(&self, n: usize) -> tunnel_proto::HandshakeError {
+        tunnel_proto::HandshakeError::LanesFull {
+            lanes: n,
+            max: self.max,
+        }
     }
 }
 
 /// Serve a connection whose first stream asked to join session `target` of the same client.
-/// `first` is that stream; the caller already welcomed and authenticated the connection.
+/// `first` is that stream; the caller already welcomed and authenticated the connection, and
+/// `machine` decides whether the join is accepted.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn join(
     shared: &Arc<Shared>,
     id: u64,
@@ -143,27 +144,30 @@ pub(crate) async fn join(
     control: Control,
     incoming: Incoming,
     mut first: MuxStream,
+    mut machine: ServerHandshake,
     target: u64,
 ) {
-    let session = match find(shared, hello, target) {
-        Ok(s) => s,
-        Err(reason) => {
-            warn!("{reason}");
-            let msg = Message::StreamStatus(StreamStatus::Error(reason));
-            let _ = write_message(&mut first, &msg, CONTROL_MAX_FRAME).await;
-            let _ = first.shutdown().await;
+    let found = find(shared, hello);
+    machine.join(found.as_ref().map(|(_, view)| view.clone()));
+    let session = match drive(&mut first, &mut machine).await {
+        Ok(_joined) => found.map(|(s, _)| s),
+        Err(TransportError::Setup(refusal)) => {
+            warn!("{refusal}");
+            control.close();
+            return;
+        }
+        Err(e) => {
+            info!("extra connection left before it joined: {e}");
             control.close();
             return;
         }
     };
-    let (lane, channel) = match accept(shared, id, control, first).await {
-        Ok(l) => l,
-        Err(e) => {
-            info!("extra connection left before it joined: {e}");
-            return;
-        }
+    let Some(session) = session.filter(|s| s.id == target) else {
+        control.close();
+        return;
     };
-    // The check in `find` and this one race only with another join of the same client.
+    let (lane, channel) = accept(shared, id, control, first);
+    // The check in the machine and this one race only with another join of the same client.
     if let Err(reason) = session.lanes.add(lane.clone()) {
         warn!("{reason}");
         lane.close();
@@ -189,44 +193,34 @@ pub(crate) async fn join(
     .await;
 }
 
-/// Answer a connection's first stream with `Ok` and make it the connection's control stream
-/// (heartbeats, aborts): the connection becomes lane `id`. On failure the connection is closed.
-pub(crate) async fn accept(
+/// Make a connection's first stream, already answered `Ok`, its control stream (heartbeats,
+/// aborts): the connection becomes lane `id`.
+pub(crate) fn accept(
     shared: &Shared,
     id: u64,
     control: Control,
-    mut first: MuxStream,
-) -> Result<(Arc<Lane>, ControlChannel), TransportError> {
-    let ok = Message::StreamStatus(StreamStatus::Ok);
-    if let Err(e) = write_message(&mut first, &ok, CONTROL_MAX_FRAME).await {
-        control.close();
-        return Err(e);
-    }
+    first: MuxStream,
+) -> (Arc<Lane>, ControlChannel) {
     let aborts = AbortTable::default();
     let hb = shared.cfg.heartbeat();
     let channel = spawn_control(first, aborts.clone(), hb, shared.cfg.max_frame_size);
     let lane = Lane::new(id, control, aborts, channel.sender.clone());
-    Ok((Arc::new(lane), channel))
+    (Arc::new(lane), channel)
 }
 
-/// The live session `target` of this client, if it can take one more connection.
-fn find(shared: &Shared, hello: &Hello, target: u64) -> Result<Arc<SessionRef>, String> {
+/// The session `hello`'s client id leads to, and what the join decision needs of it.
+fn find(shared: &Shared, hello: &Hello) -> Option<(Arc<SessionRef>, JoinTarget)> {
     let sessions = shared.sessions.lock();
-    let live = sessions
-        .get(&hello.client_id)
-        .filter(|s| s.id == target && s.instance == hello.instance && !s.cancel.is_cancelled());
-    let Some(session) = live else {
-        return Err(format!(
-            "extra connection refused: session {target} of client {:?} is not live (it ended \
-             or was replaced); the client joins its new session once it has one",
-            hello.client_id
-        ));
+    let session = sessions.get(&hello.client_id)?;
+    let view = JoinTarget {
+        session: session.id,
+        client_id: session.client_id.clone(),
+        instance: session.instance,
+        live: !session.cancel.is_cancelled(),
+        lanes: session.lanes.len(),
+        max_lanes: session.lanes.max,
     };
-    let n = session.lanes.len();
-    if n >= session.lanes.max {
-        return Err(session.lanes.full(n));
-    }
-    Ok(session.clone())
+    Some((session.clone(), view))
 }
 
 /// Accept the streams the client opens on this lane (visitors) until the lane or the session

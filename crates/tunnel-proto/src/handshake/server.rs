@@ -153,23 +153,25 @@ impl ServerHandshake {
 
     /// Answer [`ServerEvent::Authorize`]: `Ok` checks the proof now (then
     /// [`ServerEvent::Authenticated`] or [`HandshakeError::WrongKey`]); a throttle turns the
-    /// client away with `Limit` without checking it.
-    pub fn authorize(&mut self, verdict: Result<(), Throttle>) {
+    /// client away with `Limit` without checking it. Returns whether the proof was right, or
+    /// `None` when it was not checked, so the caller can settle its failure count at once.
+    pub fn authorize(&mut self, verdict: Result<(), Throttle>) -> Option<bool> {
         if self.state != State::Authorizing {
-            return;
+            return None;
         }
-        let Some(hello) = self.hello.clone() else {
-            return;
-        };
+        let hello = self.hello.clone()?;
         if let Err(t) = verdict {
-            return self.reject(HandshakeError::Throttled(t));
+            self.reject(HandshakeError::Throttled(t));
+            return None;
         }
-        if auth::verify_mac(&self.key, &self.nonce, &self.binding, &hello, &self.mac) {
+        let right = auth::verify_mac(&self.key, &self.nonce, &self.binding, &hello, &self.mac);
+        if right {
             self.state = State::Admitting;
             self.out.event(ServerEvent::Authenticated(hello));
         } else {
             self.reject(HandshakeError::WrongKey);
         }
+        Some(right)
     }
 
     /// Answer [`ServerEvent::Authenticated`] with who holds the id: a session of another

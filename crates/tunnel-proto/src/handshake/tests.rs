@@ -66,7 +66,7 @@ fn deliver(msg: &Message, to: &mut impl Handshake) {
 fn authenticated(c: &mut ClientHandshake, s: &mut ServerHandshake) -> Hello {
     pump(c, s);
     assert_eq!(s.poll(), Some(Ok(ServerEvent::Authorize)));
-    s.authorize(Ok(()));
+    assert_eq!(s.authorize(Ok(())), Some(true));
     match s.poll() {
         Some(Ok(ServerEvent::Authenticated(h))) => h,
         other => panic!("expected Authenticated, got {other:?}"),
@@ -115,7 +115,7 @@ fn a_wrong_key_is_rejected_for_good() {
     let (mut c, mut s) = (client(b"another key"), server());
     pump(&mut c, &mut s);
     assert_eq!(s.poll(), Some(Ok(ServerEvent::Authorize)));
-    s.authorize(Ok(()));
+    assert_eq!(s.authorize(Ok(())), Some(false));
     assert_eq!(s.poll(), Some(Err(HandshakeError::WrongKey)));
     pump(&mut c, &mut s);
     let reason = rejected_with(&mut c, RejectCode::Auth);
@@ -226,7 +226,7 @@ fn a_throttled_proof_is_a_limit_not_a_wrong_key() {
     let (mut c, mut s) = (client(KEY), server());
     pump(&mut c, &mut s);
     assert_eq!(s.poll(), Some(Ok(ServerEvent::Authorize)));
-    s.authorize(Err(Throttle::Source));
+    assert_eq!(s.authorize(Err(Throttle::Source)), None);
     assert_eq!(
         s.poll(),
         Some(Err(HandshakeError::Throttled(Throttle::Source)))
