@@ -11,12 +11,12 @@ use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use tunnel_mux::{spawn_control, AbortTable, Heartbeat, Incoming, Mode};
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message, TransportError};
+use tunnel_proto::{HandshakeError, Message, StreamStatus};
+use tunnel_transport::write_message;
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::session::{self, SessionCtx, CONNECT_TIMEOUT, CONTROL_MAX_FRAME};
+use crate::session::{self, SessionCtx, CONTROL_MAX_FRAME};
 use crate::{proxy, Shared};
 
 /// Every connection of the live session, the first one always present.
@@ -81,12 +81,6 @@ impl From<ClientError> for JoinError {
     }
 }
 
-impl From<TransportError> for JoinError {
-    fn from(e: TransportError) -> Self {
-        JoinError::Failed(e.into())
-    }
-}
-
 /// Keep one extra connection joined to `session` until `stop` (the session ended).
 pub(crate) async fn keep(
     shared: Arc<Shared>,
@@ -138,38 +132,19 @@ async fn join(
     session: u64,
     heartbeat: Heartbeat,
 ) -> Result<(Arc<SessionCtx>, Incoming, tunnel_mux::ControlChannel), JoinError> {
-    let hs = tokio::time::timeout(CONNECT_TIMEOUT, session::handshake(shared))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    let mut hs = session::handshake(shared).await?;
     let (control, incoming) = tunnel_mux::start(hs.stream, Mode::Client, &shared.mux);
-    let first = async {
-        let mut first = control
-            .open()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let open = Message::StreamOpen(StreamOpen::Join { session });
-        write_message(&mut first, &open, CONTROL_MAX_FRAME).await?;
-        match read_message(&mut first, CONTROL_MAX_FRAME).await? {
-            Some(Message::StreamStatus(StreamStatus::Ok)) => Ok(first),
-            Some(Message::StreamStatus(StreamStatus::Error(reason))) => {
-                Err(JoinError::Refused(reason))
-            }
-            // A server that predates extra connections closes instead of answering.
-            other => Err(JoinError::Refused(format!(
-                "the server did not accept an extra connection ({}); going on with one",
-                other.map_or("it closed the connection", |m| m.name())
-            ))),
-        }
-    };
-    let first = match tokio::time::timeout(CONNECT_TIMEOUT, first).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    hs.machine.join(session);
+    let first = match session::first_stream(&control, &mut hs.machine).await {
+        Ok(s) => s,
+        Err(e) => {
             control.close();
-            return Err(e);
-        }
-        Err(_) => {
-            control.close();
-            return Err(TransportError::Timeout.into());
+            return Err(match e {
+                ClientError::Handshake(HandshakeError::StreamRefused { reason }) => {
+                    JoinError::Refused(reason)
+                }
+                e => JoinError::Failed(e),
+            });
         }
     };
     let aborts = AbortTable::default();
