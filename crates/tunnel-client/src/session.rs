@@ -101,8 +101,14 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
             timeout,
         };
-        let registered =
-            Box::pin(open_control(shared, &control, &mut machine, &aborts, heartbeat)).await;
+        let registered = Box::pin(open_control(
+            shared,
+            &control,
+            &mut machine,
+            &aborts,
+            heartbeat,
+        ))
+        .await;
         let (mut channel, reply) = match registered {
             Ok(c) => c,
             Err(e) => {

@@ -174,10 +174,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(
-            s,
-            TransportError::Setup(HandshakeError::WrongKey)
-        ));
+        assert!(matches!(s, TransportError::Setup(HandshakeError::WrongKey)));
     }
 
     #[tokio::test]
