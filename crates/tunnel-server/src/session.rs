@@ -353,7 +353,12 @@ fn run(
                 ))
                 .await;
             }
-            Ok((s, _control)) => s,
+            Ok((s, ServerEvent::Control)) => s,
+            Ok((_, other)) => {
+                info!("no control stream: the setup went on to {other:?}");
+                control.close();
+                return;
+            }
             Err(e) => {
                 info!("no control stream: {e}");
                 control.close();

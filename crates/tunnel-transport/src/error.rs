@@ -66,10 +66,6 @@ pub enum TransportError {
     #[error("{0}")]
     HttpRefused(String),
 
-    /// The handshake did not finish in time (raised by callers that apply a timeout).
-    #[error("TLS handshake timed out: the peer may not speak TLS or the network drops packets")]
-    Timeout,
-
     /// The handshake or session setup failed (see [`tunnel_proto::HandshakeError`]).
     #[error("{0}")]
     Setup(#[from] tunnel_proto::HandshakeError),
