@@ -474,3 +474,65 @@ fn bytes_after_the_welcome_stay_for_the_next_layer() {
     assert_eq!(&wire[..], b"yamux");
     assert_eq!(c.poll(), Some(Ok(ClientEvent::Welcomed(welcome()))));
 }
+
+mod arbitrary_peers {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `bytes` in `chunk`-sized pieces, answering every question yes, until the machine
+    /// ends; the buffer never holds more than one frame.
+    fn feed<H: Handshake>(
+        m: &mut H,
+        bytes: &[u8],
+        chunk: usize,
+        answer: impl Fn(&mut H, H::Event),
+    ) {
+        let mut buf = BytesMut::new();
+        for piece in bytes.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                m.receive(&mut buf);
+                while m.poll_transmit().is_some() {}
+                match m.poll() {
+                    Some(Ok(ev)) => answer(m, ev),
+                    Some(Err(_)) => return,
+                    None => break,
+                }
+            }
+            assert!(buf.len() < HANDSHAKE_MAX_FRAME + crate::LENGTH_PREFIX);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_server_machine_survives_any_bytes(
+            bytes in vec(any::<u8>(), 0..6000),
+            chunk in 1usize..64,
+        ) {
+            let mut s = server();
+            feed(&mut s, &bytes, chunk, |s, ev| match ev {
+                ServerEvent::Authorize => {
+                    s.authorize(Ok(()));
+                }
+                ServerEvent::Authenticated(_) => s.admit(IdState::Free, welcome()),
+                ServerEvent::JoinRequested(t) => s.join(Some(target(t))),
+                _ => {}
+            });
+        }
+
+        #[test]
+        fn the_client_machine_survives_any_bytes(
+            bytes in vec(any::<u8>(), 0..6000),
+            chunk in 1usize..64,
+        ) {
+            let mut c = client(KEY);
+            feed(&mut c, &bytes, chunk, |c, ev| {
+                if let ClientEvent::Welcomed(_) = ev {
+                    c.join(1);
+                }
+            });
+        }
+    }
+}
