@@ -18,7 +18,11 @@
 //!    (see [`auth::compute_mac`]), server answers [`Welcome`] or [`Rejected`].
 //! 2. Both sides start yamux. The client opens the control stream ([`StreamOpen::Control`])
 //!    and sends [`Message::Register`]; the server answers [`Message::RegisterReply`].
-//!    Ping/Pong and Abort then flow on that stream.
+//!    Ping/Pong and Abort then flow on that stream. An extra connection of a live session
+//!    opens a join stream ([`StreamOpen::Join`]) instead and registers nothing.
+//!
+//! Steps 1 and the first stream of step 2 are decided by [`handshake::ClientHandshake`] and
+//! [`handshake::ServerHandshake`], with every frame at most [`handshake::HANDSHAKE_MAX_FRAME`].
 //! 3. Every other yamux stream starts with a [`StreamOpen`] from the opener and a
 //!    [`StreamStatus`] from the acceptor, after which raw bytes follow.
 //!
