@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use tunnel_proto::RejectCode;
+use tunnel_proto::{HandshakeError, RejectCode};
+use tunnel_transport::TransportError;
 
 pub use tunnel_transport::ConfigProblem;
 
@@ -21,9 +22,14 @@ pub enum ClientError {
     /// The config parsed but is not usable; every problem is listed.
     #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigProblem>),
-    /// Connecting or the TLS handshake failed (retried unless it cannot heal).
+    /// Connecting or the TLS handshake failed, or a phase of the setup timed out (retried
+    /// unless it cannot heal).
     #[error("cannot reach the server: {0}")]
-    Transport(#[from] tunnel_transport::TransportError),
+    Transport(tunnel_transport::TransportError),
+    /// The connection's setup failed: the server broke the protocol, refused the first
+    /// stream, or the channel binding cannot be agreed on.
+    #[error("{0}")]
+    Handshake(HandshakeError),
     /// The server turned the client away.
     #[error("the server refused the client: {}", tunnel_proto::PeerText(reason))]
     Rejected {
@@ -63,6 +69,7 @@ impl ClientError {
         match self {
             ClientError::Rejected { code, .. } => code.is_permanent(),
             ClientError::Transport(e) => e.is_permanent(),
+            ClientError::Handshake(e) => e.is_permanent(),
             ClientError::ConfigSyntax { .. }
             | ClientError::Config(_)
             | ClientError::VisitorBind { .. }
@@ -82,5 +89,69 @@ impl ClientError {
                 ..
             }
         )
+    }
+}
+
+/// A server's rejection stays a [`ClientError::Rejected`] (so a permanent one stops the client
+/// and a taken id is recognised), a timeout is reported as a failure to reach the server, and
+/// the rest of the setup's errors keep their type.
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Setup(HandshakeError::Rejected { code, reason }) => {
+                ClientError::Rejected { code, reason }
+            }
+            TransportError::Setup(e @ HandshakeError::TimedOut { .. }) => {
+                ClientError::Transport(TransportError::Setup(e))
+            }
+            TransportError::Setup(e) => ClientError::Handshake(e),
+            e => ClientError::Transport(e),
+        }
+    }
+}
+
+impl From<HandshakeError> for ClientError {
+    fn from(e: HandshakeError) -> Self {
+        TransportError::Setup(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tunnel_proto::handshake::Phase;
+
+    fn from_setup(e: HandshakeError) -> ClientError {
+        TransportError::Setup(e).into()
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_permanence_through_the_driver() {
+        let wrong_key = from_setup(HandshakeError::Rejected {
+            code: RejectCode::Auth,
+            reason: "authentication failed".into(),
+        });
+        assert!(matches!(wrong_key, ClientError::Rejected { .. }));
+        assert!(wrong_key.is_permanent());
+        let taken = from_setup(HandshakeError::Rejected {
+            code: RejectCode::IdInUse,
+            reason: "in use".into(),
+        });
+        assert!(!taken.is_permanent() && taken.is_id_in_use());
+        let timeout = from_setup(HandshakeError::TimedOut {
+            phase: Phase::Authentication,
+            after: Duration::from_secs(15),
+        });
+        assert!(!timeout.is_permanent());
+        assert_eq!(
+            timeout.to_string(),
+            "cannot reach the server: authentication timed out after 15 s"
+        );
+        let stripped = from_setup(HandshakeError::BindingStripped {
+            transport: "tls".into(),
+        });
+        assert!(matches!(stripped, ClientError::Handshake(_)));
+        assert!(!stripped.is_permanent());
     }
 }

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use tunnel_mux::{Heartbeat, Incoming, Lane, Mode};
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message, TransportError};
+use tunnel_proto::{HandshakeError, Message, StreamStatus};
+use tunnel_transport::write_message;
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::session::{self, CONNECT_TIMEOUT, CONTROL_MAX_FRAME};
+use crate::session::{self, CONTROL_MAX_FRAME};
 use crate::Shared;
 
 pub(crate) use tunnel_mux::Lanes;
@@ -33,12 +33,6 @@ enum JoinError {
 impl From<ClientError> for JoinError {
     fn from(e: ClientError) -> Self {
         JoinError::Failed(e)
-    }
-}
-
-impl From<TransportError> for JoinError {
-    fn from(e: TransportError) -> Self {
-        JoinError::Failed(e.into())
     }
 }
 
@@ -90,38 +84,19 @@ async fn join(
     session: u64,
     heartbeat: Heartbeat,
 ) -> Result<(Arc<Lane>, Incoming, tunnel_mux::ControlChannel), JoinError> {
-    let hs = tokio::time::timeout(CONNECT_TIMEOUT, session::handshake(shared))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    let mut hs = session::handshake(shared).await?;
     let (control, incoming) = tunnel_mux::start(hs.stream, Mode::Client, &shared.mux);
-    let first = async {
-        let mut first = control
-            .open()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let open = Message::StreamOpen(StreamOpen::Join { session });
-        write_message(&mut first, &open, CONTROL_MAX_FRAME).await?;
-        match read_message(&mut first, CONTROL_MAX_FRAME).await? {
-            Some(Message::StreamStatus(StreamStatus::Ok)) => Ok(first),
-            Some(Message::StreamStatus(StreamStatus::Error(reason))) => {
-                Err(JoinError::Refused(reason))
-            }
-            // A server that predates extra connections closes instead of answering.
-            other => Err(JoinError::Refused(format!(
-                "the server did not accept an extra connection ({}); going on with one",
-                other.map_or("it closed the connection", |m| m.name())
-            ))),
-        }
-    };
-    let first = match tokio::time::timeout(CONNECT_TIMEOUT, first).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    hs.machine.join(session);
+    let first = match session::first_stream(&control, &mut hs.machine).await {
+        Ok(s) => s,
+        Err(e) => {
             control.close();
-            return Err(e);
-        }
-        Err(_) => {
-            control.close();
-            return Err(TransportError::Timeout.into());
+            return Err(match e {
+                ClientError::Handshake(HandshakeError::StreamRefused { reason }) => {
+                    JoinError::Refused(reason)
+                }
+                e => JoinError::Failed(e),
+            });
         }
     };
     let (ctx, channel) = Lane::start(hs.session_id, control, first, heartbeat, CONTROL_MAX_FRAME);

@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     visitor_counters: stats::CounterMap,
     /// Warnings the server or its users can repeat at will.
     warn_limits: Warnings,
+    /// The server's rejection that stopped the client, so that [`ClientHandle::ready`] reports
+    /// it as the same (permanent) rejection rather than as text.
+    stopped_by: std::sync::OnceLock<(tunnel_proto::RejectCode, String)>,
 }
 
 /// One line per window for each warning a peer can repeat at will; those about one proxy's
@@ -228,7 +231,15 @@ impl ClientHandle {
         loop {
             match &*self.status.borrow_and_update() {
                 Status::Ready(r) => return Ok(r.clone()),
-                Status::Stopped(why) => return Err(ClientError::Protocol(why.clone())),
+                Status::Stopped(why) => {
+                    return Err(match self.shared.stopped_by.get() {
+                        Some((code, reason)) => ClientError::Rejected {
+                            code: *code,
+                            reason: reason.clone(),
+                        },
+                        None => ClientError::Protocol(why.clone()),
+                    })
+                }
                 Status::Connecting | Status::Retrying(_) => {}
             }
             if self.status.changed().await.is_err() {
@@ -309,6 +320,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         http_upstreams: http_proxy::Upstreams::default(),
         visitor_counters: stats::CounterMap::default(),
         warn_limits: Warnings::default(),
+        stopped_by: std::sync::OnceLock::new(),
     });
     let stats = tunnel_admin::StatsListener::bind(&shared.cfg.admin())
         .await
@@ -387,6 +399,9 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
             () = tokio::time::sleep(delay) => {}
         }
     };
+    if let Err(ClientError::Rejected { code, reason }) = &result {
+        let _ = shared.stopped_by.set((*code, reason.clone()));
+    }
     shared.status.send_replace(Status::Stopped(match &result {
         Ok(()) => "shut down".to_string(),
         Err(e) => e.to_string(),

@@ -10,10 +10,9 @@ use tunnel_mux::{
     settle, spawn_control, AbortTable, Control, ControlChannel, Heartbeat, Incoming, Lane, Lanes,
     Mode, MuxStream,
 };
-use tunnel_proto::{
-    auth, AuthResponse, Hello, Message, PeerText, RegisterReply, StreamOpen, StreamStatus,
-};
-use tunnel_transport::{read_message, write_message, BoxedStream, TransportError, TransportKind};
+use tunnel_proto::handshake::{ClientBinding, ClientEvent, ClientHandshake, Handshake, Phase};
+use tunnel_proto::{Hello, Message, PeerText, RegisterReply, StreamStatus};
+use tunnel_transport::{drive, timed_out, write_message, BoxedStream, TransportKind};
 
 use crate::error::ClientError;
 use crate::lanes;
@@ -55,13 +54,12 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     // The short-lived big futures (handshake, registration, drain) are boxed: this future lives
     // as long as the session, and an async fn's future is sized for its largest await state,
     // so inline they would cost an idle session their size for its whole life.
-    let hs = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, handshake(shared)))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    let hs = Box::pin(handshake(shared)).await?;
     let Handshaken {
         stream,
         session_id,
         heartbeat_ms,
+        mut machine,
     } = hs;
     info!(session = session_id, transport = %shared.cfg.transport, "connected to {}", shared.cfg.server_addr);
     let span = tracing::info_span!("session", id = session_id);
@@ -76,7 +74,14 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             interval: Duration::from_millis(u64::from(heartbeat_ms.max(1000))).min(timeout / 3),
             timeout,
         };
-        let registered = Box::pin(open_control(shared, &control, &aborts, heartbeat)).await;
+        let registered = Box::pin(open_control(
+            shared,
+            &control,
+            &mut machine,
+            &aborts,
+            heartbeat,
+        ))
+        .await;
         let (mut channel, reply) = match registered {
             Ok(c) => c,
             Err(e) => {
@@ -163,19 +168,12 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
 async fn open_control(
     shared: &Shared,
     control: &Control,
+    machine: &mut ClientHandshake,
     aborts: &AbortTable,
     heartbeat: Heartbeat,
 ) -> Result<(ControlChannel, RegisterReply), ClientError> {
-    let mut ctrl = control
-        .open()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let open = Message::StreamOpen(StreamOpen::Control);
-    write_message(&mut ctrl, &open, CONTROL_MAX_FRAME).await?;
-    match read_message(&mut ctrl, CONTROL_MAX_FRAME).await? {
-        Some(Message::StreamStatus(StreamStatus::Ok)) => {}
-        other => return Err(unexpected("the control stream's status", other)),
-    }
+    machine.open_control();
+    let ctrl = first_stream(control, machine).await?;
     let mut channel = spawn_control(ctrl, aborts.clone(), heartbeat, CONTROL_MAX_FRAME);
     let req = Message::Register(shared.register_request());
     channel
@@ -185,7 +183,7 @@ async fn open_control(
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     let reply = match tokio::time::timeout(REGISTER_TIMEOUT, channel.inbox.recv()).await {
         Ok(Some(Message::RegisterReply(r))) => r,
-        Ok(other) => return Err(unexpected("the registration verdict", other)),
+        Ok(other) => return Err(unexpected_verdict(other)),
         Err(_) => {
             return Err(ClientError::Protocol(format!(
                 "no registration verdict within {}s",
@@ -227,69 +225,75 @@ pub(crate) struct Handshaken {
     pub session_id: u64,
     /// How often the server wants pings.
     pub heartbeat_ms: u32,
+    /// The setup so far: it opens the first stream next (control or join).
+    pub machine: ClientHandshake,
 }
 
-/// TLS, hello, proof of the key.
+/// Dial, TLS, hello, proof of the key: within [`CONNECT_TIMEOUT`] in all, and a timeout names
+/// the phase it cut.
 pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError> {
-    let est = shared.transport.connect(&shared.cfg.server_addr).await?;
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let connect = shared.transport.connect(&shared.cfg.server_addr);
+    let est = tokio::time::timeout_at(deadline, connect)
+        .await
+        .map_err(|_| timed_out(Phase::Connect, CONNECT_TIMEOUT))??;
     let mut stream = est.stream;
     let hello = Hello {
         version: tunnel_proto::PROTOCOL_VERSION,
         client_id: shared.id.read().clone(),
         instance: shared.instance,
     };
-    write_message(
-        &mut stream,
-        &Message::Hello(hello.clone()),
-        CONTROL_MAX_FRAME,
-    )
-    .await?;
-    let challenge = match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
-        Some(Message::Challenge(c)) => c,
-        other => return Err(unexpected("a challenge", other)),
+    let binding = channel_binding(est.binding, est.transport);
+    let mut machine = ClientHandshake::new(hello, &shared.key, binding);
+    let welcomed = tokio::time::timeout_at(deadline, drive(&mut stream, &mut machine)).await;
+    let welcome = match welcomed {
+        Ok(Ok(ClientEvent::Welcomed(w))) => w,
+        Ok(Ok(_)) => return Err(unexpected("a welcome")),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(timed_out(machine.phase(), CONNECT_TIMEOUT).into()),
     };
-    let binding = channel_binding(challenge.bound, est.binding, est.transport)?;
-    let mac = auth::compute_mac(&shared.key, &challenge.nonce, &binding, &hello);
-    let proof = Message::AuthResponse(AuthResponse { mac });
-    write_message(&mut stream, &proof, CONTROL_MAX_FRAME).await?;
-    match read_message(&mut stream, CONTROL_MAX_FRAME).await? {
-        Some(Message::Welcome(w)) => Ok(Handshaken {
-            stream,
-            session_id: w.session_id,
-            heartbeat_ms: w.heartbeat_ms,
-        }),
-        other => Err(unexpected("a welcome", other)),
+    if machine.unbound() {
+        info!("channel binding off: TLS ends at a proxy in front of the server");
+    }
+    Ok(Handshaken {
+        stream,
+        session_id: welcome.session_id,
+        heartbeat_ms: welcome.heartbeat_ms,
+        machine,
+    })
+}
+
+/// Open the first stream of a welcomed connection and have the server accept the header
+/// `machine` queued (control or join), within [`CONNECT_TIMEOUT`].
+pub(crate) async fn first_stream(
+    control: &Control,
+    machine: &mut ClientHandshake,
+) -> Result<MuxStream, ClientError> {
+    let opened = async {
+        let mut first = control
+            .open()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match drive(&mut first, machine).await? {
+            ClientEvent::Accepted => Ok(first),
+            _ => Err(unexpected("the first stream's status")),
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, opened).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out(machine.phase(), CONNECT_TIMEOUT).into()),
     }
 }
 
-/// What to bind the key proof to. The server asks for binding whenever the connection ends
-/// in its own TLS; then ours must be the same session. It does not when TLS ends at a proxy
-/// in front of it (`ws_bind`), which only WebSocket reaches: a `tls` or `h2` connection that
-/// is not asked has been diverted through something that terminates TLS, so it refuses.
-fn channel_binding(
-    bound: bool,
-    ours: Option<[u8; 32]>,
-    transport: TransportKind,
-) -> Result<Vec<u8>, ClientError> {
-    match (bound, ours) {
-        (true, Some(b)) => Ok(b.to_vec()),
-        (true, None) => Err(ClientError::Protocol(
-            "the server requires channel binding, but with transport = \"ws\" this client has \
-             no TLS session to bind to: point ws at the server's ws_bind (behind your TLS \
-             terminator), or use wss"
-                .into(),
-        )),
-        (false, _) if matches!(transport, TransportKind::Tls | TransportKind::H2) => {
-            Err(ClientError::Protocol(format!(
-                "the server did not ask for channel binding over {transport}, which it always \
-                 does when it terminates TLS itself: something on the path terminates TLS \
-                 (a man in the middle?); refusing to authenticate through it"
-            )))
-        }
-        (false, _) => {
-            info!("channel binding off: TLS ends at a proxy in front of the server");
-            Ok(Vec::new())
-        }
+/// What to bind the key proof to: our TLS exporter value, if the transport has one. The
+/// server asks for binding whenever the connection ends in its own TLS; it does not when TLS
+/// ends at a proxy in front of it (`ws_bind`), which only WebSocket reaches: a `tls` or `h2`
+/// connection that is not asked has been diverted through something that terminates TLS.
+fn channel_binding(exporter: Option<[u8; 32]>, transport: TransportKind) -> ClientBinding {
+    ClientBinding {
+        exporter,
+        always_bound: matches!(transport, TransportKind::Tls | TransportKind::H2)
+            .then(|| transport.to_string()),
     }
 }
 
@@ -310,7 +314,8 @@ fn report(reply: &RegisterReply) {
     }
 }
 
-fn unexpected(wanted: &str, got: Option<Message>) -> ClientError {
+fn unexpected_verdict(got: Option<Message>) -> ClientError {
+    let wanted = "the registration verdict";
     match got {
         Some(Message::Rejected(r)) => ClientError::Rejected {
             code: r.code,
@@ -323,31 +328,26 @@ fn unexpected(wanted: &str, got: Option<Message>) -> ClientError {
     }
 }
 
+fn unexpected(wanted: &'static str) -> ClientError {
+    ClientError::Handshake(tunnel_proto::HandshakeError::Unexpected {
+        expected: wanted,
+        got: "another event",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
-    fn binding_follows_the_server_and_tls_or_h2_never_go_unbound() {
+    fn tls_and_h2_never_go_unbound_and_websocket_may() {
         let ekm = Some([7u8; 32]);
         for kind in TransportKind::ALL {
-            // Asked and able: our exporter value.
-            if kind != TransportKind::Ws {
-                assert_eq!(channel_binding(true, ekm, kind).unwrap(), vec![7u8; 32]);
-            }
-        }
-        // Asked but without TLS of our own: a clear refusal, not a wrong-key failure.
-        let e = channel_binding(true, None, TransportKind::Ws).unwrap_err();
-        assert!(e.to_string().contains("ws_bind"), "{e}");
-        // Not asked: normal for WebSocket behind a TLS terminator...
-        for kind in [TransportKind::Wss, TransportKind::Ws] {
-            assert_eq!(channel_binding(false, ekm, kind).unwrap(), Vec::<u8>::new());
-        }
-        // ...but tls and h2 only ever reach the server's own TLS, so someone stripped it.
-        for kind in [TransportKind::Tls, TransportKind::H2] {
-            let e = channel_binding(false, ekm, kind).unwrap_err();
-            assert!(e.to_string().contains("channel binding"), "{e}");
+            let b = channel_binding(ekm, kind);
+            assert_eq!(b.exporter, ekm);
+            let strict = matches!(kind, TransportKind::Tls | TransportKind::H2);
+            assert_eq!(b.always_bound.is_some(), strict, "{kind}");
         }
     }
 }

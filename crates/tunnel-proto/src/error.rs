@@ -100,3 +100,188 @@ pub enum ProtoError {
     #[error("invalid registration JSON: {0}")]
     BadJson(String),
 }
+
+/// Why a handshake or session setup did not complete, on either side.
+///
+/// The machines in [`crate::handshake`] produce these; drivers add [`Self::TimedOut`]. Text is
+/// made only at the edges: [`Display`](std::fmt::Display) for logs, [`Self::wire_reason`] for
+/// the `Rejected` or stream-status reason the peer reads.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer closed the stream cleanly while a message was due.
+    #[error("the peer closed the connection while we waited for {waiting_for}")]
+    Closed {
+        /// What was due.
+        waiting_for: &'static str,
+    },
+    /// The peer sent a message that does not belong here.
+    #[error("protocol error: expected {expected}, got {got}")]
+    Unexpected {
+        /// What belonged here.
+        expected: &'static str,
+        /// The message's name.
+        got: &'static str,
+    },
+    /// The peer speaks another protocol version.
+    #[error("speaks protocol version {theirs}, this side speaks {ours}", ours = crate::PROTOCOL_VERSION)]
+    Version {
+        /// The peer's version.
+        theirs: u16,
+    },
+    /// The client id is not a valid name.
+    #[error("invalid client id: client id {id:?} is invalid: {problem}")]
+    BadClientId {
+        /// The id as sent.
+        id: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The proof does not match the key.
+    #[error("wrong auth key")]
+    WrongKey,
+    /// The proof was not checked: too many wrong keys lately.
+    #[error("{0}")]
+    Throttled(crate::handshake::Throttle),
+    /// Another running client (another instance) holds the client id.
+    #[error("client id {id:?} is in use by another running client; give each client its own id")]
+    IdInUse {
+        /// The client id.
+        id: String,
+    },
+    /// The server holds as many clients as it may.
+    #[error("the server is full ({clients} clients, max_clients); try again later")]
+    Full {
+        /// Clients connected now.
+        clients: usize,
+    },
+    /// The peer turned us away with a `Rejected` message.
+    #[error("rejected ({code}): {}", crate::PeerText(reason))]
+    Rejected {
+        /// The peer's code.
+        code: crate::RejectCode,
+        /// The peer's words.
+        reason: String,
+    },
+    /// The server asks for channel binding but this transport has no TLS session of ours.
+    #[error(
+        "the server requires channel binding, but with transport = \"ws\" this client has \
+         no TLS session to bind to: point ws at the server's ws_bind (behind your TLS \
+         terminator), or use wss"
+    )]
+    BindingUnavailable,
+    /// The server did not ask for channel binding over a transport that always reaches its
+    /// own TLS: something on the path terminates TLS.
+    #[error(
+        "the server did not ask for channel binding over {transport}, which it always does \
+         when it terminates TLS itself: something on the path terminates TLS (a man in the \
+         middle?); refusing to authenticate through it"
+    )]
+    BindingStripped {
+        /// The transport's name.
+        transport: String,
+    },
+    /// A join named a session that is not a live session of this client.
+    #[error(
+        "extra connection refused: session {target} of client {client_id:?} is not live (it \
+         ended or was replaced); the client joins its new session once it has one"
+    )]
+    NotLive {
+        /// The session asked for.
+        target: u64,
+        /// The client asking.
+        client_id: String,
+    },
+    /// The session already has as many connections as it may.
+    #[error(
+        "extra connection refused: this client already has {lanes} (the server's \
+         max_connections_per_client is {max}); it goes on with those"
+    )]
+    LanesFull {
+        /// Connections the session has.
+        lanes: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// The server answered the first stream with an error.
+    #[error("{}", crate::PeerText(reason))]
+    StreamRefused {
+        /// The server's words.
+        reason: String,
+    },
+    /// A frame over the phase's limit.
+    #[error(
+        "frame of {len} bytes is over the limit of {max} bytes for {phase}; the peer is \
+         misbehaving or is not a tls-tunnel peer"
+    )]
+    FrameTooLarge {
+        /// The phase.
+        phase: crate::handshake::Phase,
+        /// The announced length.
+        len: usize,
+        /// The phase's limit.
+        max: usize,
+    },
+    /// Bytes that do not decode.
+    #[error("malformed frame during {phase}: {source}")]
+    Malformed {
+        /// The phase.
+        phase: crate::handshake::Phase,
+        /// The decode error.
+        source: ProtoError,
+    },
+    /// A phase did not finish in time (raised by the driver, which owns the clock).
+    #[error("{phase} timed out after {} s", after.as_secs_f64())]
+    TimedOut {
+        /// The phase.
+        phase: crate::handshake::Phase,
+        /// The time it was given.
+        after: std::time::Duration,
+    },
+}
+
+impl HandshakeError {
+    /// Whether trying again the same way cannot succeed: a wrong key, another protocol
+    /// version, an invalid id, or a peer's permanent rejection. A client id in use is decided
+    /// by the client (it may be its own stale session, or another process that leaves).
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Version { .. } | Self::BadClientId { .. } | Self::WrongKey => true,
+            Self::Rejected { code, .. } => code.is_permanent(),
+            _ => false,
+        }
+    }
+
+    /// The code a server sends in `Rejected` for this error, if it is one it tells the peer.
+    #[must_use]
+    pub fn reject_code(&self) -> Option<crate::RejectCode> {
+        use crate::RejectCode as C;
+        Some(match self {
+            Self::Version { .. } => C::Version,
+            Self::BadClientId { .. } => C::BadConfig,
+            Self::WrongKey => C::Auth,
+            Self::Throttled(_) | Self::Full { .. } => C::Limit,
+            Self::IdInUse { .. } => C::IdInUse,
+            _ => return None,
+        })
+    }
+
+    /// The words the peer reads in `Rejected` or a stream status.
+    #[must_use]
+    pub fn wire_reason(&self) -> String {
+        match self {
+            Self::Version { theirs } => format!(
+                "protocol version {theirs} is not supported; this server speaks version {}: run \
+                 the same tls-tunnel release on both sides",
+                crate::PROTOCOL_VERSION
+            ),
+            Self::BadClientId { id, problem } => format!("client id {id:?} is invalid: {problem}"),
+            Self::WrongKey => {
+                "authentication failed: the client's auth_key does not match the server's".into()
+            }
+            Self::Throttled(t) => t.wire_reason().into(),
+            other => other.to_string(),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`frame`]: length-prefixed framing, the incremental [`Decoder`], [`encode`].
 //! - [`message`]: every [`Message`] and its binary body.
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
+//! - [`handshake`]: the handshake and session setup as client and server state machines.
 //! - [`register`]: JSON registration types.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
@@ -21,7 +22,11 @@
 //!    (see [`auth::compute_mac`]), server answers [`Welcome`] or [`Rejected`].
 //! 2. Both sides start yamux. The client opens the control stream ([`StreamOpen::Control`])
 //!    and sends [`Message::Register`]; the server answers [`Message::RegisterReply`].
-//!    Ping/Pong and Abort then flow on that stream.
+//!    Ping/Pong and Abort then flow on that stream. An extra connection of a live session
+//!    opens a join stream ([`StreamOpen::Join`]) instead and registers nothing.
+//!
+//! Steps 1 and the first stream of step 2 are decided by [`handshake::ClientHandshake`] and
+//! [`handshake::ServerHandshake`], with every frame at most [`handshake::HANDSHAKE_MAX_FRAME`].
 //! 3. Every other yamux stream starts with a [`StreamOpen`] from the opener and a
 //!    [`StreamStatus`] from the acceptor, after which raw bytes follow.
 //!
@@ -60,6 +65,7 @@ mod error;
 pub mod frame;
 #[cfg(any(feature = "tokio", test))]
 mod framed;
+pub mod handshake;
 pub mod message;
 mod peer_text;
 pub mod proxy_protocol;
@@ -73,7 +79,7 @@ mod wire;
 mod tests;
 
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
-pub use error::ProtoError;
+pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,
     PROTOCOL_VERSION,

@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn, Instrument};
 use tunnel_mux::{Control, ControlChannel, Incoming, MuxError, MuxStream};
-use tunnel_proto::{Hello, Message, StreamStatus};
-use tunnel_transport::{write_message, TransportError};
+use tunnel_proto::handshake::{JoinTarget, ServerHandshake};
+use tunnel_proto::Hello;
+use tunnel_transport::{drive, TransportError};
 
 pub(crate) use tunnel_mux::Lane;
 
-use crate::session::{SessionRef, CONTROL_MAX_FRAME};
+use crate::session::SessionRef;
 use crate::{visitor, Shared};
 
 /// Why the session cannot take one more connection, in the words the client logs.
@@ -28,7 +28,9 @@ fn refusal(e: &MuxError) -> String {
 }
 
 /// Serve a connection whose first stream asked to join session `target` of the same client.
-/// `first` is that stream; the caller already welcomed and authenticated the connection.
+/// `first` is that stream; the caller already welcomed and authenticated the connection, and
+/// `machine` decides whether the join is accepted.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn join(
     shared: &Arc<Shared>,
     id: u64,
@@ -36,27 +38,30 @@ pub(crate) async fn join(
     control: Control,
     incoming: Incoming,
     mut first: MuxStream,
+    mut machine: ServerHandshake,
     target: u64,
 ) {
-    let session = match find(shared, hello, target) {
-        Ok(s) => s,
-        Err(reason) => {
-            warn!("{reason}");
-            let msg = Message::StreamStatus(StreamStatus::Error(reason));
-            let _ = write_message(&mut first, &msg, CONTROL_MAX_FRAME).await;
-            let _ = first.shutdown().await;
+    let found = find(shared, hello);
+    machine.join(found.as_ref().map(|(_, view)| view.clone()));
+    let session = match drive(&mut first, &mut machine).await {
+        Ok(_joined) => found.map(|(s, _)| s),
+        Err(TransportError::Setup(refusal)) => {
+            warn!("{refusal}");
+            control.close();
+            return;
+        }
+        Err(e) => {
+            info!("extra connection left before it joined: {e}");
             control.close();
             return;
         }
     };
-    let (lane, channel) = match accept(shared, id, control, first).await {
-        Ok(l) => l,
-        Err(e) => {
-            info!("extra connection left before it joined: {e}");
-            return;
-        }
+    let Some(session) = session.filter(|s| s.id == target) else {
+        control.close();
+        return;
     };
-    // The check in `find` and this one race only with another join of the same client.
+    let (lane, channel) = accept(shared, id, control, first);
+    // The check in the machine and this one race only with another join of the same client.
     if let Err(e) = session.lanes.add(lane.clone()) {
         warn!("{}", refusal(&e));
         lane.close();
@@ -77,44 +82,31 @@ pub(crate) async fn join(
     .await;
 }
 
-/// Answer a connection's first stream with `Ok` and make it the connection's control stream
-/// (heartbeats, aborts): the connection becomes lane `id`. On failure the connection is closed.
-pub(crate) async fn accept(
+/// Make a connection's first stream, already answered `Ok`, its control stream (heartbeats,
+/// aborts): the connection becomes lane `id`.
+pub(crate) fn accept(
     shared: &Shared,
     id: u64,
     control: Control,
-    mut first: MuxStream,
-) -> Result<(Arc<Lane>, ControlChannel), TransportError> {
-    let ok = Message::StreamStatus(StreamStatus::Ok);
-    if let Err(e) = write_message(&mut first, &ok, CONTROL_MAX_FRAME).await {
-        control.close();
-        return Err(e);
-    }
+    first: MuxStream,
+) -> (Arc<Lane>, ControlChannel) {
     let hb = shared.cfg.heartbeat();
-    Ok(Lane::start(
-        id,
-        control,
-        first,
-        hb,
-        shared.cfg.max_frame_size,
-    ))
+    Lane::start(id, control, first, hb, shared.cfg.max_frame_size)
 }
 
-/// The live session `target` of this client, if it can take one more connection.
-fn find(shared: &Shared, hello: &Hello, target: u64) -> Result<Arc<SessionRef>, String> {
-    let live = shared
-        .registry
-        .session(&hello.client_id)
-        .filter(|s| s.id == target && s.instance == hello.instance && !s.cancel.is_cancelled());
-    let Some(session) = live else {
-        return Err(format!(
-            "extra connection refused: session {target} of client {:?} is not live (it ended \
-             or was replaced); the client joins its new session once it has one",
-            hello.client_id
-        ));
+/// The session `hello`'s client id leads to in the registry, and what the join decision
+/// needs of it.
+fn find(shared: &Shared, hello: &Hello) -> Option<(Arc<SessionRef>, JoinTarget)> {
+    let session = shared.registry.session(&hello.client_id)?;
+    let view = JoinTarget {
+        session: session.id,
+        client_id: session.client_id.clone(),
+        instance: session.instance,
+        live: !session.cancel.is_cancelled(),
+        lanes: session.lanes.len(),
+        max_lanes: session.lanes.max(),
     };
-    session.lanes.check_room().map_err(|e| refusal(&e))?;
-    Ok(session.clone())
+    Some((session, view))
 }
 
 /// Accept the streams the client opens on this lane (visitors) until the lane or the session

@@ -13,15 +13,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 use tunnel_mux::{settle, Incoming, LaneSlot, Lanes, Mode, MuxStream};
-use tunnel_proto::{Hello, Message, RejectCode, StreamOpen, VisitorSpec, Welcome};
-use tunnel_transport::{read_message, write_message, Established, Transport, TransportKind};
+use tunnel_proto::handshake::{Phase, ServerEvent, ServerHandshake};
+use tunnel_proto::{Hello, Message, VisitorSpec, Welcome};
+use tunnel_transport::{
+    drive, drive_within, Established, Transport, TransportError, TransportKind,
+};
 
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
 use crate::registry::{ProxyKey, Refused};
 use crate::stream_budget::{Refusal, StreamBudget};
-use crate::visitor::STREAM_HEADER_MAX;
 use crate::{register, visitor, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
@@ -208,8 +210,11 @@ pub(crate) async fn handle_connection(
     // The client's address as the transport reports it: behind a proxy on ws_bind, the one the
     // proxy forwarded rather than the proxy's own (which must not collect others' failures).
     let mut client_addr = peer;
+    // Which phase a timeout cut: TLS (with the HTTP/2 or WebSocket request) or authentication.
+    let mut authenticating = false;
     let handshake = async {
         let mut est = transport.accept(tcp, peer).await?;
+        authenticating = true;
         client_addr = est.peer;
         if est.peer != peer
             && shared
@@ -219,16 +224,15 @@ pub(crate) async fn handle_connection(
             return Err(HandshakeError::Blocked);
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
+        let mut machine = ServerHandshake::new(shared.key.clone(), nonce, &binding);
         let hello = handshake::authenticate(
             &mut est.stream,
-            &binding,
-            &shared.key,
-            nonce,
+            &mut machine,
             &shared.auth_failures,
             est.peer.ip(),
         )
         .await?;
-        Ok::<_, HandshakeError>((est, hello))
+        Ok::<_, HandshakeError>((est, machine, hello))
     };
     let started = Instant::now();
     // Boxed, like the other short-lived big futures of a session (`accept_first`,
@@ -251,9 +255,9 @@ pub(crate) async fn handle_connection(
     drop(permit);
     let peer = client_addr;
     match result {
-        Ok(Ok((est, hello))) => {
+        Ok(Ok((est, machine, hello))) => {
             shared.metrics.observe_handshake(started.elapsed());
-            run(shared, est, hello).await
+            run(shared, est, machine, hello).await
         }
         Ok(Err(HandshakeError::Blocked)) => {
             // Logged when the block began.
@@ -290,15 +294,21 @@ pub(crate) async fn handle_connection(
         Ok(Err(e)) => info!(%peer, "handshake failed: {e}"),
         Err(_) => info!(
             %peer,
-            "handshake timed out after {}s; closed",
-            shared.cfg.handshake_timeout
+            "handshake timed out after {}s during {}; closed",
+            shared.cfg.handshake_timeout,
+            if authenticating { Phase::Authentication } else { Phase::Tls }
         ),
     }
 }
 
 /// Not an `async fn`: one would hold its arguments and the span a second time beside the
 /// instrumented block that owns them, for the session's whole life.
-fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Output = ()> {
+fn run(
+    shared: Arc<Shared>,
+    est: Established,
+    mut machine: ServerHandshake,
+    hello: Hello,
+) -> impl Future<Output = ()> {
     let id = shared.next_session_id();
     let span = info_span!("session", id, client = %hello.client_id, peer = %est.peer);
     async move {
@@ -308,33 +318,41 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
             transport,
             ..
         } = est;
-        if let Err((code, reason)) = admit(&shared, &hello) {
-            warn!("client rejected: {reason}");
-            handshake::reject(&mut stream, code, reason).await;
-            return;
-        }
         let hb = shared.cfg.heartbeat();
-        let welcome = Message::Welcome(Welcome {
+        let welcome = Welcome {
             session_id: id,
             heartbeat_ms: u32::try_from(hb.interval.as_millis()).unwrap_or(u32::MAX),
-        });
-        if let Err(e) = write_message(&mut stream, &welcome, CONTROL_MAX_FRAME).await {
-            info!("client left before the session started: {e}");
-            return;
+        };
+        machine.admit(handshake::id_state(&shared, &hello), welcome);
+        match drive(&mut stream, &mut machine).await {
+            Ok(_welcomed) => {}
+            Err(TransportError::Setup(e)) => {
+                warn!("client rejected: {e}");
+                return;
+            }
+            Err(e) => {
+                info!("client left before the session started: {e}");
+                return;
+            }
         }
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Server, &shared.mux_config());
         let first = tokio::select! {
             // Boxed: short-lived (see `handle_connection`).
-            s = Box::pin(accept_first(&shared, &mut incoming)) => s,
+            s = Box::pin(accept_first(&shared, &mut incoming, &mut machine)) => s,
             () = shared.hard_stop.cancelled() => return,
         };
         let ctrl = match first {
-            Ok((s, First::Control)) => s,
-            Ok((s, First::Join(target))) => {
+            Ok((s, ServerEvent::JoinRequested(target))) => {
                 return Box::pin(lane::join(
-                    &shared, id, &hello, control, incoming, s, target,
+                    &shared, id, &hello, control, incoming, s, machine, target,
                 ))
                 .await;
+            }
+            Ok((s, ServerEvent::Control)) => s,
+            Ok((_, other)) => {
+                info!("no control stream: the setup went on to {other:?}");
+                control.close();
+                return;
             }
             Err(e) => {
                 info!("no control stream: {e}");
@@ -342,13 +360,7 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
                 return;
             }
         };
-        let (first_lane, channel) = match lane::accept(&shared, id, control, ctrl).await {
-            Ok(l) => l,
-            Err(e) => {
-                info!("client left before the session started: {e}");
-                return;
-            }
-        };
+        let (first_lane, mut channel) = lane::accept(&shared, id, control, ctrl);
         let session = Arc::new(SessionRef {
             id,
             client_id: hello.client_id.clone(),
@@ -361,8 +373,10 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
             transport,
             visitors: RwLock::new(Vec::new()),
         });
-        if let Err(reason) = install(&shared, &session) {
+        if let Err((reason, refusal)) = install(&shared, &session) {
             warn!("client rejected: {reason}");
+            Box::pin(tell_refused(&mut channel, &refusal)).await;
+            channel.ended.abort();
             session.close_all();
             return;
         }
@@ -376,48 +390,35 @@ fn run(shared: Arc<Shared>, est: Established, hello: Hello) -> impl Future<Outpu
     .instrument(span)
 }
 
-/// Limits and identity checks before a session is welcomed.
-fn admit(shared: &Shared, hello: &Hello) -> Result<(), (RejectCode, String)> {
-    let admitted = shared
-        .registry
-        .admit(&hello.client_id, hello.instance, shared.cfg.max_clients);
-    match admitted {
-        Err(Refused::IdInUse { holder: live }) => {
-            // Who holds the id is for the operator: the client hears only that it is taken,
-            // or any key holder could learn where another client connects from.
-            info!(
-                holder_session = live.id,
-                "the client id is held by a session from {}", live.peer
-            );
-            Err((
-                RejectCode::IdInUse,
-                format!(
-                    "client id {:?} is in use by another running client; give each client its own id",
-                    hello.client_id
-                ),
-            ))
-        }
-        Err(Refused::Full { clients }) => Err((
-            RejectCode::Limit,
-            format!("the server is full ({clients} clients, max_clients); try again later"),
-        )),
-        Ok(()) => Ok(()),
-    }
-}
-
 /// Record the session under its client id; a stale session of the same instance hands its
 /// proxies over in the same step, so public ports keep serving.
-fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
+///
+/// The registry applies the admission rule again here, atomically. Refused (another process
+/// took the id, or the server filled up, since the machine admitted the client): the words for
+/// the operator's log, and the error the machine would have turned the client away with.
+fn install(
+    shared: &Shared,
+    session: &Arc<SessionRef>,
+) -> Result<(), (String, tunnel_proto::HandshakeError)> {
     let installed = shared
         .registry
         .install_session(session.clone(), shared.cfg.max_clients)
         .map_err(|refused| match refused {
-            Refused::IdInUse { .. } => format!(
-                "client id {:?} was taken by another client meanwhile",
-                session.client_id
+            Refused::IdInUse { .. } => (
+                format!(
+                    "client id {:?} was taken by another client meanwhile",
+                    session.client_id
+                ),
+                tunnel_proto::HandshakeError::IdInUse {
+                    id: session.client_id.clone(),
+                },
             ),
-            Refused::Full { clients } => format!(
-                "the server filled up meanwhile ({clients} clients, max_clients); try again later"
+            Refused::Full { clients } => (
+                format!(
+                    "the server filled up meanwhile ({clients} clients, max_clients); try again \
+                     later"
+                ),
+                tunnel_proto::HandshakeError::Full { clients },
             ),
         })?;
     if let Some(old) = installed.replaced {
@@ -430,6 +431,25 @@ fn install(shared: &Shared, session: &Arc<SessionRef>) -> Result<(), String> {
         old.close_all();
     }
     Ok(())
+}
+
+/// How long a client refused at install time gets to read why before the connection closes.
+const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Tell a client the registry refused at install time (its Welcome and control stream are
+/// already through) with the `Rejected` the machine would have sent at admission; it reads it
+/// in place of its registration verdict. Best effort: waits briefly for the client to go.
+async fn tell_refused(
+    channel: &mut tunnel_mux::ControlChannel,
+    refusal: &tunnel_proto::HandshakeError,
+) {
+    let Some(code) = refusal.reject_code() else {
+        return;
+    };
+    let msg = Message::Rejected(tunnel_proto::Rejected::new(code, refusal.wire_reason()));
+    if channel.sender.send(msg).await.is_ok() {
+        let _ = tokio::time::timeout(REFUSAL_GRACE, &mut channel.ended).await;
+    }
 }
 
 async fn serve(
@@ -471,34 +491,24 @@ async fn serve(
     channel.ended.abort();
 }
 
-/// What the client's first stream asks for.
-enum First {
-    /// The control stream of a new session.
-    Control,
-    /// To carry streams of the live session with this id.
-    Join(u64),
-}
-
-/// The client's first stream must be a control stream, or ask to join a session. The caller
-/// answers it.
+/// The client's first stream must be a control stream, or ask to join a session; `machine`
+/// answers a control stream and reports a join for the caller to answer.
 async fn accept_first(
     shared: &Shared,
     incoming: &mut Incoming,
-) -> Result<(MuxStream, First), String> {
+    machine: &mut ServerHandshake,
+) -> Result<(MuxStream, ServerEvent), TransportError> {
     let wait = shared.cfg.handshake_timeout();
-    let mut s = tokio::time::timeout(wait, incoming.accept())
+    let accepted = tokio::time::timeout(wait, incoming.accept())
         .await
-        .map_err(|_| "timed out".to_string())?
-        .ok_or("session closed")?;
-    let first = match tokio::time::timeout(wait, read_message(&mut s, STREAM_HEADER_MAX)).await {
-        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Control)))) => First::Control,
-        Ok(Ok(Some(Message::StreamOpen(StreamOpen::Join { session })))) => First::Join(session),
-        Ok(Ok(Some(other))) => return Err(format!("first stream was a {}", other.name())),
-        Ok(Ok(None)) => return Err("closed".into()),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("timed out".into()),
-    };
-    Ok((s, first))
+        .map_err(|_| tunnel_transport::timed_out(Phase::FirstStream, wait))?;
+    let mut s = accepted.ok_or(TransportError::Setup(
+        tunnel_proto::HandshakeError::Closed {
+            waiting_for: "the first stream",
+        },
+    ))?;
+    let event = drive_within(&mut s, machine, wait).await?;
+    Ok((s, event))
 }
 
 /// Release everything the session holds. Returns how many proxies it released. With `settle`

@@ -66,9 +66,9 @@ pub enum TransportError {
     #[error("{0}")]
     HttpRefused(String),
 
-    /// The handshake did not finish in time (raised by callers that apply a timeout).
-    #[error("TLS handshake timed out: the peer may not speak TLS or the network drops packets")]
-    Timeout,
+    /// The handshake or session setup failed (see [`tunnel_proto::HandshakeError`]).
+    #[error("{0}")]
+    Setup(#[from] tunnel_proto::HandshakeError),
 
     /// A tunnel protocol frame was malformed or too large.
     #[error("tunnel protocol error: {0}")]
@@ -86,6 +86,6 @@ impl TransportError {
                 | TransportError::Pem { .. }
                 | TransportError::Config(_)
                 | TransportError::WrongRole
-        )
+        ) || matches!(self, TransportError::Setup(e) if e.is_permanent())
     }
 }

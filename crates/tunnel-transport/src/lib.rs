@@ -12,6 +12,8 @@
 //!   material the tunnel authentication is bound to (absent where TLS ends at a proxy).
 //! * [`read_message`] / [`write_message`] exchange single tunnel-proto frames before yamux
 //!   takes over the stream; [`tune_tcp`] applies the socket options.
+//! * [`drive`] pumps a handshake machine of [`tunnel_proto::handshake`] over a stream (both
+//!   engines set up connections through it); [`within`] names the phase that timed out.
 //! * [`Acceptor`] is the one accept loop (back-off when out of descriptors); [`WarnLimit`] and
 //!   [`WarnLimits`] keep a warning a peer can repeat at will to one line per window (per key),
 //!   with a count of the rest: every crate above logs repeatable warnings through them.
@@ -64,6 +66,7 @@ mod framed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h2;
+mod handshake_driver;
 mod identity;
 mod local_tls;
 mod problem;
@@ -83,6 +86,7 @@ pub use error::TransportError;
 pub use fingerprint::Fingerprint;
 pub use framed::{read_message, write_message};
 pub use h2::H2Transport;
+pub use handshake_driver::{drive, drive_within, timed_out, within};
 pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
 pub use local_tls::LocalTls;
 pub use problem::ConfigProblem;
