@@ -47,6 +47,10 @@ pub(crate) async fn join(
         Ok(_joined) => found.map(|(s, _)| s),
         Err(TransportError::Setup(refusal)) => {
             warn!("{refusal}");
+            // The refusal is queued on the stream: flush it with a FIN before the connection
+            // closes, or a loaded client reads a closed connection, takes it for a failure
+            // and tries again instead of going on with the connections it has.
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut first).await;
             control.close();
             return;
         }
