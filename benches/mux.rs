@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tunnel_mux::{
-    pipe, pipe_counted, start, ByteCounters, Control, Incoming, Mode, MuxConfig, PipeConfig,
+    pipe, pipe_counted, start, ByteCounters, Incoming, Mode, MuxConfig, MuxHandle, PipeConfig,
 };
 use tunnel_transport::{
     client_transport, BoxedStream, ClientTrust, ServerIdentity, ServerTransport, TlsTransport,
@@ -108,7 +108,7 @@ async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> usize {
 }
 
 /// One iteration over a session: `streams` writers on the client, readers on the server.
-async fn mux_round(client: &Control, server_in: &mut Incoming, streams: usize) {
+async fn mux_round(client: &MuxHandle, server_in: &mut Incoming, streams: usize) {
     let per = TOTAL / streams;
     let mut tasks = Vec::with_capacity(streams * 2);
     for _ in 0..streams {

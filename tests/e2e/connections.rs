@@ -333,7 +333,7 @@ async fn raw_handshake(
         .await
         .unwrap();
     match read_message(&mut s, MAX).await.unwrap() {
-        Some(Message::Welcome(w)) => Ok((s, w.session_id)),
+        Some(Message::Welcome(w)) => Ok((s, w.connection_id)),
         Some(Message::Rejected(r)) => Err(r),
         other => panic!("unexpected answer: {other:?}"),
     }

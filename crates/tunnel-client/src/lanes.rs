@@ -99,7 +99,13 @@ async fn join(
             });
         }
     };
-    let (ctx, channel) = Lane::start(hs.session_id, control, first, heartbeat, CONTROL_MAX_FRAME);
+    let (ctx, channel) = Lane::start(
+        hs.connection_id,
+        control,
+        first,
+        heartbeat,
+        CONTROL_MAX_FRAME,
+    );
     Ok((ctx, incoming, channel))
 }
 

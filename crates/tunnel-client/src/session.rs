@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{
-    settle, spawn_control, AbortTable, Control, ControlChannel, Heartbeat, Incoming, Lane, Lanes,
-    Mode, MuxStream,
+    settle, spawn_control, AbortTable, ControlChannel, Heartbeat, Incoming, Lane, Lanes, Mode,
+    MuxHandle, MuxStream,
 };
 use tunnel_proto::handshake::{ClientBinding, ClientEvent, ClientHandshake, Handshake, Phase};
 use tunnel_proto::{Hello, Message, PeerText, RegisterReply, StreamStatus};
@@ -57,12 +57,12 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
     let hs = Box::pin(handshake(shared)).await?;
     let Handshaken {
         stream,
-        session_id,
+        connection_id,
         heartbeat_ms,
         mut machine,
     } = hs;
-    info!(session = session_id, transport = %shared.cfg.transport, "connected to {}", shared.cfg.server_addr);
-    let span = tracing::info_span!("session", id = session_id);
+    info!(session = connection_id, transport = %shared.cfg.transport, "connected to {}", shared.cfg.server_addr);
+    let span = tracing::info_span!("session", id = connection_id);
     async move {
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
         let aborts = AbortTable::default();
@@ -90,7 +90,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             }
         };
         let ctx = Arc::new(Lane::new(
-            session_id,
+            connection_id,
             control,
             aborts,
             channel.sender.clone(),
@@ -103,7 +103,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             let keep = lanes::keep(
                 shared.clone(),
                 lanes.clone(),
-                session_id,
+                connection_id,
                 heartbeat,
                 stop_lanes.clone(),
             );
@@ -167,7 +167,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
 /// Open the control stream and register; returns the server's verdicts.
 async fn open_control(
     shared: &Shared,
-    control: &Control,
+    control: &MuxHandle,
     machine: &mut ClientHandshake,
     aborts: &AbortTable,
     heartbeat: Heartbeat,
@@ -222,7 +222,7 @@ async fn drain(shared: &Shared, incoming: &mut Incoming) {
 pub(crate) struct Handshaken {
     pub stream: BoxedStream,
     /// The id the server gave this connection.
-    pub session_id: u64,
+    pub connection_id: u64,
     /// How often the server wants pings.
     pub heartbeat_ms: u32,
     /// The setup so far: it opens the first stream next (control or join).
@@ -257,7 +257,7 @@ pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError
     }
     Ok(Handshaken {
         stream,
-        session_id: welcome.session_id,
+        connection_id: welcome.connection_id,
         heartbeat_ms: welcome.heartbeat_ms,
         machine,
     })
@@ -266,7 +266,7 @@ pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError
 /// Open the first stream of a welcomed connection and have the server accept the header
 /// `machine` queued (control or join), within [`CONNECT_TIMEOUT`].
 pub(crate) async fn first_stream(
-    control: &Control,
+    control: &MuxHandle,
     machine: &mut ClientHandshake,
 ) -> Result<MuxStream, ClientError> {
     let opened = async {

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tunnel_mux::{
-    relay_tcp, start, ByteCounters, Control, Incoming, Mode, MuxConfig, PipeConfig, RelayEnd,
+    relay_tcp, start, ByteCounters, Incoming, Mode, MuxConfig, MuxHandle, PipeConfig, RelayEnd,
 };
 use tunnel_transport::{BoxedStream, ClientTrust, ServerIdentity, TlsTransport, Transport};
 
@@ -190,7 +190,7 @@ async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<usize> {
 
 /// Writers straight into client streams, readers straight out of the server's.
 async fn mux_round(
-    client: &Control,
+    client: &MuxHandle,
     server_in: &mut Incoming,
     streams: usize,
     per: usize,
@@ -223,7 +223,7 @@ async fn mux_round(
 /// The product path per stream, as the engines run it: user -> entry relay -> stream ~ TLS ~
 /// stream -> exit relay -> service.
 async fn tunnel_round(
-    client: &Control,
+    client: &MuxHandle,
     server_in: &mut Incoming,
     streams: usize,
     per: usize,

@@ -17,7 +17,7 @@ use tunnel_proto::Message;
 
 use crate::control::{spawn_control, ControlChannel, ControlClosed, ControlSender, Heartbeat};
 use crate::relay::AbortTable;
-use crate::session::Control;
+use crate::session::MuxHandle;
 use crate::stream::MuxStream;
 use crate::MuxError;
 
@@ -28,7 +28,7 @@ pub struct Lane {
     /// The id the server welcomed this connection with (the session's own for the first).
     pub id: u64,
     /// The connection's mux: open streams on it, close it.
-    pub control: Control,
+    pub control: MuxHandle,
     /// The streams on this connection whose data path the peer may abort.
     pub aborts: AbortTable,
     control_tx: ControlSender,
@@ -38,7 +38,7 @@ pub struct Lane {
 
 impl Lane {
     /// A lane whose control stream is already served (its sender is `control_tx`).
-    pub fn new(id: u64, control: Control, aborts: AbortTable, control_tx: ControlSender) -> Self {
+    pub fn new(id: u64, control: MuxHandle, aborts: AbortTable, control_tx: ControlSender) -> Self {
         Lane {
             id,
             control,
@@ -53,7 +53,7 @@ impl Lane {
     /// channel for its own messages and for why the control stream ended.
     pub fn start(
         id: u64,
-        control: Control,
+        control: MuxHandle,
         first: MuxStream,
         heartbeat: Heartbeat,
         max_frame: usize,

@@ -2,7 +2,7 @@
 //! copies bytes between a proxied TCP connection and its stream.
 //!
 //! * [`start`] runs a yamux session over any tokio byte stream (the TLS stream after the
-//!   handshake frames) in a driver task and returns a cloneable [`Control`] (open, close,
+//!   handshake frames) in a driver task and returns a cloneable [`MuxHandle`] (open, close,
 //!   watch) and an [`Incoming`] (accept).
 //! * [`MuxStream`] is a tokio `AsyncRead + AsyncWrite`; `shutdown()` half-closes (FIN),
 //!   dropping without it resets (RST), and a peer reset reads as an error, not as EOF.
@@ -80,5 +80,5 @@ pub use error::MuxError;
 pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
-pub use session::{start, Control, Incoming, Mode};
+pub use session::{start, Incoming, Mode, MuxHandle};
 pub use stream::MuxStream;

@@ -1,4 +1,4 @@
-//! Starting a session, the handles (`Control`, `Incoming`) and the state they share.
+//! Starting a session, the handles (`MuxHandle`, `Incoming`) and the state they share.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,10 +40,10 @@ pub(crate) type Inbound = Box<MuxStream>;
 /// called from within a tokio runtime. Out-of-range `cfg` values are clamped (see
 /// [`MuxConfig::validate`]).
 ///
-/// The session ends when `Control::close()` is called, when every `Control` and the
+/// The session ends when `MuxHandle::close()` is called, when every `MuxHandle` and the
 /// `Incoming` have been dropped, when the peer closes or on an I/O error. Every stream then
 /// fails promptly (see [`MuxStream`]).
-pub fn start<T>(io: T, mode: Mode, cfg: &MuxConfig) -> (Control, Incoming)
+pub fn start<T>(io: T, mode: Mode, cfg: &MuxConfig) -> (MuxHandle, Incoming)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -63,7 +63,7 @@ where
         open_rx,
         inbound_tx,
     ));
-    let control = Control {
+    let control = MuxHandle {
         open_tx,
         shared: shared.clone(),
     };
@@ -73,12 +73,12 @@ where
 
 /// Cloneable handle to open streams and to close or watch the session.
 #[derive(Clone, Debug)]
-pub struct Control {
+pub struct MuxHandle {
     open_tx: mpsc::Sender<OpenReply>,
     shared: Arc<Shared>,
 }
 
-impl Control {
+impl MuxHandle {
     /// Open a new outbound stream. The peer only learns about it with the first byte written
     /// (yamux opens lazily), so write the stream's open header right away.
     ///
@@ -95,7 +95,7 @@ impl Control {
 
     /// Close the session: queued stream data and a GoAway are flushed, then the driver ends.
     /// Streams still open are cut (their reads and writes fail). Idempotent, does not wait:
-    /// use [`Control::closed`] for that.
+    /// use [`MuxHandle::closed`] for that.
     pub fn close(&self) {
         self.shared.request_close();
     }

@@ -231,10 +231,10 @@ impl AsyncWrite for MuxStream {
     }
 }
 
-/// Engines move streams and handles into spawned tasks and share `Control` across them.
+/// Engines move streams and handles into spawned tasks and share `MuxHandle` across them.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync + Unpin + 'static>() {}
     assert_send_sync::<MuxStream>();
-    assert_send_sync::<crate::Control>();
+    assert_send_sync::<crate::MuxHandle>();
     assert_send_sync::<crate::Incoming>();
 };

@@ -14,7 +14,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// Open on `from`, accept on `to`; the first bytes make the stream visible to the peer.
 async fn open_pair(
-    from: &tunnel_mux::Control,
+    from: &tunnel_mux::MuxHandle,
     to: &mut tunnel_mux::Incoming,
 ) -> (MuxStream, MuxStream) {
     let mut out = from.open().await.unwrap();
@@ -192,7 +192,7 @@ async fn dropping_all_handles_ends_the_session_and_wakes_readers() {
     let mut p = tcp_sessions(&MuxConfig::default()).await;
     let (c, s, _writer) = blocked_readers(&mut p).await;
     let server = p.server.clone();
-    drop(p); // every Control and Incoming of both sessions
+    drop(p); // every MuxHandle and Incoming of both sessions
     assert_eof_or_error(within(SECOND, "client reader", c).await.unwrap(), "client");
     assert_eof_or_error(within(SECOND, "server reader", s).await.unwrap(), "server");
     within(SECOND, "server driver end", server.closed()).await;

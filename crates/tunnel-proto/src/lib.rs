@@ -36,7 +36,7 @@
 //! use bytes::BytesMut;
 //! use tunnel_proto::{encode, Decoder, Message, Welcome, DEFAULT_MAX_FRAME};
 //!
-//! let msg = Message::Welcome(Welcome { session_id: 7, heartbeat_ms: 15_000 });
+//! let msg = Message::Welcome(Welcome { connection_id: 7, heartbeat_ms: 15_000 });
 //! let mut wire = BytesMut::new();
 //! encode(&msg, DEFAULT_MAX_FRAME, &mut wire)?;
 //!

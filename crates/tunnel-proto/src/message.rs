@@ -109,8 +109,10 @@ pub struct AuthResponse {
 /// Handshake succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
-    /// Server-assigned id, for correlating logs on both sides.
-    pub session_id: u64,
+    /// Server-assigned id of this connection, for correlating logs on both sides. The first
+    /// connection's id is also the session's: an extra connection joins by naming it
+    /// ([`crate::StreamOpen::Join`]).
+    pub connection_id: u64,
     /// How often the client should ping on the control stream.
     pub heartbeat_ms: u32,
 }
@@ -243,7 +245,7 @@ impl Message {
             }
             Self::AuthResponse(a) => dst.put_slice(&a.mac),
             Self::Welcome(w) => {
-                dst.put_u64(w.session_id);
+                dst.put_u64(w.connection_id);
                 dst.put_u32(w.heartbeat_ms);
             }
             Self::Rejected(r) => {
@@ -307,7 +309,7 @@ impl Message {
                 mac: r.array("AuthResponse.mac")?,
             }),
             kind::WELCOME => Self::Welcome(Welcome {
-                session_id: r.u64("Welcome.session_id")?,
+                connection_id: r.u64("Welcome.connection_id")?,
                 heartbeat_ms: r.u32("Welcome.heartbeat_ms")?,
             }),
             kind::REJECTED => Self::Rejected(Rejected {

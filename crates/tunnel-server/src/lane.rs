@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use tracing::{info, warn, Instrument};
-use tunnel_mux::{Control, ControlChannel, Incoming, MuxError, MuxStream};
+use tunnel_mux::{ControlChannel, Incoming, MuxError, MuxHandle, MuxStream};
 use tunnel_proto::handshake::{JoinTarget, ServerHandshake};
 use tunnel_proto::Hello;
 use tunnel_transport::{drive, TransportError};
 
 pub(crate) use tunnel_mux::Lane;
 
-use crate::session::SessionRef;
+use crate::session::SessionRecord;
 use crate::{visitor, Shared};
 
 /// Why the session cannot take one more connection, in the words the client logs.
@@ -35,7 +35,7 @@ pub(crate) async fn join(
     shared: &Arc<Shared>,
     id: u64,
     hello: &Hello,
-    control: Control,
+    control: MuxHandle,
     incoming: Incoming,
     mut first: MuxStream,
     mut machine: ServerHandshake,
@@ -91,7 +91,7 @@ pub(crate) async fn join(
 pub(crate) fn accept(
     shared: &Shared,
     id: u64,
-    control: Control,
+    control: MuxHandle,
     first: MuxStream,
 ) -> (Arc<Lane>, ControlChannel) {
     let hb = shared.cfg.heartbeat();
@@ -100,7 +100,7 @@ pub(crate) fn accept(
 
 /// The session `hello`'s client id leads to in the registry, and what the join decision
 /// needs of it.
-fn find(shared: &Shared, hello: &Hello) -> Option<(Arc<SessionRef>, JoinTarget)> {
+fn find(shared: &Shared, hello: &Hello) -> Option<(Arc<SessionRecord>, JoinTarget)> {
     let session = shared.registry.session(&hello.client_id)?;
     let view = JoinTarget {
         session: session.id,
@@ -117,7 +117,7 @@ fn find(shared: &Shared, hello: &Hello) -> Option<(Arc<SessionRef>, JoinTarget)>
 /// ends; returns why.
 async fn serve(
     shared: &Arc<Shared>,
-    session: &Arc<SessionRef>,
+    session: &Arc<SessionRecord>,
     lane: &Arc<Lane>,
     mut incoming: Incoming,
     mut channel: ControlChannel,

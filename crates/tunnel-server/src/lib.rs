@@ -106,13 +106,13 @@ pub(crate) struct Shared {
 const LIMIT_WARN_WINDOW: Duration = Duration::from_secs(60);
 
 impl Shared {
-    fn next_session_id(&self) -> u64 {
+    fn next_connection_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
     fn mux_config(&self) -> MuxConfig {
         // The per-client cap is enforced above the mux with a readable error (see
-        // `SessionRef::begin_stream_for`); the mux's own limit only backs it up.
+        // `SessionRecord::begin_stream_for`); the mux's own limit only backs it up.
         MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client.clamp(
             tunnel_mux::DEFAULT_MAX_STREAMS,
             tunnel_mux::MAX_STREAMS_LIMIT,

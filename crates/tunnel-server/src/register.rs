@@ -14,7 +14,7 @@ use tunnel_proto::{
 
 use crate::registry::{ClaimError, ProxyEntry, ProxyKey};
 use crate::routes::{self, Conflict, Pair};
-use crate::session::SessionRef;
+use crate::session::SessionRecord;
 use crate::{listener, ServerConfig, Shared};
 
 /// Check and apply every item; each gets its own verdict, and a failed item leaves the others
@@ -22,7 +22,7 @@ use crate::{listener, ServerConfig, Shared};
 /// client) but no longer lists are released.
 pub(crate) async fn apply(
     shared: &Arc<Shared>,
-    session: &Arc<SessionRef>,
+    session: &Arc<SessionRecord>,
     req: RegisterRequest,
 ) -> RegisterReply {
     let total = req.proxies.len() + req.visitors.len();
@@ -116,7 +116,7 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
 }
 
 /// Release what `session` holds outside `keep`.
-fn release_unlisted(shared: &Shared, session: &SessionRef, keep: &HashSet<ProxyKey>, why: &str) {
+fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<ProxyKey>, why: &str) {
     for key in shared.registry.release_except(session.id, keep) {
         info!(proxy = %key, "proxy {why}; released");
     }
@@ -128,7 +128,7 @@ const LOGGED_REJECTIONS: usize = 8;
 
 async fn register_proxy(
     shared: &Arc<Shared>,
-    session: &Arc<SessionRef>,
+    session: &Arc<SessionRecord>,
     spec: ProxySpec,
     names: &mut HashSet<String>,
     routes_left: &mut usize,

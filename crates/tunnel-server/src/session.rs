@@ -30,7 +30,7 @@ use crate::{register, visitor, Shared};
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 
 /// What the rest of the server knows about a live session.
-pub(crate) struct SessionRef {
+pub(crate) struct SessionRecord {
     pub id: u64,
     pub client_id: String,
     pub instance: [u8; 16],
@@ -48,7 +48,7 @@ pub(crate) struct SessionRef {
     pub visitors: RwLock<Vec<VisitorSpec>>,
 }
 
-impl SessionRef {
+impl SessionRecord {
     /// Streams of this session open now, on all its connections.
     pub(crate) fn open_streams(&self) -> usize {
         self.budget.open()
@@ -120,7 +120,7 @@ impl SessionRef {
 
 /// One counted stream of a session, and the connection that carries it; uncounted on drop.
 pub(crate) struct StreamSlot {
-    session: Arc<SessionRef>,
+    session: Arc<SessionRecord>,
     lane: LaneSlot,
     proxy: Option<ProxyKey>,
 }
@@ -139,7 +139,7 @@ impl Drop for StreamSlot {
 
 /// One stream of a session still reading its header; uncounted on drop.
 pub(crate) struct HeaderSlot {
-    session: Arc<SessionRef>,
+    session: Arc<SessionRecord>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -309,7 +309,7 @@ fn run(
     mut machine: ServerHandshake,
     hello: Hello,
 ) -> impl Future<Output = ()> {
-    let id = shared.next_session_id();
+    let id = shared.next_connection_id();
     let span = info_span!("session", id, client = %hello.client_id, peer = %est.peer);
     async move {
         let Established {
@@ -320,7 +320,7 @@ fn run(
         } = est;
         let hb = shared.cfg.heartbeat();
         let welcome = Welcome {
-            session_id: id,
+            connection_id: id,
             heartbeat_ms: u32::try_from(hb.interval.as_millis()).unwrap_or(u32::MAX),
         };
         machine.admit(handshake::id_state(&shared, &hello), welcome);
@@ -361,7 +361,7 @@ fn run(
             }
         };
         let (first_lane, mut channel) = lane::accept(&shared, id, control, ctrl);
-        let session = Arc::new(SessionRef {
+        let session = Arc::new(SessionRecord {
             id,
             client_id: hello.client_id.clone(),
             instance: hello.instance,
@@ -398,7 +398,7 @@ fn run(
 /// the operator's log, and the error the machine would have turned the client away with.
 fn install(
     shared: &Shared,
-    session: &Arc<SessionRef>,
+    session: &Arc<SessionRecord>,
 ) -> Result<(), (String, tunnel_proto::HandshakeError)> {
     let installed = shared
         .registry
@@ -454,7 +454,7 @@ async fn tell_refused(
 
 async fn serve(
     shared: &Arc<Shared>,
-    session: &Arc<SessionRef>,
+    session: &Arc<SessionRecord>,
     mut incoming: Incoming,
     mut channel: tunnel_mux::ControlChannel,
 ) {
@@ -513,7 +513,7 @@ async fn accept_first(
 
 /// Release everything the session holds. Returns how many proxies it released. With `settle`
 /// (the peer closed the session), open streams get a moment to finish before they are cut.
-async fn cleanup(shared: &Shared, session: &SessionRef, by_peer: bool) -> usize {
+async fn cleanup(shared: &Shared, session: &SessionRecord, by_peer: bool) -> usize {
     session.cancel.cancel();
     // One step (see `install`): a successor of the same client has either taken our
     // proxies over already, leaving none to release, or does not exist.

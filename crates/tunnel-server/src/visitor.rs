@@ -14,7 +14,7 @@ use tunnel_transport::{read_message, write_message, TransportError};
 use crate::forward::open_to_owner;
 use crate::lane::Lane;
 use crate::registry::ProxyKey;
-use crate::session::{SessionRef, CONTROL_MAX_FRAME};
+use crate::session::{SessionRecord, CONTROL_MAX_FRAME};
 use crate::Shared;
 
 /// A client that opens a stream must name its target promptly.
@@ -26,7 +26,7 @@ pub(crate) const STREAM_HEADER_MAX: usize = 4096;
 
 pub(crate) async fn serve_stream(
     shared: Arc<Shared>,
-    visitor: Arc<SessionRef>,
+    visitor: Arc<SessionRecord>,
     lane: Arc<Lane>,
     mut stream: MuxStream,
 ) {

@@ -140,7 +140,7 @@ mod tests {
             let ev = drive(&mut b, &mut m).await.unwrap();
             assert!(matches!(ev, ServerEvent::Authenticated(_)));
             let welcome = Welcome {
-                session_id: 1,
+                connection_id: 1,
                 heartbeat_ms: 1000,
             };
             m.admit(IdState::Free, welcome);

@@ -175,14 +175,14 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
 /// A hand-driven client session: its mux, the streams the server opens toward it, and its
 /// control stream.
 struct Hostile {
-    control: tunnel_mux::Control,
+    control: tunnel_mux::MuxHandle,
     incoming: tunnel_mux::Incoming,
     ctrl: tunnel_mux::MuxStream,
 }
 
 /// Log in as a client over a raw TLS connection from 127.0.0.1 and start its mux; returns
 /// the mux control (the session's control stream is opened and answered).
-async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::Control {
+async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::MuxHandle {
     let h = hostile_login(addr, pki, id).await;
     std::mem::forget(h.incoming); // the server opens nothing toward us
     std::mem::forget(h.ctrl); // kept open for the test's life
@@ -231,7 +231,7 @@ async fn hostile_login(addr: SocketAddr, pki: &Pki, id: &str) -> Hostile {
 /// Open `n` streams each starting a frame that announces `announce` bytes and sending
 /// `send` of them; the streams whose bytes went out are returned, held open.
 async fn partial_headers(
-    control: &tunnel_mux::Control,
+    control: &tunnel_mux::MuxHandle,
     n: usize,
     announce: u32,
     send: usize,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tunnel_mux::{start, Control, Incoming, Mode, MuxConfig};
+use tunnel_mux::{start, Incoming, Mode, MuxConfig, MuxHandle};
 
 /// Generous upper bound for anything that should happen "promptly" on a loaded 2-core box.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -41,9 +41,9 @@ pub async fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 pub struct Pair {
-    pub client: Control,
+    pub client: MuxHandle,
     pub client_in: Incoming,
-    pub server: Control,
+    pub server: MuxHandle,
     pub server_in: Incoming,
 }
 

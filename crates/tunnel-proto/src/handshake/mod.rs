@@ -35,11 +35,11 @@
 //! server.authorize(Ok(()));
 //! let Some(Ok(ServerEvent::Authenticated(hello))) = server.poll() else { panic!() };
 //! assert_eq!(hello.client_id, "edge");
-//! server.admit(IdState::Free, Welcome { session_id: 7, heartbeat_ms: 15_000 });
+//! server.admit(IdState::Free, Welcome { connection_id: 7, heartbeat_ms: 15_000 });
 //! assert!(matches!(server.poll(), Some(Ok(ServerEvent::Welcomed { replaces: false }))));
 //! pump(&mut client, &mut server);
 //! let Some(Ok(ClientEvent::Welcomed(welcome))) = client.poll() else { panic!() };
-//! assert_eq!(welcome.session_id, 7);
+//! assert_eq!(welcome.connection_id, 7);
 //! ```
 
 mod client;

@@ -32,7 +32,7 @@ fn server() -> ServerHandshake {
 
 fn welcome() -> Welcome {
     Welcome {
-        session_id: 7,
+        connection_id: 7,
         heartbeat_ms: 15_000,
     }
 }

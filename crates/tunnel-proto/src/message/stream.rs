@@ -23,7 +23,7 @@ pub enum StreamOpen {
     /// The client's first stream; carries Register, Ping/Pong and Abort.
     Control,
     /// The first stream of a client's additional connection, in place of [`StreamOpen::Control`]:
-    /// this connection joins the live session `session` (its [`crate::Welcome::session_id`])
+    /// this connection joins the live session `session` (its [`crate::Welcome::connection_id`])
     /// of the same client id and instance, and carries streams of that session. It then serves
     /// as the connection's control stream for Ping/Pong and Abort; registration stays on the
     /// first connection.

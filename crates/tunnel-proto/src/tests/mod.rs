@@ -121,7 +121,7 @@ pub(crate) fn samples() -> Vec<Message> {
         }),
         Message::AuthResponse(AuthResponse { mac: [0x5a; 32] }),
         Message::Welcome(Welcome {
-            session_id: u64::MAX,
+            connection_id: u64::MAX,
             heartbeat_ms: 15_000,
         }),
         Message::Register(register_request()),

@@ -107,9 +107,9 @@ fn message() -> impl Strategy<Value = Message> {
             })
         }),
         any::<[u8; 32]>().prop_map(|mac| Message::AuthResponse(AuthResponse { mac })),
-        (any::<u64>(), any::<u32>()).prop_map(|(session_id, heartbeat_ms)| {
+        (any::<u64>(), any::<u32>()).prop_map(|(connection_id, heartbeat_ms)| {
             Message::Welcome(Welcome {
-                session_id,
+                connection_id,
                 heartbeat_ms,
             })
         }),

@@ -84,7 +84,7 @@ fn small_layouts_are_stable() {
         ),
         (
             Message::Welcome(Welcome {
-                session_id: 1,
+                connection_id: 1,
                 heartbeat_ms: 2,
             }),
             vec![0, 0, 0, 13, 0x04, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2],

@@ -22,7 +22,7 @@ use tunnel_proto::ProxySpec;
 pub(crate) use backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
 
 use crate::routes::Pair;
-use crate::session::SessionRef;
+use crate::session::SessionRecord;
 
 /// The registry key. Private proxies (no `publish_port`) use port 0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,7 +77,7 @@ impl ProxyEntry {
     }
 }
 
-impl SessionInfo for Arc<SessionRef> {
+impl SessionInfo for Arc<SessionRecord> {
     fn id(&self) -> u64 {
         self.id
     }
@@ -91,7 +91,7 @@ impl SessionInfo for Arc<SessionRef> {
     }
 }
 
-type Session = Arc<SessionRef>;
+type Session = Arc<SessionRecord>;
 type Entry = Arc<ProxyEntry>;
 
 /// The server's registry: a [`RegistryBackend`] (in memory by default) over this process's
