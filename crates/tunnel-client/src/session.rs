@@ -236,7 +236,9 @@ pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError
     let connect = shared.transport.connect(&shared.cfg.server_addr);
     let est = tokio::time::timeout_at(deadline, connect)
         .await
-        .map_err(|_| timed_out(Phase::Connect, CONNECT_TIMEOUT))??;
+        // The TCP connect has its own shorter deadline in the transport, which reports
+        // itself: running out of the whole one here means the TLS handshake hung.
+        .map_err(|_| timed_out(Phase::Tls, CONNECT_TIMEOUT))??;
     let mut stream = est.stream;
     let hello = Hello {
         version: tunnel_proto::PROTOCOL_VERSION,

@@ -19,6 +19,17 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    /// The server's address did not answer the TCP connect in time.
+    #[error(
+        "TCP connect to {addr} timed out after {after:?} (check the address, and that no firewall drops the packets)"
+    )]
+    ConnectTimeout {
+        /// The address as given.
+        addr: String,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
+
     /// The server's certificate was rejected by our trust settings.
     #[error("the server's certificate is not trusted: {reason}")]
     Untrusted {

@@ -91,7 +91,7 @@ pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySourc
 pub use local_tls::LocalTls;
 pub use problem::ConfigProblem;
 pub use server::ServerTransport;
-pub use socket::tune_tcp;
+pub use socket::{tune_tcp, TCP_CONNECT_TIMEOUT};
 pub use tls::{fill_random, TlsTransport};
 pub use transport::{
     check_ws_path, BoxedStream, ByteStream, Established, Transport, TransportKind, ALPN_H2,

@@ -11,6 +11,30 @@ const KEEPALIVE_TIME: Duration = Duration::from_secs(20);
 #[allow(dead_code)] // unused where socket2 cannot set the interval
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(8);
 
+/// How long opening a TCP connection to the server may take. Shorter than the client's whole
+/// connection deadline, so a timeout there says which step hung: the TCP connect (an address
+/// that drops packets) or the TLS handshake after it (something answering that is not us).
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open a TCP connection to `addr` within [`TCP_CONNECT_TIMEOUT`], tuned with [`tune_tcp`].
+pub(crate) async fn dial(addr: &str) -> Result<TcpStream, crate::TransportError> {
+    let connect = TcpStream::connect(addr);
+    let tcp = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, connect).await {
+        Ok(r) => r.map_err(|source| crate::TransportError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?,
+        Err(_) => {
+            return Err(crate::TransportError::ConnectTimeout {
+                addr: addr.to_owned(),
+                after: TCP_CONNECT_TIMEOUT,
+            })
+        }
+    };
+    tune_tcp(&tcp);
+    Ok(tcp)
+}
+
 /// Set TCP_NODELAY (yamux frames and TLS records are already batched; Nagle would only add
 /// latency to small control messages) and TCP keepalive 20 s / 8 s, so a silently vanished
 /// peer is noticed even without tunnel heartbeats. Best effort: failures are logged at debug.

@@ -139,13 +139,7 @@ impl TlsClient {
         &self,
         addr: &str,
     ) -> Result<(TlsStream<ReadAhead<TcpStream>>, SocketAddr, [u8; 32]), TransportError> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| TransportError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        tune_tcp(&tcp);
+        let tcp = crate::socket::dial(addr).await?;
         let peer = tcp.peer_addr()?;
         let tls = self
             .connector

@@ -137,14 +137,7 @@ impl WsTransport {
                 ))
             }
             None => {
-                let tcp =
-                    TcpStream::connect(addr)
-                        .await
-                        .map_err(|source| TransportError::Connect {
-                            addr: addr.to_owned(),
-                            source,
-                        })?;
-                tune_tcp(&tcp);
+                let tcp = crate::socket::dial(addr).await?;
                 let peer = tcp.peer_addr()?;
                 let url = format!("ws://{host}:{port}{}", self.path);
                 let ws = client_handshake(&url, tcp, &self.path).await?;

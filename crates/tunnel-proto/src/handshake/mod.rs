@@ -67,8 +67,6 @@ pub const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
-    /// Opening the TCP connection and its TLS (the client's transports do both in one call).
-    Connect,
     /// The TLS handshake (and the HTTP/2 or WebSocket request on top of it).
     Tls,
     /// Hello, challenge, proof, and the Welcome or Rejected that answers it.
@@ -84,7 +82,6 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Phase::Connect => "TCP connect and TLS handshake",
             Phase::Tls => "TLS handshake",
             Phase::Authentication => "authentication",
             Phase::ControlStream => "opening the control stream",
