@@ -22,6 +22,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// configuration kept.
 #[derive(Parser, Debug)]
 #[command(
+    name = "tunnel-client",
     version,
     after_help = tls_tunnel::cli::AUTH_KEY_HELP
 )]

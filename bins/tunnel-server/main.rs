@@ -23,6 +23,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// clients or connections, open streams get shutdown_grace seconds to finish.
 #[derive(Parser, Debug)]
 #[command(
+    name = "tunnel-server",
     version,
     after_help = tls_tunnel::cli::AUTH_KEY_HELP
 )]

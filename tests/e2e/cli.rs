@@ -210,3 +210,17 @@ fn wrong_key_makes_the_client_exit_non_zero_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("auth_key does not match"), "{err}");
 }
+
+/// `--version` names the binary it came from, not the package.
+#[test]
+fn version_names_the_binary() {
+    for (bin, name) in [
+        (bins::server(), "tunnel-server"),
+        (bins::client(), "tunnel-client"),
+    ] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(&format!("{name} ")), "{text}");
+    }
+}

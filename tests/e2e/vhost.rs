@@ -357,3 +357,33 @@ async fn virtual_host_traffic_shows_in_the_proxy_stats() {
     assert!(p["bytes_in"].as_u64().unwrap() > 20, "{p}");
     assert!(p["bytes_out"].as_u64().unwrap() > 20, "{p}");
 }
+
+/// A request the vhost cannot route by one Host is refused with what is wrong, not a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_two_or_no_host_headers_is_told_what_is_wrong() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = vhost_server().await;
+    let ask = |head: &'static str| {
+        let addr = server.vhost_addr().unwrap();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer))
+                .await
+                .expect("the vhost did not answer")
+                .unwrap();
+            answer
+        }
+    };
+    let two =
+        ask("GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert!(two.contains("two Host headers"), "{two}");
+    let none = ask("GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        none.starts_with("HTTP/1.0 400") || none.starts_with("HTTP/1.1 400"),
+        "{none}"
+    );
+    assert!(none.contains("no Host header"), "{none}");
+}

@@ -168,8 +168,9 @@ pub(super) struct Peer {
 async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response<Body> {
     // One Host for routing, read once; the authority of an absolute-form target wins over
     // the Host header (RFC 9112 §3.2.2).
-    let Some(host) = request_host(&req) else {
-        return page(StatusCode::BAD_REQUEST, "bad request: no Host");
+    let host = match request_host(&req) {
+        Ok(host) => host,
+        Err(why) => return page(StatusCode::BAD_REQUEST, why),
     };
     if req.method() == http::Method::CONNECT {
         return page(
@@ -266,16 +267,21 @@ async fn check_auth(
 }
 
 /// The Host of a request: the absolute-form authority, else the one Host header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+        return Ok(a.as_str().to_owned());
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next()?;
+    let Some(host) = hosts.next() else {
+        return Err("bad request: no Host header");
+    };
     if hosts.next().is_some() {
-        return None; // two Host headers: ambiguous, refuse (RFC 9112 §3.2)
+        // Ambiguous: two parties on the way may route by different ones (RFC 9112 §3.2).
+        return Err("bad request: two Host headers; send exactly one");
     }
-    host.to_str().ok().map(str::to_owned)
+    host.to_str()
+        .map(str::to_owned)
+        .map_err(|_| "bad request: the Host header is not plain text")
 }
 
 /// Send the target in origin form, with the normalised path it was routed by and the Host
