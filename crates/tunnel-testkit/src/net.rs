@@ -22,13 +22,33 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
     sock.connect(to).await
 }
 
-/// A port that was free a moment ago (the OS picked it).
+/// A port that was free a moment ago, outside the range the OS picks outgoing ports from.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range: a port picked there could be taken, before the test
+    // binds it, as the local port of one of the thousands of outgoing connections the other
+    // tests of this process open. Each call takes the next port of this process's walk
+    // (started at an offset drawn from the pid, so parallel test processes rarely meet), and
+    // skips a port something already holds.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().clamp(12_000, 32_768);
+    let (first, span) = (10_000u32, u32::from(low) - 10_000);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(first + (start + n) % span).unwrap_or(10_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (Linux; 32768 where it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
