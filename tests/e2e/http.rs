@@ -396,3 +396,40 @@ async fn oversize_headers_and_garbage_are_refused_without_harm() {
 }
 
 mod h2;
+
+/// One HTTP/1.1 request on a fresh connection to 127.0.0.1:`port`: the status code.
+async fn raw_status(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: dead.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_local_service_is_warned_about_once_with_proxy_and_address() {
+    capture_logs();
+    let server = server().await;
+    let (_hold, dead) = refusing_port();
+    let addr = format!("127.0.0.1:{dead}");
+    let (p1, p2) = (free_port(), free_port());
+    let _c = client(
+        client_config(&server)
+            .with_proxy(ProxyConfig::http("warn-dead-h1", &addr, Some(p1)))
+            .with_proxy(ProxyConfig::http2("warn-dead-h2", &addr, Some(p2))),
+    )
+    .await;
+    for (name, port) in [("warn-dead-h1", p1), ("warn-dead-h2", p2)] {
+        assert_eq!(raw_status(port).await, "502", "{name}");
+        let proxy = format!("proxy={name}");
+        let parts = ["WARN", proxy.as_str(), addr.as_str()];
+        expect_logged(&parts).await;
+        for _ in 0..10 {
+            assert_eq!(raw_status(port).await, "502", "{name}");
+        }
+        assert_eq!(logged_count(&parts), 1, "{name}: one warning per window");
+    }
+}

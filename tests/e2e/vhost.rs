@@ -387,3 +387,42 @@ async fn a_request_with_two_or_no_host_headers_is_told_what_is_wrong() {
     );
     assert!(none.contains("no Host header"), "{none}");
 }
+
+/// A proxy served only by domains is named by them in the server's log (not "(private)"),
+/// and `/api/stats` lists its normalised domains and locations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_only_proxy_is_named_by_its_domains_in_logs_and_stats() {
+    capture_logs();
+    let server = vhost_server().await;
+    let svc = http1_service().await;
+    let _c = client_as(
+        &server,
+        "by-domains",
+        vec![routed("dom-named", &svc, |h| {
+            h.domains = vec!["App.Example.com".into(), "*.dev.example.com".into()];
+            h.locations = vec!["/api/".into()];
+        })],
+    )
+    .await;
+    expect_logged(&[
+        "proxy registered",
+        "dom-named (app.example.com, *.dev.example.com)",
+    ])
+    .await;
+    assert!(
+        !logged(&["dom-named (private)"]),
+        "named private in the log"
+    );
+    let stats = server.stats_addr().unwrap();
+    let json = curl_ok(&[&format!("http://{stats}/api/stats")]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let p = &v["clients"][0]["proxies"][0];
+    assert_eq!(p["name"], "dom-named", "{p}");
+    assert_eq!(
+        p["domains"],
+        serde_json::json!(["app.example.com", "*.dev.example.com"]),
+        "{p}"
+    );
+    assert_eq!(p["locations"], serde_json::json!(["/api"]), "{p}");
+    assert_eq!(p["publish_port"], serde_json::Value::Null, "{p}");
+}

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 use tunnel_mux::MuxStream;
 use tunnel_proto::ProxyKind;
 
@@ -23,6 +23,7 @@ use crate::config::ProxyConfig;
 use crate::h2_proxy::H2Local;
 use crate::http_headers;
 use crate::http_pool::LocalPool;
+use crate::stats::Counters;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -77,10 +78,12 @@ fn same_upstream(a: &ProxyConfig, b: &ProxyConfig) -> bool {
 }
 
 /// Serve one user connection arriving on `stream` until it closes, the peer aborts it
-/// (`abort`), or it idles past `idle_timeout`.
+/// (`abort`), or it idles past `idle_timeout`. `counters` are the proxy's: a local service
+/// that fails is warned about through its `failures` limit, as tcp proxies do.
 pub(crate) async fn serve(
     upstreams: &Upstreams,
     cfg: &ProxyConfig,
+    counters: Arc<Counters>,
     stream: MuxStream,
     abort: &CancellationToken,
     peer: Option<SocketAddr>,
@@ -102,6 +105,7 @@ pub(crate) async fn serve(
         up: up.clone(),
         pool,
         user: peer,
+        counters,
         entry: http_headers::Entry::of(cfg.publish_port, dest),
     });
     let service = hyper::service::service_fn(move |req| {
@@ -147,6 +151,8 @@ struct Route {
     up: Arc<Upstream>,
     pool: Arc<LocalPool>,
     user: Option<SocketAddr>,
+    /// The proxy's counters: `failures` limits the warnings about its local service.
+    counters: Arc<Counters>,
     entry: http_headers::Entry,
 }
 
@@ -164,7 +170,13 @@ impl Route {
         let mut resp = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                debug!(proxy = %cfg.name, "local service failed: {e}");
+                // Every request while the service is down would log a line of its own.
+                if let Some(more) = self.counters.failures.check() {
+                    let local_addr = &cfg.local_addr;
+                    warn!(proxy = %cfg.name, %local_addr, "local service failed, answered 502: {e}{more}");
+                } else {
+                    debug!(proxy = %cfg.name, "local service failed: {e}");
+                }
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT),

@@ -53,7 +53,9 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
         counters.connections.fetch_add(1, Ordering::Relaxed);
         counters.active.fetch_add(1, Ordering::Relaxed);
         let upstreams = &shared.http_upstreams;
-        crate::http_proxy::serve(upstreams, &cfg, stream, guard.token(), peer, dest).await;
+        let token = guard.token();
+        crate::http_proxy::serve(upstreams, &cfg, counters.clone(), stream, token, peer, dest)
+            .await;
         counters.active.fetch_sub(1, Ordering::Relaxed);
         return;
     }

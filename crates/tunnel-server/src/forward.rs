@@ -41,7 +41,7 @@ pub(crate) fn begin_public(
                 .limit_warnings
                 .check(format!("streams {}", entry.key))
             {
-                tracing::warn!(%peer, proxy = %entry.key, "user connection refused: {reason}{more}");
+                tracing::warn!(%peer, proxy = %entry.label(), "user connection refused: {reason}{more}");
             }
             None
         }

@@ -20,7 +20,7 @@ const DEFAULT_IDLE_TIMEOUT: u64 = 300;
 
 /// Accept until the entry is released; dropping the listener closes the port at once.
 pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: TcpListener) {
-    let span = info_span!("listener", proxy = %entry.key);
+    let span = info_span!("listener", proxy = %entry.label());
     // Backs off on errors such as EMFILE instead of spinning, and keeps the port.
     let mut listener = tunnel_transport::Acceptor::new(listener);
     async move {

@@ -108,6 +108,12 @@ pub(crate) struct ProxyStats {
     #[serde(rename = "type")]
     pub kind: String,
     pub publish_port: Option<u16>,
+    /// Host names an `http`/`http2` proxy is served on (normalised); empty otherwise.
+    pub domains: Vec<String>,
+    /// The subdomain it claims of the server's `subdomain_host`, if any.
+    pub subdomain: Option<String>,
+    /// Path prefixes within those hosts (normalised); empty means `/`.
+    pub locations: Vec<String>,
     pub active_streams: u64,
     pub connections_public: u64,
     pub connections_visitor: u64,
@@ -137,6 +143,9 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                         name: spec.name.clone(),
                         kind: spec.kind.to_string(),
                         publish_port: spec.publish_port,
+                        domains: crate::registry::proxy_domains(&spec),
+                        subdomain: spec.http.as_ref().and_then(|h| h.subdomain.clone()),
+                        locations: crate::registry::proxy_locations(&spec),
                         active_streams: c.active_streams.load(Ordering::Relaxed),
                         connections_public: c.public_connections.load(Ordering::Relaxed),
                         connections_visitor: c.visitor_connections.load(Ordering::Relaxed),

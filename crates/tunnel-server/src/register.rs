@@ -12,7 +12,7 @@ use tunnel_proto::{
     VisitorSpec,
 };
 
-use crate::registry::{ClaimError, ProxyEntry, ProxyKey};
+use crate::registry::{proxy_label, ClaimError, ProxyEntry, ProxyKey};
 use crate::routes::{self, Conflict, Pair};
 use crate::session::SessionRecord;
 use crate::{listener, ServerConfig, Shared};
@@ -117,8 +117,8 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
 
 /// Release what `session` holds outside `keep`.
 fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<ProxyKey>, why: &str) {
-    for key in shared.registry.release_except(session.id, keep) {
-        info!(proxy = %key, "proxy {why}; released");
+    for proxy in shared.registry.release_except(session.id, keep) {
+        info!(%proxy, "proxy {why}; released");
     }
 }
 
@@ -169,6 +169,8 @@ async fn register_proxy(
     }
 
     let key = key_of(&spec);
+    // How rejections name it: by its domains when it has no port (the key cannot say).
+    let label = proxy_label(&spec);
     let routes = vhost.pairs.len();
     if let Some((existing, owner)) = shared.registry.get(&key) {
         if owner.id == session.id {
@@ -177,12 +179,12 @@ async fn register_proxy(
             shared
                 .registry
                 .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
-                .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
+                .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
             *existing.spec.write() = spec;
             *routes_left = routes_left.saturating_sub(routes);
             return Ok(key);
         }
-        return Err(taken(&key));
+        return Err(taken(&label));
     }
     let listener = match spec.publish_port {
         Some(port) => Some(bind(shared, port).await?),
@@ -192,13 +194,14 @@ async fn register_proxy(
     shared
         .registry
         .claim(session.id, entry.clone(), &vhost.pairs, vhost.auth)
-        .map_err(|e| claim_error(&key, &vhost.subdomain_host, e))?;
+        .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
     *routes_left = routes_left.saturating_sub(routes);
+    let proxy = entry.label();
     if let Some(l) = listener {
         let task = listener::run(shared.clone(), entry, l);
         shared.tasks.spawn(task.in_current_span());
     }
-    info!(proxy = %key, "proxy registered");
+    info!(%proxy, "proxy registered");
     Ok(key)
 }
 
@@ -434,9 +437,9 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
 
 /// The refusal of a claim: what is taken, never who holds it (an error text reaches another
 /// key holder; other clients' ids and addresses are none of its business).
-fn claim_error(key: &ProxyKey, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
+fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
     let conflict = match e {
-        ClaimError::Taken => return taken(key),
+        ClaimError::Taken => return taken(label),
         ClaimError::RouteTaken(c) => c,
         ClaimError::NoSession => {
             return field_error(
@@ -486,10 +489,12 @@ fn claim_error(key: &ProxyKey, subdomain_host: &Option<String>, e: ClaimError) -
     }
 }
 
-fn taken(key: &ProxyKey) -> FieldError {
+fn taken(label: &str) -> FieldError {
     field_error(
         "name",
-        format!("proxy {key} is already registered by another client; choose another name or port"),
+        format!(
+            "proxy {label} is already registered by another client; choose another name or port"
+        ),
     )
 }
 

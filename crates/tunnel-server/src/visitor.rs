@@ -102,7 +102,7 @@ pub(crate) async fn serve_stream(
     if let Err(why) = access {
         let subject = format!("visit denied {}", entry.key);
         if let Some(more) = shared.limit_warnings.check(subject) {
-            info!(proxy = %entry.key, "visitor refused: access denied ({why}){more}");
+            info!(proxy = %entry.label(), "visitor refused: access denied ({why}){more}");
         }
         return refuse(&mut stream, "access denied".into()).await;
     }
@@ -129,7 +129,7 @@ pub(crate) async fn serve_stream(
         Err(reason) => {
             let subject = format!("visit refused {}", entry.key);
             if let Some(more) = shared.limit_warnings.check(subject) {
-                info!(proxy = %entry.key, "visitor refused: {reason}{more}");
+                info!(proxy = %entry.label(), "visitor refused: {reason}{more}");
             }
             return refuse(&mut stream, reason).await;
         }
@@ -140,7 +140,7 @@ pub(crate) async fn serve_stream(
             Err(reason) => {
                 let subject = format!("visit failed {}", entry.key);
                 if let Some(more) = shared.limit_warnings.check(subject) {
-                    info!(proxy = %entry.key, "visitor connection failed: {reason}{more}");
+                    info!(proxy = %entry.label(), "visitor connection failed: {reason}{more}");
                 }
                 return refuse(&mut stream, reason).await;
             }
@@ -175,7 +175,7 @@ pub(crate) async fn serve_stream(
         .counters
         .active_streams
         .fetch_sub(1, Ordering::Relaxed);
-    debug!(proxy = %entry.key, ?end, "visitor connection finished");
+    debug!(proxy = %entry.label(), ?end, "visitor connection finished");
 }
 
 /// Whether a visitor may reach a proxy: the proxy must opt in with a secret, an allow list or

@@ -43,6 +43,45 @@ impl fmt::Display for ProxyKey {
     }
 }
 
+/// How logs and rejections name a proxy: `name:port` when it has a public port, else by
+/// the hosts it is served on (`web (app.example.com, *.dev.example.com)`), else
+/// `name (private)` (reached by visitors only). [`ProxyKey`] alone cannot say: it has no
+/// domains.
+pub(crate) fn proxy_label(spec: &ProxySpec) -> String {
+    if let Some(port) = spec.publish_port {
+        return format!("{}:{port}", spec.name);
+    }
+    let mut hosts = proxy_domains(spec);
+    if let Some(sub) = spec.http.as_ref().and_then(|h| h.subdomain.as_ref()) {
+        hosts.push(format!("subdomain {sub}"));
+    }
+    if hosts.is_empty() {
+        format!("{} (private)", spec.name)
+    } else {
+        format!("{} ({})", spec.name, hosts.join(", "))
+    }
+}
+
+/// The normalised domains of `spec` (as routed), empty when it has none.
+pub(crate) fn proxy_domains(spec: &ProxySpec) -> Vec<String> {
+    spec.http.as_ref().map_or_else(Vec::new, |h| {
+        h.domains
+            .iter()
+            .map(|d| crate::routes::normalize_domain(d).unwrap_or_else(|_| d.clone()))
+            .collect()
+    })
+}
+
+/// The normalised locations of `spec`, empty when it has none (meaning `/`).
+pub(crate) fn proxy_locations(spec: &ProxySpec) -> Vec<String> {
+    spec.http.as_ref().map_or_else(Vec::new, |h| {
+        h.locations
+            .iter()
+            .map(|l| crate::routes::normalize_location(l).unwrap_or_else(|_| l.clone()))
+            .collect()
+    })
+}
+
 /// Live counters of one proxy. Relaxed atomics: they are statistics, not synchronisation.
 #[derive(Debug, Default)]
 pub struct ProxyCounters {
@@ -74,6 +113,11 @@ impl ProxyEntry {
             listener_stop: CancellationToken::new(),
             counters: ProxyCounters::default(),
         }
+    }
+
+    /// The proxy's name for logs: see [`proxy_label`].
+    pub(crate) fn label(&self) -> String {
+        proxy_label(&self.spec.read())
     }
 }
 
@@ -158,8 +202,12 @@ impl Registry {
     }
 
     /// Remove what `session` holds outside `keep`, and stop their listeners.
-    pub(crate) fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<ProxyKey> {
-        stopped(self.backend.release_except(session, keep))
+    /// Returns the labels ([`proxy_label`]) of the released proxies, for the log.
+    pub(crate) fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<String> {
+        let released = self.backend.release_except(session, keep);
+        let labels = released.iter().map(|(_, e)| e.label()).collect();
+        stopped(released);
+        labels
     }
 
     /// How many proxies `session` holds (O(1): the fair share asks on every refusal).
