@@ -296,7 +296,6 @@ async fn slow_service_gives_504_and_a_client_gone_mid_request_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_through_the_virtual_host_passes_raw_bytes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = vhost_server().await;
     let svc = http1_service().await;
     let _c = client_as(
@@ -307,31 +306,7 @@ async fn upgrade_through_the_virtual_host_passes_raw_bytes() {
         })],
     )
     .await;
-    let mut s = tokio::net::TcpStream::connect(server.vhost_addr().unwrap())
-        .await
-        .unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await.unwrap());
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    let payload = random_bytes(100_000, 5);
-    let (mut r, mut w) = s.into_split();
-    let p = payload.clone();
-    let writer = tokio::spawn(async move { w.write_all(&p).await.unwrap() });
-    let mut back = vec![0u8; payload.len()];
-    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    writer.await.unwrap();
-    assert!(back == payload, "upgraded bytes differ");
+    upgrade_echo(server.vhost_addr().unwrap(), "ws.example.com", 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,3 +188,32 @@ pub async fn h2_tls_service() -> (Service, String) {
     });
     (Service { addr, seen }, cert_pem)
 }
+
+/// Ask `addr` for `GET /ws` with `Host: host` and `Upgrade: echo`; after the answer's head,
+/// send 100,000 bytes (pattern `seed`) and check they come back exactly. Returns the head,
+/// lowercased, for the caller's checks of the status and headers.
+pub async fn upgrade_echo(addr: SocketAddr, host: &str, seed: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let payload = crate::random_bytes(100_000, seed);
+    let (mut r, mut w) = s.into_split();
+    let p = payload.clone();
+    let writer = tokio::spawn(async move { w.write_all(&p).await.unwrap() });
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    assert!(back == payload, "upgraded bytes differ");
+    head
+}

@@ -41,7 +41,7 @@ pub mod tools;
 pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use http_services::{
-    h2_tls_service, h2c_service, http1_service, status_code, Body, Seen, Service,
+    h2_tls_service, h2c_service, http1_service, status_code, upgrade_echo, Body, Seen, Service,
 };
 pub use logs::*;
 pub use net::*;
