@@ -16,6 +16,9 @@ pub(crate) use tunnel_mux::Lane;
 use crate::session::SessionRecord;
 use crate::{visitor, Shared};
 
+/// How long a refused join's connection stays open for its answer to be read.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the session cannot take one more connection, in the words the client logs.
 fn refusal(e: &MuxError) -> String {
     match e {
@@ -51,6 +54,9 @@ pub(crate) async fn join(
             // closes, or a loaded client reads a closed connection, takes it for a failure
             // and tries again instead of going on with the connections it has.
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut first).await;
+            // Closing at once can still cut the queued answer off: let the client read it and
+            // close the connection itself, for at most a second.
+            let _ = tokio::time::timeout(REFUSAL_LINGER, control.closed()).await;
             control.close();
             return;
         }
