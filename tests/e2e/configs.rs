@@ -158,11 +158,7 @@ fn anchors(text: &str) -> HashSet<String> {
         }
         let base = slug(heading);
         let n = seen.entry(base.clone()).or_default();
-        out.insert(if *n == 0 {
-            base
-        } else {
-            format!("{base}-{n}")
-        });
+        out.insert(if *n == 0 { base } else { format!("{base}-{n}") });
         *n += 1;
     }
     out
@@ -387,8 +383,7 @@ fn the_embedding_snippet_calls_what_the_compiled_example_calls() {
                         .find(|c: char| !(c.is_alphanumeric() || c == '_'))
                         .unwrap_or(tail.len());
                     let (word, after) = tail.split_at(end);
-                    if (after.starts_with('(') || after.starts_with("::"))
-                        && !words.contains(word)
+                    if (after.starts_with('(') || after.starts_with("::")) && !words.contains(word)
                     {
                         panic!(
                             "{}:{}: `{word}` is not in examples/embed.rs: keep the snippet an \
@@ -406,9 +401,15 @@ fn the_embedding_snippet_calls_what_the_compiled_example_calls() {
 
 #[test]
 fn the_link_and_anchor_parsing_follows_github() {
-    assert_eq!(slug("Reloading a client's config"), "reloading-a-clients-config");
+    assert_eq!(
+        slug("Reloading a client's config"),
+        "reloading-a-clients-config"
+    );
     assert_eq!(slug("TLS to the local service"), "tls-to-the-local-service");
-    assert_eq!(slug("Checking a config (`--check`)"), "checking-a-config---check");
+    assert_eq!(
+        slug("Checking a config (`--check`)"),
+        "checking-a-config---check"
+    );
     assert_eq!(
         link_targets("see [a](x.md#b) and `[c](not-a-link)`, [d](../y)"),
         ["x.md#b", "../y"]
