@@ -268,7 +268,7 @@ fn accepts(scope: Scope, key: &str) -> bool {
         "[\"1024\"]",
         "{}",
     ];
-    // What each scope needs to load at all, minus the key under test.
+    // What each scope needs to load and validate, minus the key under test.
     let base = |lines: &[&str]| -> String {
         lines
             .iter()
@@ -276,7 +276,10 @@ fn accepts(scope: Scope, key: &str) -> bool {
             .map(|l| format!("{l}\n"))
             .collect()
     };
-    let client = ["server_addr = \"127.0.0.1:1\""];
+    let client = [
+        "server_addr = \"127.0.0.1:1\"",
+        "auth_key = \"a key long enough for any check\"",
+    ];
     VALUES.iter().any(|value| {
         let line = format!("{key} = {value}\n");
         match scope {
