@@ -1,7 +1,7 @@
 //! Every example config in the repository parses and validates, and the documentation (README.md
 //! and docs/*.md) says nothing the code would refuse: its configs load, its relative links lead
-//! somewhere, the keys in its tables exist, and its embedding example calls what the compiled
-//! example calls.
+//! somewhere, the keys in its tables exist, its embedding example calls what the compiled
+//! example calls, and its crate graph is the manifests'.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -421,4 +421,75 @@ fn the_link_and_anchor_parsing_follows_github() {
     assert_eq!(blocks.len(), 1);
     assert_eq!((blocks[0].info.as_str(), blocks[0].line), ("toml", 2));
     assert_eq!(prose, [(1, "a"), (5, "b")]);
+}
+
+/// The `tunnel-*` crates a manifest depends on outside its tests.
+fn tunnel_dependencies(manifest: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]"
+                || (line.starts_with("[target.") && line.ends_with(".dependencies]"));
+        } else if in_dependencies && line.starts_with("tunnel-") {
+            let name = line.split(|c: char| c == '.' || c == '=' || c == ' ');
+            out.insert(name.into_iter().next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_crate_graph_is_the_manifests_graph() {
+    // docs/how-it-works.md draws each crate's dependencies as
+    // `tunnel-server ──▶ proto, transport, ...`; the manifests must agree.
+    let page = std::fs::read_to_string(root().join("docs/how-it-works.md")).unwrap();
+    let graph = split(&page)
+        .0
+        .into_iter()
+        .find(|b| {
+            b.body.contains("──▶")
+                && b.body
+                    .lines()
+                    .all(|l| l.starts_with("tunnel-") || l.starts_with("tls-tunnel "))
+        })
+        .expect("docs/how-it-works.md: the dependency graph block is gone");
+    let mut crates = 0;
+    for line in graph.body.lines() {
+        let Some(krate) = line.split_whitespace().next() else {
+            continue;
+        };
+        crates += 1;
+        let drawn: HashSet<String> = line
+            .split_once("──▶")
+            .map(|(_, deps)| deps.split('(').next().unwrap())
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("tunnel-{d}"))
+            .collect();
+        let manifest = if krate == "tls-tunnel" {
+            root().join("Cargo.toml")
+        } else {
+            root().join("crates").join(krate).join("Cargo.toml")
+        };
+        let manifest_text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| {
+            panic!(
+                "docs/how-it-works.md:{}: {krate} is no crate here ({}: {e})",
+                graph.line,
+                manifest.display()
+            )
+        });
+        let real = tunnel_dependencies(&manifest_text);
+        assert_eq!(
+            drawn,
+            real,
+            "docs/how-it-works.md:{}: the graph's line for {krate} differs from {}",
+            graph.line,
+            manifest.display()
+        );
+    }
+    assert!(crates >= 9, "the graph shows {crates} crates");
 }
