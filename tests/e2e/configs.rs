@@ -433,8 +433,8 @@ fn tunnel_dependencies(manifest: &str) -> HashSet<String> {
             in_dependencies = line == "[dependencies]"
                 || (line.starts_with("[target.") && line.ends_with(".dependencies]"));
         } else if in_dependencies && line.starts_with("tunnel-") {
-            let name = line.split(|c: char| c == '.' || c == '=' || c == ' ');
-            out.insert(name.into_iter().next().unwrap().to_string());
+            let name = line.split(['.', '=', ' ']).next().unwrap();
+            out.insert(name.to_string());
         }
     }
     out
