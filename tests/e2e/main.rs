@@ -15,6 +15,7 @@ mod reload;
 mod stats;
 mod strangers;
 mod tcp_proxy;
+mod tls12;
 mod trust;
 mod vhost;
 mod visitor;
