@@ -83,7 +83,9 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    tls_tunnel::cli::init_logging("info");
+    // yamux warns when it closes a connection whose peer has already gone, which is how a
+    // client's clean exit often looks from here; the session logs what matters itself.
+    tls_tunnel::cli::init_logging("info,yamux=error");
     tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let mut cfg = match &args.config {
         Some(path) => match ServerConfig::from_file(path) {
