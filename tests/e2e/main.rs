@@ -12,6 +12,7 @@ mod http;
 mod nginx;
 mod postgres;
 mod reload;
+mod state_dir;
 mod stats;
 mod strangers;
 mod tcp_proxy;
