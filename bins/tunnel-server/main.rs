@@ -279,10 +279,21 @@ async fn run(cfg: ServerConfig, generated_key: Option<Generated>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Polled once before the config is printed: that installs the signal handlers, so whoever
+    // reads the config may stop the server at once and still get a graceful shutdown.
+    let mut stop = std::pin::pin!(tls_tunnel::cli::stop_signal());
+    let early = tokio::select! {
+        biased;
+        s = &mut stop => Some(s),
+        () = std::future::ready(()) => None,
+    };
     if let Some(generated) = generated_key {
         print_client_config(&handle, &generated);
     }
-    let signal = tls_tunnel::cli::stop_signal().await;
+    let signal = match early {
+        Some(s) => s,
+        None => stop.await,
+    };
     info!("{signal} received; shutting down");
     handle.shutdown();
     handle.join().await;
