@@ -59,7 +59,7 @@ pub(crate) fn handshake_error(e: io::Error, client: Option<&TlsClient>) -> Trans
             },
             other => untrusted(format!("{other}")),
         },
-        rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) => {
+        rustls::Error::AlertReceived(AlertDescription::ProtocolVersion) if client.is_some() => {
             TransportError::Handshake(old_peer(client))
         }
         rustls::Error::PeerIncompatible(
@@ -87,7 +87,7 @@ pub(crate) fn handshake_error(e: io::Error, client: Option<&TlsClient>) -> Trans
     }
 }
 
-/// The peer speaks no TLS version we accept: say which we do, and what to change.
+/// The server speaks no TLS version we accept: say which we do, and what to change.
 fn old_peer(client: Option<&TlsClient>) -> String {
     match client.map(|c| c.versions) {
         Some(Versions::Tls13Only { advice }) => {
