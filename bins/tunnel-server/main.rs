@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     let no_key = cfg.auth_key.is_none() && cfg.auth_key_file.is_none();
     let no_cert = cfg.tls_cert.is_none() && cfg.tls_key.is_none();
     let kept = if no_key && no_cert && !args.check {
-        keep_state(&mut cfg)
+        state_dir::keep(&mut cfg, || random_key().map_err(std::io::Error::other))
     } else {
         None
     };
@@ -154,9 +154,9 @@ fn main() -> ExitCode {
         None if no_key && !args.check => match random_key() {
             Ok(k) => {
                 cfg = cfg.with_auth_key(k.clone());
-                Some(Generated {
+                Some(state_dir::Generated {
                     key: k,
-                    kept: Kept::ThisRunOnly(
+                    kept: state_dir::Kept::ThisRunOnly(
                         "a restart makes a new one (set auth_key_file to keep one)".into(),
                     ),
                 })
@@ -188,90 +188,7 @@ fn main() -> ExitCode {
     rt.block_on(run(cfg, generated_key))
 }
 
-/// An auth key the server made up (no key configured), and whether it outlives this run.
-struct Generated {
-    key: String,
-    kept: Kept,
-}
-
-enum Kept {
-    /// In the state directory: `reused` when it came from an earlier run.
-    InStateDir { dir: PathBuf, reused: bool },
-    /// Lost at exit, for this reason.
-    ThisRunOnly(String),
-}
-
-/// Neither key nor certificate configured: take both from the state directory, made there
-/// on first use. If that cannot be done, warn and leave `cfg` alone (ephemeral ones follow).
-fn keep_state(cfg: &mut ServerConfig) -> Option<Generated> {
-    let Some(dir) = cfg.state_dir.clone().or_else(state_dir::default_dir) else {
-        warn!(
-            "no state directory (neither XDG_STATE_HOME nor HOME is set): the generated auth key \
-             and certificate last for this run only, so the printed client config stops \
-             working at the next start; set --state-dir or state_dir"
-        );
-        return ephemeral(
-            cfg,
-            "there is no state directory to keep it in (set --state-dir), so a restart makes \
-             a new key and certificate"
-                .into(),
-        );
-    };
-    let names = if cfg.tls_names.is_empty() {
-        vec!["localhost".to_owned()]
-    } else {
-        cfg.tls_names.clone()
-    };
-    let new_key = || random_key().map_err(std::io::Error::other);
-    match state_dir::open(&dir, &names, new_key) {
-        Ok(state) => {
-            if state.reused {
-                info!(dir = %state.dir.display(), "reusing the auth key and certificate kept in the state directory");
-            } else {
-                info!(dir = %state.dir.display(), "generated an auth key and a certificate; kept in the state directory for the next start");
-            }
-            *cfg = cfg
-                .clone()
-                .with_auth_key(state.auth_key.clone())
-                .with_tls_files(&state.cert, &state.key);
-            Some(Generated {
-                key: state.auth_key,
-                kept: Kept::InStateDir {
-                    dir: state.dir,
-                    reused: state.reused,
-                },
-            })
-        }
-        Err(e) => {
-            warn!(
-                "cannot keep the generated auth key and certificate in {} ({e}): they last for \
-                 this run only, so the printed client config stops working at the next start; \
-                 make the directory writable or set --state-dir",
-                dir.display()
-            );
-            ephemeral(
-                cfg,
-                format!(
-                    "it cannot be kept in {} ({e}), so a restart makes a new key and \
-                     certificate",
-                    dir.display()
-                ),
-            )
-        }
-    }
-}
-
-/// A random key for this run only; the certificate stays the engine's self-signed one.
-fn ephemeral(cfg: &mut ServerConfig, why: String) -> Option<Generated> {
-    let key = random_key().ok()?;
-    *cfg = cfg.clone().with_auth_key(key.clone());
-    Some(Generated {
-        key,
-        kept: Kept::ThisRunOnly(why),
-    })
-}
-
-async fn run(cfg: ServerConfig, generated_key: Option<Generated>) -> ExitCode {
+async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> ExitCode {
     let handle = match server::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
@@ -338,13 +255,14 @@ fn random_key() -> Result<String, tls_tunnel::transport::TransportError> {
 }
 
 /// Print on stdout (not the log) a client config that works against this server as it runs.
-fn print_client_config(handle: &server::ServerHandle, generated: &Generated) {
+fn print_client_config(handle: &server::ServerHandle, generated: &state_dir::Generated) {
     let addr = handle.local_addr();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         addr.ip().to_string()
     };
+    use state_dir::Kept;
     let origin = match &generated.kept {
         Kept::InStateDir { dir, reused: true } => format!(
             "No auth key was configured: the one generated earlier, and its certificate, are \

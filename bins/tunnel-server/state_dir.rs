@@ -7,8 +7,9 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use tls_tunnel::server::ServerConfig;
 use tls_tunnel::transport::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
-use tracing::warn;
+use tracing::{info, warn};
 
 const AUTH_KEY: &str = "auth_key";
 const CERT: &str = "cert.pem";
@@ -16,19 +17,100 @@ const KEY: &str = "key.pem";
 /// A key file longer than this is not one we wrote.
 const MAX_KEY_FILE: u64 = 4096;
 
-/// What the state directory holds, ready for the server.
-pub(crate) struct State {
-    pub dir: PathBuf,
-    pub auth_key: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Both the key and the certificate came from an earlier run.
-    pub reused: bool,
+/// An auth key the server made up (no key configured), and whether it outlives this run.
+pub(crate) struct Generated {
+    pub key: String,
+    pub kept: Kept,
+}
+
+pub(crate) enum Kept {
+    /// In the state directory: `reused` when it came from an earlier run.
+    InStateDir { dir: PathBuf, reused: bool },
+    /// Lost at exit, for this reason.
+    ThisRunOnly(String),
+}
+
+/// Neither key nor certificate configured: take both from the state directory, made there
+/// on first use (keys from `new_key`). If that cannot be done, warn and use a key for this
+/// run only (the engine makes its own certificate). `None` only if no key can be made.
+pub(crate) fn keep(
+    cfg: &mut ServerConfig,
+    new_key: impl Fn() -> io::Result<String>,
+) -> Option<Generated> {
+    let Some(dir) = cfg.state_dir.clone().or_else(default_dir) else {
+        warn!(
+            "no state directory (neither XDG_STATE_HOME nor HOME is set): the generated auth key \
+             and certificate last for this run only, so the printed client config stops \
+             working at the next start; set --state-dir or state_dir"
+        );
+        return ephemeral(
+            cfg,
+            &new_key,
+            "there is no state directory to keep it in (set --state-dir), so a restart makes \
+             a new key and certificate"
+                .into(),
+        );
+    };
+    let names = if cfg.tls_names.is_empty() {
+        vec!["localhost".to_owned()]
+    } else {
+        cfg.tls_names.clone()
+    };
+    match open(&dir, &names, &new_key) {
+        Ok(state) => {
+            if state.reused {
+                info!(dir = %state.dir.display(), "reusing the auth key and certificate kept in the state directory");
+            } else {
+                info!(dir = %state.dir.display(), "generated an auth key and a certificate; kept in the state directory for the next start");
+            }
+            *cfg = std::mem::take(cfg)
+                .with_auth_key(state.auth_key.clone())
+                .with_tls_files(&state.cert, &state.key);
+            Some(Generated {
+                key: state.auth_key,
+                kept: Kept::InStateDir {
+                    dir: state.dir,
+                    reused: state.reused,
+                },
+            })
+        }
+        Err(e) => {
+            warn!(
+                "cannot keep the generated auth key and certificate in {} ({e}): they last for \
+                 this run only, so the printed client config stops working at the next start; \
+                 make the directory writable or set --state-dir",
+                dir.display()
+            );
+            ephemeral(
+                cfg,
+                &new_key,
+                format!(
+                    "it cannot be kept in {} ({e}), so a restart makes a new key and \
+                     certificate",
+                    dir.display()
+                ),
+            )
+        }
+    }
+}
+
+/// A key for this run only; the certificate stays the engine's self-signed one.
+fn ephemeral(
+    cfg: &mut ServerConfig,
+    new_key: impl Fn() -> io::Result<String>,
+    why: String,
+) -> Option<Generated> {
+    let key = new_key().ok()?;
+    *cfg = std::mem::take(cfg).with_auth_key(key.clone());
+    Some(Generated {
+        key,
+        kept: Kept::ThisRunOnly(why),
+    })
 }
 
 /// `$XDG_STATE_HOME/tls-tunnel`, else `$HOME/.local/state/tls-tunnel` (the XDG base
 /// directory rules: relative paths are ignored).
-pub(crate) fn default_dir() -> Option<PathBuf> {
+fn default_dir() -> Option<PathBuf> {
     let var = |name: &str| {
         std::env::var_os(name)
             .map(PathBuf::from)
@@ -39,12 +121,22 @@ pub(crate) fn default_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|h| h.join(".local/state/tls-tunnel")))
 }
 
+/// What the state directory holds, ready for the server.
+struct State {
+    dir: PathBuf,
+    auth_key: String,
+    cert: PathBuf,
+    key: PathBuf,
+    /// Both the key and the certificate came from an earlier run.
+    reused: bool,
+}
+
 /// Load what `dir` holds, making and saving what is missing: an auth key from `new_key`, a
 /// self-signed certificate for `names`. Fails if something missing cannot be saved.
-pub(crate) fn open(
+fn open(
     dir: &Path,
     names: &[String],
-    new_key: impl FnOnce() -> io::Result<String>,
+    new_key: impl Fn() -> io::Result<String>,
 ) -> io::Result<State> {
     make_dir(dir)?;
     let key_path = dir.join(AUTH_KEY);
