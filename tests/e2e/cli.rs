@@ -93,6 +93,8 @@ async fn printed_client_config_works_end_to_end_with_pem_files_and_signals() {
                 "127.0.0.1:0",
             ])
             .env_remove("TUNNEL_AUTH_KEY")
+            // It keeps its generated key and certificate: here, not in the user's home.
+            .env("XDG_STATE_HOME", &pki.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

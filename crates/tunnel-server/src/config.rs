@@ -53,6 +53,12 @@ pub struct ServerConfig {
     /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// Where the `tunnel-server` binary keeps the auth key and self-signed certificate it
+    /// generates when neither a key nor a certificate is configured, so that a restart reuses
+    /// them. Default `$XDG_STATE_HOME/tls-tunnel`, else `~/.local/state/tls-tunnel`. The
+    /// engine itself does not read it.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// Where the stats endpoint listens. Default `127.0.0.1:9090`; `""` turns it off.
     #[serde(default = "default_stats_bind", deserialize_with = "optional_addr")]
     pub stats_bind: Option<SocketAddr>,
@@ -287,6 +293,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
+            state_dir: None,
             stats_bind: default_stats_bind(),
             stats_token: None,
             allow_ports: PortRanges::default(),

@@ -74,6 +74,7 @@ mod read_ahead;
 mod server;
 mod socket;
 mod tls;
+mod tls_error;
 mod transport;
 mod trust;
 mod upgrade;
