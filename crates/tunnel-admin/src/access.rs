@@ -77,7 +77,12 @@ mod tests {
 
     #[test]
     fn a_browser_naming_the_endpoint_by_a_host_name_is_refused_without_a_token() {
-        for host in ["evil.example:9090", "evil.example", "localhost.evil.example", "[::1"] {
+        for host in [
+            "evil.example:9090",
+            "evil.example",
+            "localhost.evil.example",
+            "[::1",
+        ] {
             assert!(rebinding_suspect(None, &browser(host)), "{host}");
             // With a token the page has to know it: nothing to rebind to.
             assert!(!rebinding_suspect(Some("t"), &browser(host)), "{host}");

@@ -40,7 +40,13 @@ mod tests {
         // The CSP allows only 'self': anything inline would be blocked in the browser.
         assert!(!html.contains("<script>") && !html.contains("style="));
         assert!(!html.contains("<style"));
-        for handler in ["onclick=", "onload=", "onerror=", "onsubmit=", "javascript:"] {
+        for handler in [
+            "onclick=",
+            "onload=",
+            "onerror=",
+            "onsubmit=",
+            "javascript:",
+        ] {
             assert!(!html.contains(handler), "inline {handler}");
         }
         // Offline: nothing fetched from elsewhere (the SVG namespace is a name, not a fetch).

@@ -121,7 +121,13 @@ mod tests {
         for t in 0..1000 {
             log.record_at(t, "auth_failure", "10.0.0.9", None, "wrong auth key");
         }
-        log.record_at(1000, "register_refused", "10.0.0.2", Some("c1"), "port taken");
+        log.record_at(
+            1000,
+            "register_refused",
+            "10.0.0.2",
+            Some("c1"),
+            "port taken",
+        );
         log.record_at(1001, "auth_failure", "10.0.0.9", None, "wrong auth key");
         let r = log.recent();
         assert_eq!(r.len(), 3);

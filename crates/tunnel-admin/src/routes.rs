@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    REFERRER_POLICY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
@@ -148,7 +148,12 @@ fn history(s: &Served, query: &str) -> Response<Full<Bytes>> {
     let body = HistoryAnswer {
         series: series.as_deref(),
         step: if series.is_some() { SERIES_STEP } else { 1 },
-        columns: ["t", "bytes_in_per_second", "bytes_out_per_second", "streams"],
+        columns: [
+            "t",
+            "bytes_in_per_second",
+            "bytes_out_per_second",
+            "streams",
+        ],
         points,
     };
     let mut json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
@@ -263,10 +268,17 @@ mod tests {
             assert_eq!(r.status(), StatusCode::OK);
         }
         for path in ["/healthz", "/", "/app.js", "/app.css", "/favicon.svg"] {
-            assert_eq!(route(&s, &get(path, None)).status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                route(&s, &get(path, None)).status(),
+                StatusCode::OK,
+                "{path}"
+            );
         }
         let open = served(true, None);
-        assert_eq!(route(&open, &get("/metrics", None)).status(), StatusCode::OK);
+        assert_eq!(
+            route(&open, &get("/metrics", None)).status(),
+            StatusCode::OK
+        );
     }
 
     #[test]
@@ -357,7 +369,10 @@ mod tests {
         assert_eq!(v["points"].as_array().unwrap().len(), 2);
         let one = body(route(&s, &get("/api/history?series=c1%2Fweb", None)));
         let v: serde_json::Value = serde_json::from_str(&one).unwrap();
-        assert_eq!((v["series"].as_str(), v["step"].as_u64()), (Some("c1/web"), Some(5)));
+        assert_eq!(
+            (v["series"].as_str(), v["step"].as_u64()),
+            (Some("c1/web"), Some(5))
+        );
         assert_eq!(v["points"].as_array().unwrap().len(), 2);
         let r = route(&s, &get("/api/history?since=yesterday", None));
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);

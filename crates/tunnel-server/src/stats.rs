@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tunnel_admin::StatsSource;
+use tunnel_admin::{StatsSource, Traffic};
 
 use crate::{metrics, Shared};
 
@@ -22,6 +22,10 @@ impl StatsSource for ServerStats {
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
+    }
+
+    fn traffic(&self) -> Traffic {
+        metrics::traffic(&self.0)
     }
 
     /// Healthy while the server accepts clients.
