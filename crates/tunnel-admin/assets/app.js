@@ -102,18 +102,22 @@
       u.dataset.t = String(now);
       u.textContent = new Date(now).toLocaleTimeString();
       setState('ready');
-    }).catch(function (e) {
-      if (e instanceof AuthError) {
-        var had = token !== '';
-        token = '';
-        sessionStorage.removeItem(TOKEN_KEY);
-        showLogin(had ? 'wrong token: check stats_token in the config' : '');
-      } else {
-        $('error').textContent = 'Cannot read the stats endpoint (' + (e && e.message ? e.message : e) +
-          '); retrying every ' + POLL_MS / 1000 + ' s.';
-        setState('error');
-      }
-    }).then(function () { busy = false; });
+    }).catch(failed).then(function () { busy = false; });
+  }
+
+  function failed(e) {
+    if (e instanceof AuthError) {
+      var had = token !== '';
+      token = '';
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin(had ? 'wrong token: check stats_token in the config' : '');
+      return;
+    }
+    $('error').textContent = 'Cannot read the stats endpoint (' + (e && e.message ? e.message : e) +
+      '); retrying every ' + POLL_MS / 1000 + ' s.';
+    setState('error');
+    // Keep trying: the process may be restarting. /api/auth again, the token may have changed.
+    if (!timer) timer = setTimeout(function () { timer = null; start(); }, POLL_MS);
   }
 
   function mergePoints(into, pts) {
@@ -126,12 +130,17 @@
     if (drop) into.splice(0, drop);
   }
 
+  // Ask /api/auth first (it answers 200 either way): a 401 from /api/stats would show as an
+  // error in the browser's console on every visit to a protected endpoint.
   function start() {
     stop();
-    poll();
-    timer = setInterval(function () { if (!document.hidden) poll(); }, POLL_MS);
+    api('/api/auth').then(function (a) {
+      if (!a.authorized) throw new AuthError();
+      poll();
+      timer = setInterval(function () { if (!document.hidden) poll(); }, POLL_MS);
+    }).catch(failed);
   }
-  function stop() { if (timer) clearInterval(timer); timer = null; }
+  function stop() { if (timer) { clearInterval(timer); clearTimeout(timer); } timer = null; }
 
   // ---- rates from successive polls ---------------------------------------------------
   function updateRates(items) {
@@ -319,7 +328,7 @@
     if (!shown) {
       var tr = document.createElement('tr');
       var td = document.createElement('td');
-      td.colSpan = cols.length;
+      td.colSpan = cols.filter(function (c) { return c.cls.indexOf('-only') < 0 || c.cls.indexOf(body.dataset.role) === 0; }).length;
       td.className = 'empty';
       td.textContent = rows.length ? 'nothing matches the filter' : 'none';
       tr.appendChild(td);

@@ -77,6 +77,15 @@ fn answer<B>(s: &Served, req: &Request<B>) -> Response<Full<Bytes>> {
         return with_type(a.body, a.content_type);
     }
     match path {
+        // The page asks here first: a 401 would show as an error in the browser's console.
+        "/api/auth" => with_type(
+            format!(
+                "{{\"token_required\":{},\"authorized\":{}}}\n",
+                token.is_some(),
+                authorized(token, req)
+            ),
+            "application/json",
+        ),
         "/healthz" if s.source.healthy() => text(StatusCode::OK, "ok\n"),
         "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
         "/metrics" | "/api/stats" | "/api/history" if !authorized(token, req) => {
@@ -279,6 +288,26 @@ mod tests {
             route(&open, &get("/metrics", None)).status(),
             StatusCode::OK
         );
+    }
+
+    #[test]
+    fn api_auth_tells_the_page_whether_its_token_is_right_without_a_401() {
+        let s = served(true, Some("t0ken"));
+        let ask = |auth| {
+            let r = route(&s, &get("/api/auth", auth));
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+            body(r)
+        };
+        let no = "{\"token_required\":true,\"authorized\":false}\n";
+        assert_eq!(ask(None), no);
+        assert_eq!(ask(Some("Bearer nope")), no);
+        assert_eq!(
+            ask(Some("Bearer t0ken")),
+            "{\"token_required\":true,\"authorized\":true}\n"
+        );
+        let r = route(&served(true, None), &get("/api/auth", None));
+        assert_eq!(body(r), "{\"token_required\":false,\"authorized\":true}\n");
     }
 
     #[test]
