@@ -308,7 +308,7 @@ impl StatsSource for ClientStats {
     }
 
     fn json(&self) -> String {
-        let mut body = serde_json::to_string_pretty(&self.snapshot())
+        let mut body = serde_json::to_string(&self.snapshot())
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
