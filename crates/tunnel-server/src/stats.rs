@@ -18,8 +18,8 @@ impl StatsSource for ServerStats {
 
     fn json(&self) -> String {
         let snap = metrics::snapshot(&self.0);
-        let mut body = serde_json::to_string(&snap)
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let mut body =
+            serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
     }
