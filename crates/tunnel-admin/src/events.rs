@@ -1,6 +1,7 @@
 //! Recent events an operator wants to see on the dashboard: refused logins and
-//! registrations, with their reasons. A bounded ring; a repeat of the newest event bumps its
-//! count instead of taking a slot, so one source hammering the server costs one entry.
+//! registrations, with their reasons. A bounded ring; a repeat of one of the newest few
+//! events bumps its count (and moves it to the front) instead of taking a slot, so a few
+//! sources hammering the server, even taking turns, cost one entry each.
 
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +13,8 @@ use serde::Serialize;
 pub const EVENTS_KEPT: usize = 200;
 /// Events shown by [`EventLog::recent`].
 pub const EVENTS_SHOWN: usize = 100;
+/// How many of the newest events a new one is compared with: bounds the work per record.
+const MERGE_WINDOW: usize = 16;
 /// Longest text kept from a field a peer chooses (a proxy name in a reason, a client id).
 const FIELD_MAX: usize = 200;
 
@@ -28,7 +31,7 @@ pub struct Event {
     pub client: Option<String>,
     /// Why, in words.
     pub reason: String,
-    /// Occurrences merged into this entry (consecutive identical events).
+    /// Occurrences merged into this entry (identical events close together).
     pub count: u64,
 }
 
@@ -63,16 +66,19 @@ impl EventLog {
     ) {
         let (source, client, reason) = (cut(source), client.map(cut), cut(reason));
         let mut ring = self.ring.lock();
-        if let Some(last) = ring.back_mut() {
-            if last.kind == kind
-                && last.source == source
-                && last.client.as_deref() == client
-                && last.reason == reason
-            {
-                last.count = last.count.saturating_add(1);
-                last.t = t;
-                return;
-            }
+        let len = ring.len();
+        let same = ring.iter().rev().take(MERGE_WINDOW).position(|e| {
+            e.kind == kind
+                && e.source == source
+                && e.client.as_deref() == client
+                && e.reason == reason
+        });
+        // Within the window: removing near the back moves at most MERGE_WINDOW entries.
+        if let Some(mut e) = same.and_then(|back| ring.remove(len - 1 - back)) {
+            e.count = e.count.saturating_add(1);
+            e.t = t;
+            ring.push_back(e);
+            return;
         }
         if ring.len() == EVENTS_KEPT {
             ring.pop_front();
@@ -116,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consecutive_repeats_merge_into_one_entry_with_a_count() {
+    fn repeats_merge_into_one_entry_with_a_count() {
         let log = EventLog::new();
         for t in 0..1000 {
             log.record_at(t, "auth_failure", "10.0.0.9", None, "wrong auth key");
@@ -129,11 +135,31 @@ mod tests {
             "port taken",
         );
         log.record_at(1001, "auth_failure", "10.0.0.9", None, "wrong auth key");
+        log.record_at(1002, "auth_failure", "10.0.0.9", None, "another reason");
         let r = log.recent();
-        assert_eq!(r.len(), 3);
-        assert_eq!((r[0].kind, r[0].count, r[0].t), ("auth_failure", 1, 1001));
-        assert_eq!(r[1].client.as_deref(), Some("c1"));
-        assert_eq!((r[2].count, r[2].t), (1000, 999));
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!((r[0].reason.as_str(), r[0].count), ("another reason", 1));
+        assert_eq!(
+            (r[1].kind, r[1].count, r[1].t),
+            ("auth_failure", 1001, 1001)
+        );
+        assert_eq!(r[2].client.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn sources_taking_turns_still_cost_one_entry_each() {
+        let log = EventLog::new();
+        log.record_at(0, "register_refused", "10.0.0.1", Some("c"), "port taken");
+        for t in 1..=1000 {
+            let source = format!("10.9.9.{}", t % 3);
+            log.record_at(t, "auth_failure", &source, None, "wrong auth key");
+        }
+        let r = log.recent();
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r.iter().map(|e| e.count).sum::<u64>(), 1001);
+        assert_eq!(r[3].kind, "register_refused");
+        // The one seen last is first.
+        assert_eq!((r[0].source.as_str(), r[0].t), ("10.9.9.1", 1000));
     }
 
     #[test]

@@ -337,3 +337,26 @@ impl StatsSource for ClientStats {
         self.connected()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_log_counts_reconnects_and_keeps_a_bounded_last_error() {
+        let log = SessionLog::default();
+        assert_eq!((log.since(), log.reconnects()), (None, 0));
+        log.connected();
+        assert!(log.since().is_some_and(|t| t > 1_700_000_000));
+        assert_eq!(log.reconnects(), 0);
+        log.failed(&"é".repeat(400));
+        assert_eq!(log.since(), None);
+        let kept = log.last_error.lock().clone().unwrap_or_default();
+        assert!(kept.len() <= 500 && kept.len() >= 499, "{}", kept.len());
+        log.connected();
+        log.failed("lost the server");
+        log.connected();
+        assert_eq!(log.reconnects(), 2);
+        assert_eq!(log.last_error.lock().as_deref(), Some("lost the server"));
+    }
+}
