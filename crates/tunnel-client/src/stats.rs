@@ -273,14 +273,17 @@ impl StatsSource for ClientStats {
             "TLS connections to the server now.",
             s.connections as u64,
         );
-        let proxies = s.proxies.iter().map(|p| (p.name.as_str(), &p.live));
-        let visitors = s.visitors.iter().map(|v| (v.name.as_str(), &v.live));
-        let both: [(&str, Box<dyn Iterator<Item = (&str, &Live)>>); 2] = [
-            ("proxy", Box::new(proxies)),
-            ("visitor", Box::new(visitors)),
-        ];
-        for (what, items) in both {
-            let items: Vec<(&str, &Live)> = items.collect();
+        let proxies: Vec<(&str, &Live)> = s
+            .proxies
+            .iter()
+            .map(|p| (p.name.as_str(), &p.live))
+            .collect();
+        let visitors: Vec<(&str, &Live)> = s
+            .visitors
+            .iter()
+            .map(|v| (v.name.as_str(), &v.live))
+            .collect();
+        for (what, items) in [("proxy", proxies), ("visitor", visitors)] {
             let f = page.gauge_family(
                 &format!("tunnel_{what}_streams_active"),
                 "Connections open now.",
