@@ -4,6 +4,7 @@
 (function () {
   var POLL_MS = 2000;
   var WINDOW_S = 900;
+  var RATE_AVG_S = 5;
   var TOKEN_KEY = 'tls-tunnel.stats_token';
   var $ = function (id) { return document.getElementById(id); };
   var body = document.body;
@@ -211,24 +212,28 @@
     setNum('total-streams', streams, String(streams));
     setNum('bytes-in', bin, bytes(bin));
     setNum('bytes-out', bout, bytes(bout));
-    var last = totals.length ? totals[totals.length - 1] : [0, 0, 0, 0];
-    setNum('rate-in', last[1], rate(last[1]));
-    setNum('rate-out', last[2], rate(last[2]));
+    // The cards average the last few seconds: socket buffers make one second's count bursty.
+    var recent = totals.slice(-RATE_AVG_S);
+    var avg = function (i) { return recent.length ? recent.reduce(function (a, p) { return a + p[i]; }, 0) / recent.length : 0; };
+    setNum('rate-in', avg(1), rate(avg(1)));
+    setNum('rate-out', avg(2), rate(avg(2)));
 
-    fillTable('clients', clients, CLIENT_COLS, function (tr, c) {
+    fillTable('clients', clients, CLIENT_COLS, function (c) { return c.id; }, function (tr, c) {
       tr.dataset.id = c.id;
       tr.dataset.bytes = String((c.bytes_in || 0) + (c.bytes_out || 0));
     });
-    fillTable('proxies', proxies, PROXY_COLS, function (tr, p) {
+    fillTable('proxies', proxies, PROXY_COLS, function (p) { return p.key; }, function (tr, p) {
       tr.dataset.key = p.key;
       tr.dataset.name = p.name;
       tr.dataset.bytesIn = String(p.bytes_in || 0);
       tr.dataset.bytesOut = String(p.bytes_out || 0);
       tr.tabIndex = 0;
-      if (selected && selected.key === p.key) tr.className = 'selected';
+      tr.classList.toggle('selected', !!selected && selected.key === p.key);
     });
-    fillTable('visitors', visitors, VISITOR_COLS, function (tr, v) { tr.dataset.key = v.key; });
-    fillTable('events', s.events || [], EVENT_COLS, function (tr, e) { tr.dataset.kind = e.kind; });
+    fillTable('visitors', visitors, VISITOR_COLS, function (v) { return v.key; }, function (tr, v) { tr.dataset.key = v.key; });
+    fillTable('events', s.events || [], EVENT_COLS, function (e) {
+      return [e.kind, e.source, e.client, e.reason].join('\u0001');
+    }, function (tr, e) { tr.dataset.kind = e.kind; });
     drawChart($('chart'), totals, 1);
     if (selected) drawChart($('history-chart'), selPoints, 5);
   }
@@ -290,7 +295,9 @@
     col('count', function (e) { return e.count || 1; }, null, num)
   ];
 
-  function fillTable(id, rows, cols, decorate) {
+  // Rows are kept and updated in place by key, not rebuilt: a row the user (or a WebDriver
+  // test) holds stays the same element across polls.
+  function fillTable(id, rows, cols, rowKey, decorate) {
     var table = $(id);
     var sort = sortBy[id];
     if (sort) {
@@ -303,40 +310,51 @@
         });
       }
     }
-    var frag = document.createDocumentFragment();
+    var tbody = table.tBodies[0];
+    var old = new Map();
+    Array.prototype.forEach.call(tbody.rows, function (tr) { old.set(tr.rowKey, tr); });
+    var used = new Set();
+    var order = [];
     var shown = 0;
     rows.forEach(function (r) {
-      var tr = document.createElement('tr');
+      var k = String(rowKey(r));
+      while (used.has(k)) k += '\u0000';
+      used.add(k);
+      var tr = old.get(k);
+      old.delete(k);
+      if (!tr) {
+        tr = document.createElement('tr');
+        tr.rowKey = k;
+        cols.forEach(function (c) {
+          var td = document.createElement('td');
+          if (c.cls) td.className = c.cls;
+          tr.appendChild(td);
+        });
+      }
       var text = [];
-      cols.forEach(function (c) {
-        var td = document.createElement('td');
+      cols.forEach(function (c, i) {
         var t = c.text(r);
-        td.textContent = t;
-        if (c.cls) td.className = c.cls;
+        if (tr.cells[i].textContent !== t) tr.cells[i].textContent = t;
         text.push(t);
-        tr.appendChild(td);
       });
       decorate(tr, r);
-      if (filter && text.join(' ').toLowerCase().indexOf(filter) < 0 &&
-          (tr.dataset.key || tr.dataset.id || '').toLowerCase().indexOf(filter) < 0) {
-        tr.hidden = true;
-      } else {
-        shown++;
-      }
-      frag.appendChild(tr);
+      var hay = (text.join(' ') + ' ' + k).toLowerCase();
+      tr.hidden = filter !== '' && hay.indexOf(filter) < 0;
+      if (!tr.hidden) shown++;
+      order.push(tr);
     });
+    old.forEach(function (tr) { tr.remove(); });
+    order.forEach(function (tr) { tbody.appendChild(tr); });
     if (!shown) {
       var tr = document.createElement('tr');
+      tr.rowKey = '\u0000empty';
       var td = document.createElement('td');
       td.colSpan = cols.filter(function (c) { return c.cls.indexOf('-only') < 0 || c.cls.indexOf(body.dataset.role) === 0; }).length;
       td.className = 'empty';
       td.textContent = rows.length ? 'nothing matches the filter' : 'none';
       tr.appendChild(td);
-      tr.dataset.empty = '1';
-      frag.appendChild(tr);
+      tbody.appendChild(tr);
     }
-    var tbody = table.tBodies[0];
-    tbody.replaceChildren(frag);
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
       var k = th.dataset.sort;
       if (sort && k === sort.col) th.setAttribute('aria-sort', sort.dir > 0 ? 'ascending' : 'descending');
