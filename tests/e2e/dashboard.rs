@@ -250,3 +250,47 @@ async fn the_client_reports_its_session_reconnects_and_last_error() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_basic_auth_on_the_virtual_host_is_a_recent_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let svc = http1_service().await;
+    let _c = client(client_config(&server).with_id("locked").with_proxy(
+        ProxyConfig::http("priv", &svc.addr.to_string(), None).with_http(|h| {
+            h.domains = vec!["priv.example.com".into()];
+            h.http_user = Some("alice".into());
+            h.http_password = Some("s3cret".into());
+        }),
+    ))
+    .await;
+    // alice:wrong, twice: one entry counting both.
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(server.vhost_addr().unwrap())
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET / HTTP/1.1\r\nHost: priv.example.com\r\nAuthorization: Basic YWxpY2U6d3Jvbmc=\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let v = stats_get(server.stats_addr().unwrap(), "/api/stats", &[])
+        .await
+        .json();
+    let ev = events(&v);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["kind"], "vhost_auth_failure");
+    assert_eq!(ev[0]["source"], "127.0.0.1");
+    assert_eq!(ev[0]["count"], 2);
+    assert!(
+        ev[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("priv.example.com"),
+        "{ev:?}"
+    );
+}
