@@ -275,16 +275,18 @@
     col('bytes_out', function (p) { return p.bytes_out || 0; }, function (p) { return bytes(p.bytes_out); }, num),
     col('rate', function (p) { return rateOf(p.key); }, function (p) { return rateText(p.key); }, num)
   ];
+  // The server counts a visitor's traffic on the proxy it visits: '–' where a field is absent.
+  var opt = function (f, fmt) { return function (v) { return v[f] == null ? '–' : (fmt ? fmt(v[f]) : String(v[f])); }; };
   var VISITOR_COLS = [
     col('name', function (v) { return v.name; }),
-    col('proxy', function (v) { return v.proxy || v.server_name || ''; }),
-    col('where', function (v) { return v.publish_port || v.bind_addr || ''; }),
+    col('proxy', function (v) { return v.proxy || ''; }),
+    col('where', function (v) { return v.bind || (v.publish_port ? ':' + v.publish_port : 'private'); }),
     col('owner', function (v) { return v.owner || ''; }, null, 'server-only'),
-    col('active', function (v) { return v.active_streams || 0; }, null, num),
-    col('total', function (v) { return v.connections || 0; }, null, num),
-    col('bytes_in', function (v) { return v.bytes_in || 0; }, function (v) { return bytes(v.bytes_in); }, num),
-    col('bytes_out', function (v) { return v.bytes_out || 0; }, function (v) { return bytes(v.bytes_out); }, num),
-    col('rate', function (v) { return rateOf(v.key); }, function (v) { return rateText(v.key); }, num)
+    col('active', function (v) { return v.active_streams || 0; }, opt('active_streams'), num),
+    col('total', function (v) { return v.connections || 0; }, opt('connections'), num),
+    col('bytes_in', function (v) { return v.bytes_in || 0; }, opt('bytes_in', bytes), num),
+    col('bytes_out', function (v) { return v.bytes_out || 0; }, opt('bytes_out', bytes), num),
+    col('rate', function (v) { return rateOf(v.key); }, function (v) { return v.bytes_in == null ? '–' : rateText(v.key); }, num)
   ];
   var EVENT_COLS = [
     col('t', function (e) { return e.t; }, function (e) { return clock(e.t); }),
@@ -456,12 +458,19 @@
     if (lastStats) render(lastStats);
   });
   Array.prototype.forEach.call(document.querySelectorAll('table'), function (table) {
-    table.tHead.addEventListener('click', function (ev) {
-      var th = ev.target.closest('th[data-sort]');
-      if (!th) return;
+    var sortOn = function (th) {
       var cur = sortBy[table.id];
       sortBy[table.id] = { col: th.dataset.sort, dir: cur && cur.col === th.dataset.sort ? -cur.dir : 1 };
       if (lastStats) render(lastStats);
+    };
+    Array.prototype.forEach.call(table.querySelectorAll('th[data-sort]'), function (th) { th.tabIndex = 0; });
+    table.tHead.addEventListener('click', function (ev) {
+      var th = ev.target.closest('th[data-sort]');
+      if (th) sortOn(th);
+    });
+    table.tHead.addEventListener('keydown', function (ev) {
+      var th = ev.target.closest('th[data-sort]');
+      if (th && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); sortOn(th); }
     });
   });
   $('filter').addEventListener('input', function () {
