@@ -431,7 +431,31 @@
       if (shown.length === 1) g.lineTo(L + pw, T + ph - ph * (shown[0][s[0]] / top));
       g.stroke();
     });
+    var hx = canvas.hoverX;
+    if (hx == null || hx < L || hx > L + pw) return;
+    // The point nearest the pointer, with its time and both rates.
+    var t = from + ((hx - L) / pw) * WINDOW_S;
+    var near = shown.reduce(function (a, p) { return Math.abs(p[0] - t) < Math.abs(a[0] - t) ? p : a; });
+    var x = L + pw * ((near[0] - from) / WINDOW_S);
+    g.strokeStyle = fg;
+    g.lineWidth = 1;
+    g.beginPath(); g.moveTo(x, T); g.lineTo(x, T + ph); g.stroke();
+    var label = new Date(near[0] * 1000).toLocaleTimeString() + '  in ' + rate(near[1]) + '  out ' + rate(near[2]);
+    g.textBaseline = 'top';
+    g.textAlign = x > L + pw / 2 ? 'right' : 'left';
+    g.fillStyle = css.getPropertyValue('--fg') || '#000';
+    g.fillText(label, x + (x > L + pw / 2 ? -6 : 6), T + 2);
   }
+
+  function hoverable(canvas, redraw) {
+    canvas.addEventListener('mousemove', function (ev) {
+      canvas.hoverX = ev.clientX - canvas.getBoundingClientRect().left;
+      redraw();
+    });
+    canvas.addEventListener('mouseleave', function () { canvas.hoverX = null; redraw(); });
+  }
+  hoverable($('chart'), function () { drawChart($('chart'), totals, 1); });
+  hoverable($('history-chart'), function () { drawChart($('history-chart'), selPoints, 5); });
 
   // ---- interaction -------------------------------------------------------------------
   function openHistory(key, name) {
