@@ -128,6 +128,20 @@ pub fn locate(text: &str, problems: &mut [ConfigProblem]) {
     }
 }
 
+/// The lines to show for `problems` of the config in `file` (`None`: built from defaults and
+/// flags), one per problem: `FILE:LINE:COLUMN: field: message`. Problems without a position
+/// yet are placed at their key in the file first.
+pub fn report(file: Option<&std::path::Path>, problems: &[ConfigProblem]) -> Vec<String> {
+    let mut problems = problems.to_vec();
+    let Some(file) = file else {
+        return problems.iter().map(|p| format!("error: {p}")).collect();
+    };
+    if let Ok(text) = std::fs::read_to_string(file) {
+        locate(&text, &mut problems);
+    }
+    problems.iter().map(|p| p.in_file(file).to_string()).collect()
+}
+
 type Attempt<'a> = dyn Fn(&Tree<'_>) -> Option<toml::de::Error> + 'a;
 
 /// One loading of a file: the tree as it is being edited and what was found so far.
