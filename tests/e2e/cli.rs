@@ -112,11 +112,17 @@ bind = \"127.0.0.1:5432\"
     let file = cfg.display().to_string();
     let expected = [
         // An unknown top-level key, with the one meant.
-        ("3:1: reconect_max_delay:", "did you mean `reconnect_max_delay`?"),
+        (
+            "3:1: reconect_max_delay:",
+            "did you mean `reconnect_max_delay`?",
+        ),
         // A wrong type.
         ("4:21: heartbeat_timeout:", "invalid type: string \"30s\""),
         // A typo inside [[proxies]]: at the key's own line, with the valid keys.
-        ("8:1: proxies[0].local_adr:", "did you mean `local_addr`? valid keys here: name,"),
+        (
+            "8:1: proxies[0].local_adr:",
+            "did you mean `local_addr`? valid keys here: name,",
+        ),
         // A port out of range.
         ("9:16: proxies[0].publish_port:", "70000"),
         // A bad enum value.

@@ -173,7 +173,10 @@ const PROXY_KEYS: [&str; 7] = [
 
 fn schema() -> Schema {
     let http = config_file::fields_of::<crate::http_config::HttpOptions>();
-    Schema::new().table("proxies[]", PROXY_KEYS.into_iter().chain(http.iter().copied()))
+    Schema::new().table(
+        "proxies[]",
+        PROXY_KEYS.into_iter().chain(http.iter().copied()),
+    )
 }
 
 fn default_kind() -> ProxyKind {
@@ -838,9 +841,10 @@ bind = \"127.0.0.1:5432\"
         // The typo in the flattened [[proxies]] table: named at its own line, with the
         // closest key and the valid ones, the HTTP keys included.
         assert!(
-            e.contains("7:1: proxies[0].local_adr: unknown key `local_adr`: did you mean \
-                        `local_addr`? valid keys here: name, type, local_addr")
-                && e.contains("max_local_conns"),
+            e.contains(
+                "7:1: proxies[0].local_adr: unknown key `local_adr`: did you mean \
+                        `local_addr`? valid keys here: name, type, local_addr"
+            ) && e.contains("max_local_conns"),
             "{e}"
         );
     }
@@ -856,7 +860,10 @@ bind = \"127.0.0.1:5432\"
         let e = ClientConfig::from_toml(&format!("{BASE}[[proxies]]\nname = \"a\"\nx = 1\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("idle_timeout") && e.contains("proxy_protocol"), "{e}");
+        assert!(
+            e.contains("idle_timeout") && e.contains("proxy_protocol"),
+            "{e}"
+        );
     }
 
     #[test]

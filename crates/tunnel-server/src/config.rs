@@ -850,7 +850,10 @@ mod tests {
                 "Some((5, 2)) foo",
             ]
         );
-        assert!(problems[0].message.contains("did you mean `bind`?"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("did you mean `bind`?"),
+            "{problems:?}"
+        );
     }
 
     #[test]

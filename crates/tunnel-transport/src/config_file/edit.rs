@@ -10,7 +10,10 @@ use toml::Spanned;
 pub(super) type Tree<'i> = Spanned<DeTable<'i>>;
 
 /// Takes out the key at `key_span`; gives the span of its table and its name.
-pub(super) fn remove_key(root: &mut Tree<'_>, key_span: &Range<usize>) -> Option<(Range<usize>, String)> {
+pub(super) fn remove_key(
+    root: &mut Tree<'_>,
+    key_span: &Range<usize>,
+) -> Option<(Range<usize>, String)> {
     let span = root.span();
     remove_in_table(root.get_mut(), span, key_span)
 }
@@ -73,7 +76,10 @@ fn remove_element_in(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> b
 }
 
 /// The table whose span (its header's, or the root's) is `span`.
-pub(super) fn table_mut<'a, 'i>(root: &'a mut Tree<'i>, span: &Range<usize>) -> Option<&'a mut DeTable<'i>> {
+pub(super) fn table_mut<'a, 'i>(
+    root: &'a mut Tree<'i>,
+    span: &Range<usize>,
+) -> Option<&'a mut DeTable<'i>> {
     if root.span() == *span {
         return Some(root.get_mut());
     }
@@ -82,7 +88,10 @@ pub(super) fn table_mut<'a, 'i>(root: &'a mut Tree<'i>, span: &Range<usize>) -> 
         .find_map(|(_, v)| table_in(v, span))
 }
 
-fn table_in<'a, 'i>(value: &'a mut Spanned<DeValue<'i>>, span: &Range<usize>) -> Option<&'a mut DeTable<'i>> {
+fn table_in<'a, 'i>(
+    value: &'a mut Spanned<DeValue<'i>>,
+    span: &Range<usize>,
+) -> Option<&'a mut DeTable<'i>> {
     let here = value.span() == *span;
     match value.get_mut() {
         DeValue::Table(t) => {

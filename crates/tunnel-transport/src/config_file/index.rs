@@ -122,7 +122,9 @@ impl Index {
 
     fn add_table(&mut self, table: &DeTable<'_>, parent: usize) {
         for (k, v) in table.iter() {
-            let path = self.nodes[parent].path.child(Seg::Key(k.get_ref().to_string()));
+            let path = self.nodes[parent]
+                .path
+                .child(Seg::Key(k.get_ref().to_string()));
             let at = self.push(path, Some(k.span()), v, parent);
             self.add_value(v.get_ref(), at);
         }
@@ -169,7 +171,13 @@ impl Index {
         if let Some(i) = self.nodes.iter().position(|n| n.key.as_ref() == Some(span)) {
             return Some(Hit::Key(i));
         }
-        let exact = deepest(&mut self.nodes.iter().enumerate().filter(|(_, n)| n.span == *span));
+        let exact = deepest(
+            &mut self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.span == *span),
+        );
         if let Some(i) = exact {
             return Some(if self.nodes[i].is_table {
                 Hit::Table(i)
@@ -208,7 +216,9 @@ impl Index {
     /// The child of `table` named `key`.
     pub(super) fn child(&self, table: usize, key: &str) -> Option<usize> {
         self.nodes.iter().position(|n| {
-            n.parent == Some(table) && n.key.is_some() && n.path.0.last() == Some(&Seg::Key(key.to_owned()))
+            n.parent == Some(table)
+                && n.key.is_some()
+                && n.path.0.last() == Some(&Seg::Key(key.to_owned()))
         })
     }
 
@@ -229,7 +239,10 @@ mod tests {
     #[test]
     fn paths_read_and_print_the_same() {
         for text in ["server_addr", "proxies[1].local_addr", "a[0][2].b"] {
-            assert_eq!(Path::parse(text).map(|p| p.to_string()).as_deref(), Some(text));
+            assert_eq!(
+                Path::parse(text).map(|p| p.to_string()).as_deref(),
+                Some(text)
+            );
         }
         assert_eq!(
             Path::parse("proxies[1].local_addr").map(|p| p.pattern()),

@@ -68,7 +68,8 @@ impl Schema {
 
     /// The keys of the table at `path`, written with `[]` for any element: `"proxies[]"`.
     pub fn table(mut self, path: &str, keys: impl IntoIterator<Item = &'static str>) -> Self {
-        self.tables.push((path.to_owned(), keys.into_iter().collect()));
+        self.tables
+            .push((path.to_owned(), keys.into_iter().collect()));
         self
     }
 
@@ -83,8 +84,7 @@ impl Schema {
 /// Deserializes `T` from `text`, or gives every problem found (syntax, types, unknown and
 /// missing keys, bad values), each with its line and column, in file order.
 pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema) -> Result<T, Vec<ConfigProblem>> {
-    let attempt =
-        |tree: &Tree<'_>| T::deserialize(toml::de::Deserializer::from(tree.clone()));
+    let attempt = |tree: &Tree<'_>| T::deserialize(toml::de::Deserializer::from(tree.clone()));
     let (recovered, syntax) = syntax::recover(text);
     let (tree, _) = DeTable::parse_recoverable(&recovered);
     let mut run = Run {
@@ -139,7 +139,10 @@ pub fn report(file: Option<&std::path::Path>, problems: &[ConfigProblem]) -> Vec
     if let Ok(text) = std::fs::read_to_string(file) {
         locate(&text, &mut problems);
     }
-    problems.iter().map(|p| p.in_file(file).to_string()).collect()
+    problems
+        .iter()
+        .map(|p| p.in_file(file).to_string())
+        .collect()
 }
 
 type Attempt<'a> = dyn Fn(&Tree<'_>) -> Option<toml::de::Error> + 'a;
@@ -219,7 +222,10 @@ impl Run<'_, '_> {
         let known = self.schema.keys(&self.index.nodes[t].path.pattern());
         if let Some(key) = wording::bare_unknown_field(message) {
             if let Some(c) = self.index.child(t, key) {
-                let at = self.index.nodes[c].key.as_ref().map_or(span.start, |k| k.start);
+                let at = self.index.nodes[c]
+                    .key
+                    .as_ref()
+                    .map_or(span.start, |k| k.start);
                 return self.report_key(c, at, wording::reword(message, known));
             }
         }
@@ -229,7 +235,11 @@ impl Run<'_, '_> {
             if !self.removed.contains(&(table.clone(), key.clone())) {
                 let field = node.path.child(Seg::Key(key.clone())).to_string();
                 let from = if t == 0 { "the file" } else { "this table" };
-                self.record(span.start, field, format!("required, but missing from {from}"));
+                self.record(
+                    span.start,
+                    field,
+                    format!("required, but missing from {from}"),
+                );
             }
             return self.add_placeholder(table, key);
         }
@@ -297,7 +307,13 @@ impl Run<'_, '_> {
     fn add_placeholder(&mut self, table: Range<usize>, key: String) -> bool {
         let start = self.text.len() + 1 + self.placeholders.len();
         let span = start..start + 1;
-        let set = edit::set(&mut self.tree, &table, &key, span.clone(), edit::placeholder(0));
+        let set = edit::set(
+            &mut self.tree,
+            &table,
+            &key,
+            span.clone(),
+            edit::placeholder(0),
+        );
         self.placeholders.push(Placeholder {
             table,
             key,
@@ -350,8 +366,10 @@ impl Run<'_, '_> {
         }
         if self.problems.is_empty() {
             // Cannot happen (an error always records something), but never claim success.
-            self.problems
-                .push(ConfigProblem::new("(file)", "cannot be read as this configuration"));
+            self.problems.push(ConfigProblem::new(
+                "(file)",
+                "cannot be read as this configuration",
+            ));
         }
         self.problems
     }

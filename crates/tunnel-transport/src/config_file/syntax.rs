@@ -49,7 +49,9 @@ fn blank_lines(text: &mut String, span: Range<usize>) {
         .rfind('\n')
         .map_or(0, |i| i + 1);
     let from_end = span.end.max(span.start).min(text.len());
-    let end = text[from_end..].find('\n').map_or(text.len(), |i| from_end + i);
+    let end = text[from_end..]
+        .find('\n')
+        .map_or(text.len(), |i| from_end + i);
     // One ASCII character per byte: the length, and so every later offset, stays.
     let blank: String = text[start..end]
         .bytes()

@@ -152,13 +152,22 @@ name = \"v\"
         typo.contains("did you mean `local_addr`?") && typo.contains("max_local_conns"),
         "{typo}"
     );
-    assert!(text_of("proxies[0].publish_port").contains("70000"), "{all:?}");
-    assert!(text_of("proxies[1].type").contains("did you mean `http`?"), "{all:?}");
+    assert!(
+        text_of("proxies[0].publish_port").contains("70000"),
+        "{all:?}"
+    );
+    assert!(
+        text_of("proxies[1].type").contains("did you mean `http`?"),
+        "{all:?}"
+    );
     assert!(
         text_of("proxies[1].max_local_conns").contains("expected usize"),
         "{all:?}"
     );
-    assert_eq!(text_of("visitors[0].bind"), "required, but missing from this table");
+    assert_eq!(
+        text_of("visitors[0].bind"),
+        "required, but missing from this table"
+    );
 }
 
 #[test]
@@ -215,7 +224,10 @@ fn the_number_of_problems_is_bounded() {
     }
     let all = problems(&text);
     assert_eq!(all.len(), MAX_PROBLEMS + 1);
-    assert!(all[MAX_PROBLEMS].message.contains("stopped after"), "{all:?}");
+    assert!(
+        all[MAX_PROBLEMS].message.contains("stopped after"),
+        "{all:?}"
+    );
 }
 
 #[test]

@@ -79,8 +79,8 @@ fn edits(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -157,7 +157,10 @@ mod tests {
             reword("unknown variant `htp`, expected one of `tcp`, `http`", None),
             "unknown value `htp`: did you mean `http`? valid values: tcp, http"
         );
-        assert_eq!(reword("invalid type: integer", None), "invalid type: integer");
+        assert_eq!(
+            reword("invalid type: integer", None),
+            "invalid type: integer"
+        );
     }
 
     #[test]
@@ -165,7 +168,10 @@ mod tests {
         assert_eq!(edits("bnid", "bind"), 1);
         assert_eq!(edits("local_adr", "local_addr"), 1);
         assert_eq!(closest("foo", &["id", "bind"]), None);
-        assert_eq!(closest("publish-port", &["publish_port", "port"]), Some("publish_port"));
+        assert_eq!(
+            closest("publish-port", &["publish_port", "port"]),
+            Some("publish_port")
+        );
     }
 
     #[test]
