@@ -61,6 +61,7 @@ impl<'i, 's> Run<'i, 's> {
         self.problems.len() >= MAX_PROBLEMS
     }
 
+    /// Records a syntax error, named by the key it is in when there is one.
     pub(super) fn syntax(&mut self, e: &toml::de::Error) {
         let span = e.span().unwrap_or(0..0);
         match self.index.hit(&span) {
@@ -77,7 +78,7 @@ impl<'i, 's> Run<'i, 's> {
     pub(super) fn handle(&mut self, err: &toml::de::Error, attempt: &Attempt<'_>) -> bool {
         let message = err.message();
         let Some(span) = err.span() else {
-            self.record(0, "syntax".to_owned(), message.to_owned());
+            self.record(0, "(file)".to_owned(), message.to_owned());
             return false;
         };
         if span.start > self.text.len() {
@@ -95,7 +96,7 @@ impl<'i, 's> Run<'i, 's> {
                 self.report_key(entry, span.start, wording::reword(message, None))
             }
             None => {
-                self.record(span.start, "syntax".to_owned(), message.to_owned());
+                self.record(span.start, "(file)".to_owned(), message.to_owned());
                 false
             }
         }
