@@ -85,11 +85,11 @@ impl Schema {
 /// missing keys, bad values), each with its line and column, in file order.
 pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema) -> Result<T, Vec<ConfigProblem>> {
     let attempt = |tree: &Tree<'_>| T::deserialize(toml::de::Deserializer::from(tree.clone()));
-    let (recovered, syntax) = syntax::recover(text);
-    let (tree, _) = DeTable::parse_recoverable(&recovered);
-    let mut run = Run::new(text, schema, tree);
-    for e in syntax {
-        run.syntax(&e);
+    let recovered = syntax::recover(text);
+    let (tree, _) = DeTable::parse_recoverable(&recovered.text);
+    let mut run = Run::new(text, schema, tree, recovered.blanked);
+    for e in &recovered.errors {
+        run.syntax(e);
     }
     for _ in 0..MAX_ATTEMPTS {
         let err = match attempt(run.tree()) {

@@ -21,6 +21,8 @@ pub(super) struct Run<'i, 's> {
     /// Keys taken out for a problem of their own (table span, key): serde then calls them
     /// missing, which is no news.
     removed: Vec<(Range<usize>, String)>,
+    /// Keys on lines blanked for a syntax error, already reported.
+    blanked: Vec<String>,
     placeholders: Vec<Placeholder>,
 }
 
@@ -34,7 +36,12 @@ struct Placeholder {
 }
 
 impl<'i, 's> Run<'i, 's> {
-    pub(super) fn new(text: &'i str, schema: &'s Schema, tree: Tree<'i>) -> Self {
+    pub(super) fn new(
+        text: &'i str,
+        schema: &'s Schema,
+        tree: Tree<'i>,
+        blanked: Vec<String>,
+    ) -> Self {
         Run {
             text,
             schema,
@@ -42,6 +49,7 @@ impl<'i, 's> Run<'i, 's> {
             tree,
             problems: Vec::new(),
             removed: Vec::new(),
+            blanked,
             placeholders: Vec::new(),
         }
     }
@@ -123,7 +131,9 @@ impl<'i, 's> Run<'i, 's> {
         let node = &self.index.nodes[t];
         if let Some(key) = wording::missing_field(message) {
             let (table, key) = (node.span.clone(), key.to_owned());
-            if !self.removed.contains(&(table.clone(), key.clone())) {
+            let reported =
+                self.removed.contains(&(table.clone(), key.clone())) || self.blanked.contains(&key);
+            if !reported {
                 let field = node.path.child(Seg::Key(key.clone())).to_string();
                 let from = if t == 0 { "the file" } else { "this table" };
                 self.record(

@@ -194,6 +194,21 @@ fn syntax_errors_are_reported_with_the_type_errors_after_them() {
 }
 
 #[test]
+fn a_required_key_lost_to_a_syntax_error_is_not_also_called_missing() {
+    let text =
+        "server_addr = \"a:1\nbad line\n[[visitors]]\nname = \"v\"\nproxy = 'p\nbind = \"b\"\n";
+    let shown: Vec<String> = problems(text).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "1:19: syntax: invalid basic string, expected `\"`",
+            "2:5: syntax: key with no value, expected `=`",
+            "5:11: visitors[0].proxy: TOML syntax: invalid literal string, expected `'`",
+        ]
+    );
+}
+
+#[test]
 fn two_identical_errors_in_one_flattened_table_are_both_found() {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
