@@ -100,17 +100,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_tool_skips_outside_ci_and_fails_under_ci() {
-        let outcome = std::panic::catch_unwind(|| need("no-such-tool-for-tunnel-testkit"));
-        if under_ci() {
-            assert!(
-                outcome.is_err(),
-                "CI=true must fail a test whose tool is missing"
-            );
-        } else {
-            assert_eq!(outcome.ok(), Some(false));
-        }
-        assert!(have("sh"));
+    fn tools_are_found_on_path() {
+        assert!(have("sh") && !have("no-such-tool-for-tunnel-testkit"));
     }
 
     #[test]

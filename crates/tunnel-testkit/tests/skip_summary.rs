@@ -1,5 +1,7 @@
-//! A test process whose tools are missing ends with one line counting its skips by tool, shown
-//! without --nocapture: this file runs itself as that process, with PATH emptied.
+//! A test process whose tools are missing: outside CI its tests skip, each saying so, and it
+//! ends with one line counting the skips by tool, all shown without --nocapture; under
+//! `CI=true` they fail. This file runs itself as that process, with PATH emptied (so the
+//! skipping happens in the child, and this process's own output stays clean).
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -34,15 +36,20 @@ fn child_needs_psql() {
     }
 }
 
+/// Runs this file's `child_` tests with no PATH, `CI` as given.
+fn child(ci: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("child_").env(CHILD, "1").env("PATH", "");
+    match ci {
+        Some(v) => cmd.env("CI", v),
+        None => cmd.env_remove("CI"),
+    };
+    cmd.output().unwrap()
+}
+
 #[test]
 fn missing_tools_are_counted_in_one_line_at_exit() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .arg("child_")
-        .env(CHILD, "1")
-        .env("PATH", "")
-        .env_remove("CI")
-        .output()
-        .unwrap();
+    let out = child(None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -56,5 +63,17 @@ fn missing_tools_are_counted_in_one_line_at_exit() {
         stderr.lines().last(),
         Some("SKIPPED 3 tests: curl (2), psql (1) — set CI=true to make missing tools fail"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn under_ci_a_missing_tool_fails_the_test() {
+    let out = child(Some("true"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 failed"), "{stdout}");
+    assert!(
+        stdout.contains("CI=true and this test cannot run: curl is not installed"),
+        "{stdout}"
     );
 }
