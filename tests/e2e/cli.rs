@@ -58,8 +58,11 @@ fn check_reports_every_problem_and_fails() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // The checks after parsing are placed at their keys too.
+    let file = cfg.display();
     assert!(
-        err.contains("proxies[0].local_addr") && err.contains("proxies[1].name"),
+        err.contains(&format!("{file}:5:1: proxies[0].local_addr: "))
+            && err.contains(&format!("{file}:7:1: proxies[1].name: ")),
         "{err}"
     );
 

@@ -636,7 +636,12 @@ impl ClientConfig {
                 ));
             }
             crate::http_config::problems(p, i, &mut out);
-            if !is_host_port(&p.local_addr) {
+            if p.local_addr.is_empty() {
+                out.push(ConfigProblem::new(
+                    at("local_addr"),
+                    "missing: the local service to expose, as host:port (e.g. \"127.0.0.1:3000\")",
+                ));
+            } else if !is_host_port(&p.local_addr) {
                 out.push(ConfigProblem::new(
                     at("local_addr"),
                     format!(
@@ -884,6 +889,19 @@ bind = \"127.0.0.1:5432\"
         .unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["proxies[1].name", "proxies[1].local_addr"]);
+    }
+
+    #[test]
+    fn a_proxy_without_local_addr_is_told_to_add_it() {
+        let c = ClientConfig::from_toml(&format!("{BASE}[[proxies]]\nname=\"a\"\n")).unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "proxies[0].local_addr");
+        assert!(
+            p[0].message.starts_with("missing: the local service"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
