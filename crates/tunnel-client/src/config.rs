@@ -101,10 +101,14 @@ pub struct ClientConfig {
     pub shutdown_grace: Duration,
 }
 
+/// The values `transport` takes, for serde's "unknown variant" message (which the loader
+/// answers with the closest one).
+const TRANSPORTS: [&str; 4] = ["tls", "h2", "wss", "ws"];
+
 fn transport_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TransportKind, D::Error> {
-    String::deserialize(d)?
-        .parse()
-        .map_err(serde::de::Error::custom)
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::unknown_variant(&s, &TRANSPORTS))
 }
 fn default_ws_path() -> String {
     tunnel_transport::DEFAULT_WS_PATH.to_owned()
@@ -770,6 +774,10 @@ mod tests {
             e.to_string().contains("transport") && e.to_string().contains("wss"),
             "{e}"
         );
+        let e = ClientConfig::from_toml(&format!("{BASE}transport = \"tsl\"\n")).unwrap_err();
+        assert!(e.to_string().contains("did you mean `tls`?"), "{e}");
+        let listed: Vec<String> = TransportKind::ALL.iter().map(|k| k.to_string()).collect();
+        assert_eq!(listed, TRANSPORTS);
         let c = ClientConfig::from_toml(&format!("{BASE}ws_path = \"tunnel\"\n")).unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["ws_path"]);
