@@ -51,7 +51,7 @@ impl ConfigProblem {
     }
 
     /// The same problem, placed at `at` in the file.
-    pub fn at(mut self, at: Position) -> Self {
+    pub fn placed(mut self, at: Position) -> Self {
         self.at = Some(at);
         self
     }
@@ -109,8 +109,8 @@ mod tests {
 
     #[test]
     fn a_placed_problem_reads_like_a_compiler_message() {
-        let p =
-            ConfigProblem::new("proxies[0].name", "missing").at(Position { line: 7, column: 1 });
+        let p = ConfigProblem::new("proxies[0].name", "missing")
+            .placed(Position { line: 7, column: 1 });
         assert_eq!(
             p.in_file(Path::new("c.toml")).to_string(),
             "c.toml:7:1: proxies[0].name: missing"

@@ -250,7 +250,7 @@ impl<'i, 's> Run<'i, 's> {
     }
 
     fn record(&mut self, offset: usize, field: String, message: String) {
-        let p = ConfigProblem::new(field, message).at(Position::of_offset(self.text, offset));
+        let p = ConfigProblem::new(field, message).placed(Position::of_offset(self.text, offset));
         if !self.problems.contains(&p) {
             self.problems.push(p);
         }
