@@ -1,7 +1,7 @@
 //! `tunnel-server`: the public side of tls-tunnel. Wires a TOML file and flags to the engine.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -97,10 +97,13 @@ fn main() -> ExitCode {
     let mut cfg = match &args.config {
         Some(path) => match ServerConfig::from_file(path) {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => match e.config_problems() {
+                Some(problems) => return report_check(Some(path), problems),
+                None => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
         },
         None => ServerConfig::default(),
     };
@@ -151,7 +154,8 @@ fn main() -> ExitCode {
     };
     let generated_key = match kept {
         Some(kept) => Some(kept),
-        None if no_key && !args.check => match random_key() {
+        // Also for --check: the defaults are valid because the server makes a key up.
+        None if no_key => match random_key() {
             Ok(k) => {
                 cfg = cfg.with_auth_key(k.clone());
                 Some(state_dir::Generated {
@@ -169,11 +173,8 @@ fn main() -> ExitCode {
         None => None,
     };
     let problems = cfg.problems();
-    if args.check {
-        return report_check(&problems);
-    }
-    if !problems.is_empty() {
-        return report_check(&problems);
+    if args.check || !problems.is_empty() {
+        return report_check(args.config.as_deref(), &problems);
     }
     if let Some(limit) = tls_tunnel::cli::raise_open_file_limit() {
         warn_if_few_files(limit, cfg.max_clients);
@@ -237,13 +238,14 @@ fn warn_if_few_files(limit: u64, max_clients: usize) {
     }
 }
 
-fn report_check(problems: &[server::ConfigProblem]) -> ExitCode {
+/// "config OK", or every problem on a line of its own: `FILE:LINE:COLUMN: field: message`.
+fn report_check(file: Option<&Path>, problems: &[server::ConfigProblem]) -> ExitCode {
     if problems.is_empty() {
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    for p in problems {
-        eprintln!("error: {p}");
+    for line in tls_tunnel::transport::config_file::report(file, problems) {
+        eprintln!("{line}");
     }
     ExitCode::FAILURE
 }
