@@ -11,6 +11,7 @@ use tunnel_transport::config_file::{self, Schema};
 use tunnel_transport::{ClientTrust, Fingerprint, Transport, TransportKind};
 
 use crate::error::{ClientError, ConfigProblem};
+use crate::server_addr::{host_of, ServerAddr};
 
 /// Everything a client needs. Built from a TOML file ([`ClientConfig::from_file`]) or in code.
 ///
@@ -32,15 +33,17 @@ use crate::error::{ClientError, ConfigProblem};
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// The server, as `host:port`.
-    pub server_addr: String,
+    /// The server, as `host:port`, or a list of servers that serve the same clients: the
+    /// client tries them in an order shuffled once at start and moves on when one is down.
+    pub server_addr: ServerAddr,
     /// How to reach it: `"tls"` (default), `"h2"`, `"wss"` or `"ws"`.
     #[serde(default, deserialize_with = "transport_kind")]
     pub transport: TransportKind,
     /// URL path of the HTTP/2 request or WebSocket upgrade (h2, wss, ws). Default `/tunnel`.
     #[serde(default = "default_ws_path")]
     pub ws_path: String,
-    /// The name the server certificate must carry (and the SNI). Default: host of `server_addr`.
+    /// The name the server certificate must carry (and the SNI). Default: the host of the
+    /// address being dialled (each entry's own, for a list).
     #[serde(default)]
     pub server_name: Option<String>,
     /// The shared key. Never sent over the wire.
@@ -317,7 +320,7 @@ impl ClientConfig {
     /// A config for `server_addr` with no proxies yet.
     pub fn new(server_addr: impl Into<String>) -> Self {
         ClientConfig {
-            server_addr: server_addr.into(),
+            server_addr: ServerAddr::One(server_addr.into()),
             transport: TransportKind::Tls,
             ws_path: default_ws_path(),
             server_name: None,
@@ -361,6 +364,13 @@ impl ClientConfig {
         })
     }
 
+    /// Use any of these servers (see [`ClientConfig::server_addr`]) instead of the one given
+    /// to [`ClientConfig::new`].
+    pub fn with_server_addrs<S: Into<String>>(mut self, addrs: impl IntoIterator<Item = S>) -> Self {
+        self.server_addr = ServerAddr::List(addrs.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Reach the server over this transport.
     pub fn with_transport(mut self, kind: TransportKind) -> Self {
         self.transport = kind;
@@ -379,9 +389,9 @@ impl ClientConfig {
         self
     }
 
-    /// Build the configured transport. `ws` has no TLS of its own, so no trust store is
-    /// loaded for it, and it says loudly what that means.
-    pub(crate) fn build_transport(&self) -> Result<Box<dyn Transport>, ClientError> {
+    /// Build the configured transport for each server, in the order written. `ws` has no TLS
+    /// of its own, so no trust store is loaded for it, and it says loudly what that means.
+    pub(crate) fn build_transports(&self) -> Result<Vec<(String, Box<dyn Transport>)>, ClientError> {
         let trust = if self.transport == TransportKind::Ws {
             tracing::warn!(
                 "transport = \"ws\": no TLS between this client and {}; the key proof and \
@@ -394,12 +404,17 @@ impl ClientConfig {
         } else {
             self.trust().map_err(|p| ClientError::Config(vec![p]))?
         };
-        Ok(tunnel_transport::client_transport(
-            self.transport,
-            &self.effective_server_name(),
-            &trust,
-            &self.ws_path,
-        )?)
+        let mut out = Vec::new();
+        for addr in self.server_addr.addrs() {
+            let transport = tunnel_transport::client_transport(
+                self.transport,
+                &self.server_name_for(addr),
+                &trust,
+                &self.ws_path,
+            )?;
+            out.push((addr.clone(), transport));
+        }
+        Ok(out)
     }
 
     /// Set the shared key.
@@ -473,19 +488,20 @@ impl ClientConfig {
         tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
     }
 
-    /// The name checked against the certificate: `server_name`, or the host of `server_addr`.
+    /// The name checked against the certificate: `server_name`, or the host of the first
+    /// address of `server_addr` (see [`ClientConfig::server_name_for`] for the others).
     pub fn effective_server_name(&self) -> String {
-        if let Some(n) = &self.server_name {
-            return n.clone();
+        let first = self.server_addr.addrs().first().map_or("", String::as_str);
+        self.server_name_for(first)
+    }
+
+    /// The name checked against the certificate of the server at `addr`: `server_name`, or
+    /// the host of `addr`.
+    pub fn server_name_for(&self, addr: &str) -> String {
+        match &self.server_name {
+            Some(n) => n.clone(),
+            None => host_of(addr).to_owned(),
         }
-        let addr = self.server_addr.as_str();
-        let host = match addr.rsplit_once(':') {
-            Some((h, _)) => h,
-            None => addr,
-        };
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string()
     }
 
     /// How the server certificate is checked.
@@ -567,19 +583,7 @@ impl ClientConfig {
     /// Every problem with this configuration, TLS files included. Empty means usable.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        if self
-            .server_addr
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            out.push(ConfigProblem::new(
-                "server_addr",
-                format!(
-                    "{:?} is not host:port (e.g. \"tunnel.example.com:8443\")",
-                    self.server_addr
-                ),
-            ));
-        }
+        self.server_addr.problems(&mut out);
         if let Err(p) = self.resolve_auth_key() {
             out.push(p);
         }
@@ -597,6 +601,8 @@ impl ClientConfig {
             out.push(ConfigProblem::new("ws_path", m));
         }
         match self.trust() {
+            // Without a server (an empty list, reported above) there is no name to check for.
+            Ok(ClientTrust::CaFile(_)) if self.server_addr.addrs().is_empty() => {}
             Ok(ClientTrust::CaFile(path)) => {
                 if let Err(e) = tunnel_transport::TlsTransport::client(
                     &self.effective_server_name(),
@@ -699,7 +705,7 @@ impl ClientConfig {
     }
 }
 
-fn is_host_port(s: &str) -> bool {
+pub(crate) fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }

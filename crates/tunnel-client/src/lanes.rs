@@ -16,6 +16,7 @@ use tunnel_transport::write_message;
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
+use crate::servers::Server;
 use crate::session::{self, CONTROL_MAX_FRAME};
 use crate::Shared;
 
@@ -39,6 +40,7 @@ impl From<ClientError> for JoinError {
 /// Keep one extra connection joined to `session` until `stop` (the session ended).
 pub(crate) async fn keep(
     shared: Arc<Shared>,
+    server: Arc<Server>,
     lanes: Arc<Lanes>,
     session: u64,
     heartbeat: Heartbeat,
@@ -49,7 +51,7 @@ pub(crate) async fn keep(
         // Dropping the attempt mid-handshake is clean; once joined, `serve` watches `stop`
         // itself so that it can close what it opened.
         let joined = tokio::select! {
-            r = Box::pin(join(&shared, session, heartbeat)) => r,
+            r = Box::pin(join(&shared, &server, session, heartbeat)) => r,
             () = stop.cancelled() => return,
         };
         match joined {
@@ -81,10 +83,11 @@ pub(crate) async fn keep(
 /// Connect, authenticate, and ask to join `session`.
 async fn join(
     shared: &Shared,
+    server: &Server,
     session: u64,
     heartbeat: Heartbeat,
 ) -> Result<(Arc<Lane>, Incoming, tunnel_mux::ControlChannel), JoinError> {
-    let mut hs = session::handshake(shared).await?;
+    let mut hs = session::handshake(shared, server).await?;
     let (control, incoming) = tunnel_mux::start(hs.stream, Mode::Client, &shared.mux);
     hs.machine.join(session);
     let first = match session::first_stream(&control, &mut hs.machine).await {

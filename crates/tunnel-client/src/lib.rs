@@ -42,6 +42,8 @@ mod http_upgrade;
 mod lanes;
 mod proxy;
 mod reload;
+mod server_addr;
+mod servers;
 mod session;
 mod stats;
 mod visitor;
@@ -58,12 +60,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
 use tunnel_proto::RegisterReply;
-use tunnel_transport::{Transport, WarnLimit};
+use tunnel_transport::WarnLimit;
 
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
 pub use http_config::HttpOptions;
 pub use reload::ReloadSummary;
+pub use server_addr::ServerAddr;
 
 use backoff::Backoff;
 use session::SessionEnd;
@@ -88,7 +91,8 @@ pub(crate) struct Shared {
     /// This client's id on the server; see [`Shared::take_fallback_id`].
     id: RwLock<String>,
     instance: [u8; 16],
-    transport: Arc<dyn Transport>,
+    /// Where to connect: `server_addr`, in the order tried.
+    servers: servers::Servers,
     /// The parts of the config a reload may change: proxies (by name) and what is registered.
     live: RwLock<Live>,
     /// Running visitor listeners by name, each with its own stop token.
@@ -296,9 +300,12 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     let key = cfg
         .resolve_auth_key()
         .map_err(|p| ClientError::Config(vec![p]))?;
-    let transport: Arc<dyn Transport> = cfg.build_transport()?.into();
+    let transports = cfg.build_transports()?;
     let mut instance = [0u8; 16];
     tunnel_transport::fill_random(&mut instance)?;
+    let mut random = vec![0u8; servers::Servers::random_len(transports.len())];
+    tunnel_transport::fill_random(&mut random)?;
+    let servers = servers::Servers::new(transports, &random);
     let listeners = visitor::bind_all(&cfg.visitors).await?;
     let (status_tx, status_rx) = watch::channel(Status::Connecting);
     let shared = Arc::new(Shared {
@@ -308,7 +315,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         cfg,
         key: key.into_bytes(),
         instance,
-        transport,
+        servers,
         current: RwLock::new(None),
         reload_pending: std::sync::atomic::AtomicBool::new(false),
         reload: reload::State::default(),
@@ -359,13 +366,15 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
     let mut served = false;
     let result = loop {
         let started = Instant::now();
-        match session::run_once(&shared).await {
+        let server = shared.servers.next();
+        match session::run_once(&shared, &server).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Lost(why)) => {
                 served = true;
+                shared.servers.lost();
                 shared.session_log.failed(&why);
                 shared.status.send_replace(Status::Connecting);
-                warn!("lost the server: {why}; reconnecting");
+                warn!(server = %server.addr, "lost the server: {why}; reconnecting");
                 // A session that lived a while was healthy: start the backoff over.
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff.reset();
@@ -373,7 +382,7 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
             }
             Err(e) if e.is_permanent() => {
                 shared.session_log.failed(&e.to_string());
-                error!("{e}");
+                error!(server = %server.addr, "{e}");
                 break Err(e);
             }
             Err(e) if e.is_id_in_use() => {
@@ -394,9 +403,21 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
                 }
             }
             Err(e) => {
-                warn!("{e}");
                 shared.session_log.failed(&e.to_string());
                 shared.status.send_replace(Status::Retrying(e.to_string()));
+                // Another server may well be up: try it now, and back off only once all
+                // of them failed in a row.
+                if !shared.servers.failed() {
+                    warn!(server = %server.addr, "{e}; trying the next server");
+                    if shared.shutdown.is_cancelled() {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                match shared.servers.len() {
+                    1 => warn!(server = %server.addr, "{e}"),
+                    n => warn!(server = %server.addr, "{e}; none of the {n} servers could be used"),
+                }
             }
         }
         let delay = backoff.next_delay();

@@ -16,6 +16,7 @@ use tunnel_transport::{drive, timed_out, write_message, BoxedStream, TransportKi
 
 use crate::error::ClientError;
 use crate::lanes;
+use crate::servers::Server;
 use crate::{proxy, Shared};
 
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
@@ -50,18 +51,21 @@ pub(crate) enum SessionEnd {
 
 /// Connect, authenticate and register; then serve until the session ends.
 /// An `Err` means the session never got going.
-pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientError> {
+pub(crate) async fn run_once(
+    shared: &Arc<Shared>,
+    server: &Arc<Server>,
+) -> Result<SessionEnd, ClientError> {
     // The short-lived big futures (handshake, registration, drain) are boxed: this future lives
     // as long as the session, and an async fn's future is sized for its largest await state,
     // so inline they would cost an idle session their size for its whole life.
-    let hs = Box::pin(handshake(shared)).await?;
+    let hs = Box::pin(handshake(shared, server)).await?;
     let Handshaken {
         stream,
         connection_id,
         heartbeat_ms,
         mut machine,
     } = hs;
-    info!(session = connection_id, transport = %shared.cfg.transport, "connected to {}", shared.cfg.server_addr);
+    info!(session = connection_id, transport = %shared.cfg.transport, "connected to {}", server.addr);
     let span = tracing::info_span!("session", id = connection_id);
     async move {
         let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
@@ -100,8 +104,10 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
         let stop_lanes = CancellationToken::new();
         let lane_tasks = TaskTracker::new();
         for _ in 1..shared.cfg.connections {
+            // Extra connections join this session, so they go to this session's server.
             let keep = lanes::keep(
                 shared.clone(),
+                server.clone(),
                 lanes.clone(),
                 connection_id,
                 heartbeat,
@@ -110,6 +116,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             lane_tasks.spawn(keep.in_current_span());
         }
         // Ready only now: visitors need `current` the moment a caller sees Ready.
+        shared.servers.connected(server);
         shared.session_log.connected();
         shared.status.send_replace(crate::Status::Ready(reply));
         // A reload that raced the registration above re-sends its request now.
@@ -149,6 +156,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             Box::pin(drain(shared, &mut incoming)).await;
         }
         *shared.current.write() = None;
+        shared.servers.ended();
         stop_lanes.cancel();
         lane_tasks.close();
         channel.ended.abort();
@@ -232,9 +240,9 @@ pub(crate) struct Handshaken {
 
 /// Dial, TLS, hello, proof of the key: within [`CONNECT_TIMEOUT`] in all, and a timeout names
 /// the phase it cut.
-pub(crate) async fn handshake(shared: &Shared) -> Result<Handshaken, ClientError> {
+pub(crate) async fn handshake(shared: &Shared, server: &Server) -> Result<Handshaken, ClientError> {
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-    let connect = shared.transport.connect(&shared.cfg.server_addr);
+    let connect = server.transport.connect(&server.addr);
     let est = tokio::time::timeout_at(deadline, connect)
         .await
         // The TCP connect has its own shorter deadline in the transport, which reports

@@ -96,7 +96,10 @@ struct Snapshot {
     role: &'static str,
     version: &'static str,
     id: String,
+    /// `server_addr` as configured; a list is joined with ", ".
     server_addr: String,
+    /// The address of the server the live session is on; `null` while disconnected.
+    server: Option<String>,
     connected: bool,
     /// Unix seconds the current session registered; `null` while disconnected.
     connected_since: Option<u64>,
@@ -247,7 +250,8 @@ impl ClientStats {
             role: "client",
             version: env!("CARGO_PKG_VERSION"),
             id: self.0.id.read().clone(),
-            server_addr: self.0.cfg.server_addr.clone(),
+            server_addr: self.0.cfg.server_addr.to_string(),
+            server: self.0.servers.current_addr(),
             connected: self.connected(),
             connected_since: log.since(),
             reconnects: log.reconnects(),

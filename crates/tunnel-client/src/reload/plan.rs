@@ -165,7 +165,11 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         }
     };
     // The connection, its trust and identity: read once per session or at start.
-    need("server_addr", *server_addr == old.server_addr);
+    // One address written as a string or as a list of one is the same setting.
+    need(
+        "server_addr",
+        server_addr.addrs() == old.server_addr.addrs(),
+    );
     need("transport", *transport == old.transport);
     need("ws_path", *ws_path == old.ws_path);
     need("server_name", *server_name == old.server_name);
