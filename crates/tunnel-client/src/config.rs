@@ -928,6 +928,48 @@ bind = \"127.0.0.1:5432\"
     }
 
     #[test]
+    fn server_addr_is_a_string_or_a_list_and_each_entry_names_its_certificate() {
+        let c = ClientConfig::from_toml(
+            "server_addr = [\"a.example:1\", \"[::1]:2\"]\nauth_key = \"k\"\n",
+        )
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.server_addr.addrs(), ["a.example:1", "[::1]:2"]);
+        assert_eq!(c.server_name_for("[::1]:2"), "::1");
+        assert_eq!(c.effective_server_name(), "a.example");
+        let c = c.with_server_name("tunnel.example");
+        assert_eq!(c.server_name_for("[::1]:2"), "tunnel.example");
+        let c = ClientConfig::new("h:1").with_server_addrs(["a:1", "b:2"]);
+        assert_eq!(c.server_addr.to_string(), "a:1, b:2");
+        let e = ClientConfig::from_toml("server_addr = 5\nauth_key = \"k\"\n").unwrap_err();
+        assert!(e.to_string().contains("\"host:port\" or a list of them"), "{e}");
+    }
+
+    /// `LINE:COLUMN field` of every problem `problems` finds, placed as `--check` does.
+    fn placed(text: &str) -> Vec<String> {
+        let mut problems = ClientConfig::from_toml(text).unwrap().problems();
+        config_file::locate(text, &mut problems);
+        problems
+            .iter()
+            .map(|p| {
+                let at = p.at.unwrap();
+                format!("{}:{} {}", at.line, at.column, p.field)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_server_list_problem_is_placed_at_its_entry() {
+        let text = "auth_key = \"k\"\nserver_addr = [\n  \"a:1\",\n  \"nope\",\n  \"a:1\",\n]\n";
+        assert_eq!(placed(text), ["4:3 server_addr[1]", "5:3 server_addr[2]"]);
+        let text = "auth_key = \"k\"\nserver_addr = []\n";
+        assert_eq!(placed(text), ["2:1 server_addr"]);
+        // A wrong type inside the list is a parse error at the element (named by its key).
+        let text = "auth_key = \"k\"\nserver_addr = [\"a:1\", 5]\n";
+        assert_eq!(places(text), ["2:23 server_addr"]);
+    }
+
+    #[test]
     fn ipv6_server_name() {
         let c = ClientConfig::new("[::1]:8443");
         assert_eq!(c.effective_server_name(), "::1");
