@@ -112,7 +112,7 @@ fn report_check(file: &Path, problems: &[client::ConfigProblem]) -> ExitCode {
 fn load(args: &Args) -> Result<ClientConfig, client::ClientError> {
     let mut cfg = ClientConfig::from_file(&args.config)?;
     if let Some(a) = &args.server_addr {
-        cfg.server_addr = a.clone();
+        cfg.server_addr = a.clone().into();
     }
     if let Some(k) = &args.auth_key {
         cfg.auth_key_file = None;

@@ -102,7 +102,7 @@ async fn setup(
         .with_connections(connections)
         .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port)));
     if let Some(r) = &relay {
-        cfg.server_addr = r.addr.to_string();
+        cfg.server_addr = r.addr.to_string().into();
     }
     let client = client(cfg).await;
     Setup {

@@ -223,7 +223,7 @@ async fn the_client_reports_its_session_reconnects_and_last_error() {
     let mut cfg = client_config(&server)
         .with_stats_bind(stats)
         .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), None));
-    cfg.server_addr = relay.addr.to_string();
+    cfg.server_addr = relay.addr.to_string().into();
     let _c = client(cfg).await;
 
     let v = stats_get(stats, "/api/stats", &[]).await.json();

@@ -13,6 +13,7 @@ mod http;
 mod nginx;
 mod postgres;
 mod reload;
+mod server_list;
 mod state_dir;
 mod stats;
 mod strangers;

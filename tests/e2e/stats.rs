@@ -51,7 +51,7 @@ async fn metrics_follow_the_lifecycle_and_count_payload_bytes_exactly() {
         .with_id("metered")
         .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port)));
     let mut cfg = cfg;
-    cfg.server_addr = relay.addr.to_string();
+    cfg.server_addr = relay.addr.to_string().into();
     let mut c = client(cfg).await;
     assert_eq!(metric(stats, "tunnel_clients").await, Some(1.0));
     assert_eq!(metric(stats, "tunnel_proxies").await, Some(1.0));

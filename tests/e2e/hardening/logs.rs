@@ -325,7 +325,7 @@ async fn a_client_that_served_keeps_retrying_when_another_took_its_id_and_says_s
     let echo = echo_service().await.to_string();
     let port = free_port();
     let mut away_cfg = client_config(&server);
-    away_cfg.server_addr = gate.addr.to_string();
+    away_cfg.server_addr = gate.addr.to_string().into();
     let away_cfg = away_cfg
         .with_id("away")
         .with_reconnect_max_delay(Duration::from_secs(1))

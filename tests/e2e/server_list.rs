@@ -1,0 +1,228 @@
+//! End to end: a client with several servers (`server_addr` as a list). Servers that are one
+//! service to the client share the auth key and a certificate (the [`Pki`]'s, pinned); dead
+//! entries are loopback ports that refuse connections.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tunnel_client::{ClientConfig, ClientHandle, ProxyConfig};
+use tunnel_server::ServerHandle;
+use tunnel_testkit::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A server presenting `pki`'s certificate, so that every such server is the same service
+/// to a client pinning it.
+async fn member(pki: &Pki) -> ServerHandle {
+    server_with(|c| {
+        c.with_tls_files(&pki.cert, &pki.key)
+            .with_shutdown_grace(Duration::ZERO)
+    })
+    .await
+}
+
+/// A client config for these servers, pinning `pki`'s certificate.
+fn list_config(pki: &Pki, addrs: &[String]) -> ClientConfig {
+    ClientConfig::new("unused:1")
+        .with_server_addrs(addrs.iter().cloned())
+        .with_auth_key(KEY)
+        .with_fingerprint(pki.fingerprint.parse().unwrap())
+}
+
+/// A loopback address that refuses connections while the returned socket lives.
+fn dead_entry() -> (tokio::net::TcpSocket, String) {
+    let (socket, port) = refusing_port();
+    (socket, format!("127.0.0.1:{port}"))
+}
+
+/// The `server` field of the client's `/api/stats`.
+async fn stats_server(stats: SocketAddr) -> Option<String> {
+    stats_json(stats).await["server"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_entry_and_a_live_server_connect_and_serve() {
+    let pki = Pki::new("list-dead-live");
+    let live = member(&pki).await;
+    let (_dead, dead) = dead_entry();
+    let echo = echo_service().await;
+    let port = free_port();
+    let c = client(
+        list_config(&pki, &[dead, live.local_addr().to_string()])
+            .with_id("list-dead-live")
+            .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    assert!(serves(port).await);
+    assert_eq!(live.snapshot().clients, 1);
+    drop(c);
+}
+
+/// Of two live servers, the client uses one, and its extra connections join its session
+/// there: none goes to the other server (which would refuse it as an unknown session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_connections_go_to_the_server_of_their_session() {
+    let pki = Pki::new("list-lanes");
+    let a = member(&pki).await;
+    let b = member(&pki).await;
+    let addrs = [a.local_addr().to_string(), b.local_addr().to_string()];
+    let echo = echo_service().await;
+    let port = free_port();
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _c = client(
+        list_config(&pki, &addrs)
+            .with_id("list-lanes")
+            .with_connections(3)
+            .with_stats_bind(stats)
+            .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    let on = stats_server(stats).await.unwrap();
+    let (used, other) = if on == addrs[0] { (&a, &b) } else { (&b, &a) };
+    assert!(addrs.contains(&on), "{on}");
+    eventually(WAIT, "three connections on the session's server", || async {
+        let all = stats_json(used.stats_addr().unwrap()).await;
+        all["clients"][0]["streams_per_connection"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    assert_eq!((used.snapshot().clients, other.snapshot().clients), (1, 0));
+    assert!(serves(port).await);
+}
+
+/// Server A of two dies: the client moves to B, B publishes the proxy's port, and it serves
+/// again; the client's stats name B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_its_server_dies_the_client_moves_to_the_other_and_serves_again() {
+    let pki = Pki::new("list-failover");
+    let first = member(&pki).await;
+    let second = member(&pki).await;
+    let addrs = [
+        first.local_addr().to_string(),
+        second.local_addr().to_string(),
+    ];
+    let echo = echo_service().await;
+    let port = free_port();
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _c = client(
+        list_config(&pki, &addrs)
+            .with_id("list-failover")
+            .with_stats_bind(stats)
+            .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    assert!(serves(port).await);
+    let on = stats_server(stats).await.unwrap();
+    let (dying, survivor, survivor_addr) = if on == addrs[0] {
+        (first, second, &addrs[1])
+    } else {
+        (second, first, &addrs[0])
+    };
+    assert_eq!(survivor.snapshot().clients, 0);
+
+    let killed = Instant::now();
+    dying.abort();
+    dying.join().await;
+    eventually(WAIT, "the proxy served through the other server", || async {
+        survivor.snapshot().proxies == 1 && serves_within(port, Duration::from_secs(2)).await
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("failover to the other server took {} ms", took.as_millis());
+    assert_eq!(
+        stats_server(stats).await.as_deref(),
+        Some(survivor_addr.as_str())
+    );
+    assert!(
+        logged(&["connected to", survivor_addr]),
+        "the session's server is logged"
+    );
+    // The first redial waits one backoff step (~100 ms); the dead server is tried last.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// Six dead entries and one live server: the dead ones cost their refused connects, not a
+/// backoff each (which would add up to seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_entries_do_not_delay_the_first_connection() {
+    let pki = Pki::new("list-fast");
+    let live = member(&pki).await;
+    let dead: Vec<_> = (0..6).map(|_| dead_entry()).collect();
+    let mut addrs: Vec<String> = dead.iter().map(|(_, a)| a.clone()).collect();
+    addrs.push(live.local_addr().to_string());
+    let started = Instant::now();
+    let _c = client(list_config(&pki, &addrs).with_id("list-fast")).await;
+    let took = started.elapsed();
+    println!("first connection past the dead entries: {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// Every server down: each is warned about with its address, and only then does the client
+/// back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failed_server_is_warned_about_by_address() {
+    logs();
+    let (_a, a) = dead_entry();
+    let (_b, b) = dead_entry();
+    let pki = Pki::new("list-warn");
+    let c: ClientHandle = tunnel_client::start(
+        list_config(&pki, &[a.clone(), b.clone()]).with_id("list-warn"),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "a warning for each dead server", || async {
+        logged(&["WARN", &a, "refused"]) && logged(&["WARN", &b, "refused"])
+    })
+    .await;
+    assert!(logged(&["none of the 2 servers could be used"]));
+    c.shutdown();
+}
+
+/// `--check` names each bad entry of the list by its index, at its line.
+#[test]
+fn check_names_bad_entries_of_the_list_at_their_lines() {
+    let pki = Pki::new("list-check");
+    let cfg = pki.write(
+        "client.toml",
+        "auth_key = \"k\"\nserver_addr = [\n  \"a.example:8443\",\n  \"b.example\",\n  \
+         \"a.example:8443\",\n]\n",
+    );
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display();
+    assert!(
+        err.contains(&format!("{file}:4:3: server_addr[1]: \"b.example\" is not host:port"))
+            && err.contains(&format!("{file}:5:3: server_addr[2]: \"a.example:8443\" is listed twice")),
+        "{err}"
+    );
+    let cfg = pki.write("empty.toml", "auth_key = \"k\"\nserver_addr = []\n");
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:1: server_addr: is an empty list", cfg.display())),
+        "{err}"
+    );
+    let cfg = pki.write(
+        "ok.toml",
+        "auth_key = \"k\"\nserver_addr = [\"a.example:8443\", \"b.example:8443\"]\n",
+    );
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
