@@ -144,6 +144,59 @@ async fn when_its_server_dies_the_client_moves_to_the_other_and_serves_again() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
+/// The binaries: two server processes, and a client process whose file lists both. kill -9
+/// of the server it is on (the kernel closes its sockets, as in a crash): it serves through
+/// the other one, which publishes the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_its_server_process_moves_the_client_process_to_the_other() {
+    let pki = Pki::new("list-kill9");
+    let ports = [free_port(), free_port()];
+    let mut servers = vec![
+        pki.server("a", ports[0], "").await,
+        pki.server("b", ports[1], "").await,
+    ];
+    let echo = echo_service().await;
+    let port = free_port();
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = pki.write(
+        "client.toml",
+        &format!(
+            "server_addr = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nauth_key = \"{KEY}\"\n\
+             server_fingerprint = \"{}\"\nid = \"list-kill9\"\nstats_bind = \"{stats}\"\n{}",
+            ports[0],
+            ports[1],
+            pki.fingerprint,
+            proxy_toml("echo", echo, Some(port)),
+        ),
+    );
+    let c = Proc::spawn(bins::client(), &cfg, pki.dir.join("client.log"));
+    eventually(WAIT, "the proxy serves", || {
+        serves_within(port, Duration::from_secs(2))
+    })
+    .await;
+    let on = stats_server(stats).await.unwrap();
+    let dying = usize::from(on != format!("127.0.0.1:{}", ports[0]));
+    let survivor = format!("127.0.0.1:{}", ports[1 - dying]);
+
+    let killed = Instant::now();
+    servers[dying].kill9();
+    eventually(WAIT, "the proxy served through the other server", || async {
+        stats_server(stats).await.as_deref() == Some(survivor.as_str())
+            && serves_within(port, Duration::from_secs(2)).await
+    })
+    .await;
+    println!(
+        "failover after kill -9 took {} ms",
+        killed.elapsed().as_millis()
+    );
+    let log = c.log();
+    assert!(
+        log.contains(&format!("connected to {survivor}")) && log.contains("WARN"),
+        "{log}"
+    );
+    no_panic(&c);
+}
+
 /// Six dead entries and one live server: the dead ones cost their refused connects, not a
 /// backoff each (which would add up to seconds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
