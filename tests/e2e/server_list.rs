@@ -39,7 +39,9 @@ fn dead_entry() -> (tokio::net::TcpSocket, String) {
 
 /// The `server` field of the client's `/api/stats`.
 async fn stats_server(stats: SocketAddr) -> Option<String> {
-    stats_json(stats).await["server"].as_str().map(str::to_owned)
+    stats_json(stats).await["server"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,12 +84,16 @@ async fn extra_connections_go_to_the_server_of_their_session() {
     let on = stats_server(stats).await.unwrap();
     let (used, other) = if on == addrs[0] { (&a, &b) } else { (&b, &a) };
     assert!(addrs.contains(&on), "{on}");
-    eventually(WAIT, "three connections on the session's server", || async {
-        let all = stats_json(used.stats_addr().unwrap()).await;
-        all["clients"][0]["streams_per_connection"]
-            .as_array()
-            .is_some_and(|a| a.len() == 3)
-    })
+    eventually(
+        WAIT,
+        "three connections on the session's server",
+        || async {
+            let all = stats_json(used.stats_addr().unwrap()).await;
+            all["clients"][0]["streams_per_connection"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        },
+    )
     .await;
     assert_eq!((used.snapshot().clients, other.snapshot().clients), (1, 0));
     assert!(serves(port).await);
@@ -126,9 +132,13 @@ async fn when_its_server_dies_the_client_moves_to_the_other_and_serves_again() {
     let killed = Instant::now();
     dying.abort();
     dying.join().await;
-    eventually(WAIT, "the proxy served through the other server", || async {
-        survivor.snapshot().proxies == 1 && serves_within(port, Duration::from_secs(2)).await
-    })
+    eventually(
+        WAIT,
+        "the proxy served through the other server",
+        || async {
+            survivor.snapshot().proxies == 1 && serves_within(port, Duration::from_secs(2)).await
+        },
+    )
     .await;
     let took = killed.elapsed();
     println!("failover to the other server took {} ms", took.as_millis());
@@ -151,7 +161,7 @@ async fn when_its_server_dies_the_client_moves_to_the_other_and_serves_again() {
 async fn kill_9_of_its_server_process_moves_the_client_process_to_the_other() {
     let pki = Pki::new("list-kill9");
     let ports = [free_port(), free_port()];
-    let mut servers = vec![
+    let mut servers = [
         pki.server("a", ports[0], "").await,
         pki.server("b", ports[1], "").await,
     ];
@@ -180,10 +190,14 @@ async fn kill_9_of_its_server_process_moves_the_client_process_to_the_other() {
 
     let killed = Instant::now();
     servers[dying].kill9();
-    eventually(WAIT, "the proxy served through the other server", || async {
-        stats_server(stats).await.as_deref() == Some(survivor.as_str())
-            && serves_within(port, Duration::from_secs(2)).await
-    })
+    eventually(
+        WAIT,
+        "the proxy served through the other server",
+        || async {
+            stats_server(stats).await.as_deref() == Some(survivor.as_str())
+                && serves_within(port, Duration::from_secs(2)).await
+        },
+    )
     .await;
     println!(
         "failover after kill -9 took {} ms",
@@ -209,7 +223,10 @@ async fn dead_entries_do_not_delay_the_first_connection() {
     let started = Instant::now();
     let _c = client(list_config(&pki, &addrs).with_id("list-fast")).await;
     let took = started.elapsed();
-    println!("first connection past the dead entries: {} ms", took.as_millis());
+    println!(
+        "first connection past the dead entries: {} ms",
+        took.as_millis()
+    );
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
@@ -254,8 +271,11 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     let file = cfg.display();
     assert!(
-        err.contains(&format!("{file}:4:3: server_addr[1]: \"b.example\" is not host:port"))
-            && err.contains(&format!("{file}:5:3: server_addr[2]: \"a.example:8443\" is listed twice")),
+        err.contains(&format!(
+            "{file}:4:3: server_addr[1]: \"b.example\" is not host:port"
+        )) && err.contains(&format!(
+            "{file}:5:3: server_addr[2]: \"a.example:8443\" is listed twice"
+        )),
         "{err}"
     );
     let cfg = pki.write("empty.toml", "auth_key = \"k\"\nserver_addr = []\n");
@@ -267,7 +287,10 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:2:1: server_addr: is an empty list", cfg.display())),
+        err.contains(&format!(
+            "{}:2:1: server_addr: is an empty list",
+            cfg.display()
+        )),
         "{err}"
     );
     let cfg = pki.write(
@@ -279,5 +302,9 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

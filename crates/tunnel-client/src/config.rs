@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -366,7 +367,10 @@ impl ClientConfig {
 
     /// Use any of these servers (see [`ClientConfig::server_addr`]) instead of the one given
     /// to [`ClientConfig::new`].
-    pub fn with_server_addrs<S: Into<String>>(mut self, addrs: impl IntoIterator<Item = S>) -> Self {
+    pub fn with_server_addrs<S: Into<String>>(
+        mut self,
+        addrs: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.server_addr = ServerAddr::List(addrs.into_iter().map(Into::into).collect());
         self
     }
@@ -391,7 +395,7 @@ impl ClientConfig {
 
     /// Build the configured transport for each server, in the order written. `ws` has no TLS
     /// of its own, so no trust store is loaded for it, and it says loudly what that means.
-    pub(crate) fn build_transports(&self) -> Result<Vec<(String, Box<dyn Transport>)>, ClientError> {
+    pub(crate) fn build_transports(&self) -> Result<Vec<crate::servers::Server>, ClientError> {
         let trust = if self.transport == TransportKind::Ws {
             tracing::warn!(
                 "transport = \"ws\": no TLS between this client and {}; the key proof and \
@@ -404,15 +408,30 @@ impl ClientConfig {
         } else {
             self.trust().map_err(|p| ClientError::Config(vec![p]))?
         };
+        // One transport per certificate name: entries that share a name (all of them when
+        // `server_name` is set) share its trust store, loaded and warned about once.
+        let mut by_name: Vec<(String, Arc<dyn Transport>)> = Vec::new();
         let mut out = Vec::new();
         for addr in self.server_addr.addrs() {
-            let transport = tunnel_transport::client_transport(
-                self.transport,
-                &self.server_name_for(addr),
-                &trust,
-                &self.ws_path,
-            )?;
-            out.push((addr.clone(), transport));
+            let name = self.server_name_for(addr);
+            let transport = match by_name.iter().find(|(n, _)| *n == name) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let t: Arc<dyn Transport> = tunnel_transport::client_transport(
+                        self.transport,
+                        &name,
+                        &trust,
+                        &self.ws_path,
+                    )?
+                    .into();
+                    by_name.push((name, t.clone()));
+                    t
+                }
+            };
+            out.push(crate::servers::Server {
+                addr: addr.clone(),
+                transport,
+            });
         }
         Ok(out)
     }
@@ -942,7 +961,10 @@ bind = \"127.0.0.1:5432\"
         let c = ClientConfig::new("h:1").with_server_addrs(["a:1", "b:2"]);
         assert_eq!(c.server_addr.to_string(), "a:1, b:2");
         let e = ClientConfig::from_toml("server_addr = 5\nauth_key = \"k\"\n").unwrap_err();
-        assert!(e.to_string().contains("\"host:port\" or a list of them"), "{e}");
+        assert!(
+            e.to_string().contains("\"host:port\" or a list of them"),
+            "{e}"
+        );
     }
 
     /// `LINE:COLUMN field` of every problem `problems` finds, placed as `--check` does.

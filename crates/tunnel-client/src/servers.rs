@@ -12,7 +12,7 @@ use tunnel_transport::Transport;
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) addr: String,
-    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
 }
 
 /// The servers in the order they are tried, and where the next attempt goes.
@@ -26,11 +26,8 @@ pub(crate) struct Servers {
 
 impl Servers {
     /// `servers` in the order written, shuffled with `random`.
-    pub(crate) fn new(servers: Vec<(String, Box<dyn Transport>)>, random: &[u8]) -> Self {
-        let mut slots: Vec<Option<Server>> = servers
-            .into_iter()
-            .map(|(addr, transport)| Some(Server { addr, transport }))
-            .collect();
+    pub(crate) fn new(servers: Vec<Server>, random: &[u8]) -> Self {
+        let mut slots: Vec<Option<Server>> = servers.into_iter().map(Some).collect();
         let list = shuffled(slots.len(), random)
             .into_iter()
             .filter_map(|i| slots[i].take().map(Arc::new))
@@ -202,7 +199,11 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for seed in 0u32..64 {
             let random: Vec<u8> = (0..4u32)
-                .flat_map(|i| seed.wrapping_mul(2_654_435_761).wrapping_add(i).to_le_bytes())
+                .flat_map(|i| {
+                    seed.wrapping_mul(2_654_435_761)
+                        .wrapping_add(i)
+                        .to_le_bytes()
+                })
                 .collect();
             let order = shuffled(5, &random);
             let mut sorted = order.clone();
