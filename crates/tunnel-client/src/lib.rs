@@ -2,7 +2,9 @@
 //!
 //! A client opens one TLS connection to a `tunnel-server`, proves it knows the shared key,
 //! registers its proxies and visitors, and then serves every user connection as a stream of
-//! that one multiplexed connection. It reconnects by itself with exponential backoff.
+//! that one multiplexed connection. It reconnects by itself with exponential backoff. Given
+//! several servers ([`ServerAddr::List`]), it uses one at a time and moves on to the next at
+//! once when one is down.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -77,7 +79,8 @@ use session::SessionEnd;
 pub enum Status {
     /// Not registered yet (first connection, or reconnecting).
     Connecting,
-    /// The last attempt failed with this error; another follows after a backoff.
+    /// The last attempt failed with this error; another follows, on the next server at once
+    /// if `server_addr` lists one not tried yet in this round, else after a backoff.
     Retrying(String),
     /// Connected and registered; the server's verdict for each proxy and visitor.
     Ready(RegisterReply),
