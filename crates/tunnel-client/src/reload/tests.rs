@@ -314,3 +314,13 @@ fn order_alone_is_no_change() {
     new.proxies.reverse();
     assert!(plan(&base(), &new).unwrap().is_empty());
 }
+
+#[test]
+fn one_server_as_a_string_or_a_list_of_one_is_no_change_and_another_list_is() {
+    let old = base();
+    let one = old.server_addr.addrs()[0].clone();
+    let new = base().with_server_addrs([one.clone()]);
+    assert!(plan(&old, &new).unwrap().is_empty());
+    let new = base().with_server_addrs([one, "b.example:1".to_owned()]);
+    assert_eq!(plan(&old, &new).unwrap_err().fields, ["server_addr"]);
+}
