@@ -367,6 +367,12 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), shared.cfg.reconnect_max_delay);
     // Whether a session ever got going: decides what a taken id means (see `id_taken_at_start`).
     let mut served = false;
+    if shared.servers.len() > 1 {
+        info!(
+            "servers, in the order they are tried: {}",
+            shared.servers.order()
+        );
+    }
     let result = loop {
         let started = Instant::now();
         let server = shared.servers.next();

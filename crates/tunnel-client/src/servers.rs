@@ -49,6 +49,12 @@ impl Servers {
         self.list[self.rotation.lock().next()].clone()
     }
 
+    /// The addresses in the order they are tried.
+    pub(crate) fn order(&self) -> String {
+        let addrs: Vec<&str> = self.list.iter().map(|s| s.addr.as_str()).collect();
+        addrs.join(", ")
+    }
+
     /// How many servers there are.
     pub(crate) fn len(&self) -> usize {
         self.list.len()
