@@ -14,8 +14,18 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod decide;
 mod error;
+pub mod keys;
+pub mod mem;
+pub mod records;
+pub mod registrar;
 pub mod store;
 
+pub use config::{Backend, ClusterConfig, PublishMode};
 pub use error::ClusterError;
+pub use keys::{KeyKind, Keys};
+pub use mem::MemStore;
+pub use registrar::Registrar;
 pub use store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent};
