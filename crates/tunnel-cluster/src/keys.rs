@@ -274,13 +274,15 @@ mod tests {
     }
 
     fn kind() -> impl Strategy<Value = KeyKind> {
-        let name = proptest::string::string_regex("(?s).{0,12}").unwrap();
+        // Short names over a small alphabet of the troublesome characters collide often if
+        // anything can collide.
+        let name = || proptest::string::string_regex("[a./%\\-\\x00\\né]{0,6}").unwrap();
         prop_oneof![
-            name.clone().prop_map(KeyKind::Server),
-            name.clone().prop_map(KeyKind::Client),
-            (name.clone(), any::<u16>()).prop_map(|(name, port)| KeyKind::Proxy { name, port }),
+            name().prop_map(KeyKind::Server),
+            name().prop_map(KeyKind::Client),
+            (name(), any::<u16>()).prop_map(|(name, port)| KeyKind::Proxy { name, port }),
             any::<u16>().prop_map(KeyKind::Port),
-            name.prop_map(KeyKind::Domain),
+            name().prop_map(KeyKind::Domain),
         ]
     }
 

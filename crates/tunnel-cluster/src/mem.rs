@@ -390,3 +390,6 @@ impl ClusterStore for MemStore {
         self.max_txn_ops
     }
 }
+
+#[cfg(test)]
+mod tests;
