@@ -398,3 +398,6 @@ fn proxy_puts(
     }
     Ok((verdict, puts))
 }
+
+#[cfg(test)]
+mod tests;
