@@ -48,19 +48,32 @@ fn proxy_keys(p: &ProxyClaim) -> Vec<String> {
     if p.publish_port != 0 {
         out.push(k.key(&KeyKind::Port(p.publish_port)).unwrap());
     }
-    out.extend(p.domains.iter().map(|d| k.key(&KeyKind::Domain(d.clone())).unwrap()));
+    out.extend(
+        p.domains
+            .iter()
+            .map(|d| k.key(&KeyKind::Domain(d.clone())).unwrap()),
+    );
     out
 }
 
 #[test]
 fn absent_keys_are_taken_with_zero_guards() {
-    let plan = decide(&keys(), &who("a", 1), &[proxy("web", 80, &["a.com"])], &Seen::new(), 128).unwrap();
+    let plan = decide(
+        &keys(),
+        &who("a", 1),
+        &[proxy("web", 80, &["a.com"])],
+        &Seen::new(),
+        128,
+    )
+    .unwrap();
     assert_eq!(plan.client, Verdict::Take);
     assert_eq!(plan.proxies, vec![Verdict::Take]);
     assert_eq!(plan.batches.len(), 1);
     let (compares, ops) = plan.batches[0].txn(7, &plan.client_key, None);
     assert_eq!(compares.len(), 4);
-    assert!(compares.iter().all(|Compare::ModRevision { mod_revision, .. }| *mod_revision == 0));
+    assert!(compares
+        .iter()
+        .all(|Compare::ModRevision { mod_revision, .. }| *mod_revision == 0));
     assert!(ops.iter().all(|op| matches!(op, Op::Put { lease: 7, .. })));
 }
 
@@ -75,10 +88,17 @@ fn the_same_instance_takes_over_and_another_is_refused() {
     assert_eq!(plan.client, Verdict::TakeOver);
     assert_eq!(plan.proxies, vec![Verdict::TakeOver]);
     let (compares, _) = plan.batches[0].txn(1, &plan.client_key, None);
-    assert!(compares.iter().all(|Compare::ModRevision { mod_revision, .. }| *mod_revision == 5));
+    assert!(compares
+        .iter()
+        .all(|Compare::ModRevision { mod_revision, .. }| *mod_revision == 5));
 
     let plan = decide(&keys(), &who("a", 2), &p, &seen, 128).unwrap();
-    assert_eq!(plan.client, Verdict::Refused(Refusal::IdInUse { server_id: "s1".into() }));
+    assert_eq!(
+        plan.client,
+        Verdict::Refused(Refusal::IdInUse {
+            server_id: "s1".into()
+        })
+    );
     assert!(plan.batches.is_empty());
 }
 
@@ -108,8 +128,20 @@ fn the_first_holder_keeps_names_ports_and_domains() {
         ]
     );
     // Refused proxies write nothing, not even their free keys (a.com).
-    let written: Vec<&str> = plan.batches[0].puts.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(written, ["/t/client/a", "/t/proxy/free/82", "/t/port/82", "/t/domain/c.com"]);
+    let written: Vec<&str> = plan.batches[0]
+        .puts
+        .iter()
+        .map(|p| p.key.as_str())
+        .collect();
+    assert_eq!(
+        written,
+        [
+            "/t/client/a",
+            "/t/proxy/free/82",
+            "/t/port/82",
+            "/t/domain/c.com"
+        ]
+    );
 }
 
 #[test]
@@ -123,37 +155,67 @@ fn leftovers_of_a_dead_instance_of_the_same_id_are_taken_over() {
 
 #[test]
 fn batches_split_at_the_limit_with_the_client_key_first() {
-    let claims: Vec<ProxyClaim> = (0..10).map(|i| proxy(&format!("p{i}"), 1000 + i, &[])).collect();
+    let claims: Vec<ProxyClaim> = (0..10)
+        .map(|i| proxy(&format!("p{i}"), 1000 + i, &[]))
+        .collect();
     // 2 keys per proxy; first batch: client + 2 proxies (5), later: 2 proxies + the guard.
     let plan = decide(&keys(), &who("a", 1), &claims, &Seen::new(), 5).unwrap();
     let sizes: Vec<usize> = plan.batches.iter().map(|b| b.puts.len()).collect();
     assert_eq!(sizes, [5, 4, 4, 4, 4]);
     let (compares, _) = plan.batches[1].txn(1, &plan.client_key, Some(42));
     assert_eq!(compares.len(), 5);
-    assert!(compares.contains(&Compare::ModRevision { key: "/t/client/a".into(), mod_revision: 42 }));
+    assert!(compares.contains(&Compare::ModRevision {
+        key: "/t/client/a".into(),
+        mod_revision: 42
+    }));
     let big = proxy("big", 0, &["a.com", "b.com", "c.com", "d.com", "e.com"]);
     let plan = decide(&keys(), &who("a", 1), &[big], &Seen::new(), 5).unwrap();
-    assert_eq!(plan.proxies, vec![Verdict::Refused(Refusal::TooLarge { keys: 6, limit: 4 })]);
+    assert_eq!(
+        plan.proxies,
+        vec![Verdict::Refused(Refusal::TooLarge { keys: 6, limit: 4 })]
+    );
 }
 
 #[test]
 fn a_name_too_long_refuses_its_proxy_not_the_login() {
     let long = "d".repeat(300);
-    let plan = decide(&keys(), &who("a", 1), &[proxy("web", 0, &[&long]), proxy("ok", 0, &[])], &Seen::new(), 128).unwrap();
-    assert_eq!(plan.proxies, vec![Verdict::Refused(Refusal::NameTooLong), Verdict::Take]);
+    let plan = decide(
+        &keys(),
+        &who("a", 1),
+        &[proxy("web", 0, &[&long]), proxy("ok", 0, &[])],
+        &Seen::new(),
+        128,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.proxies,
+        vec![Verdict::Refused(Refusal::NameTooLong), Verdict::Take]
+    );
 }
 
 // --- Properties: random logins and logouts against a model store. ---
 
 #[derive(Debug, Clone)]
 enum Step {
-    Login { id: u8, instance: u8, proxies: Vec<ProxyClaim>, max: usize },
-    Logout { id: u8 },
+    Login {
+        id: u8,
+        instance: u8,
+        proxies: Vec<ProxyClaim>,
+        max: usize,
+    },
+    Logout {
+        id: u8,
+    },
 }
 
 fn claim() -> impl Strategy<Value = ProxyClaim> {
-    let domains = proptest::collection::vec(prop::sample::select(vec!["x.com", "y.com", "z.com"]), 0..3);
-    (prop::sample::select(vec!["p", "q", "r"]), prop::sample::select(vec![0u16, 80, 81, 82]), domains)
+    let domains =
+        proptest::collection::vec(prop::sample::select(vec!["x.com", "y.com", "z.com"]), 0..3);
+    (
+        prop::sample::select(vec!["p", "q", "r"]),
+        prop::sample::select(vec![0u16, 80, 81, 82]),
+        domains,
+    )
         .prop_map(|(n, port, d)| proxy(n, port, &d))
 }
 
