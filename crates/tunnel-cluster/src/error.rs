@@ -58,5 +58,8 @@ pub enum ClusterError {
         /// The key.
         key: String,
     },
+    /// The store ended a watch stream without an error (the connection closed): list again.
+    #[error("the store ended the watch")]
+    WatchEnded,
     // --- etcd backend (helper `cetcd`, src/etcd/**) adds its variants below this line. ---
 }

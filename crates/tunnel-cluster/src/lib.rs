@@ -14,6 +14,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod decide;
 mod error;
@@ -23,6 +24,7 @@ pub mod records;
 pub mod registrar;
 pub mod store;
 
+pub use cache::Cache;
 pub use config::{Backend, ClusterConfig, PublishMode};
 pub use error::ClusterError;
 pub use keys::{KeyKind, Keys};
