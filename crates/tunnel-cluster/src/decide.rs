@@ -216,8 +216,8 @@ impl Batch {
 pub struct Plan {
     /// The `client/<id>` key.
     pub client_key: String,
-    /// The verdict on the client id; when refused, nothing else is granted and there are no
-    /// batches.
+    /// The verdict on the client id; when refused, every proxy carries the same refusal and
+    /// there are no batches.
     pub client: Verdict,
     /// The verdict on each claimed proxy, in the order claimed.
     pub proxies: Vec<Verdict>,
@@ -253,8 +253,8 @@ pub fn decide(
     if !client.granted() {
         return Ok(Plan {
             client_key,
+            proxies: vec![client.clone(); proxies.len()],
             client,
-            proxies: vec![Verdict::Refused(Refusal::NameTaken); proxies.len()],
             batches: Vec::new(),
         });
     }

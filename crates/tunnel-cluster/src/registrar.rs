@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use crate::decide::{decide, Batch, Claimant, Held, ProxyClaim, Refusal, Seen, Verdict};
 use crate::keys::{KeyKind, Keys};
-use crate::records::{self, ClientRecord, DomainRecord, Owner, PortRecord, ProxyRecord};
+use crate::records::{
+    self, ClientRecord, DomainRecord, Owner, PortRecord, ProxyRecord, ServerRecord,
+};
 use crate::store::{ClusterStore, Compare, KeyValue, LeaseId, Op};
 use crate::ClusterError;
 
@@ -99,6 +101,23 @@ impl<S: ClusterStore + ?Sized> Registrar<S> {
         Err(ClusterError::Contended {
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Announces this server: `server/<id>` under its lease, so it vanishes with the server.
+    /// Rewritten (same lease) to mark it draining.
+    pub async fn announce(
+        &self,
+        server_id: &str,
+        record: &ServerRecord,
+        lease: LeaseId,
+    ) -> Result<(), ClusterError> {
+        let key = self.keys.key(&KeyKind::Server(server_id.to_string()))?;
+        let put = Op::Put {
+            key,
+            value: records::encode(record),
+            lease,
+        };
+        self.store.txn(Vec::new(), vec![put]).await.map(drop)
     }
 
     /// Deletes what a registration wrote, each key only if it still carries the revision
@@ -330,6 +349,16 @@ impl LeaseKeeper {
     /// Stops renewing (the lease then expires after its TTL).
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Stops renewing and ends the lease now, deleting every key on it at one revision: the
+    /// last step of a graceful stop, after the clients have moved.
+    pub async fn revoke<S: ClusterStore + ?Sized>(self, store: &S) -> Result<(), ClusterError> {
+        self.task.abort();
+        match store.revoke(self.lease).await {
+            Err(ClusterError::LeaseGone(_)) => Ok(()),
+            other => other,
+        }
     }
 }
 

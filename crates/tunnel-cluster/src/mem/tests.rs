@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use futures::StreamExt;
+use proptest::prelude::*;
 
 use super::*;
 
@@ -243,4 +244,44 @@ async fn a_down_store_answers_unavailable() {
     ));
     s.set_down(false);
     assert!(s.get("/a").await.unwrap().is_none());
+}
+
+proptest! {
+    /// Lease timing on the manual clock: a lease lives exactly while less than its TTL has
+    /// passed since the grant or the last renewal; when it ends, all its keys go at one
+    /// revision, and a renewal after that says LeaseGone.
+    #[test]
+    fn leases_live_exactly_ttl_after_the_last_renewal(
+        ttl in 2u64..10,
+        steps in proptest::collection::vec((0u64..6, any::<bool>()), 1..30),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let s = MemStore::new();
+            let l = s.grant(Duration::from_secs(ttl)).await.unwrap();
+            s.txn(vec![], vec![put("/l/a", "", l), put("/l/b", "", l)]).await.unwrap();
+            let mut w = s.watch("/l/", s.revision() + 1).await.unwrap();
+            let (mut now, mut deadline, mut alive) = (0u64, ttl, true);
+            for (by, renew) in steps {
+                now += by;
+                s.advance(Duration::from_secs(by));
+                if alive && now >= deadline {
+                    alive = false;
+                    let a = deleted(&next(&mut w).await).1;
+                    let b = deleted(&next(&mut w).await).1;
+                    assert_eq!(a, b, "one revision for all keys of the lease");
+                }
+                assert_eq!(s.get("/l/a").await.unwrap().is_some(), alive, "at {now}s, deadline {deadline}s");
+                if renew {
+                    let r = s.keep_alive(l).await;
+                    if alive {
+                        assert_eq!(r.unwrap(), Duration::from_secs(ttl));
+                        deadline = now + ttl;
+                    } else {
+                        assert!(matches!(r, Err(ClusterError::LeaseGone(_))));
+                    }
+                }
+            }
+        });
+    }
 }

@@ -124,10 +124,7 @@ async fn owners(store: &MemStore) -> HashMap<String, String> {
     let keys = Keys::new("/t/");
     let (kvs, _) = store.get_prefix("/t/").await.unwrap();
     kvs.iter()
-        .map(|kv| {
-            let h = held(&keys, kv).unwrap();
-            (kv.key.clone(), h.owner.client_id)
-        })
+        .filter_map(|kv| Some((kv.key.clone(), held(&keys, kv)?.owner.client_id)))
         .collect()
 }
 
@@ -327,6 +324,31 @@ async fn the_lease_keeper_renews_and_reports_loss() {
     store.set_down(false);
     tick(4).await;
     assert_eq!(*state.borrow(), LeaseState::Lost);
+}
+
+#[tokio::test(start_paused = true)]
+async fn announce_then_revoke_removes_the_server_and_its_clients() {
+    let store = Arc::new(MemStore::new());
+    let r = Registrar::new(store.clone(), Keys::new("/t/"));
+    let keeper = LeaseKeeper::start(store.clone(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let record = ServerRecord {
+        peer_addr: "127.0.0.1:7001".into(),
+        public_addr: "127.0.0.1:7000".into(),
+        version: "0".into(),
+        draining: false,
+    };
+    r.announce("A", &record, keeper.lease()).await.unwrap();
+    done(
+        r.register(&who("c", 1, "A"), keeper.lease(), &[proxy("web", 0, &[])])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(owners(&store).await.len(), 2, "the client and its proxy");
+    assert!(store.get("/t/server/A").await.unwrap().is_some());
+    keeper.revoke(&*store).await.unwrap();
+    assert!(store.get_prefix("/t/").await.unwrap().0.is_empty());
 }
 
 proptest! {
