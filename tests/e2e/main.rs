@@ -6,6 +6,7 @@
 mod cli;
 mod configs;
 mod connections;
+mod dashboard;
 mod faults;
 mod hardening;
 mod http;

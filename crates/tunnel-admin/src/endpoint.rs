@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 use tunnel_transport::{Acceptor, WarnLimit};
 
-use crate::routes::route;
+use crate::history::History;
+use crate::routes::{route, Served};
 use crate::{AdminConfig, AdminError, StatsSource};
 
 /// Longest a peer may take to send a request head, or to start the next one on a kept-alive
@@ -28,6 +29,8 @@ pub const STATS_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 pub const STATS_MAX_CONNECTIONS: usize = 32;
 /// Request head buffer (hyper's minimum is 8 KiB); request bodies are never read.
 const STATS_MAX_HEAD: usize = 16 * 1024;
+/// How often the history reads the engine's counters.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// At most one "connections refused" WARN this often.
 const STATS_WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -72,8 +75,10 @@ impl StatsListener {
     }
 
     /// Serve `source` until `stop`, then close the open connections and return once they
-    /// are gone. With a token, `/metrics` and `/api/stats` need `Authorization: Bearer
-    /// <token>`; `/healthz` never does (probes have no secrets).
+    /// are gone. With a token, `/metrics`, `/api/stats` and `/api/history` need
+    /// `Authorization: Bearer <token>`; `/healthz` and the dashboard's files never do
+    /// (probes have no secrets, the files no data). A sampler task reads
+    /// [`StatsSource::traffic`] every second for `/api/history`.
     ///
     /// Bounded: [`STATS_MAX_CONNECTIONS`] at once, a request head within
     /// [`STATS_HEADER_TIMEOUT`] and 16 KiB, a connection for at most
@@ -84,9 +89,15 @@ impl StatsListener {
             token,
             ..
         } = self;
+        let served = Arc::new(Served {
+            source,
+            token,
+            history: parking_lot::Mutex::new(History::default()),
+        });
+        let conns = TaskTracker::new();
+        conns.spawn(sample(served.clone(), stop.clone()).in_current_span());
         let slots = Arc::new(Semaphore::new(STATS_MAX_CONNECTIONS));
         let refused = WarnLimit::new(STATS_WARN_EVERY);
-        let conns = TaskTracker::new();
         loop {
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => break,
@@ -101,7 +112,7 @@ impl StatsListener {
                 }
                 continue;
             };
-            let conn = serve_connection(tcp, peer, source.clone(), token.clone(), slot);
+            let conn = serve_connection(tcp, peer, served.clone(), slot);
             let stop = stop.clone();
             conns.spawn(
                 async move {
@@ -118,16 +129,33 @@ impl StatsListener {
     }
 }
 
+/// Every [`SAMPLE_EVERY`], read the engine's counters into the history, until `stop`. The
+/// reading is taken before the lock: only the ring update runs under it.
+async fn sample(served: Arc<Served>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let traffic = served.source.traffic();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        served.history.lock().record(now, &traffic);
+    }
+}
+
 /// One HTTP/1.1 connection, holding its `slot` until it ends.
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    source: Arc<dyn StatsSource>,
-    token: Option<Arc<str>>,
+    served: Arc<Served>,
     slot: OwnedSemaphorePermit,
 ) {
     let svc = service_fn(move |req| {
-        let r = route(&*source, token.as_deref(), &req);
+        let r = route(&served, &req);
         async move { Ok::<_, Infallible>(r) }
     });
     let serve = http1::Builder::new()

@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint of both tls-tunnel engines: `/metrics` (Prometheus text),
-//! `/api/stats` (JSON), `/healthz`.
+//! `/api/stats` (JSON), `/api/history` (throughput of the last 15 minutes), `/healthz`, and
+//! a dashboard at `/` built into the binary.
 //!
 //! * [`AdminConfig`]: `stats_bind` and `stats_token`, checked the same way on both sides
 //!   ([`AdminConfig::problems`]: an empty token is refused).
@@ -7,7 +8,8 @@
 //!   (`tunnel_transport::Acceptor`), connections bounded in number, head size and lifetime,
 //!   tracked so that stopping the endpoint closes them.
 //! * [`StatsSource`]: what an engine reports; [`Exposition`]: the one Prometheus writer
-//!   (on `prometheus-client`).
+//!   (on `prometheus-client`); [`Traffic`]: the cumulative counters the history samples;
+//!   [`EventLog`]: recent refusals for the dashboard, bounded.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -44,10 +46,16 @@
 //! # }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
+mod access;
+mod assets;
 mod config;
 mod endpoint;
 mod error;
+mod events;
 mod exposition;
+mod history;
 mod routes;
 
 pub use config::AdminConfig;
@@ -55,7 +63,9 @@ pub use endpoint::{
     StatsListener, STATS_CONNECTION_LIFETIME, STATS_HEADER_TIMEOUT, STATS_MAX_CONNECTIONS,
 };
 pub use error::AdminError;
+pub use events::{Event, EventLog, EVENTS_KEPT, EVENTS_SHOWN};
 pub use exposition::{Exposition, Family};
+pub use history::{Counts, Traffic, MAX_SERIES, SERIES_POINTS, SERIES_STEP, TOTAL_POINTS};
 
 /// What an engine reports on the endpoint.
 pub trait StatsSource: Send + Sync + 'static {
@@ -65,4 +75,9 @@ pub trait StatsSource: Send + Sync + 'static {
     fn json(&self) -> String;
     /// Whether `/healthz` answers 200 (else 503).
     fn healthy(&self) -> bool;
+    /// Cumulative byte counters per series (proxy, visitor), read every second for
+    /// `/api/history`. Without it the history stays empty.
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
 }

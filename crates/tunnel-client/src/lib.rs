@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     /// Local connections of `http`/`http2` proxies, shared by all their users.
     http_upstreams: http_proxy::Upstreams,
     visitor_counters: stats::CounterMap,
+    /// Since when connected, reconnects, the last error: for the dashboard.
+    session_log: stats::SessionLog,
     /// Warnings the server or its users can repeat at will.
     warn_limits: Warnings,
     /// The server's rejection that stopped the client, so that [`ClientHandle::ready`] reports
@@ -319,6 +321,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         proxy_counters: stats::CounterMap::default(),
         http_upstreams: http_proxy::Upstreams::default(),
         visitor_counters: stats::CounterMap::default(),
+        session_log: stats::SessionLog::default(),
         warn_limits: Warnings::default(),
         stopped_by: std::sync::OnceLock::new(),
     });
@@ -360,6 +363,7 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Lost(why)) => {
                 served = true;
+                shared.session_log.failed(&why);
                 shared.status.send_replace(Status::Connecting);
                 warn!("lost the server: {why}; reconnecting");
                 // A session that lived a while was healthy: start the backoff over.
@@ -368,10 +372,12 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
                 }
             }
             Err(e) if e.is_permanent() => {
+                shared.session_log.failed(&e.to_string());
                 error!("{e}");
                 break Err(e);
             }
             Err(e) if e.is_id_in_use() => {
+                shared.session_log.failed(&e.to_string());
                 shared.status.send_replace(Status::Retrying(e.to_string()));
                 if shared.take_fallback_id(&e) {
                     continue; // a new id: try it at once
@@ -389,6 +395,7 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
             }
             Err(e) => {
                 warn!("{e}");
+                shared.session_log.failed(&e.to_string());
                 shared.status.send_replace(Status::Retrying(e.to_string()));
             }
         }

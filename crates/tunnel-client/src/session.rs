@@ -110,6 +110,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<SessionEnd, ClientE
             lane_tasks.spawn(keep.in_current_span());
         }
         // Ready only now: visitors need `current` the moment a caller sees Ready.
+        shared.session_log.connected();
         shared.status.send_replace(crate::Status::Ready(reply));
         // A reload that raced the registration above re-sends its request now.
         if shared

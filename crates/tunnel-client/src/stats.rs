@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tunnel_admin::{Exposition, StatsSource};
+use tunnel_admin::{Counts, Exposition, StatsSource, Traffic};
 use tunnel_mux::ByteCounters;
 
 use crate::{Shared, Status};
@@ -42,25 +42,111 @@ impl CounterMap {
     }
 }
 
+/// The session's history for the dashboard: since when it is up, how often it came back,
+/// the last failure. Written by the reconnect loop, read by `/api/stats`.
+#[derive(Debug, Default)]
+pub(crate) struct SessionLog {
+    /// Unix seconds of the current session's registration; 0 while there is none.
+    since: AtomicU64,
+    /// Sessions registered so far; every one after the first is a reconnect.
+    sessions: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SessionLog {
+    /// A session registered.
+    pub(crate) fn connected(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.since.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// The session ended, or an attempt failed, for `why`.
+    pub(crate) fn failed(&self, why: &str) {
+        self.since.store(0, Ordering::Relaxed);
+        // An error text may quote the server; keep a bounded copy.
+        let mut why = why.to_owned();
+        if why.len() > 500 {
+            let mut end = 500;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+        }
+        *self.last_error.lock() = Some(why);
+    }
+
+    fn since(&self) -> Option<u64> {
+        Some(self.since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[derive(Serialize)]
 struct Snapshot {
+    /// Which engine answers: the dashboard picks its view by it.
+    role: &'static str,
     version: &'static str,
     id: String,
     server_addr: String,
     connected: bool,
+    /// Unix seconds the current session registered; `null` while disconnected.
+    connected_since: Option<u64>,
+    /// Sessions registered after the first.
+    reconnects: u64,
+    /// Why the last session ended or the last attempt failed; `null` if none has.
+    last_error: Option<String>,
     /// TLS connections of the live session (see `connections` in the config); 0 when none.
     connections: usize,
-    proxies: Vec<Item>,
-    visitors: Vec<Item>,
+    proxies: Vec<ProxyItem>,
+    visitors: Vec<VisitorItem>,
 }
 
-#[derive(Serialize)]
-struct Item {
-    name: String,
+/// Live counters of a proxy or visitor.
+#[derive(Default, Serialize)]
+struct Live {
     connections: u64,
     active_streams: u64,
     bytes_in: u64,
     bytes_out: u64,
+}
+
+/// A proxy: its settings (absent for one a reload removed; its counters stay) and counters.
+#[derive(Serialize)]
+struct ProxyItem {
+    /// `proxy/<name>`: the series of `/api/history`.
+    key: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    local_addr: Option<String>,
+    publish_port: Option<u16>,
+    domains: Vec<String>,
+    subdomain: Option<String>,
+    locations: Vec<String>,
+    #[serde(flatten)]
+    live: Live,
+}
+
+/// A visitor: its settings (absent for one a reload removed) and counters.
+#[derive(Serialize)]
+struct VisitorItem {
+    /// `visitor/<name>`: the series of `/api/history`.
+    key: String,
+    name: String,
+    proxy: Option<String>,
+    publish_port: Option<u16>,
+    bind: Option<String>,
+    #[serde(flatten)]
+    live: Live,
 }
 
 /// The client as a [`StatsSource`].
@@ -73,7 +159,7 @@ impl ClientStats {
 
     /// Proxies: `in` = toward the local service (the stream's bytes, `b_to_a`), `out` = back.
     /// Visitors: `in` = from the local application into the tunnel (`a_to_b`), `out` = back.
-    fn items(map: &CounterMap, service_side_is_a: bool) -> Vec<Item> {
+    fn counters(map: &CounterMap, service_side_is_a: bool) -> Vec<(String, Live)> {
         map.snapshot()
             .into_iter()
             .map(|(name, c)| {
@@ -83,26 +169,92 @@ impl ClientStats {
                 } else {
                     (b.a_to_b, b.b_to_a)
                 };
-                Item {
-                    name,
+                let live = Live {
                     connections: c.connections.load(Ordering::Relaxed),
                     active_streams: c.active.load(Ordering::Relaxed),
                     bytes_in,
                     bytes_out,
-                }
+                };
+                (name, live)
             })
             .collect()
     }
 
     fn snapshot(&self) -> Snapshot {
+        let live = self.0.live.read();
+        // Configured ones first (with zero counters before their first connection), then
+        // those a reload removed, whose counters remain.
+        let mut counters: BTreeMap<String, Live> = Self::counters(&self.0.proxy_counters, true)
+            .into_iter()
+            .collect();
+        let mut names: Vec<&String> = live.proxies.keys().collect();
+        names.sort();
+        let mut proxies: Vec<ProxyItem> = names
+            .into_iter()
+            .map(|name| {
+                let p = &live.proxies[name];
+                ProxyItem {
+                    key: format!("proxy/{name}"),
+                    name: name.clone(),
+                    kind: Some(p.kind.to_string()),
+                    local_addr: Some(p.local_addr.clone()),
+                    publish_port: p.publish_port,
+                    domains: p.http.domains.clone(),
+                    subdomain: p.http.subdomain.clone(),
+                    locations: p.http.locations.clone(),
+                    live: counters.remove(name).unwrap_or_default(),
+                }
+            })
+            .collect();
+        proxies.extend(counters.into_iter().map(|(name, live)| ProxyItem {
+            key: format!("proxy/{name}"),
+            name,
+            kind: None,
+            local_addr: None,
+            publish_port: None,
+            domains: Vec::new(),
+            subdomain: None,
+            locations: Vec::new(),
+            live,
+        }));
+        let mut counters: BTreeMap<String, Live> = Self::counters(&self.0.visitor_counters, false)
+            .into_iter()
+            .collect();
+        let mut visitors: Vec<VisitorItem> = live
+            .cfg
+            .visitors
+            .iter()
+            .map(|v| VisitorItem {
+                key: format!("visitor/{}", v.name),
+                name: v.name.clone(),
+                proxy: Some(v.proxy.clone()),
+                publish_port: Some(v.publish_port),
+                bind: Some(v.bind.clone()),
+                live: counters.remove(&v.name).unwrap_or_default(),
+            })
+            .collect();
+        visitors.extend(counters.into_iter().map(|(name, live)| VisitorItem {
+            key: format!("visitor/{name}"),
+            name,
+            proxy: None,
+            publish_port: None,
+            bind: None,
+            live,
+        }));
+        drop(live);
+        let log = &self.0.session_log;
         Snapshot {
+            role: "client",
             version: env!("CARGO_PKG_VERSION"),
             id: self.0.id.read().clone(),
             server_addr: self.0.cfg.server_addr.clone(),
             connected: self.connected(),
+            connected_since: log.since(),
+            reconnects: log.reconnects(),
+            last_error: log.last_error.lock().clone(),
             connections: self.0.current.read().as_ref().map_or(0, |l| l.len()),
-            proxies: Self::items(&self.0.proxy_counters, true),
-            visitors: Self::items(&self.0.visitor_counters, false),
+            proxies,
+            visitors,
         }
     }
 }
@@ -121,42 +273,93 @@ impl StatsSource for ClientStats {
             "TLS connections to the server now.",
             s.connections as u64,
         );
-        for (what, items) in [("proxy", &s.proxies), ("visitor", &s.visitors)] {
+        let proxies: Vec<(&str, &Live)> = s
+            .proxies
+            .iter()
+            .map(|p| (p.name.as_str(), &p.live))
+            .collect();
+        let visitors: Vec<(&str, &Live)> = s
+            .visitors
+            .iter()
+            .map(|v| (v.name.as_str(), &v.live))
+            .collect();
+        for (what, items) in [("proxy", proxies), ("visitor", visitors)] {
             let f = page.gauge_family(
                 &format!("tunnel_{what}_streams_active"),
                 "Connections open now.",
             );
-            for i in items.iter() {
-                f.sample(&[(what, &i.name)], i.active_streams);
+            for (name, i) in &items {
+                f.sample(&[(what, name)], i.active_streams);
             }
             let f = page.counter_family(
                 &format!("tunnel_{what}_connections_total"),
                 "Connections served.",
             );
-            for i in items.iter() {
-                f.sample(&[(what, &i.name)], i.connections);
+            for (name, i) in &items {
+                f.sample(&[(what, name)], i.connections);
             }
             let f = page.counter_family(
                 &format!("tunnel_{what}_bytes_total"),
                 "Payload bytes: in = toward the service, out = back.",
             );
-            for i in items.iter() {
-                f.sample(&[(what, &i.name), ("direction", "in")], i.bytes_in);
-                f.sample(&[(what, &i.name), ("direction", "out")], i.bytes_out);
+            for (name, i) in &items {
+                f.sample(&[(what, name), ("direction", "in")], i.bytes_in);
+                f.sample(&[(what, name), ("direction", "out")], i.bytes_out);
             }
         }
         page.render()
     }
 
     fn json(&self) -> String {
-        let mut body = serde_json::to_string_pretty(&self.snapshot())
+        let mut body = serde_json::to_string(&self.snapshot())
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
     }
 
+    fn traffic(&self) -> Traffic {
+        let mut series = Vec::new();
+        for (prefix, map, service_side_is_a) in [
+            ("proxy", &self.0.proxy_counters, true),
+            ("visitor", &self.0.visitor_counters, false),
+        ] {
+            for (name, l) in Self::counters(map, service_side_is_a) {
+                let counts = Counts {
+                    bytes_in: l.bytes_in,
+                    bytes_out: l.bytes_out,
+                    streams: l.active_streams,
+                };
+                series.push((format!("{prefix}/{name}"), counts));
+            }
+        }
+        Traffic { series }
+    }
+
     /// Healthy while registered with the server.
     fn healthy(&self) -> bool {
         self.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_log_counts_reconnects_and_keeps_a_bounded_last_error() {
+        let log = SessionLog::default();
+        assert_eq!((log.since(), log.reconnects()), (None, 0));
+        log.connected();
+        assert!(log.since().is_some_and(|t| t > 1_700_000_000));
+        assert_eq!(log.reconnects(), 0);
+        log.failed(&"é".repeat(400));
+        assert_eq!(log.since(), None);
+        let kept = log.last_error.lock().clone().unwrap_or_default();
+        assert!(kept.len() <= 500 && kept.len() >= 499, "{}", kept.len());
+        log.connected();
+        log.failed("lost the server");
+        log.connected();
+        assert_eq!(log.reconnects(), 2);
+        assert_eq!(log.last_error.lock().as_deref(), Some("lost the server"));
     }
 }

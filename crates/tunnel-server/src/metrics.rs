@@ -2,12 +2,13 @@
 //! and their Prometheus and JSON renderings.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use tunnel_admin::Exposition;
+use tunnel_admin::{Counts, Event, EventLog, Exposition, Traffic};
 
 use crate::Shared;
 
@@ -29,6 +30,8 @@ pub(crate) struct ServerMetrics {
     pub auth_refused_blocked: AtomicU64,
     /// Logins refused before their proof was checked: `max_auth_failures_per_second`.
     pub auth_refused_rate: AtomicU64,
+    /// Recent refusals for the dashboard (`events` in `/api/stats`).
+    pub events: EventLog,
 }
 
 /// Why connections were closed before TLS.
@@ -53,6 +56,7 @@ impl Default for ServerMetrics {
             preauth_refused: PreAuthRefusals::default(),
             auth_refused_blocked: AtomicU64::new(0),
             auth_refused_rate: AtomicU64::new(0),
+            events: EventLog::new(),
         }
     }
 }
@@ -71,18 +75,73 @@ impl ServerMetrics {
         self.handshake_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Record a refusal for the dashboard's recent events: `kind` is one of [`EventKind`]'s.
+    /// O(1) and a short lock: callable on every refused connection of a flood.
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        source: IpAddr,
+        client: Option<&str>,
+        reason: &str,
+    ) {
+        self.events
+            .record(kind.as_str(), &source.to_string(), client, reason);
+    }
+
     pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+/// What a recent event reports (`kind` in `/api/stats` `events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// A client's login with a wrong auth key.
+    AuthFailure,
+    /// A login refused before its proof was checked (blocked address, server-wide rate).
+    LoginRefused,
+    /// A proxy, visitor or whole registration refused.
+    RegisterRefused,
+    /// Wrong basic-auth credentials on the virtual host.
+    VhostAuthFailure,
+    /// A virtual-host login refused unchecked after repeated failures.
+    VhostLoginRefused,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AuthFailure => "auth_failure",
+            EventKind::LoginRefused => "login_refused",
+            EventKind::RegisterRefused => "register_refused",
+            EventKind::VhostAuthFailure => "vhost_auth_failure",
+            EventKind::VhostLoginRefused => "vhost_login_refused",
+        }
     }
 }
 
 /// Everything the endpoint shows, taken at one moment.
 #[derive(Debug, Serialize)]
 pub(crate) struct Snapshot {
+    /// Which engine answers: the dashboard picks its view by it.
+    pub role: &'static str,
     pub version: &'static str,
     pub uptime_seconds: u64,
     pub auth_failures: u64,
+    pub totals: Totals,
     pub clients: Vec<ClientStats>,
+    /// Recent refusals, newest first.
+    pub events: Vec<Event>,
+}
+
+/// Sums over all clients.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Totals {
+    pub clients: usize,
+    pub proxies: usize,
+    pub active_streams: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,13 +157,20 @@ pub(crate) struct ClientStats {
     /// Streams open now on each of those connections, the first one first.
     pub streams_per_connection: Vec<usize>,
     pub active_streams: usize,
+    /// Sums over its proxies.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     pub proxies: Vec<ProxyStats>,
     pub visitors: Vec<VisitorStats>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ProxyStats {
+    /// `<client id>/<proxy name>`: unique on the server (names are unique per client only).
+    pub key: String,
     pub name: String,
+    /// The client id that registered it.
+    pub owner: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub publish_port: Option<u16>,
@@ -117,12 +183,16 @@ pub(crate) struct ProxyStats {
     pub active_streams: u64,
     pub connections_public: u64,
     pub connections_visitor: u64,
+    /// `connections_public` + `connections_visitor`.
+    pub connections_total: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct VisitorStats {
+    /// `<client id>/<visitor name>`.
+    pub key: String,
     pub name: String,
     pub proxy: String,
     pub publish_port: u16,
@@ -139,16 +209,21 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                     let spec = e.spec.read();
                     let c = &e.counters;
                     let bytes = c.bytes.snapshot();
+                    let public = c.public_connections.load(Ordering::Relaxed);
+                    let visitor = c.visitor_connections.load(Ordering::Relaxed);
                     ProxyStats {
+                        key: format!("{}/{}", s.client_id, spec.name),
                         name: spec.name.clone(),
+                        owner: s.client_id.clone(),
                         kind: spec.kind.to_string(),
                         publish_port: spec.publish_port,
                         domains: crate::registry::proxy_domains(&spec),
                         subdomain: spec.http.as_ref().and_then(|h| h.subdomain.clone()),
                         locations: crate::registry::proxy_locations(&spec),
                         active_streams: c.active_streams.load(Ordering::Relaxed),
-                        connections_public: c.public_connections.load(Ordering::Relaxed),
-                        connections_visitor: c.visitor_connections.load(Ordering::Relaxed),
+                        connections_public: public,
+                        connections_visitor: visitor,
+                        connections_total: public.saturating_add(visitor),
                         bytes_in: bytes.a_to_b,
                         bytes_out: bytes.b_to_a,
                     }
@@ -173,12 +248,15 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                 connections: lanes.len(),
                 streams_per_connection: lanes.iter().map(|l| l.open_streams()).collect(),
                 active_streams: s.open_streams(),
+                bytes_in: proxies.iter().map(|p| p.bytes_in).sum(),
+                bytes_out: proxies.iter().map(|p| p.bytes_out).sum(),
                 proxies,
                 visitors: s
                     .visitors
                     .read()
                     .iter()
                     .map(|v| VisitorStats {
+                        key: format!("{}/{}", s.client_id, v.name),
                         name: v.name.clone(),
                         proxy: v.proxy.clone(),
                         publish_port: v.publish_port,
@@ -188,12 +266,46 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         })
         .collect();
     clients.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut totals = Totals {
+        clients: clients.len(),
+        ..Totals::default()
+    };
+    for p in clients.iter().flat_map(|c| &c.proxies) {
+        totals.proxies += 1;
+        totals.active_streams += p.active_streams;
+        totals.bytes_in += p.bytes_in;
+        totals.bytes_out += p.bytes_out;
+    }
     Snapshot {
+        role: "server",
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: shared.metrics.uptime().as_secs(),
         auth_failures: shared.metrics.auth_failures.load(Ordering::Relaxed),
+        totals,
         clients,
+        events: shared.metrics.events.recent(),
     }
+}
+
+/// Each proxy's cumulative counters by its `key`, for the endpoint's history: lighter than
+/// a [`snapshot`] (no strings but the keys), taken every second.
+pub(crate) fn traffic(shared: &Shared) -> Traffic {
+    let mut series = Vec::new();
+    for (s, entries) in shared.registry.sessions() {
+        for e in entries {
+            let bytes = e.counters.bytes.snapshot();
+            let key = format!("{}/{}", s.client_id, e.spec.read().name);
+            series.push((
+                key,
+                Counts {
+                    bytes_in: bytes.a_to_b,
+                    bytes_out: bytes.b_to_a,
+                    streams: e.counters.active_streams.load(Ordering::Relaxed),
+                },
+            ));
+        }
+    }
+    Traffic { series }
 }
 
 /// Per-proxy sums by name: two clients may both have a proxy "web" on different ports.

@@ -12,6 +12,7 @@ use tunnel_proto::{
     VisitorSpec,
 };
 
+use crate::metrics::EventKind;
 use crate::registry::{proxy_label, ClaimError, ProxyEntry, ProxyKey};
 use crate::routes::{self, Conflict, Pair};
 use crate::session::SessionRecord;
@@ -32,6 +33,7 @@ pub(crate) async fn apply(
             "{total} proxies and visitors, but this server allows {limit} per client (max_proxies_per_client)"
         );
         warn!("registration refused: {message}");
+        refused(shared, session, &message);
         let results = req
             .proxies
             .iter()
@@ -67,6 +69,7 @@ pub(crate) async fn apply(
                 rejected += 1;
                 if rejected <= LOGGED_REJECTIONS {
                     warn!(proxy = %PeerText(&name), "proxy rejected: {}", PeerText(&e.to_string()));
+                    refused(shared, session, &format!("proxy {name}: {e}"));
                 }
             }
         }
@@ -85,6 +88,7 @@ pub(crate) async fn apply(
                 rejected += 1;
                 if rejected <= LOGGED_REJECTIONS {
                     warn!(visitor = %PeerText(&v.name), "visitor rejected: {}", PeerText(&e.to_string()));
+                    refused(shared, session, &format!("visitor {}: {e}", v.name));
                 }
             }
             None => visitors.push(v.clone()),
@@ -106,6 +110,16 @@ pub(crate) async fn apply(
     // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
     release_unlisted(shared, session, &kept, "refused this time");
     RegisterReply { results }
+}
+
+/// A refusal for the dashboard's recent events, as many as are logged.
+fn refused(shared: &Shared, session: &SessionRecord, reason: &str) {
+    shared.metrics.event(
+        EventKind::RegisterRefused,
+        session.peer.ip(),
+        Some(&session.client_id),
+        reason,
+    );
 }
 
 fn key_of(spec: &ProxySpec) -> ProxyKey {

@@ -22,6 +22,7 @@ use tunnel_transport::{
 use crate::auth_failures::{self, Verdict};
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
+use crate::metrics::EventKind;
 use crate::registry::{ProxyKey, Refused};
 use crate::stream_budget::{Refusal, StreamBudget};
 use crate::{register, visitor, Shared};
@@ -163,6 +164,12 @@ pub(crate) async fn handle_connection(
     if shared.auth_failures.is_blocked(peer.ip(), Instant::now()) {
         // Still guessing keys: not worth a TLS handshake. Logged when the block began.
         refusals.blocked.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.event(
+            EventKind::LoginRefused,
+            peer.ip(),
+            None,
+            "address blocked after repeated wrong auth keys",
+        );
         return;
     }
     let permit = match shared
@@ -263,12 +270,24 @@ pub(crate) async fn handle_connection(
             // Logged when the block began.
             let n = &shared.metrics.auth_refused_blocked;
             n.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.event(
+                EventKind::LoginRefused,
+                peer.ip(),
+                None,
+                "address blocked after repeated wrong auth keys",
+            );
         }
         Ok(Err(HandshakeError::Rate { warn })) => {
             shared
                 .metrics
                 .auth_refused_rate
                 .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.event(
+                EventKind::LoginRefused,
+                peer.ip(),
+                None,
+                "too many wrong auth keys server-wide (max_auth_failures_per_second)",
+            );
             if warn {
                 warn!(
                     %peer,
@@ -280,6 +299,14 @@ pub(crate) async fn handle_connection(
         }
         Ok(Err(HandshakeError::BadKey(verdict))) => {
             shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            let reason = if matches!(verdict, Verdict::Blocked) {
+                "wrong auth key; address now blocked for a while"
+            } else {
+                "wrong auth key"
+            };
+            shared
+                .metrics
+                .event(EventKind::AuthFailure, peer.ip(), None, reason);
             match verdict {
                 Verdict::Log => warn!(%peer, "client rejected: wrong auth key"),
                 Verdict::Quiet => debug!(%peer, "client rejected: wrong auth key"),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tunnel_admin::StatsSource;
+use tunnel_admin::{StatsSource, Traffic};
 
 use crate::{metrics, Shared};
 
@@ -18,10 +18,14 @@ impl StatsSource for ServerStats {
 
     fn json(&self) -> String {
         let snap = metrics::snapshot(&self.0);
-        let mut body = serde_json::to_string_pretty(&snap)
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let mut body =
+            serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
+    }
+
+    fn traffic(&self) -> Traffic {
+        metrics::traffic(&self.0)
     }
 
     /// Healthy while the server accepts clients.

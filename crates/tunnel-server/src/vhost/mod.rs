@@ -33,6 +33,7 @@ pub(crate) use auth::basic_credential;
 pub(crate) use limits::MIN_HEADER_SIZE;
 pub(crate) use tunnel_http::forwarded::TrustedProxies;
 
+use crate::metrics::EventKind;
 use crate::source_limit::SourcePermit;
 use crate::Shared;
 
@@ -221,6 +222,12 @@ async fn check_auth(
     let user = origin.user;
     if let Some(left) = vh.failures.blocked_for(user, Instant::now()) {
         metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
+        vh.shared.metrics.event(
+            EventKind::VhostLoginRefused,
+            user,
+            None,
+            &format!("{host}: too many failed basic-auth logins"),
+        );
         tokio::time::sleep(auth::REFUSAL_DELAY).await;
         let mut resp = page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -247,6 +254,12 @@ async fn check_auth(
         return Err(resp);
     }
     metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    vh.shared.metrics.event(
+        EventKind::VhostAuthFailure,
+        user,
+        None,
+        &format!("{host}: wrong basic-auth credentials"),
+    );
     let via = if origin.via_trusted {
         format!(" via={}", origin.peer)
     } else {
