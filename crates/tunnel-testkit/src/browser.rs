@@ -43,12 +43,19 @@ pub struct Browser {
 struct BrowserLog;
 
 impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -61,10 +68,8 @@ impl Browser {
         }
         let chromium = find("chromium").unwrap();
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "tls-tunnel-browser-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tls-tunnel-browser-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("chromedriver.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -367,7 +372,8 @@ mod tests {
         assert_eq!(b.num("#x", "data-value").await, Some(42));
         assert_eq!(b.text("#x").await.as_deref(), Some("hi"));
         assert!(b.console_errors().await.is_empty());
-        b.js("console.error('boom-from-the-page'); return null;").await;
+        b.js("console.error('boom-from-the-page'); return null;")
+            .await;
         let errors = b.console_errors().await;
         assert!(
             errors.iter().any(|e| e.contains("boom-from-the-page")),

@@ -1,7 +1,7 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
 //! release binaries as processes, a scratch directory with a certificate, a fault relay, a
-//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, a raw HTTP GET, steady
-//! traffic, nginx and PostgreSQL launchers, a headless browser, log capture, polling, and the
+//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, steady traffic,
+//! nginx and PostgreSQL launchers, a headless browser, log capture, polling, and the
 //! rule for tests whose tool is missing.
 //!
 //! Every item is also re-exported at the root, so a test module starts with
@@ -35,7 +35,6 @@ pub mod pki;
 pub mod poll;
 pub mod postgres;
 pub mod process;
-pub mod raw_http;
 pub mod raw_tls;
 pub mod relay;
 pub mod services;
