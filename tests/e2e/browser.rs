@@ -40,14 +40,15 @@ fn screenshots() -> Option<PathBuf> {
     std::env::var_os("DASHBOARD_SCREENSHOTS").map(PathBuf::from)
 }
 
-/// A client `id` publishing an echo service as tcp proxy `web` on a fresh port (and, with
-/// `f`, whatever else); returns it and the published port.
+/// A client `id` publishing a service as tcp proxy `web` on a fresh port (and, with `f`,
+/// whatever else); returns it and the published port. The service answers a quarter of what
+/// it gets, so the two directions of the chart differ.
 async fn publisher(
     server: &ServerHandle,
     id: &str,
     f: impl FnOnce(ClientConfig) -> ClientConfig,
 ) -> (tunnel_client::ClientHandle, u16) {
-    let echo = echo_service().await;
+    let echo = quarter_echo_service().await;
     let port = free_port();
     let cfg = client_config(server)
         .with_id(id)
@@ -203,9 +204,9 @@ async fn counters_and_the_chart_move_while_a_transfer_runs() {
     assert!(traffic.moved() > 0);
 
     if let Some(dir) = screenshots() {
-        // Three waves of the traffic's 20 s swell.
-        b.wait_num("#chart", "data-points", Duration::from_secs(90), |p| {
-            p >= 60
+        // Three minutes of the traffic's waves.
+        b.wait_num("#chart", "data-points", Duration::from_secs(240), |p| {
+            p >= 180
         })
         .await;
         b.screenshot(&dir.join("dashboard-server.png")).await;
@@ -349,8 +350,8 @@ async fn the_clients_own_dashboard_shows_its_proxy_and_session() {
     b.wait_num("#chart", "data-max", SOON, |m| m > 0).await;
 
     if let Some(dir) = screenshots() {
-        b.wait_num("#chart", "data-points", Duration::from_secs(90), |p| {
-            p >= 60
+        b.wait_num("#chart", "data-points", Duration::from_secs(240), |p| {
+            p >= 180
         })
         .await;
         b.screenshot(&dir.join("dashboard-client.png")).await;

@@ -22,7 +22,7 @@ use crate::tools::{find, need};
 /// How long chromedriver and the browser session may take to come up.
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// The window the pages are shown in (and the screenshots taken at): a laptop's.
+/// The size pages are shown at (and screenshots taken at): a laptop's.
 pub const WINDOW: (u32, u32) = (1280, 800);
 
 /// Headless Chromium under a chromedriver of its own, in a fresh profile directory. On drop
@@ -123,12 +123,28 @@ impl Browser {
         .await
         .unwrap_or_else(|_| panic!("no browser session within {STARTUP:?}"))
         .unwrap_or_else(|e| panic!("no browser session: {e}; chromedriver:\n{}", driver.log()));
-        Some(Browser {
+        let b = Browser {
             client,
             driver,
             dir,
             errors: Mutex::new(Vec::new()),
-        })
+        };
+        b.fit_viewport().await;
+        Some(b)
+    }
+
+    /// Size the window so that the page itself (the viewport) is [`WINDOW`]: a window's size
+    /// includes the browser's own frame, which screenshots leave out.
+    async fn fit_viewport(&self) {
+        let (w, h) = WINDOW;
+        let frame = self
+            .js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];")
+            .await;
+        let extra = |i: usize| u32::try_from(frame[i].as_u64().unwrap_or(0)).unwrap_or(0);
+        self.client
+            .set_window_size(w + extra(0), h + extra(1))
+            .await
+            .unwrap();
     }
 
     /// The WebDriver client, for what the helpers here do not cover.

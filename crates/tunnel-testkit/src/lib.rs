@@ -59,4 +59,4 @@ pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service};
 pub use tools::{have, need, skip};
-pub use traffic::Traffic;
+pub use traffic::{quarter_echo_service, Traffic};
