@@ -14,8 +14,13 @@ use tunnel_client::{ClientConfig, ProxyConfig};
 use tunnel_server::ServerHandle;
 use tunnel_testkit::*;
 
-/// How long the page may take to show a change: it polls every 2 s.
-const SOON: Duration = Duration::from_secs(10);
+/// How long the page may take to show a change: it polls every 2 s, and the machine may be
+/// busy with the other tests.
+const SOON: Duration = Duration::from_secs(15);
+
+/// "Within a few seconds": the page polls every 2 s, so a change shows within one to two
+/// polls, plus slack for a busy machine.
+const FEW_SECONDS: Duration = Duration::from_secs(8);
 
 fn page(addr: SocketAddr) -> String {
     format!("http://{addr}/")
@@ -142,9 +147,9 @@ async fn a_client_and_its_proxy_appear_within_seconds_of_connecting() {
 
     let (_c, _) = publisher(&server, "newcomer", |c| c).await;
     let connected = Instant::now();
-    b.wait_for(&row("newcomer"), Duration::from_secs(5)).await;
+    b.wait_for(&row("newcomer"), FEW_SECONDS).await;
     let key = proxy_row("newcomer/web");
-    b.wait_for(&key, Duration::from_secs(5)).await;
+    b.wait_for(&key, FEW_SECONDS).await;
     eprintln!(
         "rows shown {:?} after the client registered",
         connected.elapsed()
@@ -228,7 +233,7 @@ async fn a_disconnected_client_disappears() {
 
     leaves.shutdown();
     let stopped = Instant::now();
-    b.wait_gone(&row("leaves"), SOON).await;
+    b.wait_gone(&row("leaves"), FEW_SECONDS).await;
     b.wait_gone(&proxy_row("leaves/web"), SOON).await;
     eprintln!("rows gone {:?} after the client stopped", stopped.elapsed());
     assert!(b.find(&row("stays")).await.is_some());

@@ -4,7 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::net::free_port;
 use crate::process::Proc;
@@ -22,10 +23,15 @@ use crate::tools::{find, need};
 /// How long chromedriver and the browser session may take to come up.
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// How many browsers one test process runs at once: each wants a core while it renders, and
+/// the other tests of the process share the same two.
+const AT_ONCE: usize = 2;
+
 /// The size pages are shown at (and screenshots taken at): a laptop's.
 pub const WINDOW: (u32, u32) = (1280, 800);
 
-/// Headless Chromium under a chromedriver of its own, in a fresh profile directory. On drop
+/// Headless Chromium under a chromedriver of its own, in a fresh profile directory; at most
+/// two at a time in a process (a third [`Browser::start`] waits for a turn). On drop
 /// chromedriver's whole process group (the browser included) is killed and the profile
 /// removed, so a failing test leaks no browser.
 #[derive(Debug)]
@@ -35,6 +41,8 @@ pub struct Browser {
     dir: PathBuf,
     /// Every console entry of level SEVERE read so far: chromedriver hands each entry out once.
     errors: Mutex<Vec<String>>,
+    /// This browser's place among the [`AT_ONCE`].
+    _turn: OwnedSemaphorePermit,
 }
 
 /// chromedriver's legacy log command (`POST /session/{id}/se/log`), which returns and clears
@@ -67,6 +75,9 @@ impl Browser {
             return None;
         }
         let chromium = find("chromium").unwrap();
+        static TURNS: LazyLock<Arc<Semaphore>> =
+            LazyLock::new(|| Arc::new(Semaphore::new(AT_ONCE)));
+        let turn = TURNS.clone().acquire_owned().await.unwrap();
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tls-tunnel-browser-{}-{port}", std::process::id()));
@@ -128,6 +139,7 @@ impl Browser {
             driver,
             dir,
             errors: Mutex::new(Vec::new()),
+            _turn: turn,
         };
         b.fit_viewport().await;
         Some(b)
