@@ -364,3 +364,62 @@ async fn the_clients_own_dashboard_shows_its_proxy_and_session() {
     b.close().await;
     eprintln!("took {:?}", started.elapsed());
 }
+
+/// The ids of the clients table's rows, top to bottom, shown or not.
+async fn client_ids(b: &Browser) -> Vec<String> {
+    let ids = b
+        .js(
+            "return Array.from(document.querySelectorAll('table#clients tbody tr[data-id]'), \
+             (r) => r.hidden ? '-' + r.dataset.id : r.dataset.id);",
+        )
+        .await;
+    serde_json::from_value(ids).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_box_narrows_the_tables_and_a_header_click_sorts() {
+    let started = Instant::now();
+    let Some(b) = browser().await else { return };
+    let server = server().await;
+    let (_a, _) = publisher(&server, "alpha", |c| c).await;
+    let (_z, _) = publisher(&server, "zulu", |c| c).await;
+    open(&b, server.stats_addr().unwrap(), "server").await;
+    b.wait_for(&row("alpha"), SOON).await;
+    b.wait_for(&row("zulu"), SOON).await;
+
+    b.type_into("input#filter", "zulu").await;
+    let deadline = Instant::now() + SOON;
+    while b.is_shown(&row("alpha")).await || b.is_shown(&proxy_row("alpha/web")).await {
+        assert!(
+            Instant::now() < deadline,
+            "the filter did not hide alpha's rows"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.is_shown(&row("zulu")).await);
+    assert!(b.is_shown(&proxy_row("zulu/web")).await);
+
+    b.type_into("input#filter", "").await;
+    b.click("table#clients th[data-sort=\"id\"]").await;
+    let deadline = Instant::now() + SOON;
+    while client_ids(&b).await != ["alpha", "zulu"] {
+        assert!(
+            Instant::now() < deadline,
+            "not sorted up: {:?}",
+            client_ids(&b).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.click("table#clients th[data-sort=\"id\"]").await;
+    let deadline = Instant::now() + SOON;
+    while client_ids(&b).await != ["zulu", "alpha"] {
+        assert!(
+            Instant::now() < deadline,
+            "not sorted down: {:?}",
+            client_ids(&b).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.close().await;
+    eprintln!("took {:?}", started.elapsed());
+}

@@ -270,11 +270,17 @@ impl Browser {
         e.click().await.unwrap();
     }
 
-    /// Clear the input matching `css` and type `text` into it.
+    /// Empty the input matching `css` and type `text` into it, as a person would: select all
+    /// and delete, then the keystrokes, so the page sees `input` events even when `text` is
+    /// empty (WebDriver's own "clear" fires none).
     pub async fn type_into(&self, css: &str, text: &str) {
+        // Control down, "a", every modifier up (the null key), Delete.
+        const SELECT_ALL_DELETE: &str = "\u{E009}a\u{E000}\u{E017}";
         let e = self.wait_for(css, Duration::from_secs(10)).await;
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
+        e.send_keys(SELECT_ALL_DELETE).await.unwrap();
+        if !text.is_empty() {
+            e.send_keys(text).await.unwrap();
+        }
     }
 
     /// Whether the element matching `css` is shown (exists and is displayed).
