@@ -423,3 +423,55 @@ async fn the_filter_box_narrows_the_tables_and_a_header_click_sorts() {
     b.close().await;
     eprintln!("took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_shows_in_recent_events() {
+    let started = Instant::now();
+    let Some(b) = browser().await else { return };
+    let server = server().await;
+    open(&b, server.stats_addr().unwrap(), "server").await;
+    let events = "table#events tbody tr[data-kind]";
+    assert_eq!(b.count(events).await, 0);
+
+    let mut guesser = tunnel_client::start(
+        client_config(&server)
+            .with_id("guesser")
+            .with_auth_key("not the key"),
+    )
+    .await
+    .unwrap();
+    let refused = tokio::time::timeout(SOON, guesser.ready()).await.unwrap();
+    assert!(refused.is_err());
+    let failure = "table#events tbody tr[data-kind=\"auth_failure\"]";
+    b.wait_for(failure, FEW_SECONDS).await;
+    let text = b.text(failure).await.unwrap();
+    assert!(text.contains("127.0.0.1"), "{text:?}");
+    b.close().await;
+    eprintln!("took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_page_fits_its_width_and_the_cards_wrap() {
+    let started = Instant::now();
+    let Some(b) = browser().await else { return };
+    let server = server().await;
+    let (_c, _) = publisher(&server, "a-client-with-a-rather-long-name", |c| c).await;
+    b.set_viewport(390, 844).await;
+    open(&b, server.stats_addr().unwrap(), "server").await;
+    b.wait_for(&row("a-client-with-a-rather-long-name"), SOON)
+        .await;
+    let layout = b
+        .js(
+            "const top = (id) => document.getElementById(id).getBoundingClientRect().top; \
+             return [document.documentElement.scrollWidth, window.innerWidth, \
+                     top('total-clients'), top('bytes-out')];",
+        )
+        .await;
+    let n = |i: usize| layout[i].as_f64().unwrap();
+    assert_eq!(n(1), 390.0, "viewport {layout}");
+    // Wide tables scroll inside their own box; the page itself does not scroll sideways.
+    assert!(n(0) <= n(1), "the page is wider than the phone: {layout}");
+    assert!(n(3) > n(2), "the cards stay on one line: {layout}");
+    b.close().await;
+    eprintln!("took {:?}", started.elapsed());
+}

@@ -141,14 +141,15 @@ impl Browser {
             errors: Mutex::new(Vec::new()),
             _turn: turn,
         };
-        b.fit_viewport().await;
+        let (w, h) = WINDOW;
+        b.set_viewport(w, h).await;
         Some(b)
     }
 
-    /// Size the window so that the page itself (the viewport) is [`WINDOW`]: a window's size
-    /// includes the browser's own frame, which screenshots leave out.
-    async fn fit_viewport(&self) {
-        let (w, h) = WINDOW;
+    /// Size the window so that the page itself (the viewport) is `w` x `h` CSS pixels (a
+    /// phone's, say): a window's size includes the browser's own frame, which screenshots
+    /// leave out. A new browser starts at [`WINDOW`].
+    pub async fn set_viewport(&self, w: u32, h: u32) {
         let frame = self
             .js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];")
             .await;
