@@ -1,6 +1,6 @@
 //! `tunnel-client`: the side behind NAT. Wires a TOML file and flags to the engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -71,21 +71,17 @@ fn main() -> ExitCode {
     tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let cfg = match load(&args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => match e.config_problems() {
+            Some(problems) => return report_check(&args.config, problems),
+            None => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let problems = cfg.problems();
     if !problems.is_empty() || args.check {
-        if problems.is_empty() {
-            println!("config OK");
-            return ExitCode::SUCCESS;
-        }
-        for p in &problems {
-            eprintln!("error: {p}");
-        }
-        return ExitCode::FAILURE;
+        return report_check(&args.config, &problems);
     }
     // Every local connection of a proxy or visitor and every visitor listener is a file
     // descriptor too.
@@ -98,6 +94,18 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(run(&args, cfg))
+}
+
+/// "config OK", or every problem on a line of its own: `FILE:LINE:COLUMN: field: message`.
+fn report_check(file: &Path, problems: &[client::ConfigProblem]) -> ExitCode {
+    if problems.is_empty() {
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    for line in tls_tunnel::transport::config_file::report(Some(file), problems) {
+        eprintln!("{line}");
+    }
+    ExitCode::FAILURE
 }
 
 /// The config file with the command line's overrides; read again on every SIGHUP.

@@ -1,12 +1,14 @@
 //! `tunnel-server`: the public side of tls-tunnel. Wires a TOML file and flags to the engine.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tls_tunnel::server::{self, PortRange, ServerConfig};
 use tracing::{error, info, warn};
+
+mod state_dir;
 
 // The binary picks the allocator; the library crates leave it to whoever embeds them. yamux
 // allocates a buffer per frame, and glibc's malloc kept returning and re-requesting those pages
@@ -72,6 +74,11 @@ struct Args {
         value_name = "TOKEN"
     )]
     stats_token: Option<String>,
+    /// Where the generated auth key and self-signed certificate are kept when neither a key
+    /// nor a certificate is configured, so a restart reuses them [default:
+    /// $XDG_STATE_HOME/tls-tunnel, else ~/.local/state/tls-tunnel].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Validate the configuration (TLS files included), print every problem, and exit.
     #[arg(long)]
     check: bool,
@@ -83,15 +90,20 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    tls_tunnel::cli::init_logging("info");
+    // yamux warns when it closes a connection whose peer has already gone, which is how a
+    // client's clean exit often looks from here; the session logs what matters itself.
+    tls_tunnel::cli::init_logging("info,yamux=error");
     tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let mut cfg = match &args.config {
         Some(path) => match ServerConfig::from_file(path) {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => match e.config_problems() {
+                Some(problems) => return report_check(Some(path), problems),
+                None => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
         },
         None => ServerConfig::default(),
     };
@@ -130,26 +142,39 @@ fn main() -> ExitCode {
     if let Some(t) = args.stats_token {
         cfg = cfg.with_stats_token(t);
     }
-    let generated_key = if cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && !args.check {
-        match random_key() {
+    if let Some(dir) = args.state_dir {
+        cfg.state_dir = Some(dir);
+    }
+    let no_key = cfg.auth_key.is_none() && cfg.auth_key_file.is_none();
+    let no_cert = cfg.tls_cert.is_none() && cfg.tls_key.is_none();
+    let kept = if no_key && no_cert && !args.check {
+        state_dir::keep(&mut cfg, || random_key().map_err(std::io::Error::other))
+    } else {
+        None
+    };
+    let generated_key = match kept {
+        Some(kept) => Some(kept),
+        // Also for --check: the defaults are valid because the server makes a key up.
+        None if no_key => match random_key() {
             Ok(k) => {
                 cfg = cfg.with_auth_key(k.clone());
-                Some(k)
+                Some(state_dir::Generated {
+                    key: k,
+                    kept: state_dir::Kept::ThisRunOnly(
+                        "a restart makes a new one (set auth_key_file to keep one)".into(),
+                    ),
+                })
             }
             Err(e) => {
                 eprintln!("error: cannot generate an auth key: {e}");
                 return ExitCode::FAILURE;
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     let problems = cfg.problems();
-    if args.check {
-        return report_check(&problems);
-    }
-    if !problems.is_empty() {
-        return report_check(&problems);
+    if args.check || !problems.is_empty() {
+        return report_check(args.config.as_deref(), &problems);
     }
     if let Some(limit) = tls_tunnel::cli::raise_open_file_limit() {
         warn_if_few_files(limit, cfg.max_clients);
@@ -164,7 +189,7 @@ fn main() -> ExitCode {
     rt.block_on(run(cfg, generated_key))
 }
 
-async fn run(cfg: ServerConfig, generated_key: Option<String>) -> ExitCode {
+async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> ExitCode {
     let handle = match server::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
@@ -172,10 +197,21 @@ async fn run(cfg: ServerConfig, generated_key: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(key) = generated_key {
-        print_client_config(&handle, &key);
+    // Polled once before the config is printed: that installs the signal handlers, so whoever
+    // reads the config may stop the server at once and still get a graceful shutdown.
+    let mut stop = std::pin::pin!(tls_tunnel::cli::stop_signal());
+    let early = tokio::select! {
+        biased;
+        s = &mut stop => Some(s),
+        () = std::future::ready(()) => None,
+    };
+    if let Some(generated) = generated_key {
+        print_client_config(&handle, &generated);
     }
-    let signal = tls_tunnel::cli::stop_signal().await;
+    let signal = match early {
+        Some(s) => s,
+        None => stop.await,
+    };
     info!("{signal} received; shutting down");
     handle.shutdown();
     handle.join().await;
@@ -202,13 +238,14 @@ fn warn_if_few_files(limit: u64, max_clients: usize) {
     }
 }
 
-fn report_check(problems: &[server::ConfigProblem]) -> ExitCode {
+/// "config OK", or every problem on a line of its own: `FILE:LINE:COLUMN: field: message`.
+fn report_check(file: Option<&Path>, problems: &[server::ConfigProblem]) -> ExitCode {
     if problems.is_empty() {
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    for p in problems {
-        eprintln!("error: {p}");
+    for line in tls_tunnel::transport::config_file::report(file, problems) {
+        eprintln!("{line}");
     }
     ExitCode::FAILURE
 }
@@ -220,16 +257,33 @@ fn random_key() -> Result<String, tls_tunnel::transport::TransportError> {
 }
 
 /// Print on stdout (not the log) a client config that works against this server as it runs.
-fn print_client_config(handle: &server::ServerHandle, key: &str) {
+fn print_client_config(handle: &server::ServerHandle, generated: &state_dir::Generated) {
     let addr = handle.local_addr();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         addr.ip().to_string()
     };
+    use state_dir::Kept;
+    let origin = match &generated.kept {
+        Kept::InStateDir { dir, reused: true } => format!(
+            "No auth key was configured: the one generated earlier, and its certificate, are \
+             kept in {} and were reused (delete that directory to make new ones).",
+            dir.display()
+        ),
+        Kept::InStateDir { dir, reused: false } => format!(
+            "No auth key was configured, so one was generated, with a certificate; both are \
+             kept in {} and reused at the next start.",
+            dir.display()
+        ),
+        Kept::ThisRunOnly(why) => {
+            format!("No auth key was configured, so one was generated for this run only: {why}.")
+        }
+    };
+    let key = &generated.key;
     println!(
-        "No auth key was configured, so one was generated. A client config for this server \
-         (replace {host} with this machine's public address):\n\n\
+        "{origin} A client config for this server (replace {host} with this machine's public \
+         address):\n\n\
          server_addr = \"{host}:{port}\"\n\
          auth_key = \"{key}\"\n\
          server_fingerprint = \"{fp}\"\n\n\

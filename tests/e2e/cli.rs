@@ -58,8 +58,11 @@ fn check_reports_every_problem_and_fails() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // The checks after parsing are placed at their keys too.
+    let file = cfg.display();
     assert!(
-        err.contains("proxies[0].local_addr") && err.contains("proxies[1].name"),
+        err.contains(&format!("{file}:5:1: proxies[0].local_addr: "))
+            && err.contains(&format!("{file}:7:1: proxies[1].name: ")),
         "{err}"
     );
 
@@ -70,6 +73,87 @@ fn check_reports_every_problem_and_fails() {
         .output()
         .unwrap();
     assert!(out.status.success());
+}
+
+/// A file with six mistakes of six kinds: one `--check` names them all, each at its line and
+/// column, one per line (it took four rounds when loading stopped at the first).
+#[test]
+fn check_reports_every_problem_of_a_file_at_its_line_in_one_run() {
+    let pki = Pki::new("cli-check-all");
+    let cfg = pki.write(
+        "client.toml",
+        "\
+server_addr = \"tunnel.example.com:8443\"
+auth_key = \"k\"
+reconect_max_delay = 5
+heartbeat_timeout = \"30s\"
+
+[[proxies]]
+name = \"web\"
+local_adr = \"127.0.0.1:3000\"
+publish_port = 70000
+
+[[proxies]]
+name = \"api\"
+type = \"htp\"
+local_addr = \"127.0.0.1:4000\"
+
+[[visitors]]
+name = \"db\"
+bind = \"127.0.0.1:5432\"
+",
+    );
+    let out = Command::new(bins::client())
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .env_remove("TUNNEL_AUTH_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let file = cfg.display().to_string();
+    let expected = [
+        // An unknown top-level key, with the one meant.
+        (
+            "3:1: reconect_max_delay:",
+            "did you mean `reconnect_max_delay`?",
+        ),
+        // A wrong type.
+        ("4:21: heartbeat_timeout:", "invalid type: string \"30s\""),
+        // A typo inside [[proxies]]: at the key's own line, with the valid keys.
+        (
+            "8:1: proxies[0].local_adr:",
+            "did you mean `local_addr`? valid keys here: name,",
+        ),
+        // A port out of range.
+        ("9:16: proxies[0].publish_port:", "70000"),
+        // A bad enum value.
+        ("13:8: proxies[1].type:", "did you mean `http`?"),
+        // A missing required key: at the header of its table.
+        ("16:1: visitors[0].proxy:", "required, but missing"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, (place, words)) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{file}:{place}")) && line.contains(words),
+            "{line:?} should start {place:?} and say {words:?}; all:\n{err}"
+        );
+    }
+}
+
+/// `tunnel-server` runs on its defaults alone (it makes a key up), so `--check` accepts them.
+#[test]
+fn server_check_with_no_arguments_accepts_the_defaults() {
+    let out = Command::new(bins::server())
+        .arg("--check")
+        .env_remove("TUNNEL_AUTH_KEY")
+        .env_remove("TUNNEL_STATS_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config OK");
 }
 
 /// The server on defaults (but a free port) prints a client config that works as pasted.
@@ -93,6 +177,8 @@ async fn printed_client_config_works_end_to_end_with_pem_files_and_signals() {
                 "127.0.0.1:0",
             ])
             .env_remove("TUNNEL_AUTH_KEY")
+            // It keeps its generated key and certificate: here, not in the user's home.
+            .env("XDG_STATE_HOME", &pki.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -393,3 +393,32 @@ async fn joins_that_name_no_live_session_of_the_same_client_are_refused() {
     concurrent_echoes(published(port), 2, 64 << 10).await;
     stop(client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_shuts_down_is_logged_as_disconnected_not_failed() {
+    capture_logs();
+    let server = server().await;
+    for (id, connections) in [("clean-exit-1", 1), ("clean-exit-3", 3)] {
+        let mut c = client(
+            client_config(&server)
+                .with_id(id)
+                .with_connections(connections),
+        )
+        .await;
+        wait_for_connections(&server, id, connections).await;
+        let mark = log_mark();
+        c.shutdown();
+        c.join().await.unwrap();
+        let gone = format!("client {id} disconnected");
+        expect_logged(&["INFO", &gone]).await;
+        // Nothing about this session says it failed, at any level.
+        let session = format!("client={id}");
+        for word in ["WARN", "ERROR", "failed", "connection error"] {
+            assert_eq!(
+                logged_count_since(mark, &[session.as_str(), word]),
+                0,
+                "{id}: a clean exit logged {word:?}"
+            );
+        }
+    }
+}

@@ -277,3 +277,59 @@ async fn the_client_serves_its_own_stats_when_asked() {
     .await;
     drop(c);
 }
+
+/// `(bytes_in, bytes_out)` of the proxy `name` in an `/api/stats` list of proxies.
+fn proxy_bytes(proxies: &serde_json::Value, name: &str) -> Option<(u64, u64)> {
+    let p = proxies.as_array()?.iter().find(|p| p["name"] == name)?;
+    Some((p["bytes_in"].as_u64()?, p["bytes_out"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_counts_http_and_http2_bytes_as_the_server_does() {
+    if !need("curl") {
+        return;
+    }
+    let server = server().await;
+    let server_stats = server.stats_addr().unwrap();
+    let (h1, h2) = (http1_service().await, h2c_service().await);
+    let (p1, p2) = (free_port(), free_port());
+    let stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _c = client(
+        client_config(&server)
+            .with_id("http-bytes")
+            .with_stats_bind(stats)
+            .with_proxy(ProxyConfig::http("web1", &h1.addr.to_string(), Some(p1)))
+            .with_proxy(ProxyConfig::http2("web2", &h2.addr.to_string(), Some(p2))),
+    )
+    .await;
+    let body = "x".repeat(20_000);
+    for (port, version) in [(p1, "--http1.1"), (p2, "--http2-prior-knowledge")] {
+        let url = format!("http://127.0.0.1:{port}/echo");
+        let out = curl_ok(&[version, "--data-binary", &body, &url]).await;
+        assert_eq!(out.len(), body.len());
+    }
+    // Both ends count the same stream (heads included): once the exchanges are over, the
+    // client's numbers are the server's.
+    eventually(
+        Duration::from_secs(5),
+        "client bytes match the server's",
+        || async {
+            let mine: serde_json::Value =
+                serde_json::from_str(&get(stats, "/api/stats", None).await.1).unwrap();
+            let theirs: serde_json::Value =
+                serde_json::from_str(&get(server_stats, "/api/stats", None).await.1).unwrap();
+            let Some(owner) = theirs["clients"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["id"] == "http-bytes"))
+            else {
+                return false;
+            };
+            ["web1", "web2"].iter().all(|name| {
+                let m = proxy_bytes(&mine["proxies"], name);
+                let t = proxy_bytes(&owner["proxies"], name);
+                matches!(m, Some((i, o)) if i > 20_000 && o > 20_000) && m == t
+            })
+        },
+    )
+    .await;
+}

@@ -43,6 +43,7 @@ async fn ca_file_is_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_server_name_is_refused() {
+    capture_logs();
     let (server, ca) = pem_server("name").await;
     let why = refusal(
         base(&server)
@@ -50,10 +51,12 @@ async fn wrong_server_name_is_refused() {
             .with_server_name("wrong.example"),
     )
     .await;
-    assert!(
-        why.contains("wrong.example") && why.contains("server_name"),
-        "{why}"
-    );
+    // In words, with the fix: the names the certificate is for and the one asked for.
+    let said = "it is for localhost, not wrong.example: set server_name = \"localhost\"";
+    assert!(why.contains(said), "{why}");
+    assert!(!why.contains("DnsName"), "{why}");
+    expect_logged(&["ERROR", said]).await;
+    assert!(!logged_anywhere("DnsName(\""));
     assert_eq!(server.snapshot().clients, 0);
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tunnel_proto::{ProxyKind, ProxySpec, RegisterRequest, VisitorSpec};
+use tunnel_transport::config_file::{self, Schema};
 use tunnel_transport::{ClientTrust, Fingerprint, Transport, TransportKind};
 
 use crate::error::{ClientError, ConfigProblem};
@@ -100,10 +101,14 @@ pub struct ClientConfig {
     pub shutdown_grace: Duration,
 }
 
+/// The values `transport` takes, for serde's "unknown variant" message (which the loader
+/// answers with the closest one).
+const TRANSPORTS: [&str; 4] = ["tls", "h2", "wss", "ws"];
+
 fn transport_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TransportKind, D::Error> {
-    String::deserialize(d)?
-        .parse()
-        .map_err(serde::de::Error::custom)
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::unknown_variant(&s, &TRANSPORTS))
 }
 fn default_ws_path() -> String {
     tunnel_transport::DEFAULT_WS_PATH.to_owned()
@@ -156,6 +161,26 @@ pub struct ProxyConfig {
     /// [`HttpOptions`](crate::HttpOptions) for each key.
     #[serde(flatten)]
     pub http: crate::http_config::HttpOptions,
+}
+
+/// The keys of a `[[proxies]]` table besides the HTTP ones: serde cannot list the keys of a
+/// struct with a flattened field, so an unknown key there is answered from this list.
+const PROXY_KEYS: [&str; 7] = [
+    "name",
+    "type",
+    "local_addr",
+    "publish_port",
+    "secret",
+    "allow_visitors",
+    "proxy_protocol",
+];
+
+fn schema() -> Schema {
+    let http = config_file::fields_of::<crate::http_config::HttpOptions>();
+    Schema::new().table(
+        "proxies[]",
+        PROXY_KEYS.into_iter().chain(http.iter().copied()),
+    )
 }
 
 fn default_kind() -> ProxyKind {
@@ -313,23 +338,26 @@ impl ClientConfig {
         }
     }
 
-    /// Parse a TOML document. Unknown keys are errors that name the key.
+    /// Parse a TOML document. Every problem in it is reported at once, each with its line and
+    /// column: syntax, wrong types, unknown keys (with the closest valid one), missing keys.
+    /// The checks that need the whole config come after, from [`ClientConfig::problems`].
     pub fn from_toml(text: &str) -> Result<Self, ClientError> {
-        toml::from_str(text).map_err(|e| ClientError::ConfigSyntax {
-            path: None,
-            message: e.to_string(),
-        })
+        Self::parse(text, None)
     }
 
-    /// Read and parse a TOML file.
+    /// Read and parse a TOML file, as [`ClientConfig::from_toml`].
     pub fn from_file(path: &Path) -> Result<Self, ClientError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClientError::ConfigSyntax {
-            path: Some(path.to_path_buf()),
-            message: format!("cannot read the file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|source| ClientError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
         })?;
-        toml::from_str(&text).map_err(|e| ClientError::ConfigSyntax {
-            path: Some(path.to_path_buf()),
-            message: e.to_string(),
+        Self::parse(&text, Some(path))
+    }
+
+    fn parse(text: &str, path: Option<&Path>) -> Result<Self, ClientError> {
+        config_file::parse(text, &schema()).map_err(|problems| ClientError::ConfigSyntax {
+            path: path.map(Path::to_path_buf),
+            problems,
         })
     }
 
@@ -612,7 +640,12 @@ impl ClientConfig {
                 ));
             }
             crate::http_config::problems(p, i, &mut out);
-            if !is_host_port(&p.local_addr) {
+            if p.local_addr.is_empty() {
+                out.push(ConfigProblem::new(
+                    at("local_addr"),
+                    "missing: the local service to expose, as host:port (e.g. \"127.0.0.1:3000\")",
+                ));
+            } else if !is_host_port(&p.local_addr) {
                 out.push(ConfigProblem::new(
                     at("local_addr"),
                     format!(
@@ -741,6 +774,10 @@ mod tests {
             e.to_string().contains("transport") && e.to_string().contains("wss"),
             "{e}"
         );
+        let e = ClientConfig::from_toml(&format!("{BASE}transport = \"tsl\"\n")).unwrap_err();
+        assert!(e.to_string().contains("did you mean `tls`?"), "{e}");
+        let listed: Vec<String> = TransportKind::ALL.iter().map(|k| k.to_string()).collect();
+        assert_eq!(listed, TRANSPORTS);
         let c = ClientConfig::from_toml(&format!("{BASE}ws_path = \"tunnel\"\n")).unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["ws_path"]);
@@ -766,6 +803,82 @@ mod tests {
         assert!(e.to_string().contains("connections"), "{e}");
     }
 
+    /// `LINE:COLUMN field` of every problem `from_toml` finds.
+    fn places(text: &str) -> Vec<String> {
+        let Err(ClientError::ConfigSyntax { problems, .. }) = ClientConfig::from_toml(text) else {
+            panic!("{text} parsed");
+        };
+        problems
+            .iter()
+            .map(|p| {
+                let at = p.at.unwrap();
+                format!("{}:{} {}", at.line, at.column, p.field)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_in_one_run() {
+        let text = "\
+server_addr = \"example.com:8443\"
+reconect_max_delay = 5
+transport = \"quic\"
+
+[[proxies]]
+name = \"web\"
+local_adr = \"127.0.0.1:3000\"
+publish_port = 70000
+
+[[proxies]]
+name = \"api\"
+type = \"htp\"
+max_local_conns = \"many\"
+
+[[visitors]]
+name = \"db\"
+bind = \"127.0.0.1:5432\"
+";
+        assert_eq!(
+            places(text),
+            [
+                "2:1 reconect_max_delay",
+                "3:13 transport",
+                "7:1 proxies[0].local_adr",
+                "8:16 proxies[0].publish_port",
+                "12:8 proxies[1].type",
+                "13:19 proxies[1].max_local_conns",
+                "15:1 visitors[0].proxy",
+            ]
+        );
+        let e = ClientConfig::from_toml(text).unwrap_err().to_string();
+        // The typo in the flattened [[proxies]] table: named at its own line, with the
+        // closest key and the valid ones, the HTTP keys included.
+        assert!(
+            e.contains(
+                "7:1: proxies[0].local_adr: unknown key `local_adr`: did you mean \
+                        `local_addr`? valid keys here: name, type, local_addr"
+            ) && e.contains("max_local_conns"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_proxy_key_list_holds_only_keys_serde_accepts() {
+        for key in PROXY_KEYS {
+            // A wrong type, so every listed key gets an error: never an unknown-key one.
+            let text = format!("{BASE}[[proxies]]\nname = \"a\"\n{key} = {{}}\n");
+            let e = ClientConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(!e.contains("unknown key"), "{key}: {e}");
+        }
+        let e = ClientConfig::from_toml(&format!("{BASE}[[proxies]]\nname = \"a\"\nx = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("idle_timeout") && e.contains("proxy_protocol"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let e = ClientConfig::from_toml(&format!(
@@ -784,6 +897,19 @@ mod tests {
         .unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["proxies[1].name", "proxies[1].local_addr"]);
+    }
+
+    #[test]
+    fn a_proxy_without_local_addr_is_told_to_add_it() {
+        let c = ClientConfig::from_toml(&format!("{BASE}[[proxies]]\nname=\"a\"\n")).unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "proxies[0].local_addr");
+        assert!(
+            p[0].message.starts_with("missing: the local service"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

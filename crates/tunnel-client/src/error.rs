@@ -11,16 +11,25 @@ pub use tunnel_transport::ConfigProblem;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The config file could not be read or parsed.
-    #[error("config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    /// The config text is not valid TOML for a client config; every problem found is listed,
+    /// each with its line and column.
+    #[error("config{}: {}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default(), list(problems))]
     ConfigSyntax {
         /// The file, when it came from one.
         path: Option<PathBuf>,
-        /// The parser's message (it names the key and line).
-        message: String,
+        /// Every problem, in file order.
+        problems: Vec<ConfigProblem>,
+    },
+    /// The config file could not be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The config parsed but is not usable; every problem is listed.
-    #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("invalid config: {}", list(.0))]
     Config(Vec<ConfigProblem>),
     /// Connecting or the TLS handshake failed, or a phase of the setup timed out (retried
     /// unless it cannot heal).
@@ -71,10 +80,22 @@ impl ClientError {
             ClientError::Transport(e) => e.is_permanent(),
             ClientError::Handshake(e) => e.is_permanent(),
             ClientError::ConfigSyntax { .. }
+            | ClientError::ConfigRead { .. }
             | ClientError::Config(_)
             | ClientError::VisitorBind { .. }
             | ClientError::StatsBind { .. } => true,
             ClientError::Protocol(_) => false,
+        }
+    }
+
+    /// The problems of a config that could not be parsed or is not usable, for a caller that
+    /// shows them one per line (`--check`).
+    pub fn config_problems(&self) -> Option<&[ConfigProblem]> {
+        match self {
+            ClientError::ConfigSyntax { problems, .. } | ClientError::Config(problems) => {
+                Some(problems)
+            }
+            _ => None,
         }
     }
 
@@ -90,6 +111,14 @@ impl ClientError {
             }
         )
     }
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A server's rejection stays a [`ClientError::Rejected`] (so a permanent one stops the client

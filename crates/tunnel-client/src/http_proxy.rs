@@ -25,6 +25,8 @@ use crate::http_headers;
 use crate::http_pool::LocalPool;
 use crate::stats::Counters;
 
+mod metered;
+
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Shared connections to each HTTP proxy's local service, kept across streams and sessions.
@@ -78,8 +80,9 @@ fn same_upstream(a: &ProxyConfig, b: &ProxyConfig) -> bool {
 }
 
 /// Serve one user connection arriving on `stream` until it closes, the peer aborts it
-/// (`abort`), or it idles past `idle_timeout`. `counters` are the proxy's: a local service
-/// that fails is warned about through its `failures` limit, as tcp proxies do.
+/// (`abort`), or it idles past `idle_timeout`. `counters` are the proxy's: the stream's
+/// bytes are counted in them, and a local service that fails is warned about through its
+/// `failures` limit, as tcp proxies do.
 pub(crate) async fn serve(
     upstreams: &Upstreams,
     cfg: &ProxyConfig,
@@ -105,14 +108,14 @@ pub(crate) async fn serve(
         up: up.clone(),
         pool,
         user: peer,
-        counters,
+        counters: counters.clone(),
         entry: http_headers::Entry::of(cfg.publish_port, dest),
     });
     let service = hyper::service::service_fn(move |req| {
         let route = route.clone();
         async move { Ok::<_, std::convert::Infallible>(route.handle(req).await) }
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(metered::Metered::new(stream, counters));
     let h = &cfg.http;
     let result = if cfg.kind == ProxyKind::Http2 {
         // Users may speak HTTP/1.1 or HTTP/2 (prior knowledge) to an http2 proxy.

@@ -7,6 +7,8 @@
 //! while an idle but healthy session lives forever: pings keep answering.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{ReadHalf, WriteHalf};
@@ -17,6 +19,7 @@ use tunnel_proto::{
 };
 
 use crate::relay::AbortTable;
+use crate::session::Shared;
 use crate::MuxStream;
 
 /// Frames queued toward the control stream. Aborts beyond it are dropped: they are hints,
@@ -99,6 +102,17 @@ pub struct ControlChannel {
     pub inbox: ControlInbox,
     /// Ends with the reason when the peer closes, fails, or falls silent past the timeout.
     pub ended: JoinHandle<String>,
+    /// Set (before `ended` resolves) when the end was the peer's goodbye.
+    by_peer: Arc<AtomicBool>,
+}
+
+impl ControlChannel {
+    /// Whether the control stream ended because the peer closed the session or its control
+    /// stream on purpose (a client that shuts down, say), rather than by a failure, a
+    /// heartbeat timeout or our own close. Meaningful once [`ControlChannel::ended`] resolved.
+    pub fn closed_by_peer(&self) -> bool {
+        self.by_peer.load(Ordering::Acquire)
+    }
 }
 
 /// Serve `stream` as the control stream until it ends. The spawned tasks end with it.
@@ -111,6 +125,7 @@ pub fn spawn_control(
     // Boxed items: see `Queued`.
     let (tx, rx) = mpsc::channel::<Queued>(QUEUE);
     let (inbox_tx, inbox) = mpsc::channel::<Queued>(QUEUE);
+    let session = stream.session().clone();
     let (rd, wr) = tokio::io::split(stream);
     let sender = ControlSender(tx);
     // Allocated up front as well, sized for its item: boxed too.
@@ -124,14 +139,20 @@ pub fn spawn_control(
     ));
     let reader = read_loop(
         rd,
+        session,
         sender.clone(),
         inbox_tx,
         aborts,
         heartbeat.timeout,
         max_frame,
     );
+    let by_peer = Arc::new(AtomicBool::new(false));
+    let peer_closed = by_peer.clone();
     let ended = tokio::spawn(async move {
         let (why, farewell) = reader.await;
+        if why == PEER_CLOSED {
+            peer_closed.store(true, Ordering::Release);
+        }
         if let Some(msg) = farewell {
             // Tell the peer why, briefly: it may be gone as well.
             if farewell_tx.send(Box::new(msg)).is_ok() {
@@ -145,11 +166,16 @@ pub fn spawn_control(
         sender,
         inbox: ControlInbox(inbox),
         ended,
+        by_peer,
     }
 }
 
+/// Why the control stream ended when the peer said goodbye.
+const PEER_CLOSED: &str = "the peer closed the session";
+
 async fn read_loop(
     mut rd: ReadHalf<MuxStream>,
+    session: Arc<Shared>,
     sender: ControlSender,
     inbox: mpsc::Sender<Queued>,
     aborts: AbortTable,
@@ -166,7 +192,7 @@ async fn read_loop(
                 return (why, None);
             }
             Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => return ("the peer closed the session".into(), None),
+            Ok(Ok(None)) => return (PEER_CLOSED.into(), None),
             Ok(Err(FramedError::Proto(ProtoError::FrameTooLarge { len, max }))) => {
                 // A frame over our limit will come again on every reconnection: say why
                 // before closing, or the peer only sees a bare close and retries forever. The
@@ -186,6 +212,11 @@ async fn read_loop(
                      session is closed"
                 );
                 return (why, Some(farewell));
+            }
+            // The session ending under the stream fails its read; if the peer ended it (a
+            // GoAway, or EOF), that was a goodbye, not a failure.
+            Ok(Err(_)) if session.peer_closed.load(Ordering::Acquire) => {
+                return (PEER_CLOSED.into(), None)
             }
             Ok(Err(e)) => return (format!("control stream failed: {e}"), None),
         };

@@ -73,6 +73,12 @@ pub(crate) async fn run<T>(
     })
     .await;
 
+    if matches!(&exit, Exit::PeerClosed) || matches!(&exit, Exit::Failed(e) if is_eof(e)) {
+        // Before `end()`: whoever wakes to the end can tell a goodbye from a failure.
+        shared
+            .peer_closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     // From here on streams must fail fast instead of waiting for the close to finish.
     shared.end();
     drop(pending);
@@ -89,6 +95,18 @@ pub(crate) async fn run<T>(
         Exit::PeerClosed => tracing::debug!("tunnel session closed by the peer"),
         Exit::Failed(e) => tracing::debug!("tunnel session failed: {e}"),
     }
+}
+
+/// The peer closed its end without a goodbye: TCP closed without TLS's close_notify (or
+/// mid-frame), as when a client process exits before its close finished. The peer left; the
+/// connection did not fail under it (a reset or a timeout would).
+fn is_eof(e: &yamux::ConnectionError) -> bool {
+    let io = match e {
+        yamux::ConnectionError::Io(io) => io,
+        yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(io)) => io,
+        _ => return false,
+    };
+    io.kind() == std::io::ErrorKind::UnexpectedEof
 }
 
 fn poll_active<T>(

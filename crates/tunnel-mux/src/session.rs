@@ -151,6 +151,10 @@ pub(crate) struct Shared {
     /// Session unusable (closing or ended). Set before gates are woken.
     ended: AtomicBool,
     close_requested: AtomicBool,
+    /// The peer closed the session (GoAway, EOF, or a close without TLS close_notify), as
+    /// opposed to a failure (reset, timeout, protocol error) or our own close. Set before
+    /// `ended`.
+    pub(crate) peer_closed: AtomicBool,
     pub(crate) incoming_dropped: AtomicBool,
     /// Cancelled when the driver task has finished.
     pub(crate) driver_done: CancellationToken,
@@ -167,6 +171,7 @@ impl Shared {
         Self {
             ended: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
+            peer_closed: AtomicBool::new(false),
             incoming_dropped: AtomicBool::new(false),
             driver_done: CancellationToken::new(),
             driver_waker: AtomicWaker::new(),

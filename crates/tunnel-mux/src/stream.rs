@@ -71,6 +71,11 @@ impl MuxStream {
         self.id
     }
 
+    /// The session this stream belongs to.
+    pub(crate) fn session(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn session_ended_error(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::ConnectionAborted,

@@ -61,11 +61,12 @@ async fn a_silent_peer_is_declared_dead_after_the_timeout() {
     let mut p = duplex_sessions(&MuxConfig::default(), &MuxConfig::default());
     let (a, _silent) = control_pair(&mut p).await; // the peer never answers a ping
     let started = Instant::now();
-    let a = spawn_control(a, AbortTable::default(), FAST, DEFAULT_MAX_FRAME);
-    let why = within(DEADLINE, "heartbeat timeout", a.ended)
+    let mut a = spawn_control(a, AbortTable::default(), FAST, DEFAULT_MAX_FRAME);
+    let why = within(DEADLINE, "heartbeat timeout", &mut a.ended)
         .await
         .unwrap();
     assert!(why.contains("no heartbeat"), "{why}");
+    assert!(!a.closed_by_peer(), "a silent peer said no goodbye");
     assert!(started.elapsed() >= FAST.timeout, "declared dead too early");
 }
 
@@ -77,14 +78,13 @@ async fn the_channel_ends_when_the_session_does() {
         interval: Duration::from_secs(60),
         timeout: Duration::from_secs(60),
     };
-    let a = spawn_control(a, AbortTable::default(), slow, DEFAULT_MAX_FRAME);
+    let mut a = spawn_control(a, AbortTable::default(), slow, DEFAULT_MAX_FRAME);
     let _b = spawn_control(b, AbortTable::default(), slow, DEFAULT_MAX_FRAME);
     p.server.close();
-    let why = within(DEADLINE, "control end", a.ended).await.unwrap();
-    assert!(
-        !why.contains("heartbeat"),
-        "ended by the session, not the timer: {why}"
-    );
+    let why = within(DEADLINE, "control end", &mut a.ended).await.unwrap();
+    // The peer closed its session on purpose: a goodbye, not a failure.
+    assert_eq!(why, "the peer closed the session");
+    assert!(a.closed_by_peer());
     // The writer task is aborted with the reader's end; its queue closes shortly after.
     within(DEADLINE, "sender closes", async {
         while a.sender.send(Message::Ping(1)).await.is_ok() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tunnel_transport::config_file::{self, Schema};
 use tunnel_transport::{ServerIdentity, ServerIdentitySource};
 
 use crate::error::{ConfigProblem, ServerError};
@@ -53,6 +54,12 @@ pub struct ServerConfig {
     /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// Where the `tunnel-server` binary keeps the auth key and self-signed certificate it
+    /// generates when neither a key nor a certificate is configured, so that a restart reuses
+    /// them. Default `$XDG_STATE_HOME/tls-tunnel`, else `~/.local/state/tls-tunnel`. The
+    /// engine itself does not read it.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// Where the stats endpoint listens. Default `127.0.0.1:9090`; `""` turns it off.
     #[serde(default = "default_stats_bind", deserialize_with = "optional_addr")]
     pub stats_bind: Option<SocketAddr>,
@@ -287,6 +294,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
+            state_dir: None,
             stats_bind: default_stats_bind(),
             stats_token: None,
             allow_ports: PortRanges::default(),
@@ -355,23 +363,26 @@ impl<'de> Deserialize<'de> for PortRanges {
 }
 
 impl ServerConfig {
-    /// Parse a TOML document. Unknown keys are errors that name the key.
+    /// Parse a TOML document. Every problem in it is reported at once, each with its line and
+    /// column: syntax, wrong types, unknown keys (with the closest valid one), bad values.
+    /// The checks that need the whole config come after, from [`ServerConfig::problems`].
     pub fn from_toml(text: &str) -> Result<Self, ServerError> {
-        toml::from_str(text).map_err(|e| ServerError::ConfigSyntax {
-            path: None,
-            message: e.to_string(),
-        })
+        Self::parse(text, None)
     }
 
-    /// Read and parse a TOML file.
+    /// Read and parse a TOML file, as [`ServerConfig::from_toml`].
     pub fn from_file(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ConfigSyntax {
-            path: Some(path.to_path_buf()),
-            message: format!("cannot read the file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
         })?;
-        toml::from_str(&text).map_err(|e| ServerError::ConfigSyntax {
-            path: Some(path.to_path_buf()),
-            message: e.to_string(),
+        Self::parse(&text, Some(path))
+    }
+
+    fn parse(text: &str, path: Option<&Path>) -> Result<Self, ServerError> {
+        config_file::parse(text, &Schema::new()).map_err(|problems| ServerError::ConfigSyntax {
+            path: path.map(Path::to_path_buf),
+            problems,
         })
     }
 
@@ -823,6 +834,33 @@ mod tests {
         let e = ServerConfig::from_toml("stats_bind = \"localhost\"").unwrap_err();
         assert!(e.to_string().contains("stats_bind"), "{e}");
         assert!(c.allow_ports.contains(1024) && !c.allow_ports.contains(1023));
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_in_one_run() {
+        let text = "bnid = \"0.0.0.0:1\"\nallow_ports = [\"9000-8000\"]\n\
+                    stats_bind = \"localhost\"\nmax_clients = -1\n[foo]\nx = 1\n";
+        let Err(ServerError::ConfigSyntax { problems, .. }) = ServerConfig::from_toml(text) else {
+            panic!("parsed");
+        };
+        let shown: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{:?} {}", p.at.map(|a| (a.line, a.column)), p.field))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Some((1, 1)) bnid",
+                "Some((2, 15)) allow_ports",
+                "Some((3, 14)) stats_bind",
+                "Some((4, 15)) max_clients",
+                "Some((5, 2)) foo",
+            ]
+        );
+        assert!(
+            problems[0].message.contains("did you mean `bind`?"),
+            "{problems:?}"
+        );
     }
 
     #[test]

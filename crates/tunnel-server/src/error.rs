@@ -9,13 +9,22 @@ pub use tunnel_transport::ConfigProblem;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The config file could not be read or parsed.
-    #[error("config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    /// The config text is not valid TOML for a server config; every problem found is listed,
+    /// each with its line and column.
+    #[error("config{}: {}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default(), list(problems))]
     ConfigSyntax {
         /// The file, when it came from one.
         path: Option<PathBuf>,
-        /// The parser's message (it names the key and line).
-        message: String,
+        /// Every problem, in file order.
+        problems: Vec<ConfigProblem>,
+    },
+    /// The config file could not be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The config parsed but is not usable; every problem is listed.
     #[error("invalid config: {}", list(.0))]
@@ -43,6 +52,19 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl ServerError {
+    /// The problems of a config that could not be parsed or is not usable, for a caller that
+    /// shows them one per line (`--check`).
+    pub fn config_problems(&self) -> Option<&[ConfigProblem]> {
+        match self {
+            ServerError::ConfigSyntax { problems, .. } | ServerError::Config(problems) => {
+                Some(problems)
+            }
+            _ => None,
+        }
+    }
 }
 
 fn list(problems: &[ConfigProblem]) -> String {

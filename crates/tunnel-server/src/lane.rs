@@ -13,7 +13,7 @@ use tunnel_transport::{drive, TransportError};
 
 pub(crate) use tunnel_mux::Lane;
 
-use crate::session::SessionRecord;
+use crate::session::{End, SessionRecord};
 use crate::{visitor, Shared};
 
 /// How long a refused join's connection stays open for its answer to be read.
@@ -80,13 +80,14 @@ pub(crate) async fn join(
     let span = tracing::info_span!("joined", session = session.id);
     async {
         info!(connections = session.lanes.len(), "extra connection joined");
-        let why = serve(shared, &session, &lane, incoming, channel).await;
+        let end = serve(shared, &session, &lane, incoming, channel).await;
         let by_peer = !session.cancel.is_cancelled();
         session.lanes.retire(&lane, by_peer).await;
-        info!(
-            connections = session.lanes.len(),
-            "extra connection ended: {why}"
-        );
+        let connections = session.lanes.len();
+        match end {
+            End::Goodbye => info!(connections, "extra connection closed by the client"),
+            End::Other(why) => info!(connections, "extra connection ended: {why}"),
+        }
     }
     .instrument(span)
     .await;
@@ -127,17 +128,17 @@ async fn serve(
     lane: &Arc<Lane>,
     mut incoming: Incoming,
     mut channel: ControlChannel,
-) -> String {
-    let why = loop {
+) -> End {
+    let end = loop {
         tokio::select! {
-            () = session.cancel.cancelled() => break "the session ended".to_string(),
-            why = &mut channel.ended => break why.unwrap_or_else(|e| e.to_string()),
+            () = session.cancel.cancelled() => break End::Other("the session ended".into()),
+            why = &mut channel.ended => break End::of(&channel, why),
             msg = channel.inbox.recv() => match msg {
-                Some(other) => break format!(
+                Some(other) => break End::Other(format!(
                     "unexpected {} on an extra connection (registration goes over the first)",
                     other.name()
-                ),
-                None => break (&mut channel.ended).await.unwrap_or_else(|e| e.to_string()),
+                )),
+                None => break End::after_close(&mut channel).await,
             },
             s = incoming.accept() => match s {
                 Some(stream) => {
@@ -145,10 +146,15 @@ async fn serve(
                         visitor::serve_stream(shared.clone(), session.clone(), lane.clone(), stream);
                     shared.streams.spawn(task.in_current_span());
                 }
-                None => break "the connection closed".to_string(),
+                None => break End::after_close(&mut channel).await,
             },
         }
     };
     channel.ended.abort();
-    why
+    match end {
+        // The session's end closed this lane under its control stream: that is the reason,
+        // not the failed read it caused.
+        End::Other(_) if session.cancel.is_cancelled() => End::Other("the session ended".into()),
+        end => end,
+    }
 }

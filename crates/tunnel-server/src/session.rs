@@ -408,11 +408,21 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
-        serve(&shared, &session, incoming, channel).await;
+        let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
         let by_peer = !session.cancel.is_cancelled();
         let released = cleanup(&shared, &session, by_peer).await;
-        info!(proxies_released = released, "client disconnected");
+        let client = &session.client_id;
+        match end {
+            // A client that shuts down says goodbye: nothing failed.
+            End::Goodbye => info!(proxies_released = released, "client {client} disconnected"),
+            End::Other(why) => {
+                info!(
+                    proxies_released = released,
+                    "client {client} disconnected: {why}"
+                );
+            }
+        }
     }
     .instrument(span)
 }
@@ -479,30 +489,62 @@ async fn tell_refused(
     }
 }
 
+/// How a session ended.
+pub(crate) enum End {
+    /// The client closed it on purpose (it shut down).
+    Goodbye,
+    /// Anything else, with the reason: lost, timed out, closed by the server.
+    Other(String),
+}
+
+impl End {
+    /// How `channel` ended, once its `ended` has resolved into `why`.
+    pub(crate) fn of(
+        channel: &tunnel_mux::ControlChannel,
+        why: Result<String, tokio::task::JoinError>,
+    ) -> End {
+        match why {
+            Ok(_) if channel.closed_by_peer() => End::Goodbye,
+            Ok(why) => End::Other(why),
+            Err(e) => End::Other(e.to_string()),
+        }
+    }
+
+    /// When the connection closed under the streams: the control reader has seen it too, or
+    /// is about to, and knows whether the peer said goodbye. A second is plenty for that.
+    pub(crate) async fn after_close(channel: &mut tunnel_mux::ControlChannel) -> End {
+        const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+        match tokio::time::timeout(SETTLE, &mut channel.ended).await {
+            Ok(why) => End::of(channel, why),
+            Err(_) => End::Other("the connection closed".to_string()),
+        }
+    }
+}
+
 async fn serve(
     shared: &Arc<Shared>,
     session: &Arc<SessionRecord>,
     mut incoming: Incoming,
     mut channel: tunnel_mux::ControlChannel,
-) {
-    let why = loop {
+) -> End {
+    let end = loop {
         tokio::select! {
-            () = session.cancel.cancelled() => break "closed by the server".to_string(),
-            why = &mut channel.ended => break why.unwrap_or_else(|e| e.to_string()),
+            () = session.cancel.cancelled() => break End::Other("closed by the server".into()),
+            why = &mut channel.ended => break End::of(&channel, why),
             msg = channel.inbox.recv() => match msg {
                 Some(Message::Register(req)) => {
                     // Boxed: rare and short-lived (see `handle_connection`).
                     let reply = Box::pin(register::apply(shared, session, req)).await;
                     if channel.sender.send(Message::RegisterReply(reply)).await.is_err() {
-                        break "control stream closed".to_string();
+                        break End::after_close(&mut channel).await;
                     }
                 }
                 Some(other) => {
-                    break format!("unexpected {} on the control stream", other.name());
+                    break End::Other(format!("unexpected {} on the control stream", other.name()));
                 }
                 // The control reader stopped: its reason (a heartbeat timeout, say) is in
                 // `ended`, which resolves at once; "closed" alone would hide it.
-                None => break (&mut channel.ended).await.unwrap_or_else(|e| e.to_string()),
+                None => break End::after_close(&mut channel).await,
             },
             s = incoming.accept() => match s {
                 Some(stream) => {
@@ -510,12 +552,12 @@ async fn serve(
                     let task = visitor::serve_stream(shared.clone(), session.clone(), lane, stream);
                     shared.streams.spawn(task.in_current_span());
                 }
-                None => break "the connection closed".to_string(),
+                None => break End::after_close(&mut channel).await,
             },
         }
     };
-    info!("session ends: {why}");
     channel.ended.abort();
+    end
 }
 
 /// The client's first stream must be a control stream, or ask to join a session; `machine`

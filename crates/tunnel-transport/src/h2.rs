@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::tls::TlsClient;
+use crate::tls::{TlsClient, Versions};
 use crate::{ClientTrust, Established, Transport, TransportError, TransportKind, ALPN_H2};
 
 const KIB: u32 = 1024;
@@ -61,14 +61,15 @@ impl std::fmt::Debug for H2Transport {
 
 impl H2Transport {
     /// Client role: TLS as for [`crate::TlsTransport::client`] but with ALPN `h2`, then
-    /// `POST path` on the server.
+    /// `POST path` on the server. TLS 1.2 (ECDHE, AEAD) is accepted too: the TLS peer may be
+    /// a proxy in front of the server.
     pub fn client(
         server_name: &str,
         trust: &ClientTrust,
         path: &str,
     ) -> Result<Self, TransportError> {
         Ok(Self {
-            tls: TlsClient::new(server_name, trust, ALPN_H2)?,
+            tls: TlsClient::new(server_name, trust, ALPN_H2, Versions::Tls12Too)?,
             path: path.to_owned(),
         })
     }

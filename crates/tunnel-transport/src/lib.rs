@@ -60,6 +60,7 @@
 
 mod accept;
 mod auth_key;
+pub mod config_file;
 mod error;
 mod fingerprint;
 mod framed;
@@ -74,6 +75,7 @@ mod read_ahead;
 mod server;
 mod socket;
 mod tls;
+mod tls_error;
 mod transport;
 mod trust;
 mod upgrade;
@@ -89,7 +91,7 @@ pub use h2::H2Transport;
 pub use handshake_driver::{drive, drive_within, timed_out, within};
 pub use identity::{generate_self_signed_pem, ServerIdentity, ServerIdentitySource};
 pub use local_tls::LocalTls;
-pub use problem::ConfigProblem;
+pub use problem::{ConfigProblem, Position};
 pub use server::ServerTransport;
 pub use socket::{tune_tcp, TCP_CONNECT_TIMEOUT};
 pub use tls::{fill_random, TlsTransport};

@@ -4,8 +4,14 @@
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::tls::{handshake_error, TlsClient};
+use crate::tls::{TlsClient, Versions};
+use crate::tls_error::handshake_error;
 use crate::{ClientTrust, TransportError};
+
+/// Local services are the user's own: TLS 1.3 is theirs to enable.
+const LOCAL: Versions = Versions::Tls13Only {
+    advice: "local_tls speaks TLS 1.3 only: enable TLS 1.3 on the local service",
+};
 
 /// A reusable TLS client configuration for one local service. Built once per proxy: loading
 /// a trust store per connection would be wasteful.
@@ -27,7 +33,7 @@ impl LocalTls {
         trust: &ClientTrust,
         alpn: &[u8],
     ) -> Result<Self, TransportError> {
-        TlsClient::new(server_name, trust, alpn).map(LocalTls)
+        TlsClient::new(server_name, trust, alpn, LOCAL).map(LocalTls)
     }
 
     /// Run the handshake on a connected socket.
@@ -36,6 +42,6 @@ impl LocalTls {
             .connector
             .connect(self.0.server_name.clone(), tcp)
             .await
-            .map_err(|e| handshake_error(e, Some(&self.0.server_name)))
+            .map_err(|e| handshake_error(e, Some(&self.0)))
     }
 }

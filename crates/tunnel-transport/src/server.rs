@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::TlsAcceptor;
 
-use crate::tls::{binding, handshake_error, server_config};
+use crate::tls::{binding, server_config};
+use crate::tls_error::handshake_error;
 use crate::ws::WsStream;
 use crate::{
     h2, tune_tcp, upgrade, Established, ServerIdentity, Transport, TransportError, TransportKind,

@@ -1,4 +1,5 @@
-//! Raw TLS 1.3 (rustls with aws-lc-rs) over TCP.
+//! Raw TLS 1.3 (rustls with aws-lc-rs) over TCP, and the TLS client half every transport
+//! shares.
 
 use std::fmt;
 use std::io;
@@ -10,14 +11,15 @@ use futures::FutureExt;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::sign::SingleCertAndKey;
-use rustls::{CertificateError, ClientConfig, ServerConfig};
+use rustls::{CipherSuite, ClientConfig, ServerConfig, SupportedProtocolVersion};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::trust::{FingerprintMismatch, Verification};
+use crate::tls_error::handshake_error;
+use crate::trust::Verification;
 use crate::{
     tune_tcp, ClientTrust, Established, ServerIdentity, Transport, TransportError, TransportKind,
     ALPN_TUNNEL,
@@ -42,6 +44,63 @@ pub(crate) fn provider() -> CryptoProvider {
     let fast = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     p.cipher_suites.retain(|s| s.suite() != fast.suite());
     p.cipher_suites.insert(0, fast);
+    p
+}
+
+/// The TLS 1.2 suites a client accepts from a TLS-terminating proxy: ECDHE key exchange
+/// (forward secrecy) with an AEAD cipher. They are all the TLS 1.2 suites rustls has today;
+/// naming them keeps it so if rustls ever adds others.
+const TLS12_SUITES: [CipherSuite; 6] = [
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+/// Which TLS versions a client accepts: it depends on who may answer its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// TLS 1.3 only: the peer is the tls-tunnel server itself (transport `tls`) or a local
+    /// service. `advice` tells the user what to do when the peer offers less.
+    Tls13Only {
+        /// Shown after "the peer does not speak TLS 1.3".
+        advice: &'static str,
+    },
+    /// TLS 1.3, or TLS 1.2 with [`TLS12_SUITES`]: the peer may be a TLS-terminating proxy in
+    /// front of the server (`h2`, `wss`), and many still stop at TLS 1.2. The server's own
+    /// port speaks TLS 1.3 only, so a direct connection is always TLS 1.3.
+    Tls12Too,
+}
+
+impl Versions {
+    /// For transport `tls`, whose peer must be the tls-tunnel server.
+    pub(crate) const TUNNEL: Versions = Versions::Tls13Only {
+        advice: "transport = \"tls\" speaks TLS 1.3 only, as the tls-tunnel server does, so \
+                 something else answered (a TLS-terminating proxy?). Through such a proxy use \
+                 transport = \"wss\", which accepts TLS 1.2 from proxies; otherwise check \
+                 server_addr",
+    };
+
+    fn protocols(self) -> &'static [&'static SupportedProtocolVersion] {
+        static TLS13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static TLS13_12: [&SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        match self {
+            Versions::Tls13Only { .. } => &TLS13,
+            Versions::Tls12Too => &TLS13_12,
+        }
+    }
+}
+
+/// [`provider`] for a client accepting `versions`: TLS 1.2 suites outside [`TLS12_SUITES`]
+/// are dropped.
+fn client_provider(versions: Versions) -> CryptoProvider {
+    let mut p = provider();
+    p.cipher_suites.retain(|s| {
+        s.tls13().is_some() || (versions == Versions::Tls12Too && TLS12_SUITES.contains(&s.suite()))
+    });
     p
 }
 
@@ -91,10 +150,11 @@ pub(crate) fn server_config(
 }
 
 /// The client half of TLS shared by every transport that runs over it (tls, h2, wss): trust,
-/// server name, one ALPN id, and the exported keying material of the session.
+/// server name, one ALPN id, accepted versions, and the exported keying material.
 pub(crate) struct TlsClient {
     pub(crate) connector: TlsConnector,
     pub(crate) server_name: ServerName<'static>,
+    pub(crate) versions: Versions,
 }
 
 impl TlsClient {
@@ -104,14 +164,15 @@ impl TlsClient {
         server_name: &str,
         trust: &ClientTrust,
         alpn: &[u8],
+        versions: Versions,
     ) -> Result<Self, TransportError> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             TransportError::Config(format!(
                 "server_name {server_name:?} is neither a DNS name nor an IP address"
             ))
         })?;
-        let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
+        let builder = ClientConfig::builder_with_provider(Arc::new(client_provider(versions)))
+            .with_protocol_versions(versions.protocols())
             .map_err(|e| TransportError::Config(e.to_string()))?;
         let mut cfg = match trust.verification()? {
             Verification::Roots(roots) => builder.with_root_certificates(roots),
@@ -130,6 +191,7 @@ impl TlsClient {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(cfg)),
             server_name: name,
+            versions,
         })
     }
 
@@ -145,7 +207,7 @@ impl TlsClient {
             .connector
             .connect(self.server_name.clone(), ReadAhead::new(tcp))
             .await
-            .map_err(|e| handshake_error(e, Some(&self.server_name)))?;
+            .map_err(|e| handshake_error(e, Some(self)))?;
         let binding = binding(tls.get_ref().1)?;
         Ok((tls, peer, binding))
     }
@@ -161,11 +223,17 @@ impl TlsTransport {
         })
     }
 
-    /// Client role. `server_name` is sent as SNI (unless it is an IP literal) and checked
-    /// against the certificate when trusting by CA.
+    /// Client role: TLS 1.3 only (the peer must be the tls-tunnel server). `server_name` is
+    /// sent as SNI (unless it is an IP literal) and checked against the certificate when
+    /// trusting by CA.
     pub fn client(server_name: &str, trust: &ClientTrust) -> Result<Self, TransportError> {
         Ok(Self {
-            role: Role::Client(TlsClient::new(server_name, trust, ALPN_TUNNEL)?),
+            role: Role::Client(TlsClient::new(
+                server_name,
+                trust,
+                ALPN_TUNNEL,
+                Versions::TUNNEL,
+            )?),
         })
     }
 
@@ -244,85 +312,6 @@ pub(crate) fn binding<D>(conn: &rustls::ConnectionCommon<D>) -> Result<[u8; 32],
         .map_err(|e| TransportError::Handshake(format!("cannot export keying material: {e}")))
 }
 
-/// Turn what tokio-rustls reports into an error the user can act on. `server_name` is set on
-/// the client side.
-pub(crate) fn handshake_error(
-    e: io::Error,
-    server_name: Option<&ServerName<'static>>,
-) -> TransportError {
-    let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        let reason = match e.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
-                "the peer closed the connection during the handshake ({e}); is this the \
-                 tunnel port? the peer's log may say why it refused"
-            ),
-            _ => format!("{e}"),
-        };
-        return TransportError::Handshake(reason);
-    };
-    let untrusted = |reason: String| TransportError::Untrusted { reason };
-    match tls {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            CertificateError::UnknownIssuer => untrusted(
-                "unknown issuer: set ca_cert or server_fingerprint (the server logs its \
-                 fingerprint at start)"
-                    .to_owned(),
-            ),
-            CertificateError::BadSignature => untrusted(
-                "the certificate is not signed by the configured CA (another certificate with \
-                 the same issuer name?): set ca_cert to the CA that issued it, or \
-                 server_fingerprint (the server logs its fingerprint at start)"
-                    .to_owned(),
-            ),
-            CertificateError::NotValidForName => untrusted(format!(
-                "certificate is not valid for name {} (set server_name)",
-                show_name(server_name)
-            )),
-            CertificateError::NotValidForNameContext { presented, .. } => untrusted(format!(
-                "certificate is not valid for name {} (it is valid for {}; set server_name)",
-                show_name(server_name),
-                presented.join(", ")
-            )),
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => untrusted(
-                format!("{cert}: renew the server certificate (or check this machine's clock)"),
-            ),
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                untrusted(format!("{cert}: check this machine's clock"))
-            }
-            CertificateError::Other(other) => match other.0.downcast_ref::<FingerprintMismatch>() {
-                Some(mismatch) => untrusted(mismatch.to_string()),
-                None => untrusted(other.to_string()),
-            },
-            other => untrusted(format!("{other}")),
-        },
-        rustls::Error::AlertReceived(alert) => TransportError::Handshake(format!(
-            "the peer aborted the handshake with alert {alert:?}; its log says why (often: it \
-             does not trust our certificate or speaks another protocol version)"
-        )),
-        rustls::Error::NoApplicationProtocol => TransportError::Handshake(
-            "no common ALPN protocol: the peer is not a tls-tunnel endpoint or runs an \
-             incompatible version"
-                .to_owned(),
-        ),
-        rustls::Error::PeerIncompatible(why) => TransportError::Handshake(format!(
-            "the peer is incompatible ({why:?}); tls-tunnel requires TLS 1.3"
-        )),
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateHandshakeMessage { .. } => {
-            TransportError::Handshake(format!(
-                "the peer does not speak TLS as expected ({tls}); is this the tunnel port?"
-            ))
-        }
-        other => TransportError::Handshake(other.to_string()),
-    }
-}
-
-fn show_name(name: Option<&ServerName<'static>>) -> String {
-    name.map_or_else(|| "?".to_owned(), |n| n.to_str().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use rustls::CipherSuite;
@@ -344,5 +333,30 @@ mod tests {
         sorted.sort_by_key(|s| u16::from(*s));
         stock.sort_by_key(|s| u16::from(*s));
         assert_eq!(sorted, stock);
+    }
+
+    #[test]
+    fn tls12_is_offered_to_proxies_only_and_only_with_ecdhe_and_aead() {
+        use super::{client_provider, Versions};
+        let tls12 = |v: Versions| -> Vec<String> {
+            client_provider(v)
+                .cipher_suites
+                .iter()
+                .filter(|s| s.tls13().is_none())
+                .map(|s| format!("{:?}", s.suite()))
+                .collect()
+        };
+        assert!(tls12(Versions::TUNNEL).is_empty());
+        let suites = tls12(Versions::Tls12Too);
+        assert_eq!(suites.len(), 6, "{suites:?}");
+        for s in &suites {
+            assert!(s.starts_with("TLS_ECDHE_"), "{s}");
+            assert!(
+                s.contains("_GCM_") || s.contains("_CHACHA20_POLY1305_"),
+                "{s}"
+            );
+        }
+        assert_eq!(Versions::TUNNEL.protocols().len(), 1);
+        assert_eq!(Versions::Tls12Too.protocols().len(), 2);
     }
 }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::tls::TlsClient;
+use crate::tls::{TlsClient, Versions};
 use crate::{
     tune_tcp, upgrade, ClientTrust, Established, Transport, TransportError, TransportKind,
     ALPN_HTTP11,
@@ -70,7 +70,8 @@ impl std::fmt::Debug for WsTransport {
 
 impl WsTransport {
     /// `wss` client: TLS as for [`crate::TlsTransport::client`] but with ALPN `http/1.1`,
-    /// then a WebSocket upgrade at `path`.
+    /// then a WebSocket upgrade at `path`. TLS 1.2 (ECDHE, AEAD) is accepted too: proxies
+    /// that terminate TLS in front of the server are what `wss` is for.
     pub fn client(
         server_name: &str,
         trust: &ClientTrust,
@@ -78,7 +79,12 @@ impl WsTransport {
     ) -> Result<Self, TransportError> {
         Ok(Self {
             role: WsRole::Client {
-                tls: Some(TlsClient::new(server_name, trust, ALPN_HTTP11)?),
+                tls: Some(TlsClient::new(
+                    server_name,
+                    trust,
+                    ALPN_HTTP11,
+                    Versions::Tls12Too,
+                )?),
                 server_name: server_name.to_owned(),
             },
             path: path.to_owned(),
