@@ -3,6 +3,7 @@
 //! waiting for each other binary by binary.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod cli;
 mod configs;
 mod connections;

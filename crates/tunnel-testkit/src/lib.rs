@@ -1,7 +1,8 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
 //! release binaries as processes, a scratch directory with a certificate, a fault relay, a
-//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, nginx and PostgreSQL
-//! launchers, log capture, polling, and the rule for tests whose tool is missing.
+//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, steady traffic,
+//! nginx and PostgreSQL launchers, a headless browser, log capture, polling, and the
+//! rule for tests whose tool is missing.
 //!
 //! Every item is also re-exported at the root, so a test module starts with
 //! `use tunnel_testkit::*;`. A dev-only crate: panics (`unwrap`) are how a fixture fails a test.
@@ -22,6 +23,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bins;
+pub mod browser;
 pub mod curl;
 pub mod engines;
 pub mod http_services;
@@ -37,7 +39,9 @@ pub mod raw_tls;
 pub mod relay;
 pub mod services;
 pub mod tools;
+pub mod traffic;
 
+pub use browser::Browser;
 pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use http_services::{
@@ -55,3 +59,4 @@ pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service};
 pub use tools::{have, need, skip};
+pub use traffic::{quarter_echo_service, Traffic};
