@@ -17,7 +17,7 @@
   var selected = null;    // {key, name} of the proxy whose history is open
   var selPoints = [];
   var selT = 0;
-  var prevBytes = new Map(); // key -> [ms, in, out] of the previous poll
+  var prevBytes = new Map(); // key -> [[ms, in, out], ...] of the polls in the rate window
   var rates = new Map();     // key -> [in/s, out/s]
   var lastStats = null;
   var sortBy = {};        // table id -> {col, dir}
@@ -144,18 +144,22 @@
   function stop() { if (timer) { clearInterval(timer); clearTimeout(timer); } timer = null; }
 
   // ---- rates from successive polls ---------------------------------------------------
+  // Over the same window as the rate cards (RATE_AVG_S), so a lone proxy's row and the
+  // cards agree; one poll's difference alone is as bursty as one second of the chart.
   function updateRates(items) {
     var now = Date.now();
     var seen = new Map();
     items.forEach(function (it) {
-      var p = prevBytes.get(it.key);
-      if (p && now > p[0]) {
-        var dt = (now - p[0]) / 1000;
-        rates.set(it.key, [Math.max(0, it.bytes_in - p[1]) / dt, Math.max(0, it.bytes_out - p[2]) / dt]);
-      } else if (!p) {
+      var hist = (prevBytes.get(it.key) || []).filter(function (s) { return now - s[0] <= RATE_AVG_S * 1000 + 500; });
+      var first = hist[0];
+      if (first && now > first[0]) {
+        var dt = (now - first[0]) / 1000;
+        rates.set(it.key, [Math.max(0, it.bytes_in - first[1]) / dt, Math.max(0, it.bytes_out - first[2]) / dt]);
+      } else {
         rates.set(it.key, [0, 0]);
       }
-      seen.set(it.key, [now, it.bytes_in, it.bytes_out]);
+      hist.push([now, it.bytes_in, it.bytes_out]);
+      seen.set(it.key, hist);
     });
     prevBytes = seen;
     rates.forEach(function (_, k) { if (!seen.has(k)) rates.delete(k); });
