@@ -1,0 +1,167 @@
+//! A throw-away single-member etcd, for the cluster registry's tests against the real store.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::net::free_port;
+use crate::process::Proc;
+use crate::tools::{find, need};
+
+/// How long etcd may take to elect itself and answer `/health`; a cold start on a busy
+/// 2-core machine takes about a second.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A single-member etcd on free loopback client and peer ports, its data in a fresh temp dir
+/// (`--unsafe-no-fsync`: tests do not need durability); killed and its directory removed on
+/// drop.
+#[derive(Debug)]
+pub struct Etcd {
+    proc: Proc,
+    dir: PathBuf,
+    /// The client port on 127.0.0.1 (gRPC and `/health`).
+    pub client_port: u16,
+    /// The peer port on 127.0.0.1.
+    pub peer_port: u16,
+}
+
+impl Etcd {
+    /// Start one when etcd is installed; `None` after [`need`] said it is not (the test then
+    /// returns; under `CI=true` it has failed instead).
+    pub async fn start_if_installed() -> Option<Etcd> {
+        if !need("etcd") {
+            return None;
+        }
+        Some(Etcd::start().await)
+    }
+
+    /// Start one and wait until it answers `/health`. Panics if etcd is missing or does not
+    /// come up (its log is in the message).
+    pub async fn start() -> Etcd {
+        Etcd::start_with(&[]).await
+    }
+
+    /// [`Etcd::start`] with more command-line flags (e.g. `--max-txn-ops=4`).
+    pub async fn start_with(extra: &[&str]) -> Etcd {
+        let bin = find("etcd").expect("etcd is installed (check with need(\"etcd\") first)");
+        let dir = std::env::temp_dir().join(format!(
+            "tls-tunnel-etcd-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A port free when picked may be taken before etcd binds it: etcd then exits, and we
+        // try again with new ports.
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            let (client_port, peer_port) = (free_port(), free_port());
+            let client = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let log = dir.join(format!("etcd-{attempt}.log"));
+            let child = Command::new(&bin)
+                .args(["--name", "default", "--data-dir"])
+                .arg(dir.join(format!("data-{attempt}")))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("default={peer}")])
+                .args([
+                    "--unsafe-no-fsync",
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut proc = Proc { child, log };
+            let deadline = Instant::now() + START_DEADLINE;
+            while proc.is_running() && Instant::now() < deadline {
+                if healthy(client_port, Duration::from_secs(1)).await {
+                    return Etcd {
+                        proc,
+                        dir,
+                        client_port,
+                        peer_port,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            last_log = proc.log();
+            if proc.is_running() {
+                // Running but not healthy in time: no point in another try.
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("etcd did not become healthy within {START_DEADLINE:?}; its log:\n{last_log}");
+    }
+
+    /// The client URL, `http://127.0.0.1:<client_port>`, as a cluster config lists it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether `/health` answers `"health":"true"` within `within`.
+    pub async fn healthy(&self, within: Duration) -> bool {
+        healthy(self.client_port, within).await
+    }
+
+    /// Freeze it (SIGSTOP): its sockets stay open but nothing answers, as with a hung or
+    /// partitioned store.
+    pub fn pause(&self) {
+        self.proc.signal("STOP");
+    }
+
+    /// Thaw it after [`Etcd::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.proc.signal("CONT");
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too; reap it before removing its data.
+        self.proc.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether the etcd on 127.0.0.1:`port` answers `/health` with `"health":"true"` within
+/// `within`.
+async fn healthy(port: u16, within: Duration) -> bool {
+    let probe = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        // The answer is a few hundred bytes; the cap keeps a confused server from filling
+        // memory.
+        (&mut s)
+            .take(64 << 10)
+            .read_to_end(&mut answer)
+            .await
+            .ok()?;
+        Some(String::from_utf8_lossy(&answer).contains("\"health\":\"true\""))
+    };
+    matches!(tokio::time::timeout(within, probe).await, Ok(Some(true)))
+}
