@@ -1,0 +1,46 @@
+//! The one error type of the crate.
+
+use crate::store::LeaseId;
+
+/// Why a cluster registry operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The lease expired or was revoked: its keys are gone, and the server must take a new
+    /// lease and re-register before it serves again.
+    #[error("lease {0:#x} is gone (expired or revoked)")]
+    LeaseGone(LeaseId),
+    /// A watch asked for history the store no longer keeps: re-list and watch again.
+    #[error("revision {revision} is compacted: re-list and watch again")]
+    Compacted {
+        /// The oldest revision the store still has.
+        revision: i64,
+    },
+    /// The store cannot be reached or refused to answer; retry later.
+    #[error("the cluster store is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A transaction carries more compares or ops than the store accepts in one.
+    #[error("a transaction of {ops} operations exceeds the store's limit of {limit}")]
+    TooManyOps {
+        /// The operations asked for.
+        ops: usize,
+        /// The store's limit ([`ClusterStore::max_txn_ops`](crate::ClusterStore::max_txn_ops)).
+        limit: usize,
+    },
+    /// A value read from the store is not a valid record (larger than the cap, or not the
+    /// expected JSON): another writer, or a hostile one, put it there.
+    #[error("bad record at {key}: {reason}")]
+    BadRecord {
+        /// The key holding the value.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registration kept losing races with other servers and gave up.
+    #[error("registration lost {attempts} races in a row; retry")]
+    Contended {
+        /// How many transactions were tried.
+        attempts: u32,
+    },
+    // --- etcd backend (helper `cetcd`, src/etcd/**) adds its variants below this line. ---
+}
