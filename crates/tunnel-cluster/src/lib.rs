@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod store;
 
 pub use error::ClusterError;
