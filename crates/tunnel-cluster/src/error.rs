@@ -42,6 +42,25 @@ pub enum ClusterError {
         /// How many transactions were tried.
         attempts: u32,
     },
+    /// A name is too long to be a key segment (keys are never cut: two names would collide).
+    #[error("the {what} is {len} bytes long; at most {max} fit in a registry key")]
+    NameTooLong {
+        /// Which name.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit ([`MAX_SEGMENT`](crate::keys::MAX_SEGMENT)).
+        max: usize,
+    },
+    /// A transaction puts or deletes the same key twice (etcd refuses it too).
+    #[error("the transaction writes {key} twice")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// The store ended a watch stream without an error (the connection closed): list again.
+    #[error("the store ended the watch")]
+    WatchEnded,
     // --- etcd backend (helper `cetcd`, src/etcd/**) adds its variants below this line. ---
     /// etcd did not answer in time: it is down, unreachable, frozen or without a leader.
     /// Comes wrapped in [`ClusterError::Unavailable`] (retry later).

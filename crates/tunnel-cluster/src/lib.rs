@@ -14,10 +14,22 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod cache;
+pub mod config;
+pub mod decide;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod keys;
+pub mod mem;
+pub mod records;
+pub mod registrar;
 pub mod store;
 
+pub use cache::Cache;
+pub use config::{Backend, ClusterConfig, PublishMode};
 pub use error::ClusterError;
+pub use keys::{KeyKind, Keys};
+pub use mem::MemStore;
+pub use registrar::Registrar;
 pub use store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent};
