@@ -4,11 +4,14 @@
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use tunnel_cluster::decide::{Claimant, ProxyClaim};
 use tunnel_cluster::etcd::{EtcdOptions, EtcdStore};
-use tunnel_cluster::{ClusterError, ClusterStore, Compare, Op, WatchEvent};
+use tunnel_cluster::registrar::{LeaseKeeper, LeaseState, Registered};
+use tunnel_cluster::{Cache, ClusterError, ClusterStore, Compare, Keys, Op, Registrar, WatchEvent};
 use tunnel_testkit::{eventually, Etcd};
 
 /// A store on `etcd` with a short request timeout, so failures show fast.
@@ -98,6 +101,17 @@ async fn txn_compares_on_absent_and_on_mod_revision() {
         .unwrap();
     assert!(gone.succeeded);
     assert_eq!(s.get("/t/b").await.unwrap(), None);
+    // A key written twice in one transaction is named (etcd would refuse it unnamed).
+    let twice = s
+        .txn(
+            vec![],
+            vec![put("/t/d", "1", 0), Op::Delete { key: "/t/d".into() }],
+        )
+        .await;
+    assert!(
+        matches!(&twice, Err(ClusterError::DuplicateKey { key }) if key == "/t/d"),
+        "{twice:?}"
+    );
     let (kvs, revision) = s.get_prefix("/t/").await.unwrap();
     assert_eq!(revision, gone.revision);
     assert_eq!(
@@ -513,4 +527,117 @@ async fn measure_txn_and_keep_alive_latency_on_loopback() {
     );
     // Only a sanity bound: the figures are for the report, not a gate on a shared machine.
     assert!(t99 < Duration::from_secs(1) && k99 < Duration::from_secs(1));
+}
+
+fn claimant(id: &str, instance: u8, server: &str) -> Claimant {
+    Claimant {
+        client_id: id.into(),
+        instance: [instance; 16],
+        server_id: server.into(),
+    }
+}
+
+fn web(port: u16) -> ProxyClaim {
+    ProxyClaim {
+        name: "web".into(),
+        publish_port: port,
+        domains: vec!["web.example.com".into()],
+    }
+}
+
+/// The registry's own protocol (registrar, lease keeper, watch-fed cache) on two "servers"
+/// sharing one real etcd: what the in-memory tests check, on the real store.
+#[tokio::test]
+async fn the_registry_runs_on_etcd_across_two_servers() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let keys = Keys::new("/tls-tunnel/test/");
+    let (a, b) = (Arc::new(store(&etcd).await), Arc::new(store(&etcd).await));
+    let (reg_a, reg_b) = (
+        Registrar::new(a.clone(), keys.clone()),
+        Registrar::new(b.clone(), keys.clone()),
+    );
+    let lease_a = LeaseKeeper::start(a.clone(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let lease_b = LeaseKeeper::start(b.clone(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let (cache_b, _task) = Cache::start(b.clone(), keys.clone());
+
+    // Client c1 (instance 1) on A takes the proxy; B's cache sees it at the epoch.
+    let Registered::Done(on_a) = reg_a
+        .register(&claimant("c1", 1, "A"), lease_a.lease(), &[web(8080)])
+        .await
+        .unwrap()
+    else {
+        panic!("c1 was refused on A");
+    };
+    assert!(on_a.proxies[0].granted());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), cache_b.caught_up(on_a.epoch))
+            .await
+            .unwrap()
+    );
+    assert_eq!(cache_b.proxy("web", 8080).unwrap().server_id, "A");
+
+    // Another client cannot take it through B; another instance of c1 cannot take the id.
+    let Registered::Done(other) = reg_b
+        .register(&claimant("c2", 2, "B"), lease_b.lease(), &[web(8080)])
+        .await
+        .unwrap()
+    else {
+        panic!("c2's own id was refused");
+    };
+    assert!(!other.proxies[0].granted(), "{:?}", other.proxies);
+    let twin = reg_b
+        .register(&claimant("c1", 9, "B"), lease_b.lease(), &[web(8080)])
+        .await
+        .unwrap();
+    assert_eq!(
+        twin,
+        Registered::IdInUse {
+            server_id: "A".into()
+        }
+    );
+
+    // The same instance moving to B takes over at once, at a later epoch.
+    let Registered::Done(moved) = reg_b
+        .register(&claimant("c1", 1, "B"), lease_b.lease(), &[web(8080)])
+        .await
+        .unwrap()
+    else {
+        panic!("the takeover was refused");
+    };
+    assert!(moved.proxies[0].granted() && moved.epoch > on_a.epoch);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), cache_b.caught_up(moved.epoch))
+            .await
+            .unwrap()
+    );
+    assert_eq!(cache_b.proxy("web", 8080).unwrap().server_id, "B");
+    // A's late release deletes nothing of B's: every delete is guarded by A's revisions.
+    assert_eq!(reg_a.release(&on_a.held).await.unwrap(), 0);
+    assert_eq!(cache_b.proxy("web", 8080).unwrap().server_id, "B");
+
+    // B stops renewing (as if killed): within TTL + 1 s its keys are gone, and the cache
+    // follows.
+    lease_b.stop();
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(6), "B's keys to expire", || async {
+        cache_b.proxy("web", 8080).is_none()
+            && b.get_prefix(keys.prefix())
+                .await
+                .unwrap()
+                .0
+                .iter()
+                .all(|kv| kv.lease != lease_b.lease())
+    })
+    .await;
+    eprintln!(
+        "B's keys gone {:?} after its last renewal stopped",
+        stopped.elapsed()
+    );
+    assert!(*lease_a.state().borrow() == LeaseState::Alive);
 }

@@ -80,6 +80,14 @@ impl EtcdStore {
                 limit: self.max_txn_ops,
             });
         }
+        // etcd refuses it too, but without naming the key.
+        let mut touched = std::collections::HashSet::new();
+        for op in &ops {
+            let (Op::Put { key, .. } | Op::Delete { key }) = op;
+            if !touched.insert(key.as_str()) {
+                return Err(ClusterError::DuplicateKey { key: key.clone() });
+            }
+        }
         // The lease a "lease not found" refers to: a transaction carries its writer's one.
         let lease = ops
             .iter()
