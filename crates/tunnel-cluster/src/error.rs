@@ -80,12 +80,14 @@ pub enum ClusterError {
     /// etcd answered a request with an error, or could not be reached. Errors a retry may
     /// cure (connection refused, no leader) come wrapped in [`ClusterError::Unavailable`];
     /// the others (wrong password, no permission) need the operator.
-    #[error("etcd at {endpoints}: {op} failed: {source}; {hint}")]
+    #[error("etcd at {endpoints}: {op} failed: {detail}; {hint}")]
     Etcd {
         /// The configured endpoints, comma-separated.
         endpoints: String,
         /// The request that failed.
         op: &'static str,
+        /// etcd's message (the source's, without the transport's internals).
+        detail: String,
         /// What to check.
         hint: &'static str,
         /// etcd's or the transport's error.

@@ -641,3 +641,48 @@ async fn the_registry_runs_on_etcd_across_two_servers() {
     );
     assert!(*lease_a.state().borrow() == LeaseState::Alive);
 }
+
+#[tokio::test]
+async fn etcd_over_tls_is_trusted_through_etcd_ca_cert_and_a_wrong_ca_is_named() {
+    if !tunnel_testkit::need("etcd") {
+        return;
+    }
+    let pki = tunnel_testkit::Pki::new("etcd-tls");
+    let (cert_pem, key_pem) =
+        tunnel_transport::generate_self_signed_pem(&["127.0.0.1".to_owned()]).unwrap();
+    let cert = pki.write("etcd.pem", &cert_pem);
+    let key = pki.write("etcd-key.pem", &key_pem);
+    let etcd = Etcd::start_tls(&cert, &key).await;
+    assert!(etcd.endpoint().starts_with("https://"));
+
+    let mut o = options(&etcd);
+    o.ca_cert = Some(cert);
+    let s = EtcdStore::connect(&o).await.unwrap();
+    assert!(
+        s.txn(vec![], vec![put("/tls/k", "v", 0)])
+            .await
+            .unwrap()
+            .succeeded
+    );
+
+    // Another CA (the kit's certificate for "localhost"), and the system roots: refused at
+    // connect, in time, naming the endpoint and the setting.
+    for ca in [Some(pki.cert.clone()), None] {
+        o.ca_cert = ca.clone();
+        let started = Instant::now();
+        let err = EtcdStore::connect(&o)
+            .await
+            .expect_err("untrusted certificate");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = unwrapped(&err);
+        eprintln!("ca {ca:?}: {text}");
+        assert!(
+            text.contains(&etcd.endpoint()) && text.contains("etcd_ca_cert"),
+            "{text}"
+        );
+    }
+}

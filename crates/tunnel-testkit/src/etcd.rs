@@ -1,6 +1,6 @@
 //! A throw-away single-member etcd, for the cluster registry's tests against the real store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,13 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 pub struct Etcd {
     proc: Proc,
     dir: PathBuf,
-    /// The client port on 127.0.0.1 (gRPC and `/health`).
+    scheme: &'static str,
+    /// The client port on 127.0.0.1 (gRPC).
     pub client_port: u16,
     /// The peer port on 127.0.0.1.
     pub peer_port: u16,
+    /// The port of `/health` and `/metrics` on 127.0.0.1, plain HTTP.
+    pub health_port: u16,
 }
 
 impl Etcd {
@@ -46,6 +49,22 @@ impl Etcd {
 
     /// [`Etcd::start`] with more command-line flags (e.g. `--max-txn-ops=4`).
     pub async fn start_with(extra: &[&str]) -> Etcd {
+        Etcd::launch("http", &[], extra).await
+    }
+
+    /// One serving its clients over TLS with the certificate `cert` and its key `key` (PEM
+    /// files; the certificate must name 127.0.0.1): [`Etcd::endpoint`] is then `https://`.
+    pub async fn start_tls(cert: &Path, key: &Path) -> Etcd {
+        let tls = [
+            "--cert-file".to_owned(),
+            cert.display().to_string(),
+            "--key-file".to_owned(),
+            key.display().to_string(),
+        ];
+        Etcd::launch("https", &tls, &[]).await
+    }
+
+    async fn launch(scheme: &'static str, tls: &[String], extra: &[&str]) -> Etcd {
         let bin = find("etcd").expect("etcd is installed (check with need(\"etcd\") first)");
         let dir = std::env::temp_dir().join(format!(
             "tls-tunnel-etcd-{}-{}",
@@ -57,8 +76,8 @@ impl Etcd {
         // try again with new ports.
         let mut last_log = String::new();
         for attempt in 0..3 {
-            let (client_port, peer_port) = (free_port(), free_port());
-            let client = format!("http://127.0.0.1:{client_port}");
+            let (client_port, peer_port, health_port) = (free_port(), free_port(), free_port());
+            let client = format!("{scheme}://127.0.0.1:{client_port}");
             let peer = format!("http://127.0.0.1:{peer_port}");
             let log = dir.join(format!("etcd-{attempt}.log"));
             let child = Command::new(&bin)
@@ -69,6 +88,11 @@ impl Etcd {
                 .args(["--listen-peer-urls", &peer])
                 .args(["--initial-advertise-peer-urls", &peer])
                 .args(["--initial-cluster", &format!("default={peer}")])
+                // /health in plain HTTP on a port of its own, whatever the clients speak.
+                .args([
+                    "--listen-metrics-urls",
+                    &format!("http://127.0.0.1:{health_port}"),
+                ])
                 .args([
                     "--unsafe-no-fsync",
                     "--logger",
@@ -76,6 +100,7 @@ impl Etcd {
                     "--log-outputs",
                     "stderr",
                 ])
+                .args(tls)
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -85,12 +110,14 @@ impl Etcd {
             let mut proc = Proc { child, log };
             let deadline = Instant::now() + START_DEADLINE;
             while proc.is_running() && Instant::now() < deadline {
-                if healthy(client_port, Duration::from_secs(1)).await {
+                if healthy(health_port, Duration::from_secs(1)).await {
                     return Etcd {
                         proc,
                         dir,
+                        scheme,
                         client_port,
                         peer_port,
+                        health_port,
                     };
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -105,14 +132,15 @@ impl Etcd {
         panic!("etcd did not become healthy within {START_DEADLINE:?}; its log:\n{last_log}");
     }
 
-    /// The client URL, `http://127.0.0.1:<client_port>`, as a cluster config lists it.
+    /// The client URL, `http://127.0.0.1:<client_port>` (`https://` for
+    /// [`Etcd::start_tls`]), as a cluster config lists it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     /// Whether `/health` answers `"health":"true"` within `within`.
     pub async fn healthy(&self, within: Duration) -> bool {
-        healthy(self.client_port, within).await
+        healthy(self.health_port, within).await
     }
 
     /// Freeze it (SIGSTOP): its sockets stay open but nothing answers, as with a hung or

@@ -70,9 +70,24 @@ impl Context {
                 "this is unexpected: please report it with this message",
             ),
         };
+        let (transient, hint) = if mentions_certificate(&e) {
+            (
+                true,
+                "etcd's certificate is not trusted: set etcd_ca_cert to the PEM file of the CA \
+                 that signed it, and check that it names the endpoint's host",
+            )
+        } else {
+            (transient, hint)
+        };
+        let detail = match &e {
+            // tonic's Display adds the code's description and the transport's debug dump.
+            E::GRpcStatus(s) if !s.message().is_empty() => s.message().to_owned(),
+            other => other.to_string(),
+        };
         let err = ClusterError::Etcd {
             endpoints: self.endpoints.clone(),
             op,
+            detail,
             hint,
             source: Box::new(e),
         };
@@ -97,6 +112,15 @@ impl Context {
             self.classify(op, e)
         }
     }
+}
+
+/// Whether the TLS handshake failed over etcd's certificate.
+fn mentions_certificate(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+        other => other.to_string(),
+    };
+    text.contains("certificate") || text.contains("UnknownIssuer")
 }
 
 /// Whether etcd said the lease does not exist (expired, revoked, or never granted).
