@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, ConnectOptions, TlsOptions};
 
-use crate::ClusterError;
+use crate::{ClusterConfig, ClusterError};
 
 /// How [`EtcdStore::connect`](super::EtcdStore::connect) reaches etcd. Field names follow the
 /// server's `[cluster]` settings, so errors name the setting to fix.
@@ -49,6 +49,19 @@ impl EtcdOptions {
             keepalive_interval: Duration::from_secs(10),
             max_txn_ops: 128,
         }
+    }
+
+    /// The options of a server's `[cluster]` section. Requests time out after a third of
+    /// `lease_ttl` (between 1 s and 5 s), so a hung renewal is over before the next one is
+    /// due.
+    pub fn from_config(cfg: &ClusterConfig) -> EtcdOptions {
+        let mut o = EtcdOptions::new(cfg.endpoints.iter().cloned());
+        o.ca_cert = cfg.etcd_ca_cert.clone();
+        o.user = cfg.etcd_user.clone();
+        o.password = cfg.etcd_password.clone();
+        o.request_timeout =
+            (cfg.lease_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        o
     }
 
     /// The endpoints as errors show them.
@@ -191,6 +204,34 @@ mod tests {
         assert!(
             err.starts_with("etcd_ca_cert: cannot read /nonexistent/ca.pem"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_section_becomes_options_with_a_timeout_below_the_renewal_period() {
+        let mut cfg = ClusterConfig::default();
+        cfg.endpoints = vec!["https://e1:2379".into(), "https://e2:2379".into()];
+        cfg.etcd_ca_cert = Some("/etc/etcd/ca.pem".into());
+        cfg.etcd_user = Some("tunnel".into());
+        cfg.etcd_password = Some("pw".into());
+        cfg.lease_ttl = Duration::from_secs(10);
+        let o = EtcdOptions::from_config(&cfg);
+        assert_eq!(o.endpoints, cfg.endpoints);
+        assert_eq!(
+            (o.user.as_deref(), o.password.as_deref()),
+            (Some("tunnel"), Some("pw"))
+        );
+        assert_eq!(o.ca_cert, cfg.etcd_ca_cert);
+        assert_eq!(o.request_timeout, Duration::from_secs(10) / 3);
+        cfg.lease_ttl = Duration::from_secs(2);
+        assert_eq!(
+            EtcdOptions::from_config(&cfg).request_timeout,
+            Duration::from_secs(1)
+        );
+        cfg.lease_ttl = Duration::from_secs(300);
+        assert_eq!(
+            EtcdOptions::from_config(&cfg).request_timeout,
+            Duration::from_secs(5)
         );
     }
 
