@@ -209,12 +209,14 @@ mod tests {
 
     #[test]
     fn a_cluster_section_becomes_options_with_a_timeout_below_the_renewal_period() {
-        let mut cfg = ClusterConfig::default();
-        cfg.endpoints = vec!["https://e1:2379".into(), "https://e2:2379".into()];
-        cfg.etcd_ca_cert = Some("/etc/etcd/ca.pem".into());
-        cfg.etcd_user = Some("tunnel".into());
-        cfg.etcd_password = Some("pw".into());
-        cfg.lease_ttl = Duration::from_secs(10);
+        let mut cfg = ClusterConfig {
+            endpoints: vec!["https://e1:2379".into(), "https://e2:2379".into()],
+            etcd_ca_cert: Some("/etc/etcd/ca.pem".into()),
+            etcd_user: Some("tunnel".into()),
+            etcd_password: Some("pw".into()),
+            lease_ttl: Duration::from_secs(10),
+            ..ClusterConfig::default()
+        };
         let o = EtcdOptions::from_config(&cfg);
         assert_eq!(o.endpoints, cfg.endpoints);
         assert_eq!(
