@@ -440,23 +440,58 @@ async fn connecting_to_nothing_fails_in_time_naming_the_endpoint() {
 
 #[tokio::test]
 async fn etcd_with_auth_takes_the_right_password_and_names_the_settings_for_a_wrong_one() {
-    let Some(etcd) = Etcd::start_if_installed().await else {
+    if !tunnel_testkit::need("etcd") {
         return;
-    };
+    }
+    // Login tokens that expire after 1 s, so the test sees one renewed.
+    let etcd = Etcd::start_with(&["--auth-token-ttl=1"]).await;
     let mut root = store(&etcd).await.client().clone();
     root.user_add("root", "s3cret", None).await.unwrap();
     root.user_grant_role("root", "root").await.unwrap();
+    // The registry's user may touch its prefix only.
+    root.role_add("tls-tunnel").await.unwrap();
+    let mine = etcd_client::Permission::read_write("/mine/").with_prefix();
+    root.role_grant_permission("tls-tunnel", mine)
+        .await
+        .unwrap();
+    root.user_add("tunnel", "pw", None).await.unwrap();
+    root.user_grant_role("tunnel", "tls-tunnel").await.unwrap();
     root.auth_enable().await.unwrap();
+
     let mut o = options(&etcd);
-    o.user = Some("root".into());
-    o.password = Some("s3cret".into());
+    o.user = Some("tunnel".into());
+    o.password = Some("pw".into());
+    // Connecting reads "health", which this user may not: that still proves etcd answers.
     let s = EtcdStore::connect(&o).await.unwrap();
     assert!(
-        s.txn(vec![], vec![put("/a/k", "v", 0)])
+        s.txn(vec![], vec![put("/mine/k", "v", 0)])
             .await
             .unwrap()
             .succeeded
     );
+    // Past the token's life, requests log in again by themselves.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        s.txn(vec![], vec![put("/mine/k", "w", 0)])
+            .await
+            .unwrap()
+            .succeeded
+    );
+    let denied = s
+        .txn(vec![], vec![put("/theirs/k", "v", 0)])
+        .await
+        .expect_err("outside");
+    assert!(
+        matches!(denied, ClusterError::Etcd { .. }),
+        "not retryable: {denied:?}"
+    );
+    assert!(
+        denied
+            .to_string()
+            .contains("read and write on the cluster prefix"),
+        "{denied}"
+    );
+
     o.password = Some("wrong".into());
     let err = EtcdStore::connect(&o).await.expect_err("wrong password");
     assert!(
