@@ -49,9 +49,9 @@ impl Context {
         }))
     }
 
-    /// `e` as the error the registry acts on: [`ClusterError::Unavailable`] when a retry may
-    /// cure it, [`ClusterError::TooManyOps`] for an oversized transaction, else
-    /// [`ClusterError::Etcd`] with a hint.
+    /// `e` as the error the registry acts on: [`ClusterError::Etcd`] with a hint, wrapped in
+    /// [`ClusterError::Unavailable`] when a retry may cure it (etcd down, no leader, a broken
+    /// connection, an untrusted certificate that may yet be replaced).
     pub(super) fn classify(&self, op: &'static str, e: etcd_client::Error) -> ClusterError {
         use etcd_client::Error as E;
         let (transient, hint) = match &e {
