@@ -12,6 +12,10 @@
 //!   [`Refusal::PortInUse`] or [`Refusal::DomainTaken`] for that proxy: the first holder
 //!   keeps it.
 //!
+//! A domain belongs to a client, not to one proxy (as in the server's routing table, where a
+//! client's proxies may split the locations of a host), so several proxies of one login may
+//! list it; it is written once.
+//!
 //! A key held by the same client id but another instance, while this registration holds the
 //! id, is a leftover of a dead instance (the id key says that instance no longer owns the
 //! id), so it is taken over as well.
@@ -332,6 +336,7 @@ fn proxy_puts(
     mine: &dyn Fn(&Owner) -> bool,
 ) -> Result<(Verdict, Vec<Put>), Refusal> {
     let key = |kind: KeyKind| keys.key(&kind).map_err(|_| Refusal::NameTooLong);
+    // (key, why it may be refused, value, whether this login's proxies may share it)
     let mut wanted = vec![(
         key(KeyKind::Proxy {
             name: p.name.clone(),
@@ -345,6 +350,7 @@ fn proxy_puts(
             publish_port: p.publish_port,
             epoch: 0,
         }),
+        false,
     )];
     if p.publish_port != 0 {
         wanted.push((
@@ -357,6 +363,7 @@ fn proxy_puts(
                 server_id: who.server_id.clone(),
                 epoch: 0,
             }),
+            false,
         ));
     }
     for d in &p.domains {
@@ -364,22 +371,25 @@ fn proxy_puts(
             key(KeyKind::Domain(d.clone()))?,
             Refusal::DomainTaken(d.clone()),
             Record::Domain(DomainRecord {
-                name: p.name.clone(),
-                publish_port: p.publish_port,
                 client_id: who.client_id.clone(),
                 instance: who.instance,
                 server_id: who.server_id.clone(),
                 epoch: 0,
             }),
+            true,
         ));
     }
     let mut verdict = Verdict::Take;
     let mut puts = Vec::with_capacity(wanted.len());
     let mut own: HashSet<&str> = HashSet::new();
-    for (key, refusal, record) in &wanted {
-        // Already claimed by an earlier proxy of this registration, or twice by this one
-        // (a domain listed twice): the earlier claim keeps it.
+    for (key, refusal, record, shared) in &wanted {
+        // Already claimed by an earlier proxy of this registration, or twice by this one.
+        // A domain belongs to the client, not the proxy (its proxies split the locations),
+        // so it is written once; a name or port is the earlier proxy's.
         if claimed.contains(key) || !own.insert(key) {
+            if *shared {
+                continue;
+            }
             return Err(refusal.clone());
         }
         let seen_rev = match seen.get(key) {

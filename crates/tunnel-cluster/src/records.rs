@@ -85,14 +85,12 @@ pub struct PortRecord {
     pub epoch: i64,
 }
 
-/// `domain/<host>`: which proxy a virtual host leads to.
+/// `domain/<host>`: which client a virtual host belongs to. A host and all its locations
+/// belong to one client (the server's routing rule), whose proxies may split the locations:
+/// so the record names the client and its server, and that server routes by location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainRecord {
-    /// The proxy serving the host.
-    pub name: String,
-    /// Its publish port (0: private, served by the HTTP listener only).
-    pub publish_port: u16,
     /// The owning client.
     pub client_id: String,
     /// The owning client's instance.

@@ -113,8 +113,10 @@ fn the_first_holder_keeps_names_ports_and_domains() {
         proxy("api", 81, &[]),
         proxy("site", 0, &["a.com", "b.com"]),
         proxy("free", 82, &["c.com"]),
-        // Another proxy of the same login wanting what an earlier one took.
+        // Another proxy of the same login wanting the port an earlier one took.
         proxy("dup", 82, &[]),
+        // Another location of the same host: the domain is the client's, shared.
+        proxy("api", 0, &["c.com"]),
     ];
     let plan = decide(&keys(), &who("a", 1), &claims, &seen, 128).unwrap();
     assert_eq!(
@@ -125,6 +127,7 @@ fn the_first_holder_keeps_names_ports_and_domains() {
             Verdict::Refused(Refusal::DomainTaken("b.com".into())),
             Verdict::Take,
             Verdict::Refused(Refusal::PortInUse(82)),
+            Verdict::Take,
         ]
     );
     // Refused proxies write nothing, not even their free keys (a.com).
@@ -139,7 +142,8 @@ fn the_first_holder_keeps_names_ports_and_domains() {
             "/t/client/a",
             "/t/proxy/free/82",
             "/t/port/82",
-            "/t/domain/c.com"
+            "/t/domain/c.com",
+            "/t/proxy/api/0"
         ]
     );
 }
@@ -280,6 +284,8 @@ proptest! {
             sorted.dedup();
             prop_assert_eq!(before, sorted.len(), "a key written twice");
             expected.sort();
+            // Domains shared by several granted proxies are written once.
+            expected.dedup();
             prop_assert_eq!(&sorted, &expected);
 
             // First holder wins: nothing held by another client id is ever written, and
@@ -302,8 +308,8 @@ proptest! {
                 let pk = proxy_keys(p);
                 if let Verdict::Refused(r) = v {
                     let blocked = pk.iter().enumerate().any(|(i, key)| {
-                        claimed.contains(key)
-                            || pk[..i].contains(key)
+                        let shared = key.starts_with("/t/domain/");
+                        (!shared && (claimed.contains(key) || pk[..i].contains(key)))
                             || store.get(key).is_some_and(|h| h.owner.client_id != id)
                     });
                     prop_assert!(blocked || matches!(r, Refusal::TooLarge { .. }), "{:?} refused without cause: {:?}", p, r);

@@ -31,6 +31,14 @@ fn deleted(ev: &WatchEvent) -> (&str, i64) {
 }
 
 #[tokio::test]
+async fn mem_store_passes_the_conformance_check() {
+    let s = MemStore::new();
+    crate::conformance::check(&s, "/conformance/")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn revisions_follow_etcd() {
     let s = MemStore::new();
     assert_eq!(s.revision(), 1);
