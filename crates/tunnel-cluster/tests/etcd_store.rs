@@ -48,6 +48,18 @@ fn unwrapped(e: &ClusterError) -> String {
     }
 }
 
+/// The crate's conformance check, which `MemStore` passes too: both stores keep one contract.
+#[tokio::test]
+async fn the_etcd_store_passes_the_store_conformance_check() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let s = store(&etcd).await;
+    tunnel_cluster::conformance::check(&s, "/conformance/")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn txn_compares_on_absent_and_on_mod_revision() {
     let Some(etcd) = Etcd::start_if_installed().await else {
@@ -311,7 +323,7 @@ async fn a_frozen_etcd_fails_calls_in_time_naming_the_endpoint_and_they_work_aft
     let s = store(&etcd).await;
     let lease = s.grant(Duration::from_secs(60)).await.unwrap();
     let mut events = s.watch("/f/", 0).await.unwrap();
-    etcd.pause();
+    etcd.pause().await;
     for (what, call) in [
         ("get", s.get("/f/a").map(|r| r.map(drop)).boxed()),
         (
@@ -357,14 +369,22 @@ async fn a_frozen_etcd_fails_calls_in_time_naming_the_endpoint_and_they_work_aft
     assert!(ok.succeeded);
     assert_eq!(s.keep_alive(lease).await.unwrap(), Duration::from_secs(60));
     // The watch opened before the freeze still delivers (or ended with an error, never
-    // silently): the put made after the thaw arrives.
-    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
-        .await
-        .unwrap();
-    match ev {
-        Some(Ok(WatchEvent::Put(kv))) => assert_eq!(kv.value, b"after"),
-        Some(Err(e)) => assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}"),
-        other => panic!("unexpected {other:?}"),
+    // silently): the put made after the thaw arrives. Before it, maybe the put whose txn
+    // timed out: etcd had it in its socket and may apply it on waking, so a timed-out write
+    // is undecided, as with any store, and the registry re-reads before deciding again.
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap();
+        match ev {
+            Some(Ok(WatchEvent::Put(kv))) if kv.value == b"after" => break,
+            Some(Ok(WatchEvent::Put(kv))) if kv.value == b"1" => continue,
+            Some(Err(e)) => {
+                assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }
 
@@ -378,7 +398,7 @@ async fn a_watch_on_a_frozen_etcd_ends_with_an_error_instead_of_silence() {
     o.keepalive_interval = Duration::from_secs(5);
     let s = EtcdStore::connect(&o).await.unwrap();
     let mut events = s.watch("/z/", 0).await.unwrap();
-    etcd.pause();
+    etcd.pause().await;
     let started = Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(15), events.next())
         .await

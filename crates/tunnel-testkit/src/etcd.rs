@@ -144,9 +144,30 @@ impl Etcd {
     }
 
     /// Freeze it (SIGSTOP): its sockets stay open but nothing answers, as with a hung or
-    /// partitioned store.
-    pub fn pause(&self) {
+    /// partitioned store. Returns once every thread has stopped: a signal is delivered
+    /// asynchronously, and a request sent meanwhile could still be answered.
+    pub async fn pause(&self) {
         self.proc.signal("STOP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stopped() {
+            assert!(Instant::now() < deadline, "etcd did not stop on SIGSTOP");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether every thread of the process is stopped (state `T` in /proc).
+    fn stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name, which is in parentheses.
+                stat.rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next())
+                    .is_some_and(|state| state == "T")
+            })
+        })
     }
 
     /// Thaw it after [`Etcd::pause`] (SIGCONT).
