@@ -62,4 +62,44 @@ pub enum ClusterError {
     #[error("the store ended the watch")]
     WatchEnded,
     // --- etcd backend (helper `cetcd`, src/etcd/**) adds its variants below this line. ---
+    /// etcd did not answer in time: it is down, unreachable, frozen or without a leader.
+    /// Comes wrapped in [`ClusterError::Unavailable`] (retry later).
+    #[error(
+        "etcd at {endpoints} did not answer {op} within {after:?}: check that etcd runs, is \
+         reachable from this host and has a leader (`etcdctl --endpoints={endpoints} endpoint \
+         health`)"
+    )]
+    EtcdTimeout {
+        /// The configured endpoints, comma-separated.
+        endpoints: String,
+        /// The request that timed out (`txn`, `get`, `lease keep-alive`, ...).
+        op: &'static str,
+        /// The request timeout.
+        after: std::time::Duration,
+    },
+    /// etcd answered a request with an error, or could not be reached. Errors a retry may
+    /// cure (connection refused, no leader) come wrapped in [`ClusterError::Unavailable`];
+    /// the others (wrong password, no permission) need the operator.
+    #[error("etcd at {endpoints}: {op} failed: {detail}; {hint}")]
+    Etcd {
+        /// The configured endpoints, comma-separated.
+        endpoints: String,
+        /// The request that failed.
+        op: &'static str,
+        /// etcd's message (the source's, without the transport's internals).
+        detail: String,
+        /// What to check.
+        hint: &'static str,
+        /// etcd's or the transport's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// An etcd setting of the cluster config is unusable.
+    #[error("{field}: {reason}")]
+    EtcdConfig {
+        /// The setting, as the config file names it (`etcd_ca_cert`, `endpoints`, ...).
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
 }

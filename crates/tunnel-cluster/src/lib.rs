@@ -32,6 +32,8 @@ pub mod config;
 pub mod conformance;
 pub mod decide;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod keys;
 pub mod mem;
 pub mod records;

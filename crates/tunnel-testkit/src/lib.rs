@@ -1,7 +1,7 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
 //! release binaries as processes, a scratch directory with a certificate, a fault relay, a
 //! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, steady traffic,
-//! nginx and PostgreSQL launchers, a headless browser, log capture, polling, and the
+//! nginx, PostgreSQL and etcd launchers, a headless browser, log capture, polling, and the
 //! rule for tests whose tool is missing.
 //!
 //! Every item is also re-exported at the root, so a test module starts with
@@ -26,6 +26,7 @@ pub mod bins;
 pub mod browser;
 pub mod curl;
 pub mod engines;
+pub mod etcd;
 pub mod http_services;
 pub mod logs;
 pub mod net;
@@ -44,6 +45,7 @@ pub mod traffic;
 pub use browser::Browser;
 pub use curl::{curl, curl_ok};
 pub use engines::*;
+pub use etcd::Etcd;
 pub use http_services::{
     h2_tls_service, h2c_service, http1_service, status_code, upgrade_echo, Body, Seen, Service,
 };
