@@ -28,13 +28,9 @@ fn check_reports_every_problem_and_fails() {
         "server.toml",
         "auth_key = \"k\"\ntls_cert = \"/nonexistent.pem\"\n",
     );
-    let out = Command::new(bins::server())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = bins::check(bins::server(), &cfg);
+    assert_eq!(out.code, Some(1));
+    let err = &out.stderr;
     assert!(err.contains("tls_key"), "{err}");
 
     let cfg = pki.write("bad.toml", "bind = \"0.0.0.0:8443\"\nfoo = 1\n");
@@ -51,13 +47,9 @@ fn check_reports_every_problem_and_fails() {
         "server_addr = \"x:1\"\nauth_key = \"k\"\n[[proxies]]\nname = \"a\"\nlocal_addr = \"nope\"\n\
          [[proxies]]\nname = \"a\"\nlocal_addr = \"127.0.0.1:1\"\n",
     );
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = bins::check(bins::client(), &cfg);
+    assert_eq!(out.code, Some(1));
+    let err = &out.stderr;
     // The checks after parsing are placed at their keys too.
     let file = cfg.display();
     assert!(
@@ -67,12 +59,8 @@ fn check_reports_every_problem_and_fails() {
     );
 
     let cfg = pki.write("ok.toml", "server_addr = \"x:1\"\nauth_key = \"k\"\n");
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = bins::check(bins::client(), &cfg);
+    assert!(out.success());
 }
 
 /// A file with six mistakes of six kinds: one `--check` names them all, each at its line and
@@ -103,14 +91,9 @@ name = \"db\"
 bind = \"127.0.0.1:5432\"
 ",
     );
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .env_remove("TUNNEL_AUTH_KEY")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = bins::check(bins::client(), &cfg);
+    assert_eq!(out.code, Some(1));
+    let err = &out.stderr;
     let lines: Vec<&str> = err.lines().collect();
     let file = cfg.display().to_string();
     let expected = [

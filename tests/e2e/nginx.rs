@@ -19,31 +19,9 @@ async fn a_wss_client_through_nginx_serves_a_proxy_that_curl_reaches() {
     let pki = Pki::new("nginx");
     let nginx_port = free_port();
     // TLS with the scratch certificate; `/tunnel` is proxied, upgrade headers and all, to the
-    // server's plain WebSocket listener.
-    let nginx = Nginx::start(
-        &pki.dir,
-        nginx_port,
-        &format!(
-            r#"
-        listen 127.0.0.1:{nginx_port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        # tls-tunnel speaks TLS 1.3 only; nginx before 1.23.4 leaves it off by default.
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location /tunnel {{
-            proxy_pass http://{ws_bind};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
-        }}"#,
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-        ),
-    )
-    .await;
+    // server's plain WebSocket listener. (tls-tunnel's own TLS is 1.3 only; nginx before
+    // 1.23.4 leaves 1.3 off by default.)
+    let nginx = Nginx::tls_front(&pki, nginx_port, "TLSv1.2 TLSv1.3", ws_bind).await;
 
     let web = http_service("hello through nginx").await;
     let port = free_port();

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tunnel_client::{ClientConfig, ClientHandle, ProxyConfig};
@@ -262,13 +261,9 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
         "auth_key = \"k\"\nserver_addr = [\n  \"a.example:8443\",\n  \"b.example\",\n  \
          \"a.example:8443\",\n]\n",
     );
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = bins::check(bins::client(), &cfg);
+    assert_eq!(out.code, Some(1));
+    let err = &out.stderr;
     let file = cfg.display();
     assert!(
         err.contains(&format!(
@@ -279,13 +274,9 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
         "{err}"
     );
     let cfg = pki.write("empty.toml", "auth_key = \"k\"\nserver_addr = []\n");
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = bins::check(bins::client(), &cfg);
+    assert_eq!(out.code, Some(1));
+    let err = &out.stderr;
     assert!(
         err.contains(&format!(
             "{}:2:1: server_addr: is an empty list",
@@ -297,14 +288,6 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
         "ok.toml",
         "auth_key = \"k\"\nserver_addr = [\"a.example:8443\", \"b.example:8443\"]\n",
     );
-    let out = Command::new(bins::client())
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bins::check(bins::client(), &cfg);
+    assert!(out.success(), "{}", &out.stderr);
 }

@@ -18,27 +18,7 @@ async fn a_wss_client_gets_through_a_tls12_only_proxy_and_a_tls_client_says_why_
     let ws_bind = server.ws_addr().unwrap();
     let pki = Pki::new("tls12");
     let nginx_port = free_port();
-    let nginx = Nginx::start(
-        &pki.dir,
-        nginx_port,
-        &format!(
-            r#"
-        listen 127.0.0.1:{nginx_port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2;
-        location /tunnel {{
-            proxy_pass http://{ws_bind};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_read_timeout 1h;
-        }}"#,
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-        ),
-    )
-    .await;
+    let nginx = Nginx::tls_front(&pki, nginx_port, "TLSv1.2", ws_bind).await;
     let base = |id: &str, kind: TransportKind| {
         ClientConfig::new(format!("localhost:{nginx_port}"))
             .with_auth_key(KEY)

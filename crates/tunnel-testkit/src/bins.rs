@@ -3,7 +3,8 @@
 //! `target/<profile>/deps/<name>-<hash>` and the binaries at `target/<profile>/<bin>`. The
 //! end-to-end binary checks that this agrees with what cargo says.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 fn beside_the_test(name: &str) -> String {
@@ -32,4 +33,35 @@ pub fn server() -> &'static str {
 pub fn client() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| beside_the_test("tunnel-client"))
+}
+
+/// What `--check` said of a config file: its exit code and its standard error.
+#[derive(Debug)]
+pub struct Checked {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything written to standard error.
+    pub stderr: String,
+}
+
+impl Checked {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Run `bin --check --config <config>` (without `TUNNEL_AUTH_KEY` from the test's
+/// environment, so the file alone is checked).
+pub fn check(bin: &str, config: &Path) -> Checked {
+    let out = Command::new(bin)
+        .args(["--check", "--config"])
+        .arg(config)
+        .env_remove("TUNNEL_AUTH_KEY")
+        .output()
+        .unwrap();
+    Checked {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -1,10 +1,12 @@
 //! An nginx of our own in a scratch directory, for the checks against a real-world proxy.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::net::is_listening;
+use crate::pki::Pki;
 use crate::tools::{find, skip};
 
 /// An nginx process in its own directory; killed and its directory removed on drop.
@@ -71,6 +73,37 @@ http {{
         let mut nginx = Nginx { child, dir };
         nginx.wait_ready(port).await;
         nginx
+    }
+
+    /// nginx terminating TLS on 127.0.0.1:`port` with `pki`'s certificate, speaking
+    /// `ssl_protocols` (e.g. `"TLSv1.2 TLSv1.3"`), and proxying `/tunnel` to a server's plain
+    /// WebSocket listener `ws_bind`, upgrade headers and the real address included: the
+    /// set-up the docs give for a server behind nginx.
+    pub async fn tls_front(
+        pki: &Pki,
+        port: u16,
+        ssl_protocols: &str,
+        ws_bind: SocketAddr,
+    ) -> Nginx {
+        let server = format!(
+            r#"
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {ssl_protocols};
+        location /tunnel {{
+            proxy_pass http://{ws_bind};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}"#,
+            cert = pki.cert.display(),
+            key = pki.key.display(),
+        );
+        Nginx::start(&pki.dir, port, &server).await
     }
 
     /// nginx's error log so far.
