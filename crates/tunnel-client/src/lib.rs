@@ -182,10 +182,12 @@ impl Shared {
     fn spawn_visitor(self: &Arc<Self>, v: VisitorConfig, bound: visitor::Bound) {
         let stop = self.shutdown.child_token();
         let spare = Arc::new(parking_lot::Mutex::new(Some(bound.spare)));
+        let ended = tokio_util::sync::CancellationToken::new();
         let running = visitor::Running {
             cfg: v.clone(),
             stop: stop.clone(),
             spare: spare.clone(),
+            ended: ended.clone(),
         };
         self.visitors.lock().insert(v.name.clone(), running);
         let span = tracing::info_span!("client", id = %self.id.read());
@@ -195,6 +197,7 @@ impl Shared {
                 task.await;
                 // The port closes with the last handle on it.
                 spare.lock().take();
+                ended.cancel();
             }
             .instrument(span),
         );

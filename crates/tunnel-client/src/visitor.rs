@@ -70,6 +70,9 @@ pub(crate) struct Running {
     pub(crate) cfg: VisitorConfig,
     pub(crate) stop: tokio_util::sync::CancellationToken,
     pub(crate) spare: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
+    /// Cancelled once its accept loop has returned: from then on a socket it shared with
+    /// a successor is accepted on by the successor alone.
+    pub(crate) ended: tokio_util::sync::CancellationToken,
 }
 
 /// Bind every visitor's listener up front, so a taken port is reported at start.
@@ -97,6 +100,8 @@ pub(crate) async fn run(
     async move {
         loop {
             tokio::select! {
+                // A stopped loop takes no more connections, even ones already waiting.
+                biased;
                 () = stop.cancelled() => break,
                 (tcp, peer) = listener.accept() => {
                     // Also in the visitor's span: with "conn" filtered out (it is

@@ -28,7 +28,12 @@ pub(crate) async fn apply(
     refuse_new_key_in_same_file(shared, &new)?;
     // Dropped on error: the listeners close and nothing running has changed.
     let bound = bind_arriving(shared, &plan, &new).await?;
-    switch_over(shared, &plan, &new, bound);
+    let stopping = switch_over(shared, &plan, &new, bound);
+    // When the reload returns, a connection to a moved or swapped visitor's address reaches
+    // the new visitor: wait for the old accept loops (each ends at its next poll).
+    for ended in stopping {
+        let _ = tokio::time::timeout(OLD_LOOP_GRACE, ended.cancelled_owned()).await;
+    }
 
     if plan.registers() {
         let announced = plan
@@ -111,13 +116,17 @@ async fn bind_arriving(
     Ok(out)
 }
 
-/// Make `new` the running config. Nothing here can fail.
+/// How long a reload waits for a departing visitor's accept loop to return.
+const OLD_LOOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Make `new` the running config. Nothing here can fail. Returns what tells when each
+/// departing visitor's accept loop has ended.
 fn switch_over(
     shared: &Arc<Shared>,
     plan: &Plan,
     new: &ClientConfig,
     bound: Vec<(VisitorConfig, Bound)>,
-) {
+) -> Vec<tokio_util::sync::CancellationToken> {
     let stopped: Vec<_> = {
         let mut running = shared.visitors.lock();
         plan.visitors
@@ -130,7 +139,11 @@ fn switch_over(
     for (v, b) in bound {
         shared.spawn_visitor(v, b);
     }
-    for r in stopped {
-        r.stop.cancel();
-    }
+    stopped
+        .into_iter()
+        .map(|r| {
+            r.stop.cancel();
+            r.ended
+        })
+        .collect()
 }
