@@ -257,3 +257,54 @@ async fn a_killed_server_loses_its_keys_within_the_lease_ttl() {
     eprintln!("keys gone {gone_in:?} after kill -9 (lease_ttl 2 s)");
     assert!(gone_in <= Duration::from_secs(3), "{gone_in:?} > lease_ttl + 1 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_closed() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    let a = member(&etcd, "/lost/", "a", 1, None).await;
+    let b = member(&etcd, "/lost/", "b", 2, None).await;
+    let echo = echo_service().await.to_string();
+    let (kept, lost) = (free_port(), free_port());
+    let first = client(
+        client_config(&a)
+            .with_id("first")
+            .with_proxy(ProxyConfig::tcp("kept", &echo, Some(kept)))
+            .with_proxy(ProxyConfig::tcp("lost", &echo, Some(lost))),
+    )
+    .await;
+
+    // a's lease ends behind its back (as when etcd expired it while a was cut off): every
+    // key of a is gone, and another client takes one of its names through b before a
+    // notices (its next renewal is a third of the 10 s TTL away).
+    let lease = store.get("/lost/server/a").await.unwrap().unwrap().lease;
+    store.revoke(lease).await.unwrap();
+    assert!(!keys(&store, "/lost/").await.iter().any(|k| k.contains("client/first")));
+    let _thief = client(
+        client_config(&b)
+            .with_id("thief")
+            .with_proxy(ProxyConfig::tcp("lost", &echo, Some(lost))),
+    )
+    .await;
+
+    eventually(WAIT, "a registered again on a new lease", || {
+        let store = &store;
+        async move {
+            let k = keys(store, "/lost/").await;
+            k.iter().any(|k| k == "/lost/server/a") && k.iter().any(|k| k.contains("client/first"))
+        }
+    })
+    .await;
+    eventually(WAIT, "a closed the proxy b's client now holds", || {
+        let n = a.snapshot().proxies;
+        async move { n == 1 }
+    })
+    .await;
+    expect_logged(&["another client took the proxy while this server's lease was lost"]).await;
+    assert!(serves(kept).await, "the proxy nobody took still serves on a");
+    assert!(is_ready(&first));
+    let stats = stats_json(a.stats_addr().unwrap()).await;
+    assert_eq!(stats["cluster"]["lease"], "alive", "{stats}");
+}
