@@ -132,11 +132,20 @@ async fn names_ports_and_domains_held_on_a_are_refused_on_b() {
             .map(|e| format!("{}: {}", e.field, e.message))
     };
     let web = error("web").expect("name taken");
-    assert!(web.contains("already registered by another client"), "{web}");
+    assert!(
+        web.contains("already registered by another client"),
+        "{web}"
+    );
     let web2 = error("web2").expect("port taken");
-    assert!(web2.starts_with("publish_port:") && web2.contains("in use"), "{web2}");
+    assert!(
+        web2.starts_with("publish_port:") && web2.contains("in use"),
+        "{web2}"
+    );
     let site2 = error("site2").expect("domain taken");
-    assert!(site2.contains("host app.test is served by another client"), "{site2}");
+    assert!(
+        site2.contains("host app.test is served by another client"),
+        "{site2}"
+    );
     assert_eq!(error("free"), None);
     // a still serves its port; b never listened on it.
     assert!(serves(port).await);
@@ -182,10 +191,14 @@ async fn the_same_instance_moving_to_b_takes_over_and_a_closes_its_session() {
         async move { n == 1 }
     })
     .await;
-    eventually(Duration::from_secs(5), "the old server closed the replaced session", || {
-        let n = old.snapshot().clients;
-        async move { n == 0 }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the old server closed the replaced session",
+        || {
+            let n = old.snapshot().clients;
+            async move { n == 0 }
+        },
+    )
     .await;
     let moved_in = started.elapsed();
     expect_logged(&["replaced by a newer session of the same client"]).await;
@@ -213,7 +226,11 @@ async fn a_graceful_stop_revokes_the_servers_keys_at_once() {
 
     a.join().await;
     let left = keys(&store, "/stop/").await;
-    assert_eq!(left, vec!["/stop/server/b".to_string()], "at once, no TTL wait");
+    assert_eq!(
+        left,
+        vec!["/stop/server/b".to_string()],
+        "at once, no TTL wait"
+    );
     b.join().await;
     assert!(keys(&store, "/stop/").await.is_empty());
 }
@@ -248,14 +265,21 @@ async fn a_killed_server_loses_its_keys_within_the_lease_ttl() {
 
     server.kill9();
     let killed = Instant::now();
-    eventually(Duration::from_secs(10), "the killed server's keys vanish", || {
-        let store = &store;
-        async move { keys(store, "/kill/").await.is_empty() }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the killed server's keys vanish",
+        || {
+            let store = &store;
+            async move { keys(store, "/kill/").await.is_empty() }
+        },
+    )
     .await;
     let gone_in = killed.elapsed();
     eprintln!("keys gone {gone_in:?} after kill -9 (lease_ttl 2 s)");
-    assert!(gone_in <= Duration::from_secs(3), "{gone_in:?} > lease_ttl + 1 s");
+    assert!(
+        gone_in <= Duration::from_secs(3),
+        "{gone_in:?} > lease_ttl + 1 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +305,10 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     // notices (its next renewal is a third of the 10 s TTL away).
     let lease = store.get("/lost/server/a").await.unwrap().unwrap().lease;
     store.revoke(lease).await.unwrap();
-    assert!(!keys(&store, "/lost/").await.iter().any(|k| k.contains("client/first")));
+    assert!(!keys(&store, "/lost/")
+        .await
+        .iter()
+        .any(|k| k.contains("client/first")));
     let _thief = client(
         client_config(&b)
             .with_id("thief")
@@ -303,7 +330,10 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     })
     .await;
     expect_logged(&["another client took the proxy while this server's lease was lost"]).await;
-    assert!(serves(kept).await, "the proxy nobody took still serves on a");
+    assert!(
+        serves(kept).await,
+        "the proxy nobody took still serves on a"
+    );
     assert!(is_ready(&first));
     let stats = stats_json(a.stats_addr().unwrap()).await;
     assert_eq!(stats["cluster"]["lease"], "alive", "{stats}");

@@ -91,7 +91,10 @@ pub(crate) fn id_state(shared: &Shared, hello: &Hello) -> IdState {
         .filter(|(n, rec)| rec.server_id != n.server_id() && rec.instance != hello.instance)
         .map(|(_, rec)| rec)
     {
-        info!("the client id is held by another instance on server {}", rec.server_id);
+        info!(
+            "the client id is held by another instance on server {}",
+            rec.server_id
+        );
         return IdState::Held {
             instance: rec.instance,
         };

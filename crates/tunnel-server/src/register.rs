@@ -7,11 +7,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::{info, warn, Instrument};
 use tunnel_cluster::decide::{ProxyClaim, Refusal};
-use tunnel_proto::{PeerText, Rejected};
 use tunnel_proto::{
     FieldError, ItemKind, ItemResult, ProxyKind, ProxySpec, RegisterReply, RegisterRequest,
     VisitorSpec,
 };
+use tunnel_proto::{PeerText, Rejected};
 
 use crate::metrics::EventKind;
 use crate::registry::{proxy_label, ClaimError, ProxyEntry, ProxyKey};
@@ -137,7 +137,9 @@ fn cluster_claims(cfg: &ServerConfig, proxies: &[ProxySpec]) -> Vec<(usize, Prox
         .filter(|(_, spec)| {
             tunnel_proto::validate_name(&spec.name).is_ok()
                 && names.insert(spec.name.as_str())
-                && spec.publish_port.is_none_or(|p| cfg.allow_ports.contains(p))
+                && spec
+                    .publish_port
+                    .is_none_or(|p| cfg.allow_ports.contains(p))
                 && check_http_route(cfg, spec, cfg.max_routes_per_client).is_ok()
         })
         .map(|(i, spec)| (i, crate::cluster::login::claim_of(cfg, spec)))

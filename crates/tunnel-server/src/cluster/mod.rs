@@ -348,8 +348,11 @@ impl Node {
 /// Keeps the list of publish ports current with the cache.
 async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
     loop {
-        let mut now: Vec<(u16, String)> =
-            cache.ports().into_iter().map(|(p, r)| (p, r.name)).collect();
+        let mut now: Vec<(u16, String)> = cache
+            .ports()
+            .into_iter()
+            .map(|(p, r)| (p, r.name))
+            .collect();
         now.sort();
         tx.send_if_modified(|old| {
             let changed = *old != now;
@@ -433,7 +436,10 @@ pub(crate) async fn drain(node: &Node) {
 /// The last step of a graceful stop: the lease ends and every key of this server with it.
 pub(crate) async fn leave(node: &Node) {
     match tokio::time::timeout(STOP_DEADLINE, node.revoke()).await {
-        Ok(Ok(())) => info!("cluster: server {} left; its lease is revoked", node.server_id()),
+        Ok(Ok(())) => info!(
+            "cluster: server {} left; its lease is revoked",
+            node.server_id()
+        ),
         Ok(Err(e)) => warn!(
             "cluster: cannot revoke the lease ({e}); this server's keys vanish when it expires"
         ),

@@ -68,8 +68,7 @@ async fn a_node_joins_and_sees_the_other_servers() {
 async fn locate_finds_the_holder_and_a_takeover_moves_it() {
     let (_store, a, b) = two().await;
     let me = [1; 16];
-    let Registered::Done(on_a) = a.register("c1", me, &[claim("web", 8080)]).await.unwrap()
-    else {
+    let Registered::Done(on_a) = a.register("c1", me, &[claim("web", 8080)]).await.unwrap() else {
         panic!("refused")
     };
     until("b sees web", || b.locate("web", 8080).is_some()).await;
@@ -84,8 +83,7 @@ async fn locate_finds_the_holder_and_a_takeover_moves_it() {
     // Another instance is refused everywhere; the same one moves to b at once.
     let other = b.register("c1", [2; 16], &[claim("web", 8080)]).await;
     assert!(matches!(other, Ok(Registered::IdInUse { server_id }) if server_id == "a"));
-    let Registered::Done(on_b) = b.register("c1", me, &[claim("web", 8080)]).await.unwrap()
-    else {
+    let Registered::Done(on_b) = b.register("c1", me, &[claim("web", 8080)]).await.unwrap() else {
         panic!("refused")
     };
     assert!(on_b.epoch > on_a.epoch);
@@ -178,22 +176,35 @@ fn the_cluster_table_parses_and_its_problems_are_named() {
         .iter()
         .any(|p| p.field == "cluster.backend" && p.to_string().contains("--features etcd"));
     assert_eq!(etcd_missing, !cfg!(feature = "etcd"), "{problems:?}");
-    assert!(problems.iter().all(|p| p.field == "cluster.backend"), "{problems:?}");
+    assert!(
+        problems.iter().all(|p| p.field == "cluster.backend"),
+        "{problems:?}"
+    );
 
     let same_key = CLUSTER_TOML.replace("another long random key", "a long random client key");
-    let problems = crate::ServerConfig::from_toml(&same_key).unwrap().problems();
+    let problems = crate::ServerConfig::from_toml(&same_key)
+        .unwrap()
+        .problems();
     assert!(
         problems.iter().any(|p| p.field == "cluster.cluster_key"),
         "{problems:?}"
     );
     // No cluster, or backend "none": nothing to check, single-server mode.
     let none = "auth_key = \"a long random client key\"\n[cluster]\nbackend = \"none\"\n";
-    assert!(crate::ServerConfig::from_toml(none).unwrap().problems().is_empty());
+    assert!(crate::ServerConfig::from_toml(none)
+        .unwrap()
+        .problems()
+        .is_empty());
 }
 
 #[test]
 fn an_unknown_cluster_key_is_reported_with_its_line() {
     let bad = CLUSTER_TOML.replace("server_id = \"a\"", "server_idd = \"a\"");
-    let err = crate::ServerConfig::from_toml(&bad).unwrap_err().to_string();
-    assert!(err.contains("server_idd") && err.contains("6:1: cluster.server_idd"), "{err}");
+    let err = crate::ServerConfig::from_toml(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server_idd") && err.contains("6:1: cluster.server_idd"),
+        "{err}"
+    );
 }
