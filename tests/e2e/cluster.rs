@@ -86,6 +86,50 @@ async fn another_instance_is_refused_on_b_while_a_holds_the_id() {
     assert_eq!(c["lease"], "alive");
     assert_eq!(c["servers"].as_array().unwrap().len(), 2, "{c}");
     assert!(c["registry_revision"].as_i64().unwrap() > 0);
+    let metrics = stats_get(b.stats_addr().unwrap(), "/metrics", &[])
+        .await
+        .body;
+    assert!(metrics.contains("tunnel_cluster_servers 2"), "{metrics}");
+    assert!(
+        metrics.contains("tunnel_cluster_lease_alive 1"),
+        "{metrics}"
+    );
+    expect_logged(&["cluster: server b joined (2 servers)"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_reach_etcd_does_not_start_and_names_the_endpoints() {
+    let (_closed, port) = refusing_port();
+    let etcd_cfg = ClusterConfig {
+        backend: Backend::Etcd,
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        server_id: Some("alone".into()),
+        peer_bind: Some(SocketAddr::new(loopback(1), free_port())),
+        cluster_key: Some(CLUSTER_KEY.to_string()),
+        ..ClusterConfig::default()
+    };
+    logs();
+    let cfg = tunnel_server::ServerConfig::default()
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_stats_bind(None)
+        .with_auth_key(KEY)
+        .with_cluster(etcd_cfg);
+    let started = Instant::now();
+    let err = tunnel_server::start(cfg)
+        .await
+        .err()
+        .expect("started without etcd");
+    let text = err.to_string();
+    eprintln!("refused to start: {text}");
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{port}")) && text.contains("cluster.endpoints"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

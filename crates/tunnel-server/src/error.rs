@@ -53,10 +53,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// Cluster mode could not join the registry (etcd unreachable, wrong credentials, ...).
-    #[error(
-        "cannot join the cluster registry at {endpoints} (cluster.endpoints): {source}; check \
-         that etcd runs there and the endpoints, etcd_ca_cert and etcd_user are right"
-    )]
+    #[error("cannot join the cluster registry at {endpoints} (cluster.endpoints): {source}")]
     Cluster {
         /// The configured endpoints.
         endpoints: String,

@@ -208,3 +208,19 @@ fn an_unknown_cluster_key_is_reported_with_its_line() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_single_server_shows_no_cluster() {
+    let cfg = crate::ServerConfig::default()
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_stats_bind(None)
+        .with_auth_key("a long random key");
+    let server = crate::start(cfg).await.unwrap();
+    assert!(server.shared.cluster.is_none());
+    let snap = crate::metrics::snapshot(&server.shared);
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["cluster"], serde_json::Value::Null);
+    let page = crate::metrics::prometheus(&server.shared, &snap);
+    assert!(!page.contains("tunnel_cluster_"), "{page}");
+    server.join().await;
+}
