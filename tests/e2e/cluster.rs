@@ -117,8 +117,7 @@ async fn a_server_that_cannot_reach_etcd_does_not_start_and_names_the_endpoints(
     let started = Instant::now();
     let err = tunnel_server::start(cfg)
         .await
-        .err()
-        .expect("started without etcd");
+        .expect_err("started without etcd");
     let text = err.to_string();
     eprintln!("refused to start: {text}");
     assert!(
