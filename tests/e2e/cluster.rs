@@ -381,3 +381,53 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     let stats = stats_json(a.stats_addr().unwrap()).await;
     assert_eq!(stats["cluster"]["lease"], "alive", "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_keys_follow_what_the_server_serves() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    let a = member(&etcd, "/follow/", "a", 1, None).await;
+    let echo = echo_service().await.to_string();
+    let (kept, dropped, busy) = (free_port(), free_port(), free_port());
+    // Something else listens on busy: the registry grants the port, this host cannot bind it.
+    let _other = tokio::net::TcpListener::bind(SocketAddr::new(loopback(1), busy))
+        .await
+        .unwrap();
+    let base = client_config(&a)
+        .with_id("follows")
+        .with_proxy(ProxyConfig::tcp("kept", &echo, Some(kept)));
+    let mut c = tunnel_client::start(
+        base.clone()
+            .with_proxy(ProxyConfig::tcp("dropped", &echo, Some(dropped)))
+            .with_proxy(ProxyConfig::tcp("busy", &echo, Some(busy))),
+    )
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(WAIT, c.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let busy_err = reply.results.iter().find(|r| r.name == "busy").unwrap();
+    assert!(busy_err.error.is_some(), "{reply:?}");
+    let has = |k: &[String], part: &str| k.iter().any(|k| k.ends_with(part));
+    eventually(WAIT, "the refused proxy's keys are released", || {
+        let store = &store;
+        async move { !has(&keys(store, "/follow/").await, &format!("port/{busy}")) }
+    })
+    .await;
+    let now = keys(&store, "/follow/").await;
+    assert!(has(&now, &format!("port/{kept}")) && has(&now, &format!("port/{dropped}")));
+
+    // A reload drops a proxy: its keys go too.
+    c.reload(base).await.unwrap();
+    eventually(WAIT, "the dropped proxy's keys are released", || {
+        let store = &store;
+        async move { !has(&keys(store, "/follow/").await, &format!("port/{dropped}")) }
+    })
+    .await;
+    let now = keys(&store, "/follow/").await;
+    assert!(has(&now, &format!("port/{kept}")), "{now:?}");
+    assert!(serves_at(SocketAddr::new(loopback(1), kept), WAIT).await);
+}

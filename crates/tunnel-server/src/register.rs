@@ -51,13 +51,17 @@ pub(crate) async fn apply(
             .collect();
         return Ok(RegisterReply { results });
     }
-    let mut cluster_refused = match &shared.cluster {
+    let (claims, mut cluster_refused) = match &shared.cluster {
         Some(node) => {
             let claims = cluster_claims(&shared.cfg, &req.proxies);
-            crate::cluster::login::register(shared, node, session, claims).await?
+            let refused = crate::cluster::login::register(shared, node, session, claims.clone());
+            (claims, refused.await?)
         }
-        None => HashMap::new(),
+        None => (Vec::new(), HashMap::new()),
     };
+    let refused_by_cluster: HashSet<usize> = cluster_refused.keys().copied().collect();
+    // Granted by the cluster registry, then refused here (a port this host cannot bind, say).
+    let mut failed_here = HashSet::new();
 
     // Proxies the client no longer lists go first, so a renamed proxy can take its own
     // routes back and the route budget counts only what this registration asks for.
@@ -81,6 +85,9 @@ pub(crate) async fn apply(
             }
             Err(e) => {
                 rejected += 1;
+                if !refused_by_cluster.contains(&i) {
+                    failed_here.insert(i);
+                }
                 if rejected <= LOGGED_REJECTIONS {
                     warn!(proxy = %PeerText(&name), "proxy rejected: {}", PeerText(&e.to_string()));
                     refused(shared, session, &format!("proxy {name}: {e}"));
@@ -123,6 +130,23 @@ pub(crate) async fn apply(
     *session.visitors.write() = visitors;
     // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
     release_unlisted(shared, session, &kept, "refused this time");
+    if let Some(node) = &shared.cluster {
+        if claims.iter().any(|(i, _)| failed_here.contains(i)) {
+            // Registered again without them: their keys go, so that they do not block the
+            // names for other clients while nothing serves them.
+            let served = claims
+                .into_iter()
+                .filter(|(i, _)| !failed_here.contains(i) && !refused_by_cluster.contains(i))
+                .collect();
+            let again = crate::cluster::login::register(shared, node, session, served).await;
+            if let Err(r) = again {
+                info!(
+                    "the registry keys of the proxies refused here stay until the session ends: {}",
+                    r.reason
+                );
+            }
+        }
+    }
     Ok(RegisterReply { results })
 }
 
