@@ -30,7 +30,19 @@ fn cluster_config(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> ClusterConfig 
 /// Server `id` of the cluster under `prefix`, on 127.0.0.`ip`, publishing there too; with
 /// `pki`'s certificate when given (clients moving between servers pin one).
 async fn member(etcd: &Etcd, prefix: &str, id: &str, ip: u8, pki: Option<&Pki>) -> ServerHandle {
-    let cluster = cluster_config(etcd, prefix, id, ip);
+    member_with(etcd, prefix, id, ip, pki, |c| c).await
+}
+
+/// [`member`] with its `[cluster]` table changed by `f` first.
+async fn member_with(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ip: u8,
+    pki: Option<&Pki>,
+    f: impl FnOnce(ClusterConfig) -> ClusterConfig,
+) -> ServerHandle {
+    let cluster = f(cluster_config(etcd, prefix, id, ip));
     server_with(|c| {
         let c = c
             .with_bind(SocketAddr::new(loopback(ip), 0))
@@ -331,7 +343,13 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
         return;
     };
     let store = store(&etcd).await;
-    let a = member(&etcd, "/lost/", "a", 1, None).await;
+    // A long TTL: a's next renewal, which finds the lease gone, is 5 s away, long after
+    // the other client registers.
+    let a = member_with(&etcd, "/lost/", "a", 1, None, |c| ClusterConfig {
+        lease_ttl: Duration::from_secs(15),
+        ..c
+    })
+    .await;
     let b = member(&etcd, "/lost/", "b", 2, None).await;
     let echo = echo_service().await.to_string();
     let (kept, lost) = (free_port(), free_port());
@@ -345,7 +363,7 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
 
     // a's lease ends behind its back (as when etcd expired it while a was cut off): every
     // key of a is gone, and another client takes one of its names through b before a
-    // notices (its next renewal is a third of the 10 s TTL away).
+    // notices.
     let lease = store.get("/lost/server/a").await.unwrap().unwrap().lease;
     store.revoke(lease).await.unwrap();
     assert!(!keys(&store, "/lost/")
@@ -359,13 +377,18 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     )
     .await;
 
-    eventually(WAIT, "a registered again on a new lease", || {
-        let store = &store;
-        async move {
-            let k = keys(store, "/lost/").await;
-            k.iter().any(|k| k == "/lost/server/a") && k.iter().any(|k| k.contains("client/first"))
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a registered again on a new lease",
+        || {
+            let store = &store;
+            async move {
+                let k = keys(store, "/lost/").await;
+                k.iter().any(|k| k == "/lost/server/a")
+                    && k.iter().any(|k| k.contains("client/first"))
+            }
+        },
+    )
     .await;
     eventually(WAIT, "a closed the proxy b's client now holds", || {
         let n = a.snapshot().proxies;
