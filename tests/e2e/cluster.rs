@@ -454,3 +454,45 @@ async fn registry_keys_follow_what_the_server_serves() {
     assert!(has(&now, &format!("port/{kept}")), "{now:?}");
     assert!(serves_at(SocketAddr::new(loopback(1), kept), WAIT).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_etcd_is_frozen_tunnels_serve_and_logins_are_refused_retryably() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    // A 3 s TTL makes etcd requests time out after 1 s.
+    let a = member_with(&etcd, "/frozen/", "a", 1, None, |c| ClusterConfig {
+        lease_ttl: Duration::from_secs(3),
+        ..c
+    })
+    .await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let _up = client(client_config(&a).with_id("up").with_proxy(ProxyConfig::tcp(
+        "up",
+        &echo,
+        Some(port),
+    )))
+    .await;
+
+    etcd.pause().await;
+    let mut late = tunnel_client::start(client_config(&a).with_id("late"))
+        .await
+        .unwrap();
+    eventually(WAIT, "the late login is refused, retryably", || {
+        let status = late.status();
+        async move {
+            matches!(&status, Status::Retrying(why) if why.contains("the cluster registry is unreachable; retrying"))
+        }
+    })
+    .await;
+    assert!(
+        serves(port).await,
+        "the registry being down took a tunnel down"
+    );
+    etcd.resume();
+    tokio::time::timeout(Duration::from_secs(20), late.ready())
+        .await
+        .expect("the late client never got in")
+        .unwrap();
+}
