@@ -86,6 +86,9 @@ pub(crate) struct Node {
     _cache_task: CacheTask,
     ports: watch::Receiver<Vec<(u16, String)>>,
     ports_task: JoinHandle<()>,
+    /// Servers already warned about for an unusable peer address: once each, not per lookup.
+    #[allow(dead_code)] // for the peer link
+    bad_peer_addr: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -141,6 +144,7 @@ impl Node {
             _cache_task: cache_task,
             ports,
             ports_task,
+            bad_peer_addr: Mutex::new(Default::default()),
             opts,
         });
         node.install_keeper(keeper);
@@ -308,10 +312,13 @@ impl Node {
         let peer_addr = match server.peer_addr.parse() {
             Ok(a) => a,
             Err(_) => {
-                warn!(
-                    "cluster: server {} advertises peer address {:?}, not ip:port; it cannot be reached",
-                    rec.server_id, server.peer_addr
-                );
+                if self.bad_peer_addr.lock().insert(rec.server_id.clone()) {
+                    warn!(
+                        "cluster: server {} advertises peer address {:?}, not ip:port; it \
+                         cannot be reached (set its cluster.peer_advertise to an IP address)",
+                        rec.server_id, server.peer_addr
+                    );
+                }
                 return None;
             }
         };
