@@ -80,6 +80,11 @@ pub(crate) fn release_session(shared: &Arc<Shared>, session: &SessionRecord) {
     let Some(held) = session.cluster.lock().take() else {
         return;
     };
+    if shared.shutdown.is_cancelled() {
+        // The stop revokes the lease at its end, which deletes every key at once: one
+        // request instead of one per session.
+        return;
+    }
     spawn_release(shared, node, held.keys);
 }
 
