@@ -5,6 +5,9 @@
 
 mod browser;
 mod cli;
+// Needs the etcd store: `cargo test --features etcd --test e2e cluster::`.
+#[cfg(feature = "etcd")]
+mod cluster;
 mod configs;
 mod connections;
 mod dashboard;

@@ -171,6 +171,12 @@ impl Cache {
         self.view.read().ports.get(&port).cloned()
     }
 
+    /// Every publish port and what it leads to (for servers that listen on them all).
+    pub fn ports(&self) -> Vec<(u16, PortRecord)> {
+        let v = self.view.read();
+        v.ports.iter().map(|(p, r)| (*p, r.clone())).collect()
+    }
+
     /// Which proxy `host` leads to.
     pub fn domain(&self, host: &str) -> Option<DomainRecord> {
         self.view.read().domains.get(host).cloned()

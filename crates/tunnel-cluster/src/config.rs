@@ -1,5 +1,5 @@
 //! The server's `[cluster]` table (issue #16, "Server config"). Parsed and checked here; the
-//! server wires it in a later step.
+//! server embeds it as `ServerConfig::cluster`.
 //!
 //! `cluster_key` is the secret servers use with each other on the peer link. It must never be
 //! the client auth key: a client key must never be able to open a forwarding stream (design

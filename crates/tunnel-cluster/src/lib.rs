@@ -22,7 +22,8 @@
 //! server, otherwise the first holder keeps what it holds; all of a server's keys hang on its
 //! one lease, so they vanish together when it dies.
 //!
-//! Not wired into the server yet: single-server mode does not use this crate.
+//! The server (`tunnel-server`, module `cluster`) uses it when its `[cluster]` table sets a
+//! backend; single-server mode does not.
 
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]

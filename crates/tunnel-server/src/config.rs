@@ -191,6 +191,10 @@ pub struct ServerConfig {
     /// bounds how fast many addresses together can guess the key. Default 20; 0 = off.
     #[serde(default = "default_max_auth_failures_per_second")]
     pub max_auth_failures_per_second: u32,
+    /// Cluster mode: several servers sharing one registry (the `[cluster]` table). Absent, or
+    /// `backend = "none"`: one server, as without it.
+    #[serde(default)]
+    pub cluster: Option<tunnel_cluster::ClusterConfig>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -328,6 +332,7 @@ impl Default for ServerConfig {
             pending_handshakes_drop_percent: default_pending_drop_percent(),
             first_byte_timeout: default_first_byte_timeout(),
             max_auth_failures_per_second: default_max_auth_failures_per_second(),
+            cluster: None,
         }
     }
 }
@@ -347,6 +352,7 @@ impl fmt::Debug for ServerConfig {
             .field("publish_addr", &self.publish_addr)
             .field("vhost_http_bind", &self.vhost_http_bind)
             .field("subdomain_host", &self.subdomain_host)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -637,7 +643,30 @@ impl ServerConfig {
         out.extend(self.route_cap_problems());
         self.vhost_problems(&mut out);
         out.extend(self.admission_problems());
+        out.extend(self.cluster_problems());
         out
+    }
+
+    /// The `[cluster]` table's problems, with the client key it must differ from, and
+    /// whether this build can talk to its backend.
+    fn cluster_problems(&self) -> Vec<ConfigProblem> {
+        let Some(c) = self.cluster.as_ref().filter(|c| c.enabled()) else {
+            return Vec::new();
+        };
+        let mut out = c.problems_with(self.resolve_auth_key().ok().as_deref());
+        if c.backend == tunnel_cluster::Backend::Etcd && !cfg!(feature = "etcd") {
+            out.push(ConfigProblem::new(
+                "cluster.backend",
+                "this build has no etcd support: build with `cargo build --release --features etcd`",
+            ));
+        }
+        out
+    }
+
+    /// Join a cluster (the `[cluster]` table).
+    pub fn with_cluster(mut self, cluster: tunnel_cluster::ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Set the most host names one proxy may claim on the virtual host.

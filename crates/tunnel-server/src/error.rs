@@ -52,6 +52,14 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Cluster mode could not join the registry (etcd unreachable, wrong credentials, ...).
+    #[error("cannot join the cluster registry at {endpoints} (cluster.endpoints): {source}")]
+    Cluster {
+        /// The configured endpoints.
+        endpoints: String,
+        /// What the store said.
+        source: tunnel_cluster::ClusterError,
+    },
 }
 
 impl ServerError {

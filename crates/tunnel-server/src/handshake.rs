@@ -82,6 +82,23 @@ pub(crate) async fn authenticate(
 /// atomically). Who holds it is for the operator: the client hears only that it is taken, or
 /// any key holder could learn where another client connects from.
 pub(crate) fn id_state(shared: &Shared, hello: &Hello) -> IdState {
+    // Another instance holding the id on another server is refused at once; the same
+    // instance takes over from there (its registration rewrites the keys).
+    if let Some(rec) = shared
+        .cluster
+        .as_ref()
+        .and_then(|n| Some((n, n.cache().client(&hello.client_id)?)))
+        .filter(|(n, rec)| rec.server_id != n.server_id() && rec.instance != hello.instance)
+        .map(|(_, rec)| rec)
+    {
+        info!(
+            "the client id is held by another instance on server {}",
+            rec.server_id
+        );
+        return IdState::Held {
+            instance: rec.instance,
+        };
+    }
     let max_clients = shared.cfg.max_clients;
     match shared
         .registry

@@ -29,6 +29,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod auth_failures;
+mod cluster;
 mod config;
 mod error;
 mod forward;
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     /// Client streams still reading their header, all clients (`max_stream_headers`).
     stream_headers: Arc<tokio::sync::Semaphore>,
     limit_metrics: metrics::LimitMetrics,
+    /// This server's membership of a cluster; `None` in single-server mode.
+    cluster: Option<Arc<cluster::Node>>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -214,6 +217,9 @@ impl ServerHandle {
     /// ```
     pub async fn join(self) {
         self.shared.shutdown.cancel();
+        if let Some(node) = &self.shared.cluster {
+            cluster::drain(node).await;
+        }
         let grace = self.shared.cfg.shutdown_grace;
         self.shared.streams.close();
         if tokio::time::timeout(grace, self.shared.streams.wait())
@@ -229,6 +235,9 @@ impl ServerHandle {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
         self.shared.streams.wait().await;
+        if let Some(node) = &self.shared.cluster {
+            cluster::leave(node).await;
+        }
     }
 }
 
@@ -287,6 +296,8 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
                 source,
             },
         )?;
+    // Last, after every bind: a start that fails leaves no lease behind.
+    let cluster = cluster::connect(&cfg, local_addr).await?;
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
@@ -307,7 +318,9 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         limit_warnings: tunnel_transport::WarnLimits::new(LIMIT_WARN_WINDOW),
         stream_headers,
         limit_metrics: metrics::LimitMetrics::default(),
+        cluster,
     });
+    cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");
     let stats_addr = stats_listener.as_ref().map(|l| l.local_addr());
     if let Some(l) = stats_listener {

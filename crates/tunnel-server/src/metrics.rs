@@ -132,6 +132,8 @@ pub(crate) struct Snapshot {
     pub clients: Vec<ClientStats>,
     /// Recent refusals, newest first.
     pub events: Vec<Event>,
+    /// This server's cluster; `null` in single-server mode.
+    pub cluster: Option<crate::cluster::ClusterStats>,
 }
 
 /// Sums over all clients.
@@ -284,6 +286,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         totals,
         clients,
         events: shared.metrics.events.recent(),
+        cluster: shared.cluster.as_ref().map(|n| n.stats()),
     }
 }
 
@@ -388,6 +391,18 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         "Connections open now on the published ports.",
         shared.public_sources.total() as u64,
     );
+    if let Some(c) = &snap.cluster {
+        page.gauge(
+            "tunnel_cluster_servers",
+            "Servers in the cluster registry, this one included.",
+            c.servers.len() as u64,
+        );
+        page.gauge(
+            "tunnel_cluster_lease_alive",
+            "1 while this server's cluster lease was renewed within its TTL, else 0.",
+            u64::from(c.lease == "alive"),
+        );
+    }
     page.render()
 }
 

@@ -1,16 +1,17 @@
 //! Applying a client's registration: validate each proxy, claim it, open its public port.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn, Instrument};
-use tunnel_proto::PeerText;
+use tunnel_cluster::decide::{ProxyClaim, Refusal};
 use tunnel_proto::{
     FieldError, ItemKind, ItemResult, ProxyKind, ProxySpec, RegisterReply, RegisterRequest,
     VisitorSpec,
 };
+use tunnel_proto::{PeerText, Rejected};
 
 use crate::metrics::EventKind;
 use crate::registry::{proxy_label, ClaimError, ProxyEntry, ProxyKey};
@@ -21,11 +22,14 @@ use crate::{listener, ServerConfig, Shared};
 /// Check and apply every item; each gets its own verdict, and a failed item leaves the others
 /// in place. Proxies the session held before (handed over from a stale session of the same
 /// client) but no longer lists are released.
+///
+/// In cluster mode the registry decides first, for every proxy at once; a login it refuses
+/// as a whole (the id held elsewhere, the registry unreachable) is the `Err`.
 pub(crate) async fn apply(
     shared: &Arc<Shared>,
     session: &Arc<SessionRecord>,
     req: RegisterRequest,
-) -> RegisterReply {
+) -> Result<RegisterReply, Rejected> {
     let total = req.proxies.len() + req.visitors.len();
     let limit = shared.cfg.max_proxies_per_client;
     if total > limit {
@@ -45,8 +49,19 @@ pub(crate) async fn apply(
                 error: Some(field_error("proxies", message.clone())),
             })
             .collect();
-        return RegisterReply { results };
+        return Ok(RegisterReply { results });
     }
+    let (claims, mut cluster_refused) = match &shared.cluster {
+        Some(node) => {
+            let claims = cluster_claims(&shared.cfg, &req.proxies);
+            let refused = crate::cluster::login::register(shared, node, session, claims.clone());
+            (claims, refused.await?)
+        }
+        None => (Vec::new(), HashMap::new()),
+    };
+    let refused_by_cluster: HashSet<usize> = cluster_refused.keys().copied().collect();
+    // Granted by the cluster registry, then refused here (a port this host cannot bind, say).
+    let mut failed_here = HashSet::new();
 
     // Proxies the client no longer lists go first, so a renamed proxy can take its own
     // routes back and the route budget counts only what this registration asks for.
@@ -58,15 +73,21 @@ pub(crate) async fn apply(
     let mut kept = HashSet::new();
     let mut routes_left = shared.cfg.max_routes_per_client;
     let mut rejected = 0;
-    for spec in req.proxies {
+    for (i, spec) in req.proxies.into_iter().enumerate() {
         let name = spec.name.clone();
-        let outcome = register_proxy(shared, session, spec, &mut names, &mut routes_left).await;
+        let outcome = match cluster_refused.remove(&i) {
+            Some(r) => Err(cluster_refusal(&shared.cfg, &spec, r)),
+            None => register_proxy(shared, session, spec, &mut names, &mut routes_left).await,
+        };
         match &outcome {
             Ok(key) => {
                 kept.insert(key.clone());
             }
             Err(e) => {
                 rejected += 1;
+                if !refused_by_cluster.contains(&i) {
+                    failed_here.insert(i);
+                }
                 if rejected <= LOGGED_REJECTIONS {
                     warn!(proxy = %PeerText(&name), "proxy rejected: {}", PeerText(&e.to_string()));
                     refused(shared, session, &format!("proxy {name}: {e}"));
@@ -109,7 +130,86 @@ pub(crate) async fn apply(
     *session.visitors.write() = visitors;
     // Listed but refused this time (say, a refreshed spec that no longer fits): released too.
     release_unlisted(shared, session, &kept, "refused this time");
-    RegisterReply { results }
+    if let Some(node) = &shared.cluster {
+        if claims.iter().any(|(i, _)| failed_here.contains(i)) {
+            // Registered again without them: their keys go, so that they do not block the
+            // names for other clients while nothing serves them.
+            let served = claims
+                .into_iter()
+                .filter(|(i, _)| !failed_here.contains(i) && !refused_by_cluster.contains(i))
+                .collect();
+            let again = crate::cluster::login::register(shared, node, session, served).await;
+            if let Err(r) = again {
+                info!(
+                    "the registry keys of the proxies refused here stay until the session ends: {}",
+                    r.reason
+                );
+            }
+        }
+    }
+    Ok(RegisterReply { results })
+}
+
+/// What the cluster registry is asked for: every proxy that passes this server's own
+/// checks of its fields (one that fails them is refused below with the same words as on one
+/// server, and claims nothing), by its index in the request.
+fn cluster_claims(cfg: &ServerConfig, proxies: &[ProxySpec]) -> Vec<(usize, ProxyClaim)> {
+    let mut names = HashSet::new();
+    proxies
+        .iter()
+        .enumerate()
+        .filter(|(_, spec)| {
+            tunnel_proto::validate_name(&spec.name).is_ok()
+                && names.insert(spec.name.as_str())
+                && spec
+                    .publish_port
+                    .is_none_or(|p| cfg.allow_ports.contains(p))
+                && check_http_route(cfg, spec, cfg.max_routes_per_client).is_ok()
+        })
+        .map(|(i, spec)| (i, crate::cluster::login::claim_of(cfg, spec)))
+        .collect()
+}
+
+/// A proxy the cluster registry refused, in the words one server uses for the same
+/// conflict (never naming the holder).
+fn cluster_refusal(cfg: &ServerConfig, spec: &ProxySpec, r: Refusal) -> FieldError {
+    match r {
+        Refusal::NameTaken => taken(&proxy_label(spec)),
+        Refusal::PortInUse(port) => field_error(
+            "publish_port",
+            format!(
+                "cannot listen on {}: the port is in use by another proxy in the cluster; pick \
+                 another port",
+                SocketAddr::new(cfg.publish_addr, port)
+            ),
+        ),
+        Refusal::DomainTaken(host) => {
+            let by_subdomain = spec
+                .http
+                .as_ref()
+                .and_then(|h| h.subdomain.as_ref())
+                .is_some_and(|sub| host.starts_with(&format!("{sub}.")));
+            field_error(
+                if by_subdomain { "subdomain" } else { "domains" },
+                format!("host {host} is served by another client; choose another domain"),
+            )
+        }
+        Refusal::TooLarge { keys, limit } => field_error(
+            "domains",
+            format!(
+                "the proxy needs {keys} cluster registry keys, but one registry transaction \
+                 holds {limit}; list fewer domains"
+            ),
+        ),
+        Refusal::NameTooLong => field_error(
+            "name",
+            "too long for the cluster registry: use a shorter name or shorter domains",
+        ),
+        Refusal::IdInUse { .. } => field_error(
+            "name",
+            "the client id is in use by another client on another server",
+        ),
+    }
 }
 
 /// A refusal for the dashboard's recent events, as many as are logged.

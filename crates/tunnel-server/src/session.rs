@@ -47,6 +47,8 @@ pub(crate) struct SessionRecord {
     pub transport: TransportKind,
     /// The visitors the client registered (for the stats endpoint).
     pub visitors: RwLock<Vec<VisitorSpec>>,
+    /// What the session holds in the cluster registry (cluster mode, once registered).
+    pub cluster: parking_lot::Mutex<Option<crate::cluster::Held>>,
 }
 
 impl SessionRecord {
@@ -399,6 +401,7 @@ fn run(
             connected_at: SystemTime::now(),
             transport,
             visitors: RwLock::new(Vec::new()),
+            cluster: parking_lot::Mutex::new(None),
         });
         if let Err((reason, refusal)) = install(&shared, &session) {
             warn!("client rejected: {reason}");
@@ -412,6 +415,7 @@ fn run(
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
         let by_peer = !session.cancel.is_cancelled();
         let released = cleanup(&shared, &session, by_peer).await;
+        crate::cluster::login::release_session(&shared, &session);
         let client = &session.client_id;
         match end {
             // A client that shuts down says goodbye: nothing failed.
@@ -534,8 +538,19 @@ async fn serve(
             msg = channel.inbox.recv() => match msg {
                 Some(Message::Register(req)) => {
                     // Boxed: rare and short-lived (see `handle_connection`).
-                    let reply = Box::pin(register::apply(shared, session, req)).await;
-                    if channel.sender.send(Message::RegisterReply(reply)).await.is_err() {
+                    let reply = match Box::pin(register::apply(shared, session, req)).await {
+                        Ok(reply) => Message::RegisterReply(reply),
+                        // Refused as a whole (cluster mode): the client reads why in place
+                        // of its verdicts, and the session ends.
+                        Err(rejected) => {
+                            let why = rejected.reason.clone();
+                            if channel.sender.send(Message::Rejected(rejected)).await.is_ok() {
+                                let _ = tokio::time::timeout(REFUSAL_GRACE, &mut channel.ended).await;
+                            }
+                            break End::Other(format!("registration refused: {why}"));
+                        }
+                    };
+                    if channel.sender.send(reply).await.is_err() {
                         break End::after_close(&mut channel).await;
                     }
                 }

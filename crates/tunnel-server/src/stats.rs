@@ -28,9 +28,9 @@ impl StatsSource for ServerStats {
         metrics::traffic(&self.0)
     }
 
-    /// Healthy while the server accepts clients.
+    /// Healthy while the server accepts clients, and (cluster mode) is not draining.
     fn healthy(&self) -> bool {
-        !self.0.shutdown.is_cancelled()
+        !self.0.shutdown.is_cancelled() && !self.0.cluster.as_ref().is_some_and(|n| n.draining())
     }
 }
 

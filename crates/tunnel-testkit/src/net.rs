@@ -111,9 +111,15 @@ pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
 /// A short echo round trip through 127.0.0.1:`port` that must finish within `within`;
 /// false on any failure (refused, closed, wrong bytes, too slow).
 pub async fn serves_within(port: u16, within: Duration) -> bool {
-    let data = random_bytes(64 * 1024, u64::from(port));
+    serves_at(published(port), within).await
+}
+
+/// [`serves_within`] at any address (a published port on another loopback address, as
+/// cluster members use).
+pub async fn serves_at(addr: SocketAddr, within: Duration) -> bool {
+    let data = random_bytes(64 * 1024, u64::from(addr.port()));
     let attempt = async {
-        let s = TcpStream::connect(published(port)).await.ok()?;
+        let s = TcpStream::connect(addr).await.ok()?;
         let (mut r, mut w) = s.into_split();
         let payload = data.clone();
         let writer = tokio::spawn(async move {

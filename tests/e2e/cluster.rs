@@ -1,0 +1,498 @@
+//! End to end: servers in one cluster (issue #16), sharing a registry in a real etcd. Each
+//! server runs in process (the killed one is the binary), bound to its own loopback address
+//! (127.0.0.1, .2) so that they can publish the same port as real hosts would.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tunnel_client::{ClientConfig, ProxyConfig, Status};
+use tunnel_cluster::etcd::{EtcdOptions, EtcdStore};
+use tunnel_cluster::{Backend, ClusterConfig, ClusterStore};
+use tunnel_server::ServerHandle;
+use tunnel_testkit::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+const CLUSTER_KEY: &str = "a cluster key only the servers know";
+
+fn cluster_config(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> ClusterConfig {
+    ClusterConfig {
+        backend: Backend::Etcd,
+        endpoints: vec![etcd.endpoint()],
+        prefix: prefix.to_string(),
+        server_id: Some(id.to_string()),
+        peer_bind: Some(SocketAddr::new(loopback(ip), free_port())),
+        cluster_key: Some(CLUSTER_KEY.to_string()),
+        ..ClusterConfig::default()
+    }
+}
+
+/// Server `id` of the cluster under `prefix`, on 127.0.0.`ip`, publishing there too; with
+/// `pki`'s certificate when given (clients moving between servers pin one).
+async fn member(etcd: &Etcd, prefix: &str, id: &str, ip: u8, pki: Option<&Pki>) -> ServerHandle {
+    member_with(etcd, prefix, id, ip, pki, |c| c).await
+}
+
+/// [`member`] with its `[cluster]` table changed by `f` first.
+async fn member_with(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ip: u8,
+    pki: Option<&Pki>,
+    f: impl FnOnce(ClusterConfig) -> ClusterConfig,
+) -> ServerHandle {
+    let cluster = f(cluster_config(etcd, prefix, id, ip));
+    server_with(|c| {
+        let c = c
+            .with_bind(SocketAddr::new(loopback(ip), 0))
+            .with_publish_addr(loopback(ip))
+            .with_vhost_http_bind(SocketAddr::new(loopback(ip), 0))
+            .with_shutdown_grace(Duration::ZERO)
+            .with_cluster(cluster);
+        match pki {
+            Some(p) => c.with_tls_files(&p.cert, &p.key),
+            None => c,
+        }
+    })
+    .await
+}
+
+/// The registry as etcd holds it, read by a store of the test's own.
+async fn store(etcd: &Etcd) -> EtcdStore {
+    EtcdStore::connect(&EtcdOptions::new([etcd.endpoint()]))
+        .await
+        .unwrap()
+}
+
+async fn keys(store: &EtcdStore, prefix: &str) -> Vec<String> {
+    let (kvs, _) = store.get_prefix(prefix).await.unwrap();
+    kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_is_refused_on_b_while_a_holds_the_id() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let a = member(&etcd, "/dup/", "a", 1, None).await;
+    let b = member(&etcd, "/dup/", "b", 2, None).await;
+    let first = client(client_config(&a).with_id("twin")).await;
+
+    let mut second = tunnel_client::start(client_config(&b).with_id("twin"))
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(WAIT, second.join())
+        .await
+        .expect("the second instance was not refused");
+    let err = stopped.expect_err("stopped without an error").to_string();
+    assert!(err.contains("\"twin\"") && err.contains("in use"), "{err}");
+    assert!(is_ready(&first), "the holder was disturbed");
+    assert_eq!(b.snapshot().clients, 0);
+
+    // Both servers show the cluster.
+    let stats = stats_json(b.stats_addr().unwrap()).await;
+    let c = &stats["cluster"];
+    assert_eq!(c["server_id"], "b", "{stats}");
+    assert_eq!(c["backend"], "etcd");
+    assert_eq!(c["lease"], "alive");
+    assert_eq!(c["servers"].as_array().unwrap().len(), 2, "{c}");
+    assert!(c["registry_revision"].as_i64().unwrap() > 0);
+    let metrics = stats_get(b.stats_addr().unwrap(), "/metrics", &[])
+        .await
+        .body;
+    assert!(metrics.contains("tunnel_cluster_servers 2"), "{metrics}");
+    assert!(
+        metrics.contains("tunnel_cluster_lease_alive 1"),
+        "{metrics}"
+    );
+    expect_logged(&["cluster: server b joined (2 servers)"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_reach_etcd_does_not_start_and_names_the_endpoints() {
+    let (_closed, port) = refusing_port();
+    let etcd_cfg = ClusterConfig {
+        backend: Backend::Etcd,
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        server_id: Some("alone".into()),
+        peer_bind: Some(SocketAddr::new(loopback(1), free_port())),
+        cluster_key: Some(CLUSTER_KEY.to_string()),
+        ..ClusterConfig::default()
+    };
+    logs();
+    let cfg = tunnel_server::ServerConfig::default()
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_stats_bind(None)
+        .with_auth_key(KEY)
+        .with_cluster(etcd_cfg);
+    let started = Instant::now();
+    let err = tunnel_server::start(cfg)
+        .await
+        .expect_err("started without etcd");
+    let text = err.to_string();
+    eprintln!("refused to start: {text}");
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{port}")) && text.contains("cluster.endpoints"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_ports_and_domains_held_on_a_are_refused_on_b() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let a = member(&etcd, "/names/", "a", 1, None).await;
+    let b = member(&etcd, "/names/", "b", 2, None).await;
+    let echo = echo_service().await.to_string();
+    let svc = http_service("site").await.to_string();
+    let port = free_port();
+    let site = |name: &str| {
+        ProxyConfig::http(name, &svc, None).with_http(|h| h.domains = vec!["app.test".into()])
+    };
+    let _owner = client(
+        client_config(&a)
+            .with_id("owner")
+            .with_proxy(ProxyConfig::tcp("web", &echo, Some(port)))
+            .with_proxy(site("site")),
+    )
+    .await;
+
+    // On b, 127.0.0.2:port is free and no local proxy has these names: only the registry
+    // can refuse them.
+    let mut other = tunnel_client::start(
+        client_config(&b)
+            .with_id("other")
+            .with_proxy(ProxyConfig::tcp("web", &echo, Some(port)))
+            .with_proxy(ProxyConfig::tcp("web2", &echo, Some(port)))
+            .with_proxy(site("site2"))
+            .with_proxy(ProxyConfig::tcp("free", &echo, None)),
+    )
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(WAIT, other.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let error = |name: &str| {
+        let r = reply.results.iter().find(|r| r.name == name).unwrap();
+        r.error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.field, e.message))
+    };
+    let web = error("web").expect("name taken");
+    assert!(
+        web.contains("already registered by another client"),
+        "{web}"
+    );
+    let web2 = error("web2").expect("port taken");
+    assert!(
+        web2.starts_with("publish_port:") && web2.contains("in use"),
+        "{web2}"
+    );
+    let site2 = error("site2").expect("domain taken");
+    assert!(
+        site2.contains("host app.test is served by another client"),
+        "{site2}"
+    );
+    assert_eq!(error("free"), None);
+    // a still serves its port; b never listened on it.
+    assert!(serves(port).await);
+    let on_b = SocketAddr::new(loopback(2), port);
+    assert!(tokio::net::TcpStream::connect(on_b).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_instance_moving_to_b_takes_over_and_a_closes_its_session() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let pki = Pki::new("cluster-move");
+    let a = member(&etcd, "/move/", "a", 1, Some(&pki)).await;
+    let b = member(&etcd, "/move/", "b", 2, Some(&pki)).await;
+    let (ra, rb) = (
+        Relay::start(a.local_addr()).await,
+        Relay::start(b.local_addr()).await,
+    );
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let cfg = ClientConfig::new("unused:1")
+        .with_server_addrs([ra.addr.to_string(), rb.addr.to_string()])
+        .with_auth_key(KEY)
+        .with_fingerprint(pki.fingerprint.parse().unwrap())
+        .with_id("mover")
+        .with_proxy(ProxyConfig::tcp("web", &echo, Some(port)));
+    let c = client(cfg).await;
+    // The list is shuffled: whichever server it chose is the old one.
+    let ((old, old_relay, _), (new, _, new_ip)) = if a.snapshot().clients == 1 {
+        ((&a, &ra, 1), (&b, &rb, 2))
+    } else {
+        ((&b, &rb, 2), (&a, &ra, 1))
+    };
+    assert_eq!(old.snapshot().clients, 1);
+
+    // The path to the old server dies without a FIN reaching it: its session would linger
+    // until its 30 s heartbeat timeout. The client moves on to the other server at once.
+    let started = Instant::now();
+    old_relay.cut();
+    eventually(WAIT, "the new server holds the client", || {
+        let n = new.snapshot().clients;
+        async move { n == 1 }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the old server closed the replaced session",
+        || {
+            let n = old.snapshot().clients;
+            async move { n == 0 }
+        },
+    )
+    .await;
+    let moved_in = started.elapsed();
+    expect_logged(&["replaced by a newer session of the same client"]).await;
+    let on_new = SocketAddr::new(loopback(new_ip), port);
+    eventually(WAIT, "the proxy serves on the new server", || {
+        serves_at(on_new, Duration::from_secs(2))
+    })
+    .await;
+    assert!(matches!(c.status(), Status::Ready(_)));
+    eprintln!("moved and the old session closed in {moved_in:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_revokes_the_servers_keys_at_once() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    let a = member(&etcd, "/stop/", "a", 1, None).await;
+    let b = member(&etcd, "/stop/", "b", 2, None).await;
+    let _c = client(client_config(&a).with_id("stays")).await;
+    let held = keys(&store, "/stop/").await;
+    assert!(held.iter().any(|k| k == "/stop/server/a"), "{held:?}");
+    assert!(held.iter().any(|k| k.contains("client/")), "{held:?}");
+
+    a.join().await;
+    let left = keys(&store, "/stop/").await;
+    assert_eq!(
+        left,
+        vec!["/stop/server/b".to_string()],
+        "at once, no TTL wait"
+    );
+    b.join().await;
+    assert!(keys(&store, "/stop/").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_its_keys_within_the_lease_ttl() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    let pki = Pki::new("cluster-kill");
+    let port = free_port();
+    let cluster = format!(
+        "[cluster]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/kill/\"\n\
+         server_id = \"killed\"\nlease_ttl = 2\npeer_bind = \"127.0.0.1:{}\"\n\
+         cluster_key = \"{CLUSTER_KEY}\"\n",
+        etcd.endpoint(),
+        free_port()
+    );
+    let mut server = pki.server("killed", port, &cluster).await;
+    let echo = echo_service().await.to_string();
+    let _c = client(
+        ClientConfig::new(format!("127.0.0.1:{port}"))
+            .with_auth_key(KEY)
+            .with_fingerprint(pki.fingerprint.parse().unwrap())
+            .with_id("orphan")
+            .with_proxy(ProxyConfig::tcp("web", &echo, Some(free_port()))),
+    )
+    .await;
+    let held = keys(&store, "/kill/").await;
+    assert!(held.len() >= 4, "server, client, proxy, port: {held:?}");
+
+    server.kill9();
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the killed server's keys vanish",
+        || {
+            let store = &store;
+            async move { keys(store, "/kill/").await.is_empty() }
+        },
+    )
+    .await;
+    let gone_in = killed.elapsed();
+    eprintln!("keys gone {gone_in:?} after kill -9 (lease_ttl 2 s)");
+    assert!(
+        gone_in <= Duration::from_secs(3),
+        "{gone_in:?} > lease_ttl + 1 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_closed() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    // A long TTL: a's next renewal, which finds the lease gone, is 5 s away, long after
+    // the other client registers.
+    let a = member_with(&etcd, "/lost/", "a", 1, None, |c| ClusterConfig {
+        lease_ttl: Duration::from_secs(15),
+        ..c
+    })
+    .await;
+    let b = member(&etcd, "/lost/", "b", 2, None).await;
+    let echo = echo_service().await.to_string();
+    let (kept, lost) = (free_port(), free_port());
+    let first = client(
+        client_config(&a)
+            .with_id("first")
+            .with_proxy(ProxyConfig::tcp("kept", &echo, Some(kept)))
+            .with_proxy(ProxyConfig::tcp("lost", &echo, Some(lost))),
+    )
+    .await;
+
+    // a's lease ends behind its back (as when etcd expired it while a was cut off): every
+    // key of a is gone, and another client takes one of its names through b before a
+    // notices.
+    let lease = store.get("/lost/server/a").await.unwrap().unwrap().lease;
+    store.revoke(lease).await.unwrap();
+    assert!(!keys(&store, "/lost/")
+        .await
+        .iter()
+        .any(|k| k.contains("client/first")));
+    let _thief = client(
+        client_config(&b)
+            .with_id("thief")
+            .with_proxy(ProxyConfig::tcp("lost", &echo, Some(lost))),
+    )
+    .await;
+
+    eventually(
+        Duration::from_secs(20),
+        "a registered again on a new lease",
+        || {
+            let store = &store;
+            async move {
+                let k = keys(store, "/lost/").await;
+                k.iter().any(|k| k == "/lost/server/a")
+                    && k.iter().any(|k| k.contains("client/first"))
+            }
+        },
+    )
+    .await;
+    eventually(WAIT, "a closed the proxy b's client now holds", || {
+        let n = a.snapshot().proxies;
+        async move { n == 1 }
+    })
+    .await;
+    expect_logged(&["another client took the proxy while this server's lease was lost"]).await;
+    assert!(
+        serves(kept).await,
+        "the proxy nobody took still serves on a"
+    );
+    assert!(is_ready(&first));
+    let stats = stats_json(a.stats_addr().unwrap()).await;
+    assert_eq!(stats["cluster"]["lease"], "alive", "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_keys_follow_what_the_server_serves() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let store = store(&etcd).await;
+    let a = member(&etcd, "/follow/", "a", 1, None).await;
+    let echo = echo_service().await.to_string();
+    let (kept, dropped, busy) = (free_port(), free_port(), free_port());
+    // Something else listens on busy: the registry grants the port, this host cannot bind it.
+    let _other = tokio::net::TcpListener::bind(SocketAddr::new(loopback(1), busy))
+        .await
+        .unwrap();
+    let base = client_config(&a)
+        .with_id("follows")
+        .with_proxy(ProxyConfig::tcp("kept", &echo, Some(kept)));
+    let mut c = tunnel_client::start(
+        base.clone()
+            .with_proxy(ProxyConfig::tcp("dropped", &echo, Some(dropped)))
+            .with_proxy(ProxyConfig::tcp("busy", &echo, Some(busy))),
+    )
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(WAIT, c.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let busy_err = reply.results.iter().find(|r| r.name == "busy").unwrap();
+    assert!(busy_err.error.is_some(), "{reply:?}");
+    let has = |k: &[String], part: &str| k.iter().any(|k| k.ends_with(part));
+    eventually(WAIT, "the refused proxy's keys are released", || {
+        let store = &store;
+        async move { !has(&keys(store, "/follow/").await, &format!("port/{busy}")) }
+    })
+    .await;
+    let now = keys(&store, "/follow/").await;
+    assert!(has(&now, &format!("port/{kept}")) && has(&now, &format!("port/{dropped}")));
+
+    // A reload drops a proxy: its keys go too.
+    c.reload(base).await.unwrap();
+    eventually(WAIT, "the dropped proxy's keys are released", || {
+        let store = &store;
+        async move { !has(&keys(store, "/follow/").await, &format!("port/{dropped}")) }
+    })
+    .await;
+    let now = keys(&store, "/follow/").await;
+    assert!(has(&now, &format!("port/{kept}")), "{now:?}");
+    assert!(serves_at(SocketAddr::new(loopback(1), kept), WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_etcd_is_frozen_tunnels_serve_and_logins_are_refused_retryably() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    // A 3 s TTL makes etcd requests time out after 1 s.
+    let a = member_with(&etcd, "/frozen/", "a", 1, None, |c| ClusterConfig {
+        lease_ttl: Duration::from_secs(3),
+        ..c
+    })
+    .await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let _up = client(client_config(&a).with_id("up").with_proxy(ProxyConfig::tcp(
+        "up",
+        &echo,
+        Some(port),
+    )))
+    .await;
+
+    etcd.pause().await;
+    let mut late = tunnel_client::start(client_config(&a).with_id("late"))
+        .await
+        .unwrap();
+    eventually(WAIT, "the late login is refused, retryably", || {
+        let status = late.status();
+        async move {
+            matches!(&status, Status::Retrying(why) if why.contains("the cluster registry is unreachable; retrying"))
+        }
+    })
+    .await;
+    assert!(
+        serves(port).await,
+        "the registry being down took a tunnel down"
+    );
+    etcd.resume();
+    tokio::time::timeout(Duration::from_secs(20), late.ready())
+        .await
+        .expect("the late client never got in")
+        .unwrap();
+}
