@@ -1,7 +1,7 @@
 //! The two sides of the peer handshake as sans-IO machines (driven like
 //! [`crate::handshake`]'s, through the same [`Handshake`] trait).
 
-use crate::handshake::{Handshake, Phase};
+use crate::handshake::{Handshake, Phase, Throttle};
 use crate::peer::auth::{self, Role, Transcript};
 use crate::peer::{PeerChallenge, PeerHello, PeerProof};
 use crate::{HandshakeError, Message, ProtoError, Rejected, PROTOCOL_VERSION};
@@ -21,6 +21,9 @@ pub enum DialerEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AcceptorEvent {
+    /// The dialer's proof arrived. Question: may it be checked now (the wrong-key limits)?
+    /// Answer with [`PeerAcceptor::authorize`].
+    Authorize,
     /// The dialer proved the key; `PeerAccepted` is queued: write it and start yamux (as the
     /// server side), then serve Forward streams only.
     Authenticated {
@@ -144,6 +147,7 @@ impl Handshake for PeerDialer {
 enum AcceptorState {
     Hello,
     Proof,
+    Authorizing,
     Done,
 }
 
@@ -156,6 +160,7 @@ pub struct PeerAcceptor {
     nonce: [u8; 32],
     binding: [u8; 32],
     hello: Option<PeerHello>,
+    mac: [u8; 32],
     queued: std::collections::VecDeque<Message>,
     outcome: Option<Result<AcceptorEvent, HandshakeError>>,
 }
@@ -172,6 +177,7 @@ impl PeerAcceptor {
             nonce,
             binding,
             hello: None,
+            mac: [0; 32],
             queued: std::collections::VecDeque::new(),
             outcome: None,
         }
@@ -192,17 +198,35 @@ impl PeerAcceptor {
     }
 
     fn on_proof(&mut self, p: PeerProof) {
-        let Some(hello) = self.hello.take() else {
-            return self.fail(unexpected("a peer hello", None));
-        };
-        if !auth::verify(&self.key, Role::Dialer, &self.transcript(&hello), &p.mac) {
-            return self.reject(HandshakeError::WrongClusterKey);
+        self.mac = p.mac;
+        self.state = AcceptorState::Authorizing;
+        self.outcome = Some(Ok(AcceptorEvent::Authorize));
+    }
+
+    /// Answer [`AcceptorEvent::Authorize`]: `Ok` checks the proof now (then
+    /// [`AcceptorEvent::Authenticated`] or [`HandshakeError::WrongClusterKey`]); a throttle
+    /// turns the dialer away unchecked. Returns whether the proof was right, or `None` when
+    /// it was not checked.
+    pub fn authorize(&mut self, verdict: Result<(), Throttle>) -> Option<bool> {
+        if self.state != AcceptorState::Authorizing {
+            return None;
         }
-        self.queued.push_back(Message::PeerAccepted);
-        self.state = AcceptorState::Done;
-        self.outcome = Some(Ok(AcceptorEvent::Authenticated {
-            server_id: hello.server_id,
-        }));
+        let hello = self.hello.take()?;
+        if let Err(t) = verdict {
+            self.reject(HandshakeError::Throttled(t));
+            return None;
+        }
+        let right = auth::verify(&self.key, Role::Dialer, &self.transcript(&hello), &self.mac);
+        if right {
+            self.queued.push_back(Message::PeerAccepted);
+            self.state = AcceptorState::Done;
+            self.outcome = Some(Ok(AcceptorEvent::Authenticated {
+                server_id: hello.server_id,
+            }));
+        } else {
+            self.reject(HandshakeError::WrongClusterKey);
+        }
+        Some(right)
     }
 
     fn transcript<'a>(&'a self, h: &'a PeerHello) -> Transcript<'a> {
@@ -265,7 +289,7 @@ impl Handshake for PeerAcceptor {
             (AcceptorState::Proof, Some(Message::PeerProof(p))) => self.on_proof(p),
             (AcceptorState::Hello, other) => self.fail(unexpected("a peer hello", other.as_ref())),
             (AcceptorState::Proof, other) => self.fail(unexpected("a peer proof", other.as_ref())),
-            (AcceptorState::Done, other) => self.fail(unexpected("nothing", other.as_ref())),
+            (AcceptorState::Authorizing | AcceptorState::Done, other) => self.fail(unexpected("nothing", other.as_ref())),
         }
     }
 

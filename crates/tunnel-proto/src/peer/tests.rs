@@ -29,8 +29,22 @@ fn wire(m: Message) -> Message {
         .expect("whole frame")
 }
 
-fn pump(d: &mut PeerDialer, a: &mut PeerAcceptor) {
+/// Pumps both ways, answering the acceptor's Authorize with `Ok`; returns the acceptor's
+/// final outcome.
+fn pump(
+    d: &mut PeerDialer,
+    a: &mut PeerAcceptor,
+) -> Option<Result<AcceptorEvent, HandshakeError>> {
+    let mut last = None;
     loop {
+        match a.poll() {
+            Some(Ok(AcceptorEvent::Authorize)) => {
+                a.authorize(Ok(()));
+                continue;
+            }
+            Some(other) => last = Some(other),
+            None => {}
+        }
         let mut moved = false;
         while let Some(m) = d.poll_transmit() {
             a.on_message(Some(wire(m)));
@@ -40,8 +54,8 @@ fn pump(d: &mut PeerDialer, a: &mut PeerAcceptor) {
             d.on_message(Some(wire(m)));
             moved = true;
         }
-        if !moved {
-            break;
+        if !moved && !a.has_outcome() {
+            return last;
         }
     }
 }
@@ -49,9 +63,8 @@ fn pump(d: &mut PeerDialer, a: &mut PeerAcceptor) {
 #[test]
 fn mutual_proof_succeeds_with_the_same_key() {
     let (mut d, mut a) = (dialer(KEY, 1), acceptor(KEY, 2));
-    pump(&mut d, &mut a);
     assert_eq!(
-        a.poll(),
+        pump(&mut d, &mut a),
         Some(Ok(AcceptorEvent::Authenticated {
             server_id: "a".into()
         }))
@@ -96,6 +109,8 @@ fn acceptor_refuses_a_dialer_without_the_key() {
     };
     let mac = auth::compute(b"wrong key", Role::Dialer, &t);
     a.on_message(Some(Message::PeerProof(PeerProof { mac })));
+    assert_eq!(a.poll(), Some(Ok(AcceptorEvent::Authorize)));
+    assert_eq!(a.authorize(Ok(())), Some(false));
     assert!(matches!(a.poll_transmit(), Some(Message::Rejected(_))));
     assert_eq!(a.poll(), Some(Err(HandshakeError::WrongClusterKey)));
 }
@@ -113,6 +128,8 @@ fn a_replayed_dialer_proof_is_refused() {
     again.on_message(Some(hello));
     let _ = again.poll_transmit();
     again.on_message(Some(proof));
+    let _ = again.poll();
+    again.authorize(Ok(()));
     assert_eq!(again.poll(), Some(Err(HandshakeError::WrongClusterKey)));
 }
 
@@ -134,7 +151,7 @@ fn a_replayed_acceptor_challenge_is_refused() {
 fn another_tls_session_fails_the_proof() {
     let mut d = PeerDialer::new(KEY, "a", [1; 32], [1; 32]);
     let mut a = PeerAcceptor::new(KEY, "b", [2; 32], [2; 32]);
-    pump(&mut d, &mut a);
+    let _ = pump(&mut d, &mut a);
     assert_eq!(d.poll(), Some(Err(HandshakeError::WrongClusterKey)));
 }
 
@@ -151,6 +168,8 @@ fn a_reflected_proof_is_refused() {
         panic!("challenge")
     };
     a.on_message(Some(Message::PeerProof(PeerProof { mac: c.mac })));
+    let _ = a.poll();
+    a.authorize(Ok(()));
     assert_eq!(a.poll(), Some(Err(HandshakeError::WrongClusterKey)));
 }
 
@@ -172,6 +191,8 @@ fn client_and_peer_proofs_never_pass_for_each_other() {
     };
     let client_mac = compute_mac(KEY, &[2; 32], &BINDING, &hello);
     a.on_message(Some(Message::PeerProof(PeerProof { mac: client_mac })));
+    let _ = a.poll();
+    a.authorize(Ok(()));
     assert_eq!(a.poll(), Some(Err(HandshakeError::WrongClusterKey)));
 
     let t = Transcript {
@@ -271,4 +292,16 @@ fn forward_is_bounded_and_strict() {
         decode_body(&body),
         Err(ProtoError::UnknownTag { .. })
     ));
+}
+
+#[test]
+fn a_throttled_proof_is_not_checked() {
+    let (mut d, mut a) = (dialer(KEY, 1), acceptor(KEY, 2));
+    a.on_message(d.poll_transmit());
+    d.on_message(a.poll_transmit());
+    a.on_message(d.poll_transmit());
+    assert_eq!(a.poll(), Some(Ok(AcceptorEvent::Authorize)));
+    assert_eq!(a.authorize(Err(crate::handshake::Throttle::Source)), None);
+    assert!(matches!(a.poll_transmit(), Some(Message::Rejected(_))));
+    assert!(matches!(a.poll(), Some(Err(HandshakeError::Throttled(_)))));
 }
