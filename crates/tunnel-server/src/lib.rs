@@ -38,6 +38,7 @@ mod handshake;
 mod lane;
 mod listener;
 mod metrics;
+pub mod peer;
 mod ports;
 mod pre_auth;
 mod register;
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     /// Client streams still reading their header, all clients (`max_stream_headers`).
     stream_headers: Arc<tokio::sync::Semaphore>,
     limit_metrics: metrics::LimitMetrics,
+    /// The server-to-server peer link, in cluster mode.
+    peer: Option<Arc<peer::Peer>>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -127,6 +130,7 @@ pub struct ServerHandle {
     ws_addr: Option<SocketAddr>,
     vhost_addr: Option<SocketAddr>,
     stats_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
     shared: Arc<Shared>,
 }
@@ -168,6 +172,11 @@ impl ServerHandle {
     /// Where the stats endpoint listens, if it is on (useful with port 0).
     pub fn stats_addr(&self) -> Option<SocketAddr> {
         self.stats_addr
+    }
+
+    /// Where the peer link (`peer_bind`) listens, in cluster mode.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// SHA-256 fingerprint of the server certificate, for clients to pin.
@@ -234,6 +243,23 @@ impl ServerHandle {
 
 /// Bind the client port and start serving. Returns once the server accepts connections.
 pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
+    start_with_peer(cfg, None).await
+}
+
+/// [`start`] as one server of a cluster: also bind `peer.peer_bind`, and forward visitors of
+/// proxies that `locator` places on another server over the peer link.
+pub async fn start_clustered(
+    cfg: ServerConfig,
+    peer: peer::PeerConfig,
+    locator: Arc<dyn peer::Locate>,
+) -> Result<ServerHandle, ServerError> {
+    start_with_peer(cfg, Some((peer, locator))).await
+}
+
+async fn start_with_peer(
+    cfg: ServerConfig,
+    peer: Option<(peer::PeerConfig, Arc<dyn peer::Locate>)>,
+) -> Result<ServerHandle, ServerError> {
     let problems = cfg.problems();
     if !problems.is_empty() {
         return Err(ServerError::Config(problems));
@@ -287,6 +313,10 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
                 source,
             },
         )?;
+    let peer = match peer {
+        Some((pc, locator)) => Some(peer::Peer::bind(pc, locator, &identity).await?),
+        None => None,
+    };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
@@ -307,6 +337,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         limit_warnings: tunnel_transport::WarnLimits::new(LIMIT_WARN_WINDOW),
         stream_headers,
         limit_metrics: metrics::LimitMetrics::default(),
+        peer: peer.as_ref().map(|(p, _, _)| p.clone()),
     });
     info!(%local_addr, %fingerprint, "tunnel server listening");
     let stats_addr = stats_listener.as_ref().map(|l| l.local_addr());
@@ -342,7 +373,16 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
             .tasks
             .spawn(task.instrument(tracing::info_span!("vhost", %at)));
     }
+    let peer_addr = peer.as_ref().map(|(_, _, at)| *at);
+    if let Some((p, l, at)) = peer {
+        info!(peer_addr = %at, server_id = %p.cfg.server_id, "peer link listening");
+        let task = peer::run_listener(shared.clone(), p, l);
+        shared
+            .tasks
+            .spawn(task.instrument(tracing::info_span!("peers", %at)));
+    }
     Ok(ServerHandle {
+        peer_addr,
         local_addr,
         ws_addr,
         vhost_addr,
