@@ -191,7 +191,7 @@ pub(crate) fn visit_allowed(shared: &Shared, entry: &ProxyEntry, client_id: &str
     if let Err(why) = access {
         let subject = format!("visit denied {}", entry.key);
         if let Some(more) = shared.limit_warnings.check(subject) {
-            info!(proxy = %entry.label(), visitor = client_id, "visitor refused: access denied ({why}){more}");
+            info!(proxy = %entry.label(), visitor = %tunnel_proto::PeerText(client_id), "visitor refused: access denied ({why}){more}");
         }
         return false;
     }

@@ -1,0 +1,142 @@
+//! End to end: two servers of one cluster linked by the peer link, each with a static
+//! registry; a visitor connected to server A reaches a proxy whose client is connected to
+//! server B. Real TLS on loopback both for the clients and between the servers.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tunnel_client::{ClientConfig, ProxyConfig, VisitorConfig};
+use tunnel_testkit::*;
+
+const SECRET: &str = "peer-visitor-secret";
+
+fn config_for(s: &ClusterServer) -> ClientConfig {
+    client_config(&s.server)
+}
+
+fn through(bind: &str) -> SocketAddr {
+    bind.parse().unwrap()
+}
+
+/// A and B, with proxy `name` (private, secret) of client `owner` connected to B, and both
+/// registries placing it on B at `epoch`.
+async fn two_servers_and_an_owner(
+    tag: &str,
+    name: &str,
+    epoch: u64,
+    proxy: impl FnOnce(ProxyConfig) -> ProxyConfig,
+) -> (ClusterServer, ClusterServer, tunnel_client::ClientHandle) {
+    let a = cluster_server(&format!("{tag}-a"), CLUSTER_KEY).await;
+    let b = cluster_server(&format!("{tag}-b"), CLUSTER_KEY).await;
+    let echo = echo_service().await.to_string();
+    let owner = client(
+        config_for(&b)
+            .with_id(format!("{tag}-owner"))
+            .with_proxy(proxy(ProxyConfig::tcp(name, &echo, None).with_secret(SECRET))),
+    )
+    .await;
+    a.locator.set(b.owns(name, 0, epoch, false));
+    b.locator.set(b.owns(name, 0, epoch, true));
+    (a, b, owner)
+}
+
+/// A visitor client on `a` for proxy `name`; returns it and its local bind.
+async fn visitor_on(
+    a: &ClusterServer,
+    id: &str,
+    name: &str,
+    secret: &str,
+) -> (tunnel_client::ClientHandle, String) {
+    let bind = visitor_bind();
+    let v = client(
+        config_for(a)
+            .with_id(id)
+            .with_visitor(VisitorConfig::new(&format!("{id}-v"), name, 0, &bind).with_secret(secret)),
+    )
+    .await;
+    (v, bind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_on_one_server_reaches_a_proxy_on_another_with_exact_bytes_and_half_close() {
+    let (a, b, _owner) = two_servers_and_an_owner("pv", "pv-db", 3, |p| p).await;
+    let (_v, bind) = visitor_on(&a, "pv-visitor", "pv-db", SECRET).await;
+    // roundtrip writes everything, half-closes, and reads to EOF: the echo service sees the
+    // FIN only if it crossed both servers, and its own close comes back the same way.
+    for (len, seed) in [(1, 1), (70_000, 2), (1 << 20, 3)] {
+        let data = random_bytes(len, seed);
+        let back = roundtrip(through(&bind), &data).await;
+        assert!(back == data, "{len} bytes: echoed bytes differ");
+    }
+    expect_logged(&["linked to peer", "peer=pv-b"]).await;
+    expect_logged(&["peer linked", "peer=pv-a"]).await;
+    // Counted on the owner's server, where the proxy lives.
+    let stats = stats_json(b.server.stats_addr().unwrap()).await.to_string();
+    assert!(stats.contains("pv-db"), "{stats}");
+    assert_eq!(a.locator.fresh_lookups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_server_applies_the_visitor_rules_after_the_hop() {
+    let (a, _b, _owner) = two_servers_and_an_owner("pd", "pd-db", 1, |p| p).await;
+    let (_v, bind) = visitor_on(&a, "pd-visitor", "pd-db", "not-the-secret").await;
+    expect_prompt_close(&bind, Duration::from_secs(5)).await;
+    expect_logged(&["visitor refused: access denied", "visitor=pd-visitor"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_cluster_key_is_refused_both_ways() {
+    let a = cluster_server("pk-a", "another-cluster-key-entirely").await;
+    let b = cluster_server("pk-b", CLUSTER_KEY).await;
+    let echo = echo_service().await.to_string();
+    let _owner = client(
+        config_for(&b)
+            .with_id("pk-owner")
+            .with_proxy(ProxyConfig::tcp("pk-db", &echo, None).with_secret(SECRET)),
+    )
+    .await;
+    a.locator.set(b.owns("pk-db", 0, 1, false));
+    b.locator.set(b.owns("pk-db", 0, 1, true));
+    let (_v, bind) = visitor_on(&a, "pk-visitor", "pk-db", SECRET).await;
+    expect_prompt_close(&bind, Duration::from_secs(5)).await;
+    // The dialer notices first (the acceptor proves the key first) and sends no proof.
+    expect_logged(&["visitor refused via peer", "cluster_key"]).await;
+    // The other way round: B dials A.
+    b.locator.set(a.owns("pk-other", 0, 1, false));
+    let (_v2, bind2) = visitor_on(&b, "pk-visitor2", "pk-other", SECRET).await;
+    expect_prompt_close(&bind2, Duration::from_secs(5)).await;
+    assert!(logged_count(&["visitor refused via peer", "cluster_key"]) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_at_the_peer_port_is_refused() {
+    let b = cluster_server("pc-b", CLUSTER_KEY).await;
+    let cfg = ClientConfig::new(b.peer_addr())
+        .with_auth_key(KEY)
+        .with_fingerprint(b.server.fingerprint())
+        .with_id("pc-client");
+    let mut c = tunnel_client::start(cfg).await.unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(3), c.ready()).await;
+    assert!(!matches!(ready, Ok(Ok(_))), "a client registered at the peer port");
+    assert!(!is_ready(&c));
+    assert_eq!(b.server.snapshot().clients, 0);
+    c.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_answers_not_here_and_the_visitor_gets_through_after_one_fresh_lookup() {
+    let (a, b, _owner) = two_servers_and_an_owner("pn", "pn-db", 7, |p| p).await;
+    // A's cache still names an older registration; the registry itself has the new one.
+    a.locator
+        .set_stale(b.owns("pn-db", 0, 6, false), b.owns("pn-db", 0, 7, false));
+    let (_v, bind) = visitor_on(&a, "pn-visitor", "pn-db", SECRET).await;
+    let data = random_bytes(10_000, 5);
+    assert!(roundtrip(through(&bind), &data).await == data);
+    assert_eq!(a.locator.fresh_lookups(), 1);
+    // Still stale, fresh still wrong: one retry only, then the visitor hears why.
+    a.locator
+        .set_stale(b.owns("pn-db", 0, 5, false), b.owns("pn-db", 0, 4, false));
+    expect_prompt_close(&bind, Duration::from_secs(5)).await;
+    assert_eq!(a.locator.fresh_lookups(), 2);
+}
