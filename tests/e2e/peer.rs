@@ -140,3 +140,62 @@ async fn a_stale_owner_answers_not_here_and_the_visitor_gets_through_after_one_f
     expect_prompt_close(&bind, Duration::from_secs(5)).await;
     assert_eq!(a.locator.fresh_lookups(), 2);
 }
+
+/// `publish_mode = "all"`: the published port of a proxy on B answers on A too, and the PROXY
+/// v2 header B's client sends to its service names the user's real address, not the peer link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_port_answers_on_a_non_owner_with_the_users_address_in_proxy_v2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = cluster_server_on("pp-a", CLUSTER_KEY, loopback(2)).await;
+    let b = cluster_server("pp-b", CLUSTER_KEY).await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let mut proxy = ProxyConfig::tcp("pp-web", &echo, Some(port));
+    proxy.proxy_protocol = Some(tunnel_proto::proxy_protocol::Version::V2);
+    let plain = free_port();
+    let _owner = client(
+        config_for(&b)
+            .with_id("pp-owner")
+            .with_proxy(proxy)
+            .with_proxy(ProxyConfig::tcp("pp-plain", &echo, Some(plain))),
+    )
+    .await;
+    for (name, p) in [("pp-web", port), ("pp-plain", plain)] {
+        b.locator.set(b.owns(name, p, 1, true));
+        a.locator.set(b.owns(name, p, 1, false));
+    }
+    let on_a = SocketAddr::new(loopback(2), port);
+    eventually(Duration::from_secs(5), "A forwards the port", || async {
+        tokio::net::TcpStream::connect(on_a).await.is_ok()
+    })
+    .await;
+
+    let mut s = connect_from(loopback(7), on_a).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    let sig = tunnel_proto::proxy_protocol::V2_SIGNATURE;
+    assert!(back.starts_with(&sig), "{back:?}");
+    assert!(back.ends_with(b"hello"), "{back:?}");
+    // v2 PROXY over TCP/IPv4: source address, destination address, source port, destination port.
+    assert_eq!(&back[16..20], &[127, 0, 0, 7], "source: the user, not the peer link");
+    assert_eq!(&back[20..24], &[127, 0, 0, 2], "destination: the address the user reached");
+    assert_eq!(u16::from_be_bytes([back[26], back[27]]), port);
+
+    // Exact bytes both ways through the non-owner, with half-close.
+    let data = random_bytes(1 << 20, 11);
+    let through_a = SocketAddr::new(loopback(2), plain);
+    eventually(Duration::from_secs(5), "A forwards the plain port", || async {
+        tokio::net::TcpStream::connect(through_a).await.is_ok()
+    })
+    .await;
+    assert!(roundtrip(through_a, &data).await == data);
+
+    // The registry drops the port: A stops answering it.
+    a.locator.remove("pp-web", port);
+    eventually(Duration::from_secs(5), "A closes the port", || async {
+        tokio::net::TcpStream::connect(on_a).await.is_err()
+    })
+    .await;
+}

@@ -376,6 +376,10 @@ async fn start_with_peer(
     let peer_addr = peer.as_ref().map(|(_, _, at)| *at);
     if let Some((p, l, at)) = peer {
         info!(peer_addr = %at, server_id = %p.cfg.server_id, "peer link listening");
+        let ports = peer::run_ports(shared.clone(), p.clone());
+        shared
+            .tasks
+            .spawn(ports.instrument(tracing::info_span!("cluster ports")));
         let task = peer::run_listener(shared.clone(), p, l);
         shared
             .tasks

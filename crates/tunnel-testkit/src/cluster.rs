@@ -1,6 +1,7 @@
 //! Servers of one cluster in process, linked by the peer link, with a static registry
 //! ([`tunnel_server::peer::StaticLocator`]) each test fills by hand.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tunnel_server::peer::{Located, PeerConfig, StaticLocator};
@@ -44,12 +45,18 @@ impl ClusterServer {
 }
 
 /// A server with id `id` on loopback, its peer port on an OS-picked port, authenticating peers
-/// with `cluster_key`.
+/// with `cluster_key`, publishing ports on 127.0.0.1.
 pub async fn cluster_server(id: &str, cluster_key: &str) -> ClusterServer {
+    cluster_server_on(id, cluster_key, crate::net::loopback(1)).await
+}
+
+/// [`cluster_server`] publishing ports on `publish` (another loopback address for each server,
+/// so that they bind the same port, as servers on separate hosts do).
+pub async fn cluster_server_on(id: &str, cluster_key: &str, publish: IpAddr) -> ClusterServer {
     capture_logs();
     let cfg = ServerConfig::default()
         .with_bind("127.0.0.1:0".parse().unwrap())
-        .with_publish_addr("127.0.0.1".parse().unwrap())
+        .with_publish_addr(publish)
         .with_stats_bind(Some("127.0.0.1:0".parse().unwrap()))
         .with_auth_key(KEY);
     let peer = PeerConfig {

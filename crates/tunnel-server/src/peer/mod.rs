@@ -8,10 +8,12 @@
 //! - `serve`: one Forward on the owner's side, checked and spliced like a local connection.
 //! - `pool`: one link per peer, dialled lazily, and the one-retry rule.
 //! - `visit`: the visitor path on the forwarding side.
+//! - `ports`: `publish_mode = "all"`, every server answers every published port.
 
 mod accept;
 mod locate;
 mod pool;
+mod ports;
 mod serve;
 mod visit;
 
@@ -25,6 +27,7 @@ use tunnel_transport::{ClientTrust, PeerTls, ServerIdentity};
 pub use locate::{Locate, LocateFuture, Located, StaticLocator};
 
 pub(crate) use accept::run as run_listener;
+pub(crate) use ports::run as run_ports;
 pub(crate) use visit::forward_visit;
 
 use crate::ServerError;

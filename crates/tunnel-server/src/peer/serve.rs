@@ -15,6 +15,7 @@ use tunnel_proto::Message;
 use tunnel_transport::{read_message, write_message};
 
 use crate::forward::{begin_public, open_to_owner};
+use crate::listener::idle_of;
 use crate::peer::Peer;
 use crate::registry::ProxyKey;
 use crate::visitor::visit_allowed;
@@ -133,10 +134,15 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
         .fetch_add(1, Ordering::Relaxed);
     // A peer stream has no abort signal of its own: closing it is the signal.
     let never = CancellationToken::new();
+    // A user connection idles out here, where the proxy's settings are, as it would locally.
+    let pipe = match fwd.kind {
+        ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
+        ForwardKind::Visitor => shared.pipe.clone(),
+    };
     let end = relay_streams(
         &mut stream,
         &mut out,
-        &shared.pipe,
+        &pipe,
         &never,
         out_guard.token(),
         Some(&entry.counters.bytes),
