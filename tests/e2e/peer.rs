@@ -124,6 +124,21 @@ async fn a_client_at_the_peer_port_is_refused() {
     c.shutdown();
 }
 
+/// A server that dials another's client port (a wrong `peer_advertise`) fails at TLS: the
+/// client port never offers the peer ALPN id, and the visitor hears why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_the_client_port_is_refused() {
+    let a = cluster_server("pq-a", CLUSTER_KEY).await;
+    let b = cluster_server("pq-b", CLUSTER_KEY).await;
+    let mut wrong = b.owns("pq-db", 0, 1, false);
+    wrong.peer_addr = b.server.local_addr().to_string();
+    a.locator.set(wrong);
+    let (_v, bind) = visitor_on(&a, "pq-visitor", "pq-db", SECRET).await;
+    expect_prompt_close(&bind, Duration::from_secs(5)).await;
+    expect_logged(&["visitor refused via peer", "cannot link to the peer server"]).await;
+    assert_eq!(b.server.snapshot().clients, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owner_answers_not_here_and_the_visitor_gets_through_after_one_fresh_lookup() {
     let (a, b, _owner) = two_servers_and_an_owner("pn", "pn-db", 7, |p| p).await;
@@ -198,4 +213,53 @@ async fn a_published_port_answers_on_a_non_owner_with_the_users_address_in_proxy
         tokio::net::TcpStream::connect(on_a).await.is_err()
     })
     .await;
+}
+
+/// Not a check: prints the cost of the hop (run with `--ignored --nocapture`; numbers from a
+/// debug build only compare the two paths with each other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn measure_forwarded_vs_local() {
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b, _owner) = two_servers_and_an_owner("pm", "pm-db", 1, |p| p).await;
+    let (_va, via_a) = visitor_on(&a, "pm-visitor-a", "pm-db", SECRET).await;
+    let (_vb, via_b) = visitor_on(&b, "pm-visitor-b", "pm-db", SECRET).await;
+    // Warm the peer link.
+    assert!(roundtrip(through(&via_a), b"x").await == b"x");
+    for (label, bind) in [("local", &via_b), ("forwarded", &via_a)] {
+        let mut s = tokio::net::TcpStream::connect(through(bind)).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut rtts = Vec::new();
+        let mut one = [0u8; 1];
+        for _ in 0..500 {
+            let t = Instant::now();
+            s.write_all(b"x").await.unwrap();
+            s.read_exact(&mut one).await.unwrap();
+            rtts.push(t.elapsed());
+        }
+        rtts.sort();
+        let mut firsts = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            let mut c = tokio::net::TcpStream::connect(through(bind)).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            c.read_exact(&mut one).await.unwrap();
+            firsts.push(t.elapsed());
+        }
+        firsts.sort();
+        let data = random_bytes(64 << 20, 1);
+        let t = Instant::now();
+        let back = roundtrip(through(bind), &data).await;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(back.len(), data.len());
+        println!(
+            "{label}: 1-byte echo RTT median {:?} p99 {:?}; connect→first byte median {:?}; \
+             64 MiB echoed in {secs:.2}s = {:.0} MiB/s each way",
+            rtts[rtts.len() / 2],
+            rtts[rtts.len() * 99 / 100],
+            firsts[firsts.len() / 2],
+            64.0 / secs
+        );
+    }
 }

@@ -141,3 +141,44 @@ impl Locate for StaticLocator {
         self.changes.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(name: &str, port: u16, epoch: u64, local: bool) -> Located {
+        Located {
+            name: name.into(),
+            publish_port: port,
+            server_id: "b".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            epoch,
+            local,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_entry_differs_from_the_fresh_one_and_lookups_are_counted() {
+        let l = StaticLocator::new();
+        l.set_stale(at("db", 0, 1, false), at("db", 0, 2, false));
+        assert_eq!(l.locate("db", 0).map(|x| x.epoch), Some(1));
+        assert_eq!(l.locate_fresh("db", 0).await.map(|x| x.epoch), Some(2));
+        assert_eq!(l.fresh_lookups(), 1);
+        assert_eq!(l.locate("db", 1), None, "the port is part of the key");
+    }
+
+    #[tokio::test]
+    async fn the_port_feed_lists_published_ports_and_signals_changes() {
+        let l = StaticLocator::new();
+        let mut changes = l.port_changes();
+        l.set(at("web", 8080, 1, false));
+        l.set(at("db", 0, 1, false));
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        let ports: Vec<u16> = l.published_ports().iter().map(|x| x.publish_port).collect();
+        assert_eq!(ports, [8080], "private proxies have no port to answer");
+        l.remove("web", 8080);
+        assert!(changes.has_changed().unwrap());
+        assert!(l.published_ports().is_empty());
+    }
+}
