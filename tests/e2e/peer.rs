@@ -33,7 +33,9 @@ async fn two_servers_and_an_owner(
     let owner = client(
         config_for(&b)
             .with_id(format!("{tag}-owner"))
-            .with_proxy(proxy(ProxyConfig::tcp(name, &echo, None).with_secret(SECRET))),
+            .with_proxy(proxy(
+                ProxyConfig::tcp(name, &echo, None).with_secret(SECRET),
+            )),
     )
     .await;
     a.locator.set(b.owns(name, 0, epoch, false));
@@ -49,12 +51,11 @@ async fn visitor_on(
     secret: &str,
 ) -> (tunnel_client::ClientHandle, String) {
     let bind = visitor_bind();
-    let v = client(
-        config_for(a)
-            .with_id(id)
-            .with_visitor(VisitorConfig::new(&format!("{id}-v"), name, 0, &bind).with_secret(secret)),
-    )
-    .await;
+    let v =
+        client(config_for(a).with_id(id).with_visitor(
+            VisitorConfig::new(&format!("{id}-v"), name, 0, &bind).with_secret(secret),
+        ))
+        .await;
     (v, bind)
 }
 
@@ -118,7 +119,10 @@ async fn a_client_at_the_peer_port_is_refused() {
         .with_id("pc-client");
     let mut c = tunnel_client::start(cfg).await.unwrap();
     let ready = tokio::time::timeout(Duration::from_secs(3), c.ready()).await;
-    assert!(!matches!(ready, Ok(Ok(_))), "a client registered at the peer port");
+    assert!(
+        !matches!(ready, Ok(Ok(_))),
+        "a client registered at the peer port"
+    );
     assert!(!is_ready(&c));
     assert_eq!(b.server.snapshot().clients, 0);
     c.shutdown();
@@ -194,16 +198,26 @@ async fn a_published_port_answers_on_a_non_owner_with_the_users_address_in_proxy
     assert!(back.starts_with(&sig), "{back:?}");
     assert!(back.ends_with(b"hello"), "{back:?}");
     // v2 PROXY over TCP/IPv4: source address, destination address, source port, destination port.
-    assert_eq!(&back[16..20], &[127, 0, 0, 7], "source: the user, not the peer link");
-    assert_eq!(&back[20..24], &[127, 0, 0, 2], "destination: the address the user reached");
+    assert_eq!(
+        &back[16..20],
+        &[127, 0, 0, 7],
+        "source: the user, not the peer link"
+    );
+    assert_eq!(
+        &back[20..24],
+        &[127, 0, 0, 2],
+        "destination: the address the user reached"
+    );
     assert_eq!(u16::from_be_bytes([back[26], back[27]]), port);
 
     // Exact bytes both ways through the non-owner, with half-close.
     let data = random_bytes(1 << 20, 11);
     let through_a = SocketAddr::new(loopback(2), plain);
-    eventually(Duration::from_secs(5), "A forwards the plain port", || async {
-        tokio::net::TcpStream::connect(through_a).await.is_ok()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "A forwards the plain port",
+        || async { tokio::net::TcpStream::connect(through_a).await.is_ok() },
+    )
     .await;
     assert!(roundtrip(through_a, &data).await == data);
 

@@ -7,10 +7,10 @@
 
 use bytes::BufMut;
 
-use crate::peer::{Forward, Forwarded, PeerChallenge, PeerHello, PeerProof};
 use crate::peer::messages::{
     put_peer_challenge, put_peer_hello, read_peer_challenge, read_peer_hello,
 };
+use crate::peer::{Forward, Forwarded, PeerChallenge, PeerHello, PeerProof};
 use crate::register::{RegisterReply, RegisterRequest};
 use crate::wire::{put_str, Reader};
 use crate::{ProtoError, PROTOCOL_VERSION};

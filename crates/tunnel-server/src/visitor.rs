@@ -96,7 +96,8 @@ pub(crate) async fn serve_stream(
             .as_ref()
             .and_then(|p| Some((p.clone(), p.remote_owner(&key.name, port)?)));
         if let Some((peer, at)) = remote {
-            let task = crate::peer::forward_visit(shared, peer, visitor, lane, stream, at, port, secret);
+            let task =
+                crate::peer::forward_visit(shared, peer, visitor, lane, stream, at, port, secret);
             return task.await;
         }
     }
@@ -186,7 +187,12 @@ pub(crate) async fn serve_stream(
 
 /// Whether visitor `client_id` with `secret` may reach `entry` (here, or through a peer
 /// server); a refusal is logged, at most once a minute per proxy.
-pub(crate) fn visit_allowed(shared: &Shared, entry: &ProxyEntry, client_id: &str, secret: &str) -> bool {
+pub(crate) fn visit_allowed(
+    shared: &Shared,
+    entry: &ProxyEntry,
+    client_id: &str,
+    secret: &str,
+) -> bool {
     let access = check_access(&entry.spec.read(), client_id, secret);
     if let Err(why) = access {
         let subject = format!("visit denied {}", entry.key);

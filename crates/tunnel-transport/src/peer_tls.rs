@@ -41,7 +41,10 @@ pub type PeerStream = (BoxedStream, SocketAddr, [u8; 32]);
 impl PeerTls {
     /// Serve with `identity`; dial trusting `trust`, or (`None`) any certificate, as the
     /// cluster-key proof authenticates the peer.
-    pub fn new(identity: &ServerIdentity, trust: Option<&ClientTrust>) -> Result<Self, TransportError> {
+    pub fn new(
+        identity: &ServerIdentity,
+        trust: Option<&ClientTrust>,
+    ) -> Result<Self, TransportError> {
         let server = server_config(identity, &[ALPN_PEER])?;
         let builder = ClientConfig::builder_with_provider(Arc::new(client_provider_tls13()))
             .with_protocol_versions(&[&rustls::version::TLS13])

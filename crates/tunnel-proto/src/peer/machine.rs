@@ -289,7 +289,9 @@ impl Handshake for PeerAcceptor {
             (AcceptorState::Proof, Some(Message::PeerProof(p))) => self.on_proof(p),
             (AcceptorState::Hello, other) => self.fail(unexpected("a peer hello", other.as_ref())),
             (AcceptorState::Proof, other) => self.fail(unexpected("a peer proof", other.as_ref())),
-            (AcceptorState::Authorizing | AcceptorState::Done, other) => self.fail(unexpected("nothing", other.as_ref())),
+            (AcceptorState::Authorizing | AcceptorState::Done, other) => {
+                self.fail(unexpected("nothing", other.as_ref()))
+            }
         }
     }
 

@@ -31,10 +31,7 @@ fn wire(m: Message) -> Message {
 
 /// Pumps both ways, answering the acceptor's Authorize with `Ok`; returns the acceptor's
 /// final outcome.
-fn pump(
-    d: &mut PeerDialer,
-    a: &mut PeerAcceptor,
-) -> Option<Result<AcceptorEvent, HandshakeError>> {
+fn pump(d: &mut PeerDialer, a: &mut PeerAcceptor) -> Option<Result<AcceptorEvent, HandshakeError>> {
     let mut last = None;
     loop {
         match a.poll() {
@@ -85,7 +82,11 @@ fn dialer_refuses_an_acceptor_without_the_key_before_sending_its_proof() {
     let challenge = a.poll_transmit().expect("challenge");
     d.on_message(Some(challenge));
     assert_eq!(d.poll(), Some(Err(HandshakeError::WrongClusterKey)));
-    assert_eq!(d.poll_transmit(), None, "no proof for a server without the key");
+    assert_eq!(
+        d.poll_transmit(),
+        None,
+        "no proof for a server without the key"
+    );
 }
 
 #[test]
@@ -203,8 +204,12 @@ fn client_and_peer_proofs_never_pass_for_each_other() {
         acceptor_id: "b",
     };
     let peer_mac = auth::compute(KEY, Role::Dialer, &t);
-    assert!(!crate::verify_mac(KEY, &[2; 32], &BINDING, &hello, &peer_mac));
-    assert!(!crate::verify_mac(KEY, &[1; 32], &BINDING, &hello, &peer_mac));
+    assert!(!crate::verify_mac(
+        KEY, &[2; 32], &BINDING, &hello, &peer_mac
+    ));
+    assert!(!crate::verify_mac(
+        KEY, &[1; 32], &BINDING, &hello, &peer_mac
+    ));
 }
 
 #[test]
@@ -219,7 +224,10 @@ fn a_client_hello_at_the_peer_port_is_told_where_to_go() {
         panic!("rejected")
     };
     assert!(r.reason.contains("peer port"), "{}", r.reason);
-    assert!(matches!(a.poll(), Some(Err(HandshakeError::Unexpected { .. }))));
+    assert!(matches!(
+        a.poll(),
+        Some(Err(HandshakeError::Unexpected { .. }))
+    ));
 }
 
 #[test]
@@ -231,7 +239,10 @@ fn a_peer_hello_of_another_version_is_refused() {
         nonce: [1; 32],
     })));
     assert!(matches!(a.poll_transmit(), Some(Message::Rejected(_))));
-    assert!(matches!(a.poll(), Some(Err(HandshakeError::Version { .. }))));
+    assert!(matches!(
+        a.poll(),
+        Some(Err(HandshakeError::Version { .. }))
+    ));
 }
 
 fn forward() -> Forward {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn, Instrument};
-use tunnel_mux::{reset_tcp, MuxConfig, Mode};
+use tunnel_mux::{reset_tcp, Mode, MuxConfig};
 use tunnel_proto::handshake::{Phase, Throttle};
 use tunnel_proto::peer::{AcceptorEvent, PeerAcceptor};
 use tunnel_transport::{drive, fill_random, within, Acceptor, BoxedStream, TransportError};

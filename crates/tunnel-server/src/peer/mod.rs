@@ -75,7 +75,9 @@ pub(crate) struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Peer")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 

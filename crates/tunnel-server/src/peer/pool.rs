@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tracing::{debug, info};
-use tunnel_mux::{MuxConfig, MuxHandle, MuxStream, Mode};
+use tunnel_mux::{Mode, MuxConfig, MuxHandle, MuxStream};
 use tunnel_proto::handshake::Phase;
 use tunnel_proto::peer::{DialerEvent, Forward, Forwarded, PeerDialer, PEER_STREAM_MAX_FRAME};
 use tunnel_proto::{Message, PeerText};
@@ -37,7 +37,11 @@ impl PeerPool {
     }
 
     fn live(&self, addr: &str) -> Option<MuxHandle> {
-        self.links.lock().get(addr).filter(|h| !h.is_closed()).cloned()
+        self.links
+            .lock()
+            .get(addr)
+            .filter(|h| !h.is_closed())
+            .cloned()
     }
 
     fn forget(&self, addr: &str) {
@@ -74,10 +78,14 @@ impl PeerPool {
         loop {
             let link = self.link(peer, addr).await?;
             let opened = match link.open().await {
-                Ok(mut s) => write_message(&mut s, &Message::Forward(fwd.clone()), PEER_STREAM_MAX_FRAME)
-                    .await
-                    .map(|()| s)
-                    .map_err(|e| e.to_string()),
+                Ok(mut s) => write_message(
+                    &mut s,
+                    &Message::Forward(fwd.clone()),
+                    PEER_STREAM_MAX_FRAME,
+                )
+                .await
+                .map(|()| s)
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match opened {
@@ -88,7 +96,9 @@ impl PeerPool {
                     redialled = true;
                 }
                 Err(e) => {
-                    return Err(format!("connection failed: the peer server {addr} is unreachable ({e})"))
+                    return Err(format!(
+                        "connection failed: the peer server {addr} is unreachable ({e})"
+                    ))
                 }
             }
         }
@@ -102,7 +112,8 @@ impl PeerPool {
         fwd: &Forward,
     ) -> Result<(MuxStream, Forwarded), String> {
         let mut s = self.open(peer, &at.peer_addr, fwd).await?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, read_message(&mut s, PEER_STREAM_MAX_FRAME));
+        let answer =
+            tokio::time::timeout(ANSWER_TIMEOUT, read_message(&mut s, PEER_STREAM_MAX_FRAME));
         match answer.await {
             Ok(Ok(Some(Message::Forwarded(f)))) => Ok((s, f)),
             Ok(Ok(Some(other))) => Err(format!(
@@ -139,7 +150,12 @@ impl PeerPool {
             other => return settle(s, other),
         };
         drop(s);
-        debug!(proxy = fwd.name, from = at.server_id, their_epoch = moved, "owner moved; looking it up afresh");
+        debug!(
+            proxy = fwd.name,
+            from = at.server_id,
+            their_epoch = moved,
+            "owner moved; looking it up afresh"
+        );
         let fresh = peer.locator.locate_fresh(&fwd.name, fwd.publish_port).await;
         let Some(fresh) = fresh.filter(|l| !l.local) else {
             return Err("proxy not found".into());
@@ -147,7 +163,9 @@ impl PeerPool {
         fwd.epoch = fresh.epoch;
         let (s, answer) = self.forward_once(peer, &fresh, &fwd).await?;
         match answer {
-            Forwarded::NotHere { .. } => Err("proxy not found: its registration is moving; try again".into()),
+            Forwarded::NotHere { .. } => {
+                Err("proxy not found: its registration is moving; try again".into())
+            }
             other => settle(s, other),
         }
     }
@@ -181,11 +199,11 @@ async fn dial(peer: &Peer, addr: &str) -> Result<MuxHandle, String> {
             )),
         }
     };
-    let (stream, server_id) = within(Phase::Tls, SETUP_TIMEOUT, setup)
-        .await
-        .map_err(|e: tunnel_transport::TransportError| {
+    let (stream, server_id) = within(Phase::Tls, SETUP_TIMEOUT, setup).await.map_err(
+        |e: tunnel_transport::TransportError| {
             format!("connection failed: cannot link to the peer server at {addr}: {e}")
-        })?;
+        },
+    )?;
     info!(peer = %server_id, %addr, "linked to peer");
     let cfg = MuxConfig::default().with_max_streams(tunnel_mux::MAX_STREAMS_LIMIT);
     let (mux, mut incoming) = tunnel_mux::start(stream, Mode::Client, &cfg);

@@ -54,7 +54,12 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     }
 }
 
-async fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option<CancellationToken> {
+async fn bind(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    port: u16,
+    name: &str,
+) -> Option<CancellationToken> {
     if !shared.cfg.allow_ports.contains(port) {
         warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
         return None;
@@ -69,7 +74,14 @@ async fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> 
     };
     let stop = CancellationToken::new();
     let span = tracing::info_span!("forwarding", proxy = name, port);
-    let task = accept(shared.clone(), peer.clone(), listener, name.to_owned(), port, stop.clone());
+    let task = accept(
+        shared.clone(),
+        peer.clone(),
+        listener,
+        name.to_owned(),
+        port,
+        stop.clone(),
+    );
     shared.tasks.spawn(task.instrument(span));
     Some(stop)
 }

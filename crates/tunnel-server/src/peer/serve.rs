@@ -87,8 +87,9 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
     };
     let src = fwd.src_addr.unwrap_or(link);
     let slot = match fwd.kind {
-        ForwardKind::Public => begin_public(&shared, &entry, src)
-            .ok_or_else(|| "connection failed: the proxy's client is at its stream limit".to_owned()),
+        ForwardKind::Public => begin_public(&shared, &entry, src).ok_or_else(|| {
+            "connection failed: the proxy's client is at its stream limit".to_owned()
+        }),
         ForwardKind::Visitor => {
             if !visit_allowed(&shared, &entry, &fwd.visitor_client_id, &fwd.secret) {
                 return answer(&mut stream, Forwarded::Denied("access denied".into())).await;
