@@ -143,6 +143,30 @@ async fn a_peer_at_the_client_port_is_refused() {
     assert_eq!(b.server.snapshot().clients, 0);
 }
 
+/// B, named as owner by A's registry but placing the proxy on C itself, answers NotHere and
+/// never forwards the Forward on: one hop at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_is_never_forwarded_again() {
+    let a = cluster_server("nf-a", CLUSTER_KEY).await;
+    let b = cluster_server("nf-b", CLUSTER_KEY).await;
+    let c = cluster_server("nf-c", CLUSTER_KEY).await;
+    let echo = echo_service().await.to_string();
+    let _owner = client(
+        config_for(&c)
+            .with_id("nf-owner")
+            .with_proxy(ProxyConfig::tcp("nf-db", &echo, None).with_secret(SECRET)),
+    )
+    .await;
+    a.locator.set(b.owns("nf-db", 0, 1, false));
+    b.locator.set(c.owns("nf-db", 0, 1, false));
+    c.locator.set(c.owns("nf-db", 0, 1, true));
+    let (_v, bind) = visitor_on(&a, "nf-visitor", "nf-db", SECRET).await;
+    expect_prompt_close(&bind, Duration::from_secs(5)).await;
+    expect_logged(&["visitor refused via peer", "owner=nf-b"]).await;
+    assert_eq!(a.locator.fresh_lookups(), 1, "one fresh lookup after NotHere");
+    assert_eq!(logged_count(&["linked to peer", "peer=nf-c"]), 0, "B dialled C");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owner_answers_not_here_and_the_visitor_gets_through_after_one_fresh_lookup() {
     let (a, b, _owner) = two_servers_and_an_owner("pn", "pn-db", 7, |p| p).await;

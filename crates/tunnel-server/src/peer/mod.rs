@@ -2,7 +2,7 @@
 //! this server for a proxy owned by another server is forwarded there over one multiplexed,
 //! mutually authenticated TLS connection per peer.
 //!
-//! - [`locate`]: where a proxy lives ([`Locate`], [`StaticLocator`]).
+//! - `locate`: where a proxy lives ([`Locate`], [`StaticLocator`]).
 //! - `accept`: the `peer_bind` listener; peers authenticated with the cluster key may only
 //!   open Forward streams.
 //! - `serve`: one Forward on the owner's side, checked and spliced like a local connection.
