@@ -163,8 +163,16 @@ async fn a_forward_is_never_forwarded_again() {
     let (_v, bind) = visitor_on(&a, "nf-visitor", "nf-db", SECRET).await;
     expect_prompt_close(&bind, Duration::from_secs(5)).await;
     expect_logged(&["visitor refused via peer", "owner=nf-b"]).await;
-    assert_eq!(a.locator.fresh_lookups(), 1, "one fresh lookup after NotHere");
-    assert_eq!(logged_count(&["linked to peer", "peer=nf-c"]), 0, "B dialled C");
+    assert_eq!(
+        a.locator.fresh_lookups(),
+        1,
+        "one fresh lookup after NotHere"
+    );
+    assert_eq!(
+        logged_count(&["linked to peer", "peer=nf-c"]),
+        0,
+        "B dialled C"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,4 +308,23 @@ async fn measure_forwarded_vs_local() {
             64.0 / secs
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_key_equal_to_the_auth_key_is_refused_at_start() {
+    let cfg = tunnel_server::ServerConfig::default()
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_stats_bind(None)
+        .with_auth_key(KEY);
+    let peer = tunnel_server::peer::PeerConfig {
+        peer_bind: "127.0.0.1:0".parse().unwrap(),
+        server_id: "pe-a".into(),
+        cluster_key: KEY.into(),
+        trust: None,
+    };
+    let locator = std::sync::Arc::new(tunnel_server::peer::StaticLocator::new());
+    let err = tunnel_server::start_clustered(cfg, peer, locator)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cluster.cluster_key"), "{err}");
 }

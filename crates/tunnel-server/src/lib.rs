@@ -314,6 +314,13 @@ async fn start_with_peer(
             },
         )?;
     let peer = match peer {
+        Some((pc, _)) if pc.cluster_key == key => {
+            return Err(ServerError::Config(vec![ConfigProblem::new(
+                "cluster.cluster_key",
+                "equals the client auth_key: a client could then pass as a server; use a \
+                 separate secret",
+            )]));
+        }
         Some((pc, locator)) => Some(peer::Peer::bind(pc, locator, &identity).await?),
         None => None,
     };
