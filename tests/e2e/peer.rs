@@ -63,6 +63,23 @@ async fn visitor_on(
 async fn a_visitor_on_one_server_reaches_a_proxy_on_another_with_exact_bytes_and_half_close() {
     let (a, b, _owner) = two_servers_and_an_owner("pv", "pv-db", 3, |p| p).await;
     let (_v, bind) = visitor_on(&a, "pv-visitor", "pv-db", SECRET).await;
+    // A burst of first connections shares one link: one dial, not one each.
+    let burst: Vec<_> = (0..8u64)
+        .map(|i| {
+            let bind = bind.clone();
+            tokio::spawn(async move {
+                let data = random_bytes(10_000, 100 + i);
+                roundtrip(through(&bind), &data).await == data
+            })
+        })
+        .collect();
+    for t in burst {
+        assert!(
+            t.await.unwrap(),
+            "a connection of the burst got other bytes back"
+        );
+    }
+    assert_eq!(logged_count(&["linked to peer", "peer=pv-b"]), 1);
     // roundtrip writes everything, half-closes, and reads to EOF: the echo service sees the
     // FIN only if it crossed both servers, and its own close comes back the same way.
     for (len, seed) in [(1, 1), (70_000, 2), (1 << 20, 3)] {

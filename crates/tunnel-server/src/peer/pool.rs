@@ -2,6 +2,7 @@
 //! failed, and the rule that a Forward is retried once after a fresh lookup, never relayed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,6 +27,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub(crate) struct PeerPool {
     links: Mutex<HashMap<String, MuxHandle>>,
+    /// One dial per address at a time: a burst of first connections to a peer waits for one
+    /// TLS handshake instead of starting one each. Addresses come from the registry, not from
+    /// strangers, and the map holds only those dialled.
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PeerPool {
@@ -54,7 +59,18 @@ impl PeerPool {
         if let Some(h) = self.live(addr) {
             return Ok(h);
         }
-        // Dialled without the lock; a parallel dial that won keeps its link, ours closes.
+        let gate = {
+            let mut dialing = self.dialing.lock();
+            if dialing.len() >= MAX_LINKS && !dialing.contains_key(addr) {
+                dialing.retain(|_, g| Arc::strong_count(g) > 1);
+            }
+            dialing.entry(addr.to_owned()).or_default().clone()
+        };
+        let _one_dial = gate.lock().await;
+        if let Some(h) = self.live(addr) {
+            return Ok(h);
+        }
+        // Dialled without the table's lock; a link that appeared meanwhile wins, ours closes.
         let dialled = dial(peer, addr).await?;
         let mut links = self.links.lock();
         links.retain(|_, h| !h.is_closed());
