@@ -37,8 +37,10 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>, listener: TcpListe
             }
         }
     }
-    peer.pool.close_all();
     info!("no longer accepting peers");
+    // Streams forwarded over our own links finish within the grace period, as local ones do.
+    shared.hard_stop.cancelled().await;
+    peer.pool.close_all();
 }
 
 async fn serve_link(
