@@ -335,6 +335,7 @@ async fn a_cluster_key_equal_to_the_auth_key_is_refused_at_start() {
         .with_auth_key(KEY);
     let peer = tunnel_server::peer::PeerConfig {
         peer_bind: "127.0.0.1:0".parse().unwrap(),
+        peer_advertise: None,
         server_id: "pe-a".into(),
         cluster_key: KEY.into(),
         trust: None,

@@ -382,7 +382,12 @@ async fn start_with_peer(
     }
     let peer_addr = peer.as_ref().map(|(_, _, at)| *at);
     if let Some((p, l, at)) = peer {
-        info!(peer_addr = %at, server_id = %p.cfg.server_id, "peer link listening");
+        let advertise = p
+            .cfg
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| at.to_string());
+        info!(peer_addr = %at, %advertise, server_id = %p.cfg.server_id, "peer link listening");
         let ports = peer::run_ports(shared.clone(), p.clone());
         shared
             .tasks

@@ -61,6 +61,7 @@ pub async fn cluster_server_on(id: &str, cluster_key: &str, publish: IpAddr) -> 
         .with_auth_key(KEY);
     let peer = PeerConfig {
         peer_bind: "127.0.0.1:0".parse().unwrap(),
+        peer_advertise: None,
         server_id: id.to_owned(),
         cluster_key: cluster_key.to_owned(),
         trust: None,

@@ -41,6 +41,9 @@ const MAX_PEER_HANDSHAKES: usize = 64;
 pub struct PeerConfig {
     /// Where this server accepts peer connections.
     pub peer_bind: SocketAddr,
+    /// Where other servers dial this one (`host:port`), as the registry announces it; `None`:
+    /// the bound address. The link itself only logs it.
+    pub peer_advertise: Option<String>,
     /// This server's id, named in the proofs and the logs.
     pub server_id: String,
     /// The secret every server of the cluster shares; authenticates peers both ways.
@@ -54,6 +57,7 @@ impl std::fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerConfig")
             .field("peer_bind", &self.peer_bind)
+            .field("peer_advertise", &self.peer_advertise)
             .field("server_id", &self.server_id)
             .field("cluster_key", &"***")
             .field("trust", &self.trust)
