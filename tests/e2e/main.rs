@@ -15,6 +15,7 @@ mod faults;
 mod hardening;
 mod http;
 mod nginx;
+mod peer;
 mod postgres;
 mod reload;
 mod server_list;

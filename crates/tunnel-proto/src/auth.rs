@@ -56,7 +56,7 @@ pub fn verify_mac(
         .is_ok()
 }
 
-fn keyed(key: &[u8]) -> Hmac<Sha256> {
+pub(crate) fn keyed(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
         // Unreachable: HMAC takes keys of any length. Should that ever change, stay
         // key-dependent (as RFC 2104 does for long keys) instead of falling back to a fixed

@@ -140,6 +140,12 @@ pub enum HandshakeError {
     /// The proof does not match the key.
     #[error("wrong auth key")]
     WrongKey,
+    /// A peer server's proof does not match our cluster key (either direction).
+    #[error(
+        "peer authentication failed: the other server's cluster_key differs from ours; \
+         give every server of the cluster the same cluster_key"
+    )]
+    WrongClusterKey,
     /// The proof was not checked: too many wrong keys lately.
     #[error("{0}")]
     Throttled(crate::handshake::Throttle),
@@ -260,7 +266,7 @@ impl HandshakeError {
         Some(match self {
             Self::Version { .. } => C::Version,
             Self::BadClientId { .. } => C::BadConfig,
-            Self::WrongKey => C::Auth,
+            Self::WrongKey | Self::WrongClusterKey => C::Auth,
             Self::Throttled(_) | Self::Full { .. } => C::Limit,
             Self::IdInUse { .. } => C::IdInUse,
             _ => return None,

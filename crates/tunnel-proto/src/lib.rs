@@ -9,6 +9,7 @@
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`handshake`]: the handshake and session setup as client and server state machines.
 //! - [`register`]: JSON registration types.
+//! - [`peer`]: the server-to-server peer link (mutual proof, Forward).
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
 //! - [`WarnLimit`] / [`WarnLimits`]: one log line per window for warnings a peer can repeat
@@ -67,6 +68,7 @@ pub mod frame;
 mod framed;
 pub mod handshake;
 pub mod message;
+pub mod peer;
 mod peer_text;
 pub mod proxy_protocol;
 mod read_buffer;

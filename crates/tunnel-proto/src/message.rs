@@ -7,6 +7,10 @@
 
 use bytes::BufMut;
 
+use crate::peer::messages::{
+    put_peer_challenge, put_peer_hello, read_peer_challenge, read_peer_hello,
+};
+use crate::peer::{Forward, Forwarded, PeerChallenge, PeerHello, PeerProof};
 use crate::register::{RegisterReply, RegisterRequest};
 use crate::wire::{put_str, Reader};
 use crate::{ProtoError, PROTOCOL_VERSION};
@@ -22,7 +26,8 @@ pub const MAX_STR: usize = 1024;
 /// browser pointed at the tunnel port) from a protocol bug.
 pub const HELLO_MAGIC: [u8; 4] = *b"TTUN";
 
-/// Kind bytes; grouped by phase (0x0_ handshake, 0x1_ registration, 0x2_ control, 0x3_ streams).
+/// Kind bytes; grouped by phase (0x0_ handshake, 0x1_ registration, 0x2_ control, 0x3_ streams,
+/// 0x4_ the server-to-server peer link).
 mod kind {
     pub(super) const HELLO: u8 = 0x01;
     pub(super) const CHALLENGE: u8 = 0x02;
@@ -36,6 +41,12 @@ mod kind {
     pub(super) const ABORT: u8 = 0x22;
     pub(super) const STREAM_OPEN: u8 = 0x30;
     pub(super) const STREAM_STATUS: u8 = 0x31;
+    pub(super) const PEER_HELLO: u8 = 0x40;
+    pub(super) const PEER_CHALLENGE: u8 = 0x41;
+    pub(super) const PEER_PROOF: u8 = 0x42;
+    pub(super) const PEER_ACCEPTED: u8 = 0x43;
+    pub(super) const FORWARD: u8 = 0x44;
+    pub(super) const FORWARDED: u8 = 0x45;
 }
 
 /// One protocol message; a frame carries exactly one.
@@ -66,6 +77,18 @@ pub enum Message {
     StreamOpen(StreamOpen),
     /// `[0x31]` the acceptor's one-frame reply; raw bytes follow only after [`StreamStatus::Ok`].
     StreamStatus(StreamStatus),
+    /// `[0x40]` peer dialer → acceptor, first frame on a peer connection.
+    PeerHello(PeerHello),
+    /// `[0x41]` peer acceptor → dialer: its nonce and proof.
+    PeerChallenge(PeerChallenge),
+    /// `[0x42]` peer dialer → acceptor: the dialer's proof.
+    PeerProof(PeerProof),
+    /// `[0x43]` peer acceptor → dialer: both proofs hold; yamux starts right after this frame.
+    PeerAccepted,
+    /// `[0x44]` first frame of every stream on a peer link, written by the dialer.
+    Forward(Forward),
+    /// `[0x45]` the acceptor's answer to a [`Message::Forward`].
+    Forwarded(Forwarded),
 }
 
 /// Opens the handshake.
@@ -210,6 +233,12 @@ impl Message {
             Self::Abort(_) => kind::ABORT,
             Self::StreamOpen(_) => kind::STREAM_OPEN,
             Self::StreamStatus(_) => kind::STREAM_STATUS,
+            Self::PeerHello(_) => kind::PEER_HELLO,
+            Self::PeerChallenge(_) => kind::PEER_CHALLENGE,
+            Self::PeerProof(_) => kind::PEER_PROOF,
+            Self::PeerAccepted => kind::PEER_ACCEPTED,
+            Self::Forward(_) => kind::FORWARD,
+            Self::Forwarded(_) => kind::FORWARDED,
         }
     }
 
@@ -229,6 +258,12 @@ impl Message {
             Self::Abort(_) => "Abort",
             Self::StreamOpen(_) => "StreamOpen",
             Self::StreamStatus(_) => "StreamStatus",
+            Self::PeerHello(_) => "PeerHello",
+            Self::PeerChallenge(_) => "PeerChallenge",
+            Self::PeerProof(_) => "PeerProof",
+            Self::PeerAccepted => "PeerAccepted",
+            Self::Forward(_) => "Forward",
+            Self::Forwarded(_) => "Forwarded",
         }
     }
 
@@ -258,6 +293,12 @@ impl Message {
             Self::Abort(id) => dst.put_u32(*id),
             Self::StreamOpen(s) => s.encode(dst)?,
             Self::StreamStatus(s) => s.encode(dst)?,
+            Self::PeerHello(h) => put_peer_hello(dst, h)?,
+            Self::PeerChallenge(c) => put_peer_challenge(dst, c)?,
+            Self::PeerProof(p) => dst.put_slice(&p.mac),
+            Self::PeerAccepted => {}
+            Self::Forward(f) => f.encode(dst)?,
+            Self::Forwarded(f) => f.encode(dst)?,
         }
         Ok(())
     }
@@ -324,6 +365,14 @@ impl Message {
             kind::ABORT => Self::Abort(r.u32("Abort stream id")?),
             kind::STREAM_OPEN => Self::StreamOpen(StreamOpen::decode(&mut r)?),
             kind::STREAM_STATUS => Self::StreamStatus(StreamStatus::decode(&mut r)?),
+            kind::PEER_HELLO => Self::PeerHello(read_peer_hello(&mut r)?),
+            kind::PEER_CHALLENGE => Self::PeerChallenge(read_peer_challenge(&mut r)?),
+            kind::PEER_PROOF => Self::PeerProof(PeerProof {
+                mac: r.array("PeerProof.mac")?,
+            }),
+            kind::PEER_ACCEPTED => Self::PeerAccepted,
+            kind::FORWARD => Self::Forward(Forward::decode(&mut r)?),
+            kind::FORWARDED => Self::Forwarded(Forwarded::decode(&mut r)?),
             other => return Err(ProtoError::UnknownKind(other)),
         };
         r.finish(kind)?;

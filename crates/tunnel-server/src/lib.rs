@@ -39,6 +39,7 @@ mod handshake;
 mod lane;
 mod listener;
 mod metrics;
+pub mod peer;
 mod ports;
 mod pre_auth;
 mod register;
@@ -102,6 +103,8 @@ pub(crate) struct Shared {
     limit_metrics: metrics::LimitMetrics,
     /// This server's membership of a cluster; `None` in single-server mode.
     cluster: Option<Arc<cluster::Node>>,
+    /// The server-to-server peer link, in cluster mode.
+    peer: Option<Arc<peer::Peer>>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -130,6 +133,7 @@ pub struct ServerHandle {
     ws_addr: Option<SocketAddr>,
     vhost_addr: Option<SocketAddr>,
     stats_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
     shared: Arc<Shared>,
 }
@@ -171,6 +175,11 @@ impl ServerHandle {
     /// Where the stats endpoint listens, if it is on (useful with port 0).
     pub fn stats_addr(&self) -> Option<SocketAddr> {
         self.stats_addr
+    }
+
+    /// Where the peer link (`peer_bind`) listens, in cluster mode.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// SHA-256 fingerprint of the server certificate, for clients to pin.
@@ -243,6 +252,23 @@ impl ServerHandle {
 
 /// Bind the client port and start serving. Returns once the server accepts connections.
 pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
+    start_with_peer(cfg, None).await
+}
+
+/// [`start`] as one server of a cluster: also bind `peer.peer_bind`, and forward visitors of
+/// proxies that `locator` places on another server over the peer link.
+pub async fn start_clustered(
+    cfg: ServerConfig,
+    peer: peer::PeerConfig,
+    locator: Arc<dyn peer::Locate>,
+) -> Result<ServerHandle, ServerError> {
+    start_with_peer(cfg, Some((peer, locator))).await
+}
+
+async fn start_with_peer(
+    cfg: ServerConfig,
+    peer: Option<(peer::PeerConfig, Arc<dyn peer::Locate>)>,
+) -> Result<ServerHandle, ServerError> {
     let problems = cfg.problems();
     if !problems.is_empty() {
         return Err(ServerError::Config(problems));
@@ -298,6 +324,17 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         )?;
     // Last, after every bind: a start that fails leaves no lease behind.
     let cluster = cluster::connect(&cfg, local_addr).await?;
+    let peer = match peer {
+        Some((pc, _)) if pc.cluster_key == key => {
+            return Err(ServerError::Config(vec![ConfigProblem::new(
+                "cluster.cluster_key",
+                "equals the client auth_key: a client could then pass as a server; use a \
+                 separate secret",
+            )]));
+        }
+        Some((pc, locator)) => Some(peer::Peer::bind(pc, locator, &identity).await?),
+        None => None,
+    };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shared = Arc::new(Shared {
@@ -319,6 +356,7 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
         stream_headers,
         limit_metrics: metrics::LimitMetrics::default(),
         cluster,
+        peer: peer.as_ref().map(|(p, _, _)| p.clone()),
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");
@@ -355,7 +393,25 @@ pub async fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
             .tasks
             .spawn(task.instrument(tracing::info_span!("vhost", %at)));
     }
+    let peer_addr = peer.as_ref().map(|(_, _, at)| *at);
+    if let Some((p, l, at)) = peer {
+        let advertise = p
+            .cfg
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| at.to_string());
+        info!(peer_addr = %at, %advertise, server_id = %p.cfg.server_id, "peer link listening");
+        let ports = peer::run_ports(shared.clone(), p.clone());
+        shared
+            .tasks
+            .spawn(ports.instrument(tracing::info_span!("cluster ports")));
+        let task = peer::run_listener(shared.clone(), p, l);
+        shared
+            .tasks
+            .spawn(task.instrument(tracing::info_span!("peers", %at)));
+    }
     Ok(ServerHandle {
+        peer_addr,
         local_addr,
         ws_addr,
         vhost_addr,

@@ -47,7 +47,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
 
 /// Take a slot of `max_conns_per_source` for a user connection from `peer`, or count and
 /// (at most once a minute per source) log why not.
-fn admit(shared: &Shared, peer: SocketAddr) -> Option<SourcePermit> {
+pub(crate) fn admit(shared: &Shared, peer: SocketAddr) -> Option<SourcePermit> {
     match shared.public_sources.try_acquire(peer.ip()) {
         Ok(permit) => Some(permit),
         Err(refusal) => {
@@ -67,6 +67,19 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<SourcePermit> {
     }
 }
 
+/// The proxy's idle timeout for a user connection (`None`: never).
+pub(crate) fn idle_of(entry: &ProxyEntry) -> Option<Duration> {
+    match entry
+        .spec
+        .read()
+        .idle_timeout
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    }
+}
+
 async fn serve_user(
     shared: Arc<Shared>,
     entry: Arc<ProxyEntry>,
@@ -78,15 +91,7 @@ async fn serve_user(
     let Some(slot) = crate::forward::begin_public(&shared, &entry, peer) else {
         return;
     };
-    let idle = match entry
-        .spec
-        .read()
-        .idle_timeout
-        .unwrap_or(DEFAULT_IDLE_TIMEOUT)
-    {
-        0 => None,
-        secs => Some(Duration::from_secs(secs)),
-    };
+    let idle = idle_of(&entry);
     let pipe = shared.pipe.clone().with_idle(idle);
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();

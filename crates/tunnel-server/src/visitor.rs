@@ -13,7 +13,7 @@ use tunnel_transport::{read_message, write_message, TransportError};
 
 use crate::forward::open_to_owner;
 use crate::lane::Lane;
-use crate::registry::ProxyKey;
+use crate::registry::{ProxyEntry, ProxyKey};
 use crate::session::{SessionRecord, CONTROL_MAX_FRAME};
 use crate::Shared;
 
@@ -89,7 +89,19 @@ pub(crate) async fn serve_stream(
         .await;
     }
     let key = ProxyKey { name: proxy, port };
-    let Some((entry, owner)) = shared.registry.get(&key) else {
+    let local = shared.registry.get(&key);
+    if local.is_none() {
+        let remote = shared
+            .peer
+            .as_ref()
+            .and_then(|p| Some((p.clone(), p.remote_owner(&key.name, port)?)));
+        if let Some((peer, at)) = remote {
+            let task =
+                crate::peer::forward_visit(shared, peer, visitor, lane, stream, at, port, secret);
+            return task.await;
+        }
+    }
+    let Some((entry, owner)) = local else {
         let proxy = key.name;
         // Keyed by the visiting client: the name is its choice, the proxy does not exist.
         let subject = format!("visit unknown {}", visitor.client_id);
@@ -98,12 +110,7 @@ pub(crate) async fn serve_stream(
         }
         return refuse(&mut stream, "proxy not found".into()).await;
     };
-    let access = check_access(&entry.spec.read(), &visitor.client_id, &secret);
-    if let Err(why) = access {
-        let subject = format!("visit denied {}", entry.key);
-        if let Some(more) = shared.limit_warnings.check(subject) {
-            info!(proxy = %entry.label(), "visitor refused: access denied ({why}){more}");
-        }
+    if !visit_allowed(&shared, &entry, &visitor.client_id, &secret) {
         return refuse(&mut stream, "access denied".into()).await;
     }
     entry
@@ -178,6 +185,25 @@ pub(crate) async fn serve_stream(
     debug!(proxy = %entry.label(), ?end, "visitor connection finished");
 }
 
+/// Whether visitor `client_id` with `secret` may reach `entry` (here, or through a peer
+/// server); a refusal is logged, at most once a minute per proxy.
+pub(crate) fn visit_allowed(
+    shared: &Shared,
+    entry: &ProxyEntry,
+    client_id: &str,
+    secret: &str,
+) -> bool {
+    let access = check_access(&entry.spec.read(), client_id, secret);
+    if let Err(why) = access {
+        let subject = format!("visit denied {}", entry.key);
+        if let Some(more) = shared.limit_warnings.check(subject) {
+            info!(proxy = %entry.label(), visitor = %tunnel_proto::PeerText(client_id), "visitor refused: access denied ({why}){more}");
+        }
+        return false;
+    }
+    true
+}
+
 /// Whether a visitor may reach a proxy: the proxy must opt in with a secret, an allow list or
 /// both, and the visitor must satisfy every one it set.
 fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &'static str> {
@@ -200,7 +226,7 @@ fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &
     Ok(())
 }
 
-async fn refuse(stream: &mut MuxStream, reason: String) {
+pub(crate) async fn refuse(stream: &mut MuxStream, reason: String) {
     let msg = Message::StreamStatus(StreamStatus::Error(reason));
     let _ = write_message(stream, &msg, CONTROL_MAX_FRAME).await;
     let _ = stream.shutdown().await;

@@ -24,6 +24,7 @@
 
 pub mod bins;
 pub mod browser;
+pub mod cluster;
 pub mod curl;
 pub mod engines;
 pub mod etcd;
@@ -43,6 +44,7 @@ pub mod tools;
 pub mod traffic;
 
 pub use browser::Browser;
+pub use cluster::{cluster_server, cluster_server_on, ClusterServer, CLUSTER_KEY};
 pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use etcd::Etcd;

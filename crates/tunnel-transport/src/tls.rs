@@ -104,6 +104,11 @@ fn client_provider(versions: Versions) -> CryptoProvider {
     p
 }
 
+/// [`provider`] for a TLS 1.3-only client (the peer link).
+pub(crate) fn client_provider_tls13() -> CryptoProvider {
+    client_provider(Versions::TUNNEL)
+}
+
 /// Fill `buf` with cryptographically secure random bytes from the aws-lc-rs provider (for
 /// nonces and instance ids; keeps the engines free of another randomness crate).
 pub fn fill_random(buf: &mut [u8]) -> Result<(), TransportError> {

@@ -172,7 +172,7 @@ impl<E> Outbox<E> {
 }
 
 /// The error for a decode failure in `phase`: an oversize frame is named as such.
-fn decode_failed(phase: Phase, err: ProtoError) -> HandshakeError {
+pub(crate) fn decode_failed(phase: Phase, err: ProtoError) -> HandshakeError {
     match err {
         ProtoError::FrameTooLarge { len, max } => HandshakeError::FrameTooLarge { phase, len, max },
         other => HandshakeError::Malformed {
@@ -183,7 +183,7 @@ fn decode_failed(phase: Phase, err: ProtoError) -> HandshakeError {
 }
 
 /// The error for `got` where `expected` belonged; `None` is the peer closing.
-fn unexpected(expected: &'static str, got: Option<&Message>) -> HandshakeError {
+pub(crate) fn unexpected(expected: &'static str, got: Option<&Message>) -> HandshakeError {
     match got {
         Some(Message::Rejected(r)) => HandshakeError::Rejected {
             code: r.code,

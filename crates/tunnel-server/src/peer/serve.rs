@@ -1,0 +1,163 @@
+//! The owner's side of a Forward: is the proxy here, at that epoch, and may this visitor reach
+//! it? Then the same path as a local user or visitor connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use tunnel_mux::{relay_streams, MuxStream};
+use tunnel_proto::peer::{Forward, ForwardKind, Forwarded, PEER_STREAM_MAX_FRAME};
+use tunnel_proto::Message;
+use tunnel_transport::{read_message, write_message};
+
+use crate::forward::{begin_public, open_to_owner};
+use crate::listener::idle_of;
+use crate::peer::Peer;
+use crate::registry::ProxyKey;
+use crate::visitor::visit_allowed;
+use crate::Shared;
+
+/// A peer names its Forward promptly.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn serve_forward(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut stream: MuxStream,
+    link: SocketAddr,
+) {
+    let header = tokio::time::timeout(
+        HEADER_TIMEOUT,
+        read_message(&mut stream, PEER_STREAM_MAX_FRAME),
+    );
+    let fwd = match header.await {
+        Ok(Ok(Some(Message::Forward(f)))) => f,
+        Ok(Ok(Some(other))) => {
+            let reason = format!("a peer stream carries only Forward, not {}", other.name());
+            return answer(&mut stream, Forwarded::Denied(reason)).await;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(%link, "bad Forward from a peer: {e}");
+            return answer(&mut stream, Forwarded::Denied(format!("bad Forward: {e}"))).await;
+        }
+        Err(_) => return,
+    };
+    if shared.shutdown.is_cancelled() {
+        let reason = "connection failed: the server is shutting down".to_owned();
+        return answer(&mut stream, Forwarded::Denied(reason)).await;
+    }
+    match decide(&shared, &peer, &fwd) {
+        Ok(()) => serve(shared, stream, fwd, link).await,
+        Err(refusal) => answer(&mut stream, refusal).await,
+    }
+}
+
+/// Whether this server owns the proxy at the epoch the forwarding server named.
+fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwarded> {
+    if let Some(at) = peer.locator.locate(&fwd.name, fwd.publish_port) {
+        if !at.local {
+            return Err(Forwarded::NotHere { epoch: 0 });
+        }
+        if fwd.epoch != 0 && at.epoch != fwd.epoch {
+            return Err(Forwarded::NotHere { epoch: at.epoch });
+        }
+    }
+    let key = ProxyKey {
+        name: fwd.name.clone(),
+        port: fwd.publish_port,
+    };
+    if shared.registry.get(&key).is_none() {
+        return Err(Forwarded::NotFound);
+    }
+    Ok(())
+}
+
+async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: SocketAddr) {
+    let key = ProxyKey {
+        name: fwd.name.clone(),
+        port: fwd.publish_port,
+    };
+    let Some((entry, owner)) = shared.registry.get(&key) else {
+        return answer(&mut stream, Forwarded::NotFound).await;
+    };
+    let src = fwd.src_addr.unwrap_or(link);
+    let slot = match fwd.kind {
+        ForwardKind::Public => begin_public(&shared, &entry, src).ok_or_else(|| {
+            "connection failed: the proxy's client is at its stream limit".to_owned()
+        }),
+        ForwardKind::Visitor => {
+            if !visit_allowed(&shared, &entry, &fwd.visitor_client_id, &fwd.secret) {
+                return answer(&mut stream, Forwarded::Denied("access denied".into())).await;
+            }
+            entry
+                .counters
+                .visitor_connections
+                .fetch_add(1, Ordering::Relaxed);
+            let proxies = || shared.registry.proxies_of(owner.id);
+            owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
+                shared
+                    .limit_metrics
+                    .streams_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                r.to_string()
+            })
+        }
+    };
+    let slot = match slot {
+        Ok(s) => s,
+        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason)).await,
+    };
+    // The real user's address, so PROXY headers and X-Forwarded-For survive the hop.
+    let opened = open_to_owner(&entry, slot.lane(), Some(src), fwd.dest_addr).await;
+    let (mut out, out_guard) = match opened {
+        Ok(s) => s,
+        Err(reason) => {
+            info!(proxy = %entry.label(), %src, "forwarded connection failed: {reason}");
+            return answer(&mut stream, Forwarded::Denied(reason)).await;
+        }
+    };
+    let ok = Message::Forwarded(Forwarded::Ok);
+    if write_message(&mut stream, &ok, PEER_STREAM_MAX_FRAME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let out_id = out.id();
+    entry
+        .counters
+        .active_streams
+        .fetch_add(1, Ordering::Relaxed);
+    // A peer stream has no abort signal of its own: closing it is the signal.
+    let never = CancellationToken::new();
+    // A user connection idles out here, where the proxy's settings are, as it would locally.
+    let pipe = match fwd.kind {
+        ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
+        ForwardKind::Visitor => shared.pipe.clone(),
+    };
+    let end = relay_streams(
+        &mut stream,
+        &mut out,
+        &pipe,
+        &never,
+        out_guard.token(),
+        Some(&entry.counters.bytes),
+        || slot.lane().send_abort(out_id),
+    )
+    .await;
+    entry
+        .counters
+        .active_streams
+        .fetch_sub(1, Ordering::Relaxed);
+    debug!(proxy = %entry.label(), %src, ?end, "forwarded connection finished");
+}
+
+async fn answer(stream: &mut MuxStream, answer: Forwarded) {
+    let _ = write_message(stream, &Message::Forwarded(answer), PEER_STREAM_MAX_FRAME).await;
+    let _ = stream.shutdown().await;
+}
