@@ -202,10 +202,13 @@ async fn names_ports_and_domains_held_on_a_are_refused_on_b() {
         "{site2}"
     );
     assert_eq!(error("free"), None);
-    // a still serves its port; b never listened on it.
+    // a still serves its port, and b forwards it there (`publish_mode = "all"`).
     assert!(serves(port).await);
     let on_b = SocketAddr::new(loopback(2), port);
-    assert!(tokio::net::TcpStream::connect(on_b).await.is_err());
+    eventually(WAIT, "b forwards a's port", || async {
+        serves_at(on_b, Duration::from_secs(2)).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,4 +498,87 @@ async fn while_etcd_is_frozen_tunnels_serve_and_logins_are_refused_retryably() {
         .await
         .expect("the late client never got in")
         .unwrap();
+}
+
+/// The registry and the peer link together: a visitor whose client is on A reaches a proxy
+/// whose client is on B, found through etcd, in one hop, with exact bytes and half-close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_on_a_reaches_a_proxy_on_b_through_the_registry_and_the_peer_link() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let a = member(&etcd, "/hop/", "a", 1, None).await;
+    let b = member(&etcd, "/hop/", "b", 2, None).await;
+    let echo = echo_service().await.to_string();
+    let _owner = client(
+        client_config(&b)
+            .with_id("owner")
+            .with_proxy(ProxyConfig::tcp("db", &echo, None).with_secret("s3cret")),
+    )
+    .await;
+    let bind = visitor_bind();
+    let _guest = client(client_config(&a).with_id("guest").with_visitor(
+        tunnel_client::VisitorConfig::new("db-v", "db", 0, &bind).with_secret("s3cret"),
+    ))
+    .await;
+    // A's cache follows etcd's watch: the first round trip may come a moment after.
+    let at: SocketAddr = bind.parse().unwrap();
+    eventually(WAIT, "the visitor on A reaches B's proxy", || async {
+        serves_at(at, Duration::from_secs(2)).await
+    })
+    .await;
+    for (len, seed) in [(1, 2), (70_000, 3), (1 << 20, 4)] {
+        let data = random_bytes(len, seed);
+        assert!(
+            roundtrip(bind.parse::<SocketAddr>().unwrap(), &data).await == data,
+            "{len} bytes differ"
+        );
+    }
+    expect_logged(&["linked to peer", "peer=b"]).await;
+    // A wrong secret is refused by B, where the proxy's rules live.
+    let wrong = visitor_bind();
+    let _intruder = client(client_config(&a).with_id("intruder").with_visitor(
+        tunnel_client::VisitorConfig::new("db-w", "db", 0, &wrong).with_secret("nope"),
+    ))
+    .await;
+    assert!(
+        !serves_at(wrong.parse().unwrap(), Duration::from_secs(2)).await,
+        "a wrong secret got through the hop"
+    );
+}
+
+/// `publish_mode = "all"` (the default): a port published by a client of B answers on A too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_published_on_b_answers_on_every_server() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let a = member(&etcd, "/all/", "a", 1, None).await;
+    let b = member(&etcd, "/all/", "b", 2, None).await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let owner = client(
+        client_config(&b)
+            .with_id("pub")
+            .with_proxy(ProxyConfig::tcp("web", &echo, Some(port))),
+    )
+    .await;
+    let on = |ip: u8| SocketAddr::new(loopback(ip), port);
+    assert!(
+        serves_at(on(2), WAIT).await,
+        "the owner's server does not serve"
+    );
+    eventually(WAIT, "A serves B's published port", || async {
+        serves_at(on(1), Duration::from_secs(2)).await
+    })
+    .await;
+    let data = random_bytes(1 << 20, 9);
+    assert!(roundtrip(on(1), &data).await == data);
+    // The client leaves: A stops listening on its port.
+    owner.shutdown();
+    eventually(WAIT, "A closes the port", || async {
+        tokio::net::TcpStream::connect(on(1)).await.is_err()
+    })
+    .await;
+    drop(a);
 }

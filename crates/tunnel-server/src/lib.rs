@@ -324,6 +324,22 @@ async fn start_with_peer(
         )?;
     // Last, after every bind: a start that fails leaves no lease behind.
     let cluster = cluster::connect(&cfg, local_addr).await?;
+    // A server of a cluster links to its peers; `start_clustered` brings its own locator.
+    let peer = match (peer, &cluster) {
+        (Some(p), _) => Some(p),
+        (None, Some(node)) => match cluster::locate::peer_config(&cfg) {
+            Ok(pc) => pc.map(|pc| {
+                let locator: Arc<dyn peer::Locate> =
+                    Arc::new(cluster::locate::NodeLocator::new(node.clone()));
+                (pc, locator)
+            }),
+            Err(e) => {
+                cluster::leave(node).await;
+                return Err(e);
+            }
+        },
+        (None, None) => None,
+    };
     let peer = match peer {
         Some((pc, _)) if pc.cluster_key == key => {
             return Err(ServerError::Config(vec![ConfigProblem::new(
@@ -332,7 +348,15 @@ async fn start_with_peer(
                  separate secret",
             )]));
         }
-        Some((pc, locator)) => Some(peer::Peer::bind(pc, locator, &identity).await?),
+        Some((pc, locator)) => match peer::Peer::bind(pc, locator, &identity).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                if let Some(node) = &cluster {
+                    cluster::leave(node).await;
+                }
+                return Err(e);
+            }
+        },
         None => None,
     };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);

@@ -320,6 +320,11 @@ async fn register_proxy(
 }
 
 async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
+    // The registry gave this client the port: if it was another server's until now, this
+    // server forwarded it (`publish_mode = "all"`) and must let go of it first.
+    if let Some(peer) = &shared.peer {
+        peer.forwarding.release(port).await;
+    }
     let addr = SocketAddr::new(shared.cfg.publish_addr, port);
     TcpListener::bind(addr).await.map_err(|e| {
         field_error(

@@ -6,6 +6,7 @@
 //! everything after a lost lease. Single-server mode has no `Node` at all.
 
 pub(crate) mod follow;
+pub(crate) mod locate;
 pub(crate) mod login;
 mod stats;
 #[cfg(test)]
@@ -281,7 +282,6 @@ impl Node {
     }
 
     /// Where proxy `name` at `publish_port` (0: private) is served, from the cache.
-    #[allow(dead_code)] // for the peer link
     pub(crate) fn locate(&self, name: &str, publish_port: u16) -> Option<Located> {
         let rec = self.cache.proxy(name, publish_port)?;
         self.located(rec)
@@ -289,7 +289,6 @@ impl Node {
 
     /// [`Node::locate`] from one linearizable read of the store (the one re-read after a
     /// peer said "not here").
-    #[allow(dead_code)] // for the peer link
     pub(crate) async fn locate_fresh(
         &self,
         name: &str,
@@ -306,7 +305,6 @@ impl Node {
         Ok(self.located(rec))
     }
 
-    #[allow(dead_code)] // for the peer link
     fn located(&self, rec: ProxyRecord) -> Option<Located> {
         let server = self.cache.server(&rec.server_id)?;
         let peer_addr = match server.peer_addr.parse() {
@@ -331,13 +329,11 @@ impl Node {
     }
 
     /// Every publish port in the cluster and the proxy it leads to, sorted by port.
-    #[allow(dead_code)] // for the peer link's `publish_mode = "all"`
     pub(crate) fn published_ports(&self) -> Vec<(u16, String)> {
         self.ports.borrow().clone()
     }
 
     /// [`Node::published_ports`], as it changes.
-    #[allow(dead_code)] // for the peer link's `publish_mode = "all"`
     pub(crate) fn published_ports_changes(&self) -> watch::Receiver<Vec<(u16, String)>> {
         self.ports.clone()
     }

@@ -75,6 +75,8 @@ pub(crate) struct Peer {
     pub(crate) locator: Arc<dyn Locate>,
     pub(crate) pool: pool::PeerPool,
     pub(crate) handshakes: Arc<Semaphore>,
+    /// The forwarding listeners of `publish_mode = "all"`, by port.
+    pub(crate) forwarding: ports::Forwarding,
 }
 
 impl std::fmt::Debug for Peer {
@@ -113,6 +115,7 @@ impl Peer {
             locator,
             pool: pool::PeerPool::default(),
             handshakes: Arc::new(Semaphore::new(MAX_PEER_HANDSHAKES)),
+            forwarding: ports::Forwarding::default(),
         });
         Ok((peer, listener, at))
     }

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -16,11 +19,39 @@ use crate::peer::Peer;
 use crate::source_limit::SourcePermit;
 use crate::Shared;
 
+/// How long a local registration waits for a forwarding listener on its port to close.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// One forwarding listener: the proxy it leads to, what stops it, and what says it is gone.
+#[derive(Debug)]
+struct Open {
+    name: String,
+    stop: CancellationToken,
+    ended: CancellationToken,
+}
+
+/// The forwarding listeners by port. Shared with the registration path: a client taking a
+/// port over on this server (it moved here) needs the port this server forwarded until then.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarding(Mutex<HashMap<u16, Open>>);
+
+impl Forwarding {
+    /// Close the forwarding listener on `port`, if any, and wait (bounded) until its socket
+    /// is closed, so that a local listener can bind the port.
+    pub(crate) async fn release(&self, port: u16) {
+        let Some(open) = self.0.lock().remove(&port) else {
+            return;
+        };
+        open.stop.cancel();
+        let _ = tokio::time::timeout(RELEASE_WAIT, open.ended.cancelled_owned()).await;
+        debug!(port, proxy = %open.name, "forwarding listener released for a local proxy");
+    }
+}
+
 /// Follow the registry's port feed until shutdown: bind a forwarding listener for each port
 /// another server owns, and close it when the port goes away or becomes ours.
 pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut changes = peer.locator.port_changes();
-    let mut open: HashMap<u16, (String, CancellationToken)> = HashMap::new();
     loop {
         let want: HashMap<u16, String> = peer
             .locator
@@ -29,19 +60,19 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             .filter(|l| !l.local && l.publish_port != 0)
             .map(|l| (l.publish_port, l.name))
             .collect();
-        open.retain(|port, (name, stop)| {
-            let keep = want.get(port) == Some(name);
+        peer.forwarding.0.lock().retain(|port, open| {
+            let keep = want.get(port) == Some(&open.name);
             if !keep {
-                stop.cancel();
+                open.stop.cancel();
             }
             keep
         });
         for (port, name) in want {
-            if open.contains_key(&port) {
+            if peer.forwarding.0.lock().contains_key(&port) {
                 continue;
             }
-            if let Some(stop) = bind(&shared, &peer, port, &name).await {
-                open.insert(port, (name, stop));
+            if let Some(open) = bind(&shared, &peer, port, &name).await {
+                peer.forwarding.0.lock().insert(port, open);
             }
         }
         tokio::select! {
@@ -49,17 +80,12 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             changed = changes.changed() => if changed.is_err() { break },
         }
     }
-    for (_, (_, stop)) in open {
-        stop.cancel();
+    for (_, open) in peer.forwarding.0.lock().drain() {
+        open.stop.cancel();
     }
 }
 
-async fn bind(
-    shared: &Arc<Shared>,
-    peer: &Arc<Peer>,
-    port: u16,
-    name: &str,
-) -> Option<CancellationToken> {
+async fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option<Open> {
     if !shared.cfg.allow_ports.contains(port) {
         warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
         return None;
@@ -73,6 +99,7 @@ async fn bind(
         }
     };
     let stop = CancellationToken::new();
+    let ended = CancellationToken::new();
     let span = tracing::info_span!("forwarding", proxy = name, port);
     let task = accept(
         shared.clone(),
@@ -82,8 +109,19 @@ async fn bind(
         port,
         stop.clone(),
     );
-    shared.tasks.spawn(task.instrument(span));
-    Some(stop)
+    let done = ended.clone();
+    shared.tasks.spawn(
+        async move {
+            task.await;
+            done.cancel();
+        }
+        .instrument(span),
+    );
+    Some(Open {
+        name: name.to_owned(),
+        stop,
+        ended,
+    })
 }
 
 async fn accept(
@@ -98,6 +136,7 @@ async fn accept(
     let mut listener = tunnel_transport::Acceptor::new(listener);
     loop {
         tokio::select! {
+            biased;
             () = stop.cancelled() => break,
             () = shared.shutdown.cancelled() => break,
             (tcp, user) = listener.accept() => {

@@ -1,0 +1,103 @@
+//! The cluster node as the peer link's [`Locate`]: the registry's answer to "which server
+//! holds this proxy", and the settings of the link from the `[cluster]` table.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::{Located as NodeLocated, Node};
+use crate::peer::{Locate, LocateFuture, Located, PeerConfig};
+use crate::{ConfigProblem, ServerConfig, ServerError};
+
+/// [`Node`] behind the peer link's [`Locate`].
+pub(crate) struct NodeLocator {
+    node: Arc<Node>,
+    changes: watch::Receiver<u64>,
+}
+
+impl fmt::Debug for NodeLocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeLocator")
+            .field("server_id", &self.node.server_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeLocator {
+    /// Follows the node's port feed for [`Locate::port_changes`] until the node's feed ends.
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        let (tx, changes) = watch::channel(0u64);
+        let mut ports = node.published_ports_changes();
+        tokio::spawn(async move {
+            while ports.changed().await.is_ok() {
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        NodeLocator { node, changes }
+    }
+
+    fn convert(name: &str, publish_port: u16, at: NodeLocated) -> Located {
+        Located {
+            name: name.to_owned(),
+            publish_port,
+            server_id: at.server_id,
+            peer_addr: at.peer_addr.to_string(),
+            epoch: u64::try_from(at.epoch).unwrap_or(0),
+            local: at.local,
+        }
+    }
+}
+
+impl Locate for NodeLocator {
+    fn locate(&self, name: &str, publish_port: u16) -> Option<Located> {
+        let at = self.node.locate(name, publish_port)?;
+        Some(Self::convert(name, publish_port, at))
+    }
+
+    fn locate_fresh<'a>(&'a self, name: &'a str, publish_port: u16) -> LocateFuture<'a> {
+        Box::pin(async move {
+            match self.node.locate_fresh(name, publish_port).await {
+                Ok(at) => at.map(|at| Self::convert(name, publish_port, at)),
+                Err(e) => {
+                    warn!("cluster: cannot read where {name}:{publish_port} is served: {e}");
+                    None
+                }
+            }
+        })
+    }
+
+    fn published_ports(&self) -> Vec<Located> {
+        self.node
+            .published_ports()
+            .into_iter()
+            .filter_map(|(port, name)| self.locate(&name, port))
+            .collect()
+    }
+
+    fn port_changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+}
+
+/// The peer link's settings from `[cluster]`: `problems()` has checked them before start.
+pub(crate) fn peer_config(cfg: &ServerConfig) -> Result<Option<PeerConfig>, ServerError> {
+    let Some(c) = cfg.cluster.as_ref().filter(|c| c.enabled()) else {
+        return Ok(None);
+    };
+    let problem = |p: ConfigProblem| ServerError::Config(vec![p]);
+    let peer_bind = c.peer_bind.ok_or_else(|| {
+        problem(ConfigProblem::new(
+            "cluster.peer_bind",
+            "required with backend = \"etcd\": the address other servers reach this one on",
+        ))
+    })?;
+    Ok(Some(PeerConfig {
+        peer_bind,
+        peer_advertise: c.peer_advertise(),
+        server_id: c.server_id().map_err(problem)?,
+        cluster_key: c.cluster_key().map_err(problem)?,
+        trust: None,
+    }))
+}
