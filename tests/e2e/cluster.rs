@@ -582,3 +582,32 @@ async fn a_port_published_on_b_answers_on_every_server() {
     .await;
     drop(a);
 }
+
+/// The dashboard of a cluster member lists every server of the registry, itself marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_clusters_servers() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let _a = member(&etcd, "/dash/", "a", 1, None).await;
+    let b = member(&etcd, "/dash/", "b", 2, None).await;
+    browser
+        .goto(&format!("http://{}/", b.stats_addr().unwrap()))
+        .await;
+    browser
+        .wait_for("#servers tbody tr[data-id=\"a\"]", WAIT)
+        .await;
+    let mine = browser
+        .wait_for("#servers tbody tr[data-id=\"b\"].selected", WAIT)
+        .await;
+    assert!(mine.text().await.unwrap().contains("(this one)"));
+    assert_eq!(
+        browser.attr("#cluster", "data-lease").await.as_deref(),
+        Some("alive")
+    );
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.close().await;
+}

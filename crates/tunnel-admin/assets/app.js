@@ -222,6 +222,7 @@
     setNum('rate-in', avg(1), rate(avg(1)));
     setNum('rate-out', avg(2), rate(avg(2)));
 
+    renderCluster(role === 'server' ? s.cluster : null);
     fillTable('clients', clients, CLIENT_COLS, function (c) { return c.id; }, function (tr, c) {
       tr.dataset.id = c.id;
       tr.dataset.bytes = String((c.bytes_in || 0) + (c.bytes_out || 0));
@@ -240,6 +241,21 @@
     }, function (tr, e) { tr.dataset.kind = e.kind; });
     drawChart($('chart'), totals, 1);
     if (selected) drawChart($('history-chart'), selPoints, 5);
+  }
+
+  // A server of a cluster: the members as the registry lists them, and this one's lease.
+  function renderCluster(c) {
+    var section = $('cluster');
+    section.hidden = !c;
+    if (!c) return;
+    section.dataset.lease = c.lease || '';
+    $('cluster-summary').textContent = 'this server: ' + (c.server_id || '?') + ' · lease ' + (c.lease || '?') +
+      (c.draining ? ' · draining' : '') + ' · registry revision ' + (c.registry_revision || 0);
+    var servers = (c.servers || []).map(function (m) { return Object.assign({ self: m.id === c.server_id }, m); });
+    fillTable('servers', servers, SERVER_COLS, function (m) { return m.id; }, function (tr, m) {
+      tr.dataset.id = m.id;
+      tr.classList.toggle('selected', m.self);
+    });
   }
 
   function renderSession(s) {
@@ -291,6 +307,11 @@
     col('bytes_in', function (v) { return v.bytes_in || 0; }, opt('bytes_in', bytes), num),
     col('bytes_out', function (v) { return v.bytes_out || 0; }, opt('bytes_out', bytes), num),
     col('rate', function (v) { return rateOf(v.key); }, function (v) { return v.bytes_in == null ? '–' : rateText(v.key); }, num)
+  ];
+  var SERVER_COLS = [
+    col('id', function (m) { return m.id; }, function (m) { return m.self ? m.id + ' (this one)' : m.id; }),
+    col('peer', function (m) { return m.peer_addr || ''; }),
+    col('state', function (m) { return m.draining ? 'draining' : 'serving'; })
   ];
   var EVENT_COLS = [
     col('t', function (e) { return e.t; }, function (e) { return clock(e.t); }),
