@@ -611,3 +611,43 @@ async fn the_dashboard_shows_the_clusters_servers() {
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
 }
+
+/// `publish_mode = "owner"`: only the server holding the client listens on its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_owner_mode_only_the_owners_server_listens() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let owner_mode = |c: ClusterConfig| ClusterConfig {
+        publish_mode: tunnel_cluster::PublishMode::Owner,
+        ..c
+    };
+    let a = member_with(&etcd, "/owner/", "a", 1, None, owner_mode).await;
+    let b = member_with(&etcd, "/owner/", "b", 2, None, owner_mode).await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let _owner = client(
+        client_config(&b)
+            .with_id("pub")
+            .with_proxy(ProxyConfig::tcp("web", &echo, Some(port)).with_secret("s3cret")),
+    )
+    .await;
+    let on = |ip: u8| SocketAddr::new(loopback(ip), port);
+    assert!(
+        serves_at(on(2), WAIT).await,
+        "the owner's server does not serve"
+    );
+    // Once a visitor on A gets through, A's registry cache has the proxy and its port; A
+    // still does not listen on it.
+    let bind = visitor_bind();
+    let _guest = client(client_config(&a).with_id("guest").with_visitor(
+        tunnel_client::VisitorConfig::new("web-v", "web", port, &bind).with_secret("s3cret"),
+    ))
+    .await;
+    let at: SocketAddr = bind.parse().unwrap();
+    eventually(WAIT, "the visitor on A reaches B's proxy", || async {
+        serves_at(at, Duration::from_secs(2)).await
+    })
+    .await;
+    assert!(tokio::net::TcpStream::connect(on(1)).await.is_err());
+}

@@ -425,10 +425,18 @@ async fn start_with_peer(
             .clone()
             .unwrap_or_else(|| at.to_string());
         info!(peer_addr = %at, %advertise, server_id = %p.cfg.server_id, "peer link listening");
-        let ports = peer::run_ports(shared.clone(), p.clone());
-        shared
-            .tasks
-            .spawn(ports.instrument(tracing::info_span!("cluster ports")));
+        // `publish_mode = "owner"`: only the server holding a client listens on its ports.
+        let forward_ports = shared
+            .cfg
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.publish_mode != tunnel_cluster::config::PublishMode::Owner);
+        if forward_ports {
+            let ports = peer::run_ports(shared.clone(), p.clone());
+            shared
+                .tasks
+                .spawn(ports.instrument(tracing::info_span!("cluster ports")));
+        }
         let task = peer::run_listener(shared.clone(), p, l);
         shared
             .tasks
