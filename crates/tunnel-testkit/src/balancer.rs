@@ -2,7 +2,7 @@
 //! operator would put in front of a cluster.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -12,12 +12,23 @@ use tokio::task::{JoinHandle, JoinSet};
 /// connection goes to the next backend; a backend that refuses the connect is skipped for that
 /// connection (the next one is tried), and the connection is closed if all refuse. Bytes are
 /// spliced both ways with half-close. Dropping it stops it, open connections included.
+///
+/// A backend that accepts connections but never answers (a frozen process: the kernel still
+/// completes the TCP handshake) is not skipped, as by a real L4 balancer without health checks;
+/// [`Balancer::set_down`] plays the health check that takes it out of the rotation.
 #[derive(Debug)]
 pub struct Balancer {
     /// Where clients connect.
     pub addr: SocketAddr,
-    counts: Arc<Vec<AtomicUsize>>,
+    backends: Arc<Vec<Backend>>,
     task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Backend {
+    addr: SocketAddr,
+    relayed: AtomicUsize,
+    down: AtomicBool,
 }
 
 impl Balancer {
@@ -26,10 +37,17 @@ impl Balancer {
         assert!(!backends.is_empty(), "a balancer needs a backend");
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let counts: Arc<Vec<AtomicUsize>> =
-            Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
-        let backends = Arc::new(backends);
-        let seen = counts.clone();
+        let backends: Arc<Vec<Backend>> = Arc::new(
+            backends
+                .into_iter()
+                .map(|addr| Backend {
+                    addr,
+                    relayed: AtomicUsize::new(0),
+                    down: AtomicBool::new(false),
+                })
+                .collect(),
+        );
+        let list = backends.clone();
         let task = tokio::spawn(async move {
             // Owned by this task: aborting it (on drop) aborts every connection too.
             let mut conns = JoinSet::new();
@@ -39,19 +57,29 @@ impl Balancer {
                     accepted = l.accept() => {
                         let Ok((down, _)) = accepted else { continue };
                         let first = next;
-                        next = (next + 1) % backends.len();
-                        conns.spawn(splice(down, backends.clone(), first, seen.clone()));
+                        next = (next + 1) % list.len();
+                        conns.spawn(splice(down, list.clone(), first));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
             }
         });
-        Balancer { addr, counts, task }
+        Balancer {
+            addr,
+            backends,
+            task,
+        }
     }
 
     /// Connections relayed so far to backend `i` (its index in the list given).
     pub fn relayed_to(&self, i: usize) -> usize {
-        self.counts[i].load(Ordering::Relaxed)
+        self.backends[i].relayed.load(Ordering::Relaxed)
+    }
+
+    /// Take backend `i` out of the rotation (`true`) or put it back, as a health check would;
+    /// connections already relayed to it stay.
+    pub fn set_down(&self, i: usize, down: bool) {
+        self.backends[i].down.store(down, Ordering::Relaxed);
     }
 }
 
@@ -61,17 +89,15 @@ impl Drop for Balancer {
     }
 }
 
-/// Connect to the first backend from `first` on that accepts, then copy both ways.
-async fn splice(
-    mut down: TcpStream,
-    backends: Arc<Vec<SocketAddr>>,
-    first: usize,
-    counts: Arc<Vec<AtomicUsize>>,
-) {
+/// Connect to the first backend from `first` on that is up and accepts, then copy both ways.
+async fn splice(mut down: TcpStream, backends: Arc<Vec<Backend>>, first: usize) {
     for k in 0..backends.len() {
-        let i = (first + k) % backends.len();
-        if let Ok(mut up) = TcpStream::connect(backends[i]).await {
-            counts[i].fetch_add(1, Ordering::Relaxed);
+        let b = &backends[(first + k) % backends.len()];
+        if b.down.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Ok(mut up) = TcpStream::connect(b.addr).await {
+            b.relayed.fetch_add(1, Ordering::Relaxed);
             let _ = up.set_nodelay(true);
             let _ = down.set_nodelay(true);
             // copy_bidirectional shuts down each write side when the other side's reads end.
@@ -139,6 +165,12 @@ mod tests {
             (lb.relayed_to(0), lb.relayed_to(1), lb.relayed_to(2)),
             (2, 0, 4)
         );
+
+        // Taken out of the rotation: a's turns go to c.
+        lb.set_down(0, true);
+        let (tag, _) = ask(lb.addr, b"x").await;
+        assert_eq!(tag, 3);
+        lb.set_down(0, false);
 
         let addr = lb.addr;
         drop(lb);

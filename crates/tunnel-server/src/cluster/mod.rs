@@ -349,19 +349,24 @@ impl Node {
 }
 
 /// Keeps the list of publish ports current with the cache.
+///
+/// Subscribers are also told when a port changes servers under the same proxy name: the
+/// list is the same, but a server the owner left must now forward the port it served.
 async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
+    let mut owners: Vec<(u16, String)> = Vec::new();
     loop {
-        let mut now: Vec<(u16, String)> = cache
-            .ports()
-            .into_iter()
-            .map(|(p, r)| (p, r.name))
+        let mut ports = cache.ports();
+        ports.sort_by_key(|(p, _)| *p);
+        let now_owners: Vec<(u16, String)> = ports
+            .iter()
+            .map(|(p, r)| (*p, r.server_id.clone()))
             .collect();
-        now.sort();
+        let moved = owners != now_owners;
+        owners = now_owners;
+        let now: Vec<(u16, String)> = ports.into_iter().map(|(p, r)| (p, r.name)).collect();
         tx.send_if_modified(|old| {
-            let changed = *old != now;
-            if changed {
-                *old = now;
-            }
+            let changed = *old != now || moved;
+            *old = now;
             changed
         });
         let next = cache.revision() + 1;
