@@ -232,6 +232,9 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
     .await;
     let mut sorted = times.clone();
     sorted.sort();
+    // One line per run for benches/failover.sh, which pools the runs.
+    let ms: Vec<String> = sorted.iter().map(|t| t.as_millis().to_string()).collect();
+    eprintln!("failover-ms: {}", ms.join(" "));
     eprintln!(
         "failover of {} clients after kill -9: p50 {:?}, p99 {:?}, max {:?}",
         sorted.len(),
