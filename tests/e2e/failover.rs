@@ -93,7 +93,7 @@ async fn owners(store: &EtcdStore, prefix: &str) -> BTreeMap<String, String> {
 struct Setup {
     _etcd: Etcd,
     store: EtcdStore,
-    pki: Pki,
+    _pki: Pki,
     members: Vec<Member>,
     lb: Balancer,
     clients: Vec<(ClientHandle, u16)>,
@@ -137,7 +137,7 @@ async fn setup(prefix: &str, n: usize, client: impl Fn(ClientConfig) -> ClientCo
     Some(Setup {
         _etcd: etcd,
         store,
-        pki,
+        _pki: pki,
         members,
         lb,
         clients,
@@ -151,10 +151,24 @@ impl Setup {
         for (_, port) in &self.clients {
             for m in on {
                 let at = m.on(*port);
-                eventually(WAIT, &format!("{what}: port {port} on {}", m.id), || async move {
-                    serves_at(at, Duration::from_secs(2)).await
-                })
-                .await;
+                let deadline = Instant::now() + WAIT;
+                while !serves_at(at, Duration::from_secs(2)).await {
+                    if Instant::now() > deadline {
+                        let p = port.to_string();
+                        let log = m.proc.log();
+                        let about: Vec<&str> = log
+                            .lines()
+                            .filter(|l| l.contains(&p) || l.contains("WARN") || l.contains("ERROR"))
+                            .collect();
+                        eprintln!("FULL LOG of {}:\n{log}", m.id);
+                        panic!(
+                            "{what}: port {port} does not answer on {}; its log of the port:\n{}",
+                            m.id,
+                            about.join("\n")
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
@@ -220,17 +234,28 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
         let at = through.on(port);
         async move {
             while !serves_at(at, Duration::from_millis(500)).await {
-                assert!(
-                    killed.elapsed() < WAIT,
-                    "port {port} did not come back within {WAIT:?}"
-                );
+                if killed.elapsed() > WAIT {
+                    return Err(port);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            killed.elapsed()
+            Ok(killed.elapsed())
         }
     }))
     .await;
-    let mut sorted = times.clone();
+    let lost: Vec<u16> = times.iter().filter_map(|t| t.err()).collect();
+    if !lost.is_empty() {
+        for m in &survivors {
+            let log = m.proc.log();
+            let about: Vec<&str> = log
+                .lines()
+                .filter(|l| lost.iter().any(|p| l.contains(&p.to_string())) || l.contains("WARN"))
+                .collect();
+            eprintln!("server {} on the ports that did not come back:\n{}", m.id, about.join("\n"));
+        }
+        panic!("ports {lost:?} did not come back within {WAIT:?}");
+    }
+    let mut sorted: Vec<Duration> = times.into_iter().flatten().collect();
     sorted.sort();
     // One line per run for benches/failover.sh, which pools the runs.
     let ms: Vec<String> = sorted.iter().map(|t| t.as_millis().to_string()).collect();
