@@ -55,7 +55,11 @@ async fn member(pki: &Pki, etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> (Memb
             ip4 = loopback(ip),
         ),
     );
-    let mut proc = Proc::spawn(bins::server(), &cfg, pki.dir.join(format!("server-{id}.log")));
+    let mut proc = Proc::spawn(
+        bins::server(),
+        &cfg,
+        pki.dir.join(format!("server-{id}.log")),
+    );
     let deadline = Instant::now() + WAIT;
     while TcpStream::connect(at).await.is_err() {
         assert!(proc.is_running(), "server {id} exited:\n{}", proc.log());
@@ -100,7 +104,11 @@ struct Setup {
     prefix: String,
 }
 
-async fn setup(prefix: &str, n: usize, client: impl Fn(ClientConfig) -> ClientConfig) -> Option<Setup> {
+async fn setup(
+    prefix: &str,
+    n: usize,
+    client: impl Fn(ClientConfig) -> ClientConfig,
+) -> Option<Setup> {
     let etcd = Etcd::start_if_installed().await?;
     logs();
     let store = EtcdStore::connect(&EtcdOptions::new([etcd.endpoint()]))
@@ -118,7 +126,12 @@ async fn setup(prefix: &str, n: usize, client: impl Fn(ClientConfig) -> ClientCo
     eventually(WAIT, "all three servers joined", || {
         let (store, servers) = (&store, &servers);
         async move {
-            kvs(store, prefix).await.iter().filter(|kv| kv.key.starts_with(servers.as_str())).count() == 3
+            kvs(store, prefix)
+                .await
+                .iter()
+                .filter(|kv| kv.key.starts_with(servers.as_str()))
+                .count()
+                == 3
         }
     })
     .await;
@@ -160,7 +173,6 @@ impl Setup {
                             .lines()
                             .filter(|l| l.contains(&p) || l.contains("WARN") || l.contains("ERROR"))
                             .collect();
-                        eprintln!("FULL LOG of {}:\n{log}", m.id);
                         panic!(
                             "{what}: port {port} does not answer on {}; its log of the port:\n{}",
                             m.id,
@@ -190,7 +202,10 @@ impl Setup {
 
     /// Whether no key is left under `lease`.
     async fn lease_empty(&self, lease: i64) -> bool {
-        !kvs(&self.store, &self.prefix).await.iter().any(|kv| kv.lease == lease)
+        !kvs(&self.store, &self.prefix)
+            .await
+            .iter()
+            .any(|kv| kv.lease == lease)
     }
 }
 
@@ -251,7 +266,11 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
                 .lines()
                 .filter(|l| lost.iter().any(|p| l.contains(&p.to_string())) || l.contains("WARN"))
                 .collect();
-            eprintln!("server {} on the ports that did not come back:\n{}", m.id, about.join("\n"));
+            eprintln!(
+                "server {} on the ports that did not come back:\n{}",
+                m.id,
+                about.join("\n")
+            );
         }
         panic!("ports {lost:?} did not come back within {WAIT:?}");
     }
@@ -268,7 +287,10 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
         sorted.last().unwrap()
     );
 
-    eventually(WAIT, "the killed server's keys are gone", || s.lease_empty(lease)).await;
+    eventually(WAIT, "the killed server's keys are gone", || {
+        s.lease_empty(lease)
+    })
+    .await;
     let gone_in = killed.elapsed();
     eprintln!("the killed server's keys gone {gone_in:?} after kill -9 (lease_ttl {LEASE_TTL} s)");
     assert!(
@@ -313,7 +335,10 @@ async fn a_server_stopped_then_continued_brings_back_nothing_stale() {
         }
     })
     .await;
-    eventually(WAIT, "the frozen server's lease expired", || s.lease_empty(lease)).await;
+    eventually(WAIT, "the frozen server's lease expired", || {
+        s.lease_empty(lease)
+    })
+    .await;
 
     s.members[victim].proc.signal("CONT");
     s.lb.set_down(victim, false);
@@ -321,9 +346,7 @@ async fn a_server_stopped_then_continued_brings_back_nothing_stale() {
     let key = format!("{}server/{vid}", s.prefix);
     eventually(WAIT, "the continued server joined again", || {
         let (s, key) = (&s, &key);
-        async move {
-            matches!(s.store.get(key).await.unwrap(), Some(kv) if kv.lease != lease)
-        }
+        async move { matches!(s.store.get(key).await.unwrap(), Some(kv) if kv.lease != lease) }
     })
     .await;
     // Give it the time it needs to re-assert whatever it still believed it held: two lease

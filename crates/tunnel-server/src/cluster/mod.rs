@@ -350,16 +350,22 @@ impl Node {
 
 /// Keeps the list of publish ports current with the cache.
 ///
-/// Subscribers are also told when a port changes servers under the same proxy name: the
-/// list is the same, but a server the owner left must now forward the port it served.
+/// Subscribers are also told when what [`Node::locate`] answers for a port changes with the
+/// list unchanged: the port changed servers under the same proxy name (a server the owner
+/// left must now forward the port it served), or its proxy or server record arrived after
+/// its port record (until then the port cannot be located, so it was not forwarded).
 async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
-    let mut owners: Vec<(u16, String)> = Vec::new();
+    let mut owners: Vec<(u16, String, bool)> = Vec::new();
     loop {
         let mut ports = cache.ports();
         ports.sort_by_key(|(p, _)| *p);
-        let now_owners: Vec<(u16, String)> = ports
+        let now_owners: Vec<(u16, String, bool)> = ports
             .iter()
-            .map(|(p, r)| (*p, r.server_id.clone()))
+            .map(|(p, r)| {
+                let known =
+                    cache.proxy(&r.name, *p).is_some() && cache.server(&r.server_id).is_some();
+                (*p, r.server_id.clone(), known)
+            })
             .collect();
         let moved = owners != now_owners;
         owners = now_owners;
