@@ -11,6 +11,9 @@ mod cluster;
 mod configs;
 mod connections;
 mod dashboard;
+// Needs the etcd store: `cargo test --features etcd --test e2e failover::`.
+#[cfg(feature = "etcd")]
+mod failover;
 mod faults;
 mod hardening;
 mod http;

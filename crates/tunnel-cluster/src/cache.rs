@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -227,24 +227,21 @@ async fn follow_once<S: ClusterStore + ?Sized>(
     revision.send_replace(at);
     let mut events = store.watch(keys.prefix(), at + 1).await?;
     while let Some(ev) = events.next().await {
-        let ev = ev?;
-        let rev = {
-            let mut v = view.write();
-            match &ev {
-                WatchEvent::Put(kv) => {
-                    if let Some(kind) = keys.parse(&kv.key) {
-                        v.put(kind, kv);
-                    }
-                    kv.mod_revision
+        let mut rev = apply(keys, view, &ev?);
+        // The events of one transaction share its revision and arrive together (one watch
+        // response): apply every one ready before publishing, so that a reader woken by the
+        // revision sees the whole transaction, not its first key only.
+        let mut ended = false;
+        loop {
+            match events.next().now_or_never() {
+                Some(Some(ev)) => rev = rev.max(apply(keys, view, &ev?)),
+                Some(None) => {
+                    ended = true;
+                    break;
                 }
-                WatchEvent::Delete { key, mod_revision } => {
-                    if let Some(kind) = keys.parse(key) {
-                        v.remove(kind);
-                    }
-                    *mod_revision
-                }
+                None => break,
             }
-        };
+        }
         revision.send_if_modified(|r| {
             let newer = rev > *r;
             if newer {
@@ -252,8 +249,30 @@ async fn follow_once<S: ClusterStore + ?Sized>(
             }
             newer
         });
+        if ended {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Apply one watch event to the view; its revision.
+fn apply(keys: &Keys, view: &RwLock<View>, ev: &WatchEvent) -> i64 {
+    let mut v = view.write();
+    match ev {
+        WatchEvent::Put(kv) => {
+            if let Some(kind) = keys.parse(&kv.key) {
+                v.put(kind, kv);
+            }
+            kv.mod_revision
+        }
+        WatchEvent::Delete { key, mod_revision } => {
+            if let Some(kind) = keys.parse(key) {
+                v.remove(kind);
+            }
+            *mod_revision
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
-//! release binaries as processes, a scratch directory with a certificate, a fault relay, a
+//! release binaries as processes, a round-robin load balancer, a scratch directory with a certificate, a fault relay, a
 //! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, steady traffic,
 //! nginx, PostgreSQL and etcd launchers, a headless browser, log capture, polling, and the
 //! rule for tests whose tool is missing.
@@ -22,6 +22,7 @@
 #![allow(clippy::unwrap_used)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod balancer;
 pub mod bins;
 pub mod browser;
 pub mod cluster;
@@ -43,6 +44,7 @@ pub mod services;
 pub mod tools;
 pub mod traffic;
 
+pub use balancer::Balancer;
 pub use browser::Browser;
 pub use cluster::{cluster_server, cluster_server_on, ClusterServer, CLUSTER_KEY};
 pub use curl::{curl, curl_ok};

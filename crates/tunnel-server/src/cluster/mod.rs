@@ -349,19 +349,30 @@ impl Node {
 }
 
 /// Keeps the list of publish ports current with the cache.
+///
+/// Subscribers are also told when what [`Node::locate`] answers for a port changes with the
+/// list unchanged: the port changed servers under the same proxy name (a server the owner
+/// left must now forward the port it served), or its proxy or server record arrived after
+/// its port record (until then the port cannot be located, so it was not forwarded).
 async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
+    let mut owners: Vec<(u16, String, bool)> = Vec::new();
     loop {
-        let mut now: Vec<(u16, String)> = cache
-            .ports()
-            .into_iter()
-            .map(|(p, r)| (p, r.name))
+        let mut ports = cache.ports();
+        ports.sort_by_key(|(p, _)| *p);
+        let now_owners: Vec<(u16, String, bool)> = ports
+            .iter()
+            .map(|(p, r)| {
+                let known =
+                    cache.proxy(&r.name, *p).is_some() && cache.server(&r.server_id).is_some();
+                (*p, r.server_id.clone(), known)
+            })
             .collect();
-        now.sort();
+        let moved = owners != now_owners;
+        owners = now_owners;
+        let now: Vec<(u16, String)> = ports.into_iter().map(|(p, r)| (p, r.name)).collect();
         tx.send_if_modified(|old| {
-            let changed = *old != now;
-            if changed {
-                *old = now;
-            }
+            let changed = *old != now || moved;
+            *old = now;
             changed
         });
         let next = cache.revision() + 1;

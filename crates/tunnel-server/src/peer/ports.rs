@@ -1,14 +1,16 @@
 //! `publish_mode = "all"`: every published port of the cluster answers on every server; a
 //! server that does not own the port forwards each user connection to the owner's server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use parking_lot::Mutex;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use tunnel_mux::{relay_tcp, reset_tcp};
@@ -21,6 +23,9 @@ use crate::Shared;
 
 /// How long a local registration waits for a forwarding listener on its port to close.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// How long a port released for a local registration is not forwarded again, unless the
+/// registry shows it ours first; past it, the registration failed and forwarding resumes.
+const TAKING_WAIT: Duration = Duration::from_secs(5);
 
 /// One forwarding listener: the proxy it leads to, what stops it, and what says it is gone.
 #[derive(Debug)]
@@ -32,19 +37,49 @@ struct Open {
 
 /// The forwarding listeners by port. Shared with the registration path: a client taking a
 /// port over on this server (it moved here) needs the port this server forwarded until then.
+///
+/// One lock for all of it: a port's listener is bound, closed and released under it, so that
+/// the registration path and the feed never race for the same port.
 #[derive(Debug, Default)]
-pub(crate) struct Forwarding(Mutex<HashMap<u16, Open>>);
+pub(crate) struct Forwarding(Mutex<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    open: HashMap<u16, Open>,
+    /// Listeners told to stop whose socket may still be open: what says each has ended.
+    closing: HashMap<u16, CancellationToken>,
+    /// Ports released for a local registration, until when. Until the registry's feed shows
+    /// the port ours, it still shows the old owner: a forwarding listener bound again then
+    /// would take the port from under the local one (seen with 100 clients moving at once).
+    taking: HashMap<u16, Instant>,
+}
+
+impl State {
+    /// Stop the listener on `port`, if any; it stays in `closing` until it has ended.
+    fn close(&mut self, port: u16) {
+        if let Some(open) = self.open.remove(&port) {
+            open.stop.cancel();
+            self.closing.insert(port, open.ended);
+        }
+    }
+}
 
 impl Forwarding {
     /// Close the forwarding listener on `port`, if any, and wait (bounded) until its socket
-    /// is closed, so that a local listener can bind the port.
+    /// is closed, so that a local listener can bind the port; the port is not forwarded
+    /// again until the registry shows it ours, or for [`TAKING_WAIT`].
     pub(crate) async fn release(&self, port: u16) {
-        let Some(open) = self.0.lock().remove(&port) else {
+        let ended = {
+            let mut st = self.0.lock();
+            st.taking.insert(port, Instant::now() + TAKING_WAIT);
+            st.close(port);
+            st.closing.get(&port).cloned()
+        };
+        let Some(ended) = ended else {
             return;
         };
-        open.stop.cancel();
-        let _ = tokio::time::timeout(RELEASE_WAIT, open.ended.cancelled_owned()).await;
-        debug!(port, proxy = %open.name, "forwarding listener released for a local proxy");
+        let _ = tokio::time::timeout(RELEASE_WAIT, ended.cancelled_owned()).await;
+        debug!(port, "forwarding listener released for a local proxy");
     }
 }
 
@@ -53,45 +88,101 @@ impl Forwarding {
 pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut changes = peer.locator.port_changes();
     loop {
-        let want: HashMap<u16, String> = peer
-            .locator
-            .published_ports()
+        let ports = peer.locator.published_ports();
+        let now = Instant::now();
+        // Ports being taken locally: done once the feed shows them ours, given up past their
+        // deadline. The earliest deadline left wakes this loop up.
+        let taking_until = {
+            let mut st = peer.forwarding.0.lock();
+            st.taking.retain(|port, until| {
+                *until > now && !ports.iter().any(|l| l.publish_port == *port && l.local)
+            });
+            st.closing.retain(|_, ended| !ended.is_cancelled());
+            st.taking.values().min().copied()
+        };
+        let want: HashMap<u16, String> = ports
             .into_iter()
             .filter(|l| !l.local && l.publish_port != 0)
             .map(|l| (l.publish_port, l.name))
             .collect();
-        peer.forwarding.0.lock().retain(|port, open| {
-            let keep = want.get(port) == Some(&open.name);
-            if !keep {
-                open.stop.cancel();
-            }
-            keep
-        });
+        let want_ports: HashSet<u16> = want.keys().copied().collect();
         for (port, name) in want {
-            if peer.forwarding.0.lock().contains_key(&port) {
+            let mut st = peer.forwarding.0.lock();
+            if st.taking.contains_key(&port) || st.closing.contains_key(&port) {
                 continue;
             }
-            if let Some(open) = bind(&shared, &peer, port, &name).await {
-                peer.forwarding.0.lock().insert(port, open);
+            if st.open.get(&port).is_some_and(|open| open.name == name) {
+                continue;
+            }
+            st.close(port);
+            if st.closing.contains_key(&port) {
+                continue; // bound once the old listener has ended: the next change, or below
+            }
+            if let Some(open) = bind(&shared, &peer, port, &name) {
+                st.open.insert(port, open);
             }
         }
+        {
+            let mut st = peer.forwarding.0.lock();
+            let gone: Vec<u16> = st
+                .open
+                .keys()
+                .copied()
+                .filter(|p| !want_ports.contains(p))
+                .collect();
+            for port in gone {
+                st.close(port);
+            }
+        }
+        // Wake up when a port being taken locally gives up, or a listener that was closing
+        // has ended (its port may be wanted again).
+        let retake = async {
+            match taking_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let closing: Vec<CancellationToken> =
+            peer.forwarding.0.lock().closing.values().cloned().collect();
+        let ended = async {
+            if closing.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::select_all(closing.iter().map(|c| Box::pin(c.cancelled()))).await;
+        };
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             changed = changes.changed() => if changed.is_err() { break },
+            () = retake => {}
+            () = ended => {}
         }
     }
-    for (_, open) in peer.forwarding.0.lock().drain() {
+    for (_, open) in peer.forwarding.0.lock().open.drain() {
         open.stop.cancel();
     }
 }
 
-async fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option<Open> {
+/// Bind and start a forwarding listener; synchronous, so that it happens under the
+/// [`Forwarding`] lock (a local bind is a system call, not a wait).
+fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option<Open> {
     if !shared.cfg.allow_ports.contains(port) {
         warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
         return None;
     }
     let addr = SocketAddr::new(shared.cfg.publish_addr, port);
-    let listener = match TcpListener::bind(addr).await {
+    // As TcpListener::bind does (SO_REUSEADDR, so that connections in TIME_WAIT on the port
+    // do not keep it), without its await.
+    let bound = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(addr)?;
+        s.listen(1024)
+    });
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             warn!(%addr, proxy = name, "cannot forward port {port} of another server here: {e}");
