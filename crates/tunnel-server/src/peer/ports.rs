@@ -87,6 +87,10 @@ impl Forwarding {
 /// another server owns, and close it when the port goes away or becomes ours.
 pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut changes = peer.locator.port_changes();
+    // Ports whose forwarding listener could not be bound (a stale local proxy of a session
+    // that has not noticed yet that its client left, say): tried again every BIND_RETRY,
+    // warned about once.
+    let mut failing: HashSet<u16> = HashSet::new();
     loop {
         let ports = peer.locator.published_ports();
         let now = Instant::now();
@@ -118,10 +122,14 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             if st.closing.contains_key(&port) {
                 continue; // bound once the old listener has ended: the next change, or below
             }
-            if let Some(open) = bind(&shared, &peer, port, &name) {
+            if let Some(open) = bind(&shared, &peer, port, &name, failing.contains(&port)) {
                 st.open.insert(port, open);
+                failing.remove(&port);
+            } else if shared.cfg.allow_ports.contains(port) {
+                failing.insert(port);
             }
         }
+        failing.retain(|p| want_ports.contains(p));
         {
             let mut st = peer.forwarding.0.lock();
             let gone: Vec<u16> = st
@@ -150,11 +158,18 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             }
             futures::future::select_all(closing.iter().map(|c| Box::pin(c.cancelled()))).await;
         };
+        let retry = async {
+            if failing.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(BIND_RETRY).await;
+        };
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             changed = changes.changed() => if changed.is_err() { break },
             () = retake => {}
             () = ended => {}
+            () = retry => {}
         }
     }
     for (_, open) in peer.forwarding.0.lock().open.drain() {
@@ -162,9 +177,18 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     }
 }
 
+/// How often a forwarding listener that could not be bound is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+
 /// Bind and start a forwarding listener; synchronous, so that it happens under the
 /// [`Forwarding`] lock (a local bind is a system call, not a wait).
-fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option<Open> {
+fn bind(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    port: u16,
+    name: &str,
+    retrying: bool,
+) -> Option<Open> {
     if !shared.cfg.allow_ports.contains(port) {
         warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
         return None;
@@ -184,8 +208,12 @@ fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> Option
     });
     let listener = match bound {
         Ok(l) => l,
+        Err(e) if retrying => {
+            debug!(%addr, proxy = name, "still cannot forward port {port} here: {e}");
+            return None;
+        }
         Err(e) => {
-            warn!(%addr, proxy = name, "cannot forward port {port} of another server here: {e}");
+            warn!(%addr, proxy = name, "cannot forward port {port} of another server here: {e}; trying again every {}s", BIND_RETRY.as_secs());
             return None;
         }
     };
