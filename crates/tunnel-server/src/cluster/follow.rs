@@ -60,7 +60,7 @@ fn close_replaced(shared: &Shared, node: &Node) {
             );
             // Ours no longer: the new session rewrote every key, so there is nothing to release.
             session.cluster.lock().take();
-            session.cancel.cancel();
+            crate::session::retire(shared, &session);
         }
     }
 }
