@@ -96,24 +96,51 @@ impl Live {
 const RETIRE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A moved session's last work: serve the streams its server still opens (users who reached
-/// it before the new session took over) until the server closes it.
+/// it before the new session took over) until the server closes it. Once the new session
+/// serves, `Moved` tells the server to route nothing more here; it closes the session when
+/// the streams it opened are done, so nothing reaching it in the hand-over fails
+/// (make-before-break).
 async fn retire(shared: Arc<Shared>, mut live: Live) {
     let limit = tokio::time::sleep(RETIRE_LIMIT);
     tokio::pin!(limit);
-    loop {
+    let mut status = shared.status.subscribe();
+    let (mut succeeded, mut told) = (false, false);
+    let why = loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
-            () = &mut limit => break,
-            _ = &mut live.channel.ended => break,
-            msg = live.channel.inbox.recv() => if msg.is_none() { break },
+            () = shared.shutdown.cancelled() => break "the client is shutting down",
+            () = &mut limit => break "it lingered too long",
+            _ = &mut live.channel.ended => break "the server closed it",
+            msg = live.channel.inbox.recv() => if msg.is_none() { break "the server closed it" },
             s = live.incoming.accept() => match s {
                 Some(stream) => spawn_stream(&shared, &live.ctx, stream),
-                None => break,
+                None => break "the server closed it",
             },
+            changed = status.changed(), if !succeeded => {
+                if changed.is_err() {
+                    break "the client stopped";
+                }
+                succeeded = live.succeeded(&shared);
+            }
         }
-    }
-    info!("the old session closed");
+        if succeeded && !told {
+            // The server stops routing here, lets the open streams finish, and closes.
+            told = live.ctx.try_send(Message::Moved);
+        }
+    };
+    info!("old session closed: {why}");
     live.close(&shared, true).await;
+}
+
+impl Live {
+    /// Whether a newer session is registered and serving in this one's place.
+    fn succeeded(&self, shared: &Shared) -> bool {
+        let newer = shared
+            .current
+            .read()
+            .as_ref()
+            .is_some_and(|l| !Arc::ptr_eq(l, &self.lanes));
+        newer && matches!(*shared.status.borrow(), crate::Status::Ready(_))
+    }
 }
 
 /// A moment within `within_ms`, drawn at random so that a draining server's clients do not

@@ -602,6 +602,8 @@ async fn serve(
                         break End::after_close(&mut channel).await;
                     }
                 }
+                // The client's new session (on another server) serves: this one retires.
+                Some(Message::Moved) => retire(shared, session),
                 Some(other) => {
                     break End::Other(format!("unexpected {} on the control stream", other.name()));
                 }

@@ -73,6 +73,11 @@ async fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwa
     if fwd.epoch != 0 && held_epoch(shared, &key) == Some(fwd.epoch) {
         return Ok(());
     }
+    // Draining: a client that moved keeps its old session here until its new one serves,
+    // and that session still carries what reaches it.
+    if shared.draining.load(std::sync::atomic::Ordering::Acquire) && live_here(shared, &key) {
+        return Ok(());
+    }
     if let Some(at) = peer.locator.locate(&fwd.name, fwd.publish_port) {
         if !at.local {
             return Err(Forwarded::NotHere { epoch: 0 });
@@ -90,6 +95,14 @@ async fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwa
         return Err(Forwarded::NotFound);
     }
     Ok(())
+}
+
+/// Whether a live local session holds `key`.
+fn live_here(shared: &Shared, key: &ProxyKey) -> bool {
+    shared
+        .registry
+        .get(key)
+        .is_some_and(|(_, owner)| !owner.cancel.is_cancelled())
 }
 
 /// The registration epoch of the local session holding `key`, if any.
