@@ -180,10 +180,10 @@ impl PeerTraffic {
         let c = self.of(server_id);
         let was = LinkState::from_u8(c.state.swap(LinkState::Down as u8, Ordering::Relaxed));
         if was == LinkState::Down {
-            tracing::debug!(peer = server_id, %addr, "peer still unreachable: {reason}");
+            tracing::debug!(peer = %server_id, %addr, "peer still unreachable: {reason}");
         } else {
             warn!(
-                peer = server_id,
+                peer = %server_id,
                 %addr,
                 "peer link down: {reason}; connections forwarded to server {server_id} fail until it answers"
             );
@@ -195,7 +195,7 @@ impl PeerTraffic {
         let c = self.of(server_id);
         let was = LinkState::from_u8(c.state.swap(LinkState::Up as u8, Ordering::Relaxed));
         if was == LinkState::Down {
-            info!(peer = server_id, "peer link up again");
+            info!(peer = %server_id, "peer link up again");
         }
         c.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -220,7 +220,7 @@ impl PeerTraffic {
             )
             .is_ok();
         if up {
-            warn!(peer = server_id, "peer link down: the link to server {server_id} closed; it is dialled again on the next forwarded connection");
+            warn!(peer = %server_id, "peer link down: the link to server {server_id} closed; it is dialled again on the next forwarded connection");
         }
     }
 
