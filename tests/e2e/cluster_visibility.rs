@@ -56,7 +56,11 @@ async fn two_servers_and_a_hop(
     a: &tunnel_server::ServerHandle,
     b: &tunnel_server::ServerHandle,
     port: u16,
-) -> (tunnel_client::ClientHandle, tunnel_client::ClientHandle, SocketAddr) {
+) -> (
+    tunnel_client::ClientHandle,
+    tunnel_client::ClientHandle,
+    SocketAddr,
+) {
     let echo = echo_service().await.to_string();
     let owner = client(
         client_config(b)
@@ -114,7 +118,11 @@ async fn forwarded_streams_count_on_both_servers_and_each_client_is_placed_on_it
     assert_eq!(to_b["state"], "up", "{to_b}");
     assert!(n(&to_b["streams_out"]) >= 2, "{to_b}");
     assert!(n(&to_b["bytes_out"]) >= sent, "{to_b}");
-    assert_eq!(n(&to_b["streams_in"]), 0, "B forwarded nothing to A: {to_b}");
+    assert_eq!(
+        n(&to_b["streams_in"]),
+        0,
+        "B forwarded nothing to A: {to_b}"
+    );
     assert_eq!(n(&to_b["failures"]["dial_failed"]), 0, "{to_b}");
 
     let on_b = stats_until(b.stats_addr().unwrap(), "B's bytes in from A", |s| {
@@ -142,7 +150,11 @@ async fn forwarded_streams_count_on_both_servers_and_each_client_is_placed_on_it
             })
             .collect();
         let pair = |c: &str, s: &str| (c.to_owned(), s.to_owned());
-        assert_eq!(placed, [pair("guest", "vis-a"), pair("owner", "vis-b")], "{c}");
+        assert_eq!(
+            placed,
+            [pair("guest", "vis-a"), pair("owner", "vis-b")],
+            "{c}"
+        );
         assert_eq!(c["clients_truncated"], 0, "{c}");
         let held: Vec<(&str, u64)> = c["servers"]
             .as_array()
@@ -216,9 +228,10 @@ async fn a_lost_peer_link_is_warned_once_and_shows_down() {
     b.join().await;
     expect_logged(&["peer link down", "peer=down-b", "WARN"]).await;
     let on_a = stats_until(a.stats_addr().unwrap(), "A shows B's link down", |s| {
-        s["cluster"]["peers"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["server_id"] == "down-b" && p["state"] == "down"))
+        s["cluster"]["peers"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["server_id"] == "down-b" && p["state"] == "down")
+        })
     })
     .await;
     // B left the registry; its counts stay.
@@ -255,7 +268,10 @@ async fn the_dashboard_shows_peer_traffic_and_which_server_holds_which_client() 
     browser
         .wait_num(row, "data-bytes-out", WAIT, |v| v >= data.len() as u64)
         .await;
-    assert_eq!(browser.attr(row, "data-clients").await.as_deref(), Some("1"));
+    assert_eq!(
+        browser.attr(row, "data-clients").await.as_deref(),
+        Some("1")
+    );
     assert_eq!(browser.attr(row, "data-link").await.as_deref(), Some("up"));
     let owner = browser
         .wait_for("#cluster-clients tbody tr[data-id=\"owner\"]", WAIT)
@@ -269,7 +285,11 @@ async fn the_dashboard_shows_peer_traffic_and_which_server_holds_which_client() 
     browser
         .wait_gone(&format!("{guest}:not([hidden])"), WAIT)
         .await;
-    assert!(browser.is_shown("#cluster-clients tbody tr[data-id=\"owner\"]").await);
+    assert!(
+        browser
+            .is_shown("#cluster-clients tbody tr[data-id=\"owner\"]")
+            .await
+    );
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     if let Some(dir) = std::env::var_os("DASHBOARD_SCREENSHOTS") {
         let path = std::path::Path::new(&dir).join("cluster-visibility.png");

@@ -289,7 +289,9 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         cluster: shared.cluster.as_ref().map(|n| {
             let mut c = n.stats();
             if let Some(p) = &shared.peer {
-                c.peers = p.traffic.stats(&c.server_id, c.servers.iter().map(|s| &*s.id));
+                c.peers = p
+                    .traffic
+                    .stats(&c.server_id, c.servers.iter().map(|s| &*s.id));
             }
             c
         }),

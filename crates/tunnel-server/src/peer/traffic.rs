@@ -23,7 +23,7 @@ const MAX_PEERS: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum LinkState {
-    /// Never linked either way yet: nothing was forwarded between us.
+    /// No link open either way, and no dial of ours failed: nothing to forward yet.
     Idle = 0,
     /// Dialling it now.
     Connecting = 1,
@@ -128,7 +128,8 @@ impl PeerCounters {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PeerStats {
     pub server_id: String,
-    /// `up`, `down`, `connecting` or `idle` (never linked yet).
+    /// `up` (a link either way is open), `down` (our last dial failed or our link was lost),
+    /// `connecting` (first dial under way) or `idle` (no link, none failed).
     pub state: &'static str,
     /// Payload bytes sent to the peer over forwarded streams.
     pub bytes_out: u64,
@@ -288,7 +289,10 @@ impl PeerTraffic {
             "Connections forwarded over the peer link, per peer server: out = this server forwarded to it, in = it forwarded here.",
         );
         for p in peers {
-            f.sample(&[("peer", &p.server_id), ("direction", "out")], p.streams_out);
+            f.sample(
+                &[("peer", &p.server_id), ("direction", "out")],
+                p.streams_out,
+            );
             f.sample(&[("peer", &p.server_id), ("direction", "in")], p.streams_in);
         }
         let f = page.counter_family(
@@ -379,7 +383,11 @@ mod tests {
         b.stream_out();
         b.bytes.a_to_b.fetch_add(10, Ordering::Relaxed);
         let stats = t.stats("me", ["b", "c"]);
-        assert_eq!(stats.len(), 2, "a registry server never linked is listed too");
+        assert_eq!(
+            stats.len(),
+            2,
+            "a registry server never linked is listed too"
+        );
         assert_eq!(stats[0].failures["refused"], 2);
         assert_eq!(stats[0].failures["not_here"], 1);
         let mut page = Exposition::new();
