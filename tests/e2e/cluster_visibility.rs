@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tunnel_client::{ProxyConfig, VisitorConfig};
+use tunnel_server::peer::Located;
 use tunnel_testkit::*;
 
 use super::cluster::member;
@@ -296,4 +297,68 @@ async fn the_dashboard_shows_peer_traffic_and_which_server_holds_which_client() 
         browser.screenshot(&path).await;
     }
     browser.close().await;
+}
+
+/// The failure reasons as `/metrics` shows them on the forwarding server, with static
+/// registries: a stale entry (B answers "not here", A looks again and gets through) and an
+/// owner whose server cannot be dialled (warned once, however many connections fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_registration_and_an_unreachable_peer_count_by_reason() {
+    let a = cluster_server("why-a", CLUSTER_KEY).await;
+    let b = cluster_server("why-b", CLUSTER_KEY).await;
+    let echo = echo_service().await.to_string();
+    let _owner = client(
+        client_config(&b.server)
+            .with_id("why-owner")
+            .with_proxy(ProxyConfig::tcp("why-db", &echo, None).with_secret("why")),
+    )
+    .await;
+    // A's cache still has the registration B replaced; the registry has the new one.
+    a.locator
+        .set_stale(b.owns("why-db", 0, 1, false), b.owns("why-db", 0, 2, false));
+    b.locator.set(b.owns("why-db", 0, 2, true));
+    let (_refusing, dead_port) = refusing_port();
+    a.locator.set(Located {
+        name: "why-gone".into(),
+        publish_port: 0,
+        server_id: "why-gone".into(),
+        peer_addr: format!("127.0.0.1:{dead_port}"),
+        epoch: 1,
+        local: false,
+    });
+    let (moved, gone) = (visitor_bind(), visitor_bind());
+    let _guest = client(
+        client_config(&a.server)
+            .with_id("why-guest")
+            .with_visitor(VisitorConfig::new("to-db", "why-db", 0, &moved).with_secret("why"))
+            .with_visitor(VisitorConfig::new("to-gone", "why-gone", 0, &gone).with_secret("why")),
+    )
+    .await;
+    let data = random_bytes(1000, 5);
+    assert!(roundtrip(moved.parse().unwrap(), &data).await == data);
+    for _ in 0..3 {
+        expect_prompt_close(&gone, Duration::from_secs(5)).await;
+    }
+
+    let metrics = stats_get(a.server.stats_addr().unwrap(), "/metrics", &[])
+        .await
+        .body;
+    let got = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        got("tunnel_peer_failures_total{peer=\"why-b\",reason=\"not_here\"}"),
+        1
+    );
+    assert_eq!(
+        got("tunnel_peer_streams_total{peer=\"why-b\",direction=\"out\"}"),
+        1
+    );
+    assert_eq!(
+        got("tunnel_peer_failures_total{peer=\"why-gone\",reason=\"dial_failed\"}"),
+        3
+    );
+    assert_eq!(got("tunnel_peer_link_up{peer=\"why-gone\"}"), 0);
+    assert_eq!(got("tunnel_peer_link_up{peer=\"why-b\"}"), 1);
+    assert_eq!(logged_count(&["peer link down", "peer=why-gone"]), 1);
 }
