@@ -286,7 +286,15 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         totals,
         clients,
         events: shared.metrics.events.recent(),
-        cluster: shared.cluster.as_ref().map(|n| n.stats()),
+        cluster: shared.cluster.as_ref().map(|n| {
+            let mut c = n.stats();
+            if let Some(p) = &shared.peer {
+                c.peers = p
+                    .traffic
+                    .stats(&c.server_id, c.servers.iter().map(|s| &*s.id));
+            }
+            c
+        }),
     }
 }
 
@@ -402,6 +410,13 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
             "1 while this server's cluster lease was renewed within its TTL, else 0.",
             u64::from(c.lease == "alive"),
         );
+    }
+    if let Some(p) = &shared.peer {
+        let peers = match &snap.cluster {
+            Some(c) => c.peers.clone(),
+            None => p.traffic.stats(&p.cfg.server_id, []),
+        };
+        crate::peer::PeerTraffic::render(&mut page, &peers);
     }
     page.render()
 }

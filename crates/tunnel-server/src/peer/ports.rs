@@ -452,21 +452,26 @@ async fn serve_user(
         visitor_client_id: String::new(),
         secret: String::new(),
     };
-    let stream = match peer.pool.forward(&peer, at, fwd).await {
-        Ok(s) => s,
+    let owner = at.server_id.clone();
+    let opened = match peer.pool.forward(&peer, at, fwd).await {
+        Ok(o) => o,
         Err(reason) => {
             // Nothing was read from the user yet: a proxy moving here meanwhile takes it.
             if let Some(tcp) =
                 here_once_claimed(&shared, &peer, &name, port, tcp, user, permit).await
             {
-                debug!(%user, "user connection closed: {reason}");
+                debug!(%user, %owner, "user connection forwarded to server {owner} failed: {reason}");
                 reset_tcp(tcp);
             }
             return;
         }
     };
+    let owner = opened.server_id;
+    debug!(%user, %owner, "user connection forwarded to server {owner}");
     // The owner's server applies the proxy's idle timeout; closing the stream is the abort.
+    // Here the bytes count for the peer (tcp → stream is toward it).
     let never = CancellationToken::new();
-    let end = relay_tcp(tcp, stream, &shared.pipe, &never, None, || {}).await;
-    debug!(%user, ?end, "forwarded user connection finished");
+    let bytes = Some(&opened.counters.bytes);
+    let end = relay_tcp(tcp, opened.stream, &shared.pipe, &never, bytes, || {}).await;
+    debug!(%user, %owner, ?end, "forwarded user connection finished");
 }
