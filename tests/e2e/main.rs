@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod configs;
 mod connections;
+mod credentials;
 mod dashboard;
 // Needs the etcd store: `cargo test --features etcd --test e2e failover::`.
 #[cfg(feature = "etcd")]
