@@ -250,9 +250,12 @@ fn reload_clients(handle: &server::ServerHandle) {
         ),
         Err(e) => {
             let lines = match (e.config_problems(), &e) {
-                (Some(problems), server::ServerError::ConfigSyntax { path: Some(path), .. }) => {
-                    tls_tunnel::transport::config_file::report(Some(path), problems)
-                }
+                (
+                    Some(problems),
+                    server::ServerError::ConfigSyntax {
+                        path: Some(path), ..
+                    },
+                ) => tls_tunnel::transport::config_file::report(Some(path), problems),
                 _ => vec![e.to_string()],
             };
             error!(

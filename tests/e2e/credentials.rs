@@ -73,10 +73,24 @@ async fn an_id_is_proven_by_its_own_key_and_the_shared_key_cannot_pose_as_it() {
 
     // Its own key: serves. And the shared key still logs in an unlisted id.
     let port = free_port();
-    let _alpha = pki.client_as("alpha", &addr, &fp, "alpha", ALPHA_NEW, &proxy_toml("a", echo, Some(port)));
+    let _alpha = pki.client_as(
+        "alpha",
+        &addr,
+        &fp,
+        "alpha",
+        ALPHA_NEW,
+        &proxy_toml("a", echo, Some(port)),
+    );
     assert!(comes_up(port, Duration::from_secs(10)).await);
     let other = free_port();
-    let _gamma = pki.client_as("gamma", &addr, &fp, "gamma", KEY, &proxy_toml("g", echo, Some(other)));
+    let _gamma = pki.client_as(
+        "gamma",
+        &addr,
+        &fp,
+        "gamma",
+        KEY,
+        &proxy_toml("g", echo, Some(other)),
+    );
     assert!(comes_up(other, Duration::from_secs(10)).await);
 }
 
@@ -87,8 +101,19 @@ async fn rotation_lets_either_key_log_in() {
     let echo = echo_service().await;
     for (tag, key) in [("old", ALPHA_OLD), ("new", ALPHA_NEW)] {
         let port = free_port();
-        let mut c = pki.client_as(tag, &addr, &pki.fingerprint, "alpha", key, &proxy_toml("a", echo, Some(port)));
-        assert!(comes_up(port, Duration::from_secs(10)).await, "{tag}:\n{}", c.log());
+        let mut c = pki.client_as(
+            tag,
+            &addr,
+            &pki.fingerprint,
+            "alpha",
+            key,
+            &proxy_toml("a", echo, Some(port)),
+        );
+        assert!(
+            comes_up(port, Duration::from_secs(10)).await,
+            "{tag}:\n{}",
+            c.log()
+        );
         c.sigterm().await;
     }
 }
@@ -130,11 +155,18 @@ async fn a_scope_refuses_a_port_a_name_a_domain_and_a_visit() {
         proxy_toml("web", echo, None),
     );
     let alpha = pki.client_as("alpha", &addr, &fp, "alpha", ALPHA_OLD, &body);
-    assert!(comes_up(inside, Duration::from_secs(10)).await, "{}", alpha.log());
+    assert!(
+        comes_up(inside, Duration::from_secs(10)).await,
+        "{}",
+        alpha.log()
+    );
     for refusal in ["allow_ports", "allow_names", "allow_domains"] {
         log_shows(&alpha, refusal, Duration::from_secs(5)).await;
     }
-    assert!(!is_listening(outside).await, "a port outside the scope was opened");
+    assert!(
+        !is_listening(outside).await,
+        "a port outside the scope was opened"
+    );
     // The visit: the connection is refused, and the client says why.
     eventually(Duration::from_secs(10), "the visitor listens", || async {
         tokio::net::TcpStream::connect(&visitor_at).await.is_ok()
@@ -151,21 +183,53 @@ async fn sighup_revokes_a_removed_client_within_a_second_and_keeps_the_others() 
     let echo = echo_service().await;
     let fp = pki.fingerprint.clone();
     let (pa, pb) = (free_port(), free_port());
-    let alpha = pki.client_as("alpha", &addr, &fp, "alpha", ALPHA_NEW, &proxy_toml("a", echo, Some(pa)));
-    let _beta = pki.client_as("beta", &addr, &fp, "beta", BETA, &proxy_toml("b", echo, Some(pb)));
+    let alpha = pki.client_as(
+        "alpha",
+        &addr,
+        &fp,
+        "alpha",
+        ALPHA_NEW,
+        &proxy_toml("a", echo, Some(pa)),
+    );
+    let _beta = pki.client_as(
+        "beta",
+        &addr,
+        &fp,
+        "beta",
+        BETA,
+        &proxy_toml("b", echo, Some(pb)),
+    );
     assert!(comes_up(pa, Duration::from_secs(10)).await);
     assert!(comes_up(pb, Duration::from_secs(10)).await);
 
     // A broken file first: nothing changes, every problem is logged at its line.
     let clients = pki.dir.join("clients-rev.toml");
-    std::fs::write(&clients, "[[clients]]\nid = \"beta\"\nkey = \"\"\nallow_names = [\"\"]\n").unwrap();
+    std::fs::write(
+        &clients,
+        "[[clients]]\nid = \"beta\"\nkey = \"\"\nallow_names = [\"\"]\n",
+    )
+    .unwrap();
     server.signal("HUP");
-    log_shows(&server, "clients-rev.toml:3:1: clients[0].key", Duration::from_secs(5)).await;
-    log_shows(&server, "clients-rev.toml:4:1: clients[0].allow_names", Duration::from_secs(5)).await;
+    log_shows(
+        &server,
+        "clients-rev.toml:3:1: clients[0].key",
+        Duration::from_secs(5),
+    )
+    .await;
+    log_shows(
+        &server,
+        "clients-rev.toml:4:1: clients[0].allow_names",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(serves(pa).await && serves(pb).await);
 
     // alpha removed: its port closes within a second, beta's keeps serving.
-    std::fs::write(&clients, format!("[[clients]]\nid = \"beta\"\nkey = \"{BETA}\"\n")).unwrap();
+    std::fs::write(
+        &clients,
+        format!("[[clients]]\nid = \"beta\"\nkey = \"{BETA}\"\n"),
+    )
+    .unwrap();
     let sent = Instant::now();
     server.signal("HUP");
     eventually(Duration::from_secs(1), "alpha's port closed", || async {
@@ -174,7 +238,12 @@ async fn sighup_revokes_a_removed_client_within_a_second_and_keeps_the_others() 
     .await;
     assert!(sent.elapsed() < Duration::from_secs(1));
     assert!(serves(pb).await, "beta's port was disturbed");
-    log_shows(&alpha, "removed from the server's clients_file", Duration::from_secs(5)).await;
+    log_shows(
+        &alpha,
+        "removed from the server's clients_file",
+        Duration::from_secs(5),
+    )
+    .await;
 
     // One JSON object per line; the revocation among them with the client and its address.
     let log = server.log();
@@ -184,7 +253,9 @@ async fn sighup_revokes_a_removed_client_within_a_second_and_keeps_the_others() 
         .filter(|v: &serde_json::Value| v["target"] == "tunnel_server::audit")
         .collect();
     assert!(
-        audit.iter().any(|v| v["fields"]["event"] == "login" && v["fields"]["client"] == "beta"),
+        audit
+            .iter()
+            .any(|v| v["fields"]["event"] == "login" && v["fields"]["client"] == "beta"),
         "{log}"
     );
     assert!(
@@ -201,7 +272,11 @@ async fn a_narrowed_scope_withdraws_only_what_it_no_longer_allows() {
     let (server, addr) = server(&pki, "nar", &alpha_and_beta(""), "").await;
     let echo = echo_service().await;
     let (p1, p2) = (free_port(), free_port());
-    let body = format!("{}{}", proxy_toml("app-1", echo, Some(p1)), proxy_toml("app-2", echo, Some(p2)));
+    let body = format!(
+        "{}{}",
+        proxy_toml("app-1", echo, Some(p1)),
+        proxy_toml("app-2", echo, Some(p2))
+    );
     let alpha = pki.client_as("alpha", &addr, &pki.fingerprint, "alpha", ALPHA_OLD, &body);
     assert!(comes_up(p1, Duration::from_secs(10)).await);
     assert!(comes_up(p2, Duration::from_secs(10)).await);
@@ -229,8 +304,22 @@ async fn stats_show_each_clients_credential_and_scope() {
     .await;
     let echo = echo_service().await;
     let (pa, pg) = (free_port(), free_port());
-    let _a = pki.client_as("alpha", &addr, &pki.fingerprint, "alpha", ALPHA_OLD, &proxy_toml("app-a", echo, Some(pa)));
-    let _g = pki.client_as("gamma", &addr, &pki.fingerprint, "gamma", KEY, &proxy_toml("g", echo, Some(pg)));
+    let _a = pki.client_as(
+        "alpha",
+        &addr,
+        &pki.fingerprint,
+        "alpha",
+        ALPHA_OLD,
+        &proxy_toml("app-a", echo, Some(pa)),
+    );
+    let _g = pki.client_as(
+        "gamma",
+        &addr,
+        &pki.fingerprint,
+        "gamma",
+        KEY,
+        &proxy_toml("g", echo, Some(pg)),
+    );
     assert!(comes_up(pa, Duration::from_secs(10)).await);
     assert!(comes_up(pg, Duration::from_secs(10)).await);
     let body = curl_ok(&[&format!("http://127.0.0.1:{stats}/api/stats")]).await;
@@ -273,6 +362,10 @@ fn check_reports_every_problem_of_the_clients_file_at_its_line() {
         "clients.toml:7:1: clients[1].key: also the key of clients[0]",
         "clients.toml:8:1: clients[1].max_streams: must be at least 1",
     ] {
-        assert!(out.stderr.contains(line), "{line:?} not in:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(line),
+            "{line:?} not in:\n{}",
+            out.stderr
+        );
     }
 }

@@ -67,7 +67,10 @@ pub(crate) async fn authenticate(
             // A key holder, not a guesser: refused by name, not counted.
             Checked::SharedForListedId => {
                 attempt.succeeded();
-                let id = machine.hello().map(|h| h.client_id.clone()).unwrap_or_default();
+                let id = machine
+                    .hello()
+                    .map(|h| h.client_id.clone())
+                    .unwrap_or_default();
                 Some(HandshakeError::SharedKeyForOwnId(id))
             }
             _ => Some(HandshakeError::BadKey(attempt.failed(Instant::now()))),

@@ -7,7 +7,6 @@ use tunnel_admin::{StatsSource, Traffic};
 
 use crate::{metrics, Shared};
 
-
 /// The server as a [`StatsSource`].
 pub(crate) struct ServerStats(pub Arc<Shared>);
 

@@ -241,7 +241,8 @@ impl ServerHandshake {
             self.reject(HandshakeError::Throttled(t));
             return Checked::Unchecked;
         }
-        let verify = |key: &[u8]| auth::verify_mac(key, &self.nonce, &self.binding, &hello, &self.mac);
+        let verify =
+            |key: &[u8]| auth::verify_mac(key, &self.nonce, &self.binding, &hello, &self.mac);
         let mut own = None;
         for (i, key) in keys.own.iter().enumerate() {
             if verify(key) && own.is_none() {

@@ -75,7 +75,9 @@ fn either_key_of_a_rotating_id_answers() {
         let (checked, _, mut s) = login("alpha", key, true);
         assert_eq!(checked, Checked::Right(Credential::Own { index }));
         assert_eq!(s.credential(), Some(Credential::Own { index }));
-        assert!(matches!(s.poll(), Some(Ok(ServerEvent::Authenticated(h))) if h.client_id == "alpha"));
+        assert!(
+            matches!(s.poll(), Some(Ok(ServerEvent::Authenticated(h))) if h.client_id == "alpha")
+        );
     }
 }
 
@@ -105,7 +107,10 @@ fn the_shared_key_logs_in_unlisted_ids_only() {
     match c.poll() {
         Some(Err(HandshakeError::Rejected { code, reason })) => {
             assert_eq!(code, RejectCode::Auth);
-            assert!(reason.contains("\"beta\"") && reason.contains("clients_file"), "{reason}");
+            assert!(
+                reason.contains("\"beta\"") && reason.contains("clients_file"),
+                "{reason}"
+            );
         }
         other => panic!("expected a rejection naming the id, got {other:?}"),
     }

@@ -30,7 +30,13 @@ impl Event {
 
 /// One audit line. `quiet`: a refusal a stranger can repeat at will (a blocked address
 /// knocking again), logged at debug so that it cannot flood the log.
-pub(crate) fn record(event: Event, client: Option<&str>, addr: Option<IpAddr>, reason: &str, quiet: bool) {
+pub(crate) fn record(
+    event: Event,
+    client: Option<&str>,
+    addr: Option<IpAddr>,
+    reason: &str,
+    quiet: bool,
+) {
     let event = event.as_str();
     let client = client.unwrap_or("-");
     let addr = addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
@@ -79,8 +85,16 @@ pub(crate) fn metrics_event(
 ) {
     use crate::metrics::EventKind as K;
     match kind {
-        K::AuthFailure | K::RegisterRefused => record(Event::Rejection, client, Some(addr), reason, false),
-        K::LoginRefused => record(Event::Rejection, client, Some(addr), reason, client.is_none()),
+        K::AuthFailure | K::RegisterRefused => {
+            record(Event::Rejection, client, Some(addr), reason, false)
+        }
+        K::LoginRefused => record(
+            Event::Rejection,
+            client,
+            Some(addr),
+            reason,
+            client.is_none(),
+        ),
         K::VhostAuthFailure | K::VhostLoginRefused => {}
     }
 }

@@ -93,9 +93,20 @@ mod tests {
 
     #[test]
     fn nonsense_and_zero_are_refused() {
-        for bad in ["", "MiB", "ten MiB", "1.5MiB", "-1MiB", "10Mbit", "99999999999999GiB"] {
+        for bad in [
+            "",
+            "MiB",
+            "ten MiB",
+            "1.5MiB",
+            "-1MiB",
+            "10Mbit",
+            "99999999999999GiB",
+        ] {
             assert!(bad.parse::<Bandwidth>().is_err(), "{bad:?} accepted");
         }
-        assert!("0MiB".parse::<Bandwidth>().unwrap_err().contains("stop all traffic"));
+        assert!("0MiB"
+            .parse::<Bandwidth>()
+            .unwrap_err()
+            .contains("stop all traffic"));
     }
 }

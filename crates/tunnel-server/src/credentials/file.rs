@@ -173,7 +173,11 @@ pub(crate) fn parse(
 }
 
 fn entry_keys(entry: &Entry, dir: &Path, problem: &mut impl FnMut(&str, String)) -> Vec<Vec<u8>> {
-    let set = [entry.key.is_some(), entry.key_file.is_some(), entry.keys.is_some()];
+    let set = [
+        entry.key.is_some(),
+        entry.key_file.is_some(),
+        entry.keys.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
         problem(
             "key",
@@ -206,7 +210,13 @@ fn entry_keys(entry: &Entry, dir: &Path, problem: &mut impl FnMut(&str, String))
         }
         keys
     };
-    let field = if entry.key_file.is_some() { "key_file" } else if entry.keys.is_some() { "keys" } else { "key" };
+    let field = if entry.key_file.is_some() {
+        "key_file"
+    } else if entry.keys.is_some() {
+        "keys"
+    } else {
+        "key"
+    };
     if keys.iter().any(String::is_empty) {
         problem(field, "a key is empty".into());
         return Vec::new();
@@ -245,7 +255,10 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
     let allow_domains = patterns("allow_domains", &entry.allow_domains);
     let allow_subdomains = patterns("allow_subdomains", &entry.allow_subdomains);
     let allow_visit = patterns("allow_visit", &entry.allow_visit);
-    for (field, v) in [("max_proxies", entry.max_proxies), ("max_streams", entry.max_streams)] {
+    for (field, v) in [
+        ("max_proxies", entry.max_proxies),
+        ("max_streams", entry.max_streams),
+    ] {
         if v == Some(0) {
             problem(
                 field,
@@ -253,10 +266,11 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
             );
         }
     }
-    let bandwidth_limit = entry
-        .bandwidth_limit
-        .as_deref()
-        .and_then(|b| b.parse::<Bandwidth>().map_err(|m| problem("bandwidth_limit", m)).ok());
+    let bandwidth_limit = entry.bandwidth_limit.as_deref().and_then(|b| {
+        b.parse::<Bandwidth>()
+            .map_err(|m| problem("bandwidth_limit", m))
+            .ok()
+    });
     Scope {
         allow_ports,
         allow_names,
@@ -339,8 +353,14 @@ key = "the shared key"
         // as for the server's own config; the values are checked once the form is right.
         let shown = problems(text);
         assert_eq!(shown.len(), 1, "{shown:#?}");
-        assert!(shown[0].starts_with("9:1: clients[1].bandwith_limit: unknown key"), "{shown:#?}");
-        assert!(shown[0].contains("did you mean `bandwidth_limit`"), "{shown:#?}");
+        assert!(
+            shown[0].starts_with("9:1: clients[1].bandwith_limit: unknown key"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[0].contains("did you mean `bandwidth_limit`"),
+            "{shown:#?}"
+        );
         let shown = problems(&text.replace("bandwith_limit", "bandwidth_limit"));
         let expect = [
             "4:1: clients[0].allow_ports: \"9000-8000\" is an empty range",
@@ -353,7 +373,10 @@ key = "the shared key"
             "20:1: clients[3].key: equals the server's shared auth_key",
         ];
         for e in expect {
-            assert!(shown.iter().any(|s| s.starts_with(e)), "{e} not in {shown:#?}");
+            assert!(
+                shown.iter().any(|s| s.starts_with(e)),
+                "{e} not in {shown:#?}"
+            );
         }
         assert_eq!(shown.len(), expect.len(), "{shown:#?}");
     }
@@ -363,9 +386,21 @@ key = "the shared key"
         let dir = std::env::temp_dir().join(format!("tt-clients-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.key"), "a key from a file 0123\n").unwrap();
-        let c = parse("[[clients]]\nid = \"a\"\nkey_file = \"a.key\"\n", &dir, None).unwrap();
-        assert_eq!(c.get("a").unwrap().keys, vec![b"a key from a file 0123".to_vec()]);
-        let e = parse("[[clients]]\nid = \"a\"\nkey_file = \"nope.key\"\n", &dir, None);
+        let c = parse(
+            "[[clients]]\nid = \"a\"\nkey_file = \"a.key\"\n",
+            &dir,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.get("a").unwrap().keys,
+            vec![b"a key from a file 0123".to_vec()]
+        );
+        let e = parse(
+            "[[clients]]\nid = \"a\"\nkey_file = \"nope.key\"\n",
+            &dir,
+            None,
+        );
         assert!(e.unwrap_err()[0].to_string().contains("nope.key"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -136,7 +136,11 @@ impl Store {
     /// The keys that may answer for `id` now.
     pub(crate) fn keys_for(&self, id: &str) -> IdKeys {
         IdKeys {
-            own: self.table().get(id).map(|c| c.keys.clone()).unwrap_or_default(),
+            own: self
+                .table()
+                .get(id)
+                .map(|c| c.keys.clone())
+                .unwrap_or_default(),
             shared: self.shared_key.clone(),
         }
     }

@@ -132,7 +132,13 @@ fn revoke(
     let results = entries
         .iter()
         .map(|e| (ItemKind::Proxy, e.spec.read().name.clone()))
-        .chain(session.visitors.read().iter().map(|v| (ItemKind::Visitor, v.name.clone())))
+        .chain(
+            session
+                .visitors
+                .read()
+                .iter()
+                .map(|v| (ItemKind::Visitor, v.name.clone())),
+        )
         .map(|(kind, name)| ItemResult {
             kind,
             name,

@@ -43,7 +43,12 @@ pub struct Patterns(Vec<String>);
 impl Patterns {
     /// The patterns as written (compared in lower case).
     pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
-        Patterns(patterns.into_iter().map(|p| p.to_ascii_lowercase()).collect())
+        Patterns(
+            patterns
+                .into_iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
+        )
     }
 
     /// Whether `text` matches one of them.
@@ -121,10 +126,13 @@ impl Scope {
             return Ok(());
         };
         let full = format!("{owner}/{proxy}");
-        let allowed = visit
-            .0
-            .iter()
-            .any(|p| WildMatch::new(p).matches(&if p.contains('/') { full.to_ascii_lowercase() } else { proxy.to_ascii_lowercase() }));
+        let allowed = visit.0.iter().any(|p| {
+            WildMatch::new(p).matches(&if p.contains('/') {
+                full.to_ascii_lowercase()
+            } else {
+                proxy.to_ascii_lowercase()
+            })
+        });
         if allowed {
             Ok(())
         } else {
@@ -198,7 +206,11 @@ mod tests {
         });
         ProxySpec {
             name: name.into(),
-            kind: if http.is_some() { ProxyKind::Http } else { ProxyKind::Tcp },
+            kind: if http.is_some() {
+                ProxyKind::Http
+            } else {
+                ProxyKind::Tcp
+            },
             publish_port: port,
             secret: None,
             allow_visitors: Vec::new(),
@@ -209,7 +221,12 @@ mod tests {
 
     fn team_a() -> Scope {
         Scope {
-            allow_ports: Some(["6000-6010", "7000"].iter().map(|s| s.parse().unwrap()).collect()),
+            allow_ports: Some(
+                ["6000-6010", "7000"]
+                    .iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect(),
+            ),
             allow_names: patterns(&["app-*", "db"]),
             allow_domains: patterns(&["*.team-a.example.com"]),
             allow_subdomains: patterns(&["team-a-*"]),
@@ -222,7 +239,9 @@ mod tests {
     #[test]
     fn an_empty_scope_allows_what_the_server_allows() {
         let s = Scope::default();
-        assert!(s.check_proxy(&proxy("anything", Some(9999), &["x.org"], Some("y"))).is_ok());
+        assert!(s
+            .check_proxy(&proxy("anything", Some(9999), &["x.org"], Some("y")))
+            .is_ok());
         assert!(s.check_visit("anyone", "anything").is_ok());
         assert!(s.check_count(10_000).is_ok());
     }
@@ -230,23 +249,44 @@ mod tests {
     #[test]
     fn names_ports_domains_and_subdomains_are_checked_each_by_its_key() {
         let s = team_a();
-        assert!(s.check_proxy(&proxy("app-web", Some(6005), &[], None)).is_ok());
-        assert!(s.check_proxy(&proxy("DB", Some(7000), &[], None)).is_ok(), "case-blind");
+        assert!(s
+            .check_proxy(&proxy("app-web", Some(6005), &[], None))
+            .is_ok());
+        assert!(
+            s.check_proxy(&proxy("DB", Some(7000), &[], None)).is_ok(),
+            "case-blind"
+        );
         let field = |p: ProxySpec| s.check_proxy(&p).unwrap_err();
         let e = field(proxy("web", Some(6005), &[], None));
         assert_eq!(e.field, "name");
-        assert!(e.message.contains("allow_names: \"app-*\", \"db\""), "{}", e.message);
+        assert!(
+            e.message.contains("allow_names: \"app-*\", \"db\""),
+            "{}",
+            e.message
+        );
         let e = field(proxy("app-web", Some(6011), &[], None));
         assert_eq!(e.field, "publish_port");
-        assert!(e.message.contains("allow_ports: 6000-6010, 7000"), "{}", e.message);
-        assert!(s.check_proxy(&proxy("app-x", None, &["www.team-a.example.com"], None)).is_ok());
-        assert!(s.check_proxy(&proxy("app-x", None, &["*.team-a.example.com"], None)).is_ok());
+        assert!(
+            e.message.contains("allow_ports: 6000-6010, 7000"),
+            "{}",
+            e.message
+        );
+        assert!(s
+            .check_proxy(&proxy("app-x", None, &["www.team-a.example.com"], None))
+            .is_ok());
+        assert!(s
+            .check_proxy(&proxy("app-x", None, &["*.team-a.example.com"], None))
+            .is_ok());
         let e = field(proxy("app-x", None, &["www.team-b.example.com"], None));
         assert_eq!(e.field, "domains");
         assert!(e.message.contains("allow_domains"), "{}", e.message);
         // A wider wildcard is not inside the narrower one.
-        assert!(s.check_proxy(&proxy("app-x", None, &["*.example.com"], None)).is_err());
-        assert!(s.check_proxy(&proxy("app-x", None, &[], Some("team-a-blog"))).is_ok());
+        assert!(s
+            .check_proxy(&proxy("app-x", None, &["*.example.com"], None))
+            .is_err());
+        assert!(s
+            .check_proxy(&proxy("app-x", None, &[], Some("team-a-blog")))
+            .is_ok());
         let e = field(proxy("app-x", None, &[], Some("blog")));
         assert_eq!(e.field, "subdomain");
         assert!(e.message.contains("allow_subdomains"), "{}", e.message);
