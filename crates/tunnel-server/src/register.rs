@@ -39,8 +39,7 @@ pub(crate) async fn apply(
         );
         return Ok(refuse_all(shared, session, &req, "proxies", message));
     }
-    // The client's own scope (clients_file), read once: a reload during this registration
-    // applies to the next one, and withdraws what this one granted outside it.
+    // The client's own scope (clients_file), read once for the whole registration.
     let scope = shared.credentials.scope_of(&session.client_id);
     if let Some(Err(message)) = scope.as_ref().map(|s| s.check_count(total)) {
         return Ok(refuse_all(shared, session, &req, "proxies", message));
