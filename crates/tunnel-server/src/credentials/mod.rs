@@ -67,6 +67,17 @@ impl Clients {
         file::load(path, shared_key.map(str::as_bytes))
     }
 
+    /// Parse and check a clients file's text, as [`Clients::load`] does (a `key_file` is
+    /// read relative to the current directory). Every problem at once, each at its line.
+    pub fn from_toml(text: &str, shared_key: Option<&str>) -> Result<Self, ServerError> {
+        file::parse(text, Path::new("."), shared_key.map(str::as_bytes)).map_err(|problems| {
+            ServerError::ConfigSyntax {
+                path: None,
+                problems,
+            }
+        })
+    }
+
     /// The entry of `id`.
     pub fn get(&self, id: &str) -> Option<&Client> {
         self.by_id.get(id)
