@@ -31,6 +31,13 @@ pub(crate) async fn apply(
     session: &Arc<SessionRecord>,
     req: RegisterRequest,
 ) -> Result<RegisterReply, Rejected> {
+    if shared.credentials.is_revoked(session.id) {
+        // Between a revocation and the close that follows it: nothing more is granted.
+        return Err(Rejected::new(
+            tunnel_proto::RejectCode::Auth,
+            "this client's access was revoked (clients_file)",
+        ));
+    }
     let total = req.proxies.len() + req.visitors.len();
     let limit = shared.cfg.max_proxies_per_client;
     if total > limit {

@@ -121,6 +121,9 @@ pub(crate) struct Store {
     table: RwLock<Arc<Clients>>,
     /// Reloads run one at a time: each diffs against what the previous one left.
     reloading: parking_lot::Mutex<()>,
+    /// Sessions revoked but not yet closed (they are being told why): they may register
+    /// nothing more. At most one entry per live session.
+    revoking: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Store {
@@ -137,6 +140,7 @@ impl Store {
             shared_key,
             table: RwLock::new(Arc::new(table)),
             reloading: parking_lot::Mutex::new(()),
+            revoking: parking_lot::Mutex::default(),
         })
     }
 
@@ -159,6 +163,11 @@ impl Store {
     /// The scope of `id`, if it is listed; an unlisted id has the server's rules only.
     pub(crate) fn scope_of(&self, id: &str) -> Option<Arc<Scope>> {
         self.table().get(id).map(|c| c.scope.clone())
+    }
+
+    /// Whether session `id` was revoked and is being closed.
+    pub(crate) fn is_revoked(&self, session: u64) -> bool {
+        self.revoking.lock().contains(&session)
     }
 
     /// How `id` proved itself: a listed id only ever logs in with its own key.

@@ -119,6 +119,7 @@ fn revoke(
     entries: &[Arc<ProxyEntry>],
     why: &str,
 ) {
+    shared.credentials.revoking.lock().insert(session.id);
     for proxy in shared.registry.release_except(session.id, &HashSet::new()) {
         info!(client = %session.client_id, %proxy, "proxy released: {why}");
     }
@@ -149,6 +150,8 @@ fn revoke(
         })
         .collect();
     let session = session.clone();
+    let tasks = shared.tasks.clone();
+    let shared = shared.clone();
     let task = async move {
         // The client logs every refused item of a reply: that is how it hears the reason.
         let lane = session.lanes.first().clone();
@@ -159,8 +162,9 @@ fn revoke(
             () = session.cancel.cancelled() => {}
         }
         session.cancel.cancel();
+        shared.credentials.revoking.lock().remove(&session.id);
     };
-    shared.tasks.spawn(task.in_current_span());
+    tasks.spawn(task.in_current_span());
 }
 
 /// Withdraw what `session` holds outside its new `scope`, telling the client each item and
