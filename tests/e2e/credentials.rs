@@ -369,3 +369,50 @@ fn check_reports_every_problem_of_the_clients_file_at_its_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_proxies_and_max_streams_hold_one_client_below_the_servers_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("creds-max");
+    let clients = format!(
+        "[[clients]]\nid = \"alpha\"\nkey = \"{ALPHA_NEW}\"\nmax_proxies = 1\n\n\
+         [[clients]]\nid = \"beta\"\nkey = \"{BETA}\"\nmax_streams = 2\n"
+    );
+    let (_server, addr) = server(&pki, "max", &clients, "").await;
+    let echo = echo_service().await;
+    let fp = pki.fingerprint.clone();
+    let (p1, p2, pb) = (free_port(), free_port(), free_port());
+    let body = format!(
+        "{}{}",
+        proxy_toml("one", echo, Some(p1)),
+        proxy_toml("two", echo, Some(p2))
+    );
+    let alpha = pki.client_as("alpha", &addr, &fp, "alpha", ALPHA_NEW, &body);
+    let _beta = pki.client_as(
+        "beta",
+        &addr,
+        &fp,
+        "beta",
+        BETA,
+        &proxy_toml("b", echo, Some(pb)),
+    );
+    log_shows(&alpha, "max_proxies", Duration::from_secs(10)).await;
+    assert!(!is_listening(p1).await && !is_listening(p2).await);
+
+    // Two streams held open (each proven by an echo), then a third is turned away.
+    assert!(comes_up(pb, Duration::from_secs(10)).await);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(published(pb)).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        held.push(s);
+    }
+    expect_prompt_close(&published(pb).to_string(), Duration::from_secs(5)).await;
+    drop(held);
+    eventually(Duration::from_secs(5), "the port serves again", || async {
+        serves(pb).await
+    })
+    .await;
+}
