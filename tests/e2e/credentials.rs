@@ -416,3 +416,31 @@ async fn max_proxies_and_max_streams_hold_one_client_below_the_servers_limits() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_a_clients_file_alone_has_no_shared_key() {
+    let pki = Pki::new("creds-alone");
+    let file = pki.write("clients.toml", &alpha_and_beta(""));
+    let port = free_port();
+    let extra = format!("clients_file = {:?}", file.display().to_string());
+    let cfg = pki.write("check.toml", &extra);
+    let checked = bins::check(bins::server(), &cfg);
+    assert!(checked.success(), "{}", checked.stderr);
+    let _server = pki.server_with_key("alone", port, "", &extra).await;
+    let addr = format!("127.0.0.1:{port}");
+    let echo = echo_service().await;
+    // No key is made up: what used to be the shared key is just a wrong key now.
+    let mut stranger = pki.client_as("stranger", &addr, &pki.fingerprint, "gamma", KEY, "");
+    stranger.exit_within(Duration::from_secs(10)).await;
+    assert!(stranger.log().contains("auth"), "{}", stranger.log());
+    let pa = free_port();
+    let _alpha = pki.client_as(
+        "alpha",
+        &addr,
+        &pki.fingerprint,
+        "alpha",
+        ALPHA_OLD,
+        &proxy_toml("a", echo, Some(pa)),
+    );
+    assert!(comes_up(pa, Duration::from_secs(10)).await);
+}
