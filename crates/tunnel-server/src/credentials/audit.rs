@@ -52,12 +52,15 @@ pub(crate) fn record(
 /// A client's session started.
 pub(crate) fn login(shared: &crate::Shared, session: &crate::session::SessionRecord) {
     let kind = shared.credentials.kind_of(&session.client_id);
-    let reason = format!("logged in with its {}", kind.as_str().replace('_', " "));
+    let reason = match kind {
+        super::Kind::OwnKey => "logged in with its own key",
+        super::Kind::SharedKey => "logged in with the shared auth_key",
+    };
     record(
         Event::Login,
         Some(&session.client_id),
         Some(session.peer.ip()),
-        &reason,
+        reason,
         false,
     );
 }

@@ -310,6 +310,9 @@ mod tests {
         let e = s.check_visit("team-c", "api").unwrap_err();
         assert!(e.contains("allow_visit"), "{e}");
         assert!(s.check_visit("team-b", "db").is_err());
+        // Owner unknown (a proxy on another server of a cluster): only name patterns match.
+        assert!(s.check_visit("", "shared-db").is_ok());
+        assert!(s.check_visit("", "api").is_err());
     }
 
     #[test]
