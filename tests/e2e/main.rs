@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_visibility;
 mod configs;
 mod connections;
+mod credentials;
 mod dashboard;
 // Needs the etcd store: `cargo test --features etcd --test e2e failover::`.
 #[cfg(feature = "etcd")]

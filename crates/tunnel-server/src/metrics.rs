@@ -86,6 +86,7 @@ impl ServerMetrics {
     ) {
         self.events
             .record(kind.as_str(), &source.to_string(), client, reason);
+        crate::credentials::audit::metrics_event(kind, source, client, reason);
     }
 
     pub(crate) fn uptime(&self) -> Duration {
