@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     cluster: Option<Arc<cluster::Node>>,
     /// The server-to-server peer link, in cluster mode.
     peer: Option<Arc<peer::Peer>>,
+    /// The virtual host while it runs, for requests other servers of a cluster forward.
+    vhost: std::sync::OnceLock<std::sync::Weak<vhost::Vhost>>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -381,6 +383,7 @@ async fn start_with_peer(
         limit_metrics: metrics::LimitMetrics::default(),
         cluster,
         peer: peer.as_ref().map(|(p, _, _)| p.clone()),
+        vhost: std::sync::OnceLock::new(),
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::warn;
+use tunnel_cluster::records::{self, DomainRecord, ProxyRecord};
+use tunnel_cluster::{ClusterError, KeyKind};
 
 use super::{Located as NodeLocated, Node};
 use crate::peer::{Locate, LocateFuture, Located, PeerConfig};
@@ -78,6 +80,52 @@ impl Locate for NodeLocator {
 
     fn port_changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    fn locate_domain(&self, domain: &str) -> Option<Located> {
+        let rec = self.node.cache().domain(domain)?;
+        let at = self.node.located(domain_as_proxy(rec))?;
+        Some(Self::convert(domain, 0, at))
+    }
+
+    fn locate_domain_fresh<'a>(&'a self, domain: &'a str) -> LocateFuture<'a> {
+        Box::pin(async move {
+            match self.domain_fresh(domain).await {
+                Ok(at) => at.map(|at| Self::convert(domain, 0, at)),
+                Err(e) => {
+                    warn!("cluster: cannot read where virtual host {domain} is served: {e}");
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl NodeLocator {
+    /// One linearizable read of `domain/<domain>`.
+    async fn domain_fresh(&self, domain: &str) -> Result<Option<NodeLocated>, ClusterError> {
+        let key = self
+            .node
+            .registrar
+            .keys()
+            .key(&KeyKind::Domain(domain.to_owned()))?;
+        let Some(kv) = self.node.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let rec: DomainRecord = records::decode(&kv)?;
+        Ok(self.node.located(domain_as_proxy(rec)))
+    }
+}
+
+/// A domain's record in the shape [`Node`] resolves to a server: the same owner, server
+/// and epoch; the port is no part of a domain.
+fn domain_as_proxy(rec: DomainRecord) -> ProxyRecord {
+    ProxyRecord {
+        client_id: rec.client_id,
+        instance: rec.instance,
+        server_id: rec.server_id,
+        publish_port: 0,
+        epoch: rec.epoch,
     }
 }
 

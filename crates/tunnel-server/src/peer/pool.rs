@@ -121,7 +121,7 @@ impl PeerPool {
     }
 
     /// Forward once to `at`: the stream and the owner's server's answer.
-    async fn forward_once(
+    pub(crate) async fn forward_once(
         &self,
         peer: &Peer,
         at: &Located,

@@ -51,6 +51,9 @@ pub(super) async fn serve_forward(
         let reason = "connection failed: the server is shutting down".to_owned();
         return answer(&mut stream, Forwarded::Denied(reason)).await;
     }
+    if fwd.kind == ForwardKind::Vhost {
+        return super::vhost::serve(shared, peer, stream, fwd, link).await;
+    }
     match decide(&shared, &peer, &fwd) {
         Ok(()) => serve(shared, stream, fwd, link).await,
         Err(refusal) => answer(&mut stream, refusal).await,
@@ -107,6 +110,7 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
                 r.to_string()
             })
         }
+        ForwardKind::Vhost => Err("a virtual-host request names no proxy".to_owned()),
     };
     let slot = match slot {
         Ok(s) => s,
@@ -138,7 +142,7 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
     // A user connection idles out here, where the proxy's settings are, as it would locally.
     let pipe = match fwd.kind {
         ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
-        ForwardKind::Visitor => shared.pipe.clone(),
+        ForwardKind::Visitor | ForwardKind::Vhost => shared.pipe.clone(),
     };
     let end = relay_streams(
         &mut stream,
@@ -157,7 +161,7 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
     debug!(proxy = %entry.label(), %src, ?end, "forwarded connection finished");
 }
 
-async fn answer(stream: &mut MuxStream, answer: Forwarded) {
+pub(super) async fn answer(stream: &mut MuxStream, answer: Forwarded) {
     let _ = write_message(stream, &Message::Forwarded(answer), PEER_STREAM_MAX_FRAME).await;
     let _ = stream.shutdown().await;
 }
