@@ -18,7 +18,10 @@ const USER_IP: &str = "127.0.0.9";
 
 /// Server `id` on 127.0.0.`ip` of the cluster under `prefix`, with subdomains of `tunnel.test`.
 async fn member(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> ServerHandle {
-    etcd_member(etcd, prefix, id, ip, |c| c.with_subdomain_host("tunnel.test")).await
+    etcd_member(etcd, prefix, id, ip, |c| {
+        c.with_subdomain_host("tunnel.test")
+    })
+    .await
 }
 
 /// An `http` proxy whose requests carry `x-which: <name>`, which the service echoes back.
@@ -77,11 +80,11 @@ async fn a_domain_on_b_answers_on_a_with_the_users_real_address() {
             .with_proxy(routed("sub", &svc, |h| h.subdomain = Some("sub".into()))),
     )
     .await;
-    let _on_a = client(
-        client_config(&a)
-            .with_id("on-a")
-            .with_proxy(routed("home", &svc, domains(&["home.test"]))),
-    )
+    let _on_a = client(client_config(&a).with_id("on-a").with_proxy(routed(
+        "home",
+        &svc,
+        domains(&["home.test"]),
+    )))
     .await;
     until_served(&a, "app.test", "app").await;
 
@@ -97,7 +100,13 @@ async fn a_domain_on_b_answers_on_a_with_the_users_real_address() {
     }
     // B writes X-Forwarded-For with the user's address, not the peer link's, appended once to
     // what the user sent; the Host is the user's.
-    let got = get(&a, "app.test", "/path?q=1", &["-H", "X-Forwarded-For: 2.2.2.2"]).await;
+    let got = get(
+        &a,
+        "app.test",
+        "/path?q=1",
+        &["-H", "X-Forwarded-For: 2.2.2.2"],
+    )
+    .await;
     assert_eq!(status_code(&got), "200", "{got}");
     assert!(got.contains("GET /path?q=1\n"), "{got}");
     assert!(
@@ -146,15 +155,15 @@ async fn basic_auth_is_enforced_by_the_domains_server() {
     let a = member(&etcd, "/cvh-auth/", "a", 1).await;
     let b = member(&etcd, "/cvh-auth/", "b", 2).await;
     let svc = http1_service().await;
-    let _c = client(client_config(&b).with_id("locked").with_proxy(routed(
-        "priv",
-        &svc,
-        |h| {
-            h.domains = vec!["priv.test".into()];
-            h.http_user = Some("alice".into());
-            h.http_password = Some("s3cret".into());
-        },
-    )))
+    let _c = client(
+        client_config(&b)
+            .with_id("locked")
+            .with_proxy(routed("priv", &svc, |h| {
+                h.domains = vec!["priv.test".into()];
+                h.http_user = Some("alice".into());
+                h.http_password = Some("s3cret".into());
+            })),
+    )
     .await;
     eventually(WAIT, "A forwards priv.test", || async {
         status_code(&get(&a, "priv.test", "/", &[]).await) == "401"
@@ -171,7 +180,11 @@ async fn basic_auth_is_enforced_by_the_domains_server() {
     }
     assert_eq!(svc.seen.requests.load(Ordering::SeqCst), 0);
     // B logged the failure with the user's address (for fail2ban), not the peer link's.
-    expect_logged(&["basic auth failed host=priv.test", &format!("peer={USER_IP}")]).await;
+    expect_logged(&[
+        "basic auth failed host=priv.test",
+        &format!("peer={USER_IP}"),
+    ])
+    .await;
     let got = get(&a, "priv.test", "/", &["-u", "alice:s3cret"]).await;
     assert_eq!(status_code(&got), "200", "{got}");
     assert_eq!(which(&got), Some("priv"));
@@ -189,11 +202,11 @@ async fn a_websocket_upgrade_crosses_the_hop() {
     let a = member(&etcd, "/cvh-ws/", "ws-a", 1).await;
     let b = member(&etcd, "/cvh-ws/", "ws-b", 2).await;
     let svc = http1_service().await;
-    let _c = client(
-        client_config(&b)
-            .with_id("upgrader")
-            .with_proxy(routed("ws", &svc, domains(&["ws.test"]))),
-    )
+    let _c = client(client_config(&b).with_id("upgrader").with_proxy(routed(
+        "ws",
+        &svc,
+        domains(&["ws.test"]),
+    )))
     .await;
     until_served(&a, "ws.test", "ws").await;
     let head = upgrade_echo(a.vhost_addr().unwrap(), "ws.test", 11).await;
@@ -258,7 +271,10 @@ async fn a_client_moving_from_b_to_c_is_followed() {
     })
     .await;
     until_served(&a, "move.test", "moving").await;
-    eprintln!("A serves the moved client {:?} after the cut", cut.elapsed());
+    eprintln!(
+        "A serves the moved client {:?} after the cut",
+        cut.elapsed()
+    );
     // The old server no longer serves it; asked through A it is not consulted.
     eventually(WAIT, "the old server let go", || {
         let n = old.snapshot().clients;
@@ -276,9 +292,8 @@ async fn a_client_moving_from_b_to_c_is_followed() {
 /// locally; one still wrong after the retry gets a 502 that says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_cache_costs_one_fresh_lookup_and_one_retry() {
-    let vhost = |c: tunnel_server::ServerConfig| {
-        c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())
-    };
+    let vhost =
+        |c: tunnel_server::ServerConfig| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap());
     let a = cluster_server_with("cvs-a", CLUSTER_KEY, vhost).await;
     let b = cluster_server_with("cvs-b", CLUSTER_KEY, vhost).await;
     let c = cluster_server_with("cvs-c", CLUSTER_KEY, vhost).await;
@@ -300,7 +315,10 @@ async fn a_stale_cache_costs_one_fresh_lookup_and_one_retry() {
         .set_domain("*.stale.test", c.owns_domain("*.stale.test", 2, true));
     let got = get(&a.server, "x.stale.test", "/", &[]).await;
     assert_eq!(which(&got), Some("stale"), "{got}");
-    assert!(got.contains(&format!("x-forwarded-for: {USER_IP}\n")), "{got}");
+    assert!(
+        got.contains(&format!("x-forwarded-for: {USER_IP}\n")),
+        "{got}"
+    );
     assert_eq!(a.locator.fresh_lookups(), 1);
     // B answered "not here" and never forwarded the request on.
     assert_eq!(logged_count(&["linked to peer", "peer=cvs-c"]), 1);
@@ -340,9 +358,8 @@ async fn a_stale_cache_costs_one_fresh_lookup_and_one_retry() {
 /// 502, and the service never sees the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_request_is_never_forwarded_again() {
-    let vhost = |c: tunnel_server::ServerConfig| {
-        c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())
-    };
+    let vhost =
+        |c: tunnel_server::ServerConfig| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap());
     let a = cluster_server_with("cvn-a", CLUSTER_KEY, vhost).await;
     let b = cluster_server_with("cvn-b", CLUSTER_KEY, vhost).await;
     let c = cluster_server_with("cvn-c", CLUSTER_KEY, vhost).await;
@@ -362,7 +379,11 @@ async fn a_forwarded_request_is_never_forwarded_again() {
     assert_eq!(status_code(&got), "502", "{got}");
     assert!(got.contains("moving between servers; try again"), "{got}");
     assert_eq!(a.locator.fresh_lookups(), 1);
-    assert_eq!(logged_count(&["peer linked", "peer=cvn-b"]), 0, "B dialled C");
+    assert_eq!(
+        logged_count(&["peer linked", "peer=cvn-b"]),
+        0,
+        "B dialled C"
+    );
     assert_eq!(svc.seen.requests.load(Ordering::SeqCst), 0);
 }
 
@@ -377,15 +398,20 @@ async fn measure_vhost_forwarded_vs_local() {
     let a = member(&etcd, "/cvh-measure/", "a", 1).await;
     let b = member(&etcd, "/cvh-measure/", "b", 2).await;
     let svc = http1_service().await;
-    let _c = client(
-        client_config(&b)
-            .with_id("measured")
-            .with_proxy(routed("m", &svc, domains(&["m.test"]))),
-    )
+    let _c = client(client_config(&b).with_id("measured").with_proxy(routed(
+        "m",
+        &svc,
+        domains(&["m.test"]),
+    )))
     .await;
     until_served(&a, "m.test", "m").await;
     let mut report = Vec::new();
-    for (label, server) in [("local", &b), ("forwarded", &a), ("local", &b), ("forwarded", &a)] {
+    for (label, server) in [
+        ("local", &b),
+        ("forwarded", &a),
+        ("local", &b),
+        ("forwarded", &a),
+    ] {
         let mut conn = http1_keepalive(server.vhost_addr().unwrap()).await;
         let mut times = Vec::new();
         for i in 0..1_100 {
@@ -393,6 +419,7 @@ async fn measure_vhost_forwarded_vs_local() {
                 .header("host", "m.test")
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .unwrap();
+            conn.ready().await.unwrap();
             let t = Instant::now();
             let resp = conn.send_request(req).await.unwrap();
             let body = http_body_util::BodyExt::collect(resp.into_body()).await;

@@ -55,8 +55,8 @@ pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use etcd::Etcd;
 pub use http_services::{
-    h2_tls_service, h2c_service, http1_keepalive, http1_service, status_code, upgrade_echo,
-    Body, Seen, Service,
+    h2_tls_service, h2c_service, http1_keepalive, http1_service, status_code, upgrade_echo, Body,
+    Seen, Service,
 };
 pub use logs::*;
 pub use net::*;

@@ -177,7 +177,10 @@ impl Locate for StaticLocator {
     }
 
     fn locate_domain(&self, domain: &str) -> Option<Located> {
-        self.domains.lock().get(domain).map(|(cached, _)| cached.clone())
+        self.domains
+            .lock()
+            .get(domain)
+            .map(|(cached, _)| cached.clone())
     }
 
     fn locate_domain_fresh<'a>(&'a self, domain: &'a str) -> LocateFuture<'a> {

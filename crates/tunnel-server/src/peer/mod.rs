@@ -16,8 +16,8 @@ mod locate;
 mod pool;
 mod ports;
 mod serve;
-mod visit;
 mod vhost;
+mod visit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

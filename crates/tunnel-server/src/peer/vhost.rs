@@ -47,7 +47,11 @@ pub(crate) async fn forward_vhost(peer: &Peer, at: Located, mut fwd: Forward) ->
         Asked::Done(hop) => return hop,
         Asked::NotHere(why) | Asked::Unreachable(why) => why,
     };
-    debug!(domain = fwd.name, server = at.server_id, "{refused}; looking the domain up afresh");
+    debug!(
+        domain = fwd.name,
+        server = at.server_id,
+        "{refused}; looking the domain up afresh"
+    );
     let Some(fresh) = peer.locator.locate_domain_fresh(&fwd.name).await else {
         return VhostHop::Unknown;
     };
@@ -88,9 +92,7 @@ async fn ask(peer: &Peer, at: &Located, fwd: &Forward) -> Asked {
         )),
         Ok((_, Forwarded::NotFound)) => Asked::Done(VhostHop::Unknown),
         // The owner's server's words, escaped once for the log lines they reach.
-        Ok((_, Forwarded::Denied(reason))) => {
-            Asked::Done(failed(PeerText(&reason).to_string()))
-        }
+        Ok((_, Forwarded::Denied(reason))) => Asked::Done(failed(PeerText(&reason).to_string())),
         Err(reason) => Asked::Unreachable(reason),
     }
 }
