@@ -149,3 +149,76 @@ pub(crate) fn peer_config(cfg: &ServerConfig) -> Result<Option<PeerConfig>, Serv
         trust: None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tunnel_cluster::decide::ProxyClaim;
+    use tunnel_cluster::registrar::Registered;
+    use tunnel_cluster::{ClusterStore, MemStore};
+
+    use super::*;
+    use crate::cluster::NodeOptions;
+
+    async fn node(store: &Arc<dyn ClusterStore>, id: &str, peer: &str) -> Arc<Node> {
+        let opts = NodeOptions {
+            server_id: id.into(),
+            prefix: "/t/".into(),
+            lease_ttl: Duration::from_secs(10),
+            peer_addr: peer.into(),
+            public_addr: "127.0.0.1:8443".into(),
+            backend: "memory",
+        };
+        Node::start(store.clone(), opts).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_domain_is_located_from_the_cache_and_afresh_and_follows_a_takeover() {
+        let store: Arc<dyn ClusterStore> = Arc::new(MemStore::new());
+        let a = node(&store, "a", "127.0.0.1:7001").await;
+        let b = node(&store, "b", "127.0.0.2:7001").await;
+        let on_a = NodeLocator::new(a.clone());
+        let claim = ProxyClaim {
+            name: "site".into(),
+            publish_port: 0,
+            domains: vec!["*.app.test".into()],
+        };
+        let Registered::Done(reg) = b.register("c", [1; 16], &[claim.clone()]).await.unwrap()
+        else {
+            panic!("refused")
+        };
+        // Afresh at once; from the cache once the watch has brought it.
+        let fresh = on_a.locate_domain_fresh("*.app.test").await.unwrap();
+        assert_eq!(
+            (fresh.server_id.as_str(), fresh.peer_addr.as_str()),
+            ("b", "127.0.0.2:7001")
+        );
+        assert_eq!(
+            (fresh.name.as_str(), fresh.publish_port, fresh.local),
+            ("*.app.test", 0, false)
+        );
+        assert_eq!(fresh.epoch, u64::try_from(reg.epoch).unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while on_a.locate_domain("*.app.test").is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cache never saw it"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(on_a.locate_domain("*.app.test"), Some(fresh));
+        assert_eq!(on_a.locate_domain("x.app.test"), None, "as registered only");
+        assert_eq!(on_a.locate("*.app.test", 0), None, "a domain is no proxy");
+
+        // The same client instance moves to A: the domain is A's, and local.
+        let Registered::Done(_) = a.register("c", [1; 16], &[claim]).await.unwrap() else {
+            panic!("refused")
+        };
+        let fresh = on_a.locate_domain_fresh("*.app.test").await.unwrap();
+        assert!(fresh.local && fresh.server_id == "a", "{fresh:?}");
+        assert_eq!(on_a.locate_domain_fresh("gone.test").await, None);
+    }
+}
