@@ -335,22 +335,32 @@ async fn a_stale_cache_costs_one_fresh_lookup_and_one_retry() {
     assert!(got.contains("moving between servers; try again"), "{got}");
     assert_eq!(a.locator.fresh_lookups(), 2);
 
-    // The fresh read names A itself, where the domain now is: served locally.
+    // The fresh read names A itself (the client moved here): routed locally, and with no
+    // local route for it, the plain 404; B is not asked twice.
+    a.locator.set_domain_stale(
+        "*.gone.test",
+        b.owns_domain("*.gone.test", 1, false),
+        a.owns_domain("*.gone.test", 2, true),
+    );
+    let got = get(&a.server, "x.gone.test", "/", &[]).await;
+    assert_eq!(status_code(&got), "404", "{got}");
+    assert!(got.contains("no tunnel for this host"), "{got}");
+    assert_eq!(a.locator.fresh_lookups(), 3);
+
+    // A route of A's own wins before the registry is asked at all, whatever it says.
     let _on_a = client(
         client_config(&a.server)
             .with_id("cvs-home")
             .with_proxy(routed("home", &svc, domains(&["home.stale.test"]))),
     )
     .await;
-    a.locator.set_domain_stale(
+    a.locator.set_domain(
         "home.stale.test",
         b.owns_domain("home.stale.test", 1, false),
-        a.owns_domain("home.stale.test", 2, true),
     );
-    // An exact route on A wins before the registry is asked at all.
     let got = get(&a.server, "home.stale.test", "/", &[]).await;
     assert_eq!(which(&got), Some("home"), "{got}");
-    assert_eq!(a.locator.fresh_lookups(), 2);
+    assert_eq!(a.locator.fresh_lookups(), 3);
 }
 
 /// One hop at most: B, named by A's registry but placing the domain on C, answers "not here"
