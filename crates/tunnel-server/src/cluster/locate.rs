@@ -186,7 +186,10 @@ mod tests {
             publish_port: 0,
             domains: vec!["*.app.test".into()],
         };
-        let Registered::Done(reg) = b.register("c", [1; 16], &[claim.clone()]).await.unwrap()
+        let Registered::Done(reg) = b
+            .register("c", [1; 16], std::slice::from_ref(&claim))
+            .await
+            .unwrap()
         else {
             panic!("refused")
         };
