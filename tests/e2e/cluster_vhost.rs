@@ -450,3 +450,30 @@ async fn measure_vhost_forwarded_vs_local() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// The domain's server cannot be reached, and the registry still names it (or cannot be
+/// read): the user gets a 502, not the 404 of a host nobody serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_domain_server_is_a_502_not_a_404() {
+    let vhost =
+        |c: tunnel_server::ServerConfig| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap());
+    let a = cluster_server_with("cvu-a", CLUSTER_KEY, vhost).await;
+    let (_closed, port) = refusing_port();
+    let dead = tunnel_server::peer::Located {
+        name: "dead.test".into(),
+        publish_port: 0,
+        server_id: "cvu-dead".into(),
+        peer_addr: format!("127.0.0.1:{port}"),
+        epoch: 1,
+        local: false,
+    };
+    a.locator.set_domain("dead.test", dead);
+    let got = get(&a.server, "dead.test", "/", &[]).await;
+    assert_eq!(status_code(&got), "502", "{got}");
+    assert!(got.contains("the service is unreachable"), "{got}");
+    assert_eq!(a.locator.fresh_lookups(), 1, "one fresh read, one retry");
+    // Gone from the registry meanwhile: nobody serves it.
+    a.locator.remove_domain("dead.test");
+    let got = get(&a.server, "dead.test", "/", &[]).await;
+    assert_eq!(status_code(&got), "404", "{got}");
+}

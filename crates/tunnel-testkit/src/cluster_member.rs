@@ -1,31 +1,28 @@
 //! Servers of one cluster sharing a registry in a real etcd ([`crate::Etcd`]), in process,
 //! each bound to its own loopback address (127.0.0.`ip`) so that they can publish the same
-//! port as real hosts would.
+//! port as real hosts would. Needs a server built with the `etcd` feature.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tunnel_cluster::{Backend, ClusterConfig};
 use tunnel_server::{ServerConfig, ServerHandle};
 
-use crate::engines::server_with;
+use crate::engines::{logs, KEY};
 use crate::etcd::Etcd;
 use crate::net::{free_port, loopback};
 
 /// The cluster key of [`etcd_member`]'s servers.
 pub const MEMBER_CLUSTER_KEY: &str = "a cluster key only the servers know";
 
-/// The `[cluster]` table of server `id` under `prefix`, its peer port on 127.0.0.`ip`.
-pub fn etcd_member_config(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> ClusterConfig {
-    ClusterConfig {
-        backend: Backend::Etcd,
-        endpoints: vec![etcd.endpoint()],
-        prefix: prefix.to_string(),
-        server_id: Some(id.to_string()),
-        peer_bind: Some(SocketAddr::new(loopback(ip), free_port())),
-        cluster_key: Some(MEMBER_CLUSTER_KEY.to_string()),
-        ..ClusterConfig::default()
-    }
+/// The `[cluster]` table of server `id` under `prefix`, its peer port on 127.0.0.`ip`, as
+/// TOML (the config file's words, so that the fixture needs no crate of the registry).
+pub fn etcd_member_config(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> String {
+    let peer_bind = SocketAddr::new(loopback(ip), free_port());
+    format!(
+        "[cluster]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n\
+         server_id = \"{id}\"\npeer_bind = \"{peer_bind}\"\ncluster_key = \"{MEMBER_CLUSTER_KEY}\"\n",
+        etcd.endpoint()
+    )
 }
 
 /// Server `id` of the cluster under `prefix` on 127.0.0.`ip`: clients, published ports and
@@ -37,13 +34,17 @@ pub async fn etcd_member(
     ip: u8,
     f: impl FnOnce(ServerConfig) -> ServerConfig,
 ) -> ServerHandle {
-    let cluster = etcd_member_config(etcd, prefix, id, ip);
-    server_with(|c| {
-        f(c.with_bind(SocketAddr::new(loopback(ip), 0))
-            .with_publish_addr(loopback(ip))
-            .with_vhost_http_bind(SocketAddr::new(loopback(ip), 0))
-            .with_shutdown_grace(Duration::ZERO)
-            .with_cluster(cluster))
-    })
-    .await
+    logs();
+    let toml = format!(
+        "auth_key = \"{KEY}\"\n{}",
+        etcd_member_config(etcd, prefix, id, ip)
+    );
+    let cfg = ServerConfig::from_toml(&toml)
+        .unwrap()
+        .with_bind(SocketAddr::new(loopback(ip), 0))
+        .with_publish_addr(loopback(ip))
+        .with_stats_bind(Some("127.0.0.1:0".parse().unwrap()))
+        .with_vhost_http_bind(SocketAddr::new(loopback(ip), 0))
+        .with_shutdown_grace(Duration::ZERO);
+    tunnel_server::start(f(cfg)).await.unwrap()
 }

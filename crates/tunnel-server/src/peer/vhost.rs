@@ -43,9 +43,10 @@ pub(crate) enum VhostHop {
 /// Ask `at`'s server to take `fwd`; on "not here" or an unreachable server, read the owner
 /// afresh once and ask that server once. Never more: a stale cache costs one round trip.
 pub(crate) async fn forward_vhost(peer: &Peer, at: Located, mut fwd: Forward) -> VhostHop {
-    let refused = match ask(peer, &at, &fwd).await {
+    let (refused, unreachable) = match ask(peer, &at, &fwd).await {
         Asked::Done(hop) => return hop,
-        Asked::NotHere(why) | Asked::Unreachable(why) => why,
+        Asked::NotHere(why) => (why, false),
+        Asked::Unreachable(why) => (why, true),
     };
     debug!(
         domain = fwd.name,
@@ -53,7 +54,16 @@ pub(crate) async fn forward_vhost(peer: &Peer, at: Located, mut fwd: Forward) ->
         "{refused}; looking the domain up afresh"
     );
     let Some(fresh) = peer.locator.locate_domain_fresh(&fwd.name).await else {
-        return VhostHop::Unknown;
+        // Gone from the registry, or the registry unreadable: after "not here" the domain
+        // is nowhere; after a server that could not be reached, that is the failure.
+        return if unreachable {
+            VhostHop::Failed {
+                server_id: at.server_id,
+                reason: refused,
+            }
+        } else {
+            VhostHop::Unknown
+        };
     };
     if fresh.local {
         return VhostHop::Here;
