@@ -365,7 +365,8 @@ async fn a_stale_cache_costs_one_fresh_lookup_and_one_retry() {
 
 /// One hop at most: B, named by A's registry but placing the domain on C, answers "not here"
 /// and never passes the request on; after one fresh read (naming B again) A gives up with a
-/// 502, and the service never sees the request.
+/// 502, and the service never sees the request. A request B accepted but cannot route is
+/// B's 404, even when B's registry names a server that could.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_request_is_never_forwarded_again() {
     let vhost =
@@ -395,6 +396,42 @@ async fn a_forwarded_request_is_never_forwarded_again() {
         "B dialled C"
     );
     assert_eq!(svc.seen.requests.load(Ordering::SeqCst), 0);
+
+    // B accepts a request for its wildcard, has no location for the path, and its registry
+    // places the exact name on C: still served from B's own routes (a 404), never sent on.
+    let _on_b = client(
+        client_config(&b.server)
+            .with_id("cvn-wild")
+            .with_proxy(routed("wild", &svc, |h| {
+                h.domains = vec!["*.far.test".into()];
+                h.locations = vec!["/api".into()];
+            })),
+    )
+    .await;
+    let _on_c2 = client(
+        client_config(&c.server)
+            .with_id("cvn-exact")
+            .with_proxy(routed("exact", &svc, domains(&["x.far.test"]))),
+    )
+    .await;
+    a.locator
+        .set_domain("*.far.test", b.owns_domain("*.far.test", 1, false));
+    b.locator
+        .set_domain("*.far.test", b.owns_domain("*.far.test", 1, true));
+    b.locator
+        .set_domain("x.far.test", c.owns_domain("x.far.test", 1, false));
+    c.locator
+        .set_domain("x.far.test", c.owns_domain("x.far.test", 1, true));
+    let got = get(&a.server, "x.far.test", "/api/v1", &[]).await;
+    assert_eq!(which(&got), Some("wild"), "{got}");
+    let got = get(&a.server, "x.far.test", "/other", &[]).await;
+    assert_eq!(status_code(&got), "404", "{got}");
+    assert_eq!(
+        logged_count(&["peer linked", "peer=cvn-b"]),
+        0,
+        "B dialled C"
+    );
+    assert_eq!(svc.seen.requests.load(Ordering::SeqCst), 1);
 }
 
 /// Not a check: p50 of ~1,000 small requests on one keep-alive connection, to the domain's
