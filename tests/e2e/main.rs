@@ -11,6 +11,9 @@ mod cluster;
 // Needs the etcd store: `cargo test --features etcd --test e2e cluster_visibility::`.
 #[cfg(feature = "etcd")]
 mod cluster_visibility;
+// Needs the etcd store: `cargo test --features etcd --test e2e cluster_vhost::`.
+#[cfg(feature = "etcd")]
+mod cluster_vhost;
 mod configs;
 mod connections;
 mod credentials;
