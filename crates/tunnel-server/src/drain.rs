@@ -43,6 +43,19 @@ pub(crate) fn begin(shared: &Arc<Shared>, node: &Arc<Node>) {
         .spawn(task.instrument(tracing::info_span!("drain")));
 }
 
+/// Ask every client of this server to reconnect to another one at a random moment within
+/// `spread`; returns how many were told. A full control queue is a session too busy or too
+/// stuck to hear it: it is left alone (a drain ends it with the shutdown).
+pub(crate) fn ask_to_move(shared: &Shared, spread: Duration) -> usize {
+    let within = u32::try_from(spread.as_millis()).unwrap_or(u32::MAX);
+    shared
+        .registry
+        .sessions()
+        .iter()
+        .filter(|(session, _)| session.lanes.first().try_send(Message::Reconnect(within)))
+        .count()
+}
+
 /// How long clients get to spread their reconnects over.
 pub(crate) fn spread(grace: Duration) -> Duration {
     (grace / 2).min(MAX_SPREAD)
@@ -64,15 +77,7 @@ async fn move_clients(shared: &Shared, node: &Node) {
     }
     let grace = shared.cfg.shutdown_grace;
     let spread = spread(grace);
-    let within = u32::try_from(spread.as_millis()).unwrap_or(u32::MAX);
-    let mut told = 0usize;
-    for (session, _) in &sessions {
-        // A full control queue is a session too busy or too stuck to hear it: it goes with
-        // the shutdown like before.
-        if session.lanes.first().try_send(Message::Reconnect(within)) {
-            told += 1;
-        }
-    }
+    let told = ask_to_move(shared, spread);
     info!(
         clients = told,
         servers = others,

@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     logins: CancellationToken,
     /// A cluster drain has begun (see [`drain::begin`]).
     draining: std::sync::atomic::AtomicBool,
+    /// Cut off from the cluster registry while peers reach it (see `cluster::fence`).
+    isolated: std::sync::atomic::AtomicBool,
     /// Close every session and stream now.
     hard_stop: CancellationToken,
     /// Accept loops and sessions.
@@ -405,6 +407,7 @@ async fn start_with_peer(
         next_session: AtomicU64::new(1),
         logins: shutdown.child_token(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        isolated: std::sync::atomic::AtomicBool::new(false),
         shutdown,
         hard_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -32,9 +32,12 @@ impl StatsSource for ServerStats {
         metrics::traffic(&self.0)
     }
 
-    /// Healthy while the server accepts clients, and (cluster mode) is not draining.
+    /// Healthy while the server accepts clients, and (cluster mode) is not draining nor cut
+    /// off from the registry its peers reach.
     fn healthy(&self) -> bool {
-        !self.0.shutdown.is_cancelled() && !self.0.cluster.as_ref().is_some_and(|n| n.draining())
+        !self.0.shutdown.is_cancelled()
+            && !self.0.cluster.as_ref().is_some_and(|n| n.draining())
+            && !self.0.isolated.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -55,6 +55,10 @@ pub enum ForwardKind {
     /// its upgraded connection, if any). The acceptor routes, authorises and rewrites it as
     /// its own virtual host would, and never forwards it again.
     Vhost = 3,
+    /// Do you reach the registry? The acceptor answers `Ok` while its lease is renewed, else
+    /// `Denied` with why; nothing follows. A server cut off from the registry asks its peers
+    /// before it sends its clients to them (`name` is empty).
+    Probe = 4,
 }
 
 /// First frame of every stream a dialer opens on a peer link: serve this connection of the
@@ -173,6 +177,7 @@ impl Forward {
             1 => ForwardKind::Public,
             2 => ForwardKind::Visitor,
             3 => ForwardKind::Vhost,
+            4 => ForwardKind::Probe,
             tag => {
                 return Err(ProtoError::UnknownTag {
                     what: "Forward.kind",

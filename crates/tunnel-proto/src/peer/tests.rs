@@ -364,6 +364,7 @@ mod props {
             Just(ForwardKind::Public),
             Just(ForwardKind::Visitor),
             Just(ForwardKind::Vhost),
+            Just(ForwardKind::Probe),
         ]
     }
 

@@ -26,7 +26,9 @@ pub(crate) fn spawn(shared: &Arc<Shared>) {
     let takeovers = watch_takeovers(shared.clone(), node.clone());
     shared.tasks.spawn(takeovers.instrument(span.clone()));
     let lease = keep_registered(shared.clone(), node.clone());
-    shared.tasks.spawn(lease.instrument(span));
+    shared.tasks.spawn(lease.instrument(span.clone()));
+    let fence = super::fence::run(shared.clone(), node.clone());
+    shared.tasks.spawn(fence.instrument(span));
 }
 
 /// After every change of the registry: a local session whose client the registry now shows

@@ -5,6 +5,7 @@
 //! tasks of [`follow`] close local sessions another server took over and re-register
 //! everything after a lost lease. Single-server mode has no `Node` at all.
 
+pub(crate) mod fence;
 pub(crate) mod follow;
 pub(crate) mod locate;
 pub(crate) mod login;
@@ -260,6 +261,11 @@ impl Node {
     /// Whether this server is draining.
     pub(crate) fn draining(&self) -> bool {
         self.record.lock().draining
+    }
+
+    /// The lease's time to live (`lease_ttl`).
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.opts.lease_ttl
     }
 
     /// How many other servers of the cluster take new clients (registered, not draining).

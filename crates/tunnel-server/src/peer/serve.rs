@@ -57,6 +57,9 @@ pub(super) async fn serve_forward(
     if fwd.kind == ForwardKind::Vhost {
         return super::vhost::serve(shared, peer, stream, fwd, link).await;
     }
+    if fwd.kind == ForwardKind::Probe {
+        return answer(&mut stream, crate::cluster::fence::probe_answer(&shared)).await;
+    }
     match decide(&shared, &peer, &fwd).await {
         Ok(()) => serve(shared, stream, fwd, link, &counters).await,
         Err(refusal) => answer(&mut stream, refusal).await,
@@ -155,6 +158,7 @@ async fn serve(
             })
         }
         ForwardKind::Vhost => Err("a virtual-host request names no proxy".to_owned()),
+        ForwardKind::Probe => Err("a probe names no proxy".to_owned()),
     };
     let slot = match slot {
         Ok(s) => s,
@@ -188,7 +192,7 @@ async fn serve(
     // A user connection idles out here, where the proxy's settings are, as it would locally.
     let pipe = match fwd.kind {
         ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
-        ForwardKind::Visitor | ForwardKind::Vhost => shared.pipe.clone(),
+        ForwardKind::Visitor | ForwardKind::Vhost | ForwardKind::Probe => shared.pipe.clone(),
     };
     // The relay's counter slot counts for the proxy; the peer's bytes are counted here.
     let mut stream = Counted::new(stream, &counters.bytes);
