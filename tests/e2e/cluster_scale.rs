@@ -197,6 +197,9 @@ async fn scale_bench_registry_load_and_reregistration() {
     let idle = Duration::from_secs(env("IDLE_SECS", 60));
     let total = env("SCALE_CLIENTS", 1000) as usize;
     let lease_ttl = env("LEASE_TTL", 10);
+    // More server settings, e.g. `pending_handshakes_per_source = 0`: every client comes
+    // through the balancer from one address.
+    let extra = std::env::var("SERVER_EXTRA").unwrap_or_default();
     let Some(etcd) = Etcd::start_if_installed().await else {
         return;
     };
@@ -205,7 +208,8 @@ async fn scale_bench_registry_load_and_reregistration() {
     let prefix = "/scale/";
     let mut members = Vec::new();
     for (id, ip) in [("a", 1), ("b", 2), ("c", 3)] {
-        members.push(ClusterMember::spawn(&pki, &etcd, prefix, id, ip, lease_ttl).await);
+        members
+            .push(ClusterMember::spawn_with(&pki, &etcd, prefix, id, ip, lease_ttl, &extra).await);
     }
     let lb = Balancer::start(members.iter().map(|m| m.addr).collect()).await;
     let echo = echo_service().await.to_string();
@@ -249,36 +253,46 @@ async fn scale_bench_registry_load_and_reregistration() {
         );
     }
 
-    // The re-registration storm.
-    let started = Instant::now();
-    while clients.len() < total {
-        clients.push(client(config(clients.len())).await);
-    }
-    eprintln!("{total} clients up in {:?}", started.elapsed());
+    // The re-registration storm: server a is made to hold `total` clients (the balancer
+    // sends every new login there), then it is killed.
     let store = EtcdStore::connect(&EtcdOptions::new([etcd.endpoint()]))
         .await
         .unwrap();
-    let (kvs, rev) = store.get_prefix(prefix).await.unwrap();
     let owner_of = |v: &[u8]| -> String {
         let rec: serde_json::Value = serde_json::from_slice(v).unwrap();
         rec["server_id"].as_str().unwrap().to_string()
     };
     let client_key = format!("{prefix}client/");
-    let owners: HashMap<String, String> = kvs
-        .iter()
-        .filter_map(|kv| {
-            Some((
-                kv.key.strip_prefix(&client_key)?.to_string(),
-                owner_of(&kv.value),
-            ))
-        })
-        .collect();
-    assert_eq!(owners.len(), total);
-    let victim = (0..3)
-        .max_by_key(|&i| owners.values().filter(|o| **o == members[i].id).count())
-        .unwrap();
+    let owners = |kvs: Vec<tunnel_cluster::KeyValue>| -> HashMap<String, String> {
+        kvs.iter()
+            .filter_map(|kv| {
+                Some((
+                    kv.key.strip_prefix(&client_key)?.to_string(),
+                    owner_of(&kv.value),
+                ))
+            })
+            .collect()
+    };
+    let on_a = owners(store.get_prefix(prefix).await.unwrap().0)
+        .values()
+        .filter(|o| *o == "a")
+        .count();
+    lb.set_down(1, true);
+    lb.set_down(2, true);
+    let started = Instant::now();
+    let add = total.saturating_sub(on_a);
+    for _ in 0..add {
+        clients.push(client(config(clients.len())).await);
+    }
+    lb.set_down(1, false);
+    lb.set_down(2, false);
+    eprintln!("{add} more clients up on a in {:?}", started.elapsed());
+    let (kvs, rev) = store.get_prefix(prefix).await.unwrap();
+    let owners = owners(kvs);
+    assert_eq!(owners.len(), clients.len());
+    let victim = 0;
     let vid = members[victim].id.clone();
-    let moving: Vec<usize> = (0..total)
+    let moving: Vec<usize> = (0..clients.len())
         .filter(|i| owners[&format!("c{i}")] == vid)
         .collect();
     eprintln!("clients on the killed server {vid}: {}", moving.len());
@@ -289,13 +303,21 @@ async fn scale_bench_registry_load_and_reregistration() {
     let (w0, _, _) = totals(&survivors).await;
     let p0 = proposals(&etcd).await;
     let mut watch = events(store.watch(&client_key, rev + 1).await.unwrap());
+    // Where the CPU goes: the survivors, etcd, and this process (clients and balancer).
+    let cpu = |members: &[&ClusterMember]| {
+        let mut v: Vec<f64> = members.iter().map(|m| m.proc.cpu_seconds()).collect();
+        v.push(cpu_seconds_of(etcd.pid()));
+        v.push(cpu_seconds_of(std::process::id()));
+        v
+    };
+    let cpu0 = cpu(&survivors);
 
     members[victim].proc.signal("KILL");
     let killed = Instant::now();
     // Registered again: the client's key put by a survivor, as a watch on etcd sees it.
     let mut registered: HashMap<String, Duration> = HashMap::new();
     // Ready again: its session on a survivor (it went down first, then up).
-    let mut down = vec![false; total];
+    let mut down = vec![false; clients.len()];
     let mut ready: HashMap<usize, Duration> = HashMap::new();
     while (registered.len() < moving.len() || ready.len() < moving.len())
         && killed.elapsed() < Duration::from_secs(60)
@@ -322,6 +344,30 @@ async fn scale_bench_registry_load_and_reregistration() {
     }
     let (w1, _, _) = totals(&survivors).await;
     let p1 = proposals(&etcd).await;
+    let cpu1 = cpu(&survivors);
+    let spent: Vec<String> = cpu0
+        .iter()
+        .zip(&cpu1)
+        .map(|(a, b)| format!("{:.2}", b - a))
+        .collect();
+    eprintln!(
+        "cpu seconds during the storm (survivor, survivor, etcd, clients+balancer): {}",
+        spent.join(", ")
+    );
+    // What slowed the storm down, as the survivors logged it.
+    for m in &survivors {
+        let mut kinds: HashMap<String, usize> = HashMap::new();
+        for line in m.proc.log().lines().filter(|l| l.contains(" WARN ")) {
+            let text = line.split(" WARN ").nth(1).unwrap_or(line);
+            let text: String = text.chars().take(90).collect();
+            *kinds.entry(text).or_default() += 1;
+        }
+        let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        for (text, n) in kinds.iter().take(5) {
+            eprintln!("survivor {} warned {n}x: {text}", m.id);
+        }
+    }
     let mut reg: Vec<Duration> = registered.values().copied().collect();
     reg.sort();
     let mut up: Vec<Duration> = ready.values().copied().collect();
@@ -337,9 +383,11 @@ async fn scale_bench_registry_load_and_reregistration() {
         "clients not ready again within 60 s"
     );
     eprintln!(
-        "reregistration of {} clients after kill -9: registered p50 {:?} p99 {:?} all {:?}; \
+        "reregistration of {} clients after kill -9: registered first {:?} p10 {:?} p50 {:?} p99 {:?} all {:?}; \
          ready p50 {:?} p99 {:?} all {:?}; writes {} (servers), etcd proposals {}",
         moving.len(),
+        reg[0],
+        pct(&reg, 0.1),
         pct(&reg, 0.5),
         pct(&reg, 0.99),
         reg.last().unwrap(),

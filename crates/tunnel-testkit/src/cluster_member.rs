@@ -42,6 +42,20 @@ impl ClusterMember {
         ip: u8,
         lease_ttl: u64,
     ) -> ClusterMember {
+        ClusterMember::spawn_with(pki, etcd, prefix, id, ip, lease_ttl, "").await
+    }
+
+    /// [`ClusterMember::spawn`] with `extra` top-level TOML lines in its config (before the
+    /// `[cluster]` table).
+    pub async fn spawn_with(
+        pki: &Pki,
+        etcd: &Etcd,
+        prefix: &str,
+        id: &str,
+        ip: u8,
+        lease_ttl: u64,
+        extra: &str,
+    ) -> ClusterMember {
         let ip4 = loopback(ip);
         let addr = SocketAddr::new(ip4, free_port());
         let stats = SocketAddr::new(ip4, free_port());
@@ -49,7 +63,7 @@ impl ClusterMember {
             &format!("member-{id}.toml"),
             &format!(
                 "bind = \"{addr}\"\nauth_key = \"{KEY}\"\ntls_cert = {:?}\ntls_key = {:?}\n\
-                 publish_addr = \"{ip4}\"\nstats_bind = \"{stats}\"\n\
+                 publish_addr = \"{ip4}\"\nstats_bind = \"{stats}\"\n{extra}\n\
                  [cluster]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n\
                  server_id = \"{id}\"\nlease_ttl = {lease_ttl}\npeer_bind = \"{ip4}:{}\"\n\
                  cluster_key = \"{MEMBER_CLUSTER_KEY}\"\n",

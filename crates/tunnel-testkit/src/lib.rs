@@ -62,7 +62,7 @@ pub use pattern::random_bytes;
 pub use pki::*;
 pub use poll::eventually;
 pub use postgres::Postgres;
-pub use process::Proc;
+pub use process::{cpu_seconds_of, Proc};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service};
