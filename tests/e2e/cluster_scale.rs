@@ -62,13 +62,14 @@ async fn one_login_is_one_write_transaction_and_idle_clients_write_nothing() {
     };
     let server = member(&etcd, "/writes/", 3).await;
     let echo = echo_service().await.to_string();
-    let (_, w0, _, _) = counters(&server).await;
+    let (r0, w0, k0, _) = counters(&server).await;
 
     // A login with two proxies, one of them on a publish port: client, proxy and port keys,
-    // all in one transaction.
+    // read in one request and written in one transaction.
     let first = client(echo_client(&server, "one", &echo, Some(free_port()))).await;
-    let (_, w1, _, _) = counters(&server).await;
+    let (r1, w1, k1, _) = counters(&server).await;
     assert_eq!(w1 - w0, 1, "writes for one login");
+    assert_eq!((r1 - k1) - (r0 - k0), 2, "requests other than renewals for one login");
 
     let mut more = Vec::new();
     for i in 0..4 {

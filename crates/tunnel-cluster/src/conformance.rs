@@ -50,6 +50,22 @@ pub async fn check<S: ClusterStore + ?Sized>(store: &S, prefix: &str) -> Result<
         "conformance: one revision per txn"
     );
 
+    // Several keys in one read, in the order asked, absent ones as None.
+    let many = store.get_many(&[k("b"), k("absent"), k("a")]).await?;
+    let got: Vec<Option<(String, i64)>> = many
+        .into_iter()
+        .map(|kv| kv.map(|kv| (kv.key, kv.mod_revision)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((k("b"), t1.revision)),
+            None,
+            Some((k("a"), t1.revision))
+        ],
+        "conformance: get_many"
+    );
+
     // A failed compare applies nothing.
     let t2 = store
         .txn(

@@ -182,6 +182,13 @@ impl<S: ClusterStore + ?Sized> ClusterStore for Metered<S> {
         self.counted(Kind::Read, self.inner.get(key))
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<KeyValue>>, ClusterError>> {
+        self.counted(Kind::Read, self.inner.get_many(keys))
+    }
+
     fn txn(
         &self,
         compares: Vec<Compare>,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::ClusterError;
@@ -131,6 +131,16 @@ pub trait ClusterStore: Send + Sync + 'static {
         -> BoxFuture<'_, Result<(Vec<KeyValue>, i64), ClusterError>>;
     /// One key (linearizable read).
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, ClusterError>>;
+    /// Several keys read at one revision, in the order asked (`None`: absent). The default
+    /// reads them concurrently, one request each; a backend that can read many in one round
+    /// trip (etcd: a transaction of reads) overrides it, so a login costs one read request
+    /// whatever its number of proxies.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<KeyValue>>, ClusterError>> {
+        futures::future::try_join_all(keys.iter().map(|k| self.get(k))).boxed()
+    }
     /// If every compare holds, apply every op, atomically; else apply nothing.
     fn txn(
         &self,

@@ -111,6 +111,13 @@ impl ClusterStore for EtcdStore {
         async move { self.read(&key).await }.boxed()
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<KeyValue>>, ClusterError>> {
+        self.read_many(keys).boxed()
+    }
+
     fn txn(
         &self,
         compares: Vec<Compare>,
