@@ -69,7 +69,11 @@ async fn one_login_is_one_write_transaction_and_idle_clients_write_nothing() {
     let first = client(echo_client(&server, "one", &echo, Some(free_port()))).await;
     let (r1, w1, k1, _) = counters(&server).await;
     assert_eq!(w1 - w0, 1, "writes for one login");
-    assert_eq!((r1 - k1) - (r0 - k0), 2, "requests other than renewals for one login");
+    assert_eq!(
+        (r1 - k1) - (r0 - k0),
+        2,
+        "requests other than renewals for one login"
+    );
 
     let mut more = Vec::new();
     for i in 0..4 {
@@ -364,7 +368,7 @@ async fn scale_bench_registry_load_and_reregistration() {
             *kinds.entry(text).or_default() += 1;
         }
         let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         for (text, n) in kinds.iter().take(5) {
             eprintln!("survivor {} warned {n}x: {text}", m.id);
         }

@@ -240,6 +240,7 @@ impl<S: ClusterStore + ?Sized> ClusterStore for Metered<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::MemStore;
