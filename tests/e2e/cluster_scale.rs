@@ -218,12 +218,20 @@ async fn scale_bench_registry_load_and_reregistration() {
     }
     let lb = Balancer::start(members.iter().map(|m| m.addr).collect()).await;
     let echo = echo_service().await.to_string();
+    // SCALE_PUBLISH=1: each client's proxy on a publish port of its own (every server
+    // listens on every one), instead of a private proxy.
+    let publish = std::env::var("SCALE_PUBLISH").is_ok_and(|v| v == "1");
     let config = |i: usize| {
+        let proxy = if publish {
+            ProxyConfig::tcp(&format!("p{i}"), &echo, Some(free_port()))
+        } else {
+            ProxyConfig::tcp(&format!("p{i}"), &echo, None).with_secret("s3cret")
+        };
         ClientConfig::new(lb.addr.to_string())
             .with_auth_key(KEY)
             .with_fingerprint(pki.fingerprint.parse().unwrap())
             .with_id(format!("c{i}"))
-            .with_proxy(ProxyConfig::tcp(&format!("p{i}"), &echo, None).with_secret("s3cret"))
+            .with_proxy(proxy)
     };
     let mut clients: Vec<ClientHandle> = Vec::new();
     let all: Vec<&ClusterMember> = members.iter().collect();

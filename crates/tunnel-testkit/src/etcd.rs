@@ -182,7 +182,8 @@ impl Etcd {
         let mut s = TcpStream::connect(("127.0.0.1", self.health_port))
             .await
             .unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        // HTTP/1.0: the answer is the page as is, never in chunks that could cut a line.
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
         let mut page = Vec::new();
