@@ -213,7 +213,6 @@ async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> 
         None => stop.await,
     };
     info!("{signal} received; shutting down");
-    handle.shutdown();
     handle.join().await;
     ExitCode::SUCCESS
 }

@@ -28,11 +28,48 @@ struct Member {
     id: String,
     ip: u8,
     proc: Proc,
+    /// Where it takes clients.
+    at: SocketAddr,
+    stats: SocketAddr,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
 }
 
 impl Member {
     fn on(&self, port: u16) -> SocketAddr {
         SocketAddr::new(loopback(self.ip), port)
+    }
+
+    /// Start it again, same config (a restart after a stop); returns once it takes clients.
+    async fn restart(&mut self) {
+        assert!(!self.proc.is_running(), "server {} still runs", self.id);
+        // The stopped run's log stays beside the new one.
+        let _ = std::fs::rename(&self.log, self.log.with_extension("stopped.log"));
+        self.proc = Proc::spawn(bins::server(), &self.cfg, self.log.clone());
+        self.wait_up().await;
+    }
+
+    async fn wait_up(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(self.at).await.is_err() {
+            assert!(
+                self.proc.is_running(),
+                "server {} exited:\n{}",
+                self.id,
+                self.proc.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "server {} did not start",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status `/healthz` answers with.
+    async fn health(&self) -> u16 {
+        stats_get(self.stats, "/healthz", &[]).await.status
     }
 }
 
@@ -40,11 +77,12 @@ impl Member {
 /// cluster under `prefix`, with `pki`'s certificate; returns once it takes connections.
 async fn member(pki: &Pki, etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> (Member, SocketAddr) {
     let at = SocketAddr::new(loopback(ip), free_port());
+    let stats = SocketAddr::new(loopback(ip), free_port());
     let cfg = pki.write(
         &format!("server-{id}.toml"),
         &format!(
             "bind = \"{at}\"\nauth_key = \"{KEY}\"\ntls_cert = {:?}\ntls_key = {:?}\n\
-             publish_addr = \"{ip4}\"\nstats_bind = \"{ip4}:0\"\n\
+             publish_addr = \"{ip4}\"\nstats_bind = \"{stats}\"\n\
              [cluster]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n\
              server_id = \"{id}\"\nlease_ttl = {LEASE_TTL}\npeer_bind = \"{ip4}:{}\"\n\
              cluster_key = \"{CLUSTER_KEY}\"\npublish_mode = \"all\"\n",
@@ -55,22 +93,17 @@ async fn member(pki: &Pki, etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> (Memb
             ip4 = loopback(ip),
         ),
     );
-    let mut proc = Proc::spawn(
-        bins::server(),
-        &cfg,
-        pki.dir.join(format!("server-{id}.log")),
-    );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(at).await.is_err() {
-        assert!(proc.is_running(), "server {id} exited:\n{}", proc.log());
-        assert!(Instant::now() < deadline, "server {id} did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let m = Member {
+    let log = pki.dir.join(format!("server-{id}.log"));
+    let mut m = Member {
         id: id.to_string(),
         ip,
-        proc,
+        proc: Proc::spawn(bins::server(), &cfg, log.clone()),
+        at,
+        stats,
+        cfg,
+        log,
     };
+    m.wait_up().await;
     (m, at)
 }
 
@@ -378,4 +411,190 @@ async fn a_server_stopped_then_continued_brings_back_nothing_stale() {
     s.all_serve(&all, "after SIGCONT").await;
     assert!(s.members[victim].proc.is_running());
     assert!(s.clients.iter().all(|(c, _)| is_ready(c)));
+}
+
+/// `/healthz` of a stats endpoint, as a balancer's health check sees it: `None` when it does
+/// not answer (stopped, or not started yet).
+async fn health_at(stats: SocketAddr) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut s = TcpStream::connect(stats).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        text.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), check)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A health-checking L4 balancer's checker: every 100 ms, a backend whose `/healthz` does not
+/// answer 200 is out of every balancer in `fronts` (index = member), and back in once it does.
+fn health_checks(
+    stats: Vec<SocketAddr>,
+    fronts: Vec<std::sync::Arc<Balancer>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for (i, at) in stats.iter().enumerate() {
+                let up = health_at(*at).await == Some(200);
+                for f in &fronts {
+                    f.set_down(i, !up);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// The wall-clock time of day, as the servers' logs print it, to find a failure there.
+fn chrono_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
+}
+
+/// One user connection through `front`: 64 bytes out, the same 64 back.
+async fn one_echo(front: SocketAddr, seed: u64) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = random_bytes(64, seed);
+    let exchange = async {
+        let mut s = TcpStream::connect(front)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(&data)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        s.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+        let mut back = Vec::new();
+        s.read_to_end(&mut back)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if back == data {
+            Ok(())
+        } else {
+            Err(format!("{} of 64 bytes came back", back.len()))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_steady_new_connections_loses_none() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some(mut s) = setup("/rolling/", 6, |c| c).await else {
+        return;
+    };
+    let all: Vec<&Member> = s.members.iter().collect();
+    s.all_serve(&all, "before the restart").await;
+    // Users reach each published port through a balancer over the three servers (publish
+    // mode all), health-checked like the clients' balancer.
+    let mut fronts = Vec::new();
+    for (_, port) in &s.clients {
+        let backends = s.members.iter().map(|m| m.on(*port)).collect();
+        fronts.push(Arc::new(Balancer::start(backends).await));
+    }
+    let lb = Arc::new(std::mem::replace(
+        &mut s.lb,
+        Balancer::start(vec![s.members[0].at]).await,
+    ));
+    let mut checked = fronts.clone();
+    checked.push(lb.clone());
+    let stats = s.members.iter().map(|m| m.stats).collect();
+    let checker = health_checks(stats, checked);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let addrs: Vec<SocketAddr> = fronts.iter().map(|f| f.addr).collect();
+    let mut load = Vec::new();
+    for w in 0..4u64 {
+        let (stop, done, failed, addrs) =
+            (stop.clone(), done.clone(), failed.clone(), addrs.clone());
+        load.push(tokio::spawn(async move {
+            let mut k = w;
+            while !stop.load(Ordering::Relaxed) {
+                let i = usize::try_from(k).unwrap() % addrs.len();
+                match one_echo(addrs[i], k).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        let at = chrono_now();
+                        failed.lock().unwrap().push(format!("{at} port #{i}: {e}"));
+                        0
+                    }
+                };
+                k += 4;
+            }
+        }));
+    }
+
+    for i in 0..s.members.len() {
+        let before = done.load(Ordering::Relaxed);
+        let m = &mut s.members[i];
+        eprintln!("stopping server {}", m.id);
+        m.proc.signal("TERM");
+        let status = m.proc.exit_within(Duration::from_secs(30)).await;
+        assert!(status.success(), "server {} exited with {status}", m.id);
+        m.restart().await;
+        let m = &s.members[i];
+        let key = format!("{}server/{}", s.prefix, m.id);
+        eventually(WAIT, "the restarted server joined", || {
+            let (store, key) = (&s.store, &key);
+            async move { store.get(key).await.unwrap().is_some() }
+        })
+        .await;
+        s.all_serve(&[m], "after its restart").await;
+        eventually(WAIT, "users served meanwhile", || {
+            let done = done.clone();
+            async move { done.load(Ordering::Relaxed) > before + 20 }
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    checker.abort();
+    let failed = failed.lock().unwrap().clone();
+    let done = done.load(Ordering::Relaxed);
+    eprintln!(
+        "rolling restart of 3 servers: {done} user connections served, {} failed",
+        failed.len()
+    );
+    if !failed.is_empty() {
+        for m in &s.members {
+            let log = m.proc.log();
+            let warns: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("DEBUG") && !l.contains(" INFO "))
+                .collect();
+            eprintln!("server {}:\n{}", m.id, warns.join("\n"));
+            if let Ok(dir) = std::env::var("FAILOVER_LOGS") {
+                std::fs::write(format!("{dir}/server-{}.log", m.id), &log).unwrap();
+                let stopped = m.log.with_extension("stopped.log");
+                let old = std::fs::read_to_string(stopped).unwrap_or_default();
+                std::fs::write(format!("{dir}/server-{}.stopped.log", m.id), old).unwrap();
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
+    let all: Vec<&Member> = s.members.iter().collect();
+    s.all_serve(&all, "after the rolling restart").await;
+    assert!(s.clients.iter().all(|(c, _)| is_ready(c)));
+    assert_eq!(owners(&s.store, &s.prefix).await.len(), s.clients.len());
 }

@@ -381,6 +381,14 @@ async fn run(shared: Arc<Shared>) -> Result<(), ClientError> {
         let server = shared.servers.next();
         match session::run_once(&shared, &server).await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
+            // Make-before-break: the old session serves on in the background; the new one
+            // goes to the next server at once.
+            Ok(SessionEnd::Moving) => {
+                served = true;
+                shared.servers.lost();
+                backoff.reset();
+                continue;
+            }
             Ok(SessionEnd::Lost(why)) => {
                 served = true;
                 shared.servers.lost();

@@ -47,6 +47,86 @@ pub(crate) enum SessionEnd {
     Shutdown,
     /// The connection was lost; reconnect.
     Lost(String),
+    /// The server is draining: a new session is wanted now, while this one goes on serving
+    /// its streams in the background until the server closes it.
+    Moving,
+}
+
+/// The parts of a session that got going, for whoever ends it.
+struct Live {
+    incoming: Incoming,
+    channel: ControlChannel,
+    ctx: Arc<Lane>,
+    lanes: Arc<Lanes>,
+    stop_lanes: CancellationToken,
+    lane_tasks: TaskTracker,
+}
+
+impl Live {
+    /// Close the session; a `lost` one gives its streams a moment to finish first.
+    async fn close(self, shared: &Shared, lost: bool) {
+        {
+            // A session that moved may have a successor already: only its own entry goes.
+            let mut current = shared.current.write();
+            if current
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lanes))
+            {
+                *current = None;
+                shared.servers.ended();
+            }
+        }
+        self.stop_lanes.cancel();
+        self.lane_tasks.close();
+        self.channel.ended.abort();
+        // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
+        self.ctx.control.close();
+        if lost {
+            let lanes = &self.lanes;
+            settle(|| lanes.all().iter().any(|l| l.open_streams() > 0)).await;
+        }
+        self.ctx.aborts.abort_all();
+        self.lane_tasks.wait().await;
+        drop(self.incoming);
+    }
+}
+
+/// The longest a moved session may linger if its server never closes it: its server closes
+/// it once the new session has taken over and its streams are done, within its own grace.
+const RETIRE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A moved session's last work: serve the streams its server still opens (users who reached
+/// it before the new session took over) until the server closes it.
+async fn retire(shared: Arc<Shared>, mut live: Live) {
+    let limit = tokio::time::sleep(RETIRE_LIMIT);
+    tokio::pin!(limit);
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            () = &mut limit => break,
+            _ = &mut live.channel.ended => break,
+            msg = live.channel.inbox.recv() => if msg.is_none() { break },
+            s = live.incoming.accept() => match s {
+                Some(stream) => spawn_stream(&shared, &live.ctx, stream),
+                None => break,
+            },
+        }
+    }
+    info!("the old session closed");
+    live.close(&shared, true).await;
+}
+
+/// A moment within `within_ms`, drawn at random so that a draining server's clients do not
+/// all log in elsewhere at once.
+fn jitter(within_ms: u32) -> Duration {
+    let mut b = [0u8; 4];
+    // No randomness (never seen in practice): move at once rather than not at all.
+    if tunnel_transport::fill_random(&mut b).is_err() || within_ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(u64::from(
+        u32::from_le_bytes(b) % within_ms.saturating_add(1),
+    ))
 }
 
 /// Connect, authenticate and register; then serve until the session ends.
@@ -68,7 +148,7 @@ pub(crate) async fn run_once(
     info!(session = connection_id, transport = %shared.cfg.transport, "connected to {}", server.addr);
     let span = tracing::info_span!("session", id = connection_id);
     async move {
-        let (control, mut incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
+        let (control, incoming) = tunnel_mux::start(stream, Mode::Client, &shared.mux);
         let aborts = AbortTable::default();
         // Ping at the server's pace, but at least three times per our own timeout: the
         // server's pongs are what proves a quiet session alive to us, so a timeout shorter
@@ -86,7 +166,7 @@ pub(crate) async fn run_once(
             heartbeat,
         ))
         .await;
-        let (mut channel, reply) = match registered {
+        let (channel, reply) = match registered {
             Ok(c) => c,
             Err(e) => {
                 control.close();
@@ -127,46 +207,69 @@ pub(crate) async fn run_once(
             let _ = ctx.send(Message::Register(shared.register_request())).await;
         }
 
+        let mut live = Live {
+            incoming,
+            channel,
+            ctx,
+            lanes,
+            stop_lanes,
+            lane_tasks,
+        };
+        // When the server asked us to move (`Reconnect`): the moment, drawn within its spread.
+        let mut move_at: Option<tokio::time::Instant> = None;
         let end = loop {
+            let moving = async {
+                match move_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shared.shutdown.cancelled() => break SessionEnd::Shutdown,
-                why = &mut channel.ended => {
+                () = moving => break SessionEnd::Moving,
+                why = &mut live.channel.ended => {
                     break SessionEnd::Lost(why.unwrap_or_else(|e| e.to_string()));
                 }
-                msg = channel.inbox.recv() => match msg {
+                msg = live.channel.inbox.recv() => match msg {
                     Some(Message::RegisterReply(reply)) => {
                         crate::reload::report(&shared.reload, &reply);
                         shared.status.send_replace(crate::Status::Ready(reply));
                     }
+                    Some(Message::Reconnect(within_ms)) if move_at.is_none() => {
+                        let delay = jitter(within_ms);
+                        info!(
+                            "the server is draining: moving to another server in {} ms; this \
+                             session keeps serving until the new one has taken over",
+                            delay.as_millis()
+                        );
+                        move_at = Some(tokio::time::Instant::now() + delay);
+                    }
+                    Some(Message::Reconnect(_)) => {}
                     Some(other) => warn!("unexpected {} on the control stream", other.name()),
                     // The control reader stopped: its reason (a heartbeat timeout, say) is in
                     // `ended`, which resolves at once; "closed" alone would hide it.
                     None => {
-                        let why = (&mut channel.ended).await;
+                        let why = (&mut live.channel.ended).await;
                         break SessionEnd::Lost(why.unwrap_or_else(|e| e.to_string()));
                     }
                 },
-                s = incoming.accept() => match s {
-                    Some(stream) => spawn_stream(shared, &ctx, stream),
+                s = live.incoming.accept() => match s {
+                    Some(stream) => spawn_stream(shared, &live.ctx, stream),
                     None => break SessionEnd::Lost("the connection closed".into()),
                 },
             }
         };
-        if let SessionEnd::Shutdown = end {
-            Box::pin(drain(shared, &mut incoming)).await;
+        match end {
+            SessionEnd::Moving => {
+                let retiring = retire(shared.clone(), live).in_current_span();
+                shared.tasks.spawn(retiring);
+                return Ok(SessionEnd::Moving);
+            }
+            SessionEnd::Shutdown => Box::pin(drain(shared, &mut live.incoming)).await,
+            SessionEnd::Lost(_) => {}
         }
-        *shared.current.write() = None;
-        shared.servers.ended();
-        stop_lanes.cancel();
-        lane_tasks.close();
-        channel.ended.abort();
-        // Ends the mux first: streams still waiting on it fail at once, finished ones read EOF.
-        ctx.control.close();
-        if let SessionEnd::Lost(_) = end {
-            settle(|| !shared.streams.is_empty()).await;
-        }
-        ctx.aborts.abort_all();
-        lane_tasks.wait().await;
+        let lost = matches!(end, SessionEnd::Lost(_));
+        live.close(shared, lost).await;
         Ok(end)
     }
     .instrument(span)

@@ -67,6 +67,13 @@ impl ControlSender {
     pub async fn send(&self, msg: Message) -> Result<(), ControlClosed> {
         self.0.send(Box::new(msg)).await.map_err(|_| ControlClosed)
     }
+
+    /// Queue a message unless the queue is full or the control stream is gone; returns
+    /// whether it was queued. For notices sent to many sessions at once, where one slow peer
+    /// must not hold up the rest.
+    pub fn try_send(&self, msg: Message) -> bool {
+        self.0.try_send(Box::new(msg)).is_ok()
+    }
 }
 
 /// Receives the peer's messages other than heartbeats and aborts (see [`ControlChannel`]).

@@ -69,6 +69,12 @@ impl Lane {
         self.control_tx.send(msg).await
     }
 
+    /// Queue a message on this lane's control stream without waiting; see
+    /// [`ControlSender::try_send`].
+    pub fn try_send(&self, msg: Message) -> bool {
+        self.control_tx.try_send(msg)
+    }
+
     /// Tell the peer that the data path of stream `id` on this lane failed, so it resets its
     /// side.
     pub fn send_abort(&self, id: u32) {

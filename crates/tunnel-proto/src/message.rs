@@ -39,6 +39,7 @@ mod kind {
     pub(super) const PING: u8 = 0x20;
     pub(super) const PONG: u8 = 0x21;
     pub(super) const ABORT: u8 = 0x22;
+    pub(super) const RECONNECT: u8 = 0x23;
     pub(super) const STREAM_OPEN: u8 = 0x30;
     pub(super) const STREAM_STATUS: u8 = 0x31;
     pub(super) const PEER_HELLO: u8 = 0x40;
@@ -73,6 +74,11 @@ pub enum Message {
     Pong(u64),
     /// `[0x22]` on the control stream: yamux stream id whose data path failed; the peer resets its side.
     Abort(u32),
+    /// `[0x23]` server → client on the control stream: this server is draining; open a new
+    /// session (on another server) at a random moment within this many milliseconds, and keep
+    /// this one serving until the server closes it. Make-before-break: the new session takes
+    /// the registrations over while open streams finish here.
+    Reconnect(u32),
     /// `[0x30]` first frame on every yamux stream, written by the opener.
     StreamOpen(StreamOpen),
     /// `[0x31]` the acceptor's one-frame reply; raw bytes follow only after [`StreamStatus::Ok`].
@@ -231,6 +237,7 @@ impl Message {
             Self::Ping(_) => kind::PING,
             Self::Pong(_) => kind::PONG,
             Self::Abort(_) => kind::ABORT,
+            Self::Reconnect(_) => kind::RECONNECT,
             Self::StreamOpen(_) => kind::STREAM_OPEN,
             Self::StreamStatus(_) => kind::STREAM_STATUS,
             Self::PeerHello(_) => kind::PEER_HELLO,
@@ -256,6 +263,7 @@ impl Message {
             Self::Ping(_) => "Ping",
             Self::Pong(_) => "Pong",
             Self::Abort(_) => "Abort",
+            Self::Reconnect(_) => "Reconnect",
             Self::StreamOpen(_) => "StreamOpen",
             Self::StreamStatus(_) => "StreamStatus",
             Self::PeerHello(_) => "PeerHello",
@@ -290,7 +298,7 @@ impl Message {
             Self::Register(r) => put_json(dst, r)?,
             Self::RegisterReply(r) => put_json(dst, r)?,
             Self::Ping(v) | Self::Pong(v) => dst.put_u64(*v),
-            Self::Abort(id) => dst.put_u32(*id),
+            Self::Abort(id) | Self::Reconnect(id) => dst.put_u32(*id),
             Self::StreamOpen(s) => s.encode(dst)?,
             Self::StreamStatus(s) => s.encode(dst)?,
             Self::PeerHello(h) => put_peer_hello(dst, h)?,
@@ -363,6 +371,7 @@ impl Message {
             kind::PING => Self::Ping(r.u64("Ping value")?),
             kind::PONG => Self::Pong(r.u64("Pong value")?),
             kind::ABORT => Self::Abort(r.u32("Abort stream id")?),
+            kind::RECONNECT => Self::Reconnect(r.u32("Reconnect.within_ms")?),
             kind::STREAM_OPEN => Self::StreamOpen(StreamOpen::decode(&mut r)?),
             kind::STREAM_STATUS => Self::StreamStatus(StreamStatus::decode(&mut r)?),
             kind::PEER_HELLO => Self::PeerHello(read_peer_hello(&mut r)?),

@@ -31,6 +31,7 @@
 mod auth_failures;
 mod cluster;
 mod config;
+mod drain;
 mod error;
 mod forward;
 #[doc(hidden)]
@@ -86,6 +87,11 @@ pub(crate) struct Shared {
     metrics: metrics::ServerMetrics,
     /// Stop accepting clients and user connections; open streams go on.
     shutdown: CancellationToken,
+    /// Stop accepting clients (a child of `shutdown`): first step of a cluster drain, which
+    /// keeps serving users while its clients move to other servers.
+    logins: CancellationToken,
+    /// A cluster drain has begun (see [`drain::begin`]).
+    draining: std::sync::atomic::AtomicBool,
     /// Close every session and stream now.
     hard_stop: CancellationToken,
     /// Accept loops and sessions.
@@ -195,8 +201,17 @@ impl ServerHandle {
 
     /// Begin a graceful shutdown: stop accepting clients and user connections; open streams
     /// go on until they finish or `shutdown_grace` passes (see [`ServerHandle::join`]).
+    ///
+    /// In cluster mode the server drains first, make-before-break: it takes no new clients,
+    /// marks itself draining (`/healthz` answers 503), tells its clients to reconnect to
+    /// another server (each at a random moment within half of `shutdown_grace`, at most
+    /// 5 s), and keeps serving users and peers until every client has moved or
+    /// `shutdown_grace` has passed; only then does it stop accepting users.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        match &self.shared.cluster {
+            Some(node) => drain::begin(&self.shared, node),
+            None => self.shared.shutdown.cancel(),
+        }
     }
 
     /// Close every session and stream now.
@@ -225,10 +240,8 @@ impl ServerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn join(self) {
-        self.shared.shutdown.cancel();
-        if let Some(node) = &self.shared.cluster {
-            cluster::drain(node).await;
-        }
+        self.shutdown();
+        self.shared.shutdown.cancelled().await;
         let grace = self.shared.cfg.shutdown_grace;
         self.shared.streams.close();
         if tokio::time::timeout(grace, self.shared.streams.wait())
@@ -361,6 +374,7 @@ async fn start_with_peer(
     };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
+    let shutdown = CancellationToken::new();
     let shared = Arc::new(Shared {
         pre_auth: pre_auth::PreAuth::new(&cfg),
         auth_failures: auth_failures::AuthFailures::new(cfg.max_auth_failures_per_second),
@@ -370,7 +384,9 @@ async fn start_with_peer(
         transport,
         registry: Registry::default(),
         next_session: AtomicU64::new(1),
-        shutdown: CancellationToken::new(),
+        logins: shutdown.child_token(),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        shutdown,
         hard_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
         streams: TaskTracker::new(),
@@ -464,7 +480,7 @@ async fn accept_loop(
     let mut listener = Acceptor::new(listener);
     loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.logins.cancelled() => break,
             (tcp, peer) = listener.accept() => {
                 let task = session::handle_connection(
                     shared.clone(),

@@ -26,7 +26,10 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
     async move {
         loop {
             tokio::select! {
-                () = entry.listener_stop.cancelled() => break,
+                () = entry.listener_stop.cancelled() => {
+                    hand_over_backlog(&shared, &entry, &mut listener);
+                    break;
+                }
                 () = shared.shutdown.cancelled() => break,
                 (tcp, peer) = listener.accept() => {
                     let Some(permit) = admit(&shared, peer) else {
@@ -34,8 +37,10 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
                         reset_tcp(tcp);
                         continue;
                     };
-                    let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit);
-                    shared.streams.spawn(task.in_current_span());
+                    if let Here::NotHere(tcp, permit) = serve_here(&shared, &entry, tcp, peer, permit) {
+                        // Released as it arrived: its client moved to another server.
+                        route_elsewhere(&shared, &entry, tcp, peer, permit);
+                    }
                 }
             }
         }
@@ -43,6 +48,71 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
     }
     .instrument(span)
     .await
+}
+
+/// Whether a user connection is served by a proxy of this server.
+pub(crate) enum Here {
+    /// Served (or refused by the owner's stream limits, and closed).
+    Served,
+    /// The proxy is not registered here (any more): the connection and its permit, back.
+    NotHere(TcpStream, SourcePermit),
+}
+
+/// Serve a user connection of `entry` here if it is still registered: its stream slot is
+/// taken now, before the task starts, so that a session retiring meanwhile (its client moved
+/// to another server) sees it and waits for it.
+pub(crate) fn serve_here(
+    shared: &Arc<Shared>,
+    entry: &Arc<ProxyEntry>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: SourcePermit,
+) -> Here {
+    if shared.registry.owner(&entry.key).is_none() {
+        return Here::NotHere(tcp, permit);
+    }
+    let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
+        return Here::Served;
+    };
+    let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit, slot);
+    shared.streams.spawn(task.in_current_span());
+    Here::Served
+}
+
+/// A released proxy's connections that arrived before its port closed: in cluster mode its
+/// client moved to another server, and they are forwarded there instead of being reset.
+fn route_elsewhere(
+    shared: &Arc<Shared>,
+    entry: &ProxyEntry,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: SourcePermit,
+) {
+    match &shared.peer {
+        Some(p) => {
+            let key = &entry.key;
+            crate::peer::ports::route_user(shared, p, tcp, peer, &key.name, key.port, permit);
+        }
+        None => reset_tcp(tcp),
+    }
+}
+
+/// The port closes: connections the kernel accepted already would be reset with the socket.
+/// In cluster mode they go where the proxy is now.
+fn hand_over_backlog(
+    shared: &Arc<Shared>,
+    entry: &Arc<ProxyEntry>,
+    listener: &mut tunnel_transport::Acceptor,
+) {
+    if shared.peer.is_none() {
+        return;
+    }
+    while let Some((tcp, peer)) = futures::FutureExt::now_or_never(listener.accept()) {
+        match admit(shared, peer) {
+            Some(permit) => route_elsewhere(shared, entry, tcp, peer, permit),
+            None => reset_tcp(tcp),
+        }
+    }
 }
 
 /// Take a slot of `max_conns_per_source` for a user connection from `peer`, or count and
@@ -86,11 +156,9 @@ async fn serve_user(
     tcp: TcpStream,
     peer: SocketAddr,
     _permit: SourcePermit,
+    slot: crate::session::StreamSlot,
 ) {
     tunnel_transport::tune_tcp(&tcp);
-    let Some(slot) = crate::forward::begin_public(&shared, &entry, peer) else {
-        return;
-    };
     let idle = idle_of(&entry);
     let pipe = shared.pipe.clone().with_idle(idle);
     // The address the user actually reached, which a PROXY header names as destination.

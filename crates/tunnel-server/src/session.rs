@@ -403,6 +403,20 @@ fn run(
             visitors: RwLock::new(Vec::new()),
             cluster: parking_lot::Mutex::new(None),
         });
+        if shared.logins.is_cancelled() {
+            // Draining: the client was told to go elsewhere, or logged in as the drain began.
+            info!("client turned away: this server is draining");
+            let msg = Message::Rejected(tunnel_proto::Rejected::new(
+                tunnel_proto::RejectCode::Internal,
+                DRAINING,
+            ));
+            if channel.sender.send(msg).await.is_ok() {
+                let _ = tokio::time::timeout(REFUSAL_GRACE, &mut channel.ended).await;
+            }
+            channel.ended.abort();
+            session.close_all();
+            return;
+        }
         if let Err((reason, refusal)) = install(&shared, &session) {
             warn!("client rejected: {reason}");
             Box::pin(tell_refused(&mut channel, &refusal)).await;
@@ -472,6 +486,40 @@ fn install(
         old.close_all();
     }
     Ok(())
+}
+
+/// What a client logging in during a drain reads; it retries, on another server if it can.
+pub(crate) const DRAINING: &str =
+    "this server is draining (shutting down); connect to another server";
+
+/// How often a retiring session looks whether its streams have finished.
+const RETIRE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Close a session whose client opened a newer one on another server (make-before-break):
+/// its proxies leave the local registry now, so no new stream comes here, while the streams
+/// it carries finish, for at most `shutdown_grace`; then it closes.
+pub(crate) fn retire(shared: &Shared, session: &Arc<SessionRecord>) {
+    let released = shared
+        .registry
+        .release_except(session.id, &std::collections::HashSet::new());
+    debug!(
+        session = session.id,
+        proxies = released.len(),
+        open_streams = session.open_streams(),
+        "retiring: no new streams; closing once the open ones finish"
+    );
+    let deadline = tokio::time::Instant::now() + shared.cfg.shutdown_grace;
+    let session = session.clone();
+    let task = async move {
+        while session.open_streams() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = session.cancel.cancelled() => return,
+                () = tokio::time::sleep(RETIRE_POLL) => {}
+            }
+        }
+        session.cancel.cancel();
+    };
+    shared.tasks.spawn(task.in_current_span());
 }
 
 /// How long a client refused at install time gets to read why before the connection closes.

@@ -18,15 +18,17 @@ impl Proc {
     /// Run `bin --config config` with stderr (the log) going to the file `log`.
     pub fn spawn(bin: &str, config: &Path, log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .arg("--config")
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
             .arg(config)
             .env_remove("TUNNEL_AUTH_KEY")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        // The test's own RUST_LOG is for the test; `TEST_PROC_LOG` sets the children's, to
+        // look into a failure (e.g. `TEST_PROC_LOG=tunnel_server=debug`).
+        if let Ok(filter) = std::env::var("TEST_PROC_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(err).spawn().unwrap();
         Proc { child, log }
     }
 

@@ -63,6 +63,10 @@ fn small_layouts_are_stable() {
         ),
         (Message::Abort(3), vec![0, 0, 0, 5, 0x22, 0, 0, 0, 3]),
         (
+            Message::Reconnect(2000),
+            vec![0, 0, 0, 5, 0x23, 0, 0, 7, 0xd0],
+        ),
+        (
             Message::StreamOpen(StreamOpen::Control),
             vec![0, 0, 0, 2, 0x30, 0],
         ),

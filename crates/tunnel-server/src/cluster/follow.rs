@@ -49,13 +49,13 @@ async fn watch_takeovers(shared: Arc<Shared>, node: Arc<Node>) {
         match node.cache().clients_changed_since(seen) {
             Changed::Everything => {
                 for (session, _) in shared.registry.sessions() {
-                    close_if_replaced(node.as_ref(), &session);
+                    close_if_replaced(&shared, node.as_ref(), &session);
                 }
             }
             Changed::Clients(ids) => {
                 for id in ids {
                     if let Some(session) = shared.registry.session(&id) {
-                        close_if_replaced(node.as_ref(), &session);
+                        close_if_replaced(&shared, node.as_ref(), &session);
                     }
                 }
             }
@@ -64,7 +64,7 @@ async fn watch_takeovers(shared: Arc<Shared>, node: Arc<Node>) {
     }
 }
 
-fn close_if_replaced(node: &Node, session: &SessionRecord) {
+fn close_if_replaced(shared: &Shared, node: &Node, session: &Arc<SessionRecord>) {
     let Some(epoch) = session.cluster.lock().as_ref().map(|h| h.epoch) else {
         return;
     };
@@ -80,7 +80,7 @@ fn close_if_replaced(node: &Node, session: &SessionRecord) {
         );
         // Ours no longer: the new session rewrote every key, so there is nothing to release.
         session.cluster.lock().take();
-        session.cancel.cancel();
+        crate::session::retire(shared, session);
     }
 }
 

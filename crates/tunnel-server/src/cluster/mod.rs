@@ -275,6 +275,15 @@ impl Node {
         self.record.lock().draining
     }
 
+    /// How many other servers of the cluster take new clients (registered, not draining).
+    pub(crate) fn other_live_servers(&self) -> usize {
+        self.cache()
+            .servers()
+            .into_iter()
+            .filter(|(id, r)| id.as_str() != self.server_id() && !r.draining)
+            .count()
+    }
+
     /// Ends the lease now: every key of this server vanishes at one revision. The last
     /// step of a graceful stop.
     pub(crate) async fn revoke(&self) -> Result<(), ClusterError> {

@@ -13,7 +13,7 @@
 mod accept;
 mod locate;
 mod pool;
-mod ports;
+pub(crate) mod ports;
 mod serve;
 mod visit;
 

@@ -65,6 +65,15 @@ impl State {
 }
 
 impl Forwarding {
+    /// Whether a local registration is taking `port` over now (its listener comes next).
+    fn taking(&self, port: u16) -> bool {
+        self.0
+            .lock()
+            .taking
+            .get(&port)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Close the forwarding listener on `port`, if any, and wait (bounded) until its socket
     /// is closed, so that a local listener can bind the port; the port is not forwarded
     /// again until the registry shows it ours, or for [`TAKING_WAIT`].
@@ -90,7 +99,9 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     // Ports whose forwarding listener could not be bound (a stale local proxy of a session
     // that has not noticed yet that its client left, say): tried again every BIND_RETRY,
     // warned about once.
-    let mut failing: HashSet<u16> = HashSet::new();
+    let mut failing: HashMap<u16, Failing> = HashMap::new();
+    // Ports outside allow_ports, warned about once.
+    let mut outside: HashSet<u16> = HashSet::new();
     loop {
         let ports = peer.locator.published_ports();
         let now = Instant::now();
@@ -122,14 +133,49 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             if st.closing.contains_key(&port) {
                 continue; // bound once the old listener has ended: the next change, or below
             }
-            if let Some(open) = bind(&shared, &peer, port, &name, failing.contains(&port)) {
-                st.open.insert(port, open);
-                failing.remove(&port);
-            } else if shared.cfg.allow_ports.contains(port) {
-                failing.insert(port);
+            if !shared.cfg.allow_ports.contains(port) {
+                if outside.insert(port) {
+                    warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
+                }
+                continue;
+            }
+            match bind(&shared, &peer, port, &name) {
+                Ok(open) => {
+                    st.open.insert(port, open);
+                    failing.remove(&port);
+                }
+                Err(e) => {
+                    let f = failing.entry(port).or_insert(Failing {
+                        since: now,
+                        warned: false,
+                    });
+                    if !f.warned && now.duration_since(f.since) >= QUIET_RETRIES {
+                        f.warned = true;
+                        warn!(port, proxy = name, "cannot forward port {port} of another server here: {e}; trying again every {}s", BIND_RETRY.as_secs());
+                    } else {
+                        debug!(
+                            port,
+                            proxy = name,
+                            "cannot forward port {port} here yet: {e}"
+                        );
+                    }
+                }
             }
         }
-        failing.retain(|p| want_ports.contains(p));
+        failing.retain(|p, _| want_ports.contains(p));
+        outside.retain(|p| want_ports.contains(p));
+        // Soon after a local proxy let the port go its socket may still be closing: retried
+        // quickly at first, then every BIND_RETRY.
+        let retry_in = failing
+            .values()
+            .map(|f| {
+                if now.duration_since(f.since) < QUIET_RETRIES {
+                    FAST_RETRY
+                } else {
+                    BIND_RETRY
+                }
+            })
+            .min();
         {
             let mut st = peer.forwarding.0.lock();
             let gone: Vec<u16> = st
@@ -159,10 +205,10 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             futures::future::select_all(closing.iter().map(|c| Box::pin(c.cancelled()))).await;
         };
         let retry = async {
-            if failing.is_empty() {
-                std::future::pending::<()>().await;
+            match retry_in {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
             }
-            tokio::time::sleep(BIND_RETRY).await;
         };
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -179,24 +225,25 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
 
 /// How often a forwarding listener that could not be bound is tried again.
 const BIND_RETRY: Duration = Duration::from_secs(1);
+/// How often in the first [`QUIET_RETRIES`] after a failed bind, and without a warning: a
+/// local proxy's socket closes a moment after the proxy is released.
+const FAST_RETRY: Duration = Duration::from_millis(25);
+const QUIET_RETRIES: Duration = Duration::from_secs(1);
+
+/// A port whose forwarding listener could not be bound: since when, and whether said so.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    since: Instant,
+    warned: bool,
+}
 
 /// Bind and start a forwarding listener; synchronous, so that it happens under the
 /// [`Forwarding`] lock (a local bind is a system call, not a wait).
-fn bind(
-    shared: &Arc<Shared>,
-    peer: &Arc<Peer>,
-    port: u16,
-    name: &str,
-    retrying: bool,
-) -> Option<Open> {
-    if !shared.cfg.allow_ports.contains(port) {
-        warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
-        return None;
-    }
+fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> std::io::Result<Open> {
     let addr = SocketAddr::new(shared.cfg.publish_addr, port);
     // As TcpListener::bind does (SO_REUSEADDR, so that connections in TIME_WAIT on the port
     // do not keep it), without its await.
-    let bound = if addr.is_ipv4() {
+    let listener = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
@@ -205,18 +252,7 @@ fn bind(
         s.set_reuseaddr(true)?;
         s.bind(addr)?;
         s.listen(1024)
-    });
-    let listener = match bound {
-        Ok(l) => l,
-        Err(e) if retrying => {
-            debug!(%addr, proxy = name, "still cannot forward port {port} here: {e}");
-            return None;
-        }
-        Err(e) => {
-            warn!(%addr, proxy = name, "cannot forward port {port} of another server here: {e}; trying again every {}s", BIND_RETRY.as_secs());
-            return None;
-        }
-    };
+    })?;
     let stop = CancellationToken::new();
     let ended = CancellationToken::new();
     let span = tracing::info_span!("forwarding", proxy = name, port);
@@ -236,7 +272,7 @@ fn bind(
         }
         .instrument(span),
     );
-    Some(Open {
+    Ok(Open {
         name: name.to_owned(),
         stop,
         ended,
@@ -256,19 +292,100 @@ async fn accept(
     loop {
         tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => {
+                // Released for a local proxy (or the owner left): what the kernel accepted
+                // already is served, not reset with the socket.
+                while let Some((tcp, user)) = futures::FutureExt::now_or_never(listener.accept()) {
+                    match admit(&shared, user) {
+                        Some(permit) => route_user(&shared, &peer, tcp, user, &name, port, permit),
+                        None => reset_tcp(tcp),
+                    }
+                }
+                break;
+            }
             () = shared.shutdown.cancelled() => break,
             (tcp, user) = listener.accept() => {
                 let Some(permit) = admit(&shared, user) else {
                     reset_tcp(tcp);
                     continue;
                 };
-                let task = serve_user(shared.clone(), peer.clone(), tcp, user, name.clone(), port, permit);
-                shared.streams.spawn(task.in_current_span());
+                route_user(&shared, &peer, tcp, user, &name, port, permit);
             }
         }
     }
     debug!("forwarding port closed");
+}
+
+/// Serve a user connection of published `port` (proxy `name`) wherever the proxy is now:
+/// on this server (its client just moved here) or on its owner's server.
+pub(crate) fn route_user(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    tcp: TcpStream,
+    user: SocketAddr,
+    name: &str,
+    port: u16,
+    permit: SourcePermit,
+) {
+    let task = serve_user(
+        shared.clone(),
+        peer.clone(),
+        tcp,
+        user,
+        name.to_owned(),
+        port,
+        permit,
+    );
+    shared.streams.spawn(task.in_current_span());
+}
+
+/// Serve `tcp` here if proxy `(name, port)` is registered here now; else hand it back.
+fn try_here(
+    shared: &Arc<Shared>,
+    name: &str,
+    port: u16,
+    tcp: TcpStream,
+    user: SocketAddr,
+    permit: SourcePermit,
+) -> Option<(TcpStream, SourcePermit)> {
+    let key = crate::registry::ProxyKey {
+        name: name.to_owned(),
+        port,
+    };
+    let Some((entry, _)) = shared.registry.get(&key) else {
+        return Some((tcp, permit));
+    };
+    match crate::listener::serve_here(shared, &entry, tcp, user, permit) {
+        crate::listener::Here::Served => None,
+        crate::listener::Here::NotHere(tcp, permit) => Some((tcp, permit)),
+    }
+}
+
+/// How long a user connection waits for a registration taking its port over here to
+/// finish (the registry said so; the local claim follows within milliseconds).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+const CLAIM_POLL: Duration = Duration::from_millis(5);
+
+/// Serve `tcp` here once the proxy's local registration, under way, has claimed it; hand
+/// it back if there is none or it does not come in time.
+async fn here_once_claimed(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    name: &str,
+    port: u16,
+    tcp: TcpStream,
+    user: SocketAddr,
+    permit: SourcePermit,
+) -> Option<TcpStream> {
+    let deadline = Instant::now() + CLAIM_WAIT;
+    let (mut tcp, mut permit) = (tcp, permit);
+    loop {
+        (tcp, permit) = try_here(shared, name, port, tcp, user, permit)?;
+        if !peer.forwarding.taking(port) || Instant::now() >= deadline {
+            return Some(tcp);
+        }
+        tokio::time::sleep(CLAIM_POLL).await;
+    }
 }
 
 async fn serve_user(
@@ -278,15 +395,19 @@ async fn serve_user(
     user: SocketAddr,
     name: String,
     port: u16,
-    _permit: SourcePermit,
+    permit: SourcePermit,
 ) {
     tunnel_transport::tune_tcp(&tcp);
+    // The port may have become ours since this listener was bound (the client moved here).
+    let Some((tcp, permit)) = try_here(&shared, &name, port, tcp, user, permit) else {
+        return;
+    };
     let Some(at) = peer.remote_owner(&name, port) else {
         return reset_tcp(tcp);
     };
     let fwd = Forward {
         kind: ForwardKind::Public,
-        name,
+        name: name.clone(),
         publish_port: port,
         epoch: at.epoch,
         src_addr: Some(user),
@@ -297,8 +418,14 @@ async fn serve_user(
     let stream = match peer.pool.forward(&peer, at, fwd).await {
         Ok(s) => s,
         Err(reason) => {
-            debug!(%user, "user connection closed: {reason}");
-            return reset_tcp(tcp);
+            // Nothing was read from the user yet: a proxy moving here meanwhile takes it.
+            if let Some(tcp) =
+                here_once_claimed(&shared, &peer, &name, port, tcp, user, permit).await
+            {
+                debug!(%user, "user connection closed: {reason}");
+                reset_tcp(tcp);
+            }
+            return;
         }
     };
     // The owner's server applies the proxy's idle timeout; closing the stream is the abort.

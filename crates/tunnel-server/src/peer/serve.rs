@@ -51,14 +51,28 @@ pub(super) async fn serve_forward(
         let reason = "connection failed: the server is shutting down".to_owned();
         return answer(&mut stream, Forwarded::Denied(reason)).await;
     }
-    match decide(&shared, &peer, &fwd) {
+    match decide(&shared, &peer, &fwd).await {
         Ok(()) => serve(shared, stream, fwd, link).await,
         Err(refusal) => answer(&mut stream, refusal).await,
     }
 }
 
+/// How long a forwarded connection waits for a registration this server has made in the
+/// registry to be claimed locally too (the two steps of a login, a few milliseconds apart).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+const CLAIM_POLL: Duration = Duration::from_millis(5);
+
 /// Whether this server owns the proxy at the epoch the forwarding server named.
-fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwarded> {
+async fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwarded> {
+    let key = ProxyKey {
+        name: fwd.name.clone(),
+        port: fwd.publish_port,
+    };
+    // The local session's own registration answers first: this server's cache may not have
+    // seen the write that made it the owner yet (the forwarding server read it afresh).
+    if fwd.epoch != 0 && held_epoch(shared, &key) == Some(fwd.epoch) {
+        return Ok(());
+    }
     if let Some(at) = peer.locator.locate(&fwd.name, fwd.publish_port) {
         if !at.local {
             return Err(Forwarded::NotHere { epoch: 0 });
@@ -66,15 +80,23 @@ fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwarded> 
         if fwd.epoch != 0 && at.epoch != fwd.epoch {
             return Err(Forwarded::NotHere { epoch: at.epoch });
         }
+        // Ours in the registry; a client moving here claims it locally a moment later.
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        while shared.registry.get(&key).is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(CLAIM_POLL).await;
+        }
     }
-    let key = ProxyKey {
-        name: fwd.name.clone(),
-        port: fwd.publish_port,
-    };
     if shared.registry.get(&key).is_none() {
         return Err(Forwarded::NotFound);
     }
     Ok(())
+}
+
+/// The registration epoch of the local session holding `key`, if any.
+fn held_epoch(shared: &Shared, key: &ProxyKey) -> Option<u64> {
+    let (_, owner) = shared.registry.get(key)?;
+    let held = owner.cluster.lock();
+    held.as_ref().and_then(|h| u64::try_from(h.epoch).ok())
 }
 
 async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: SocketAddr) {
