@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster failover time (issue #16): how long after kill -9 of a server each of its clients
 # serves again through a surviving server, behind a round-robin L4 balancer.
+# Then the drain: new connections failed during a rolling restart of all three (target 0).
 #
 #   benches/failover.sh            # 3 runs of 100 clients (about a third move per run)
 #   RUNS=5 CLIENTS=200 benches/failover.sh
@@ -39,3 +40,20 @@ def pct(p):
     return ms[max(1, math.ceil(len(ms) * p)) - 1]
 print(f"failover after kill -9: {len(ms)} clients moved; p50 {pct(0.5)} ms, p99 {pct(0.99)} ms, max {ms[-1]} ms (target p99 < 2000 ms)")
 PY
+
+# Drain (make-before-break): a rolling restart of the three servers (SIGTERM, exit, start
+# again) while users open new connections without pause through health-checking balancers.
+# Target: 0 failed.
+served=0
+failed=0
+for run in $(seq "$RUNS"); do
+    line=$(cargo test -q --features etcd --test e2e \
+        failover::a_rolling_restart_under_steady_new_connections_loses_none \
+        -- --exact --nocapture 2>&1 | grep -E "^rolling restart of" || true)
+    echo "run $run/$RUNS: ${line:-the test failed}" >&2
+    s=$(sed -nE 's/.*: ([0-9]+) user connections served, ([0-9]+) failed/\1/p' <<<"$line")
+    f=$(sed -nE 's/.*: ([0-9]+) user connections served, ([0-9]+) failed/\2/p' <<<"$line")
+    served=$((served + ${s:-0}))
+    failed=$((failed + ${f:-1}))
+done
+echo "rolling restart of 3 servers, $RUNS runs: $served new connections served, $failed failed (target 0)"

@@ -7,13 +7,21 @@ use tracing_subscriber::EnvFilter;
 /// Log to stderr through `tracing`. `RUST_LOG` wins over `default` (e.g. `"info"`,
 /// `"tunnel_server=debug"`).
 pub fn init_logging(default: &str) {
+    init_logging_as(default, tunnel_transport::LogFormat::Text);
+}
+
+/// [`init_logging`] in the given form: `Json` writes one JSON object per line (fields,
+/// message, level, target and the spans around it), for a log collector.
+pub fn init_logging_as(default: &str, format: tunnel_transport::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
+        tunnel_transport::LogFormat::Json => builder.json().with_current_span(false).init(),
         // Colour codes only for a person at a terminal, not in journald or a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        _ => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// Raise the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, as Go and many

@@ -67,8 +67,6 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    tls_tunnel::cli::init_logging("info");
-    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => match e.config_problems() {
@@ -79,6 +77,9 @@ fn main() -> ExitCode {
             }
         },
     };
+    // After the config, which says the log's form (a reload does not change it).
+    tls_tunnel::cli::init_logging_as("info", cfg.log_format);
+    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let problems = cfg.problems();
     if !problems.is_empty() || args.check {
         return report_check(&args.config, &problems);

@@ -90,10 +90,6 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    // yamux warns when it closes a connection whose peer has already gone, which is how a
-    // client's clean exit often looks from here; the session logs what matters itself.
-    tls_tunnel::cli::init_logging("info,yamux=error");
-    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     let mut cfg = match &args.config {
         Some(path) => match ServerConfig::from_file(path) {
             Ok(c) => c,
@@ -107,6 +103,11 @@ fn main() -> ExitCode {
         },
         None => ServerConfig::default(),
     };
+    // After the config, which says the log's form; its own problems go to stderr as lines.
+    // yamux warns when it closes a connection whose peer has already gone, which is how a
+    // client's clean exit often looks from here; the session logs what matters itself.
+    tls_tunnel::cli::init_logging_as("info,yamux=error", cfg.log_format);
+    tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
     if let Some(b) = args.bind {
         cfg = cfg.with_bind(b);
     }
@@ -145,7 +146,8 @@ fn main() -> ExitCode {
     if let Some(dir) = args.state_dir {
         cfg.state_dir = Some(dir);
     }
-    let no_key = cfg.auth_key.is_none() && cfg.auth_key_file.is_none();
+    let no_key =
+        cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && cfg.clients_file.is_none();
     let no_cert = cfg.tls_cert.is_none() && cfg.tls_key.is_none();
     let kept = if no_key && no_cert && !args.check {
         state_dir::keep(&mut cfg, || random_key().map_err(std::io::Error::other))
@@ -173,7 +175,17 @@ fn main() -> ExitCode {
         None => None,
     };
     let problems = cfg.problems();
-    if args.check || !problems.is_empty() {
+    if !problems.is_empty() {
+        return report_check(args.config.as_deref(), &problems);
+    }
+    // Every problem of the clients file too, each at its line in that file.
+    if let Some(path) = &cfg.clients_file {
+        let shared_key = cfg.shared_key().ok().flatten();
+        if let Err(e) = server::Clients::load(path, shared_key.as_deref()) {
+            return report_clients_file(path, &e);
+        }
+    }
+    if args.check {
         return report_check(args.config.as_deref(), &problems);
     }
     if let Some(limit) = tls_tunnel::cli::raise_open_file_limit() {
@@ -210,11 +222,64 @@ async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> 
     }
     let signal = match early {
         Some(s) => s,
-        None => stop.await,
+        None => {
+            let mut hangups = tls_tunnel::cli::Hangups::new();
+            loop {
+                tokio::select! {
+                    s = &mut stop => break s,
+                    () = hangups.recv() => reload_clients(&handle),
+                }
+            }
+        }
     };
     info!("{signal} received; shutting down");
     handle.join().await;
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: read the clients file again. The rest of the config needs a restart.
+fn reload_clients(handle: &server::ServerHandle) {
+    match handle.reload_clients() {
+        Ok(done) => info!(
+            clients = done.clients,
+            revoked = ?done.revoked,
+            rescoped = ?done.rescoped,
+            withdrawn = ?done.withdrawn,
+            "SIGHUP: clients file reloaded (other config changes need a restart)"
+        ),
+        Err(e) => {
+            let lines = match (e.config_problems(), &e) {
+                (
+                    Some(problems),
+                    server::ServerError::ConfigSyntax {
+                        path: Some(path), ..
+                    },
+                ) => tls_tunnel::transport::config_file::report(Some(path), problems),
+                _ => vec![e.to_string()],
+            };
+            error!(
+                "SIGHUP: the clients file was not reloaded; the running one stays in force \
+                 ({} problems):",
+                lines.len()
+            );
+            for line in lines {
+                error!("{line}");
+            }
+        }
+    }
+}
+
+/// The problems of the clients file, one per line, at their place in it.
+fn report_clients_file(path: &Path, e: &server::ServerError) -> ExitCode {
+    match e.config_problems() {
+        Some(problems) => {
+            for line in tls_tunnel::transport::config_file::report(Some(path), problems) {
+                eprintln!("{line}");
+            }
+        }
+        None => eprintln!("error: {e}"),
+    }
+    ExitCode::FAILURE
 }
 
 /// Below this many open files the server warns at start (unless `max_clients` is lower still):

@@ -29,7 +29,13 @@ fn cluster_config(etcd: &Etcd, prefix: &str, id: &str, ip: u8) -> ClusterConfig 
 
 /// Server `id` of the cluster under `prefix`, on 127.0.0.`ip`, publishing there too; with
 /// `pki`'s certificate when given (clients moving between servers pin one).
-async fn member(etcd: &Etcd, prefix: &str, id: &str, ip: u8, pki: Option<&Pki>) -> ServerHandle {
+pub(super) async fn member(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ip: u8,
+    pki: Option<&Pki>,
+) -> ServerHandle {
     member_with(etcd, prefix, id, ip, pki, |c| c).await
 }
 

@@ -115,7 +115,13 @@ fn every_documented_config_loads_and_validates() {
         for block in split(&doc.text).0.into_iter().filter(|b| b.info == "toml") {
             blocks += 1;
             let at = format!("{}:{}", doc.name, block.line);
-            let problems: Vec<String> = if block.body.contains("server_addr") {
+            let problems: Vec<String> = if block.body.contains("[[clients]]") {
+                // A server's clients_file.
+                tunnel_server::Clients::from_toml(&block.body, None)
+                    .err()
+                    .map(|e| vec![e.to_string()])
+                    .unwrap_or_default()
+            } else if block.body.contains("server_addr") {
                 let cfg = ClientConfig::from_toml(&block.body)
                     .unwrap_or_else(|e| panic!("{at}: client config: {e}\n{}", block.body));
                 cfg.problems().iter().map(|p| p.to_string()).collect()

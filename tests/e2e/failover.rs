@@ -66,11 +66,6 @@ impl Member {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
-    /// The status `/healthz` answers with.
-    async fn health(&self) -> u16 {
-        stats_get(self.stats, "/healthz", &[]).await.status
-    }
 }
 
 /// Server `id` as a process bound to 127.0.0.`ip` (clients, peers, published ports), in the
@@ -576,20 +571,21 @@ async fn a_rolling_restart_under_steady_new_connections_loses_none() {
         "rolling restart of 3 servers: {done} user connections served, {} failed",
         failed.len()
     );
+    if let Ok(dir) = std::env::var("FAILOVER_LOGS") {
+        for m in &s.members {
+            std::fs::write(format!("{dir}/server-{}.log", m.id), m.proc.log()).unwrap();
+            let stopped = m.log.with_extension("stopped.log");
+            let old = std::fs::read_to_string(stopped).unwrap_or_default();
+            std::fs::write(format!("{dir}/server-{}.stopped.log", m.id), old).unwrap();
+        }
+    }
     if !failed.is_empty() {
+        let unrouted: Vec<usize> = fronts.iter().map(|f| f.unrouted()).collect();
+        eprintln!("connections no server took, per port: {unrouted:?}");
         for m in &s.members {
             let log = m.proc.log();
-            let warns: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("DEBUG") && !l.contains(" INFO "))
-                .collect();
+            let warns: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
             eprintln!("server {}:\n{}", m.id, warns.join("\n"));
-            if let Ok(dir) = std::env::var("FAILOVER_LOGS") {
-                std::fs::write(format!("{dir}/server-{}.log", m.id), &log).unwrap();
-                let stopped = m.log.with_extension("stopped.log");
-                let old = std::fs::read_to_string(stopped).unwrap_or_default();
-                std::fs::write(format!("{dir}/server-{}.stopped.log", m.id), old).unwrap();
-            }
         }
     }
     assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());

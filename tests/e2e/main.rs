@@ -11,8 +11,12 @@ mod cluster;
 // Needs the etcd store: `cargo test --features etcd --test e2e cluster_scale::`.
 #[cfg(feature = "etcd")]
 mod cluster_scale;
+// Needs the etcd store: `cargo test --features etcd --test e2e cluster_visibility::`.
+#[cfg(feature = "etcd")]
+mod cluster_visibility;
 mod configs;
 mod connections;
+mod credentials;
 mod dashboard;
 // Needs the etcd store: `cargo test --features etcd --test e2e failover::`.
 #[cfg(feature = "etcd")]

@@ -291,3 +291,33 @@ fn check_names_bad_entries_of_the_list_at_their_lines() {
     let out = bins::check(bins::client(), &cfg);
     assert!(out.success(), "{}", &out.stderr);
 }
+
+/// A server that accepts connections and never answers, as a frozen process does (the
+/// kernel completes the handshake for it).
+async fn silent_entry() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap().to_string();
+    (l, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_in_the_list_holds_the_client_back_only_briefly() {
+    let pki = Pki::new("list-silent");
+    let live = member(&pki).await;
+    let (_silent, silent) = silent_entry().await;
+    let echo = echo_service().await;
+    let port = free_port();
+    let started = std::time::Instant::now();
+    // Whichever comes first in the shuffled order, the client serves through the live one
+    // well before the single-server connect timeout (15 s) would have let it.
+    let c = client(
+        list_config(&pki, &[silent, live.local_addr().to_string()])
+            .with_id("list-silent")
+            .with_proxy(ProxyConfig::tcp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    assert!(serves(port).await);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "serving took {took:?}");
+    assert!(is_ready(&c));
+}

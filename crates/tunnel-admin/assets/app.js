@@ -243,7 +243,8 @@
     if (selected) drawChart($('history-chart'), selPoints, 5);
   }
 
-  // A server of a cluster: the members as the registry lists them, and this one's lease.
+  // A server of a cluster: the members as the registry lists them, this one's lease, the
+  // peer link's traffic with each, the registry's health, and which server holds which client.
   function renderCluster(c) {
     var section = $('cluster');
     section.hidden = !c;
@@ -251,11 +252,49 @@
     section.dataset.lease = c.lease || '';
     $('cluster-summary').textContent = 'this server: ' + (c.server_id || '?') + ' · lease ' + (c.lease || '?') +
       (c.draining ? ' · draining' : '') + ' · registry revision ' + (c.registry_revision || 0);
-    var servers = (c.servers || []).map(function (m) { return Object.assign({ self: m.id === c.server_id }, m); });
-    fillTable('servers', servers, SERVER_COLS, function (m) { return m.id; }, function (tr, m) {
-      tr.dataset.id = m.id;
-      tr.classList.toggle('selected', m.self);
+    renderEtcd(c.etcd);
+    var peers = new Map();
+    (c.peers || []).forEach(function (p) { peers.set(p.server_id, p); });
+    var servers = (c.servers || []).map(function (m) {
+      return Object.assign({ self: m.id === c.server_id, peer: peers.get(m.id) || null }, m);
     });
+    // A peer that left the registry keeps its counts: listed after the members.
+    peers.forEach(function (p, id) {
+      if (!servers.some(function (m) { return m.id === id; })) servers.push({ id: id, gone: true, peer: p });
+    });
+    fillTable('servers', servers, SERVER_COLS, function (m) { return m.id; }, function (tr, m) {
+      var p = m.peer || {};
+      tr.dataset.id = m.id;
+      tr.dataset.clients = String(m.clients || 0);
+      tr.dataset.link = m.self ? '' : (p.state || 'idle');
+      tr.dataset.streamsOut = String(p.streams_out || 0);
+      tr.dataset.streamsIn = String(p.streams_in || 0);
+      tr.dataset.bytesOut = String(p.bytes_out || 0);
+      tr.dataset.bytesIn = String(p.bytes_in || 0);
+      tr.classList.toggle('selected', !!m.self);
+    });
+    var placed = c.clients || [];
+    var more = c.clients_truncated || 0;
+    $('cluster-clients-summary').textContent = more
+      ? placed.length + ' listed of ' + (placed.length + more) + ' (the first by id)'
+      : placed.length + (placed.length === 1 ? ' client' : ' clients') + ' in the registry';
+    fillTable('cluster-clients', placed, PLACE_COLS, function (p) { return p.id; }, function (tr, p) {
+      tr.dataset.id = p.id;
+      tr.dataset.server = p.server_id || '';
+      tr.classList.toggle('selected', p.server_id === c.server_id);
+    });
+  }
+
+  // The registry's health, when the server reports it (`cluster.etcd`).
+  function renderEtcd(e) {
+    var el = $('etcd-health');
+    el.hidden = !e;
+    if (!e) return;
+    el.dataset.healthy = String(!!e.healthy);
+    el.className = 'small ' + (e.healthy ? 'yes' : 'no');
+    el.textContent = 'etcd: ' + (e.healthy ? 'healthy' : 'failing') + ' · ' + (e.requests || 0) + ' requests · ' +
+      (e.failures || 0) + ' failures · ' + (e.writes || 0) + ' writes · ' + (e.keepalives || 0) + ' keep-alives' +
+      (e.last_error ? ' · last error: ' + e.last_error : '');
   }
 
   function renderSession(s) {
@@ -308,10 +347,31 @@
     col('bytes_out', function (v) { return v.bytes_out || 0; }, opt('bytes_out', bytes), num),
     col('rate', function (v) { return rateOf(v.key); }, function (v) { return v.bytes_in == null ? '–' : rateText(v.key); }, num)
   ];
+  // A peer's counts, '–' on this server's own row (no link to itself).
+  var link = function (f, fmt) {
+    return function (m) { return m.self ? '–' : (fmt || String)((m.peer && m.peer[f]) || 0); };
+  };
+  var linkVal = function (f) { return function (m) { return (m.peer && m.peer[f]) || 0; }; };
+  function failures(m) {
+    var f = (m.peer && m.peer.failures) || {};
+    var parts = Object.keys(f).filter(function (k) { return f[k] > 0; }).sort().map(function (k) { return k + ' ' + f[k]; });
+    return m.self ? '–' : parts.join(', ') || '0';
+  }
   var SERVER_COLS = [
     col('id', function (m) { return m.id; }, function (m) { return m.self ? m.id + ' (this one)' : m.id; }),
     col('peer', function (m) { return m.peer_addr || ''; }),
-    col('state', function (m) { return m.draining ? 'draining' : 'serving'; })
+    col('state', function (m) { return m.gone ? 'left' : m.draining ? 'draining' : 'serving'; }),
+    col('clients', function (m) { return m.clients || 0; }, function (m) { return m.gone ? '–' : String(m.clients || 0); }, num),
+    col('link', function (m) { return m.self ? '' : (m.peer && m.peer.state) || 'idle'; }, function (m) { return m.self ? '–' : (m.peer && m.peer.state) || 'idle'; }),
+    col('streams_out', linkVal('streams_out'), link('streams_out'), num),
+    col('streams_in', linkVal('streams_in'), link('streams_in'), num),
+    col('bytes_out', linkVal('bytes_out'), link('bytes_out', bytes), num),
+    col('bytes_in', linkVal('bytes_in'), link('bytes_in', bytes), num),
+    col('failures', function (m) { return failures(m); })
+  ];
+  var PLACE_COLS = [
+    col('id', function (p) { return p.id; }),
+    col('server', function (p) { return p.server_id || ''; })
   ];
   var EVENT_COLS = [
     col('t', function (e) { return e.t; }, function (e) { return clock(e.t); }),

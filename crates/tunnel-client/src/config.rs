@@ -89,6 +89,10 @@ pub struct ClientConfig {
     /// When set, `/metrics` and `/api/stats` need `Authorization: Bearer <stats_token>`.
     #[serde(default)]
     pub stats_token: Option<String>,
+    /// `"text"` (default) or `"json"`: how the `tunnel-client` binary writes its log. The
+    /// engine itself does not read it.
+    #[serde(default)]
+    pub log_format: tunnel_transport::LogFormat,
     /// Silence from the server after which the connection is declared dead and
     /// re-established; whole seconds in the file. Default 30.
     #[serde(
@@ -339,6 +343,7 @@ impl ClientConfig {
             shutdown_grace: default_shutdown_grace(),
             stats_bind: None,
             stats_token: None,
+            log_format: tunnel_transport::LogFormat::Text,
         }
     }
 

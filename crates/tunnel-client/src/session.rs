@@ -22,6 +22,11 @@ use crate::{proxy, Shared};
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 /// Connect, TLS and authentication together must finish within this.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The same when `server_addr` lists other servers: one that accepts connections but does
+/// not answer (frozen, overloaded) should not hold the client back from a working one for
+/// long. A TLS handshake and a key proof take a few round trips, well under a second even
+/// across continents.
+pub(crate) const LIST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The server answers a registration at once; a silent one is not working.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 /// One connection of the live session, as visitors and stream handlers see it.
@@ -96,24 +101,51 @@ impl Live {
 const RETIRE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A moved session's last work: serve the streams its server still opens (users who reached
-/// it before the new session took over) until the server closes it.
+/// it before the new session took over) until the server closes it. Once the new session
+/// serves, `Moved` tells the server to route nothing more here; it closes the session when
+/// the streams it opened are done, so nothing reaching it in the hand-over fails
+/// (make-before-break).
 async fn retire(shared: Arc<Shared>, mut live: Live) {
     let limit = tokio::time::sleep(RETIRE_LIMIT);
     tokio::pin!(limit);
-    loop {
+    let mut status = shared.status.subscribe();
+    let (mut succeeded, mut told) = (false, false);
+    let why = loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
-            () = &mut limit => break,
-            _ = &mut live.channel.ended => break,
-            msg = live.channel.inbox.recv() => if msg.is_none() { break },
+            () = shared.shutdown.cancelled() => break "the client is shutting down",
+            () = &mut limit => break "it lingered too long",
+            _ = &mut live.channel.ended => break "the server closed it",
+            msg = live.channel.inbox.recv() => if msg.is_none() { break "the server closed it" },
             s = live.incoming.accept() => match s {
                 Some(stream) => spawn_stream(&shared, &live.ctx, stream),
-                None => break,
+                None => break "the server closed it",
             },
+            changed = status.changed(), if !succeeded => {
+                if changed.is_err() {
+                    break "the client stopped";
+                }
+                succeeded = live.succeeded(&shared);
+            }
         }
-    }
-    info!("the old session closed");
+        if succeeded && !told {
+            // The server stops routing here, lets the open streams finish, and closes.
+            told = live.ctx.try_send(Message::Moved);
+        }
+    };
+    info!("old session closed: {why}");
     live.close(&shared, true).await;
+}
+
+impl Live {
+    /// Whether a newer session is registered and serving in this one's place.
+    fn succeeded(&self, shared: &Shared) -> bool {
+        let newer = shared
+            .current
+            .read()
+            .as_ref()
+            .is_some_and(|l| !Arc::ptr_eq(l, &self.lanes));
+        newer && matches!(*shared.status.borrow(), crate::Status::Ready(_))
+    }
 }
 
 /// A moment within `within_ms`, drawn at random so that a draining server's clients do not
@@ -341,16 +373,22 @@ pub(crate) struct Handshaken {
     pub machine: ClientHandshake,
 }
 
-/// Dial, TLS, hello, proof of the key: within [`CONNECT_TIMEOUT`] in all, and a timeout names
-/// the phase it cut.
+/// Dial, TLS, hello, proof of the key: within [`CONNECT_TIMEOUT`] in all
+/// ([`LIST_CONNECT_TIMEOUT`] when there are other servers to try), and a timeout names the
+/// phase it cut.
 pub(crate) async fn handshake(shared: &Shared, server: &Server) -> Result<Handshaken, ClientError> {
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let limit = if shared.servers.len() > 1 {
+        LIST_CONNECT_TIMEOUT
+    } else {
+        CONNECT_TIMEOUT
+    };
+    let deadline = tokio::time::Instant::now() + limit;
     let connect = server.transport.connect(&server.addr);
     let est = tokio::time::timeout_at(deadline, connect)
         .await
         // The TCP connect has its own shorter deadline in the transport, which reports
         // itself: running out of the whole one here means the TLS handshake hung.
-        .map_err(|_| timed_out(Phase::Tls, CONNECT_TIMEOUT))??;
+        .map_err(|_| timed_out(Phase::Tls, limit))??;
     let mut stream = est.stream;
     let hello = Hello {
         version: tunnel_proto::PROTOCOL_VERSION,
@@ -364,7 +402,7 @@ pub(crate) async fn handshake(shared: &Shared, server: &Server) -> Result<Handsh
         Ok(Ok(ClientEvent::Welcomed(w))) => w,
         Ok(Ok(_)) => return Err(unexpected("a welcome")),
         Ok(Err(e)) => return Err(e.into()),
-        Err(_) => return Err(timed_out(machine.phase(), CONNECT_TIMEOUT).into()),
+        Err(_) => return Err(timed_out(machine.phase(), limit).into()),
     };
     if machine.unbound() {
         info!("channel binding off: TLS ends at a proxy in front of the server");

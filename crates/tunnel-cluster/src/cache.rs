@@ -111,6 +111,17 @@ pub struct Cache {
     changes: Arc<Mutex<ChangeLog>>,
 }
 
+/// Which server holds which client ([`Cache::placements`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placements {
+    /// `(client id, server id)`, by client id, at most the limit asked for.
+    pub clients: Vec<(String, String)>,
+    /// Every client of the registry, listed or not.
+    pub total: usize,
+    /// Clients per server id.
+    pub per_server: HashMap<String, usize>,
+}
+
 /// The task that feeds a [`Cache`]; stops it when dropped.
 #[derive(Debug)]
 pub struct CacheTask {
@@ -185,6 +196,35 @@ impl Cache {
     /// Who holds client id `id`.
     pub fn client(&self, id: &str) -> Option<ClientRecord> {
         self.view.read().clients.get(id).cloned()
+    }
+
+    /// Which server holds which client, for an operator's view: the first `limit` client
+    /// ids in order with their server ids, and how many clients each server holds (all of
+    /// them, not only those listed).
+    pub fn placements(&self, limit: usize) -> Placements {
+        let v = self.view.read();
+        let mut per_server: HashMap<String, usize> = HashMap::new();
+        let mut all: Vec<(&String, &String)> = Vec::with_capacity(v.clients.len());
+        for (id, r) in &v.clients {
+            match per_server.get_mut(&r.server_id) {
+                Some(n) => *n += 1,
+                None => drop(per_server.insert(r.server_id.clone(), 1)),
+            }
+            all.push((id, &r.server_id));
+        }
+        if all.len() > limit && limit > 0 {
+            all.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+        }
+        all.truncate(limit);
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Placements {
+            clients: all
+                .into_iter()
+                .map(|(id, server)| (id.clone(), server.clone()))
+                .collect(),
+            total: v.clients.len(),
+            per_server,
+        }
     }
 
     /// Who serves proxy `name` at `port` (0: private).

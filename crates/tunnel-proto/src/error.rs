@@ -140,6 +140,16 @@ pub enum HandshakeError {
     /// The proof does not match the key.
     #[error("wrong auth key")]
     WrongKey,
+    /// The shared auth key answered for a client id that has its own key on the server
+    /// (its `clients_file`): the shared key cannot log in as such an id.
+    #[error(
+        "client id {id:?} has its own key on this server (clients_file): the shared auth_key \
+         cannot log in as it; give this client the key listed for it"
+    )]
+    SharedKeyForOwnId {
+        /// The client id.
+        id: String,
+    },
     /// A peer server's proof does not match our cluster key (either direction).
     #[error(
         "peer authentication failed: the other server's cluster_key differs from ours; \
@@ -253,7 +263,10 @@ impl HandshakeError {
     #[must_use]
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Version { .. } | Self::BadClientId { .. } | Self::WrongKey => true,
+            Self::Version { .. }
+            | Self::BadClientId { .. }
+            | Self::WrongKey
+            | Self::SharedKeyForOwnId { .. } => true,
             Self::Rejected { code, .. } => code.is_permanent(),
             _ => false,
         }
@@ -266,7 +279,7 @@ impl HandshakeError {
         Some(match self {
             Self::Version { .. } => C::Version,
             Self::BadClientId { .. } => C::BadConfig,
-            Self::WrongKey | Self::WrongClusterKey => C::Auth,
+            Self::WrongKey | Self::WrongClusterKey | Self::SharedKeyForOwnId { .. } => C::Auth,
             Self::Throttled(_) | Self::Full { .. } => C::Limit,
             Self::IdInUse { .. } => C::IdInUse,
             _ => return None,

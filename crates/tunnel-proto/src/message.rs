@@ -40,6 +40,7 @@ mod kind {
     pub(super) const PONG: u8 = 0x21;
     pub(super) const ABORT: u8 = 0x22;
     pub(super) const RECONNECT: u8 = 0x23;
+    pub(super) const MOVED: u8 = 0x24;
     pub(super) const STREAM_OPEN: u8 = 0x30;
     pub(super) const STREAM_STATUS: u8 = 0x31;
     pub(super) const PEER_HELLO: u8 = 0x40;
@@ -79,6 +80,10 @@ pub enum Message {
     /// this one serving until the server closes it. Make-before-break: the new session takes
     /// the registrations over while open streams finish here.
     Reconnect(u32),
+    /// `[0x24]` client → server on the control stream of a session it was asked to leave:
+    /// its new session serves now; route nothing more here, and close this one once its
+    /// open streams are done.
+    Moved,
     /// `[0x30]` first frame on every yamux stream, written by the opener.
     StreamOpen(StreamOpen),
     /// `[0x31]` the acceptor's one-frame reply; raw bytes follow only after [`StreamStatus::Ok`].
@@ -238,6 +243,7 @@ impl Message {
             Self::Pong(_) => kind::PONG,
             Self::Abort(_) => kind::ABORT,
             Self::Reconnect(_) => kind::RECONNECT,
+            Self::Moved => kind::MOVED,
             Self::StreamOpen(_) => kind::STREAM_OPEN,
             Self::StreamStatus(_) => kind::STREAM_STATUS,
             Self::PeerHello(_) => kind::PEER_HELLO,
@@ -264,6 +270,7 @@ impl Message {
             Self::Pong(_) => "Pong",
             Self::Abort(_) => "Abort",
             Self::Reconnect(_) => "Reconnect",
+            Self::Moved => "Moved",
             Self::StreamOpen(_) => "StreamOpen",
             Self::StreamStatus(_) => "StreamStatus",
             Self::PeerHello(_) => "PeerHello",
@@ -304,7 +311,7 @@ impl Message {
             Self::PeerHello(h) => put_peer_hello(dst, h)?,
             Self::PeerChallenge(c) => put_peer_challenge(dst, c)?,
             Self::PeerProof(p) => dst.put_slice(&p.mac),
-            Self::PeerAccepted => {}
+            Self::PeerAccepted | Self::Moved => {}
             Self::Forward(f) => f.encode(dst)?,
             Self::Forwarded(f) => f.encode(dst)?,
         }
@@ -372,6 +379,7 @@ impl Message {
             kind::PONG => Self::Pong(r.u64("Pong value")?),
             kind::ABORT => Self::Abort(r.u32("Abort stream id")?),
             kind::RECONNECT => Self::Reconnect(r.u32("Reconnect.within_ms")?),
+            kind::MOVED => Self::Moved,
             kind::STREAM_OPEN => Self::StreamOpen(StreamOpen::decode(&mut r)?),
             kind::STREAM_STATUS => Self::StreamStatus(StreamStatus::decode(&mut r)?),
             kind::PEER_HELLO => Self::PeerHello(read_peer_hello(&mut r)?),

@@ -45,6 +45,16 @@ pub struct ServerConfig {
     /// Read the key from this file instead (trailing newline ignored).
     #[serde(default)]
     pub auth_key_file: Option<PathBuf>,
+    /// A TOML file of `[[clients]]`, each with its own id, key (or `key_file`, or
+    /// `keys = [old, new]` while rotating) and scope. Listed ids must prove themselves with
+    /// their own key; the shared key, if any, then logs in unlisted ids only. Read again on
+    /// SIGHUP ([`crate::ServerHandle::reload_clients`]). With it, `auth_key` is optional.
+    #[serde(default)]
+    pub clients_file: Option<PathBuf>,
+    /// `"text"` (default) or `"json"`: how the `tunnel-server` binary writes its log. The
+    /// engine itself does not read it.
+    #[serde(default)]
+    pub log_format: tunnel_transport::LogFormat,
     /// PEM certificate chain. Without `tls_cert`/`tls_key` a self-signed certificate is made at start.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -295,6 +305,8 @@ impl Default for ServerConfig {
             ws_path: default_ws_path(),
             auth_key: None,
             auth_key_file: None,
+            clients_file: None,
+            log_format: tunnel_transport::LogFormat::Text,
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
@@ -345,6 +357,8 @@ impl fmt::Debug for ServerConfig {
             .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
             .field("stats_token", &self.stats_token.as_ref().map(|_| "***"))
             .field("auth_key_file", &self.auth_key_file)
+            .field("clients_file", &self.clients_file)
+            .field("log_format", &self.log_format)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("stats_bind", &self.stats_bind)
@@ -530,6 +544,29 @@ impl ServerConfig {
         tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
     }
 
+    /// The shared key, if the server has one: from `auth_key` or `auth_key_file`, and
+    /// required unless a `clients_file` gives each client its own.
+    pub fn shared_key(&self) -> Result<Option<String>, ConfigProblem> {
+        let none = self.auth_key.is_none() && self.auth_key_file.is_none();
+        if none && self.clients_file.is_some() {
+            return Ok(None);
+        }
+        if none {
+            return Err(ConfigProblem::new(
+                "auth_key",
+                "no key: set auth_key, auth_key_file or the TUNNEL_AUTH_KEY environment \
+                 variable, or give each client its own key in a clients_file",
+            ));
+        }
+        self.resolve_auth_key().map(Some)
+    }
+
+    /// Set the clients file (per-client keys and scopes).
+    pub fn with_clients_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.clients_file = Some(path.into());
+        self
+    }
+
     /// Where the server's certificate comes from.
     pub fn identity_source(&self) -> Result<ServerIdentitySource, ConfigProblem> {
         match (&self.tls_cert, &self.tls_key) {
@@ -559,7 +596,7 @@ impl ServerConfig {
     /// An empty list means the server can start.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        if let Err(p) = self.resolve_auth_key() {
+        if let Err(p) = self.shared_key() {
             out.push(p);
         }
         match self.identity_source() {

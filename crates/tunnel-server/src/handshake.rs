@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use tracing::info;
-use tunnel_proto::handshake::{IdState, ServerEvent, ServerHandshake, Throttle};
+use tunnel_proto::handshake::{Checked, IdState, ServerEvent, ServerHandshake, Throttle};
 use tunnel_proto::Hello;
 use tunnel_transport::{drive, BoxedStream, TransportError};
 
 use crate::auth_failures::{AuthFailures, Refused, Verdict};
+use crate::credentials::Store;
 use crate::{registry, Shared};
 
 /// The server's reasons a handshake did not complete: the shared machine's, or the wrong-key
@@ -22,6 +23,12 @@ pub(crate) enum HandshakeError {
     /// What the failure table made of a wrong key.
     #[error("wrong auth key")]
     BadKey(Verdict),
+    /// The shared key answered for an id that has its own key in the clients file.
+    #[error(
+        "refused: the shared auth_key cannot log in as client id {0:?}, which has its own key \
+         in the clients_file"
+    )]
+    SharedKeyForOwnId(String),
     /// This address has failed too often lately (its proof was not checked).
     #[error("{}", Throttle::Source)]
     Blocked,
@@ -32,24 +39,39 @@ pub(crate) enum HandshakeError {
 }
 
 /// Run the challenge-response on a fresh transport stream with `machine` (which holds the
-/// key, the nonce and the TLS exporter value that ties the proof to this very connection).
-/// The proof is checked only if `failures` lets `source` try once more right then, and a
-/// wrong one is recorded there.
+/// nonce and the TLS exporter value that ties the proof to this very connection). The proof
+/// must be made with a key of the id the Hello named (`credentials`: its own keys, or the
+/// shared key for an unlisted id). It is checked only if `failures` lets `source` try once
+/// more right then, and a wrong one is recorded there.
 pub(crate) async fn authenticate(
     stream: &mut BoxedStream,
     machine: &mut ServerHandshake,
+    credentials: &Store,
     failures: &AuthFailures,
     source: IpAddr,
 ) -> Result<Hello, HandshakeError> {
     // The only event before the proof is the question whether it may be checked.
     let _authorize = drive(stream, machine).await?;
+    let keys = machine
+        .hello()
+        .map(|h| credentials.keys_for(&h.client_id))
+        .unwrap_or_default();
     // Reserved and resolved with no await between: parallel handshakes from one source see
     // each other's checks, and the reservation cannot outlive the check.
     let refused = match failures.try_attempt(source, Instant::now()) {
-        Ok(attempt) => match machine.authorize(Ok(())) {
-            Some(true) => {
+        Ok(attempt) => match machine.authorize_id(Ok(()), &keys) {
+            Checked::Right(_) => {
                 attempt.succeeded();
                 None
+            }
+            // A key holder, not a guesser: refused by name, not counted.
+            Checked::SharedForListedId => {
+                attempt.succeeded();
+                let id = machine
+                    .hello()
+                    .map(|h| h.client_id.clone())
+                    .unwrap_or_default();
+                Some(HandshakeError::SharedKeyForOwnId(id))
             }
             _ => Some(HandshakeError::BadKey(attempt.failed(Instant::now()))),
         },
@@ -58,7 +80,7 @@ pub(crate) async fn authenticate(
                 Refused::Blocked => (Throttle::Source, HandshakeError::Blocked),
                 Refused::Rate { warn } => (Throttle::Server, HandshakeError::Rate { warn }),
             };
-            machine.authorize(Err(throttle));
+            machine.authorize_id(Err(throttle), &keys);
             Some(err)
         }
     };

@@ -31,6 +31,7 @@
 mod auth_failures;
 mod cluster;
 mod config;
+mod credentials;
 mod drain;
 mod error;
 mod forward;
@@ -68,6 +69,7 @@ use tunnel_transport::{
 };
 
 pub use config::ServerConfig;
+pub use credentials::{Bandwidth, Client, Clients, ClientsReload, Patterns, Scope};
 pub use error::{ConfigProblem, ServerError};
 pub use ports::{PortRange, PortRanges};
 pub use registry::{ProxyCounters, ProxyKey};
@@ -111,6 +113,8 @@ pub(crate) struct Shared {
     cluster: Option<Arc<cluster::Node>>,
     /// The server-to-server peer link, in cluster mode.
     peer: Option<Arc<peer::Peer>>,
+    /// The clients file: per-client keys and scopes (`clients_file`).
+    credentials: credentials::Store,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -197,6 +201,15 @@ impl ServerHandle {
     pub fn snapshot(&self) -> Snapshot {
         let (clients, proxies) = self.shared.registry.counts();
         Snapshot { clients, proxies }
+    }
+
+    /// Read `clients_file` again and apply it now: a client no longer listed (or whose keys
+    /// were all replaced) is disconnected at once with the reason, a narrower scope withdraws
+    /// the registrations it no longer allows and tells that client, and nothing else is
+    /// touched. A file with problems changes nothing and gives every problem, each at its
+    /// line and column. The `tunnel-server` binary calls this on SIGHUP.
+    pub fn reload_clients(&self) -> Result<ClientsReload, ServerError> {
+        credentials::reload::reload(&self.shared)
     }
 
     /// Begin a graceful shutdown: stop accepting clients and user connections; open streams
@@ -287,9 +300,13 @@ async fn start_with_peer(
         return Err(ServerError::Config(problems));
     }
     let key = cfg
-        .resolve_auth_key()
-        .map_err(|p| ServerError::Config(vec![p]))?;
-    warn_if_short(&key);
+        .shared_key()
+        .map_err(|p| ServerError::Config(vec![p]))?
+        .unwrap_or_default();
+    if !key.is_empty() {
+        warn_if_short(&key);
+    }
+    let credentials = credentials::Store::open(cfg.clients_file.as_deref(), key.as_bytes())?;
     let source = cfg
         .identity_source()
         .map_err(|p| ServerError::Config(vec![p]))?;
@@ -397,6 +414,7 @@ async fn start_with_peer(
         limit_metrics: metrics::LimitMetrics::default(),
         cluster,
         peer: peer.as_ref().map(|(p, _, _)| p.clone()),
+        credentials,
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");

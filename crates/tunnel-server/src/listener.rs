@@ -27,7 +27,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
         loop {
             tokio::select! {
                 () = entry.listener_stop.cancelled() => {
-                    hand_over_backlog(&shared, &entry, &mut listener);
+                    hand_over_backlog(&shared, &entry, listener);
                     break;
                 }
                 () = shared.shutdown.cancelled() => break,
@@ -102,12 +102,12 @@ fn route_elsewhere(
 fn hand_over_backlog(
     shared: &Arc<Shared>,
     entry: &Arc<ProxyEntry>,
-    listener: &mut tunnel_transport::Acceptor,
+    listener: tunnel_transport::Acceptor,
 ) {
     if shared.peer.is_none() {
         return;
     }
-    while let Some((tcp, peer)) = futures::FutureExt::now_or_never(listener.accept()) {
+    for (tcp, peer) in listener.close() {
         match admit(shared, peer) {
             Some(permit) => route_elsewhere(shared, entry, tcp, peer, permit),
             None => reset_tcp(tcp),

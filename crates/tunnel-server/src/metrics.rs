@@ -86,6 +86,7 @@ impl ServerMetrics {
     ) {
         self.events
             .record(kind.as_str(), &source.to_string(), client, reason);
+        crate::credentials::audit::metrics_event(kind, source, client, reason);
     }
 
     pub(crate) fn uptime(&self) -> Duration {
@@ -286,7 +287,15 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
         totals,
         clients,
         events: shared.metrics.events.recent(),
-        cluster: shared.cluster.as_ref().map(|n| n.stats()),
+        cluster: shared.cluster.as_ref().map(|n| {
+            let mut c = n.stats();
+            if let Some(p) = &shared.peer {
+                c.peers = p
+                    .traffic
+                    .stats(&c.server_id, c.servers.iter().map(|s| &*s.id));
+            }
+            c
+        }),
     }
 }
 
@@ -427,6 +436,13 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
             "Lease renewals sent to the cluster store.",
             c.etcd.keepalives,
         );
+    }
+    if let Some(p) = &shared.peer {
+        let peers = match &snap.cluster {
+            Some(c) => c.peers.clone(),
+            None => p.traffic.stats(&p.cfg.server_id, []),
+        };
+        crate::peer::PeerTraffic::render(&mut page, &peers);
     }
     page.render()
 }

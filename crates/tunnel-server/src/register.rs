@@ -13,6 +13,7 @@ use tunnel_proto::{
 };
 use tunnel_proto::{PeerText, Rejected};
 
+use crate::credentials::{audit, Scope};
 use crate::metrics::EventKind;
 use crate::registry::{proxy_label, ClaimError, ProxyEntry, ProxyKey};
 use crate::routes::{self, Conflict, Pair};
@@ -30,30 +31,29 @@ pub(crate) async fn apply(
     session: &Arc<SessionRecord>,
     req: RegisterRequest,
 ) -> Result<RegisterReply, Rejected> {
+    if shared.credentials.is_revoked(session.id) {
+        // Between a revocation and the close that follows it: nothing more is granted.
+        return Err(Rejected::new(
+            tunnel_proto::RejectCode::Auth,
+            "this client's access was revoked (clients_file)",
+        ));
+    }
     let total = req.proxies.len() + req.visitors.len();
     let limit = shared.cfg.max_proxies_per_client;
     if total > limit {
         let message = format!(
             "{total} proxies and visitors, but this server allows {limit} per client (max_proxies_per_client)"
         );
-        warn!("registration refused: {message}");
-        refused(shared, session, &message);
-        let results = req
-            .proxies
-            .iter()
-            .map(|p| (ItemKind::Proxy, &p.name))
-            .chain(req.visitors.iter().map(|v| (ItemKind::Visitor, &v.name)))
-            .map(|(kind, name)| ItemResult {
-                kind,
-                name: name.clone(),
-                error: Some(field_error("proxies", message.clone())),
-            })
-            .collect();
-        return Ok(RegisterReply { results });
+        return Ok(refuse_all(shared, session, &req, "proxies", message));
+    }
+    // The client's own scope (clients_file), read once for the whole registration.
+    let scope = shared.credentials.scope_of(&session.client_id);
+    if let Some(Err(message)) = scope.as_ref().map(|s| s.check_count(total)) {
+        return Ok(refuse_all(shared, session, &req, "proxies", message));
     }
     let (claims, mut cluster_refused) = match &shared.cluster {
         Some(node) => {
-            let claims = cluster_claims(&shared.cfg, &req.proxies);
+            let claims = cluster_claims(&shared.cfg, scope.as_deref(), &req.proxies);
             let refused = crate::cluster::login::register(shared, node, session, claims.clone());
             (claims, refused.await?)
         }
@@ -77,7 +77,10 @@ pub(crate) async fn apply(
         let name = spec.name.clone();
         let outcome = match cluster_refused.remove(&i) {
             Some(r) => Err(cluster_refusal(&shared.cfg, &spec, r)),
-            None => register_proxy(shared, session, spec, &mut names, &mut routes_left).await,
+            None => {
+                let scope = scope.as_deref();
+                register_proxy(shared, session, scope, spec, &mut names, &mut routes_left).await
+            }
         };
         match &outcome {
             Ok(key) => {
@@ -153,7 +156,11 @@ pub(crate) async fn apply(
 /// What the cluster registry is asked for: every proxy that passes this server's own
 /// checks of its fields (one that fails them is refused below with the same words as on one
 /// server, and claims nothing), by its index in the request.
-fn cluster_claims(cfg: &ServerConfig, proxies: &[ProxySpec]) -> Vec<(usize, ProxyClaim)> {
+fn cluster_claims(
+    cfg: &ServerConfig,
+    scope: Option<&Scope>,
+    proxies: &[ProxySpec],
+) -> Vec<(usize, ProxyClaim)> {
     let mut names = HashSet::new();
     proxies
         .iter()
@@ -161,6 +168,7 @@ fn cluster_claims(cfg: &ServerConfig, proxies: &[ProxySpec]) -> Vec<(usize, Prox
         .filter(|(_, spec)| {
             tunnel_proto::validate_name(&spec.name).is_ok()
                 && names.insert(spec.name.as_str())
+                && scope.is_none_or(|s| s.check_proxy(spec).is_ok())
                 && spec
                     .publish_port
                     .is_none_or(|p| cfg.allow_ports.contains(p))
@@ -212,6 +220,30 @@ fn cluster_refusal(cfg: &ServerConfig, spec: &ProxySpec, r: Refusal) -> FieldErr
     }
 }
 
+/// Every item of `req` refused with `message` (on `field`): the registration is too large.
+fn refuse_all(
+    shared: &Shared,
+    session: &SessionRecord,
+    req: &RegisterRequest,
+    field: &str,
+    message: String,
+) -> RegisterReply {
+    warn!("registration refused: {message}");
+    refused(shared, session, &message);
+    let results = req
+        .proxies
+        .iter()
+        .map(|p| (ItemKind::Proxy, &p.name))
+        .chain(req.visitors.iter().map(|v| (ItemKind::Visitor, &v.name)))
+        .map(|(kind, name)| ItemResult {
+            kind,
+            name: name.clone(),
+            error: Some(field_error(field, message.clone())),
+        })
+        .collect();
+    RegisterReply { results }
+}
+
 /// A refusal for the dashboard's recent events, as many as are logged.
 fn refused(shared: &Shared, session: &SessionRecord, reason: &str) {
     shared.metrics.event(
@@ -243,6 +275,7 @@ const LOGGED_REJECTIONS: usize = 8;
 async fn register_proxy(
     shared: &Arc<Shared>,
     session: &Arc<SessionRecord>,
+    scope: Option<&Scope>,
     spec: ProxySpec,
     names: &mut HashSet<String>,
     routes_left: &mut usize,
@@ -256,6 +289,9 @@ async fn register_proxy(
                 spec.name
             ),
         ));
+    }
+    if let Some(scope) = scope {
+        scope.check_proxy(&spec)?;
     }
     let vhost = check_http_route(&shared.cfg, &spec, *routes_left)?;
     if let Some(port) = spec.publish_port {
@@ -316,6 +352,13 @@ async fn register_proxy(
         shared.tasks.spawn(task.in_current_span());
     }
     info!(%proxy, "proxy registered");
+    audit::record(
+        audit::Event::Registration,
+        Some(&session.client_id),
+        Some(session.peer.ip()),
+        &format!("proxy {proxy} registered"),
+        false,
+    );
     Ok(key)
 }
 

@@ -237,6 +237,7 @@ pub(crate) async fn handle_connection(
         let hello = handshake::authenticate(
             &mut est.stream,
             &mut machine,
+            &shared.credentials,
             &shared.auth_failures,
             est.peer.ip(),
         )
@@ -320,6 +321,9 @@ pub(crate) async fn handle_connection(
                 ),
             }
         }
+        Ok(Err(HandshakeError::SharedKeyForOwnId(id))) => {
+            crate::credentials::audit::refused_shared_key(&shared, peer.ip(), &id);
+        }
         Ok(Err(e)) => info!(%peer, "handshake failed: {e}"),
         Err(_) => info!(
             %peer,
@@ -397,7 +401,7 @@ fn run(
             peer,
             cancel: shared.hard_stop.child_token(),
             lanes: Lanes::new(first_lane, shared.cfg.max_connections_per_client),
-            budget: StreamBudget::new(shared.cfg.max_streams_per_client),
+            budget: StreamBudget::new(crate::credentials::max_streams(&shared, &hello.client_id)),
             connected_at: SystemTime::now(),
             transport,
             visitors: RwLock::new(Vec::new()),
@@ -425,6 +429,7 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
+        crate::credentials::audit::login(&shared, &session);
         let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
         let by_peer = !session.cancel.is_cancelled();
@@ -602,6 +607,8 @@ async fn serve(
                         break End::after_close(&mut channel).await;
                     }
                 }
+                // The client's new session (on another server) serves: this one retires.
+                Some(Message::Moved) => retire(shared, session),
                 Some(other) => {
                     break End::Other(format!("unexpected {} on the control stream", other.name()));
                 }

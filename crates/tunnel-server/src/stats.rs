@@ -18,8 +18,12 @@ impl StatsSource for ServerStats {
 
     fn json(&self) -> String {
         let snap = metrics::snapshot(&self.0);
-        let mut body =
-            serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let mut body = serde_json::to_value(&snap)
+            .map(|mut v| {
+                with_credentials(&self.0, &mut v);
+                v.to_string()
+            })
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         body.push('\n');
         body
     }
@@ -31,6 +35,28 @@ impl StatsSource for ServerStats {
     /// Healthy while the server accepts clients, and (cluster mode) is not draining.
     fn healthy(&self) -> bool {
         !self.0.shutdown.is_cancelled() && !self.0.cluster.as_ref().is_some_and(|n| n.draining())
+    }
+}
+
+/// Each client's `credential` (`shared_key`, `own_key`) and, for a client of the clients
+/// file, its `scope` (the keys set in its entry).
+fn with_credentials(shared: &Shared, snap: &mut serde_json::Value) {
+    let Some(clients) = snap.get_mut("clients").and_then(|c| c.as_array_mut()) else {
+        return;
+    };
+    for client in clients {
+        let Some(id) = client.get("id").and_then(|i| i.as_str()).map(str::to_owned) else {
+            continue;
+        };
+        let Some(obj) = client.as_object_mut() else {
+            continue;
+        };
+        let kind = shared.credentials.kind_of(&id);
+        obj.insert("credential".into(), kind.as_str().into());
+        if let Some(scope) = shared.credentials.scope_of(&id) {
+            let view = serde_json::to_value(scope.view()).unwrap_or_default();
+            obj.insert("scope".into(), view);
+        }
     }
 }
 

@@ -96,6 +96,13 @@ pub(crate) async fn serve_stream(
             .as_ref()
             .and_then(|p| Some((p.clone(), p.remote_owner(&key.name, port)?)));
         if let Some((peer, at)) = remote {
+            // The owner's id is known on its own server only: here a pattern that names an
+            // owner cannot match (fail closed), one on the proxy name alone can.
+            if let Some(scope) = shared.credentials.scope_of(&visitor.client_id) {
+                if let Err(why) = scope.check_visit("", &key.name) {
+                    return refuse(&mut stream, format!("access denied: {why}")).await;
+                }
+            }
             let task =
                 crate::peer::forward_visit(shared, peer, visitor, lane, stream, at, port, secret);
             return task.await;
@@ -110,6 +117,16 @@ pub(crate) async fn serve_stream(
         }
         return refuse(&mut stream, "proxy not found".into()).await;
     };
+    // The visitor's own scope first (clients_file allow_visit), then the owner's rules.
+    if let Some(scope) = shared.credentials.scope_of(&visitor.client_id) {
+        if let Err(why) = scope.check_visit(&owner.client_id, &entry.key.name) {
+            let subject = format!("visit scope {}", visitor.client_id);
+            if let Some(more) = shared.limit_warnings.check(subject) {
+                info!(proxy = %entry.label(), "visitor refused: {why}{more}");
+            }
+            return refuse(&mut stream, format!("access denied: {why}")).await;
+        }
+    }
     if !visit_allowed(&shared, &entry, &visitor.client_id, &secret) {
         return refuse(&mut stream, "access denied".into()).await;
     }

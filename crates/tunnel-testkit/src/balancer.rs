@@ -21,6 +21,8 @@ pub struct Balancer {
     /// Where clients connect.
     pub addr: SocketAddr,
     backends: Arc<Vec<Backend>>,
+    /// Connections no backend took (all down or refusing): closed at once.
+    unrouted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -48,6 +50,8 @@ impl Balancer {
                 .collect(),
         );
         let list = backends.clone();
+        let unrouted = Arc::new(AtomicUsize::new(0));
+        let dropped = unrouted.clone();
         let task = tokio::spawn(async move {
             // Owned by this task: aborting it (on drop) aborts every connection too.
             let mut conns = JoinSet::new();
@@ -58,7 +62,12 @@ impl Balancer {
                         let Ok((down, _)) = accepted else { continue };
                         let first = next;
                         next = (next + 1) % list.len();
-                        conns.spawn(splice(down, list.clone(), first));
+                        let (list, dropped) = (list.clone(), dropped.clone());
+                        conns.spawn(async move {
+                            if !splice(down, list, first).await {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
@@ -67,6 +76,7 @@ impl Balancer {
         Balancer {
             addr,
             backends,
+            unrouted,
             task,
         }
     }
@@ -74,6 +84,11 @@ impl Balancer {
     /// Connections relayed so far to backend `i` (its index in the list given).
     pub fn relayed_to(&self, i: usize) -> usize {
         self.backends[i].relayed.load(Ordering::Relaxed)
+    }
+
+    /// Connections no backend took: every one was down or refused.
+    pub fn unrouted(&self) -> usize {
+        self.unrouted.load(Ordering::Relaxed)
     }
 
     /// Take backend `i` out of the rotation (`true`) or put it back, as a health check would;
@@ -90,7 +105,8 @@ impl Drop for Balancer {
 }
 
 /// Connect to the first backend from `first` on that is up and accepts, then copy both ways.
-async fn splice(mut down: TcpStream, backends: Arc<Vec<Backend>>, first: usize) {
+/// Returns whether one took the connection.
+async fn splice(mut down: TcpStream, backends: Arc<Vec<Backend>>, first: usize) -> bool {
     for k in 0..backends.len() {
         let b = &backends[(first + k) % backends.len()];
         if b.down.load(Ordering::Relaxed) {
@@ -102,9 +118,10 @@ async fn splice(mut down: TcpStream, backends: Arc<Vec<Backend>>, first: usize) 
             let _ = down.set_nodelay(true);
             // copy_bidirectional shuts down each write side when the other side's reads end.
             let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            return;
+            return true;
         }
     }
+    false
 }
 
 #[cfg(test)]

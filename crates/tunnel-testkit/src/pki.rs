@@ -66,11 +66,28 @@ impl Pki {
     /// Start the server binary on 127.0.0.1:`port` with this certificate; `extra` is more
     /// TOML. Returns once the port accepts connections.
     pub async fn server(&self, tag: &str, port: u16, extra: &str) -> Proc {
+        self.server_with_key(tag, port, &format!("auth_key = \"{KEY}\""), extra)
+            .await
+    }
+
+    /// [`Pki::server`] with `key_line` in place of the shared `auth_key` line (say, `""` for
+    /// a server of a `clients_file` only, or a `stats_bind` of the test's choosing).
+    pub async fn server_with_key(&self, tag: &str, port: u16, key_line: &str, extra: &str) -> Proc {
+        // Before `extra`, which may open tables; unless the test picks its own.
+        let sets_stats = extra
+            .lines()
+            .chain(key_line.lines())
+            .any(|l| l.trim_start().starts_with("stats_bind"));
+        let stats = if sets_stats {
+            ""
+        } else {
+            "stats_bind = \"127.0.0.1:0\"\n"
+        };
         let cfg = self.write(
             &format!("server-{tag}.toml"),
             &format!(
-                "bind = \"127.0.0.1:{port}\"\nauth_key = \"{KEY}\"\ntls_cert = {:?}\n\
-                 tls_key = {:?}\npublish_addr = \"127.0.0.1\"\nstats_bind = \"127.0.0.1:0\"\n{extra}\n",
+                "bind = \"127.0.0.1:{port}\"\n{key_line}\ntls_cert = {:?}\n\
+                 tls_key = {:?}\npublish_addr = \"127.0.0.1\"\n{stats}{extra}\n",
                 self.cert.display().to_string(),
                 self.key.display().to_string(),
             ),
@@ -96,6 +113,33 @@ impl Pki {
             &format!("client-{tag}.toml"),
             &format!(
                 "server_addr = \"{server_addr}\"\nauth_key = \"{KEY}\"\n\
+                 server_fingerprint = \"{fingerprint}\"\n{body}\n"
+            ),
+        );
+        Proc::spawn(
+            bins::client(),
+            &cfg,
+            self.dir.join(format!("client-{tag}.log")),
+        )
+    }
+}
+
+impl Pki {
+    /// Start the client binary as client `id` proving itself with `key` (its own key from
+    /// the server's clients file, say), with `body` after the connection settings.
+    pub fn client_as(
+        &self,
+        tag: &str,
+        server_addr: &str,
+        fingerprint: &str,
+        id: &str,
+        key: &str,
+        body: &str,
+    ) -> Proc {
+        let cfg = self.write(
+            &format!("client-{tag}.toml"),
+            &format!(
+                "server_addr = \"{server_addr}\"\nauth_key = \"{key}\"\nid = \"{id}\"\n\
                  server_fingerprint = \"{fingerprint}\"\n{body}\n"
             ),
         );

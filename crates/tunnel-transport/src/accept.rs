@@ -68,6 +68,39 @@ impl Acceptor {
     }
 }
 
+/// Most connections [`Acceptor::close`] takes from the backlog: the backlog's own size.
+const MAX_DRAINED: usize = 1024;
+
+impl Acceptor {
+    /// Close the listener, first taking every connection the kernel already accepted for it:
+    /// closing a listening socket resets those, and a balancer that relayed one to us would
+    /// see its user's connection fail. For a port handed over to someone else, who serves
+    /// the returned connections. (Asks the socket itself, not the runtime's readiness, which
+    /// may not have heard of the latest ones yet.)
+    pub fn close(self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut taken = Vec::new();
+        let Ok(listener) = self.listener.into_std() else {
+            return taken;
+        };
+        while taken.len() < MAX_DRAINED {
+            match listener.accept() {
+                Ok((conn, at)) => {
+                    let conn = conn
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(conn));
+                    if let Ok(conn) = conn {
+                        taken.push((conn, at));
+                    }
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                // WouldBlock: the backlog is empty. Anything else: nothing more to take.
+                Err(_) => break,
+            }
+        }
+        taken
+    }
+}
+
 /// Errors that concern one connection (gone before we took it), not the listener.
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(

@@ -157,6 +157,7 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         stats_token,
         heartbeat_timeout,
         shutdown_grace,
+        log_format,
     } = new;
     let mut restart = Vec::new();
     let mut need = |field: &'static str, same: bool| {
@@ -199,6 +200,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         *heartbeat_timeout == old.heartbeat_timeout,
     );
     need("shutdown_grace", *shutdown_grace == old.shutdown_grace);
+    // The logger is set up once, at start.
+    need("log_format", *log_format == old.log_format);
     if !restart.is_empty() {
         return Err(Refusal { fields: restart });
     }

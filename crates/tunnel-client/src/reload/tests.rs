@@ -44,6 +44,7 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
         stats_token: _,
         heartbeat_timeout: _,
         shutdown_grace: _,
+        log_format: _,
     } = base();
     vec![
         ("server_addr", |c| c.server_addr = "b.example:1".into()),
@@ -71,6 +72,9 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
         }),
         ("shutdown_grace", |c| {
             c.shutdown_grace = std::time::Duration::from_secs(1)
+        }),
+        ("log_format", |c| {
+            c.log_format = tunnel_transport::LogFormat::Json
         }),
     ]
 }

@@ -286,3 +286,28 @@ async fn the_cache_tells_which_client_ids_changed_and_everything_after_a_relist(
         .expect("the cache listed again");
     assert!(cache.client("d").is_some());
 }
+
+#[test]
+fn placements_list_the_first_clients_by_id_and_count_all_per_server() {
+    let mut view = View::default();
+    for (id, server) in [("d", "b"), ("a", "a"), ("c", "b"), ("b", "b")] {
+        let r = ClientRecord {
+            instance: [0; 16],
+            server_id: server.into(),
+            epoch: 1,
+        };
+        view.clients.insert(id.into(), r);
+    }
+    let cache = Cache {
+        view: Arc::new(RwLock::new(view)),
+        revision: watch::channel(0).1,
+        changes: Arc::new(Mutex::new(ChangeLog::new(changes::CAPACITY))),
+    };
+    let p = cache.placements(2);
+    let pair = |c: &str, s: &str| (c.to_string(), s.to_string());
+    assert_eq!(p.clients, [pair("a", "a"), pair("b", "b")]);
+    assert_eq!(p.total, 4);
+    assert_eq!((p.per_server["a"], p.per_server["b"]), (1, 3));
+    assert_eq!(cache.placements(10).clients.len(), 4);
+    assert!(cache.placements(0).clients.is_empty());
+}

@@ -46,6 +46,8 @@ mod client;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ids;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,7 +55,9 @@ use std::fmt;
 use bytes::BytesMut;
 
 pub use client::{ClientBinding, ClientEvent, ClientHandshake};
-pub use server::{IdState, JoinTarget, ServerEvent, ServerHandshake, Throttle};
+pub use server::{
+    Checked, Credential, IdKeys, IdState, JoinTarget, ServerEvent, ServerHandshake, Throttle,
+};
 
 use crate::{Decoder, HandshakeError, Message, ProtoError};
 

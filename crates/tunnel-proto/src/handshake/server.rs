@@ -80,6 +80,55 @@ pub struct JoinTarget {
     pub max_lanes: usize,
 }
 
+/// The keys that may answer for one client id (the answer to "who may this be?" once the
+/// Hello named the id; see [`ServerHandshake::authorize_id`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IdKeys {
+    /// The id's own keys: two while it moves from one to the next. Empty for an id the
+    /// server does not list.
+    pub own: Vec<Vec<u8>>,
+    /// The server's shared key, if it has one. It logs in an unlisted id; for a listed id it
+    /// is recognised only to refuse it by name, so a shared-key holder cannot pass as a
+    /// client that has its own key.
+    pub shared: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for IdKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdKeys")
+            .field("own", &self.own.len())
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
+}
+
+/// Which key answered the challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credential {
+    /// The server's shared key (the id is not listed).
+    Shared,
+    /// One of the id's own keys: `index` in [`IdKeys::own`].
+    Own {
+        /// Which of the id's keys.
+        index: usize,
+    },
+}
+
+/// What [`ServerHandshake::authorize_id`] made of the proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checked {
+    /// Not checked: the machine was not waiting for it, or a throttle turned it away.
+    Unchecked,
+    /// Right, with this key.
+    Right(Credential),
+    /// No key of the id (nor the shared key) made it: a wrong key, or another id's key.
+    Wrong,
+    /// The shared key, for an id that has keys of its own: refused, but not a guess.
+    SharedForListedId,
+}
+
 /// What the server's machine reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -125,6 +174,7 @@ pub struct ServerHandshake {
     binding: Vec<u8>,
     hello: Option<Hello>,
     mac: [u8; 32],
+    credential: Option<Credential>,
     out: Outbox<ServerEvent>,
 }
 
@@ -141,6 +191,7 @@ impl ServerHandshake {
             binding: binding.to_vec(),
             hello: None,
             mac: [0; 32],
+            credential: None,
             out: Outbox::default(),
         }
     }
@@ -151,27 +202,72 @@ impl ServerHandshake {
         self.hello.as_ref()
     }
 
-    /// Answer [`ServerEvent::Authorize`]: `Ok` checks the proof now (then
-    /// [`ServerEvent::Authenticated`] or [`HandshakeError::WrongKey`]); a throttle turns the
-    /// client away with `Limit` without checking it. Returns whether the proof was right, or
-    /// `None` when it was not checked, so the caller can settle its failure count at once.
+    /// Which key the client proved, once it is [`ServerEvent::Authenticated`].
+    #[must_use]
+    pub fn credential(&self) -> Option<Credential> {
+        self.credential
+    }
+
+    /// Answer [`ServerEvent::Authorize`] with the one key given to [`ServerHandshake::new`]:
+    /// `Ok` checks the proof now (then [`ServerEvent::Authenticated`] or
+    /// [`HandshakeError::WrongKey`]); a throttle turns the client away with `Limit` without
+    /// checking it. Returns whether the proof was right, or `None` when it was not checked,
+    /// so the caller can settle its failure count at once.
     pub fn authorize(&mut self, verdict: Result<(), Throttle>) -> Option<bool> {
-        if self.state != State::Authorizing {
-            return None;
+        let keys = IdKeys {
+            own: Vec::new(),
+            shared: Some(self.key.clone()),
+        };
+        match self.authorize_id(verdict, &keys) {
+            Checked::Right(_) => Some(true),
+            Checked::Wrong | Checked::SharedForListedId => Some(false),
+            Checked::Unchecked => None,
         }
-        let hello = self.hello.clone()?;
+    }
+
+    /// Answer [`ServerEvent::Authorize`] with the keys of the id the Hello named (read it
+    /// from [`ServerHandshake::hello`]): the proof must be made with one of the id's own
+    /// keys, or, for an id without keys of its own, with the shared key. Every candidate is
+    /// checked, so the time taken does not tell which one matched. A throttle turns the
+    /// client away unchecked, as with [`ServerHandshake::authorize`].
+    pub fn authorize_id(&mut self, verdict: Result<(), Throttle>, keys: &IdKeys) -> Checked {
+        if self.state != State::Authorizing {
+            return Checked::Unchecked;
+        }
+        let Some(hello) = self.hello.clone() else {
+            return Checked::Unchecked;
+        };
         if let Err(t) = verdict {
             self.reject(HandshakeError::Throttled(t));
-            return None;
+            return Checked::Unchecked;
         }
-        let right = auth::verify_mac(&self.key, &self.nonce, &self.binding, &hello, &self.mac);
-        if right {
-            self.state = State::Admitting;
-            self.out.event(ServerEvent::Authenticated(hello));
-        } else {
-            self.reject(HandshakeError::WrongKey);
+        let verify =
+            |key: &[u8]| auth::verify_mac(key, &self.nonce, &self.binding, &hello, &self.mac);
+        let mut own = None;
+        for (i, key) in keys.own.iter().enumerate() {
+            if verify(key) && own.is_none() {
+                own = Some(i);
+            }
         }
-        Some(right)
+        let shared = keys.shared.as_deref().is_some_and(verify);
+        let checked = match (own, shared) {
+            (Some(index), _) => Checked::Right(Credential::Own { index }),
+            (None, true) if keys.own.is_empty() => Checked::Right(Credential::Shared),
+            (None, true) => Checked::SharedForListedId,
+            (None, false) => Checked::Wrong,
+        };
+        match checked {
+            Checked::Right(c) => {
+                self.credential = Some(c);
+                self.state = State::Admitting;
+                self.out.event(ServerEvent::Authenticated(hello));
+            }
+            Checked::SharedForListedId => self.reject(HandshakeError::SharedKeyForOwnId {
+                id: hello.client_id,
+            }),
+            _ => self.reject(HandshakeError::WrongKey),
+        }
+        checked
     }
 
     /// Answer [`ServerEvent::Authenticated`] with who holds the id: a session of another

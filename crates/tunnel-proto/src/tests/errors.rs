@@ -14,7 +14,7 @@ fn with_len(s: &str) -> Vec<u8> {
 #[test]
 fn empty_and_unknown_kinds() {
     assert_eq!(decode_body(&[]), Err(ProtoError::EmptyFrame));
-    for kind in [0x00, 0x06, 0x12, 0x23, 0x32, 0xff] {
+    for kind in [0x00, 0x06, 0x12, 0x25, 0x32, 0xff] {
         assert_eq!(decode_body(&[kind]), Err(ProtoError::UnknownKind(kind)));
         assert_eq!(
             decode_body(&[kind, 1, 2, 3]),

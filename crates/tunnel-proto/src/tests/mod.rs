@@ -132,6 +132,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Pong(0x0102_0304_0506_0708),
         Message::Abort(u32::MAX),
         Message::Reconnect(0),
+        Message::Moved,
         Message::StreamOpen(StreamOpen::Control),
         Message::StreamOpen(StreamOpen::Join { session: u64::MAX }),
         Message::StreamOpen(StreamOpen::Visit {

@@ -180,7 +180,7 @@ proptest! {
     /// Garbage after a known kind byte reaches deep into each body parser.
     #[test]
     fn decode_body_never_panics_per_kind(
-        kind in proptest::sample::select(&[1u8, 2, 3, 4, 5, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x30, 0x31][..]),
+        kind in proptest::sample::select(&[1u8, 2, 3, 4, 5, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x30, 0x31][..]),
         data in vec(any::<u8>(), 0..128),
     ) {
         let body = [&[kind][..], &data].concat();

@@ -158,7 +158,7 @@ fn kinds_and_names_are_distinct() {
             assert_eq!(name, msg.name(), "kind 0x{:02x} shared", msg.kind());
         }
     }
-    assert_eq!(seen.len(), 12);
+    assert_eq!(seen.len(), 14);
 }
 
 #[test]

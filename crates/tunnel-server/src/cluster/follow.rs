@@ -80,7 +80,12 @@ fn close_if_replaced(shared: &Shared, node: &Node, session: &Arc<SessionRecord>)
         );
         // Ours no longer: the new session rewrote every key, so there is nothing to release.
         session.cluster.lock().take();
-        crate::session::retire(shared, session);
+        // Draining, the client moved because we asked: its old session stays whole until
+        // the client closes it, once its new one serves (make-before-break), so that
+        // nothing routed here in the meantime fails. Otherwise it retires now.
+        if !shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+            crate::session::retire(shared, session);
+        }
     }
 }
 

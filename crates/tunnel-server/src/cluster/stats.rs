@@ -19,6 +19,13 @@ pub(crate) struct ClusterStats {
     pub registry_revision: i64,
     /// The store's health, as counted by every call (the dashboard renders it as is).
     pub etcd: EtcdStats,
+    /// What the peer link carried to and from each other server (filled by the server,
+    /// which holds the link).
+    pub peers: Vec<crate::peer::PeerStats>,
+    /// Which server holds which client, the first [`MAX_LISTED_CLIENTS`] by id.
+    pub clients: Vec<ClientPlace>,
+    /// Clients of the registry not in `clients`.
+    pub clients_truncated: usize,
 }
 
 /// `cluster.etcd` of `/api/stats`.
@@ -38,24 +45,38 @@ pub(crate) struct EtcdStats {
     pub keepalives: u64,
 }
 
+/// Clients listed at most in `cluster.clients`: the page stays small with many clients.
+const MAX_LISTED_CLIENTS: usize = 1000;
+
+/// One client of the cluster and the server holding it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ClientPlace {
+    pub id: String,
+    pub server_id: String,
+}
+
 /// One server of the cluster.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ServerStats {
     pub id: String,
     pub peer_addr: String,
     pub draining: bool,
+    /// Clients it holds, as the registry says.
+    pub clients: usize,
 }
 
 impl ClusterStats {
     pub(super) fn of(node: &Node) -> ClusterStats {
+        let placed = node.cache().placements(MAX_LISTED_CLIENTS);
         let mut servers: Vec<ServerStats> = node
             .cache()
             .servers()
             .into_iter()
             .map(|(id, r)| ServerStats {
-                id,
                 peer_addr: r.peer_addr,
                 draining: r.draining,
+                clients: placed.per_server.get(&id).copied().unwrap_or(0),
+                id,
             })
             .collect();
         servers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -83,6 +104,13 @@ impl ClusterStats {
             servers,
             registry_revision: node.cache().revision(),
             etcd,
+            peers: Vec::new(),
+            clients_truncated: placed.total.saturating_sub(placed.clients.len()),
+            clients: placed
+                .clients
+                .into_iter()
+                .map(|(id, server_id)| ClientPlace { id, server_id })
+                .collect(),
         }
     }
 }

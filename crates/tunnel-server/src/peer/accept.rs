@@ -40,7 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>, listener: TcpListe
     info!("no longer accepting peers");
     // Streams forwarded over our own links finish within the grace period, as local ones do.
     shared.hard_stop.cancelled().await;
-    peer.pool.close_all();
+    peer.pool.close_all(&peer.traffic);
 }
 
 async fn serve_link(
@@ -71,6 +71,8 @@ async fn serve_link(
         }
     };
     let span = tracing::info_span!("peer", peer = %server_id, %from);
+    // Counted as up while it lasts; its streams count for the peer it authenticated as.
+    let inbound = peer.traffic.inbound(&server_id);
     async move {
         info!("peer linked");
         let cfg = MuxConfig::default().with_max_streams(tunnel_mux::MAX_STREAMS_LIMIT);
@@ -80,7 +82,8 @@ async fn serve_link(
                 () = shared.hard_stop.cancelled() => break,
                 s = incoming.accept() => match s {
                     Some(s) => {
-                        let task = super::serve::serve_forward(shared.clone(), peer.clone(), s, from);
+                        let counters = inbound.counters().clone();
+                        let task = super::serve::serve_forward(shared.clone(), peer.clone(), s, from, counters);
                         shared.streams.spawn(task.in_current_span());
                     }
                     None => break,

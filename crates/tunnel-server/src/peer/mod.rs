@@ -9,12 +9,15 @@
 //! - `pool`: one link per peer, dialled lazily, and the one-retry rule.
 //! - `visit`: the visitor path on the forwarding side.
 //! - `ports`: `publish_mode = "all"`, every server answers every published port.
+//! - `traffic`: what the link carries per peer, for `/api/stats` and `/metrics`.
 
 mod accept;
+mod counted;
 mod locate;
 mod pool;
 pub(crate) mod ports;
 mod serve;
+mod traffic;
 mod visit;
 
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ pub use locate::{Locate, LocateFuture, Located, StaticLocator};
 
 pub(crate) use accept::run as run_listener;
 pub(crate) use ports::run as run_ports;
+pub(crate) use traffic::{PeerStats, PeerTraffic};
 pub(crate) use visit::forward_visit;
 
 use crate::ServerError;
@@ -77,6 +81,8 @@ pub(crate) struct Peer {
     pub(crate) handshakes: Arc<Semaphore>,
     /// The forwarding listeners of `publish_mode = "all"`, by port.
     pub(crate) forwarding: ports::Forwarding,
+    /// Bytes, streams and failures per peer server.
+    pub(crate) traffic: Arc<PeerTraffic>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -116,6 +122,7 @@ impl Peer {
             pool: pool::PeerPool::default(),
             handshakes: Arc::new(Semaphore::new(MAX_PEER_HANDSHAKES)),
             forwarding: ports::Forwarding::default(),
+            traffic: Arc::default(),
         });
         Ok((peer, listener, at))
     }

@@ -14,6 +14,7 @@ use tunnel_proto::{Message, PeerText};
 use tunnel_transport::{drive, fill_random, read_message, within, write_message};
 
 use crate::peer::accept::SETUP_TIMEOUT;
+use crate::peer::traffic::{Failure, PeerCounters};
 use crate::peer::{Located, Peer};
 
 /// Links kept at once; a cluster has a few servers, so this only bounds a runaway registry.
@@ -35,7 +36,8 @@ pub(crate) struct PeerPool {
 
 impl PeerPool {
     /// Close every link (the server stops).
-    pub(crate) fn close_all(&self) {
+    pub(crate) fn close_all(&self, traffic: &super::PeerTraffic) {
+        traffic.stop();
         for (_, h) in self.links.lock().drain() {
             h.close();
         }
@@ -55,7 +57,7 @@ impl PeerPool {
         }
     }
 
-    async fn link(&self, peer: &Peer, addr: &str) -> Result<MuxHandle, String> {
+    async fn link(&self, peer: &Peer, server_id: &str, addr: &str) -> Result<MuxHandle, String> {
         if let Some(h) = self.live(addr) {
             return Ok(h);
         }
@@ -70,29 +72,49 @@ impl PeerPool {
         if let Some(h) = self.live(addr) {
             return Ok(h);
         }
+        peer.traffic.connecting(server_id);
         // Dialled without the table's lock; a link that appeared meanwhile wins, ours closes.
-        let dialled = dial(peer, addr).await?;
-        let mut links = self.links.lock();
-        links.retain(|_, h| !h.is_closed());
-        if let Some(h) = links.get(addr) {
-            dialled.close();
-            return Ok(h.clone());
+        let dialled = match dial(peer, addr).await {
+            Ok(d) => d,
+            Err(e) => {
+                peer.traffic.dial_failed(server_id, addr, &e);
+                return Err(e);
+            }
+        };
+        {
+            let mut links = self.links.lock();
+            links.retain(|_, h| !h.is_closed());
+            if let Some(h) = links.get(addr) {
+                dialled.close();
+                return Ok(h.clone());
+            }
+            if links.len() >= MAX_LINKS {
+                dialled.close();
+                return Err(format!(
+                    "connection failed: already {MAX_LINKS} peer links open; not dialling {addr}"
+                ));
+            }
+            links.insert(addr.to_owned(), dialled.clone());
         }
-        if links.len() >= MAX_LINKS {
-            dialled.close();
-            return Err(format!(
-                "connection failed: already {MAX_LINKS} peer links open; not dialling {addr}"
-            ));
-        }
-        links.insert(addr.to_owned(), dialled.clone());
+        // The link's end is reported once, by this watcher, not by each stream that fails.
+        let generation = peer.traffic.linked(server_id);
+        let (traffic, watched, id) = (peer.traffic.clone(), dialled.clone(), server_id.to_owned());
+        tokio::spawn(async move {
+            watched.closed().await;
+            traffic.link_lost(&id, generation);
+        });
         Ok(dialled)
     }
 
-    /// A stream to `addr` with `fwd` written on it; a dead link is redialled once.
-    async fn open(&self, peer: &Peer, addr: &str, fwd: &Forward) -> Result<MuxStream, String> {
+    /// A stream to `at` with `fwd` written on it; a dead link is redialled once.
+    async fn open(&self, peer: &Peer, at: &Located, fwd: &Forward) -> Result<MuxStream, Failed> {
+        let addr = at.peer_addr.as_str();
         let mut redialled = false;
         loop {
-            let link = self.link(peer, addr).await?;
+            let link = self
+                .link(peer, &at.server_id, addr)
+                .await
+                .map_err(|reason| Failed::new(Failure::DialFailed, reason))?;
             let opened = match link.open().await {
                 Ok(mut s) => write_message(
                     &mut s,
@@ -112,8 +134,9 @@ impl PeerPool {
                     redialled = true;
                 }
                 Err(e) => {
-                    return Err(format!(
-                        "connection failed: the peer server {addr} is unreachable ({e})"
+                    return Err(Failed::new(
+                        Failure::DialFailed,
+                        format!("connection failed: the peer server {addr} is unreachable ({e})"),
                     ))
                 }
             }
@@ -126,23 +149,24 @@ impl PeerPool {
         peer: &Peer,
         at: &Located,
         fwd: &Forward,
-    ) -> Result<(MuxStream, Forwarded), String> {
-        let mut s = self.open(peer, &at.peer_addr, fwd).await?;
+    ) -> Result<(MuxStream, Forwarded), Failed> {
+        let mut s = self.open(peer, at, fwd).await?;
         let answer =
             tokio::time::timeout(ANSWER_TIMEOUT, read_message(&mut s, PEER_STREAM_MAX_FRAME));
+        let no_answer = |reason| Err(Failed::new(Failure::NoAnswer, reason));
         match answer.await {
             Ok(Ok(Some(Message::Forwarded(f)))) => Ok((s, f)),
-            Ok(Ok(Some(other))) => Err(format!(
+            Ok(Ok(Some(other))) => no_answer(format!(
                 "connection failed: the peer server {} answered {}",
                 at.server_id,
                 other.name()
             )),
-            Ok(Ok(None)) => Err(format!(
+            Ok(Ok(None)) => no_answer(format!(
                 "connection failed: the peer server {} closed the stream",
                 at.server_id
             )),
-            Ok(Err(e)) => Err(format!("connection failed: {e}")),
-            Err(_) => Err(format!(
+            Ok(Err(e)) => no_answer(format!("connection failed: {e}")),
+            Err(_) => no_answer(format!(
                 "connection failed: no answer from the peer server {} within {}s",
                 at.server_id,
                 ANSWER_TIMEOUT.as_secs()
@@ -152,19 +176,24 @@ impl PeerPool {
 
     /// Forward to the owner `at` names; on `NotHere`, look the owner up afresh once and try
     /// once more. Never more: a stale registry costs one extra round trip, not a loop. On
-    /// failure, the reason is fit to send to a visitor.
+    /// failure, the reason is fit to send to a visitor. Each try counts for the server tried.
     pub(crate) async fn forward(
         &self,
         peer: &Peer,
         at: Located,
         mut fwd: Forward,
-    ) -> Result<MuxStream, String> {
+    ) -> Result<Opened, String> {
         fwd.epoch = at.epoch;
-        let (s, answer) = self.forward_once(peer, &at, &fwd).await?;
+        let counters = peer.traffic.of(&at.server_id);
+        let (s, answer) = self
+            .forward_once(peer, &at, &fwd)
+            .await
+            .map_err(|f| f.count(&counters))?;
         let moved = match answer {
             Forwarded::NotHere { epoch } => epoch,
-            other => return settle(s, other),
+            other => return settle(s, other, counters, at.server_id),
         };
+        counters.failed(Failure::NotHere);
         drop(s);
         debug!(
             proxy = fwd.name,
@@ -177,23 +206,70 @@ impl PeerPool {
             return Err("proxy not found".into());
         };
         fwd.epoch = fresh.epoch;
-        let (s, answer) = self.forward_once(peer, &fresh, &fwd).await?;
+        let counters = peer.traffic.of(&fresh.server_id);
+        let (s, answer) = self
+            .forward_once(peer, &fresh, &fwd)
+            .await
+            .map_err(|f| f.count(&counters))?;
         match answer {
             Forwarded::NotHere { .. } => {
+                counters.failed(Failure::NotHere);
                 Err("proxy not found: its registration is moving; try again".into())
             }
-            other => settle(s, other),
+            other => settle(s, other, counters, fresh.server_id),
         }
     }
 }
 
-fn settle(s: MuxStream, answer: Forwarded) -> Result<MuxStream, String> {
+/// A forwarded stream the owner's server accepted.
+pub(crate) struct Opened {
+    pub(crate) stream: MuxStream,
+    /// The server it leads to (after a fresh lookup, maybe not the first one named).
+    pub(crate) server_id: String,
+    /// That server's counters: the relay adds the bytes it moves.
+    pub(crate) counters: Arc<PeerCounters>,
+}
+
+/// A failed forward: why, for the counters, and the words for the visitor.
+struct Failed {
+    why: Failure,
+    reason: String,
+}
+
+impl Failed {
+    fn new(why: Failure, reason: String) -> Self {
+        Failed { why, reason }
+    }
+
+    fn count(self, counters: &PeerCounters) -> String {
+        counters.failed(self.why);
+        self.reason
+    }
+}
+
+fn settle(
+    stream: MuxStream,
+    answer: Forwarded,
+    counters: Arc<PeerCounters>,
+    server_id: String,
+) -> Result<Opened, String> {
+    let refused = |reason: String| {
+        counters.failed(Failure::Refused);
+        Err(reason)
+    };
     match answer {
-        Forwarded::Ok => Ok(s),
-        Forwarded::NotFound => Err("proxy not found".into()),
+        Forwarded::Ok => {
+            counters.stream_out();
+            Ok(Opened {
+                stream,
+                server_id,
+                counters,
+            })
+        }
+        Forwarded::NotFound => refused("proxy not found".into()),
         // The owner's server's words, escaped once for every log line and visitor they reach.
-        Forwarded::Denied(reason) => Err(PeerText(&reason).to_string()),
-        Forwarded::NotHere { .. } => Err("proxy not found".into()),
+        Forwarded::Denied(reason) => refused(PeerText(&reason).to_string()),
+        Forwarded::NotHere { .. } => refused("proxy not found".into()),
     }
 }
 

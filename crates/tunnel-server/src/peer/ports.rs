@@ -102,6 +102,8 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut failing: HashMap<u16, Failing> = HashMap::new();
     // Ports outside allow_ports, warned about once.
     let mut outside: HashSet<u16> = HashSet::new();
+    // Ports another server owns that a local proxy still holds, since when.
+    let mut held_since: HashMap<u16, Instant> = HashMap::new();
     loop {
         let ports = peer.locator.published_ports();
         let now = Instant::now();
@@ -115,9 +117,25 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             st.closing.retain(|_, ended| !ended.is_cancelled());
             st.taking.values().min().copied()
         };
-        let want: HashMap<u16, String> = ports
+        // A port still held by a local proxy (a draining server's client that moved keeps
+        // its old session until its new one serves) is not forwarded yet: its own listener
+        // has the port.
+        let mut remote: Vec<_> = ports
             .into_iter()
             .filter(|l| !l.local && l.publish_port != 0)
+            .collect();
+        let mut held_now = HashSet::new();
+        remote.retain(|l| {
+            let held = held_here(&shared, &l.name, l.publish_port);
+            if held {
+                held_now.insert(l.publish_port);
+                held_since.entry(l.publish_port).or_insert(now);
+            }
+            !held
+        });
+        held_since.retain(|p, _| held_now.contains(p));
+        let want: HashMap<u16, String> = remote
+            .into_iter()
             .map(|l| (l.publish_port, l.name))
             .collect();
         let want_ports: HashSet<u16> = want.keys().copied().collect();
@@ -166,10 +184,14 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
         outside.retain(|p| want_ports.contains(p));
         // Soon after a local proxy let the port go its socket may still be closing: retried
         // quickly at first, then every BIND_RETRY.
+        // Ports a local proxy still holds are looked at again the same way: nothing else
+        // says when that proxy lets go.
         let retry_in = failing
             .values()
-            .map(|f| {
-                if now.duration_since(f.since) < QUIET_RETRIES {
+            .map(|f| f.since)
+            .chain(held_since.values().copied())
+            .map(|since| {
+                if now.duration_since(since) < QUIET_RETRIES {
                     FAST_RETRY
                 } else {
                     BIND_RETRY
@@ -295,7 +317,7 @@ async fn accept(
             () = stop.cancelled() => {
                 // Released for a local proxy (or the owner left): what the kernel accepted
                 // already is served, not reset with the socket.
-                while let Some((tcp, user)) = futures::FutureExt::now_or_never(listener.accept()) {
+                for (tcp, user) in listener.close() {
                     match admit(&shared, user) {
                         Some(permit) => route_user(&shared, &peer, tcp, user, &name, port, permit),
                         None => reset_tcp(tcp),
@@ -337,6 +359,14 @@ pub(crate) fn route_user(
         permit,
     );
     shared.streams.spawn(task.in_current_span());
+}
+
+fn held_here(shared: &Shared, name: &str, port: u16) -> bool {
+    let key = crate::registry::ProxyKey {
+        name: name.to_owned(),
+        port,
+    };
+    shared.registry.get(&key).is_some()
 }
 
 /// Serve `tcp` here if proxy `(name, port)` is registered here now; else hand it back.
@@ -381,7 +411,9 @@ async fn here_once_claimed(
     let (mut tcp, mut permit) = (tcp, permit);
     loop {
         (tcp, permit) = try_here(shared, name, port, tcp, user, permit)?;
-        if !peer.forwarding.taking(port) || Instant::now() >= deadline {
+        let coming = peer.forwarding.taking(port)
+            || peer.locator.locate(name, port).is_some_and(|l| l.local);
+        if !coming || Instant::now() >= deadline {
             return Some(tcp);
         }
         tokio::time::sleep(CLAIM_POLL).await;
@@ -403,7 +435,12 @@ async fn serve_user(
         return;
     };
     let Some(at) = peer.remote_owner(&name, port) else {
-        return reset_tcp(tcp);
+        // Ours in the registry already, not claimed here yet (a client moving here).
+        if let Some(tcp) = here_once_claimed(&shared, &peer, &name, port, tcp, user, permit).await {
+            debug!(%user, "user connection closed: the proxy is not registered here");
+            reset_tcp(tcp);
+        }
+        return;
     };
     let fwd = Forward {
         kind: ForwardKind::Public,
@@ -415,21 +452,26 @@ async fn serve_user(
         visitor_client_id: String::new(),
         secret: String::new(),
     };
-    let stream = match peer.pool.forward(&peer, at, fwd).await {
-        Ok(s) => s,
+    let owner = at.server_id.clone();
+    let opened = match peer.pool.forward(&peer, at, fwd).await {
+        Ok(o) => o,
         Err(reason) => {
             // Nothing was read from the user yet: a proxy moving here meanwhile takes it.
             if let Some(tcp) =
                 here_once_claimed(&shared, &peer, &name, port, tcp, user, permit).await
             {
-                debug!(%user, "user connection closed: {reason}");
+                debug!(%user, %owner, "user connection forwarded to server {owner} failed: {reason}");
                 reset_tcp(tcp);
             }
             return;
         }
     };
+    let owner = opened.server_id;
+    debug!(%user, %owner, "user connection forwarded to server {owner}");
     // The owner's server applies the proxy's idle timeout; closing the stream is the abort.
+    // Here the bytes count for the peer (tcp → stream is toward it).
     let never = CancellationToken::new();
-    let end = relay_tcp(tcp, stream, &shared.pipe, &never, None, || {}).await;
-    debug!(%user, ?end, "forwarded user connection finished");
+    let bytes = Some(&opened.counters.bytes);
+    let end = relay_tcp(tcp, opened.stream, &shared.pipe, &never, bytes, || {}).await;
+    debug!(%user, %owner, ?end, "forwarded user connection finished");
 }

@@ -16,6 +16,8 @@ use tunnel_transport::{read_message, write_message};
 
 use crate::forward::{begin_public, open_to_owner};
 use crate::listener::idle_of;
+use crate::peer::counted::Counted;
+use crate::peer::traffic::PeerCounters;
 use crate::peer::Peer;
 use crate::registry::ProxyKey;
 use crate::visitor::visit_allowed;
@@ -29,6 +31,7 @@ pub(super) async fn serve_forward(
     peer: Arc<Peer>,
     mut stream: MuxStream,
     link: SocketAddr,
+    counters: Arc<PeerCounters>,
 ) {
     let header = tokio::time::timeout(
         HEADER_TIMEOUT,
@@ -52,7 +55,7 @@ pub(super) async fn serve_forward(
         return answer(&mut stream, Forwarded::Denied(reason)).await;
     }
     match decide(&shared, &peer, &fwd).await {
-        Ok(()) => serve(shared, stream, fwd, link).await,
+        Ok(()) => serve(shared, stream, fwd, link, &counters).await,
         Err(refusal) => answer(&mut stream, refusal).await,
     }
 }
@@ -71,6 +74,11 @@ async fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwa
     // The local session's own registration answers first: this server's cache may not have
     // seen the write that made it the owner yet (the forwarding server read it afresh).
     if fwd.epoch != 0 && held_epoch(shared, &key) == Some(fwd.epoch) {
+        return Ok(());
+    }
+    // Draining: a client that moved keeps its old session here until its new one serves,
+    // and that session still carries what reaches it.
+    if shared.draining.load(std::sync::atomic::Ordering::Acquire) && live_here(shared, &key) {
         return Ok(());
     }
     if let Some(at) = peer.locator.locate(&fwd.name, fwd.publish_port) {
@@ -92,6 +100,14 @@ async fn decide(shared: &Shared, peer: &Peer, fwd: &Forward) -> Result<(), Forwa
     Ok(())
 }
 
+/// Whether a live local session holds `key`.
+fn live_here(shared: &Shared, key: &ProxyKey) -> bool {
+    shared
+        .registry
+        .get(key)
+        .is_some_and(|(_, owner)| !owner.cancel.is_cancelled())
+}
+
 /// The registration epoch of the local session holding `key`, if any.
 fn held_epoch(shared: &Shared, key: &ProxyKey) -> Option<u64> {
     let (_, owner) = shared.registry.get(key)?;
@@ -99,7 +115,13 @@ fn held_epoch(shared: &Shared, key: &ProxyKey) -> Option<u64> {
     held.as_ref().and_then(|h| u64::try_from(h.epoch).ok())
 }
 
-async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: SocketAddr) {
+async fn serve(
+    shared: Arc<Shared>,
+    mut stream: MuxStream,
+    fwd: Forward,
+    link: SocketAddr,
+    counters: &PeerCounters,
+) {
     let key = ProxyKey {
         name: fwd.name.clone(),
         port: fwd.publish_port,
@@ -150,6 +172,8 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
     {
         return;
     }
+    counters.stream_in();
+    debug!(proxy = %entry.label(), %src, "forwarded connection served here");
     let out_id = out.id();
     entry
         .counters
@@ -162,6 +186,8 @@ async fn serve(shared: Arc<Shared>, mut stream: MuxStream, fwd: Forward, link: S
         ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
         ForwardKind::Visitor => shared.pipe.clone(),
     };
+    // The relay's counter slot counts for the proxy; the peer's bytes are counted here.
+    let mut stream = Counted::new(stream, &counters.bytes);
     let end = relay_streams(
         &mut stream,
         &mut out,

@@ -47,9 +47,10 @@ pub(crate) async fn forward_visit(
         secret,
     };
     let owner = at.server_id.clone();
-    let mut out = match peer.pool.forward(&peer, at, fwd).await {
-        Ok(s) => s,
+    let opened = match peer.pool.forward(&peer, at, fwd).await {
+        Ok(o) => o,
         Err(reason) => {
+            debug!(%owner, "visitor connection forwarded to server {owner} failed: {reason}");
             let subject = format!("visit forward {}", visitor.client_id);
             if let Some(more) = shared.limit_warnings.check(subject) {
                 info!(%owner, "visitor refused via peer: {reason}{more}");
@@ -57,6 +58,9 @@ pub(crate) async fn forward_visit(
             return refuse(&mut stream, reason).await;
         }
     };
+    let owner = opened.server_id;
+    debug!(%owner, "visitor connection forwarded to server {owner}");
+    let mut out = opened.stream;
     let ok = Message::StreamStatus(StreamStatus::Ok);
     if write_message(&mut stream, &ok, CONTROL_MAX_FRAME)
         .await
@@ -65,13 +69,15 @@ pub(crate) async fn forward_visit(
         return;
     }
     let never = CancellationToken::new();
+    // The owner's server counts for the proxy; here the bytes count for the peer (a → b is
+    // toward it).
     let end = relay_streams(
         &mut stream,
         &mut out,
         &shared.pipe,
         in_guard.token(),
         &never,
-        None,
+        Some(&opened.counters.bytes),
         || in_slot.lane().send_abort(in_id),
     )
     .await;
