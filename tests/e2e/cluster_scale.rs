@@ -8,14 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tunnel_client::{ClientConfig, ClientHandle, ProxyConfig};
 use tunnel_cluster::etcd::{EtcdOptions, EtcdStore};
 use tunnel_cluster::store::{events, WatchEvent};
-use tunnel_cluster::{Backend, ClusterConfig, ClusterStore};
+use tunnel_cluster::ClusterStore;
 use tunnel_server::ServerHandle;
 use tunnel_testkit::*;
 
@@ -24,17 +23,13 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A server in process on 127.0.0.1 in the cluster under `prefix`, with a lease of
 /// `lease_ttl` seconds (renewed every third of it).
 async fn member(etcd: &Etcd, prefix: &str, lease_ttl: u64) -> ServerHandle {
-    let cluster = ClusterConfig {
-        backend: Backend::Etcd,
-        endpoints: vec![etcd.endpoint()],
-        prefix: prefix.to_string(),
-        server_id: Some("a".to_string()),
-        lease_ttl: Duration::from_secs(lease_ttl),
-        peer_bind: Some(SocketAddr::new(loopback(1), free_port())),
-        cluster_key: Some(MEMBER_CLUSTER_KEY.to_string()),
-        ..ClusterConfig::default()
-    };
-    server_with(|c| c.with_cluster(cluster)).await
+    etcd_member(etcd, prefix, "a", 1, |mut c| {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.lease_ttl = Duration::from_secs(lease_ttl);
+        }
+        c
+    })
+    .await
 }
 
 /// The server's `cluster.etcd` counters: (requests, writes, keepalives, failures).

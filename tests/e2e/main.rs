@@ -14,6 +14,9 @@ mod cluster_scale;
 // Needs the etcd store: `cargo test --features etcd --test e2e cluster_visibility::`.
 #[cfg(feature = "etcd")]
 mod cluster_visibility;
+// Needs the etcd store: `cargo test --features etcd --test e2e cluster_vhost::`.
+#[cfg(feature = "etcd")]
+mod cluster_vhost;
 mod configs;
 mod connections;
 mod credentials;

@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     peer: Option<Arc<peer::Peer>>,
     /// The clients file: per-client keys and scopes (`clients_file`).
     credentials: credentials::Store,
+    /// The virtual host while it runs, for requests other servers of a cluster forward.
+    vhost: std::sync::OnceLock<std::sync::Weak<vhost::Vhost>>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -415,6 +417,7 @@ async fn start_with_peer(
         cluster,
         peer: peer.as_ref().map(|(p, _, _)| p.clone()),
         credentials,
+        vhost: std::sync::OnceLock::new(),
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");

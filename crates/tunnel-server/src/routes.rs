@@ -264,6 +264,30 @@ impl HostQuery {
     }
 }
 
+/// The longest domain a proxy can register (a DNS name; see [`normalize_domain`]).
+const MAX_DOMAIN: usize = 253;
+
+/// The registered domains that could serve `raw` (a Host header value), in the order a local
+/// lookup prefers them: the name itself, then each wildcard above it, most specific first
+/// (`a.b.example.com`: itself, `*.b.example.com`, `*.example.com`, `*.com`). For asking a
+/// cluster registry, which keeps domains as registered. Empty for no host, or one longer
+/// than any domain (so a request's Host costs at most ~127 short lookups, whatever its size).
+pub(crate) fn domain_candidates(raw: &str) -> Vec<String> {
+    let Some(host) = normalize_host(raw).filter(|h| h.len() <= MAX_DOMAIN) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !host.starts_with('[') {
+        let mut rest = host.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            out.push(format!("*.{parent}"));
+            rest = parent;
+        }
+    }
+    out.insert(0, host);
+    out
+}
+
 /// The labels of a wildcard's base (`com.example.*` → 2); `None` for an exact name.
 fn wild_depth(rev: &str) -> Option<usize> {
     rev.strip_suffix(".*").map(|base| base.split('.').count())
@@ -730,6 +754,31 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn domain_candidates_go_from_the_name_to_the_widest_wildcard() {
+        assert_eq!(
+            domain_candidates("A.b.Example.com:8080"),
+            [
+                "a.b.example.com",
+                "*.b.example.com",
+                "*.example.com",
+                "*.com"
+            ]
+        );
+        assert_eq!(domain_candidates("localhost."), ["localhost"]);
+        assert_eq!(domain_candidates("[::1]:80"), ["[::1]"]);
+        assert!(domain_candidates("a b").is_empty());
+        assert!(domain_candidates("").is_empty());
+        // Longer than any domain: nothing to ask, however many labels it has.
+        assert!(domain_candidates(&"a.".repeat(30_000)).is_empty());
+        let longest = format!("{}.com", "a".repeat(MAX_DOMAIN - 4));
+        assert_eq!(domain_candidates(&longest).len(), 2);
+        // Every candidate is a domain as a proxy registers it.
+        for d in domain_candidates("x.dev.example.com") {
+            assert_eq!(normalize_domain(&d).unwrap(), d);
+        }
     }
 
     #[test]

@@ -30,6 +30,12 @@ impl ClusterServer {
         self.server.peer_addr().unwrap().to_string()
     }
 
+    /// A registry entry placing virtual host `domain` (as registered) on this server at
+    /// `epoch`, as a server with `local` ownership sees it.
+    pub fn owns_domain(&self, domain: &str, epoch: u64, local: bool) -> Located {
+        self.owns(domain, 0, epoch, local)
+    }
+
     /// A registry entry placing `(name, port)` on this server at `epoch`, as a server with
     /// `local` ownership sees it.
     pub fn owns(&self, name: &str, port: u16, epoch: u64, local: bool) -> Located {
@@ -53,12 +59,21 @@ pub async fn cluster_server(id: &str, cluster_key: &str) -> ClusterServer {
 /// [`cluster_server`] publishing ports on `publish` (another loopback address for each server,
 /// so that they bind the same port, as servers on separate hosts do).
 pub async fn cluster_server_on(id: &str, cluster_key: &str, publish: IpAddr) -> ClusterServer {
+    cluster_server_with(id, cluster_key, |c| c.with_publish_addr(publish)).await
+}
+
+/// [`cluster_server`] with its config changed by `f` first (a virtual host, say).
+pub async fn cluster_server_with(
+    id: &str,
+    cluster_key: &str,
+    f: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> ClusterServer {
     capture_logs();
-    let cfg = ServerConfig::default()
+    let cfg = f(ServerConfig::default()
         .with_bind("127.0.0.1:0".parse().unwrap())
-        .with_publish_addr(publish)
+        .with_publish_addr(crate::net::loopback(1))
         .with_stats_bind(Some("127.0.0.1:0".parse().unwrap()))
-        .with_auth_key(KEY);
+        .with_auth_key(KEY));
     let peer = PeerConfig {
         peer_bind: "127.0.0.1:0".parse().unwrap(),
         peer_advertise: None,

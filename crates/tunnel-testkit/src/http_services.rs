@@ -217,3 +217,17 @@ pub async fn upgrade_echo(addr: SocketAddr, host: &str, seed: u64) -> String {
     assert!(back == payload, "upgraded bytes differ");
     head
 }
+
+/// One keep-alive HTTP/1.1 connection to `addr` (hyper's client), for many small requests in
+/// a row: latency figures without a process or a TCP handshake per request.
+pub async fn http1_keepalive(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}

@@ -27,6 +27,7 @@ pub mod bins;
 pub mod browser;
 pub mod cluster;
 pub mod cluster_member;
+pub mod cluster_process;
 pub mod curl;
 pub mod engines;
 pub mod etcd;
@@ -47,13 +48,17 @@ pub mod traffic;
 
 pub use balancer::Balancer;
 pub use browser::Browser;
-pub use cluster::{cluster_server, cluster_server_on, ClusterServer, CLUSTER_KEY};
-pub use cluster_member::{ClusterMember, MEMBER_CLUSTER_KEY};
+pub use cluster::{
+    cluster_server, cluster_server_on, cluster_server_with, ClusterServer, CLUSTER_KEY,
+};
+pub use cluster_member::{etcd_member, etcd_member_config, MEMBER_CLUSTER_KEY};
+pub use cluster_process::ClusterMember;
 pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use etcd::Etcd;
 pub use http_services::{
-    h2_tls_service, h2c_service, http1_service, status_code, upgrade_echo, Body, Seen, Service,
+    h2_tls_service, h2c_service, http1_keepalive, http1_service, status_code, upgrade_echo, Body,
+    Seen, Service,
 };
 pub use logs::*;
 pub use net::*;

@@ -49,19 +49,25 @@ pub enum ForwardKind {
     Public = 1,
     /// A visitor's stream from a client of the dialing server.
     Visitor = 2,
+    /// A user's HTTP request to the dialing server's virtual host for a domain the acceptor
+    /// serves: `name` is the registered domain that matched (`app.example.com`,
+    /// `*.example.com`), and after `Ok` the stream carries that one HTTP/1.1 exchange (and
+    /// its upgraded connection, if any). The acceptor routes, authorises and rewrites it as
+    /// its own virtual host would, and never forwards it again.
+    Vhost = 3,
 }
 
 /// First frame of every stream a dialer opens on a peer link: serve this connection of the
 /// proxy you own.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// Public port or visitor.
+    /// Public port, visitor or virtual host.
     pub kind: ForwardKind,
-    /// The proxy's name.
+    /// The proxy's name; for [`ForwardKind::Vhost`], the registered domain that matched.
     pub name: String,
-    /// The registry key's port (0 for a private proxy).
+    /// The registry key's port (0 for a private proxy, and for a virtual host).
     pub publish_port: u16,
-    /// The registration epoch the dialer's registry names for this proxy.
+    /// The registration epoch the dialer's registry names for this proxy (or domain).
     pub epoch: u64,
     /// The real user's (or visitor's) address, for the PROXY protocol and logs.
     pub src_addr: Option<SocketAddr>,
@@ -166,6 +172,7 @@ impl Forward {
         let kind = match r.u8("Forward.kind")? {
             1 => ForwardKind::Public,
             2 => ForwardKind::Visitor,
+            3 => ForwardKind::Vhost,
             tag => {
                 return Err(ProtoError::UnknownTag {
                     what: "Forward.kind",

@@ -258,10 +258,46 @@ fn forward() -> Forward {
     }
 }
 
+/// A virtual-host request forwarded for a wildcard domain: no visitor, no secret.
+fn vhost_forward() -> Forward {
+    Forward {
+        kind: ForwardKind::Vhost,
+        name: "*.example.com".into(),
+        publish_port: 0,
+        epoch: 9,
+        src_addr: Some("203.0.113.7:40000".parse().expect("addr")),
+        dest_addr: Some("127.0.0.1:8080".parse().expect("addr")),
+        visitor_client_id: String::new(),
+        secret: String::new(),
+    }
+}
+
+#[test]
+fn a_vhost_forward_keeps_the_layout_of_the_other_kinds() {
+    // Only the kind byte differs: a server of the previous version refuses the unknown
+    // kind (UnknownTag, answered Denied) instead of reading it as something else.
+    let body = |f: Forward| {
+        encode_to_vec(&Message::Forward(f), DEFAULT_MAX_FRAME)
+            .expect("encodes")
+            .split_off(crate::LENGTH_PREFIX)
+    };
+    let mut public = vhost_forward();
+    public.kind = ForwardKind::Public;
+    let (v, p) = (body(vhost_forward()), body(public));
+    assert_eq!(v.len(), p.len());
+    assert_eq!(v[1], ForwardKind::Vhost as u8);
+    assert_eq!((&v[..1], &v[2..]), (&p[..1], &p[2..]));
+    // Cut anywhere, it is refused as truncated, never read short.
+    for cut in 1..v.len() {
+        assert!(decode_body(&v[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
 #[test]
 fn forward_and_answers_round_trip() {
     for m in [
         Message::Forward(forward()),
+        Message::Forward(vhost_forward()),
         Message::Forwarded(Forwarded::Ok),
         Message::Forwarded(Forwarded::NotHere { epoch: 7 }),
         Message::Forwarded(Forwarded::NotFound),
@@ -315,4 +351,66 @@ fn a_throttled_proof_is_not_checked() {
     assert_eq!(a.authorize(Err(crate::handshake::Throttle::Source)), None);
     assert!(matches!(a.poll_transmit(), Some(Message::Rejected(_))));
     assert!(matches!(a.poll(), Some(Err(HandshakeError::Throttled(_)))));
+}
+
+mod props {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kind() -> impl Strategy<Value = ForwardKind> {
+        prop_oneof![
+            Just(ForwardKind::Public),
+            Just(ForwardKind::Visitor),
+            Just(ForwardKind::Vhost),
+        ]
+    }
+
+    /// An address as the wire carries it: IP and port (no IPv6 scope or flow label).
+    fn addr() -> impl Strategy<Value = Option<std::net::SocketAddr>> {
+        proptest::option::of(
+            (any::<std::net::IpAddr>(), any::<u16>())
+                .prop_map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every kind, any names and addresses: what is encoded decodes the same.
+        #[test]
+        fn any_forward_round_trips(
+            kind in kind(),
+            name in ".{0,64}",
+            publish_port: u16,
+            epoch: u64,
+            src in addr(),
+            dest in addr(),
+            visitor in ".{0,32}",
+        ) {
+            let f = Forward {
+                kind,
+                name,
+                publish_port,
+                epoch,
+                src_addr: src,
+                dest_addr: dest,
+                visitor_client_id: visitor,
+                secret: String::new(),
+            };
+            prop_assert_eq!(wire(Message::Forward(f.clone())), Message::Forward(f));
+        }
+
+        /// Garbage after a Forward's kind byte (each known kind, and unknown ones) is refused
+        /// or read, never a panic.
+        #[test]
+        fn a_forward_body_of_garbage_never_panics(
+            kind in 0u8..6,
+            data in vec(any::<u8>(), 0..256),
+        ) {
+            let body = [&[0x44, kind][..], &data].concat();
+            let _ = decode_body(&body);
+        }
+    }
 }

@@ -42,6 +42,21 @@ pub trait Locate: Send + Sync + fmt::Debug + 'static {
     /// Every published port of the cluster and who owns it (`publish_mode = "all"`).
     fn published_ports(&self) -> Vec<Located>;
 
+    /// The server whose client registered virtual host `domain`, spelled as registered
+    /// (`app.example.com`, `*.example.com`, `<subdomain>.<subdomain_host>`), from the local
+    /// cache, without waiting. [`Located::name`] is the domain, its port 0. The default: no
+    /// registry of domains, so a virtual host routes to local proxies only.
+    fn locate_domain(&self, domain: &str) -> Option<Located> {
+        let _ = domain;
+        None
+    }
+
+    /// [`Locate::locate_domain`] as the registry says right now: used once after the
+    /// domain's server answered `NotHere`.
+    fn locate_domain_fresh<'a>(&'a self, domain: &'a str) -> LocateFuture<'a> {
+        Box::pin(std::future::ready(self.locate_domain(domain)))
+    }
+
     /// Changes whenever [`Locate::published_ports`] may have changed.
     fn port_changes(&self) -> watch::Receiver<u64>;
 }
@@ -55,6 +70,8 @@ pub struct StaticLocator {
     fresh: Mutex<HashMap<(String, u16), Located>>,
     fresh_lookups: AtomicUsize,
     changes: watch::Sender<u64>,
+    /// Domain → (cached, fresh) owner.
+    domains: Mutex<HashMap<String, (Located, Located)>>,
 }
 
 impl fmt::Debug for StaticLocator {
@@ -72,6 +89,7 @@ impl Default for StaticLocator {
             fresh: Mutex::default(),
             fresh_lookups: AtomicUsize::new(0),
             changes: watch::channel(0).0,
+            domains: Mutex::default(),
         }
     }
 }
@@ -104,7 +122,24 @@ impl StaticLocator {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// How many fresh lookups were made.
+    /// Record `at` as the server of virtual host `domain` (as registered), cached and fresh.
+    pub fn set_domain(&self, domain: &str, at: Located) {
+        self.set_domain_stale(domain, at.clone(), at);
+    }
+
+    /// Record a cached owner of `domain` that differs from the fresh one.
+    pub fn set_domain_stale(&self, domain: &str, cached: Located, fresh: Located) {
+        self.domains
+            .lock()
+            .insert(domain.to_owned(), (cached, fresh));
+    }
+
+    /// Forget virtual host `domain`.
+    pub fn remove_domain(&self, domain: &str) {
+        self.domains.lock().remove(domain);
+    }
+
+    /// How many fresh lookups were made (of proxies and of domains).
     pub fn fresh_lookups(&self) -> usize {
         self.fresh_lookups.load(Ordering::Relaxed)
     }
@@ -140,6 +175,19 @@ impl Locate for StaticLocator {
     fn port_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    fn locate_domain(&self, domain: &str) -> Option<Located> {
+        self.domains
+            .lock()
+            .get(domain)
+            .map(|(cached, _)| cached.clone())
+    }
+
+    fn locate_domain_fresh<'a>(&'a self, domain: &'a str) -> LocateFuture<'a> {
+        self.fresh_lookups.fetch_add(1, Ordering::Relaxed);
+        let found = self.domains.lock().get(domain).map(|(_, f)| f.clone());
+        Box::pin(std::future::ready(found))
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +213,24 @@ mod tests {
         assert_eq!(l.locate_fresh("db", 0).await.map(|x| x.epoch), Some(2));
         assert_eq!(l.fresh_lookups(), 1);
         assert_eq!(l.locate("db", 1), None, "the port is part of the key");
+    }
+
+    #[tokio::test]
+    async fn domains_have_their_own_table_with_stale_and_fresh_answers() {
+        let l = StaticLocator::new();
+        assert_eq!(l.locate_domain("app.test"), None);
+        l.set_domain_stale(
+            "*.app.test",
+            at("*.app.test", 0, 3, false),
+            at("*.app.test", 0, 4, false),
+        );
+        assert_eq!(l.locate_domain("*.app.test").map(|x| x.epoch), Some(3));
+        let fresh = l.locate_domain_fresh("*.app.test").await;
+        assert_eq!(fresh.map(|x| x.epoch), Some(4));
+        assert_eq!(l.fresh_lookups(), 1);
+        assert_eq!(l.locate("*.app.test", 0), None, "not a proxy");
+        l.remove_domain("*.app.test");
+        assert_eq!(l.locate_domain("*.app.test"), None);
     }
 
     #[tokio::test]

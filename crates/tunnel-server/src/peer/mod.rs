@@ -8,6 +8,7 @@
 //! - `serve`: one Forward on the owner's side, checked and spliced like a local connection.
 //! - `pool`: one link per peer, dialled lazily, and the one-retry rule.
 //! - `visit`: the visitor path on the forwarding side.
+//! - `vhost`: virtual-host requests for a domain another server serves, both ends.
 //! - `ports`: `publish_mode = "all"`, every server answers every published port.
 //! - `traffic`: what the link carries per peer, for `/api/stats` and `/metrics`.
 
@@ -18,6 +19,7 @@ mod pool;
 pub(crate) mod ports;
 mod serve;
 mod traffic;
+mod vhost;
 mod visit;
 
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ pub use locate::{Locate, LocateFuture, Located, StaticLocator};
 pub(crate) use accept::run as run_listener;
 pub(crate) use ports::run as run_ports;
 pub(crate) use traffic::{PeerStats, PeerTraffic};
+pub(crate) use vhost::{forward_vhost, VhostHop};
 pub(crate) use visit::forward_visit;
 
 use crate::ServerError;

@@ -144,7 +144,7 @@ impl PeerPool {
     }
 
     /// Forward once to `at`: the stream and the owner's server's answer.
-    async fn forward_once(
+    pub(crate) async fn forward_once(
         &self,
         peer: &Peer,
         at: &Located,
@@ -231,12 +231,17 @@ pub(crate) struct Opened {
 }
 
 /// A failed forward: why, for the counters, and the words for the visitor.
-struct Failed {
+pub(crate) struct Failed {
     why: Failure,
     reason: String,
 }
 
 impl Failed {
+    /// Why, for a caller that counts the failure itself (or not at all).
+    pub(crate) fn into_reason(self) -> String {
+        self.reason
+    }
+
     fn new(why: Failure, reason: String) -> Self {
         Failed { why, reason }
     }

@@ -54,6 +54,9 @@ pub(super) async fn serve_forward(
         let reason = "connection failed: the server is shutting down".to_owned();
         return answer(&mut stream, Forwarded::Denied(reason)).await;
     }
+    if fwd.kind == ForwardKind::Vhost {
+        return super::vhost::serve(shared, peer, stream, fwd, link).await;
+    }
     match decide(&shared, &peer, &fwd).await {
         Ok(()) => serve(shared, stream, fwd, link, &counters).await,
         Err(refusal) => answer(&mut stream, refusal).await,
@@ -151,6 +154,7 @@ async fn serve(
                 r.to_string()
             })
         }
+        ForwardKind::Vhost => Err("a virtual-host request names no proxy".to_owned()),
     };
     let slot = match slot {
         Ok(s) => s,
@@ -184,7 +188,7 @@ async fn serve(
     // A user connection idles out here, where the proxy's settings are, as it would locally.
     let pipe = match fwd.kind {
         ForwardKind::Public => shared.pipe.clone().with_idle(idle_of(&entry)),
-        ForwardKind::Visitor => shared.pipe.clone(),
+        ForwardKind::Visitor | ForwardKind::Vhost => shared.pipe.clone(),
     };
     // The relay's counter slot counts for the proxy; the peer's bytes are counted here.
     let mut stream = Counted::new(stream, &counters.bytes);
@@ -205,7 +209,7 @@ async fn serve(
     debug!(proxy = %entry.label(), %src, ?end, "forwarded connection finished");
 }
 
-async fn answer(stream: &mut MuxStream, answer: Forwarded) {
+pub(super) async fn answer(stream: &mut MuxStream, answer: Forwarded) {
     let _ = write_message(stream, &Message::Forwarded(answer), PEER_STREAM_MAX_FRAME).await;
     let _ = stream.shutdown().await;
 }

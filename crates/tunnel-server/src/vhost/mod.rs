@@ -6,12 +6,15 @@
 //! several hosts, and each must be routed and authorised on its own.
 //!
 //! One module per concern: [`limits`] (what a connection may cost), [`auth`] (basic auth and
-//! guessing), [`upstream`] (the stream to the owner). The HTTP rules the client's proxy
+//! guessing), [`upstream`] (the stream to the owner), [`remote`] (in a cluster, a request for
+//! a domain another server serves goes there, one hop, and is served as if it had arrived
+//! there; [`serve_forwarded`] is that server's end). The HTTP rules the client's proxy
 //! applies too (the one spelling of a path, who the user is, the forwarding headers, what a
 //! `Connection` listing may remove) are [`tunnel_http`]'s.
 
 mod auth;
 mod limits;
+mod remote;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -40,7 +43,7 @@ use crate::Shared;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// State of the one virtual host listener.
-struct Vhost {
+pub(crate) struct Vhost {
     shared: Arc<Shared>,
     limits: limits::Limits,
     trusted: TrustedProxies,
@@ -62,6 +65,9 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
         failures: auth::Failures::default(),
         refused_log: tunnel_transport::WarnLimit::default(),
     });
+    // Requests other servers of a cluster forward here share the limits and the record of
+    // failed logins; weak, so that the server's state does not keep itself alive.
+    let _ = vh.shared.vhost.set(Arc::downgrade(&vh));
     // Backs off on errors such as EMFILE instead of spinning.
     let mut listener = tunnel_transport::Acceptor::new(listener);
     loop {
@@ -102,7 +108,7 @@ fn admit(vh: &Arc<Vhost>, tcp: TcpStream, peer: SocketAddr) {
 
 async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: SourcePermit) {
     tunnel_transport::tune_tcp(&tcp);
-    let (shutdown, hard_stop) = (vh.shared.shutdown.clone(), vh.shared.hard_stop.clone());
+    let shutdown = vh.shared.shutdown.clone();
     // The first byte before anything else: a connection that says nothing costs a socket and
     // a small task for `first_byte`, never a parser or a buffer.
     let mut one = [0u8; 1];
@@ -118,6 +124,50 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
         () = shutdown.cancelled() => return,
     }
     let dest = tcp.local_addr().ok();
+    serve_http(vh, tcp, peer, dest, permit, false).await;
+}
+
+/// Admit a request another server of the cluster forwards for `user`: it counts in this
+/// server's connection limits as the user's own connection would.
+pub(crate) fn admit_forwarded(vh: &Vhost, user: SocketAddr) -> Result<SourcePermit, String> {
+    vh.limits.conns.try_acquire(user.ip()).map_err(|refusal| {
+        vh.shared
+            .metrics
+            .vhost
+            .conns_refused
+            .fetch_add(1, Ordering::Relaxed);
+        format!("too busy: {refusal}")
+    })
+}
+
+/// Serve what another server of the cluster forwarded over `io` (see [`remote`]) exactly as
+/// a request from `user`, who reached `dest` there; routed to local proxies only, never
+/// forwarded again.
+pub(crate) async fn serve_forwarded<S>(
+    vh: Arc<Vhost>,
+    io: S,
+    user: SocketAddr,
+    dest: Option<SocketAddr>,
+    permit: SourcePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    serve_http(vh, io, user, dest, permit, true).await;
+}
+
+/// HTTP/1.1 on `io` until it ends, the server stops, or (gracefully) the request in progress
+/// is done.
+async fn serve_http<S>(
+    vh: Arc<Vhost>,
+    io: S,
+    peer: SocketAddr,
+    dest: Option<SocketAddr>,
+    permit: SourcePermit,
+    forwarded: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (shutdown, hard_stop) = (vh.shared.shutdown.clone(), vh.shared.hard_stop.clone());
     // Shared with any upgraded connection born here, which outlives this task.
     let permit = Arc::new(permit);
     let service_vh = vh.clone();
@@ -128,6 +178,7 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
                 addr: peer,
                 dest,
                 permit,
+                forwarded,
             };
             Ok::<_, std::convert::Infallible>(handle(&vh, &peer, req).await)
         }
@@ -138,7 +189,7 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
         // The buffer bounds an unfinished head, the header size a finished one read at once.
         .max_buf_size(vh.limits.max_header_size)
         .max_header_size(vh.limits.max_header_size)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
@@ -155,7 +206,7 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
         }
     };
     if let Err(e) = result {
-        debug!(%peer, "vhost connection ended: {e}");
+        debug!(%peer, forwarded, "vhost connection ended: {e}");
     }
 }
 
@@ -164,6 +215,8 @@ pub(super) struct Peer {
     addr: SocketAddr,
     dest: Option<SocketAddr>,
     permit: Arc<SourcePermit>,
+    /// Forwarded by another server of the cluster: served from local routes only.
+    forwarded: bool,
 }
 
 async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response<Body> {
@@ -188,8 +241,19 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
         Ok(p) => p,
         Err(e) => return bad_path(e),
     };
-    let Some(target) = vh.shared.registry.route(&host, &path::match_key(&path)) else {
-        return page(StatusCode::NOT_FOUND, "no tunnel for this host");
+    let key = path::match_key(&path);
+    let target = match vh.shared.registry.route(&host, &key) {
+        Some(target) => target,
+        None => match remote::open(vh, peer, &host).await {
+            remote::Hop::Open(hop) => return remote::send(vh, peer, hop, req).await,
+            remote::Hop::Failed(resp) => return resp,
+            // The registry says the domain moved here: route it as any local request.
+            remote::Hop::Here => match vh.shared.registry.route(&host, &key) {
+                Some(target) => target,
+                None => return not_found(),
+            },
+            remote::Hop::Unknown => return not_found(),
+        },
     };
     let origin = Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
     if let Some(expected) = &target.auth {
@@ -313,6 +377,11 @@ fn set_target(req: &mut Request<Incoming>, host: &str, path: &str) {
     if let Ok(uri) = target.parse::<Uri>() {
         *req.uri_mut() = uri;
     }
+}
+
+/// The answer for a host no proxy serves, on this server or (in a cluster) any other.
+fn not_found() -> Response<Body> {
+    page(StatusCode::NOT_FOUND, "no tunnel for this host")
 }
 
 fn bad_path(e: tunnel_http::Error) -> Response<Body> {

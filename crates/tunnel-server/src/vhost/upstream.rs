@@ -1,5 +1,6 @@
-//! Sending a routed request to the proxy's owner over a fresh stream, streaming the answer
-//! back, and relaying an upgraded (WebSocket) connection until it ends or idles out.
+//! Sending a routed request to the proxy's owner over a fresh stream (or, through
+//! [`exchange`], to the server of the domain), streaming the answer back, and relaying an
+//! upgraded (WebSocket) connection until it ends or idles out.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use super::{page, Body, Peer};
@@ -32,10 +34,9 @@ pub(super) async fn forward(
     shared: &Shared,
     entry: &Arc<ProxyEntry>,
     from: &Peer,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<Body> {
     let (peer, dest) = (from.addr, from.dest);
-    let bad_gateway = || page(StatusCode::BAD_GATEWAY, "the service is unreachable");
     let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
     };
@@ -43,30 +44,48 @@ pub(super) async fn forward(
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, proxy = %entry.key, "request failed: {reason}");
-            return bad_gateway();
+            return page(StatusCode::BAD_GATEWAY, "the service is unreachable");
         }
     };
     let metered = Metered {
         stream,
         entry: entry.clone(),
     };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(metered)).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                debug!(%peer, "request failed: {e}");
-                return bad_gateway();
-            }
-        };
-    // The connection runs until the response body is done (or an upgrade ends), holding the
-    // stream's slot; the client aborting the stream or a hard stop ends it at once.
+    // The client aborting the stream ends the exchange at once.
     let abort = guard.token().clone();
+    let idle = upgraded_idle(entry.spec.read().idle_timeout);
+    let hold = (slot, guard, Active::new(entry.clone()));
+    exchange(shared, metered, from, req, abort, hold, idle).await
+}
+
+/// One HTTP/1.1 exchange over `io` (a stream to the owning client, or to the server of the
+/// domain): send `req`, stream the answer back, and relay an upgraded connection (silent
+/// for `idle` at most). `hold` lives as long as the connection over `io`; `abort` ends it.
+pub(super) async fn exchange<S, H>(
+    shared: &Shared,
+    io: S,
+    from: &Peer,
+    mut req: Request<Incoming>,
+    abort: CancellationToken,
+    hold: H,
+    idle: Option<Duration>,
+) -> Response<Body>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Send + 'static,
+{
+    let peer = from.addr;
+    let bad_gateway = || page(StatusCode::BAD_GATEWAY, "the service is unreachable");
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(%peer, "request failed: {e}");
+            return bad_gateway();
+        }
+    };
+    // The connection runs until the response body is done (or an upgrade ends), holding the
+    // stream's slot; an abort or a hard stop ends it at once.
     let hard_stop = shared.hard_stop.clone();
-    let active = entry.clone();
-    active
-        .counters
-        .active_streams
-        .fetch_add(1, Ordering::Relaxed);
     shared.streams.spawn(
         async move {
             tokio::select! {
@@ -74,11 +93,7 @@ pub(super) async fn forward(
                 () = abort.cancelled() => {}
                 () = hard_stop.cancelled() => {}
             }
-            active
-                .counters
-                .active_streams
-                .fetch_sub(1, Ordering::Relaxed);
-            drop((slot, guard));
+            drop(hold);
         }
         .in_current_span(),
     );
@@ -86,7 +101,7 @@ pub(super) async fn forward(
     let mut resp = match tokio::time::timeout(RESPONSE_BACKSTOP, sender.send_request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            debug!(%peer, proxy = %entry.key, "request failed: {e}");
+            debug!(%peer, "request failed: {e}");
             return bad_gateway();
         }
         Err(_) => {
@@ -98,7 +113,6 @@ pub(super) async fn forward(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let service_upgrade = hyper::upgrade::on(&mut resp);
-        let idle = upgraded_idle(entry.spec.read().idle_timeout);
         let hard_stop = shared.hard_stop.clone();
         // An upgraded connection keeps its place in the connection limits while it lives.
         let permit = from.permit.clone();
@@ -116,8 +130,30 @@ pub(super) async fn forward(
     resp.map(BodyExt::boxed)
 }
 
+/// Counts a proxy's stream as active while it lives.
+struct Active(Arc<ProxyEntry>);
+
+impl Active {
+    fn new(entry: Arc<ProxyEntry>) -> Self {
+        entry
+            .counters
+            .active_streams
+            .fetch_add(1, Ordering::Relaxed);
+        Active(entry)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .active_streams
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The proxy's `idle_timeout` for an upgraded connection: unset means the default, 0 off.
-fn upgraded_idle(configured: Option<u64>) -> Option<Duration> {
+pub(super) fn upgraded_idle(configured: Option<u64>) -> Option<Duration> {
     match configured {
         None => Some(DEFAULT_UPGRADED_IDLE),
         Some(0) => None,
