@@ -8,6 +8,9 @@ mod cli;
 // Needs the etcd store: `cargo test --features etcd --test e2e cluster::`.
 #[cfg(feature = "etcd")]
 mod cluster;
+// Needs the etcd store: `cargo test --features etcd --test e2e cluster_scale::`.
+#[cfg(feature = "etcd")]
+mod cluster_scale;
 // Needs the etcd store: `cargo test --features etcd --test e2e cluster_visibility::`.
 #[cfg(feature = "etcd")]
 mod cluster_visibility;

@@ -2,6 +2,11 @@
 //! `get_prefix` at revision R, then `watch` from R + 1, so no change falls between the two;
 //! on `Compacted` (the watch fell behind etcd's history) or a broken watch, list again.
 //!
+//! Each batch of the watch (whole revisions) is applied before the revision is published, so
+//! a reader woken by a revision sees whole transactions. Which client ids changed is kept in
+//! a bounded feed ([`changes`]), so a server reacts to a takeover by looking up those clients
+//! only.
+//!
 //! Lookups are O(1) map reads under a short lock, never awaiting the store: the data path
 //! never waits for etcd, and while etcd is away the last view keeps serving (rule 5: the
 //! registry being down must not take the data path down).
@@ -10,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use parking_lot::RwLock;
+use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,6 +24,11 @@ use crate::keys::{KeyKind, Keys};
 use crate::records::{self, ClientRecord, DomainRecord, PortRecord, ProxyRecord, ServerRecord};
 use crate::store::{ClusterStore, KeyValue, WatchEvent};
 use crate::ClusterError;
+
+pub mod changes;
+
+use changes::ChangeLog;
+pub use changes::Changed;
 
 /// The first wait after a failed list or watch; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -98,6 +108,7 @@ impl View {
 pub struct Cache {
     view: Arc<RwLock<View>>,
     revision: watch::Receiver<i64>,
+    changes: Arc<Mutex<ChangeLog>>,
 }
 
 /// Which server holds which client ([`Cache::placements`]).
@@ -129,8 +140,29 @@ impl Cache {
     pub fn start<S: ClusterStore + ?Sized>(store: Arc<S>, keys: Keys) -> (Cache, CacheTask) {
         let view = Arc::new(RwLock::new(View::default()));
         let (tx, revision) = watch::channel(0);
-        let task = tokio::spawn(follow(store, keys, view.clone(), tx));
-        (Cache { view, revision }, CacheTask { task })
+        let changes = Arc::new(Mutex::new(ChangeLog::new(changes::CAPACITY)));
+        let feed = Feed {
+            view: view.clone(),
+            revision: tx,
+            changes: changes.clone(),
+        };
+        let task = tokio::spawn(follow(store, keys, feed));
+        (
+            Cache {
+                view,
+                revision,
+                changes,
+            },
+            CacheTask { task },
+        )
+    }
+
+    /// The client ids whose `client/<id>` key changed after `revision` (read
+    /// [`Cache::revision`] first and pass it next time: every change up to it is in the
+    /// answer). [`Changed::Everything`] when the feed cannot tell (the reader is more than
+    /// [`changes::CAPACITY`] changes behind, or the cache listed again since).
+    pub fn clients_changed_since(&self, revision: i64) -> Changed {
+        self.changes.lock().since(revision)
     }
 
     /// The revision the cache reflects (0 before the first list).
@@ -224,15 +256,10 @@ impl Cache {
 }
 
 /// List, watch, apply; on any failure, back off and list again. Never returns on its own.
-async fn follow<S: ClusterStore + ?Sized>(
-    store: Arc<S>,
-    keys: Keys,
-    view: Arc<RwLock<View>>,
-    revision: watch::Sender<i64>,
-) {
+async fn follow<S: ClusterStore + ?Sized>(store: Arc<S>, keys: Keys, feed: Feed) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let err = match follow_once(&*store, &keys, &view, &revision).await {
+        let err = match follow_once(&*store, &keys, &feed).await {
             Err(e) => e,
             Ok(()) => ClusterError::WatchEnded,
         };
@@ -250,11 +277,18 @@ async fn follow<S: ClusterStore + ?Sized>(
     }
 }
 
+/// What the follow task writes: the view, the changed-ids feed, and the revision they
+/// reflect (published last).
+struct Feed {
+    view: Arc<RwLock<View>>,
+    revision: watch::Sender<i64>,
+    changes: Arc<Mutex<ChangeLog>>,
+}
+
 async fn follow_once<S: ClusterStore + ?Sized>(
     store: &S,
     keys: &Keys,
-    view: &RwLock<View>,
-    revision: &watch::Sender<i64>,
+    feed: &Feed,
 ) -> Result<(), ClusterError> {
     let (kvs, at) = store.get_prefix(keys.prefix()).await?;
     let mut fresh = View::default();
@@ -263,56 +297,39 @@ async fn follow_once<S: ClusterStore + ?Sized>(
             fresh.put(kind, kv);
         }
     }
-    *view.write() = fresh;
-    revision.send_replace(at);
-    let mut events = store.watch(keys.prefix(), at + 1).await?;
-    while let Some(ev) = events.next().await {
-        let mut rev = apply(keys, view, &ev?);
-        // The events of one transaction share its revision and arrive together (one watch
-        // response): apply every one ready before publishing, so that a reader woken by the
-        // revision sees the whole transaction, not its first key only.
-        let mut ended = false;
-        loop {
-            match events.next().now_or_never() {
-                Some(Some(ev)) => rev = rev.max(apply(keys, view, &ev?)),
-                Some(None) => {
-                    ended = true;
-                    break;
+    *feed.view.write() = fresh;
+    feed.changes.lock().relisted(at);
+    feed.revision.send_replace(at);
+    let mut batches = store.watch(keys.prefix(), at + 1).await?;
+    while let Some(batch) = batches.next().await {
+        // A batch is whole revisions: apply all of it before publishing, so that a reader
+        // woken by the revision sees the whole transaction, not its first key only.
+        let mut rev = 0;
+        {
+            let mut view = feed.view.write();
+            let mut changes = feed.changes.lock();
+            for ev in &batch? {
+                rev = rev.max(ev.revision());
+                let kind = keys.parse(ev.key());
+                if let Some(KeyKind::Client(id)) = &kind {
+                    changes.record(ev.revision(), id);
                 }
-                None => break,
+                match (ev, kind) {
+                    (WatchEvent::Put(kv), Some(kind)) => view.put(kind, kv),
+                    (WatchEvent::Delete { .. }, Some(kind)) => view.remove(kind),
+                    (_, None) => {}
+                }
             }
         }
-        revision.send_if_modified(|r| {
+        feed.revision.send_if_modified(|r| {
             let newer = rev > *r;
             if newer {
                 *r = rev;
             }
             newer
         });
-        if ended {
-            break;
-        }
     }
     Ok(())
-}
-
-/// Apply one watch event to the view; its revision.
-fn apply(keys: &Keys, view: &RwLock<View>, ev: &WatchEvent) -> i64 {
-    let mut v = view.write();
-    match ev {
-        WatchEvent::Put(kv) => {
-            if let Some(kind) = keys.parse(&kv.key) {
-                v.put(kind, kv);
-            }
-            kv.mod_revision
-        }
-        WatchEvent::Delete { key, mod_revision } => {
-            if let Some(kind) = keys.parse(key) {
-                v.remove(kind);
-            }
-            *mod_revision
-        }
-    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,22 @@ pub async fn check<S: ClusterStore + ?Sized>(store: &S, prefix: &str) -> Result<
         "conformance: one revision per txn"
     );
 
+    // Several keys in one read, in the order asked, absent ones as None.
+    let many = store.get_many(&[k("b"), k("absent"), k("a")]).await?;
+    let got: Vec<Option<(String, i64)>> = many
+        .into_iter()
+        .map(|kv| kv.map(|kv| (kv.key, kv.mod_revision)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((k("b"), t1.revision)),
+            None,
+            Some((k("a"), t1.revision))
+        ],
+        "conformance: get_many"
+    );
+
     // A failed compare applies nothing.
     let t2 = store
         .txn(
@@ -118,17 +134,29 @@ pub async fn check<S: ClusterStore + ?Sized>(store: &S, prefix: &str) -> Result<
         .await?;
     assert!(t6.succeeded);
 
-    // The watch saw every change in order, no gap.
+    // The watch saw every change in order, no gap, in batches of whole revisions: the
+    // events of one transaction or one revoke arrive together, never split.
     let mut seen = Vec::new();
+    let mut batches: Vec<Vec<i64>> = Vec::new();
     while seen.len() < 9 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        let batch = tokio::time::timeout(Duration::from_secs(10), watch.next())
             .await
             .expect("conformance: watch events arrive")
             .expect("conformance: the watch stays open")?;
-        seen.push(match ev {
-            WatchEvent::Put(kv) => (kv.key, kv.mod_revision, true),
-            WatchEvent::Delete { key, mod_revision } => (key, mod_revision, false),
-        });
+        assert!(!batch.is_empty(), "conformance: an empty watch batch");
+        batches.push(batch.iter().map(WatchEvent::revision).collect());
+        for ev in batch {
+            seen.push(match ev {
+                WatchEvent::Put(kv) => (kv.key, kv.mod_revision, true),
+                WatchEvent::Delete { key, mod_revision } => (key, mod_revision, false),
+            });
+        }
+    }
+    for pair in batches.windows(2) {
+        assert!(
+            pair[0].last() < pair[1].first(),
+            "conformance: a revision split across watch batches: {batches:?}"
+        );
     }
     let rel: Vec<(String, bool)> = seen
         .iter()

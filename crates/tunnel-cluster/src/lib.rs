@@ -12,6 +12,8 @@
 //! * [`registrar`]: the protocol over a store: register with retries, guarded release,
 //!   and the [`LeaseKeeper`](registrar::LeaseKeeper).
 //! * [`cache`]: a watch-fed local copy for lookups that never wait for the store.
+//! * [`health`]: [`Metered`](health::Metered), a store wrapper counting requests, failures,
+//!   writes and lease renewals, for the operator's view and the write-load measurements.
 //! * [`mem`]: [`MemStore`], etcd semantics in memory with a manual clock, for tests.
 //! * [`conformance`]: the store semantics as one check, for every backend's tests.
 //!
@@ -35,6 +37,7 @@ pub mod decide;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod health;
 pub mod keys;
 pub mod mem;
 pub mod records;
@@ -47,4 +50,6 @@ pub use error::ClusterError;
 pub use keys::{KeyKind, Keys};
 pub use mem::MemStore;
 pub use registrar::Registrar;
-pub use store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent};
+pub use store::{
+    ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent, WatchStream,
+};

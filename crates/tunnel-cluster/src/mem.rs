@@ -9,7 +9,8 @@
 //! key; a lease's expiry or revocation deletes all its keys at one revision; a put under an
 //! unknown lease fails; a transaction may not touch a key twice nor carry more than
 //! [`max_txn_ops`](ClusterStore::max_txn_ops) compares or ops; a watch replays history from
-//! its start revision, then follows live, with no gap; after [`MemStore::compact`], a watch
+//! its start revision, then follows live, with no gap, one batch per revision (etcd sends a
+//! transaction's events in one response); after [`MemStore::compact`], a watch
 //! from an older revision gets `Compacted`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,14 +18,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent};
+use crate::store::{
+    ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent, WatchStream,
+};
 use crate::ClusterError;
 
-type Events = mpsc::UnboundedSender<Result<WatchEvent, ClusterError>>;
+type Events = mpsc::UnboundedSender<Result<Vec<WatchEvent>, ClusterError>>;
 
 /// An in-memory store with etcd semantics and a manual clock (see the module doc).
 #[derive(Debug)]
@@ -45,6 +48,9 @@ struct State {
     next_lease: LeaseId,
     /// Every event after `compacted`, in order, with its revision.
     history: Vec<(i64, WatchEvent)>,
+    /// The events of the revision being written, sent to the watchers together by
+    /// [`State::publish`].
+    batch: Vec<WatchEvent>,
     watchers: Vec<(String, Events)>,
 }
 
@@ -97,6 +103,7 @@ impl MemStore {
         due.sort_unstable();
         for (_, id) in due {
             s.end_lease(id);
+            s.publish();
         }
     }
 
@@ -200,6 +207,7 @@ impl MemStore {
                     Op::Delete { key } => s.delete(&key, rev),
                 }
             }
+            s.publish();
         }
         Ok(TxnOutcome {
             succeeded: true,
@@ -263,17 +271,27 @@ impl State {
         true
     }
 
-    /// Records the event and hands it to the watchers of its prefix, under the lock, so that
-    /// every watcher sees events in revision order.
+    /// Records the event; [`State::publish`] hands it out with the rest of its revision.
     fn emit(&mut self, rev: i64, event: WatchEvent) {
-        let key = match &event {
-            WatchEvent::Put(kv) => kv.key.as_str(),
-            WatchEvent::Delete { key, .. } => key.as_str(),
-        };
-        self.watchers.retain(|(prefix, tx)| {
-            !key.starts_with(prefix.as_str()) || tx.send(Ok(event.clone())).is_ok()
-        });
+        self.batch.push(event.clone());
         self.history.push((rev, event));
+    }
+
+    /// Hands the revision just written to the watchers of its prefixes, as one batch each,
+    /// under the lock, so that every watcher sees revisions in order.
+    fn publish(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        self.watchers.retain(|(prefix, tx)| {
+            let mine: Vec<WatchEvent> = batch
+                .iter()
+                .filter(|ev| ev.key().starts_with(prefix.as_str()))
+                .cloned()
+                .collect();
+            mine.is_empty() || tx.send(Ok(mine)).is_ok()
+        });
     }
 }
 
@@ -342,7 +360,10 @@ impl ClusterStore for MemStore {
 
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), ClusterError>> {
         let r = self.up().and_then(|()| {
-            if self.state.lock().end_lease(lease) {
+            let mut s = self.state.lock();
+            let ended = s.end_lease(lease);
+            s.publish();
+            if ended {
                 Ok(())
             } else {
                 Err(ClusterError::LeaseGone(lease))
@@ -355,8 +376,7 @@ impl ClusterStore for MemStore {
         &self,
         prefix: &str,
         from_revision: i64,
-    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError>>
-    {
+    ) -> BoxFuture<'_, Result<WatchStream, ClusterError>> {
         let r = self.up().map(|()| {
             let (tx, rx) = mpsc::unbounded_channel();
             let mut s = self.state.lock();
@@ -366,14 +386,18 @@ impl ClusterStore for MemStore {
                 }));
             } else {
                 // History and registration under one lock: nothing between them is lost.
+                let mut batch: Vec<WatchEvent> = Vec::new();
                 for (rev, ev) in &s.history {
-                    let key = match ev {
-                        WatchEvent::Put(kv) => &kv.key,
-                        WatchEvent::Delete { key, .. } => key,
-                    };
-                    if *rev >= from_revision && key.starts_with(prefix) {
-                        let _ = tx.send(Ok(ev.clone()));
+                    if *rev < from_revision || !ev.key().starts_with(prefix) {
+                        continue;
                     }
+                    if batch.first().is_some_and(|b| b.revision() != *rev) {
+                        let _ = tx.send(Ok(std::mem::take(&mut batch)));
+                    }
+                    batch.push(ev.clone());
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok(batch));
                 }
                 s.watchers.push((prefix.to_string(), tx));
             }

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -188,9 +187,10 @@ impl<S: ClusterStore + ?Sized> Registrar<S> {
         Ok(keys)
     }
 
-    /// What the store holds for `keys`, read concurrently (one round trip of latency).
+    /// What the store holds for `keys`, in one read where the store can (etcd: one
+    /// transaction of reads per `max_txn_ops` keys).
     async fn read(&self, keys: &[String]) -> Result<Seen, ClusterError> {
-        let got = try_join_all(keys.iter().map(|k| self.store.get(k))).await?;
+        let got = self.store.get_many(keys).await?;
         Ok(got
             .into_iter()
             .flatten()

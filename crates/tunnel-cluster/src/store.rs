@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::ClusterError;
 
@@ -85,6 +85,44 @@ pub enum WatchEvent {
     },
 }
 
+/// What [`ClusterStore::watch`] yields: batches of events. A batch holds every event of one
+/// or more whole revisions, in revision order: the events of one transaction (or of one
+/// lease's end) always arrive together, as etcd delivers them in one watch response, so a
+/// reader that applies a batch before looking never sees half a transaction.
+pub type WatchStream = BoxStream<'static, Result<Vec<WatchEvent>, ClusterError>>;
+
+/// A [`WatchStream`] one event at a time (for readers that do not care where the
+/// transactions end).
+pub fn events(batches: WatchStream) -> BoxStream<'static, Result<WatchEvent, ClusterError>> {
+    batches
+        .flat_map(|batch| {
+            let items: Vec<Result<WatchEvent, ClusterError>> = match batch {
+                Ok(evs) => evs.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        })
+        .boxed()
+}
+
+impl WatchEvent {
+    /// The key the event is about.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the change.
+    pub fn revision(&self) -> i64 {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
 /// What a cluster registry needs of a store: etcd's v3 KV, Lease, Txn and Watch, narrowed.
 /// Object-safe (boxed futures) so the server holds an `Arc<dyn ClusterStore>`.
 pub trait ClusterStore: Send + Sync + 'static {
@@ -93,6 +131,16 @@ pub trait ClusterStore: Send + Sync + 'static {
         -> BoxFuture<'_, Result<(Vec<KeyValue>, i64), ClusterError>>;
     /// One key (linearizable read).
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, ClusterError>>;
+    /// Several keys read at one revision, in the order asked (`None`: absent). The default
+    /// reads them concurrently, one request each; a backend that can read many in one round
+    /// trip (etcd: a transaction of reads) overrides it, so a login costs one read request
+    /// whatever its number of proxies.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<KeyValue>>, ClusterError>> {
+        futures::future::try_join_all(keys.iter().map(|k| self.get(k))).boxed()
+    }
     /// If every compare holds, apply every op, atomically; else apply nothing.
     fn txn(
         &self,
@@ -105,14 +153,14 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Duration, ClusterError>>;
     /// End `lease` now, deleting its keys atomically.
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), ClusterError>>;
-    /// Changes under `prefix` from `from_revision` on, in order, no gap; the stream ends with
+    /// Changes under `prefix` from `from_revision` on, in order, no gap, in batches of whole
+    /// revisions (see [`WatchStream`]); the stream ends with
     /// `Err(ClusterError::Compacted { .. })` if that revision is gone (re-list then).
-    #[allow(clippy::type_complexity)]
     fn watch(
         &self,
         prefix: &str,
         from_revision: i64,
-    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError>>;
+    ) -> BoxFuture<'_, Result<WatchStream, ClusterError>>;
     /// The largest number of compares or ops one transaction may carry (etcd's
     /// --max-txn-ops, 128 by default).
     fn max_txn_ops(&self) -> usize {

@@ -246,7 +246,7 @@ async fn watch_from_a_revision_sees_puts_and_deletes_in_order() {
         .await
         .unwrap()
         .revision;
-    let mut events = s.watch("/w/", r1).await.unwrap();
+    let mut events = tunnel_cluster::store::events(s.watch("/w/", r1).await.unwrap());
     let r3 = s
         .txn(vec![], vec![Op::Delete { key: "/w/a".into() }])
         .await
@@ -295,7 +295,7 @@ async fn a_watch_from_a_compacted_revision_ends_with_compacted() {
         .unwrap()
         .revision;
     s.client().clone().compact(now, None).await.unwrap();
-    let mut events = s.watch("/c/", old).await.unwrap();
+    let mut events = tunnel_cluster::store::events(s.watch("/c/", old).await.unwrap());
     let end = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .unwrap();
@@ -308,7 +308,7 @@ async fn a_watch_from_a_compacted_revision_ends_with_compacted() {
         "the stream ends after Compacted"
     );
     // From the compaction revision on, the history is there.
-    let mut events = s.watch("/c/", now).await.unwrap();
+    let mut events = tunnel_cluster::store::events(s.watch("/c/", now).await.unwrap());
     let first = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .unwrap();
@@ -322,7 +322,7 @@ async fn a_frozen_etcd_fails_calls_in_time_naming_the_endpoint_and_they_work_aft
     };
     let s = store(&etcd).await;
     let lease = s.grant(Duration::from_secs(60)).await.unwrap();
-    let mut events = s.watch("/f/", 0).await.unwrap();
+    let mut events = tunnel_cluster::store::events(s.watch("/f/", 0).await.unwrap());
     etcd.pause().await;
     for (what, call) in [
         ("get", s.get("/f/a").map(|r| r.map(drop)).boxed()),
@@ -397,7 +397,7 @@ async fn a_watch_on_a_frozen_etcd_ends_with_an_error_instead_of_silence() {
     // etcd's least ping interval (--grpc-keepalive-min-time).
     o.keepalive_interval = Duration::from_secs(5);
     let s = EtcdStore::connect(&o).await.unwrap();
-    let mut events = s.watch("/z/", 0).await.unwrap();
+    let mut events = tunnel_cluster::store::events(s.watch("/z/", 0).await.unwrap());
     etcd.pause().await;
     let started = Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(15), events.next())

@@ -411,6 +411,31 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
             "1 while this server's cluster lease was renewed within its TTL, else 0.",
             u64::from(c.lease == "alive"),
         );
+        page.gauge(
+            "tunnel_cluster_etcd_up",
+            "1 while the last call to the cluster store was answered and the lease is alive.",
+            u64::from(c.etcd.healthy),
+        );
+        page.counter(
+            "tunnel_cluster_etcd_requests_total",
+            "Calls made to the cluster store.",
+            c.etcd.requests,
+        );
+        page.counter(
+            "tunnel_cluster_etcd_failures_total",
+            "Calls the cluster store did not answer, and watches that broke.",
+            c.etcd.failures,
+        );
+        page.counter(
+            "tunnel_cluster_etcd_writes_total",
+            "Writes to the cluster store: transactions that put or delete, lease grants and revokes.",
+            c.etcd.writes,
+        );
+        page.counter(
+            "tunnel_cluster_etcd_keepalives_total",
+            "Lease renewals sent to the cluster store.",
+            c.etcd.keepalives,
+        );
     }
     if let Some(p) = &shared.peer {
         let peers = match &snap.cluster {

@@ -27,6 +27,7 @@ pub mod bins;
 pub mod browser;
 pub mod cluster;
 pub mod cluster_member;
+pub mod cluster_process;
 pub mod curl;
 pub mod engines;
 pub mod etcd;
@@ -51,6 +52,7 @@ pub use cluster::{
     cluster_server, cluster_server_on, cluster_server_with, ClusterServer, CLUSTER_KEY,
 };
 pub use cluster_member::{etcd_member, etcd_member_config, MEMBER_CLUSTER_KEY};
+pub use cluster_process::ClusterMember;
 pub use curl::{curl, curl_ok};
 pub use engines::*;
 pub use etcd::Etcd;
@@ -65,7 +67,7 @@ pub use pattern::random_bytes;
 pub use pki::*;
 pub use poll::eventually;
 pub use postgres::Postgres;
-pub use process::Proc;
+pub use process::{cpu_seconds_of, Proc};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service};

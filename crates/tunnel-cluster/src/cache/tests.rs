@@ -2,7 +2,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
-use futures::stream::{self, BoxStream};
+use futures::stream;
 
 use super::*;
 use crate::decide::{Claimant, ProxyClaim};
@@ -16,6 +16,8 @@ struct Awkward {
     inner: Arc<MemStore>,
     write_after_list: AtomicBool,
     compact_first_watch: AtomicBool,
+    /// Ends the open watches (as a broken connection would).
+    cut: Arc<tokio::sync::Notify>,
 }
 
 impl ClusterStore for Awkward {
@@ -61,13 +63,18 @@ impl ClusterStore for Awkward {
         &self,
         prefix: &str,
         from: i64,
-    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError>>
-    {
+    ) -> BoxFuture<'_, Result<crate::WatchStream, ClusterError>> {
         if self.compact_first_watch.swap(false, Ordering::SeqCst) {
             let s = stream::iter([Err(ClusterError::Compacted { revision: from + 1 })]).boxed();
             return Box::pin(futures::future::ready(Ok(s)));
         }
-        self.inner.watch(prefix, from)
+        let cut = self.cut.clone();
+        let inner = self.inner.watch(prefix, from);
+        Box::pin(async move {
+            let batches = inner.await?;
+            let ended = async move { cut.notified().await };
+            Ok(batches.take_until(Box::pin(ended)).boxed())
+        })
     }
 }
 
@@ -145,6 +152,7 @@ async fn nothing_written_between_list_and_watch_is_missed_and_compaction_relists
         inner: inner.clone(),
         write_after_list: AtomicBool::new(true),
         compact_first_watch: AtomicBool::new(true),
+        cut: Default::default(),
     });
     let (cache, _task) = Cache::start(store, Keys::new("/t/"));
     // The first watch fails with Compacted: the cache lists again (seeing "late" this
@@ -173,6 +181,7 @@ async fn a_write_between_list_and_watch_arrives_through_the_watch() {
         inner: inner.clone(),
         write_after_list: AtomicBool::new(true),
         compact_first_watch: AtomicBool::new(false),
+        cut: Default::default(),
     });
     let (cache, _task) = Cache::start(store, Keys::new("/t/"));
     caught_up(&cache, inner.revision()).await;
@@ -211,6 +220,73 @@ async fn foreign_and_malformed_keys_are_ignored() {
     assert!(cache.port(80).is_none());
 }
 
+#[tokio::test]
+async fn the_cache_tells_which_client_ids_changed_and_everything_after_a_relist() {
+    let inner = Arc::new(MemStore::new());
+    let store = Arc::new(Awkward {
+        inner: inner.clone(),
+        write_after_list: AtomicBool::new(false),
+        compact_first_watch: AtomicBool::new(false),
+        cut: Default::default(),
+    });
+    let keys = Keys::new("/t/");
+    let (cache, _task) = Cache::start(store.clone(), keys.clone());
+    caught_up(&cache, inner.revision()).await;
+    let r = Registrar::new(store.clone(), keys);
+    let lease = inner.grant(Duration::from_secs(10)).await.unwrap();
+    let who = |id: &str| Claimant {
+        client_id: id.into(),
+        instance: [1; 16],
+        server_id: "A".into(),
+    };
+    let start = cache.revision();
+    for id in ["a", "b", "c"] {
+        let Registered::Done(reg) = r.register(&who(id), lease, &[]).await.unwrap() else {
+            panic!()
+        };
+        caught_up(&cache, reg.epoch).await;
+    }
+    let mid = cache.revision();
+    assert_eq!(
+        cache.clients_changed_since(start),
+        Changed::Clients(vec!["a".into(), "b".into(), "c".into()])
+    );
+    // A server key is no client's change.
+    r.announce("A", &server("a"), lease).await.unwrap();
+    let Registered::Done(reg) = r.register(&who("b"), lease, &[]).await.unwrap() else {
+        panic!()
+    };
+    caught_up(&cache, reg.epoch).await;
+    assert_eq!(
+        cache.clients_changed_since(mid),
+        Changed::Clients(vec!["b".into()])
+    );
+    // The lease ends: every client key goes, each one reported.
+    inner.advance(Duration::from_secs(10));
+    caught_up(&cache, inner.revision()).await;
+    let now = cache.revision();
+    let lease2 = inner.grant(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        cache.clients_changed_since(mid),
+        Changed::Clients(vec!["b".into(), "a".into(), "c".into()])
+    );
+    assert_eq!(cache.clients_changed_since(now), Changed::Clients(vec![]));
+
+    // A broken watch makes the cache list again: what happened meanwhile is not known key
+    // by key.
+    store.cut.notify_waiters();
+    r.register(&who("d"), lease2, &[]).await.unwrap();
+    let relisted = async {
+        while cache.clients_changed_since(now) != Changed::Everything {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), relisted)
+        .await
+        .expect("the cache listed again");
+    assert!(cache.client("d").is_some());
+}
+
 #[test]
 fn placements_list_the_first_clients_by_id_and_count_all_per_server() {
     let mut view = View::default();
@@ -225,6 +301,7 @@ fn placements_list_the_first_clients_by_id_and_count_all_per_server() {
     let cache = Cache {
         view: Arc::new(RwLock::new(view)),
         revision: watch::channel(0).1,
+        changes: Arc::new(Mutex::new(ChangeLog::new(changes::CAPACITY))),
     };
     let p = cache.placements(2);
     let pair = |c: &str, s: &str| (c.to_string(), s.to_string());

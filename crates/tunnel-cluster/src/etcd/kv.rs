@@ -1,6 +1,6 @@
 //! Reads and transactions: etcd's Range and Txn.
 
-use etcd_client::{CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::classify::{is_compacted, is_lease_not_found, is_too_many_ops};
 use super::EtcdStore;
@@ -65,6 +65,41 @@ impl EtcdStore {
         let mut kv = self.kv();
         let resp = self.cx.bounded("get", kv.get(key, None)).await?;
         Ok(resp.kvs().first().and_then(convert))
+    }
+
+    /// Several keys in one round trip: a transaction of reads (no compare, so it always
+    /// runs its reads, at one revision), one per `max_txn_ops` keys.
+    pub(super) async fn read_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<KeyValue>>, ClusterError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.max_txn_ops.max(1)) {
+            let reads: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+            let mut kv = self.kv();
+            let resp = self
+                .cx
+                .bounded("get", kv.txn(Txn::new().and_then(reads)))
+                .await?;
+            let answers = resp.op_responses();
+            if answers.len() != chunk.len() {
+                return Err(self.cx.classify(
+                    "get",
+                    etcd_client::Error::InvalidArgs(format!(
+                        "etcd answered {} of {} reads",
+                        answers.len(),
+                        chunk.len()
+                    )),
+                ));
+            }
+            for answer in answers {
+                out.push(match answer {
+                    TxnOpResponse::Get(got) => got.kvs().first().and_then(convert),
+                    _ => None,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// `ops` if every compare holds, else nothing, in one etcd transaction.

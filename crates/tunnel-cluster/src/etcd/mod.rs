@@ -17,11 +17,10 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use futures::stream::BoxStream;
 
 pub use options::EtcdOptions;
 
-use crate::store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchEvent};
+use crate::store::{ClusterStore, Compare, KeyValue, LeaseId, Op, TxnOutcome, WatchStream};
 use crate::ClusterError;
 use classify::Context;
 
@@ -112,6 +111,13 @@ impl ClusterStore for EtcdStore {
         async move { self.read(&key).await }.boxed()
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<KeyValue>>, ClusterError>> {
+        self.read_many(keys).boxed()
+    }
+
     fn txn(
         &self,
         compares: Vec<Compare>,
@@ -136,8 +142,7 @@ impl ClusterStore for EtcdStore {
         &self,
         prefix: &str,
         from_revision: i64,
-    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError>>
-    {
+    ) -> BoxFuture<'_, Result<WatchStream, ClusterError>> {
         let prefix = prefix.to_owned();
         async move { self.open_watch(&prefix, from_revision).await }.boxed()
     }

@@ -1,21 +1,20 @@
-//! Watches: etcd's Watch on a prefix from a revision, as a stream of [`WatchEvent`]s that
-//! ends with an error whenever continuity is lost.
-
-use std::collections::VecDeque;
+//! Watches: etcd's Watch on a prefix from a revision, as a stream of batches of
+//! [`WatchEvent`]s (one batch per watch response, which never splits a revision) that ends
+//! with an error whenever continuity is lost.
 
 use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 
 use super::classify::Context;
 use super::kv::{convert, prefix_end};
 use super::EtcdStore;
-use crate::store::WatchEvent;
+use crate::store::{WatchEvent, WatchStream as Batches};
 use crate::ClusterError;
 
-/// A watch stream and the events of its last response not yet handed out.
+/// A watch stream and the batch of its last response not yet handed out.
 struct Feed {
     stream: WatchStream,
-    pending: VecDeque<WatchEvent>,
+    pending: Vec<WatchEvent>,
     cx: Context,
 }
 
@@ -28,7 +27,7 @@ impl EtcdStore {
         &self,
         prefix: &str,
         from: i64,
-    ) -> Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError> {
+    ) -> Result<Batches, ClusterError> {
         let opts = WatchOptions::new()
             .with_range(prefix_end(prefix.as_bytes()))
             .with_start_revision(from)
@@ -48,7 +47,7 @@ impl EtcdStore {
         let first = self.cx.bounded("watch", stream.message()).await?;
         let mut feed = Feed {
             stream,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
             cx: self.cx.clone(),
         };
         let first_outcome = match first {
@@ -66,12 +65,15 @@ impl EtcdStore {
     }
 }
 
-/// The next event, or the error that ends the stream.
-async fn next(state: Option<Feed>) -> Option<(Result<WatchEvent, ClusterError>, Option<Feed>)> {
+/// The next batch, or the error that ends the stream.
+async fn next(
+    state: Option<Feed>,
+) -> Option<(Result<Vec<WatchEvent>, ClusterError>, Option<Feed>)> {
     let mut feed = state?;
     loop {
-        if let Some(event) = feed.pending.pop_front() {
-            return Some((Ok(event), Some(feed)));
+        if !feed.pending.is_empty() {
+            let batch = std::mem::take(&mut feed.pending);
+            return Some((Ok(batch), Some(feed)));
         }
         let outcome = match feed.stream.message().await {
             Ok(Some(resp)) => feed.take(resp),
@@ -106,7 +108,7 @@ impl Feed {
             let Some(kv) = event.kv().and_then(convert) else {
                 continue;
             };
-            self.pending.push_back(match event.event_type() {
+            self.pending.push(match event.event_type() {
                 EventType::Put => WatchEvent::Put(kv),
                 EventType::Delete => WatchEvent::Delete {
                     key: kv.key,

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use proptest::prelude::*;
 
 use super::*;
@@ -21,6 +22,15 @@ fn absent(key: &str) -> Compare {
 
 async fn next(s: &mut BoxStream<'static, Result<WatchEvent, ClusterError>>) -> WatchEvent {
     s.next().await.unwrap().unwrap()
+}
+
+/// A watch one event at a time.
+async fn watch(
+    s: &MemStore,
+    prefix: &str,
+    from: i64,
+) -> BoxStream<'static, Result<WatchEvent, ClusterError>> {
+    crate::store::events(s.watch(prefix, from).await.unwrap())
 }
 
 fn deleted(ev: &WatchEvent) -> (&str, i64) {
@@ -150,7 +160,7 @@ async fn lease_expiry_on_the_manual_clock_deletes_all_keys_at_one_revision() {
         .await
         .unwrap();
     assert_eq!(s.lease_keys(l), ["/k/a", "/k/b", "/k/c"]);
-    let mut w = s.watch("/k/", s.revision() + 1).await.unwrap();
+    let mut w = watch(&s, "/k/", s.revision() + 1).await;
     s.advance(Duration::from_secs(6));
     assert_eq!(s.keep_alive(l).await.unwrap(), Duration::from_secs(10));
     s.advance(Duration::from_secs(6));
@@ -198,7 +208,7 @@ async fn watch_replays_from_a_revision_then_follows_with_no_gap() {
         .unwrap();
     }
     // Revisions 2..=6 hold /w/0../w/4; start mid-history.
-    let mut w = s.watch("/w/", 4).await.unwrap();
+    let mut w = watch(&s, "/w/", 4).await;
     s.txn(vec![], vec![Op::Delete { key: "/w/0".into() }])
         .await
         .unwrap();
@@ -227,14 +237,14 @@ async fn watch_from_a_compacted_revision_ends_with_compacted() {
             .unwrap();
     }
     s.compact(4);
-    let mut w = s.watch("/w/", 3).await.unwrap();
+    let mut w = watch(&s, "/w/", 3).await;
     match w.next().await {
         Some(Err(ClusterError::Compacted { revision: 4 })) => {}
         other => panic!("expected Compacted, got {other:?}"),
     }
     assert!(w.next().await.is_none(), "the stream ends after Compacted");
     // From the compaction point on, history is still there.
-    let mut w = s.watch("/w/", 4).await.unwrap();
+    let mut w = watch(&s, "/w/", 4).await;
     assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.mod_revision == 4));
 }
 
@@ -268,7 +278,7 @@ proptest! {
             let s = MemStore::new();
             let l = s.grant(Duration::from_secs(ttl)).await.unwrap();
             s.txn(vec![], vec![put("/l/a", "", l), put("/l/b", "", l)]).await.unwrap();
-            let mut w = s.watch("/l/", s.revision() + 1).await.unwrap();
+            let mut w = watch(&s, "/l/", s.revision() + 1).await;
             let (mut now, mut deadline, mut alive) = (0u64, ttl, true);
             for (by, renew) in steps {
                 now += by;
@@ -292,4 +302,42 @@ proptest! {
             }
         });
     }
+}
+
+#[tokio::test]
+async fn a_watch_delivers_one_batch_per_revision_replayed_or_live() {
+    let s = MemStore::new();
+    let l = s.grant(Duration::from_secs(5)).await.unwrap();
+    s.txn(
+        vec![],
+        vec![put("/b/a", "", l), put("/b/b", "", l), put("/x", "", 0)],
+    )
+    .await
+    .unwrap();
+    let from = s.revision();
+    let mut w = s.watch("/b/", from).await.unwrap();
+    // Replayed: the transaction's two puts under the prefix, together.
+    let replayed = w.next().await.unwrap().unwrap();
+    assert_eq!(replayed.len(), 2);
+    assert!(replayed.iter().all(|e| e.revision() == from));
+    // Live: a two-key transaction, then the lease's end, one batch each.
+    s.txn(
+        vec![],
+        vec![put("/b/c", "", l), Op::Delete { key: "/b/a".into() }],
+    )
+    .await
+    .unwrap();
+    let live = w.next().await.unwrap().unwrap();
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|e| e.revision() == from + 1));
+    s.advance(Duration::from_secs(5));
+    let expiry = w.next().await.unwrap().unwrap();
+    let keys: Vec<&str> = expiry.iter().map(|e| e.key()).collect();
+    assert_eq!(keys, ["/b/b", "/b/c"]);
+    assert!(expiry.iter().all(|e| e.revision() == from + 2));
+    assert!(
+        w.next().now_or_never().is_none(),
+        "nothing else: {:?}",
+        w.next().now_or_never()
+    );
 }

@@ -2,7 +2,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use proptest::prelude::*;
 
@@ -80,8 +79,7 @@ impl ClusterStore for Jitter {
         &self,
         prefix: &str,
         from_revision: i64,
-    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<WatchEvent, ClusterError>>, ClusterError>>
-    {
+    ) -> BoxFuture<'_, Result<crate::WatchStream, ClusterError>> {
         self.inner.watch(prefix, from_revision)
     }
     fn max_txn_ops(&self) -> usize {
@@ -263,7 +261,7 @@ async fn lease_expiry_removes_all_keys_of_a_server_in_one_revision() {
             .unwrap(),
         );
     }
-    let mut w = store.watch("/t/", store.revision() + 1).await.unwrap();
+    let mut w = crate::store::events(store.watch("/t/", store.revision() + 1).await.unwrap());
     store.advance(Duration::from_secs(9));
     assert_eq!(owners(&store).await.len(), 9);
     store.advance(Duration::from_secs(1));

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn, Instrument};
+use tunnel_cluster::cache::Changed;
 use tunnel_cluster::registrar::{LeaseState, Registered};
 
 use super::login::claim_of;
 use super::{Held, Node};
+use crate::session::SessionRecord;
 use crate::Shared;
 
 /// The first wait after a failed attempt at a new lease; doubled up to [`MAX_BACKOFF`].
@@ -32,42 +34,59 @@ pub(crate) fn spawn(shared: &Arc<Shared>) {
 }
 
 /// After every change of the registry: a local session whose client the registry now shows
-/// on another server, at a newer epoch, was replaced there; it is closed.
+/// on another server, at a newer epoch, was replaced there; it is closed. Only the clients
+/// whose key changed are looked at (the cache's feed); all local sessions only when the feed
+/// cannot tell (it overflowed, or the cache listed again).
 async fn watch_takeovers(shared: Arc<Shared>, node: Arc<Node>) {
+    let mut seen = node.cache().revision();
     loop {
         let next = node.cache().revision() + 1;
         tokio::select! {
             () = shared.hard_stop.cancelled() => return,
             reached = node.cache().caught_up(next) => if !reached { return },
         }
-        close_replaced(&shared, &node);
+        // Read before asking: every change up to `now` is in the answer, so the next
+        // question may start there.
+        let now = node.cache().revision();
+        match node.cache().clients_changed_since(seen) {
+            Changed::Everything => {
+                for (session, _) in shared.registry.sessions() {
+                    close_if_replaced(&shared, node.as_ref(), &session);
+                }
+            }
+            Changed::Clients(ids) => {
+                for id in ids {
+                    if let Some(session) = shared.registry.session(&id) {
+                        close_if_replaced(&shared, node.as_ref(), &session);
+                    }
+                }
+            }
+        }
+        seen = now;
     }
 }
 
-fn close_replaced(shared: &Shared, node: &Node) {
-    for (session, _) in shared.registry.sessions() {
-        let Some(epoch) = session.cluster.lock().as_ref().map(|h| h.epoch) else {
-            continue;
-        };
-        let Some(rec) = node.cache().client(&session.client_id) else {
-            continue;
-        };
-        if rec.server_id != node.server_id() && rec.epoch > epoch && !session.cancel.is_cancelled()
-        {
-            info!(
-                session = session.id,
-                client = %session.client_id,
-                "replaced by a newer session of the same client on server {}; closing this one",
-                rec.server_id
-            );
-            // Ours no longer: the new session rewrote every key, so there is nothing to release.
-            session.cluster.lock().take();
-            // Draining, the client moved because we asked: its old session stays whole until
-            // the client closes it, once its new one serves (make-before-break), so that
-            // nothing routed here in the meantime fails. Otherwise it retires now.
-            if !shared.draining.load(std::sync::atomic::Ordering::Acquire) {
-                crate::session::retire(shared, &session);
-            }
+fn close_if_replaced(shared: &Shared, node: &Node, session: &Arc<SessionRecord>) {
+    let Some(epoch) = session.cluster.lock().as_ref().map(|h| h.epoch) else {
+        return;
+    };
+    let Some(rec) = node.cache().client(&session.client_id) else {
+        return;
+    };
+    if rec.server_id != node.server_id() && rec.epoch > epoch && !session.cancel.is_cancelled() {
+        info!(
+            session = session.id,
+            client = %session.client_id,
+            "replaced by a newer session of the same client on server {}; closing this one",
+            rec.server_id
+        );
+        // Ours no longer: the new session rewrote every key, so there is nothing to release.
+        session.cluster.lock().take();
+        // Draining, the client moved because we asked: its old session stays whole until
+        // the client closes it, once its new one serves (make-before-break), so that
+        // nothing routed here in the meantime fails. Otherwise it retires now.
+        if !shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+            crate::session::retire(shared, session);
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tunnel_cluster::cache::CacheTask;
 use tunnel_cluster::decide::{Claimant, ProxyClaim};
+use tunnel_cluster::health::{Metered, StoreHealth};
 use tunnel_cluster::records::{self, ProxyRecord, ServerRecord};
 use tunnel_cluster::registrar::{LeaseKeeper, LeaseState, Registered};
 use tunnel_cluster::{Cache, ClusterError, ClusterStore, KeyKind, Keys, Registrar};
@@ -74,6 +75,8 @@ pub(crate) struct Held {
 /// This server as a member of the cluster.
 pub(crate) struct Node {
     store: Arc<dyn ClusterStore>,
+    /// What every call to `store` counted (it is the [`Metered`] wrapper of the backend).
+    health: Arc<StoreHealth>,
     registrar: Registrar<dyn ClusterStore>,
     opts: NodeOptions,
     record: Mutex<ServerRecord>,
@@ -118,6 +121,10 @@ impl Node {
         store: Arc<dyn ClusterStore>,
         opts: NodeOptions,
     ) -> Result<Arc<Node>, ClusterError> {
+        // Every call of the node, its registrar, lease keeper and cache passes here.
+        let metered = Arc::new(Metered::new(store));
+        let health = metered.health();
+        let store: Arc<dyn ClusterStore> = metered;
         let keys = Keys::new(opts.prefix.clone());
         let registrar = Registrar::new(store.clone(), keys.clone());
         let keeper = LeaseKeeper::start(store.clone(), opts.lease_ttl).await?;
@@ -136,6 +143,7 @@ impl Node {
         let (lease_state, _) = watch::channel(LeaseState::Alive);
         let node = Arc::new(Node {
             store,
+            health,
             registrar,
             record: Mutex::new(record),
             lease: AtomicI64::new(0),
@@ -206,6 +214,11 @@ impl Node {
     /// Follows the lease state (across new leases).
     pub(crate) fn lease_states(&self) -> watch::Receiver<LeaseState> {
         self.lease_state.subscribe()
+    }
+
+    /// The counters of every store call.
+    pub(crate) fn store_health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// The watch-fed registry.

@@ -17,6 +17,8 @@ pub(crate) struct ClusterStats {
     pub servers: Vec<ServerStats>,
     /// The registry revision the cache reflects.
     pub registry_revision: i64,
+    /// The store's health, as counted by every call (the dashboard renders it as is).
+    pub etcd: EtcdStats,
     /// What the peer link carried to and from each other server (filled by the server,
     /// which holds the link).
     pub peers: Vec<crate::peer::PeerStats>,
@@ -24,6 +26,23 @@ pub(crate) struct ClusterStats {
     pub clients: Vec<ClientPlace>,
     /// Clients of the registry not in `clients`.
     pub clients_truncated: usize,
+}
+
+/// `cluster.etcd` of `/api/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EtcdStats {
+    /// The last call to the store was answered and the lease is alive.
+    pub healthy: bool,
+    /// The last failure, and how long ago it came; `null` if none yet.
+    pub last_error: Option<String>,
+    /// Calls made to the store.
+    pub requests: u64,
+    /// Calls the store did not answer, and watches that broke.
+    pub failures: u64,
+    /// Transactions that put or delete, lease grants and revokes.
+    pub writes: u64,
+    /// Lease renewals.
+    pub keepalives: u64,
 }
 
 /// Clients listed at most in `cluster.clients`: the page stays small with many clients.
@@ -61,10 +80,22 @@ impl ClusterStats {
             })
             .collect();
         servers.sort_by(|a, b| a.id.cmp(&b.id));
+        let h = node.store_health().snapshot();
+        let lease = node.lease_state();
+        let etcd = EtcdStats {
+            healthy: h.answered && lease == LeaseState::Alive,
+            last_error: h
+                .last_error
+                .map(|(text, ago)| format!("{text} ({}s ago)", ago.as_secs())),
+            requests: h.requests,
+            failures: h.failures,
+            writes: h.writes,
+            keepalives: h.keepalives,
+        };
         ClusterStats {
             server_id: node.server_id().to_string(),
             backend: node.backend(),
-            lease: match node.lease_state() {
+            lease: match lease {
                 LeaseState::Alive => "alive",
                 LeaseState::Unconfirmed => "unconfirmed",
                 LeaseState::Lost => "lost",
@@ -72,6 +103,7 @@ impl ClusterStats {
             draining: node.draining(),
             servers,
             registry_revision: node.cache().revision(),
+            etcd,
             peers: Vec::new(),
             clients_truncated: placed.total.saturating_sub(placed.clients.len()),
             clients: placed
