@@ -657,3 +657,76 @@ async fn in_owner_mode_only_the_owners_server_listens() {
     .await;
     assert!(tokio::net::TcpStream::connect(on(1)).await.is_err());
 }
+
+/// Split brain (design): A loses etcd while B still reaches it. A asks B over the peer link,
+/// learns that it is the one cut off, says so on `/healthz` (a balancer takes it out) and
+/// asks its clients to move: the client serves again through B, registered there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_cut_off_from_etcd_sends_its_clients_to_a_peer_that_reaches_it() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let pki = Pki::new("fence");
+    // A reaches etcd only through this relay, which the test takes away.
+    let etcd_at: SocketAddr = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let path = Balancer::start(vec![etcd_at]).await;
+    let ttl = |c: ClusterConfig| ClusterConfig {
+        lease_ttl: Duration::from_secs(2),
+        ..c
+    };
+    let a = member_with(&etcd, "/fence/", "a", 1, Some(&pki), |c| ClusterConfig {
+        endpoints: vec![format!("http://{}", path.addr)],
+        ..ttl(c)
+    })
+    .await;
+    let b = member_with(&etcd, "/fence/", "b", 2, Some(&pki), ttl).await;
+    // The clients' balancer starts with A only, so the client lands there.
+    let lb = Balancer::start(vec![a.local_addr(), b.local_addr()]).await;
+    lb.set_down(1, true);
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let c = client(
+        ClientConfig::new(lb.addr.to_string())
+            .with_auth_key(KEY)
+            .with_fingerprint(pki.fingerprint.parse().unwrap())
+            .with_id("fenced")
+            .with_proxy(ProxyConfig::tcp("p", &echo, Some(port))),
+    )
+    .await;
+    lb.set_down(1, false);
+    assert!(serves_at(SocketAddr::new(loopback(1), port), Duration::from_secs(5)).await);
+    assert_eq!(a.snapshot().clients, 1);
+
+    drop(path);
+    eventually(WAIT, "A finds it is the one cut off", || async {
+        logged(&[
+            "does not reach the registry but other servers do",
+            "servers=b",
+        ])
+    })
+    .await;
+    // A balancer's health check sees A's 503 and takes it out.
+    lb.set_down(0, true);
+    eventually(WAIT, "the client serves through B", || async {
+        b.snapshot().clients == 1
+            && serves_at(SocketAddr::new(loopback(2), port), Duration::from_secs(2)).await
+    })
+    .await;
+    let owners = store(&etcd).await;
+    let rec = owners.get("/fence/client/fenced").await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&rec.value).contains("\"server_id\":\"b\""),
+        "{}",
+        String::from_utf8_lossy(&rec.value)
+    );
+    // A let go of the moved session once the new one served.
+    eventually(WAIT, "A closed the old session", || async {
+        a.snapshot().clients == 0
+    })
+    .await;
+    assert!(is_ready(&c));
+}
