@@ -74,18 +74,24 @@ fn close_if_replaced(shared: &Shared, node: &Node, session: &Arc<SessionRecord>)
         return;
     };
     if rec.server_id != node.server_id() && rec.epoch > epoch && !session.cancel.is_cancelled() {
+        let draining = shared.draining.load(std::sync::atomic::Ordering::Acquire);
         info!(
             session = session.id,
             client = %session.client_id,
-            "replaced by a newer session of the same client on server {}; closing this one",
-            rec.server_id
+            "replaced by a newer session of the same client on server {}; {}",
+            rec.server_id,
+            if draining {
+                "closing this one once the client says the new one serves"
+            } else {
+                "closing this one"
+            }
         );
         // Ours no longer: the new session rewrote every key, so there is nothing to release.
         session.cluster.lock().take();
         // Draining, the client moved because we asked: its old session stays whole until
         // the client closes it, once its new one serves (make-before-break), so that
         // nothing routed here in the meantime fails. Otherwise it retires now.
-        if !shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+        if !draining {
             crate::session::retire(shared, session);
         }
     }
