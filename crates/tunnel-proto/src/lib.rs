@@ -62,11 +62,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+mod bandwidth;
 mod error;
 pub mod frame;
 #[cfg(any(feature = "tokio", test))]
 mod framed;
 pub mod handshake;
+mod ip_filter;
 pub mod message;
 pub mod peer;
 mod peer_text;
@@ -80,6 +82,8 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use bandwidth::Bandwidth;
+pub use ip_filter::{IpFilter, MAX_IP_RULES};
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
 pub use error::{HandshakeError, ProtoError};
 pub use frame::{
