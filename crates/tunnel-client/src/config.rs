@@ -737,11 +737,7 @@ impl ClientConfig {
                 ));
             }
             if let Err(e) = tunnel_proto::IpFilter::new(&p.allow_ips, &p.deny_ips) {
-                let field = match &e {
-                    tunnel_proto::ProtoError::BadIpRule { field, .. }
-                    | tunnel_proto::ProtoError::TooManyIpRules { field, .. } => field,
-                    _ => "allow_ips",
-                };
+                let field = e.ip_rule_field().unwrap_or("allow_ips");
                 out.push(ConfigProblem::new(at(field), e.to_string()));
             }
             if let Some(Err(m)) = p

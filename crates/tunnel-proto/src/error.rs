@@ -61,7 +61,7 @@ pub enum ProtoError {
 
     /// An entry of `allow_ips` or `deny_ips` is neither a CIDR nor an address.
     #[error(
-        "{field}: {entry:?} is not a network: write a CIDR (\"10.0.0.0/8\", \"2001:db8::/32\", \
+        "{entry:?} is not a network: write a CIDR (\"10.0.0.0/8\", \"2001:db8::/32\", \
          with no bits set past the prefix) or one address (\"192.0.2.7\", \"::1\")"
     )]
     BadIpRule {
@@ -73,7 +73,7 @@ pub enum ProtoError {
 
     /// An `allow_ips` or `deny_ips` list is too long.
     #[error(
-        "{field} has {len} entries, over the limit of {max}: merge them into wider CIDRs, or \
+        "{len} entries, over the limit of {max}: merge them into wider CIDRs, or \
          filter in a firewall"
     )]
     TooManyIpRules {

@@ -50,6 +50,18 @@ impl IpFilter {
     }
 }
 
+impl ProtoError {
+    /// The list (`allow_ips` or `deny_ips`) an [`IpFilter`] error is about.
+    pub fn ip_rule_field(&self) -> Option<&'static str> {
+        match self {
+            ProtoError::BadIpRule { field, .. } | ProtoError::TooManyIpRules { field, .. } => {
+                Some(field)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn parse_list<S: AsRef<str>>(field: &'static str, list: &[S]) -> Result<Vec<IpNet>, ProtoError> {
     if list.len() > MAX_IP_RULES {
         return Err(ProtoError::TooManyIpRules {
@@ -127,12 +139,14 @@ mod tests {
             ("10.0.0.0/", "no prefix"),
             ("", "empty"),
         ] {
-            let e = IpFilter::new(&["::/0"], &[bad]).unwrap_err().to_string();
-            assert!(e.contains("deny_ips"), "{what}: {e}");
+            let e = IpFilter::new(&["::/0"], &[bad]).unwrap_err();
+            assert_eq!(e.ip_rule_field(), Some("deny_ips"), "{what}");
+            let e = e.to_string();
             assert!(e.contains(&format!("{bad:?}")), "{what}: {e}");
         }
         let many: Vec<String> = (0..=MAX_IP_RULES).map(|i| format!("10.0.{i}.0/24")).collect();
-        let e = IpFilter::new(&many, &[]).unwrap_err().to_string();
-        assert!(e.contains("allow_ips") && e.contains("256"), "{e}");
+        let e = IpFilter::new(&many, &[]).unwrap_err();
+        assert_eq!(e.ip_rule_field(), Some("allow_ips"));
+        assert!(e.to_string().contains("256"), "{e}");
     }
 }

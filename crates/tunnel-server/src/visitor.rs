@@ -263,6 +263,9 @@ mod tests {
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
             http: None,
             idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
         }
     }
 

@@ -74,6 +74,10 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Serve `tcp` if its source and the vhost have a connection to spare; close it otherwise.
 fn admit(vh: &Arc<Vhost>, tcp: TcpStream, peer: SocketAddr) {
+    if !crate::access::server_permits(&vh.shared, peer) {
+        tunnel_mux::reset_tcp(tcp);
+        return;
+    }
     match vh.limits.conns.try_acquire(peer.ip()) {
         Ok(permit) => {
             let task = serve_conn(vh.clone(), tcp, peer, permit);
