@@ -1,0 +1,65 @@
+//! iperf3: a server on loopback behind a proxy, and timed runs through the tunnel.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::net::{free_port, is_listening};
+use crate::poll::eventually;
+use crate::process::Proc;
+
+/// An `iperf3 -s` on 127.0.0.1, killed on drop.
+#[derive(Debug)]
+pub struct Iperf3 {
+    _proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Iperf3 {
+    /// Start one and wait until it listens. Call [`crate::need`]`("iperf3")` first.
+    pub async fn start() -> Iperf3 {
+        let port = free_port();
+        let child = Command::new("iperf3")
+            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = Proc::adopt(child);
+        eventually(Duration::from_secs(10), "iperf3 -s listening", || {
+            is_listening(port)
+        })
+        .await;
+        Iperf3 {
+            _proc: proc,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+/// Run `iperf3 -c` against `to` for `secs` seconds (`reverse`: the server sends) and return
+/// what the receiving end measured, in bytes per second.
+pub async fn iperf3_rate(to: SocketAddr, secs: u32, reverse: bool) -> f64 {
+    let mut cmd = tokio::process::Command::new("iperf3");
+    cmd.args([
+        "-c",
+        &to.ip().to_string(),
+        "-p",
+        &to.port().to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd.kill_on_drop(true).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "iperf3 -c failed: {text}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let bits = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no sum_received in {text}"));
+    bits / 8.0
+}
