@@ -124,15 +124,15 @@ pub(crate) fn server_permits(shared: &Shared, peer: SocketAddr) -> bool {
     false
 }
 
-/// Whether a user from `peer` may reach `entry` (its own `allow_ips` / `deny_ips`). A refusal
+/// Whether a user at `user` may reach `entry` (its own `allow_ips` / `deny_ips`). A refusal
 /// is counted for the proxy and warned about.
-pub(crate) fn proxy_permits(shared: &Shared, entry: &ProxyEntry, peer: SocketAddr) -> bool {
-    if entry.limits.read().filter.permits(peer.ip()) {
+pub(crate) fn proxy_permits(shared: &Shared, entry: &ProxyEntry, user: IpAddr) -> bool {
+    if entry.limits.read().filter.permits(user) {
         return true;
     }
     entry.counters.denied.fetch_add(1, Ordering::Relaxed);
     let rule = format!("allow_ips / deny_ips of proxy {}", entry.label());
-    warn_denied(shared, peer.ip(), &rule);
+    warn_denied(shared, user, &rule);
     false
 }
 

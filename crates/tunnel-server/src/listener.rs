@@ -78,7 +78,7 @@ pub(crate) fn serve_here(
     if shared.registry.owner(&entry.key).is_none() {
         return Here::NotHere(tcp, permit);
     }
-    if !crate::access::proxy_permits(shared, entry, peer) {
+    if !crate::access::proxy_permits(shared, entry, peer.ip()) {
         reset_tcp(tcp);
         return Here::Served;
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::net::{free_port, is_listening};
+use crate::net::free_port;
 use crate::poll::eventually;
 use crate::process::Proc;
 
@@ -12,6 +12,7 @@ use crate::process::Proc;
 #[derive(Debug)]
 pub struct Iperf3 {
     _proc: Proc,
+    log: std::path::PathBuf,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -20,21 +21,34 @@ impl Iperf3 {
     /// Start one and wait until it listens. Call [`crate::need`]`("iperf3")` first.
     pub async fn start() -> Iperf3 {
         let port = free_port();
+        let log = std::env::temp_dir().join(format!("iperf3-{}-{port}.log", std::process::id()));
         let child = Command::new("iperf3")
-            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string(), "--forceflush"])
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let proc = Proc::adopt(child);
+        // Not by connecting: iperf3 serves one test at a time, and a probe would be one,
+        // keeping the server busy when the real test arrives.
         eventually(Duration::from_secs(10), "iperf3 -s listening", || {
-            is_listening(port)
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains("Server listening") }
         })
         .await;
         Iperf3 {
             _proc: proc,
+            log,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
+    }
+}
+
+impl Drop for Iperf3 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -56,8 +70,12 @@ pub async fn iperf3_rate(to: SocketAddr, secs: u32, reverse: bool) -> f64 {
     }
     let out = cmd.kill_on_drop(true).output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "iperf3 -c failed: {text}");
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3 -c {to} failed: {}",
+        report["error"]
+    );
     let bits = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("no sum_received in {text}"));

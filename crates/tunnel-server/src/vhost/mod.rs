@@ -196,6 +196,10 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
         return page(StatusCode::NOT_FOUND, "no tunnel for this host");
     };
     let origin = Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
+    // The proxy's own allow_ips / deny_ips, on the user behind any trusted front proxy.
+    if !crate::access::proxy_permits(&vh.shared, &target.entry, origin.user) {
+        return page(StatusCode::FORBIDDEN, "your address may not use this site");
+    }
     if let Some(expected) = &target.auth {
         if let Err(resp) = check_auth(vh, &req, expected, &host, origin).await {
             return resp;
