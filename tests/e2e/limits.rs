@@ -258,3 +258,37 @@ async fn a_limited_proxy_answers_a_small_request_at_once_when_idle() {
     rtts.sort();
     assert!(rtts[2] < Duration::from_millis(50), "echo RTTs {rtts:?}");
 }
+
+#[tokio::test]
+async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
+    let pki = Pki::new("limits-scope");
+    let key = "alpha's own key 0123456789";
+    let clients = format!(
+        "[[clients]]\nid = \"alpha\"\nkey = \"{key}\"\nbandwidth_limit = \"1MiB\"\n"
+    );
+    let file = pki.write("clients.toml", &clients);
+    let server = server_with(|c| c.with_clients_file(file)).await;
+    let echo = echo_service().await;
+    let (a, b) = (free_port(), free_port());
+    let cfg = client_config(&server)
+        .with_id("alpha")
+        .with_auth_key(key)
+        .with_proxy(ProxyConfig::tcp("a", &echo.to_string(), Some(a)))
+        .with_proxy(ProxyConfig::tcp("b", &echo.to_string(), Some(b)));
+    let _client = client(cfg).await;
+
+    // 1.5 MiB each way through each proxy: 3 MiB per direction against one 1 MiB/s limit.
+    let data = random_bytes(3 << 19, 5);
+    let start = Instant::now();
+    let (back_a, back_b) = tokio::join!(roundtrip(published(a), &data), roundtrip(published(b), &data));
+    let took = start.elapsed();
+    assert!(back_a == data && back_b == data, "echoed bytes differ");
+    assert!(
+        (2.4..4.5).contains(&took.as_secs_f64()),
+        "3 MiB at a shared 1 MiB/s took {took:?}"
+    );
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    let p = &stats["clients"][0]["proxies"][0];
+    assert_eq!(p["client_bandwidth_limit"], "1MiB");
+    assert!(p.get("bandwidth_limit").is_none(), "{p}");
+}
