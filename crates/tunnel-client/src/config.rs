@@ -1067,4 +1067,26 @@ bind = \"127.0.0.1:5432\"
         let s = format!("{c:?}");
         assert!(!s.contains("topsecret") && !s.contains("alsosecret"), "{s}");
     }
+
+    #[test]
+    fn ip_lists_and_bandwidth_limit_reach_the_spec_and_bad_ones_are_placed() {
+        let text = "auth_key = \"k\"\nserver_addr = \"a:1\"\n[[proxies]]\nname = \"db\"\n\
+                    local_addr = \"127.0.0.1:5432\"\npublish_port = 5432\n\
+                    allow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny_ips = [\"10.9.9.9\"]\n\
+                    bandwidth_limit = \"10MiB\"\n";
+        let c = ClientConfig::from_toml(text).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let spec = c.proxies[0].spec();
+        assert_eq!(spec.allow_ips, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(spec.deny_ips, ["10.9.9.9"]);
+        assert_eq!(spec.bandwidth_limit, Some(10 << 20));
+
+        let bad = text
+            .replace("\"10.9.9.9\"", "\"10.9.9.9/33\"")
+            .replace("\"10MiB\"", "\"10Mbit\"");
+        assert_eq!(
+            placed(&bad),
+            ["8:1 proxies[0].deny_ips", "9:1 proxies[0].bandwidth_limit"]
+        );
+    }
 }

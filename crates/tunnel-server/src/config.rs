@@ -1093,4 +1093,32 @@ mod tests {
             ["pending_handshakes_drop_percent", "first_byte_timeout"]
         );
     }
+
+    #[test]
+    fn ip_lists_and_the_bandwidth_cap_are_read_and_checked() {
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nallow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             deny_ips = [\"10.9.0.0/16\"]\nbandwidth_limit = \"50MiB\"",
+        )
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.bandwidth_limit.unwrap().bytes_per_second(), 50 << 20);
+        let f = c.ip_filter().unwrap();
+        assert!(f.permits("10.1.1.1".parse().unwrap()));
+        assert!(!f.permits("10.9.1.1".parse().unwrap()));
+
+        let c = ServerConfig::from_toml("auth_key = \"k\"\ndeny_ips = [\"2001:db8::/129\"]")
+            .unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "deny_ips");
+        assert!(p[0].message.contains("2001:db8::/129"), "{}", p[0]);
+
+        let Err(ServerError::ConfigSyntax { problems, .. }) =
+            ServerConfig::from_toml("auth_key = \"k\"\nbandwidth_limit = \"fast\"")
+        else {
+            panic!("a rate of \"fast\" was accepted");
+        };
+        assert!(problems[0].to_string().contains("is not a rate"), "{problems:?}");
+    }
 }
