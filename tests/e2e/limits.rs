@@ -291,4 +291,19 @@ async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
     let p = &stats["clients"][0]["proxies"][0];
     assert_eq!(p["client_bandwidth_limit"], "1MiB");
     assert!(p.get("bandwidth_limit").is_none(), "{p}");
+
+    // A reloaded clients file changes the limit of the connected client at once.
+    let raised = clients.replace("\"1MiB\"", "\"4MiB\"");
+    std::fs::write(pki.dir.join("clients.toml"), raised).unwrap();
+    server.reload_clients().unwrap();
+    let start = Instant::now();
+    let (back_a, back_b) = tokio::join!(roundtrip(published(a), &data), roundtrip(published(b), &data));
+    let took = start.elapsed();
+    assert!(back_a == data && back_b == data, "echoed bytes differ");
+    assert!(
+        (0.5..1.3).contains(&took.as_secs_f64()),
+        "3 MiB at a shared 4 MiB/s took {took:?}"
+    );
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    assert_eq!(stats["clients"][0]["proxies"][0]["client_bandwidth_limit"], "4MiB");
 }

@@ -50,7 +50,19 @@ impl Access {
         rate.set_rate(limit.bytes_per_second());
         rate.clone()
     }
+
+    /// The clients file was read again: each client's shared limit follows its new scope at
+    /// once, for the connections it has too. A limit removed from the scope (or a client
+    /// removed from the file) lifts it.
+    pub(crate) fn follow_scopes(&self, limit_of: impl Fn(&str) -> Option<Bandwidth>) {
+        for (id, rate) in self.client_rates.lock().iter() {
+            rate.set_rate(limit_of(id).map_or(UNLIMITED, Bandwidth::bytes_per_second));
+        }
+    }
 }
+
+/// A rate no connection reaches: a lifted limit whose connections still hold its bucket.
+const UNLIMITED: u64 = u64::MAX;
 
 /// A config problem for a bad `allow_ips` / `deny_ips` list.
 pub(crate) fn ip_problem(e: ProtoError) -> ConfigProblem {
@@ -64,7 +76,7 @@ pub(crate) struct ProxyLimits {
     /// The proxy's limit in force: the lower of its own and the server's.
     pub bandwidth: Option<Bandwidth>,
     /// Its client's limit (clients file scope), shared with the client's other proxies.
-    pub client_bandwidth: Option<Bandwidth>,
+    client_rate: Option<Arc<RateLimit>>,
     rates: Vec<Arc<RateLimit>>,
 }
 
@@ -88,20 +100,26 @@ impl ProxyLimits {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let client_bandwidth = scope.and_then(|s| s.bandwidth_limit);
+        let client_rate = scope
+            .and_then(|s| s.bandwidth_limit)
+            .map(|b| shared.access.client_rate(client_id, b));
         let mut rates = Vec::new();
         if let Some(b) = bandwidth {
             rates.push(Arc::new(RateLimit::new(b.bytes_per_second())));
         }
-        if let Some(b) = client_bandwidth {
-            rates.push(shared.access.client_rate(client_id, b));
-        }
+        rates.extend(client_rate.clone());
         Ok(ProxyLimits {
             filter,
             bandwidth,
-            client_bandwidth,
+            client_rate,
             rates,
         })
+    }
+
+    /// Its client's limit (clients file scope) now, shared with the client's other proxies.
+    pub(crate) fn client_bandwidth(&self) -> Option<Bandwidth> {
+        let rate = self.client_rate.as_ref()?.rate();
+        (rate != UNLIMITED).then(|| Bandwidth::from_bytes_per_second(rate))
     }
 
     /// The limits a connection of this proxy shares (for [`tunnel_mux::PipeConfig`]).

@@ -240,7 +240,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                         bytes_out: bytes.b_to_a,
                         denied_connections: c.denied.load(Ordering::Relaxed),
                         bandwidth_limit: limits.bandwidth.map(|b| b.to_string()),
-                        client_bandwidth_limit: limits.client_bandwidth.map(|b| b.to_string()),
+                        client_bandwidth_limit: limits.client_bandwidth().map(|b| b.to_string()),
                     }
                 })
                 .collect();
