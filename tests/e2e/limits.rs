@@ -32,8 +32,13 @@ async fn served_from(from: IpAddr, to: SocketAddr) -> bool {
 /// The value of the sample `series` (name and labels as printed) on the stats endpoint.
 async fn metric(stats: SocketAddr, series: &str) -> Option<f64> {
     let page = stats_get(stats, "/metrics", &[]).await.body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test]
@@ -46,10 +51,16 @@ async fn a_denied_source_is_reset_on_a_published_port_while_others_are_served() 
     let _client = client(client_config(&server).with_proxy(proxy)).await;
     let to = published(port);
 
-    assert!(served_from(loopback(1), to).await, "127.0.0.1 is not denied");
+    assert!(
+        served_from(loopback(1), to).await,
+        "127.0.0.1 is not denied"
+    );
     assert!(!served_from(loopback(2), to).await, "127.0.0.2 is denied");
     assert!(!served_from(loopback(2), to).await, "and stays denied");
-    assert!(served_from(loopback(3), to).await, "127.0.0.3 is not denied");
+    assert!(
+        served_from(loopback(3), to).await,
+        "127.0.0.3 is not denied"
+    );
 
     let stats = server.stats_addr().unwrap();
     let denied = metric(stats, "tunnel_denied_connections_total{proxy=\"echo\"}").await;
@@ -74,7 +85,10 @@ async fn an_allow_list_lets_only_its_networks_in() {
 
     assert!(served_from(loopback(4), to).await, "127.0.0.4 is allowed");
     assert!(!served_from(loopback(5), to).await, "deny wins over allow");
-    assert!(!served_from(loopback(1), to).await, "127.0.0.1 is not allowed");
+    assert!(
+        !served_from(loopback(1), to).await,
+        "127.0.0.1 is not allowed"
+    );
 }
 
 #[tokio::test]
@@ -123,8 +137,15 @@ async fn bad_networks_are_refused_before_connecting_naming_the_field() {
     let cfg = client_config(&server).with_proxy(proxy);
     let problems = cfg.problems();
     let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["proxies[0].allow_ips"], "the first bad list is named");
-    assert!(problems[0].message.contains("\"10.1.2.3/8\""), "{problems:?}");
+    assert_eq!(
+        fields,
+        ["proxies[0].allow_ips"],
+        "the first bad list is named"
+    );
+    assert!(
+        problems[0].message.contains("\"10.1.2.3/8\""),
+        "{problems:?}"
+    );
     assert!(tunnel_client::start(cfg).await.is_err());
 }
 
@@ -199,7 +220,8 @@ async fn iperf3_through_a_limited_proxy_runs_at_the_limit_each_way_and_others_do
         let limit = limit_mib * MIB;
         let fast_alone = iperf3_rate(fast, 3, false).await;
         // Both at once: the limited one at its limit, the other as fast as alone.
-        let (up, fast_busy) = tokio::join!(iperf3_rate(slow, 5, false), iperf3_rate(fast, 5, false));
+        let (up, fast_busy) =
+            tokio::join!(iperf3_rate(slow, 5, false), iperf3_rate(fast, 5, false));
         let down = iperf3_rate(slow, 5, true).await;
         eprintln!(
             "limit {limit_mib} MiB/s: up {:.2} MiB/s, down {:.2} MiB/s; unlimited proxy alone \
@@ -236,7 +258,8 @@ async fn a_limited_proxy_answers_a_small_request_at_once_when_idle() {
     let server = server().await;
     let echo = echo_service().await;
     let port = free_port();
-    let proxy = ProxyConfig::tcp("echo", &echo.to_string(), Some(port)).with_bandwidth_limit("1MiB");
+    let proxy =
+        ProxyConfig::tcp("echo", &echo.to_string(), Some(port)).with_bandwidth_limit("1MiB");
     let _client = client(client_config(&server).with_proxy(proxy)).await;
     let to = published(port);
 
@@ -263,9 +286,8 @@ async fn a_limited_proxy_answers_a_small_request_at_once_when_idle() {
 async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
     let pki = Pki::new("limits-scope");
     let key = "alpha's own key 0123456789";
-    let clients = format!(
-        "[[clients]]\nid = \"alpha\"\nkey = \"{key}\"\nbandwidth_limit = \"1MiB\"\n"
-    );
+    let clients =
+        format!("[[clients]]\nid = \"alpha\"\nkey = \"{key}\"\nbandwidth_limit = \"1MiB\"\n");
     let file = pki.write("clients.toml", &clients);
     let server = server_with(|c| c.with_clients_file(file)).await;
     let echo = echo_service().await;
@@ -280,7 +302,10 @@ async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
     // 1.5 MiB each way through each proxy: 3 MiB per direction against one 1 MiB/s limit.
     let data = random_bytes(3 << 19, 5);
     let start = Instant::now();
-    let (back_a, back_b) = tokio::join!(roundtrip(published(a), &data), roundtrip(published(b), &data));
+    let (back_a, back_b) = tokio::join!(
+        roundtrip(published(a), &data),
+        roundtrip(published(b), &data)
+    );
     let took = start.elapsed();
     assert!(back_a == data && back_b == data, "echoed bytes differ");
     assert!(
@@ -297,7 +322,10 @@ async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
     std::fs::write(pki.dir.join("clients.toml"), raised).unwrap();
     server.reload_clients().unwrap();
     let start = Instant::now();
-    let (back_a, back_b) = tokio::join!(roundtrip(published(a), &data), roundtrip(published(b), &data));
+    let (back_a, back_b) = tokio::join!(
+        roundtrip(published(a), &data),
+        roundtrip(published(b), &data)
+    );
     let took = start.elapsed();
     assert!(back_a == data && back_b == data, "echoed bytes differ");
     assert!(
@@ -305,5 +333,8 @@ async fn a_client_scope_limit_is_shared_by_all_its_proxies() {
         "3 MiB at a shared 4 MiB/s took {took:?}"
     );
     let stats = stats_json(server.stats_addr().unwrap()).await;
-    assert_eq!(stats["clients"][0]["proxies"][0]["client_bandwidth_limit"], "4MiB");
+    assert_eq!(
+        stats["clients"][0]["proxies"][0]["client_bandwidth_limit"],
+        "4MiB"
+    );
 }

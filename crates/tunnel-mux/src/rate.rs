@@ -132,10 +132,7 @@ mod tests {
         // The next MiB is owed: about a second, less the burst left.
         let wait = b.charge(MIB as usize);
         let expect = Duration::from_millis(1000 + 62 - 100);
-        assert!(
-            wait.abs_diff(expect) < Duration::from_millis(2),
-            "{wait:?}"
-        );
+        assert!(wait.abs_diff(expect) < Duration::from_millis(2), "{wait:?}");
         tokio::time::advance(wait).await;
         // Paid: the next small charge costs only itself.
         let w = b.charge(1024);
@@ -149,10 +146,7 @@ mod tests {
         // A minute of silence buys the burst, not a minute of traffic.
         let wait = b.charge(2 * MIB as usize);
         let expect = Duration::from_millis(2000 - 100);
-        assert!(
-            wait.abs_diff(expect) < Duration::from_millis(2),
-            "{wait:?}"
-        );
+        assert!(wait.abs_diff(expect) < Duration::from_millis(2), "{wait:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -116,7 +116,10 @@ mod tests {
         assert!(f.permits(ip("::1")));
         assert!(!f.permits(ip("2001:db8:bad::1")));
         assert!(!f.permits(ip("2001:db9::1")));
-        assert!(!f.permits(ip("127.0.0.1")), "an IPv6 list does not match IPv4");
+        assert!(
+            !f.permits(ip("127.0.0.1")),
+            "an IPv6 list does not match IPv4"
+        );
         let f = IpFilter::new(&["fe80::/10"], &[]).unwrap();
         assert!(f.permits(ip("fe80::1:2:3:4")));
     }
@@ -144,7 +147,9 @@ mod tests {
             let e = e.to_string();
             assert!(e.contains(&format!("{bad:?}")), "{what}: {e}");
         }
-        let many: Vec<String> = (0..=MAX_IP_RULES).map(|i| format!("10.0.{i}.0/24")).collect();
+        let many: Vec<String> = (0..=MAX_IP_RULES)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
         let e = IpFilter::new(&many, &[]).unwrap_err();
         assert_eq!(e.ip_rule_field(), Some("allow_ips"));
         assert!(e.to_string().contains("256"), "{e}");

@@ -82,9 +82,8 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use bandwidth::Bandwidth;
-pub use ip_filter::{IpFilter, MAX_IP_RULES};
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
+pub use bandwidth::Bandwidth;
 pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,
@@ -92,6 +91,7 @@ pub use frame::{
 };
 #[cfg(any(feature = "tokio", test))]
 pub use framed::{read_message, write_message, FramedError};
+pub use ip_filter::{IpFilter, MAX_IP_RULES};
 pub use message::{
     AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StreamOpen, StreamStatus,
     Welcome, HELLO_MAGIC, MAX_STR,

@@ -92,9 +92,7 @@ impl ProxyLimits {
             field: e.ip_rule_field().unwrap_or("allow_ips").to_owned(),
             message: e.to_string(),
         })?;
-        let own = spec
-            .bandwidth_limit
-            .map(Bandwidth::from_bytes_per_second);
+        let own = spec.bandwidth_limit.map(Bandwidth::from_bytes_per_second);
         // The client may lower the server's cap, never lift it.
         let bandwidth = match (own, shared.cfg.bandwidth_limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -134,10 +132,7 @@ pub(crate) fn server_permits(shared: &Shared, peer: SocketAddr) -> bool {
     if shared.access.filter.permits(peer.ip()) {
         return true;
     }
-    shared
-        .limit_metrics
-        .denied
-        .fetch_add(1, Ordering::Relaxed);
+    shared.limit_metrics.denied.fetch_add(1, Ordering::Relaxed);
     warn_denied(shared, peer.ip(), "the server's allow_ips / deny_ips");
     false
 }

@@ -1107,8 +1107,8 @@ mod tests {
         assert!(f.permits("10.1.1.1".parse().unwrap()));
         assert!(!f.permits("10.9.1.1".parse().unwrap()));
 
-        let c = ServerConfig::from_toml("auth_key = \"k\"\ndeny_ips = [\"2001:db8::/129\"]")
-            .unwrap();
+        let c =
+            ServerConfig::from_toml("auth_key = \"k\"\ndeny_ips = [\"2001:db8::/129\"]").unwrap();
         let p = c.problems();
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].field, "deny_ips");
@@ -1119,6 +1119,9 @@ mod tests {
         else {
             panic!("a rate of \"fast\" was accepted");
         };
-        assert!(problems[0].to_string().contains("is not a rate"), "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("is not a rate"),
+            "{problems:?}"
+        );
     }
 }

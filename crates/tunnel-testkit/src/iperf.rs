@@ -23,7 +23,14 @@ impl Iperf3 {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("iperf3-{}-{port}.log", std::process::id()));
         let child = Command::new("iperf3")
-            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string(), "--forceflush"])
+            .args([
+                "-s",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--forceflush",
+            ])
             .arg("--logfile")
             .arg(&log)
             .stdout(Stdio::null())

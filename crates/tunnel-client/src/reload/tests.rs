@@ -127,7 +127,11 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
             |p| p.proxy_protocol = Some(Version::V2),
             false,
         ),
-        ("allow_ips", |p| p.allow_ips = vec!["10.0.0.0/8".into()], true),
+        (
+            "allow_ips",
+            |p| p.allow_ips = vec!["10.0.0.0/8".into()],
+            true,
+        ),
         ("deny_ips", |p| p.deny_ips = vec!["::1".into()], true),
         (
             "bandwidth_limit",

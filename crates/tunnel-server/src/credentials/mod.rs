@@ -20,9 +20,9 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tunnel_proto::handshake::IdKeys;
 
-pub use tunnel_proto::Bandwidth;
 pub use reload::ClientsReload;
 pub use scope::{Patterns, Scope};
+pub use tunnel_proto::Bandwidth;
 
 use crate::ServerError;
 
