@@ -81,9 +81,11 @@ pub(crate) struct ProxyLimits {
 }
 
 impl ProxyLimits {
-    /// The rules of `spec`, registered by `client_id` under `scope`.
+    /// The rules of `spec`, registered by `client_id` under `scope`, on a server whose own
+    /// `bandwidth_limit` is `cap`.
     pub(crate) fn new(
-        shared: &Shared,
+        access: &Access,
+        cap: Option<Bandwidth>,
         client_id: &str,
         scope: Option<&Scope>,
         spec: &ProxySpec,
@@ -94,13 +96,13 @@ impl ProxyLimits {
         })?;
         let own = spec.bandwidth_limit.map(Bandwidth::from_bytes_per_second);
         // The client may lower the server's cap, never lift it.
-        let bandwidth = match (own, shared.cfg.bandwidth_limit) {
+        let bandwidth = match (own, cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let client_rate = scope
             .and_then(|s| s.bandwidth_limit)
-            .map(|b| shared.access.client_rate(client_id, b));
+            .map(|b| access.client_rate(client_id, b));
         let mut rates = Vec::new();
         if let Some(b) = bandwidth {
             rates.push(Arc::new(RateLimit::new(b.bytes_per_second())));
@@ -154,5 +156,95 @@ fn warn_denied(shared: &Shared, ip: IpAddr, rule: &str) {
     let ip = ip.to_canonical();
     if let Some(more) = shared.limit_warnings.check(format!("denied {ip}")) {
         warn!(source = %ip, "user connection denied by {rule}{more}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tunnel_proto::ProxyKind;
+
+    fn spec(allow: &[&str], deny: &[&str], limit: Option<u64>) -> ProxySpec {
+        let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+        ProxySpec {
+            name: "p".into(),
+            kind: ProxyKind::Tcp,
+            publish_port: Some(7000),
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: None,
+            idle_timeout: None,
+            allow_ips: list(allow),
+            deny_ips: list(deny),
+            bandwidth_limit: limit,
+        }
+    }
+
+    fn scope(limit: &str) -> Scope {
+        Scope {
+            bandwidth_limit: Some(limit.parse().unwrap()),
+            ..Scope::default()
+        }
+    }
+
+    fn mib(n: u64) -> Bandwidth {
+        Bandwidth::from_bytes_per_second(n << 20)
+    }
+
+    #[test]
+    fn a_bad_list_from_a_client_is_refused_by_field() {
+        let access = Access::new(&ServerConfig::default());
+        let e = ProxyLimits::new(&access, None, "c", None, &spec(&[], &["10.0.0.0/33"], None))
+            .unwrap_err();
+        assert_eq!(e.field, "deny_ips");
+        assert!(e.message.contains("\"10.0.0.0/33\""), "{e}");
+        let e =
+            ProxyLimits::new(&access, None, "c", None, &spec(&["nope"], &[], None)).unwrap_err();
+        assert_eq!(e.field, "allow_ips");
+    }
+
+    #[test]
+    fn the_server_cap_wins_over_a_higher_or_missing_proxy_limit() {
+        let access = Access::new(&ServerConfig::default());
+        let of = |limit: Option<u64>, cap: Option<Bandwidth>| {
+            ProxyLimits::new(&access, cap, "c", None, &spec(&[], &[], limit))
+                .unwrap()
+                .bandwidth
+        };
+        assert_eq!(of(Some(10 << 20), Some(mib(2))), Some(mib(2)));
+        assert_eq!(of(Some(1 << 20), Some(mib(2))), Some(mib(1)));
+        assert_eq!(of(None, Some(mib(2))), Some(mib(2)));
+        assert_eq!(of(Some(3 << 20), None), Some(mib(3)));
+        assert_eq!(of(None, None), None);
+    }
+
+    #[test]
+    fn a_client_limit_is_one_bucket_for_all_its_proxies_and_follows_reloads() {
+        let access = Access::new(&ServerConfig::default());
+        let sc = scope("1MiB");
+        let a = ProxyLimits::new(&access, None, "c", Some(&sc), &spec(&[], &[], None)).unwrap();
+        let b = ProxyLimits::new(&access, None, "c", Some(&sc), &spec(&[], &[], Some(5))).unwrap();
+        let other = ProxyLimits::new(&access, None, "d", Some(&sc), &spec(&[], &[], None)).unwrap();
+        let (ra, rb) = (a.rates(), b.rates());
+        assert_eq!((ra.len(), rb.len()), (1, 2));
+        assert!(Arc::ptr_eq(&ra[0], &rb[1]), "one bucket for client c");
+        assert!(
+            !Arc::ptr_eq(&ra[0], &other.rates()[0]),
+            "another for client d"
+        );
+
+        access.follow_scopes(|id| (id == "c").then(|| mib(4)));
+        assert_eq!(a.client_bandwidth(), Some(mib(4)));
+        assert_eq!(other.client_bandwidth(), None, "d's limit was lifted");
+    }
+
+    #[test]
+    fn a_bad_server_list_fails_closed() {
+        let mut cfg = ServerConfig::default();
+        cfg.deny_ips = vec!["bad".into()];
+        let access = Access::new(&cfg);
+        assert!(!access.filter.permits("192.0.2.1".parse().unwrap()));
+        assert!(!access.filter.permits("::1".parse().unwrap()));
     }
 }

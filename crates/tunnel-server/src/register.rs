@@ -295,7 +295,8 @@ async fn register_proxy(
     }
     let vhost = check_http_route(&shared.cfg, &spec, *routes_left)?;
     let limits = Arc::new(crate::access::ProxyLimits::new(
-        shared,
+        &shared.access,
+        shared.cfg.bandwidth_limit,
         &session.client_id,
         scope,
         &spec,
