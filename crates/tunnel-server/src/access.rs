@@ -241,9 +241,7 @@ mod tests {
 
     #[test]
     fn a_bad_server_list_fails_closed() {
-        let mut cfg = ServerConfig::default();
-        cfg.deny_ips = vec!["bad".into()];
-        let access = Access::new(&cfg);
+        let access = Access::new(&ServerConfig::default().with_deny_ips(&["bad"]));
         assert!(!access.filter.permits("192.0.2.1".parse().unwrap()));
         assert!(!access.filter.permits("::1".parse().unwrap()));
     }
