@@ -119,6 +119,10 @@ fn hand_over_backlog(
         return;
     }
     for (tcp, peer) in listener.close() {
+        if !crate::access::server_permits(shared, peer) {
+            reset_tcp(tcp);
+            continue;
+        }
         match admit(shared, peer) {
             Some(permit) => route_elsewhere(shared, entry, tcp, peer, permit),
             None => reset_tcp(tcp),
