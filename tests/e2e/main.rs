@@ -27,6 +27,7 @@ mod failover;
 mod faults;
 mod hardening;
 mod http;
+mod limits;
 mod nginx;
 mod peer;
 mod postgres;

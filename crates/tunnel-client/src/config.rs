@@ -165,6 +165,17 @@ pub struct ProxyConfig {
     /// user's address and the published one (`tcp` and `http` proxies).
     #[serde(default)]
     pub proxy_protocol: Option<tunnel_proto::proxy_protocol::Version>,
+    /// User addresses allowed in, as CIDRs or addresses (IPv4 and IPv6); empty means all.
+    /// Enforced by the server.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// User addresses refused, even when `allow_ips` lists them. Enforced by the server.
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
+    /// `"10MiB"`: bytes per second each direction of this proxy may move, all its
+    /// connections together. Enforced by the server, which may lower it.
+    #[serde(default)]
+    pub bandwidth_limit: Option<String>,
     /// HTTP settings (`type = "http"` / `"http2"`), flat in the TOML table; see
     /// [`HttpOptions`](crate::HttpOptions) for each key.
     #[serde(flatten)]
@@ -173,7 +184,7 @@ pub struct ProxyConfig {
 
 /// The keys of a `[[proxies]]` table besides the HTTP ones: serde cannot list the keys of a
 /// struct with a flattened field, so an unknown key there is answered from this list.
-const PROXY_KEYS: [&str; 7] = [
+const PROXY_KEYS: [&str; 10] = [
     "name",
     "type",
     "local_addr",
@@ -181,6 +192,9 @@ const PROXY_KEYS: [&str; 7] = [
     "secret",
     "allow_visitors",
     "proxy_protocol",
+    "allow_ips",
+    "deny_ips",
+    "bandwidth_limit",
 ];
 
 fn schema() -> Schema {
@@ -225,6 +239,9 @@ impl ProxyConfig {
             secret: None,
             allow_visitors: Vec::new(),
             proxy_protocol: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
             http: crate::http_config::HttpOptions::default(),
         }
     }
@@ -239,6 +256,24 @@ impl ProxyConfig {
     /// [`HttpOptions::idle_timeout`](crate::HttpOptions::idle_timeout).
     pub fn with_idle_timeout(mut self, secs: u64) -> Self {
         self.http.idle_timeout = Some(secs);
+        self
+    }
+
+    /// Let users in only from these networks (CIDRs or addresses).
+    pub fn with_allow_ips(mut self, nets: &[&str]) -> Self {
+        self.allow_ips = nets.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Refuse users from these networks (CIDRs or addresses).
+    pub fn with_deny_ips(mut self, nets: &[&str]) -> Self {
+        self.deny_ips = nets.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Limit each direction to this rate (`"10MiB"`).
+    pub fn with_bandwidth_limit(mut self, rate: &str) -> Self {
+        self.bandwidth_limit = Some(rate.to_string());
         self
     }
 
@@ -257,6 +292,14 @@ impl ProxyConfig {
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
             idle_timeout: Some(self.http.public_idle(self.kind)),
+            allow_ips: self.allow_ips.clone(),
+            deny_ips: self.deny_ips.clone(),
+            // Checked by `problems` before any registration; a bad value is not sent.
+            bandwidth_limit: self
+                .bandwidth_limit
+                .as_deref()
+                .and_then(|b| b.parse::<tunnel_proto::Bandwidth>().ok())
+                .map(tunnel_proto::Bandwidth::bytes_per_second),
         }
     }
 }
@@ -304,6 +347,9 @@ impl fmt::Debug for ProxyConfig {
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("allow_visitors", &self.allow_visitors)
             .field("proxy_protocol", &self.proxy_protocol)
+            .field("allow_ips", &self.allow_ips)
+            .field("deny_ips", &self.deny_ips)
+            .field("bandwidth_limit", &self.bandwidth_limit)
             .field("http", &self.http)
             .finish()
     }
@@ -690,6 +736,17 @@ impl ClientConfig {
                     "0 is not a port: leave publish_port out for a private proxy",
                 ));
             }
+            if let Err(e) = tunnel_proto::IpFilter::new(&p.allow_ips, &p.deny_ips) {
+                let field = e.ip_rule_field().unwrap_or("allow_ips");
+                out.push(ConfigProblem::new(at(field), e.to_string()));
+            }
+            if let Some(Err(m)) = p
+                .bandwidth_limit
+                .as_deref()
+                .map(str::parse::<tunnel_proto::Bandwidth>)
+            {
+                out.push(ConfigProblem::new(at("bandwidth_limit"), m));
+            }
             if p.secret.as_deref() == Some("") {
                 out.push(ConfigProblem::new(
                     at("secret"),
@@ -1009,5 +1066,27 @@ bind = \"127.0.0.1:5432\"
             .with_proxy(ProxyConfig::tcp("a", "h:2", None).with_secret("alsosecret"));
         let s = format!("{c:?}");
         assert!(!s.contains("topsecret") && !s.contains("alsosecret"), "{s}");
+    }
+
+    #[test]
+    fn ip_lists_and_bandwidth_limit_reach_the_spec_and_bad_ones_are_placed() {
+        let text = "auth_key = \"k\"\nserver_addr = \"a:1\"\n[[proxies]]\nname = \"db\"\n\
+                    local_addr = \"127.0.0.1:5432\"\npublish_port = 5432\n\
+                    allow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny_ips = [\"10.9.9.9\"]\n\
+                    bandwidth_limit = \"10MiB\"\n";
+        let c = ClientConfig::from_toml(text).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let spec = c.proxies[0].spec();
+        assert_eq!(spec.allow_ips, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(spec.deny_ips, ["10.9.9.9"]);
+        assert_eq!(spec.bandwidth_limit, Some(10 << 20));
+
+        let bad = text
+            .replace("\"10.9.9.9\"", "\"10.9.9.9/33\"")
+            .replace("\"10MiB\"", "\"10Mbit\"");
+        assert_eq!(
+            placed(&bad),
+            ["8:1 proxies[0].deny_ips", "9:1 proxies[0].bandwidth_limit"]
+        );
     }
 }

@@ -65,6 +65,7 @@ mod error;
 mod io;
 mod lanes;
 mod pipe;
+mod rate;
 mod relay;
 mod session;
 mod stream;
@@ -79,6 +80,7 @@ pub use control::{
 pub use error::MuxError;
 pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
+pub use rate::{RateLimit, TokenBucket, BURST};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Incoming, Mode, MuxHandle};
 pub use stream::MuxStream;

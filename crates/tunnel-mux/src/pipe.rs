@@ -10,12 +10,15 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tunnel_proto::{ReadBuffer, SMALL_READ};
+
+use crate::rate::{RateLimit, TokenBucket};
 
 /// Forwarder tuning.
 #[derive(Debug, Clone)]
@@ -32,6 +35,9 @@ pub struct PipeConfig {
     /// of this apart, against the byte counts: nothing is done per read, and a connection is
     /// closed between 1 and 1.25 times this after its last byte.
     pub idle: Option<Duration>,
+    /// Bandwidth limits the connection shares with others (see [`RateLimit`]): each
+    /// direction waits for every one of them. Empty (the default): no limit.
+    pub rate_limits: Vec<Arc<RateLimit>>,
 }
 
 impl Default for PipeConfig {
@@ -40,6 +46,7 @@ impl Default for PipeConfig {
             buffer_size: 64 * 1024,
             half_close_idle: Duration::from_secs(60),
             idle: None,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -63,6 +70,13 @@ impl PipeConfig {
     #[must_use]
     pub fn with_idle(mut self, idle: Option<Duration>) -> Self {
         self.idle = idle.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Limit both directions by these shared limits (a proxy's, its client's).
+    #[must_use]
+    pub fn with_rate_limits(mut self, limits: Vec<Arc<RateLimit>>) -> Self {
+        self.rate_limits = limits;
         self
     }
 }
@@ -175,8 +189,9 @@ where
     SA: Source<A>,
     SB: Source<B>,
 {
-    let mut a_to_b = Direction::new(sa);
-    let mut b_to_a = Direction::new(sb);
+    let limits = &cfg.rate_limits[..];
+    let mut a_to_b = Direction::new(Limited::new(sa, limits, RateLimit::a_to_b));
+    let mut b_to_a = Direction::new(Limited::new(sb, limits, RateLimit::b_to_a));
     let idle = cfg.half_close_idle;
     // Created disarmed; armed at the first EOF. A timer entry is only registered when polled.
     let timer = tokio::time::sleep_until(far_future());
@@ -293,6 +308,83 @@ pub(crate) trait Source<R: ?Sized> {
     fn parked(&mut self) {}
     /// The reader is done.
     fn release(&mut self) {}
+}
+
+/// A direction's source under bandwidth limits: after each write the bytes are charged to
+/// every bucket, and while one is in debt the next read waits. Without limits it only
+/// passes calls through.
+pub(crate) struct Limited<'l, S> {
+    inner: S,
+    limits: &'l [Arc<RateLimit>],
+    bucket: fn(&RateLimit) -> &TokenBucket,
+    /// Armed while a bucket is in debt.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<'l, S> Limited<'l, S> {
+    fn new(inner: S, limits: &'l [Arc<RateLimit>], bucket: fn(&RateLimit) -> &TokenBucket) -> Self {
+        Self {
+            inner,
+            limits,
+            bucket,
+            wait: None,
+            waiting: false,
+        }
+    }
+}
+
+/// Debts shorter than this are carried to the next read rather than slept off: a timer that
+/// fine costs more than it buys, and the bucket remembers the debt either way.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl<R: ?Sized, S: Source<R>> Source<R> for Limited<'_, S> {
+    fn poll_fill<'a>(
+        &'a mut self,
+        cx: &mut Context<'_>,
+        r: &'a mut R,
+    ) -> Poll<io::Result<&'a [u8]>> {
+        if self.waiting {
+            if let Some(sleep) = &mut self.wait {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            self.waiting = false;
+        }
+        self.inner.poll_fill(cx, r)
+    }
+
+    fn consume(&mut self, r: &mut R, n: usize) {
+        self.inner.consume(r, n);
+        if self.limits.is_empty() {
+            return;
+        }
+        let bucket = self.bucket;
+        let wait = self
+            .limits
+            .iter()
+            .map(|l| bucket(l).charge(n))
+            .max()
+            .unwrap_or_default();
+        if wait > MIN_WAIT {
+            let until = Instant::now() + wait;
+            match &mut self.wait {
+                Some(sleep) => sleep.as_mut().reset(until),
+                None => self.wait = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+            self.waiting = true;
+        }
+    }
+
+    fn parked(&mut self) {
+        // Held back by the limit, not idle: keep the read buffer for when the wait ends.
+        if !self.waiting {
+            self.inner.parked();
+        }
+    }
+
+    fn release(&mut self) {
+        self.inner.release();
+    }
 }
 
 /// Reads into a buffer of the pipe's own: 8 KiB to start, `buffer_size` for bulk, none while
@@ -502,5 +594,72 @@ mod tests {
         sink.read_to_end(&mut got).await.unwrap();
         assert_eq!(&got[..18], b"GET / HTTP/1.1\r\n\r\n");
         assert!(got[18..] == bulk[..]);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Move `total` bytes from `a`'s peer to `b`'s peer through a pipe under `cfg`; returns
+    /// the (virtual) time it took.
+    async fn timed_transfer(cfg: PipeConfig, total: usize) -> Duration {
+        let (mut user, mut a) = tokio::io::duplex(64 * 1024);
+        let (mut b, mut service) = tokio::io::duplex(64 * 1024);
+        let pipe = tokio::spawn(async move { pipe(&mut a, &mut b, &cfg).await });
+        let start = Instant::now();
+        let writer = tokio::spawn(async move {
+            user.write_all(&vec![7u8; total]).await.unwrap();
+            user.shutdown().await.unwrap();
+            user
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = service.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let took = start.elapsed();
+        assert_eq!(got, total);
+        drop(service);
+        drop(writer.await.unwrap());
+        let _ = pipe.await;
+        took
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limited_pipe_moves_at_the_limit() {
+        let limit = Arc::new(RateLimit::new(256 * 1024));
+        let cfg = PipeConfig::default().with_rate_limits(vec![limit]);
+        let took = timed_transfer(cfg, 1024 * 1024).await;
+        // 4 s at the rate, less the 100 ms burst, plus at most one read ahead.
+        let expect = Duration::from_millis(3900);
+        assert!(
+            took.abs_diff(expect) < Duration::from_millis(300),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tightest_of_several_limits_applies() {
+        let wide = Arc::new(RateLimit::new(4 * 1024 * 1024));
+        let tight = Arc::new(RateLimit::new(128 * 1024));
+        let cfg = PipeConfig::default().with_rate_limits(vec![wide, tight]);
+        let took = timed_transfer(cfg, 512 * 1024).await;
+        assert!(
+            took.abs_diff(Duration::from_millis(3900)) < Duration::from_millis(600),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unlimited_pipe_takes_no_time() {
+        let took = timed_transfer(PipeConfig::default(), 4 * 1024 * 1024).await;
+        assert!(took < Duration::from_millis(10), "{took:?}");
     }
 }

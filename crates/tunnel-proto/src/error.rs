@@ -59,6 +59,32 @@ pub enum ProtoError {
         extra: usize,
     },
 
+    /// An entry of `allow_ips` or `deny_ips` is neither a CIDR nor an address.
+    #[error(
+        "{entry:?} is not a network: write a CIDR (\"10.0.0.0/8\", \"2001:db8::/32\", \
+         with no bits set past the prefix) or one address (\"192.0.2.7\", \"::1\")"
+    )]
+    BadIpRule {
+        /// `allow_ips` or `deny_ips`.
+        field: &'static str,
+        /// The entry as written (its first 64 characters).
+        entry: String,
+    },
+
+    /// An `allow_ips` or `deny_ips` list is too long.
+    #[error(
+        "{len} entries, over the limit of {max}: merge them into wider CIDRs, or \
+         filter in a firewall"
+    )]
+    TooManyIpRules {
+        /// `allow_ips` or `deny_ips`.
+        field: &'static str,
+        /// Entries given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// The Hello frame did not start with `TTUN`.
     #[error(
         "bad handshake magic; the peer is not a tls-tunnel client \

@@ -62,11 +62,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+mod bandwidth;
 mod error;
 pub mod frame;
 #[cfg(any(feature = "tokio", test))]
 mod framed;
 pub mod handshake;
+mod ip_filter;
 pub mod message;
 pub mod peer;
 mod peer_text;
@@ -81,6 +83,7 @@ mod wire;
 mod tests;
 
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
+pub use bandwidth::Bandwidth;
 pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,
@@ -88,6 +91,7 @@ pub use frame::{
 };
 #[cfg(any(feature = "tokio", test))]
 pub use framed::{read_message, write_message, FramedError};
+pub use ip_filter::{IpFilter, MAX_IP_RULES};
 pub use message::{
     AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StreamOpen, StreamStatus,
     Welcome, HELLO_MAGIC, MAX_STR,

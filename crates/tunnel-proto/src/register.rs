@@ -50,6 +50,18 @@ pub struct ProxySpec {
     /// leaves the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<u64>,
+    /// User addresses allowed in (CIDRs or addresses, see [`IpFilter`](crate::IpFilter));
+    /// empty means all. The server checks them before it opens a stream, so the client's
+    /// users cannot get around them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ips: Vec<String>,
+    /// User addresses refused, even when `allow_ips` lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_ips: Vec<String>,
+    /// Bytes per second each direction of the proxy's connections may move together; the
+    /// server enforces it (and may lower it, never raise it). `None`: no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_limit: Option<u64>,
 }
 
 /// Where the server's HTTP virtual host sends requests, and who may send them.
@@ -97,6 +109,9 @@ impl fmt::Debug for ProxySpec {
             .field("allow_visitors", &self.allow_visitors)
             .field("http", &self.http)
             .field("idle_timeout", &self.idle_timeout)
+            .field("allow_ips", &self.allow_ips)
+            .field("deny_ips", &self.deny_ips)
+            .field("bandwidth_limit", &self.bandwidth_limit)
             .finish()
     }
 }

@@ -177,6 +177,19 @@ pub struct ServerConfig {
     /// From anyone else they are replaced (X-Forwarded-For is appended to). Default none.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// User addresses (CIDRs or addresses, IPv4 and IPv6) allowed on every published port
+    /// and the virtual host; empty (the default) means all. Checked before any stream is
+    /// opened, and before each proxy's own `allow_ips`.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// User addresses refused on every published port and the virtual host, even when
+    /// `allow_ips` lists them.
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
+    /// The most any proxy may move per second, each direction (`"10MiB"`): a proxy asking
+    /// for more, or for no limit, gets this. Default none.
+    #[serde(default, deserialize_with = "optional_bandwidth")]
+    pub bandwidth_limit: Option<tunnel_proto::Bandwidth>,
     /// Most connections one source address (an IPv6 /64) may have in TLS or authentication
     /// at once on `bind`, so one host cannot hold every pre-authentication slot. Not applied on
     /// `ws_bind`, where every connection comes from the proxy in front. Default 16; 0 = off.
@@ -225,6 +238,12 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
             "{s:?} is not an address: use \"IP:PORT\" (e.g. \"127.0.0.1:9090\"), or \"\" to turn the endpoint off"
         ))
     })
+}
+fn optional_bandwidth<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<tunnel_proto::Bandwidth>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 fn default_ws_path() -> String {
     tunnel_transport::DEFAULT_WS_PATH.to_owned()
@@ -339,6 +358,9 @@ impl Default for ServerConfig {
             vhost_header_timeout: default_vhost_header_timeout(),
             vhost_max_header_size: default_vhost_max_header_size(),
             trusted_proxies: Vec::new(),
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
             pending_handshakes_per_source: default_pending_per_source(),
             pending_handshakes_drop_from: default_pending_drop_from(),
             pending_handshakes_drop_percent: default_pending_drop_percent(),
@@ -366,6 +388,9 @@ impl fmt::Debug for ServerConfig {
             .field("publish_addr", &self.publish_addr)
             .field("vhost_http_bind", &self.vhost_http_bind)
             .field("subdomain_host", &self.subdomain_host)
+            .field("allow_ips", &self.allow_ips)
+            .field("deny_ips", &self.deny_ips)
+            .field("bandwidth_limit", &self.bandwidth_limit)
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
@@ -813,7 +838,33 @@ impl ServerConfig {
                 "must be at least 1 (seconds)",
             ));
         }
+        if let Err(e) = self.ip_filter() {
+            out.push(crate::access::ip_problem(e));
+        }
         out
+    }
+
+    /// The server-wide `allow_ips` / `deny_ips`.
+    pub(crate) fn ip_filter(&self) -> Result<tunnel_proto::IpFilter, tunnel_proto::ProtoError> {
+        tunnel_proto::IpFilter::new(&self.allow_ips, &self.deny_ips)
+    }
+
+    /// Let users in only from these networks (CIDRs or addresses), on every public port.
+    pub fn with_allow_ips(mut self, nets: &[&str]) -> Self {
+        self.allow_ips = nets.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Refuse users from these networks on every public port.
+    pub fn with_deny_ips(mut self, nets: &[&str]) -> Self {
+        self.deny_ips = nets.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Cap every proxy's bandwidth at this rate, each direction.
+    pub fn with_bandwidth_limit(mut self, limit: tunnel_proto::Bandwidth) -> Self {
+        self.bandwidth_limit = Some(limit);
+        self
     }
 }
 
@@ -1040,6 +1091,37 @@ mod tests {
         assert_eq!(
             fields,
             ["pending_handshakes_drop_percent", "first_byte_timeout"]
+        );
+    }
+
+    #[test]
+    fn ip_lists_and_the_bandwidth_cap_are_read_and_checked() {
+        let c = ServerConfig::from_toml(
+            "auth_key = \"k\"\nallow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             deny_ips = [\"10.9.0.0/16\"]\nbandwidth_limit = \"50MiB\"",
+        )
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.bandwidth_limit.unwrap().bytes_per_second(), 50 << 20);
+        let f = c.ip_filter().unwrap();
+        assert!(f.permits("10.1.1.1".parse().unwrap()));
+        assert!(!f.permits("10.9.1.1".parse().unwrap()));
+
+        let c =
+            ServerConfig::from_toml("auth_key = \"k\"\ndeny_ips = [\"2001:db8::/129\"]").unwrap();
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "deny_ips");
+        assert!(p[0].message.contains("2001:db8::/129"), "{}", p[0]);
+
+        let Err(ServerError::ConfigSyntax { problems, .. }) =
+            ServerConfig::from_toml("auth_key = \"k\"\nbandwidth_limit = \"fast\"")
+        else {
+            panic!("a rate of \"fast\" was accepted");
+        };
+        assert!(
+            problems[0].to_string().contains("is not a rate"),
+            "{problems:?}"
         );
     }
 }

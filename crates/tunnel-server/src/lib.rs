@@ -28,6 +28,7 @@
 // package, the end-to-end tests and their shared fixtures too.
 #![warn(missing_docs, unreachable_pub)]
 
+mod access;
 mod auth_failures;
 mod cluster;
 mod config;
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     /// Client streams still reading their header, all clients (`max_stream_headers`).
     stream_headers: Arc<tokio::sync::Semaphore>,
     limit_metrics: metrics::LimitMetrics,
+    /// Server-wide `allow_ips` / `deny_ips`, and the clients' bandwidth limits.
+    access: access::Access,
     /// This server's membership of a cluster; `None` in single-server mode.
     cluster: Option<Arc<cluster::Node>>,
     /// The server-to-server peer link, in cluster mode.
@@ -396,6 +399,7 @@ async fn start_with_peer(
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shutdown = CancellationToken::new();
+    let access = access::Access::new(&cfg);
     let shared = Arc::new(Shared {
         pre_auth: pre_auth::PreAuth::new(&cfg),
         auth_failures: auth_failures::AuthFailures::new(cfg.max_auth_failures_per_second),
@@ -417,6 +421,7 @@ async fn start_with_peer(
         limit_warnings: tunnel_transport::WarnLimits::new(LIMIT_WARN_WINDOW),
         stream_headers,
         limit_metrics: metrics::LimitMetrics::default(),
+        access,
         cluster,
         peer: peer.as_ref().map(|(p, _, _)| p.clone()),
         credentials,

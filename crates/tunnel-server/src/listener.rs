@@ -32,6 +32,11 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
                 }
                 () = shared.shutdown.cancelled() => break,
                 (tcp, peer) = listener.accept() => {
+                    // Denied before it takes a source slot or a stream.
+                    if !crate::access::server_permits(&shared, peer) {
+                        reset_tcp(tcp);
+                        continue;
+                    }
                     let Some(permit) = admit(&shared, peer) else {
                         // Closed at once, and with a reset: no TIME_WAIT left here.
                         reset_tcp(tcp);
@@ -60,7 +65,9 @@ pub(crate) enum Here {
 
 /// Serve a user connection of `entry` here if it is still registered: its stream slot is
 /// taken now, before the task starts, so that a session retiring meanwhile (its client moved
-/// to another server) sees it and waits for it.
+/// to another server) sees it and waits for it. The proxy's own `allow_ips` / `deny_ips` are
+/// checked here, where it is registered: a connection forwarded by another server of a
+/// cluster is checked on the user's address it carries.
 pub(crate) fn serve_here(
     shared: &Arc<Shared>,
     entry: &Arc<ProxyEntry>,
@@ -70,6 +77,10 @@ pub(crate) fn serve_here(
 ) -> Here {
     if shared.registry.owner(&entry.key).is_none() {
         return Here::NotHere(tcp, permit);
+    }
+    if !crate::access::proxy_permits(shared, entry, peer.ip()) {
+        reset_tcp(tcp);
+        return Here::Served;
     }
     let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
         return Here::Served;
@@ -108,6 +119,10 @@ fn hand_over_backlog(
         return;
     }
     for (tcp, peer) in listener.close() {
+        if !crate::access::server_permits(shared, peer) {
+            reset_tcp(tcp);
+            continue;
+        }
         match admit(shared, peer) {
             Some(permit) => route_elsewhere(shared, entry, tcp, peer, permit),
             None => reset_tcp(tcp),
@@ -160,7 +175,8 @@ async fn serve_user(
 ) {
     tunnel_transport::tune_tcp(&tcp);
     let idle = idle_of(&entry);
-    let pipe = shared.pipe.clone().with_idle(idle);
+    let rates = entry.limits.read().rates();
+    let pipe = shared.pipe.clone().with_idle(idle).with_rate_limits(rates);
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
     let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {

@@ -190,6 +190,14 @@ pub(crate) struct ProxyStats {
     pub connections_total: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// User connections refused by its `allow_ips` / `deny_ips`.
+    pub denied_connections: u64,
+    /// Its bandwidth limit in force (`"10MiB"` per second, each direction), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_limit: Option<String>,
+    /// Its client's limit (clients file scope), shared by the client's proxies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_bandwidth_limit: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,6 +222,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                     let bytes = c.bytes.snapshot();
                     let public = c.public_connections.load(Ordering::Relaxed);
                     let visitor = c.visitor_connections.load(Ordering::Relaxed);
+                    let limits = e.limits.read().clone();
                     ProxyStats {
                         key: format!("{}/{}", s.client_id, spec.name),
                         name: spec.name.clone(),
@@ -229,6 +238,9 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                         connections_total: public.saturating_add(visitor),
                         bytes_in: bytes.a_to_b,
                         bytes_out: bytes.b_to_a,
+                        denied_connections: c.denied.load(Ordering::Relaxed),
+                        bandwidth_limit: limits.bandwidth.map(|b| b.to_string()),
+                        client_bandwidth_limit: limits.client_bandwidth().map(|b| b.to_string()),
                     }
                 })
                 .collect();
@@ -328,6 +340,7 @@ struct Sums {
     visitor: u64,
     bytes_in: u64,
     bytes_out: u64,
+    denied: u64,
 }
 
 /// Prometheus text exposition format, version 0.0.4.
@@ -342,6 +355,7 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         s.visitor += p.connections_visitor;
         s.bytes_in += p.bytes_in;
         s.bytes_out += p.bytes_out;
+        s.denied += p.denied_connections;
     }
     let mut page = Exposition::new();
     page.gauge(
@@ -373,6 +387,13 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     for (name, s) in &by_proxy {
         f.sample(&[("proxy", name), ("direction", "in")], s.bytes_in);
         f.sample(&[("proxy", name), ("direction", "out")], s.bytes_out);
+    }
+    let f = page.counter_family(
+        "tunnel_denied_connections_total",
+        "User connections refused by a proxy's allow_ips / deny_ips, per proxy.",
+    );
+    for (name, s) in &by_proxy {
+        f.sample(&[("proxy", name)], s.denied);
     }
     page.counter(
         "tunnel_auth_failures_total",
@@ -465,6 +486,8 @@ pub(crate) struct LimitMetrics {
     pub streams_refused: AtomicU64,
     /// Client streams refused for too many unfinished headers.
     pub headers_refused: AtomicU64,
+    /// User connections refused by the server-wide `allow_ips` / `deny_ips`.
+    pub denied: AtomicU64,
 }
 
 /// Appends the [`LimitMetrics`] to a Prometheus page.
@@ -491,6 +514,11 @@ pub(crate) fn prometheus_limits(page: &mut Exposition, m: &LimitMetrics) {
                 "tunnel_stream_headers_refused_total",
                 "Client streams refused: too many still sending their header.",
                 &m.headers_refused,
+            ),
+            (
+                "tunnel_server_denied_connections_total",
+                "User connections refused by the server's allow_ips / deny_ips.",
+                &m.denied,
             ),
         ],
     );

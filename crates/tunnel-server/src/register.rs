@@ -294,6 +294,13 @@ async fn register_proxy(
         scope.check_proxy(&spec)?;
     }
     let vhost = check_http_route(&shared.cfg, &spec, *routes_left)?;
+    let limits = Arc::new(crate::access::ProxyLimits::new(
+        &shared.access,
+        shared.cfg.bandwidth_limit,
+        &session.client_id,
+        scope,
+        &spec,
+    )?);
     if let Some(port) = spec.publish_port {
         if !shared.cfg.allow_ports.contains(port) {
             return Err(field_error(
@@ -331,6 +338,7 @@ async fn register_proxy(
                 .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
                 .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
             *existing.spec.write() = spec;
+            *existing.limits.write() = limits;
             *routes_left = routes_left.saturating_sub(routes);
             return Ok(key);
         }
@@ -341,6 +349,7 @@ async fn register_proxy(
         None => None,
     };
     let entry = Arc::new(ProxyEntry::new(key.clone(), spec));
+    *entry.limits.write() = limits;
     shared
         .registry
         .claim(session.id, entry.clone(), &vhost.pairs, vhost.auth)

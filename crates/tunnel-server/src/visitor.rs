@@ -181,10 +181,15 @@ pub(crate) async fn serve_stream(
         .counters
         .active_streams
         .fetch_add(1, Ordering::Relaxed);
+    // Visitors share the proxy's bandwidth limits with its public users.
+    let pipe = shared
+        .pipe
+        .clone()
+        .with_rate_limits(entry.limits.read().rates());
     let end = relay_streams(
         &mut stream,
         &mut out,
-        &shared.pipe,
+        &pipe,
         in_guard.token(),
         out_guard.token(),
         Some(&entry.counters.bytes),
@@ -263,6 +268,9 @@ mod tests {
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
             http: None,
             idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub mod curl;
 pub mod engines;
 pub mod etcd;
 pub mod http_services;
+pub mod iperf;
 pub mod logs;
 pub mod net;
 pub mod nginx;
@@ -60,6 +61,7 @@ pub use http_services::{
     h2_tls_service, h2c_service, http1_keepalive, http1_service, status_code, upgrade_echo, Body,
     Seen, Service,
 };
+pub use iperf::{iperf3_rate, Iperf3};
 pub use logs::*;
 pub use net::*;
 pub use nginx::Nginx;

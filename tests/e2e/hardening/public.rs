@@ -455,6 +455,9 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
             allow_visitors: Vec::new(),
             http: None,
             idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
         }],
         visitors: Vec::new(),
     };

@@ -252,6 +252,9 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
         secret,
         allow_visitors,
         proxy_protocol,
+        allow_ips,
+        deny_ips,
+        bandwidth_limit,
         http,
     } = new;
     let HttpOptions {
@@ -285,6 +288,9 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
     note("secret", *secret == old.secret);
     note("allow_visitors", *allow_visitors == old.allow_visitors);
     note("proxy_protocol", *proxy_protocol == old.proxy_protocol);
+    note("allow_ips", *allow_ips == old.allow_ips);
+    note("deny_ips", *deny_ips == old.deny_ips);
+    note("bandwidth_limit", *bandwidth_limit == old.bandwidth_limit);
     note("host_rewrite", *host_rewrite == h.host_rewrite);
     note("request_headers", *request_headers == h.request_headers);
     note("response_headers", *response_headers == h.response_headers);

@@ -89,6 +89,9 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
         secret: _,
         allow_visitors: _,
         proxy_protocol: _,
+        allow_ips: _,
+        deny_ips: _,
+        bandwidth_limit: _,
         http,
     } = ProxyConfig::http("x", "h:1", None);
     let HttpOptions {
@@ -123,6 +126,17 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
             "proxy_protocol",
             |p| p.proxy_protocol = Some(Version::V2),
             false,
+        ),
+        (
+            "allow_ips",
+            |p| p.allow_ips = vec!["10.0.0.0/8".into()],
+            true,
+        ),
+        ("deny_ips", |p| p.deny_ips = vec!["::1".into()], true),
+        (
+            "bandwidth_limit",
+            |p| p.bandwidth_limit = Some("1MiB".into()),
+            true,
         ),
         (
             "host_rewrite",

@@ -206,6 +206,9 @@ fn encode_enforces_max_frame_exactly() {
                 secret: None,
                 allow_visitors: vec![],
                 idle_timeout: None,
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
+                bandwidth_limit: None,
             })
             .collect(),
         visitors: vec![],

@@ -51,6 +51,9 @@ pub(crate) fn register_request() -> RegisterRequest {
                 secret: None,
                 allow_visitors: vec![],
                 idle_timeout: Some(300),
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
+                bandwidth_limit: None,
             },
             ProxySpec {
                 name: "db".to_owned(),
@@ -60,6 +63,9 @@ pub(crate) fn register_request() -> RegisterRequest {
                 secret: Some("hunter2".to_owned()),
                 allow_visitors: vec!["laptop".to_owned()],
                 idle_timeout: None,
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
+                bandwidth_limit: None,
             },
         ],
         visitors: vec![VisitorSpec {

@@ -57,6 +57,9 @@ fn proxy_spec() -> impl Strategy<Value = ProxySpec> {
                     ..HttpRoute::default()
                 }),
                 idle_timeout: None,
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
+                bandwidth_limit: None,
             },
         )
 }

@@ -7,7 +7,6 @@
 //! rules further ([`Scope`]).
 
 pub(crate) mod audit;
-mod bandwidth;
 mod file;
 pub(crate) mod reload;
 mod scope;
@@ -21,9 +20,9 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tunnel_proto::handshake::IdKeys;
 
-pub use bandwidth::Bandwidth;
 pub use reload::ClientsReload;
 pub use scope::{Patterns, Scope};
+pub use tunnel_proto::Bandwidth;
 
 use crate::ServerError;
 

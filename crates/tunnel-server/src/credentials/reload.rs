@@ -47,6 +47,9 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
     let _one_at_a_time = store.reloading.lock();
     let new = Arc::new(file::load(path, store.shared_key.as_deref())?);
     let old = std::mem::replace(&mut *store.table.write(), new.clone());
+    shared
+        .access
+        .follow_scopes(|id| new.get(id).and_then(|c| c.scope.bandwidth_limit));
     let mut report = ClientsReload {
         clients: new.len(),
         ..ClientsReload::default()

@@ -216,6 +216,9 @@ mod tests {
             allow_visitors: Vec::new(),
             http,
             idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
         }
     }
 

@@ -94,6 +94,8 @@ pub struct ProxyCounters {
     /// Payload bytes: `a_to_b` from users or visitors toward the service ("in"), `b_to_a`
     /// back ("out"). Updated live by the forwarders.
     pub bytes: tunnel_mux::ByteCounters,
+    /// User connections refused by the proxy's `allow_ips` / `deny_ips`.
+    pub denied: AtomicU64,
 }
 
 /// One registered proxy. Its owner is the registry's to know (it changes by hand-over).
@@ -103,6 +105,8 @@ pub(crate) struct ProxyEntry {
     /// Stops the public listener (if any) when the entry goes away.
     pub listener_stop: CancellationToken,
     pub counters: ProxyCounters,
+    /// Its `allow_ips` / `deny_ips` and bandwidth limits, set at registration.
+    pub limits: RwLock<Arc<crate::access::ProxyLimits>>,
 }
 
 impl ProxyEntry {
@@ -112,6 +116,7 @@ impl ProxyEntry {
             spec: RwLock::new(spec),
             listener_stop: CancellationToken::new(),
             counters: ProxyCounters::default(),
+            limits: RwLock::default(),
         }
     }
 

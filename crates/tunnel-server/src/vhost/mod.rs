@@ -80,6 +80,10 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Serve `tcp` if its source and the vhost have a connection to spare; close it otherwise.
 fn admit(vh: &Arc<Vhost>, tcp: TcpStream, peer: SocketAddr) {
+    if !crate::access::server_permits(&vh.shared, peer) {
+        tunnel_mux::reset_tcp(tcp);
+        return;
+    }
     match vh.limits.conns.try_acquire(peer.ip()) {
         Ok(permit) => {
             let task = serve_conn(vh.clone(), tcp, peer, permit);
@@ -256,6 +260,10 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
         },
     };
     let origin = Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
+    // The proxy's own allow_ips / deny_ips, on the user behind any trusted front proxy.
+    if !crate::access::proxy_permits(&vh.shared, &target.entry, origin.user) {
+        return page(StatusCode::FORBIDDEN, "your address may not use this site");
+    }
     if let Some(expected) = &target.auth {
         if let Err(resp) = check_auth(vh, &req, expected, &host, origin).await {
             return resp;

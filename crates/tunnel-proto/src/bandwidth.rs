@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A rate in bytes per second, written `"10MiB"`, `"500KiB"`, `"2MB"` or a plain number of
-/// bytes. Parsed and shown now; enforced in a later release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// bytes. The server enforces it with a token bucket per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bandwidth {
     bytes_per_second: u64,
 }
@@ -24,6 +24,13 @@ const UNITS: [(&str, u64); 9] = [
 ];
 
 impl Bandwidth {
+    /// A rate of `bytes_per_second` (at least 1).
+    pub fn from_bytes_per_second(bytes_per_second: u64) -> Self {
+        Bandwidth {
+            bytes_per_second: bytes_per_second.max(1),
+        }
+    }
+
     /// Bytes per second.
     pub fn bytes_per_second(self) -> u64 {
         self.bytes_per_second
