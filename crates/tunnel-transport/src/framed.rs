@@ -30,11 +30,23 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 impl From<FramedError> for TransportError {
     fn from(e: FramedError) -> Self {
         match e {
-            FramedError::Io(e) => TransportError::Io(e),
+            FramedError::Io(e) => match refused_alert(&e) {
+                Some(reason) => TransportError::Handshake(reason),
+                None => TransportError::Io(e),
+            },
             FramedError::Proto(e) => TransportError::Proto(e),
             // FramedError is non-exhaustive: anything new is an I/O failure for the caller.
             other => TransportError::Io(std::io::Error::other(other)),
         }
+    }
+}
+
+/// A TLS 1.3 server that refuses our certificate says so after our handshake finished: the
+/// alert arrives on the first read, and is worth more words than "received fatal alert".
+fn refused_alert(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => crate::client_cert::refused_certificate(*alert),
+        _ => None,
     }
 }
 

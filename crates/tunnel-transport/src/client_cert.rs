@@ -1,0 +1,190 @@
+//! Mutual TLS: the certificate a client presents (`client_cert` / `client_key`), the CA a
+//! server verifies it against (`client_ca`), and what the server learns from a verified one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::tls::provider;
+use crate::{ServerIdentity, TransportError};
+
+/// A client's own certificate and key, presented when the server asks for one.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub(crate) key: Arc<CertifiedKey>,
+    info: Option<PeerCert>,
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCert")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCert {
+    /// Load the certificate chain (end-entity first) and its private key from PEM files.
+    /// Errors name the file: unreadable, no certificate, no key, or a key that does not
+    /// belong to the certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TransportError> {
+        let identity = ServerIdentity::from_pem_files(cert, key)?;
+        let info = identity
+            .key
+            .end_entity_cert()
+            .ok()
+            .and_then(|der| PeerCert::from_der(der));
+        Ok(ClientCert {
+            key: identity.key,
+            info,
+        })
+    }
+
+    /// The certificate's name (what the server takes as the client id), subject and expiry,
+    /// if it parses.
+    pub fn info(&self) -> Option<&PeerCert> {
+        self.info.as_ref()
+    }
+}
+
+/// What a certificate says about its holder: read from a client certificate the server
+/// verified against its `client_ca`, or from a client's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The first DNS name of its subject alternative names, else its subject's common name:
+    /// the client id it stands for. Empty when it has neither.
+    pub name: String,
+    /// The subject's distinguished name, as text (`CN=alpha, O=Team A`).
+    pub subject: String,
+    /// When it expires.
+    pub not_after: SystemTime,
+}
+
+/// Longest name or subject kept from a certificate: ids are far shorter, and the subject
+/// only goes to logs and stats.
+const MAX_TEXT: usize = 256;
+
+impl PeerCert {
+    /// Read the names and expiry of a DER certificate; `None` if it does not parse.
+    pub fn from_der(der: &[u8]) -> Option<PeerCert> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let san = cert.subject_alternative_name().ok().flatten();
+        let dns = san.and_then(|ext| {
+            ext.value.general_names.iter().find_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_owned()),
+                _ => None,
+            })
+        });
+        let cn = || {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned)
+        };
+        let name = dns.or_else(cn).unwrap_or_default();
+        let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+        let subject = cert.subject().to_string();
+        Some(PeerCert {
+            name: name.chars().take(MAX_TEXT).collect(),
+            subject: subject.chars().take(MAX_TEXT).collect(),
+            not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        })
+    }
+
+    /// Seconds since the Unix epoch at which it expires.
+    pub fn not_after_unix(&self) -> u64 {
+        self.not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// The server's side of mutual TLS: which CA issues client certificates, and whether a
+/// client must present one.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates that issue client certificates (`client_ca`).
+    pub ca: PathBuf,
+    /// Whether TLS itself refuses a client without a certificate. The server engine leaves
+    /// this off and refuses such clients in its handshake instead, where it can tell them
+    /// which settings to add.
+    pub require_at_tls: bool,
+}
+
+impl ClientAuth {
+    /// The rustls verifier: chains to a CA of `ca`, valid now, for client authentication.
+    pub(crate) fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TransportError> {
+        let roots = load_roots(&self.ca)?;
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()));
+        let builder = if self.require_at_tls {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        builder.build().map_err(|e| TransportError::Pem {
+            path: self.ca.clone(),
+            reason: format!("cannot verify client certificates with this CA file: {e}"),
+        })
+    }
+}
+
+/// Read a CA bundle; every problem names the file.
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, TransportError> {
+    let pem_err = |reason: String| TransportError::Pem {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| match e {
+            rustls::pki_types::pem::Error::Io(io) => {
+                pem_err(format!("cannot read the CA file: {io}"))
+            }
+            other => pem_err(format!("not a valid PEM CA bundle: {other}")),
+        })?;
+    if certs.is_empty() {
+        return Err(pem_err(
+            "no certificate found in the CA file (expected \"-----BEGIN CERTIFICATE-----\" \
+             blocks)"
+                .to_owned(),
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| pem_err(format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// The alerts a server's TLS sends when it refuses a client certificate: after a TLS 1.3
+/// handshake the client only learns of them on its first read.
+pub(crate) fn refused_certificate(alert: rustls::AlertDescription) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let why = match alert {
+        A::UnknownCA => "it is not issued by the server's client_ca",
+        A::CertificateExpired => "it has expired",
+        A::CertificateRequired => "the server requires one and this client has none",
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            "it is not usable for client authentication"
+        }
+        A::DecryptError => "its key did not sign the handshake",
+        _ => return None,
+    };
+    Some(format!(
+        "the server refused this client's TLS certificate ({alert:?}): {why}; check \
+         client_cert / client_key against the server's client_ca"
+    ))
+}
