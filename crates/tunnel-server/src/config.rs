@@ -64,6 +64,16 @@ pub struct ServerConfig {
     /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// PEM file of the CA(s) that issue client certificates (mutual TLS). With it the TLS
+    /// port asks every client for a certificate; a verified one proves the client id it
+    /// names (its first DNS subject alternative name, else its common name).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate from `client_ca`. Needs `client_ca`, and
+    /// cannot be combined with `ws_bind` (TLS ends at the proxy, which keeps the client's
+    /// certificate). Default false.
+    #[serde(default)]
+    pub require_client_cert: bool,
     /// Where the `tunnel-server` binary keeps the auth key and self-signed certificate it
     /// generates when neither a key nor a certificate is configured, so that a restart reuses
     /// them. Default `$XDG_STATE_HOME/tls-tunnel`, else `~/.local/state/tls-tunnel`. The
@@ -310,6 +320,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
+            client_ca: None,
+            require_client_cert: false,
             state_dir: None,
             stats_bind: default_stats_bind(),
             stats_token: None,
@@ -359,6 +371,8 @@ impl fmt::Debug for ServerConfig {
             .field("auth_key_file", &self.auth_key_file)
             .field("clients_file", &self.clients_file)
             .field("log_format", &self.log_format)
+            .field("client_ca", &self.client_ca)
+            .field("require_client_cert", &self.require_client_cert)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("stats_bind", &self.stats_bind)
@@ -561,6 +575,41 @@ impl ServerConfig {
         self.resolve_auth_key().map(Some)
     }
 
+    /// Ask clients for certificates issued by the CA(s) in `ca` (PEM); `require`: refuse
+    /// clients without one.
+    pub fn with_client_ca(mut self, ca: impl Into<PathBuf>, require: bool) -> Self {
+        self.client_ca = Some(ca.into());
+        self.require_client_cert = require;
+        self
+    }
+
+    /// Mutual TLS settings that cannot work: see [`ServerConfig::require_client_cert`].
+    fn client_cert_problems(&self, out: &mut Vec<ConfigProblem>) {
+        if !self.require_client_cert {
+            return;
+        }
+        let Some(ca) = &self.client_ca else {
+            return out.push(ConfigProblem::new(
+                "require_client_cert",
+                "needs client_ca: the PEM file of the CA that issues client certificates",
+            ));
+        };
+        if self.ws_bind.is_some() {
+            out.push(ConfigProblem::new(
+                "require_client_cert",
+                "cannot be combined with ws_bind: TLS ends at the proxy in front of ws_bind,                  so no client there can present a certificate; remove ws_bind (clients use                  wss on bind instead) or set require_client_cert = false",
+            ));
+        }
+        // Without it the server could serve nobody: refuse to start rather than warn.
+        let auth = tunnel_transport::ClientAuth {
+            ca: ca.clone(),
+            require_at_tls: false,
+        };
+        if let Err(e) = auth.check() {
+            out.push(ConfigProblem::new("client_ca", e.to_string()));
+        }
+    }
+
     /// Set the clients file (per-client keys and scopes).
     pub fn with_clients_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.clients_file = Some(path.into());
@@ -611,6 +660,7 @@ impl ServerConfig {
         if let Err(m) = tunnel_transport::check_ws_path(&self.ws_path) {
             out.push(ConfigProblem::new("ws_path", m));
         }
+        self.client_cert_problems(&mut out);
         if self.ws_bind == Some(self.bind) && self.bind.port() != 0 {
             out.push(ConfigProblem::new(
                 "ws_bind",

@@ -234,15 +234,17 @@ pub(crate) async fn handle_connection(
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
         let mut machine = ServerHandshake::new(shared.key.clone(), nonce, &binding);
-        let hello = handshake::authenticate(
+        let (hello, login) = handshake::authenticate(
             &mut est.stream,
             &mut machine,
             &shared.credentials,
             &shared.auth_failures,
             est.peer.ip(),
+            est.peer_cert.as_ref(),
+            shared.cfg.require_client_cert,
         )
         .await?;
-        Ok::<_, HandshakeError>((est, machine, hello))
+        Ok::<_, HandshakeError>((est, machine, hello, login))
     };
     let started = Instant::now();
     // Boxed, like the other short-lived big futures of a session (`accept_first`,
@@ -265,9 +267,15 @@ pub(crate) async fn handle_connection(
     drop(permit);
     let peer = client_addr;
     match result {
-        Ok(Ok((est, machine, hello))) => {
+        Ok(Ok((est, machine, hello, login))) => {
             shared.metrics.observe_handshake(started.elapsed());
-            run(shared, est, machine, hello).await
+            run(shared, est, machine, hello, login).await
+        }
+        Ok(Err(HandshakeError::Certificate { id, refusal })) => {
+            crate::credentials::audit::refused_certificate(&shared, peer.ip(), Some(&id), &refusal);
+        }
+        Ok(Err(HandshakeError::Transport(TransportError::ClientCertificate { reason }))) => {
+            crate::credentials::audit::refused_certificate(&shared, peer.ip(), None, &reason);
         }
         Ok(Err(HandshakeError::Blocked)) => {
             // Logged when the block began.
@@ -341,6 +349,7 @@ fn run(
     est: Established,
     mut machine: ServerHandshake,
     hello: Hello,
+    login: crate::credentials::certificate::Login,
 ) -> impl Future<Output = ()> {
     let id = shared.next_connection_id();
     let span = info_span!("session", id, client = %hello.client_id, peer = %est.peer);
@@ -429,6 +438,7 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
+        shared.credentials.logged_in(&session.client_id, login);
         crate::credentials::audit::login(&shared, &session);
         let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.

@@ -122,6 +122,11 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
+    /// Whether the CA file is usable (the error names the file and the problem).
+    pub fn check(&self) -> Result<(), TransportError> {
+        self.verifier().map(drop)
+    }
+
     /// The rustls verifier: chains to a CA of `ca`, valid now, for client authentication.
     pub(crate) fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TransportError> {
         let roots = load_roots(&self.ca)?;

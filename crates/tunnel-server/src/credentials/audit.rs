@@ -55,6 +55,8 @@ pub(crate) fn login(shared: &crate::Shared, session: &crate::session::SessionRec
     let reason = match kind {
         super::Kind::OwnKey => "logged in with its own key",
         super::Kind::SharedKey => "logged in with the shared auth_key",
+        super::Kind::Certificate => "logged in with its client certificate",
+        super::Kind::CertificateAndKey => "logged in with its client certificate and a key",
     };
     record(
         Event::Login,
@@ -63,6 +65,31 @@ pub(crate) fn login(shared: &crate::Shared, session: &crate::session::SessionRec
         reason,
         false,
     );
+}
+
+/// A client certificate (or its lack) refused a login: `id` when the client got as far as
+/// naming one. A stranger can repeat this at will, so the WARN is limited to one per
+/// window; the audit line of a client that named no id is quiet (see [`metrics_event`]).
+pub(crate) fn refused_certificate(
+    shared: &crate::Shared,
+    addr: IpAddr,
+    id: Option<&str>,
+    reason: &dyn std::fmt::Display,
+) {
+    let reason = format!("client certificate: {reason}");
+    if let Some(more) = shared.limit_warnings.check("client certificate".to_owned()) {
+        let client = id.map(tunnel_proto::PeerText);
+        warn!(peer = %addr, client = ?client, "client rejected: {reason}{more}");
+    }
+    shared.metrics.event(
+        crate::metrics::EventKind::LoginRefused,
+        addr,
+        id,
+        &reason,
+    );
+    if id.is_none() {
+        record(Event::Rejection, None, Some(addr), &reason, false);
+    }
 }
 
 /// The shared key answered for an id that has its own key.
