@@ -33,6 +33,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod backoff;
+mod client_cert;
 mod config;
 mod error;
 mod h2_proxy;

@@ -148,6 +148,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         ca_cert,
         server_fingerprint,
         insecure_skip_verify,
+        client_cert,
+        client_key,
         id,
         proxies,
         visitors,
@@ -177,6 +179,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
     need("auth_key", *auth_key == old.auth_key);
     need("auth_key_file", *auth_key_file == old.auth_key_file);
     need("ca_cert", *ca_cert == old.ca_cert);
+    need("client_cert", *client_cert == old.client_cert);
+    need("client_key", *client_key == old.client_key);
     need(
         "server_fingerprint",
         *server_fingerprint == old.server_fingerprint,
