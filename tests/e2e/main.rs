@@ -21,6 +21,7 @@ mod failover;
 mod faults;
 mod hardening;
 mod http;
+mod mtls;
 mod nginx;
 mod peer;
 mod postgres;

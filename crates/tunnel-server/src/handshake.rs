@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use tokio::io::AsyncWriteExt;
 use tracing::info;
 use tunnel_proto::handshake::{Checked, IdState, ServerEvent, ServerHandshake, Throttle};
 use tunnel_proto::handshake::HANDSHAKE_MAX_FRAME;
@@ -78,8 +79,12 @@ pub(crate) async fn authenticate(
         certificate::admit(cert, &id, require_cert, credentials.certificate_only(&id))
     {
         let msg = Message::Rejected(Rejected::new(RejectCode::Auth, refusal.to_string()));
-        // The client may be gone already; the refusal is ours to report either way.
-        let _ = write_message(stream, &msg, HANDSHAKE_MAX_FRAME).await;
+        // The client may be gone already; the refusal is ours to report either way. Shut
+        // down, not just dropped: an HTTP/2 stream dropped at once is reset, and the reset
+        // can overtake the refusal.
+        if write_message(stream, &msg, HANDSHAKE_MAX_FRAME).await.is_ok() {
+            let _ = stream.shutdown().await;
+        }
         return Err(HandshakeError::Certificate { id, refusal });
     }
     let keys = credentials.keys_for(&id);

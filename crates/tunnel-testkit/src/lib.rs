@@ -24,6 +24,7 @@
 
 pub mod balancer;
 pub mod bins;
+pub mod client_ca;
 pub mod browser;
 pub mod cluster;
 pub mod curl;
@@ -46,6 +47,7 @@ pub mod traffic;
 
 pub use balancer::Balancer;
 pub use browser::Browser;
+pub use client_ca::{CertName, ClientCa, ClientCertFiles};
 pub use cluster::{cluster_server, cluster_server_on, ClusterServer, CLUSTER_KEY};
 pub use curl::{curl, curl_ok};
 pub use engines::*;
@@ -58,7 +60,7 @@ pub use net::*;
 pub use nginx::Nginx;
 pub use pattern::random_bytes;
 pub use pki::*;
-pub use poll::eventually;
+pub use poll::{eventually, log_shows, published_by};
 pub use postgres::Postgres;
 pub use process::Proc;
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};

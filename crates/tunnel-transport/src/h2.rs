@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::{poll_fn, BoxFuture};
-use futures::FutureExt;
+use futures::{FutureExt, TryFutureExt};
 use h2::{Reason, RecvStream, SendStream};
 use http::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -142,7 +142,9 @@ impl Transport for H2Transport {
     }
 
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
-        self.connect_impl(addr).boxed()
+        self.connect_impl(addr)
+            .map_err(crate::framed::refused_alert)
+            .boxed()
     }
 
     fn accept(

@@ -12,7 +12,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream};
+use futures::{FutureExt, Sink, Stream, TryFutureExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -197,7 +197,9 @@ impl Transport for WsTransport {
     }
 
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
-        self.connect_impl(addr).boxed()
+        self.connect_impl(addr)
+            .map_err(crate::framed::refused_alert)
+            .boxed()
     }
 
     fn accept(
