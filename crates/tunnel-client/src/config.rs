@@ -1014,6 +1014,30 @@ bind = \"127.0.0.1:5432\"
     }
 
     #[test]
+    fn client_cert_and_client_key_come_together_and_not_over_ws() {
+        let fields = |extra: &str| -> Vec<String> {
+            ClientConfig::from_toml(&format!("{BASE}{extra}"))
+                .unwrap()
+                .problems()
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(fields("client_cert = \"/c.pem\"\n"), ["client_key"]);
+        assert_eq!(fields("client_key = \"/k.pem\"\n"), ["client_cert"]);
+        let both = "client_cert = \"/nonexistent/c.pem\"\nclient_key = \"/k.pem\"\n";
+        assert_eq!(fields(both), ["client_cert"]);
+        assert_eq!(
+            fields(&format!("{both}transport = \"ws\"\n")),
+            ["client_cert"]
+        );
+        // A certificate stands in for a missing key.
+        let c = ClientConfig::from_toml("server_addr = \"a:1\"\nclient_cert = \"/c.pem\"\n")
+            .unwrap();
+        assert_eq!(c.resolve_auth_key().unwrap(), "");
+    }
+
+    #[test]
     fn trust_options_are_exclusive() {
         let c = ClientConfig::from_toml(&format!(
             "{BASE}insecure_skip_verify = true\nserver_fingerprint = \"sha256:00\"\n"

@@ -906,6 +906,26 @@ mod tests {
     }
 
     #[test]
+    fn require_client_cert_needs_a_client_ca_and_no_ws_bind() {
+        let fields = |toml: &str| -> Vec<String> {
+            ServerConfig::from_toml(toml)
+                .unwrap()
+                .problems()
+                .into_iter()
+                .map(|p| p.field.to_string())
+                .collect()
+        };
+        let base = "auth_key = \"k\"\nrequire_client_cert = true\n";
+        assert_eq!(fields(base), ["require_client_cert"]);
+        let missing = format!("{base}client_ca = \"/nonexistent/ca.pem\"\n");
+        assert_eq!(fields(&missing), ["client_ca"]);
+        let ws = format!("{missing}ws_bind = \"127.0.0.1:9\"\n");
+        assert_eq!(fields(&ws), ["require_client_cert", "client_ca"]);
+        // Without require_client_cert an unreadable client_ca is a WARN at start only.
+        assert!(fields("auth_key = \"k\"\nclient_ca = \"/nonexistent/ca.pem\"\n").is_empty());
+    }
+
+    #[test]
     fn ws_bind_and_ws_path_are_checked() {
         let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
         assert_eq!((c.ws_bind, c.ws_path.as_str()), (None, "/tunnel"));

@@ -193,3 +193,46 @@ pub(crate) fn refused_certificate(alert: rustls::AlertDescription) -> Option<Str
          client_cert / client_key against the server's client_ca"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    fn der(sans: &[&str], cn: Option<&str>) -> Vec<u8> {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_first_dns_name_else_the_common_name_is_the_id() {
+        let both = PeerCert::from_der(&der(&["edge-1", "edge-2"], Some("other"))).unwrap();
+        assert_eq!(both.name, "edge-1");
+        assert!(both.subject.contains("CN=other"), "{}", both.subject);
+        let cn = PeerCert::from_der(&der(&[], Some("edge-cn"))).unwrap();
+        assert_eq!(cn.name, "edge-cn");
+        assert!(cn.not_after > SystemTime::UNIX_EPOCH);
+        assert_eq!(PeerCert::from_der(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_named() {
+        let path = std::env::temp_dir().join(format!("cmtls-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "nothing here\n").unwrap();
+        let auth = ClientAuth {
+            ca: path.clone(),
+            require_at_tls: false,
+        };
+        let err = auth.check().unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("no certificate found in the CA file"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}

@@ -179,8 +179,6 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
     need("auth_key", *auth_key == old.auth_key);
     need("auth_key_file", *auth_key_file == old.auth_key_file);
     need("ca_cert", *ca_cert == old.ca_cert);
-    need("client_cert", *client_cert == old.client_cert);
-    need("client_key", *client_key == old.client_key);
     need(
         "server_fingerprint",
         *server_fingerprint == old.server_fingerprint,
@@ -189,6 +187,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         "insecure_skip_verify",
         *insecure_skip_verify == old.insecure_skip_verify,
     );
+    need("client_cert", *client_cert == old.client_cert);
+    need("client_key", *client_key == old.client_key);
     need("id", *id == old.id);
     need("connections", *connections == old.connections);
     // Read by the reconnect loop, the session and the stats listener when they start; the
