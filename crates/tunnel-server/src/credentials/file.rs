@@ -377,7 +377,7 @@ key = "the shared key"
             "4:1: clients[0].allow_ports: \"70000\" is not a port range",
             "7:1: clients[1].id: duplicate id \"a\" (also clients[0])",
             "8:1: clients[1].key: also the key of clients[0]",
-            "13:1: clients[2].key: set exactly one of key, key_file, or keys",
+            "13:1: clients[2].key: set one of key, key_file, or keys",
             "15:1: clients[2].bandwidth_limit: \"lots\" is not a rate",
             "16:1: clients[2].max_proxies: must be at least 1",
             "20:1: clients[3].key: equals the server's shared auth_key",
