@@ -80,13 +80,25 @@ async fn a_certificate_alone_logs_in_over_tls_h2_and_wss() {
     for transport in ["tls", "h2", "wss"] {
         let id = format!("edge-{transport}");
         let cert = ca.issue(&id);
-        let (mut c, port) = client(&pki, transport, &addr, transport, &id, Some(&cert), None, echo);
+        let (mut c, port) = client(
+            &pki,
+            transport,
+            &addr,
+            transport,
+            &id,
+            Some(&cert),
+            None,
+            echo,
+        );
         published_by(&c, port, Duration::from_secs(10)).await;
         let seen = stats_client(stats, &id).await;
         assert_eq!(seen["credential"], "certificate", "{seen}");
         let subject = seen["certificate"]["subject"].as_str().unwrap();
         assert!(subject.contains(&id), "{seen}");
-        assert!(seen["certificate"]["expires_in_days"].as_i64().unwrap() >= 364, "{seen}");
+        assert!(
+            seen["certificate"]["expires_in_days"].as_i64().unwrap() >= 364,
+            "{seen}"
+        );
         c.sigterm().await;
     }
 }
@@ -110,14 +122,29 @@ async fn require_client_cert_refuses_a_client_without_one_saying_what_to_set() {
     let (server, addr, _) = server(&pki, "missing", &ca, "require_client_cert = true").await;
     let echo = echo_service().await;
     // The shared key is right: only the certificate is missing.
-    let (mut c, port) = client(&pki, "nocert", &addr, "tls", "nocert", None, Some(KEY), echo);
+    let (mut c, port) = client(
+        &pki,
+        "nocert",
+        &addr,
+        "tls",
+        "nocert",
+        None,
+        Some(KEY),
+        echo,
+    );
     c.exit_within(Duration::from_secs(10)).await;
     assert!(
-        c.log().contains("requires a client certificate: set client_cert and client_key"),
+        c.log()
+            .contains("requires a client certificate: set client_cert and client_key"),
         "{}",
         c.log()
     );
-    log_shows(&server, "client certificate: refused", Duration::from_secs(5)).await;
+    log_shows(
+        &server,
+        "client certificate: refused",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(!is_listening(port).await);
 }
 
@@ -130,7 +157,16 @@ async fn a_certificate_from_another_ca_is_refused_at_tls() {
     let echo = echo_service().await;
     let cert = theirs.issue("alpha");
     // With the right shared key too: a certificate that fails is never ignored.
-    let (c, port) = client(&pki, "other", &addr, "wss", "alpha", Some(&cert), Some(KEY), echo);
+    let (c, port) = client(
+        &pki,
+        "other",
+        &addr,
+        "wss",
+        "alpha",
+        Some(&cert),
+        Some(KEY),
+        echo,
+    );
     log_shows(
         &c,
         "the server refused this client's TLS certificate",
@@ -153,7 +189,16 @@ async fn a_certificate_for_another_id_is_refused_on_both_sides() {
     let (server, addr, _) = server(&pki, "other-id", &ca, "").await;
     let echo = echo_service().await;
     let cert = ca.issue("alpha");
-    let (mut c, port) = client(&pki, "posing", &addr, "h2", "beta", Some(&cert), Some(KEY), echo);
+    let (mut c, port) = client(
+        &pki,
+        "posing",
+        &addr,
+        "h2",
+        "beta",
+        Some(&cert),
+        Some(KEY),
+        echo,
+    );
     c.exit_within(Duration::from_secs(10)).await;
     assert!(
         c.log()
@@ -171,7 +216,9 @@ async fn a_certificate_and_a_key_must_both_be_right() {
     let ca = ClientCa::new(&pki.dir, "both");
     let clients = pki.write(
         "clients.toml",
-        &format!("[[clients]]\nid = \"alpha\"\nkey = \"{ALPHA_KEY}\"\nallow_ports = [\"1-65535\"]\n"),
+        &format!(
+            "[[clients]]\nid = \"alpha\"\nkey = \"{ALPHA_KEY}\"\nallow_ports = [\"1-65535\"]\n"
+        ),
     );
     let extra = format!("clients_file = {:?}", clients.display().to_string());
     let (_server, addr, stats) = server(&pki, "both", &ca, &extra).await;
@@ -180,18 +227,45 @@ async fn a_certificate_and_a_key_must_both_be_right() {
 
     // The certificate with a wrong key: refused.
     let wrong = "not alpha's key 0123456789";
-    let (mut c, port) = client(&pki, "wrong", &addr, "tls", "alpha", Some(&cert), Some(wrong), echo);
+    let (mut c, port) = client(
+        &pki,
+        "wrong",
+        &addr,
+        "tls",
+        "alpha",
+        Some(&cert),
+        Some(wrong),
+        echo,
+    );
     c.exit_within(Duration::from_secs(10)).await;
     assert!(c.log().contains("auth"), "{}", c.log());
     assert!(!is_listening(port).await);
 
     // The certificate alone, for an id that has a key of its own: refused too.
-    let (mut c, port) = client(&pki, "alone", &addr, "tls", "alpha", Some(&cert), None, echo);
+    let (mut c, port) = client(
+        &pki,
+        "alone",
+        &addr,
+        "tls",
+        "alpha",
+        Some(&cert),
+        None,
+        echo,
+    );
     c.exit_within(Duration::from_secs(10)).await;
     assert!(!is_listening(port).await, "{}", c.log());
 
     // The certificate and the right key: in, as certificate+key.
-    let (c, port) = client(&pki, "right", &addr, "wss", "alpha", Some(&cert), Some(ALPHA_KEY), echo);
+    let (c, port) = client(
+        &pki,
+        "right",
+        &addr,
+        "wss",
+        "alpha",
+        Some(&cert),
+        Some(ALPHA_KEY),
+        echo,
+    );
     published_by(&c, port, Duration::from_secs(10)).await;
     let seen = stats_client(stats, "alpha").await;
     assert_eq!(seen["credential"], "certificate+key", "{seen}");
@@ -214,7 +288,11 @@ async fn a_keyless_entry_takes_its_certificate_only_and_keeps_its_scope() {
     // The shared key cannot pose as a certificate-only id.
     let (mut c, _) = client(&pki, "shared", &addr, "tls", "edge", None, Some(KEY), echo);
     c.exit_within(Duration::from_secs(10)).await;
-    assert!(c.log().contains("logs in by certificate only"), "{}", c.log());
+    assert!(
+        c.log().contains("logs in by certificate only"),
+        "{}",
+        c.log()
+    );
 
     // Its certificate logs it in, and its scope applies: the port outside is refused.
     let cert = ca.issue("edge");
@@ -246,14 +324,22 @@ async fn the_client_checks_its_certificate_files_and_warns_before_expiry() {
         .arg(&cfg)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("client_key") && text.contains("does not belong"), "{text}");
+    assert!(
+        text.contains("client_key") && text.contains("does not belong"),
+        "{text}"
+    );
 
     // A certificate that expires in 3 days: a WARN at start.
     let (_server, addr, _) = server(&pki, "check", &ca, "").await;
     let echo = echo_service().await;
     let (c, port) = client(&pki, "soon", &addr, "tls", "edge", Some(&soon), None, echo);
     published_by(&c, port, Duration::from_secs(10)).await;
-    assert!(c.log().contains("expires in 2 days") || c.log().contains("expires in 3 days"), "{}", c.log());
+    assert!(
+        c.log().contains("expires in 2 days") || c.log().contains("expires in 3 days"),
+        "{}",
+        c.log()
+    );
 }

@@ -530,8 +530,7 @@ impl ClientConfig {
     /// The auth key from `auth_key` or `auth_key_file`; with a `client_cert` and neither,
     /// the empty key, which tells the server the certificate stands alone.
     pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
-        if self.client_cert.is_some() && self.auth_key.is_none() && self.auth_key_file.is_none()
-        {
+        if self.client_cert.is_some() && self.auth_key.is_none() && self.auth_key_file.is_none() {
             return Ok(String::new());
         }
         tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
@@ -1032,8 +1031,8 @@ bind = \"127.0.0.1:5432\"
             ["client_cert"]
         );
         // A certificate stands in for a missing key.
-        let c = ClientConfig::from_toml("server_addr = \"a:1\"\nclient_cert = \"/c.pem\"\n")
-            .unwrap();
+        let c =
+            ClientConfig::from_toml("server_addr = \"a:1\"\nclient_cert = \"/c.pem\"\n").unwrap();
         assert_eq!(c.resolve_auth_key().unwrap(), "");
     }
 

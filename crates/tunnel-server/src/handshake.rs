@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tracing::info;
-use tunnel_proto::handshake::{Checked, IdState, ServerEvent, ServerHandshake, Throttle};
 use tunnel_proto::handshake::HANDSHAKE_MAX_FRAME;
+use tunnel_proto::handshake::{Checked, IdState, ServerEvent, ServerHandshake, Throttle};
 use tunnel_proto::{Hello, Message, RejectCode, Rejected};
 use tunnel_transport::{drive, write_message, BoxedStream, PeerCert, TransportError};
 
@@ -82,7 +82,10 @@ pub(crate) async fn authenticate(
         // The client may be gone already; the refusal is ours to report either way. Shut
         // down, not just dropped: an HTTP/2 stream dropped at once is reset, and the reset
         // can overtake the refusal.
-        if write_message(stream, &msg, HANDSHAKE_MAX_FRAME).await.is_ok() {
+        if write_message(stream, &msg, HANDSHAKE_MAX_FRAME)
+            .await
+            .is_ok()
+        {
             let _ = stream.shutdown().await;
         }
         return Err(HandshakeError::Certificate { id, refusal });

@@ -24,8 +24,8 @@
 
 pub mod balancer;
 pub mod bins;
-pub mod client_ca;
 pub mod browser;
+pub mod client_ca;
 pub mod cluster;
 pub mod curl;
 pub mod engines;

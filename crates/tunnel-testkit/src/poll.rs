@@ -44,5 +44,9 @@ pub async fn published_by(p: &crate::Proc, port: u16, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(crate::serves(port).await, "port {port} does not serve:\n{}", p.log());
+    assert!(
+        crate::serves(port).await,
+        "port {port} does not serve:\n{}",
+        p.log()
+    );
 }

@@ -74,33 +74,26 @@ impl ServerTransport {
         let bound = Some(binding(conn)?);
         let cert = peer_cert(conn);
         match alpn.as_deref() {
-            Some(ALPN_TUNNEL) => Ok(Established::new(
-                Box::new(tls),
-                peer,
-                TransportKind::Tls,
-                bound,
-            )
-            .with_peer_cert(cert)),
+            Some(ALPN_TUNNEL) => {
+                Ok(
+                    Established::new(Box::new(tls), peer, TransportKind::Tls, bound)
+                        .with_peer_cert(cert),
+                )
+            }
             Some(ALPN_H2) => {
                 let stream = h2::accept(tls, &self.path).await?;
-                Ok(Established::new(
-                    Box::new(stream),
-                    peer,
-                    TransportKind::H2,
-                    bound,
+                Ok(
+                    Established::new(Box::new(stream), peer, TransportKind::H2, bound)
+                        .with_peer_cert(cert),
                 )
-                .with_peer_cert(cert))
             }
             Some(ALPN_HTTP11) => {
                 // Forwarding headers are not trusted here: this client reached us directly.
                 let (ws, _forwarded) = upgrade::accept(tls, &self.path).await?;
-                Ok(Established::new(
-                    Box::new(WsStream::new(ws)),
-                    peer,
-                    TransportKind::Wss,
-                    bound,
+                Ok(
+                    Established::new(Box::new(WsStream::new(ws)), peer, TransportKind::Wss, bound)
+                        .with_peer_cert(cert),
                 )
-                .with_peer_cert(cert))
             }
             // rustls already refused clients whose ALPN list has none of ours; what is left
             // offered no ALPN at all.

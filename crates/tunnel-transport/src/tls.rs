@@ -18,9 +18,9 @@ use tokio_rustls::client::TlsStream;
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::client_cert::{ClientAuth, ClientCert, PeerCert};
 use crate::tls_error::handshake_error;
 use crate::trust::Verification;
-use crate::client_cert::{ClientAuth, ClientCert, PeerCert};
 use crate::{
     tune_tcp, ClientTrust, Established, ServerIdentity, Transport, TransportError, TransportKind,
     ALPN_TUNNEL,
@@ -160,8 +160,8 @@ pub(crate) fn server_config_with(
         Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
+    let mut cfg =
+        builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // One long-lived connection per client: resumption tickets would only cost bytes.
     cfg.send_tls13_tickets = 0;

@@ -81,12 +81,9 @@ pub(crate) fn refused_certificate(
         let client = id.map(tunnel_proto::PeerText);
         warn!(peer = %addr, client = ?client, "client rejected: {reason}{more}");
     }
-    shared.metrics.event(
-        crate::metrics::EventKind::LoginRefused,
-        addr,
-        id,
-        &reason,
-    );
+    shared
+        .metrics
+        .event(crate::metrics::EventKind::LoginRefused, addr, id, &reason);
     if id.is_none() {
         record(Event::Rejection, None, Some(addr), &reason, false);
     }

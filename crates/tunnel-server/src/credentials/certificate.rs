@@ -193,8 +193,14 @@ mod tests {
         assert_eq!(unlisted.shared, None);
         let own = |index| Credential::Own { index };
         assert_eq!(kind_of_proof(true, &unlisted, own(0)), Kind::Certificate);
-        assert_eq!(kind_of_proof(true, &unlisted, own(1)), Kind::CertificateAndKey);
-        assert_eq!(kind_of_proof(true, &listed, own(0)), Kind::CertificateAndKey);
+        assert_eq!(
+            kind_of_proof(true, &unlisted, own(1)),
+            Kind::CertificateAndKey
+        );
+        assert_eq!(
+            kind_of_proof(true, &listed, own(0)),
+            Kind::CertificateAndKey
+        );
         assert_eq!(kind_of_proof(false, &listed, own(0)), Kind::OwnKey);
     }
 }
