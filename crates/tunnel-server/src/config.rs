@@ -597,7 +597,9 @@ impl ServerConfig {
         if self.ws_bind.is_some() {
             out.push(ConfigProblem::new(
                 "require_client_cert",
-                "cannot be combined with ws_bind: TLS ends at the proxy in front of ws_bind,                  so no client there can present a certificate; remove ws_bind (clients use                  wss on bind instead) or set require_client_cert = false",
+                "cannot be combined with ws_bind: TLS ends at the proxy in front of ws_bind, \
+                 so no client there can present a certificate; remove ws_bind (clients use \
+                 wss on bind instead) or set require_client_cert = false",
             ));
         }
         // Without it the server could serve nobody: refuse to start rather than warn.
