@@ -20,6 +20,7 @@ use tunnel_transport::{
 };
 
 use crate::auth_failures::{self, Verdict};
+use crate::credentials::certificate::CertRefusal;
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
 use crate::metrics::EventKind;
@@ -272,10 +273,17 @@ pub(crate) async fn handle_connection(
             run(shared, est, machine, hello, login).await
         }
         Ok(Err(HandshakeError::Certificate { id, refusal })) => {
-            crate::credentials::audit::refused_certificate(&shared, peer.ip(), Some(&id), &refusal);
+            let stranger = !matches!(refusal, CertRefusal::OtherId { .. });
+            crate::credentials::audit::refused_certificate(
+                &shared,
+                peer.ip(),
+                Some(&id),
+                &refusal,
+                stranger,
+            );
         }
         Ok(Err(HandshakeError::Transport(TransportError::ClientCertificate { reason }))) => {
-            crate::credentials::audit::refused_certificate(&shared, peer.ip(), None, &reason);
+            crate::credentials::audit::refused_certificate(&shared, peer.ip(), None, &reason, true);
         }
         Ok(Err(HandshakeError::Blocked)) => {
             // Logged when the block began.
