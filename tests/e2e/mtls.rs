@@ -253,7 +253,13 @@ async fn a_certificate_and_a_key_must_both_be_right() {
         echo,
     );
     c.exit_within(Duration::from_secs(10)).await;
-    assert!(!is_listening(port).await, "{}", c.log());
+    assert!(
+        c.log()
+            .contains("its certificate alone is not enough: set auth_key"),
+        "{}",
+        c.log()
+    );
+    assert!(!is_listening(port).await);
 
     // The certificate and the right key: in, as certificate+key.
     let (c, port) = client(

@@ -78,19 +78,10 @@ pub(crate) async fn authenticate(
     if let Err(refusal) =
         certificate::admit(cert, &id, require_cert, credentials.certificate_only(&id))
     {
-        let msg = Message::Rejected(Rejected::new(RejectCode::Auth, refusal.to_string()));
-        // The client may be gone already; the refusal is ours to report either way. Shut
-        // down, not just dropped: an HTTP/2 stream dropped at once is reset, and the reset
-        // can overtake the refusal.
-        if write_message(stream, &msg, HANDSHAKE_MAX_FRAME)
-            .await
-            .is_ok()
-        {
-            let _ = stream.shutdown().await;
-        }
-        return Err(HandshakeError::Certificate { id, refusal });
+        return Err(refuse(stream, id, refusal).await);
     }
     let keys = credentials.keys_for(&id);
+    let listed = !keys.own.is_empty();
     let keys = if cert.is_some() {
         certificate::keys_with_cert(keys)
     } else {
@@ -128,14 +119,19 @@ pub(crate) async fn authenticate(
     let outcome = drive(stream, machine).await;
     match (outcome, refused) {
         (Ok(ServerEvent::Authenticated(hello)), None) => {
-            let kind = machine.credential().map_or(Kind::SharedKey, |c| {
-                certificate::kind_of_proof(cert.is_some(), &keys, c)
+            let judged = machine.credential().map_or(Ok(Kind::SharedKey), |c| {
+                certificate::judge(cert.is_some(), listed, &id, &keys, c)
             });
-            let login = Login {
-                kind,
-                cert: cert.cloned(),
-            };
-            Ok((hello, login))
+            match judged {
+                Ok(kind) => Ok((
+                    hello,
+                    Login {
+                        kind,
+                        cert: cert.cloned(),
+                    },
+                )),
+                Err(refusal) => Err(refuse(stream, id, refusal).await),
+            }
         }
         (_, Some(err)) => Err(err),
         (Err(e), None) => Err(e.into()),
@@ -146,6 +142,21 @@ pub(crate) async fn authenticate(
             },
         ))),
     }
+}
+
+/// Tell the client why its certificate did not let it in, and end the stream.
+async fn refuse(stream: &mut BoxedStream, id: String, refusal: CertRefusal) -> HandshakeError {
+    let msg = Message::Rejected(Rejected::new(RejectCode::Auth, refusal.to_string()));
+    // The client may be gone already; the refusal is ours to report either way. Shut down,
+    // not just dropped: an HTTP/2 stream dropped at once is reset, and the reset can
+    // overtake the refusal.
+    if write_message(stream, &msg, HANDSHAKE_MAX_FRAME)
+        .await
+        .is_ok()
+    {
+        let _ = stream.shutdown().await;
+    }
+    HandshakeError::Certificate { id, refusal }
 }
 
 /// Who holds `hello`'s client id now, for the machine's admission decision, as the

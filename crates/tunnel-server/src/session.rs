@@ -273,7 +273,12 @@ pub(crate) async fn handle_connection(
             run(shared, est, machine, hello, login).await
         }
         Ok(Err(HandshakeError::Certificate { id, refusal })) => {
-            let stranger = !matches!(refusal, CertRefusal::OtherId { .. });
+            // Anyone can claim an id without a certificate; only a holder of one of our
+            // certificates gets further.
+            let stranger = matches!(
+                refusal,
+                CertRefusal::Missing | CertRefusal::CertificateOnly(_)
+            );
             crate::credentials::audit::refused_certificate(
                 &shared,
                 peer.ip(),

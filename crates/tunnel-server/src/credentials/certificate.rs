@@ -92,6 +92,12 @@ pub(crate) enum CertRefusal {
          server's clients_file): set client_cert and client_key in the client's config"
     )]
     CertificateOnly(String),
+    /// A certificate and no key, for an id that has keys of its own.
+    #[error(
+        "refused: client id {0:?} has its own key in the server's clients_file, so its \
+         certificate alone is not enough: set auth_key in the client's config to that key"
+    )]
+    KeyRequired(String),
     /// `require_client_cert` and no certificate.
     #[error(
         "refused: this server requires a client certificate: set client_cert and client_key \
@@ -121,32 +127,42 @@ pub(crate) fn admit(
     }
 }
 
-/// The keys that may answer for a certificate holder: a listed id's own keys (the shared
-/// key is then refused by name, as without a certificate); an id without keys of its own
-/// answers with the shared key or, having no key at all, with the empty one. Both are
-/// passed as "own" keys, so `shared` never logs in past them: see [`kind_of_proof`].
+/// The keys that may answer for a certificate holder: its own keys when the id is listed
+/// with some (the shared key is then refused by name, as without a certificate), else the
+/// shared key; and last the empty key, which a client with a certificate and no key
+/// answers with. All are passed as "own" keys so the machine checks every one; see
+/// [`judge`] for what the one that matched means.
 pub(crate) fn keys_with_cert(keys: IdKeys) -> IdKeys {
-    if !keys.own.is_empty() {
-        return keys;
-    }
-    let mut own = Vec::with_capacity(2);
+    let listed = !keys.own.is_empty();
+    let mut own = keys.own;
+    let shared = if listed {
+        keys.shared
+    } else {
+        own.extend(keys.shared);
+        None
+    };
     own.push(Vec::new());
-    if let Some(shared) = keys.shared {
-        own.push(shared);
-    }
-    IdKeys { own, shared: None }
+    IdKeys { own, shared }
 }
 
-/// What the proof that passed says about how the client logged in. `keys` are those the
-/// proof was checked against ([`keys_with_cert`] for a certificate holder).
-pub(crate) fn kind_of_proof(certified: bool, keys: &IdKeys, credential: Credential) -> Kind {
-    match (certified, credential) {
-        (false, Credential::Shared) => Kind::SharedKey,
-        (false, _) => Kind::OwnKey,
-        (true, Credential::Own { index }) if keys.own.get(index).is_some_and(Vec::is_empty) => {
-            Kind::Certificate
-        }
-        (true, _) => Kind::CertificateAndKey,
+/// How a client whose proof passed logged in, or why its certificate alone is not enough.
+/// `keys` are those the proof was checked against ([`keys_with_cert`] for a certificate
+/// holder); `listed`: its id has keys of its own in the clients file.
+pub(crate) fn judge(
+    cert: bool,
+    listed: bool,
+    id: &str,
+    keys: &IdKeys,
+    credential: Credential,
+) -> Result<Kind, CertRefusal> {
+    let empty = matches!(credential, Credential::Own { index }
+        if keys.own.get(index).is_some_and(Vec::is_empty));
+    match (cert, credential) {
+        (false, Credential::Shared) => Ok(Kind::SharedKey),
+        (false, _) => Ok(Kind::OwnKey),
+        (true, _) if empty && listed => Err(CertRefusal::KeyRequired(id.to_owned())),
+        (true, _) if empty => Ok(Kind::Certificate),
+        (true, _) => Ok(Kind::CertificateAndKey),
     }
 }
 
@@ -180,27 +196,40 @@ mod tests {
 
     #[test]
     fn a_listed_key_stays_required_and_the_empty_key_means_certificate_alone() {
-        let listed = IdKeys {
+        let own = |index| Credential::Own { index };
+        let listed = keys_with_cert(IdKeys {
             own: vec![b"own".to_vec()],
             shared: Some(b"shared".to_vec()),
-        };
-        assert_eq!(keys_with_cert(listed.clone()), listed);
+        });
+        assert_eq!(listed.own, vec![b"own".to_vec(), Vec::new()]);
+        assert_eq!(listed.shared, Some(b"shared".to_vec()));
+        assert_eq!(
+            judge(true, true, "a", &listed, own(0)),
+            Ok(Kind::CertificateAndKey)
+        );
+        assert_eq!(
+            judge(true, true, "a", &listed, own(1)),
+            Err(CertRefusal::KeyRequired("a".into()))
+        );
         let unlisted = keys_with_cert(IdKeys {
             own: vec![],
             shared: Some(b"shared".to_vec()),
         });
-        assert_eq!(unlisted.own, vec![Vec::new(), b"shared".to_vec()]);
+        assert_eq!(unlisted.own, vec![b"shared".to_vec(), Vec::new()]);
         assert_eq!(unlisted.shared, None);
-        let own = |index| Credential::Own { index };
-        assert_eq!(kind_of_proof(true, &unlisted, own(0)), Kind::Certificate);
         assert_eq!(
-            kind_of_proof(true, &unlisted, own(1)),
-            Kind::CertificateAndKey
+            judge(true, false, "a", &unlisted, own(0)),
+            Ok(Kind::CertificateAndKey)
         );
         assert_eq!(
-            kind_of_proof(true, &listed, own(0)),
-            Kind::CertificateAndKey
+            judge(true, false, "a", &unlisted, own(1)),
+            Ok(Kind::Certificate)
         );
-        assert_eq!(kind_of_proof(false, &listed, own(0)), Kind::OwnKey);
+        let plain = IdKeys::default();
+        assert_eq!(judge(false, true, "a", &plain, own(0)), Ok(Kind::OwnKey));
+        assert_eq!(
+            judge(false, false, "a", &plain, Credential::Shared),
+            Ok(Kind::SharedKey)
+        );
     }
 }
