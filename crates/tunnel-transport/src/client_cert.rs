@@ -235,4 +235,66 @@ mod tests {
         assert!(err.contains("no certificate found in the CA file"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
     }
+
+    /// A CA and a client certificate for `name` it issued, as PEM files in a fresh directory.
+    fn issued(tag: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        use rcgen::{BasicConstraints, ExtendedKeyUsagePurpose, IsCa, Issuer};
+        let dir = std::env::temp_dir().join(format!("cmtls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let paths = (dir.join("ca.pem"), dir.join("c.pem"), dir.join("c.key"));
+        std::fs::write(&paths.0, ca_pem).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    #[tokio::test]
+    async fn the_server_sees_the_verified_certificate_and_no_certificate_is_none() {
+        use crate::{ClientTrust, ServerTransport, TlsTransport, Transport};
+        let (ca, cert, key) = issued("seen", "edge-9");
+        let identity = ServerIdentity::self_signed(&[]).unwrap();
+        let auth = ClientAuth {
+            ca,
+            require_at_tls: false,
+        };
+        let server = ServerTransport::with_client_auth(&identity, "/t", Some(&auth)).unwrap();
+        let trust = ClientTrust::Fingerprint(identity.fingerprint());
+        let mine = ClientCert::load(&cert, &key).unwrap();
+        assert_eq!(mine.info().unwrap().name, "edge-9");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        for cert in [Some(&mine), None] {
+            let client = TlsTransport::client_with_cert("localhost", &trust, cert).unwrap();
+            let accepting = async {
+                let (tcp, peer) = listener.accept().await.unwrap();
+                server.accept(tcp, peer).await.unwrap()
+            };
+            let (est, conn) = tokio::join!(accepting, client.connect(&addr));
+            conn.unwrap();
+            let seen = est.peer_cert.map(|c| c.name);
+            assert_eq!(seen.as_deref(), cert.map(|_| "edge-9"));
+        }
+        let _ = std::fs::remove_dir_all(key.parent().unwrap());
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_named() {
+        let (_, cert, _) = issued("mismatch-a", "a");
+        let (_, _, other_key) = issued("mismatch-b", "b");
+        let err = ClientCert::load(&cert, &other_key).unwrap_err().to_string();
+        for p in [&cert, &other_key] {
+            let _ = std::fs::remove_dir_all(p.parent().unwrap());
+        }
+        assert!(err.contains("does not belong to the certificate"), "{err}");
+    }
 }
