@@ -20,7 +20,7 @@ async fn server(pki: &Pki, tag: &str, ca: &ClientCa, extra: &str) -> (Proc, Stri
     (proc, format!("127.0.0.1:{port}"), stats)
 }
 
-/// A client as `id` over `transport`, with `cert` if given and `key` if given (no key line
+/// A client as `id` (none: the line is left out) over `transport`, with `cert` if given and `key` if given (no key line
 /// at all otherwise), publishing an echo service on a fresh port (returned).
 #[allow(clippy::too_many_arguments)]
 fn client(
@@ -42,10 +42,15 @@ fn client(
         )
     });
     let key_line = key.map_or_else(String::new, |k| format!("auth_key = \"{k}\"\n"));
+    let id_line = if id.is_empty() {
+        String::new()
+    } else {
+        format!("id = \"{id}\"\n")
+    };
     let cfg = pki.write(
         &format!("client-{tag}.toml"),
         &format!(
-            "server_addr = \"{addr}\"\ntransport = \"{transport}\"\nid = \"{id}\"\n\
+            "server_addr = \"{addr}\"\ntransport = \"{transport}\"\n{id_line}\
              server_fingerprint = \"{}\"\n{key_line}{cert_lines}{}\n",
             pki.fingerprint,
             proxy_toml("p", echo, Some(port))
@@ -104,7 +109,7 @@ async fn a_certificate_alone_logs_in_over_tls_h2_and_wss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_common_name_is_the_id_when_there_is_no_dns_name() {
+async fn a_common_name_is_the_id_without_a_dns_name_and_no_id_means_the_certificates() {
     let pki = Pki::new("mtls-cn");
     let ca = ClientCa::new(&pki.dir, "cn");
     let (_server, addr, _stats) = server(&pki, "cn", &ca, "").await;
@@ -112,6 +117,11 @@ async fn a_common_name_is_the_id_when_there_is_no_dns_name() {
     let year = Duration::from_secs(365 * 86_400);
     let cert = ca.issue_with("cn-only", CertName::CommonNameOnly, year);
     let (c, port) = client(&pki, "cn", &addr, "tls", "cn-only", Some(&cert), None, echo);
+    published_by(&c, port, Duration::from_secs(10)).await;
+
+    // Without `id`, the client takes its certificate's name.
+    let named = ca.issue("named-by-cert");
+    let (c, port) = client(&pki, "noid", &addr, "wss", "", Some(&named), None, echo);
     published_by(&c, port, Duration::from_secs(10)).await;
 }
 

@@ -71,7 +71,8 @@ pub struct ClientConfig {
     /// The private key of `client_cert` (PEM).
     #[serde(default)]
     pub client_key: Option<PathBuf>,
-    /// This client's name on the server, unique among live clients. Default: the hostname.
+    /// This client's name on the server, unique among live clients. Default: the name of
+    /// `client_cert` when there is one (the id it proves), else the hostname.
     #[serde(default)]
     pub id: Option<String>,
     /// Local services to expose.
@@ -626,10 +627,19 @@ impl ClientConfig {
         Ok(ClientTrust::SystemRoots)
     }
 
-    /// This client's id: `id`, or the hostname made safe for the wire.
+    /// This client's id: `id`, or the name of `client_cert`, or the hostname made safe for
+    /// the wire.
     pub fn effective_id(&self) -> String {
         if let Some(id) = &self.id {
             return id.clone();
+        }
+        if let Some(cert) = self
+            .client_cert
+            .as_deref()
+            .and_then(tunnel_transport::PeerCert::from_pem_file)
+            .filter(|c| !c.name.is_empty())
+        {
+            return cert.name;
         }
         let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()

@@ -101,6 +101,13 @@ impl PeerCert {
         })
     }
 
+    /// The first certificate of a PEM file, read; `None` if there is none or it does not
+    /// parse.
+    pub fn from_pem_file(path: &Path) -> Option<PeerCert> {
+        let first = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+        PeerCert::from_der(&first)
+    }
+
     /// Seconds since the Unix epoch at which it expires.
     pub fn not_after_unix(&self) -> u64 {
         self.not_after
