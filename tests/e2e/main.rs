@@ -28,6 +28,7 @@ mod faults;
 mod hardening;
 mod http;
 mod limits;
+mod mtls;
 mod nginx;
 mod peer;
 mod postgres;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tunnel_proto::{ProxyKind, ProxySpec, RegisterRequest, VisitorSpec};
 use tunnel_transport::config_file::{self, Schema};
-use tunnel_transport::{ClientTrust, Fingerprint, Transport, TransportKind};
+use tunnel_transport::{ClientCert, ClientTrust, Fingerprint, Transport, TransportKind};
 
 use crate::error::{ClientError, ConfigProblem};
 use crate::server_addr::{host_of, ServerAddr};
@@ -62,7 +62,17 @@ pub struct ClientConfig {
     /// Accept any server certificate. Only for tests: anyone on the path can read the traffic.
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// This client's name on the server, unique among live clients. Default: the hostname.
+    /// This client's certificate (PEM chain, end-entity first), presented to a server with
+    /// `client_ca` (mutual TLS). Its name (first DNS subject alternative name, else common
+    /// name) must be this client's `id`. With it the auth key is optional: the server then
+    /// takes the certificate alone, or the certificate and the key when both are set.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// This client's name on the server, unique among live clients. Default: the name of
+    /// `client_cert` when there is one (the id it proves), else the hostname.
     #[serde(default)]
     pub id: Option<String>,
     /// Local services to expose.
@@ -329,6 +339,8 @@ impl fmt::Debug for ClientConfig {
             .field("server_addr", &self.server_addr)
             .field("transport", &self.transport)
             .field("server_name", &self.server_name)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
             .field("auth_key", &self.auth_key.as_ref().map(|_| "***"))
             .field("id", &self.id)
             .field("proxies", &self.proxies)
@@ -380,6 +392,8 @@ impl ClientConfig {
             ca_cert: None,
             server_fingerprint: None,
             insecure_skip_verify: false,
+            client_cert: None,
+            client_key: None,
             id: None,
             proxies: Vec::new(),
             visitors: Vec::new(),
@@ -459,6 +473,12 @@ impl ClientConfig {
         } else {
             self.trust().map_err(|p| ClientError::Config(vec![p]))?
         };
+        let cert = self
+            .client_certificate()
+            .map_err(|p| ClientError::Config(vec![p]))?;
+        if let Some(info) = cert.as_ref().and_then(ClientCert::info) {
+            crate::client_cert::check_at_start(self, info);
+        }
         // One transport per certificate name: entries that share a name (all of them when
         // `server_name` is set) share its trust store, loaded and warned about once.
         let mut by_name: Vec<(String, Arc<dyn Transport>)> = Vec::new();
@@ -468,11 +488,12 @@ impl ClientConfig {
             let transport = match by_name.iter().find(|(n, _)| *n == name) {
                 Some((_, t)) => t.clone(),
                 None => {
-                    let t: Arc<dyn Transport> = tunnel_transport::client_transport(
+                    let t: Arc<dyn Transport> = tunnel_transport::client_transport_with_cert(
                         self.transport,
                         &name,
                         &trust,
                         &self.ws_path,
+                        cert.as_ref(),
                     )?
                     .into();
                     by_name.push((name, t.clone()));
@@ -553,9 +574,56 @@ impl ClientConfig {
         self
     }
 
-    /// The auth key from `auth_key` or `auth_key_file`.
+    /// The auth key from `auth_key` or `auth_key_file`; with a `client_cert` and neither,
+    /// the empty key, which tells the server the certificate stands alone.
     pub fn resolve_auth_key(&self) -> Result<String, ConfigProblem> {
+        if self.client_cert.is_some() && self.auth_key.is_none() && self.auth_key_file.is_none() {
+            return Ok(String::new());
+        }
         tunnel_transport::resolve_auth_key(self.auth_key.as_deref(), self.auth_key_file.as_deref())
+    }
+
+    /// Present the certificate in `cert` with the key in `key` (PEM files) to a server that
+    /// asks for one (mutual TLS).
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some(cert.into());
+        self.client_key = Some(key.into());
+        self
+    }
+
+    /// The client certificate, loaded, if one is configured: both files must be set, and
+    /// the key must belong to the certificate. Each problem names its field.
+    pub fn client_certificate(&self) -> Result<Option<ClientCert>, ConfigProblem> {
+        match (&self.client_cert, &self.client_key) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigProblem::new(
+                "client_key",
+                "client_cert is set but client_key is not: give the certificate's private key \
+                 file too",
+            )),
+            (None, Some(_)) => Err(ConfigProblem::new(
+                "client_cert",
+                "client_key is set but client_cert is not: give the certificate file too",
+            )),
+            (Some(_), Some(_)) if self.transport == TransportKind::Ws => Err(ConfigProblem::new(
+                "client_cert",
+                "transport = \"ws\" has no TLS of its own, so no certificate can be presented \
+                 (TLS ends at the proxy in front of the server): use transport = \"wss\", \
+                 \"h2\" or \"tls\"",
+            )),
+            (Some(cert), Some(key)) => {
+                let loaded = ClientCert::load(cert, key).map_err(|e| {
+                    let field = match &e {
+                        tunnel_transport::TransportError::Pem { path, .. } if path == key => {
+                            "client_key"
+                        }
+                        _ => "client_cert",
+                    };
+                    ConfigProblem::new(field, e.to_string())
+                })?;
+                Ok(Some(loaded))
+            }
+        }
     }
 
     /// The name checked against the certificate: `server_name`, or the host of the first
@@ -605,10 +673,19 @@ impl ClientConfig {
         Ok(ClientTrust::SystemRoots)
     }
 
-    /// This client's id: `id`, or the hostname made safe for the wire.
+    /// This client's id: `id`, or the name of `client_cert`, or the hostname made safe for
+    /// the wire.
     pub fn effective_id(&self) -> String {
         if let Some(id) = &self.id {
             return id.clone();
+        }
+        if let Some(cert) = self
+            .client_cert
+            .as_deref()
+            .and_then(tunnel_transport::PeerCert::from_pem_file)
+            .filter(|c| !c.name.is_empty())
+        {
+            return cert.name;
         }
         let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -683,6 +760,9 @@ impl ClientConfig {
             }
             Ok(_) => {}
             Err(p) => out.push(p),
+        }
+        if let Err(p) = self.client_certificate() {
+            out.push(p);
         }
         if let Some(id) = &self.id {
             if let Err(m) = tunnel_proto::validate_name(id) {
@@ -997,6 +1077,30 @@ bind = \"127.0.0.1:5432\"
             "{}",
             p[0]
         );
+    }
+
+    #[test]
+    fn client_cert_and_client_key_come_together_and_not_over_ws() {
+        let fields = |extra: &str| -> Vec<String> {
+            ClientConfig::from_toml(&format!("{BASE}{extra}"))
+                .unwrap()
+                .problems()
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(fields("client_cert = \"/c.pem\"\n"), ["client_key"]);
+        assert_eq!(fields("client_key = \"/k.pem\"\n"), ["client_cert"]);
+        let both = "client_cert = \"/nonexistent/c.pem\"\nclient_key = \"/k.pem\"\n";
+        assert_eq!(fields(both), ["client_cert"]);
+        assert_eq!(
+            fields(&format!("{both}transport = \"ws\"\n")),
+            ["client_cert"]
+        );
+        // A certificate stands in for a missing key.
+        let c =
+            ClientConfig::from_toml("server_addr = \"a:1\"\nclient_cert = \"/c.pem\"\n").unwrap();
+        assert_eq!(c.resolve_auth_key().unwrap(), "");
     }
 
     #[test]

@@ -33,6 +33,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod backoff;
+mod client_cert;
 mod config;
 mod error;
 mod h2_proxy;
@@ -154,7 +155,8 @@ impl Shared {
     /// id is in use and none was configured, take `<hostname>-<instance>` instead (once) rather
     /// than wait for the other client to leave. Returns whether the id changed.
     fn take_fallback_id(&self, e: &ClientError) -> bool {
-        if !e.is_id_in_use() || self.cfg.id.is_some() {
+        // A certificate proves one id: another would be refused.
+        if !e.is_id_in_use() || self.cfg.id.is_some() || self.cfg.client_cert.is_some() {
             return false;
         }
         let mut id = self.id.write();

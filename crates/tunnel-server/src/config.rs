@@ -64,6 +64,16 @@ pub struct ServerConfig {
     /// Names put in the self-signed certificate (ignored with `tls_cert`). Default `["localhost"]`.
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// PEM file of the CA(s) that issue client certificates (mutual TLS). With it the TLS
+    /// port asks every client for a certificate; a verified one proves the client id it
+    /// names (its first DNS subject alternative name, else its common name).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate from `client_ca`. Needs `client_ca`, and
+    /// cannot be combined with `ws_bind` (TLS ends at the proxy, which keeps the client's
+    /// certificate). Default false.
+    #[serde(default)]
+    pub require_client_cert: bool,
     /// Where the `tunnel-server` binary keeps the auth key and self-signed certificate it
     /// generates when neither a key nor a certificate is configured, so that a restart reuses
     /// them. Default `$XDG_STATE_HOME/tls-tunnel`, else `~/.local/state/tls-tunnel`. The
@@ -329,6 +339,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
+            client_ca: None,
+            require_client_cert: false,
             state_dir: None,
             stats_bind: default_stats_bind(),
             stats_token: None,
@@ -381,6 +393,8 @@ impl fmt::Debug for ServerConfig {
             .field("auth_key_file", &self.auth_key_file)
             .field("clients_file", &self.clients_file)
             .field("log_format", &self.log_format)
+            .field("client_ca", &self.client_ca)
+            .field("require_client_cert", &self.require_client_cert)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("stats_bind", &self.stats_bind)
@@ -586,6 +600,43 @@ impl ServerConfig {
         self.resolve_auth_key().map(Some)
     }
 
+    /// Ask clients for certificates issued by the CA(s) in `ca` (PEM); `require`: refuse
+    /// clients without one.
+    pub fn with_client_ca(mut self, ca: impl Into<PathBuf>, require: bool) -> Self {
+        self.client_ca = Some(ca.into());
+        self.require_client_cert = require;
+        self
+    }
+
+    /// Mutual TLS settings that cannot work: see [`ServerConfig::require_client_cert`].
+    fn client_cert_problems(&self, out: &mut Vec<ConfigProblem>) {
+        if !self.require_client_cert {
+            return;
+        }
+        let Some(ca) = &self.client_ca else {
+            return out.push(ConfigProblem::new(
+                "require_client_cert",
+                "needs client_ca: the PEM file of the CA that issues client certificates",
+            ));
+        };
+        if self.ws_bind.is_some() {
+            out.push(ConfigProblem::new(
+                "require_client_cert",
+                "cannot be combined with ws_bind: TLS ends at the proxy in front of ws_bind, \
+                 so no client there can present a certificate; remove ws_bind (clients use \
+                 wss on bind instead) or set require_client_cert = false",
+            ));
+        }
+        // Without it the server could serve nobody: refuse to start rather than warn.
+        let auth = tunnel_transport::ClientAuth {
+            ca: ca.clone(),
+            require_at_tls: false,
+        };
+        if let Err(e) = auth.check() {
+            out.push(ConfigProblem::new("client_ca", e.to_string()));
+        }
+    }
+
     /// Set the clients file (per-client keys and scopes).
     pub fn with_clients_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.clients_file = Some(path.into());
@@ -636,6 +687,7 @@ impl ServerConfig {
         if let Err(m) = tunnel_transport::check_ws_path(&self.ws_path) {
             out.push(ConfigProblem::new("ws_path", m));
         }
+        self.client_cert_problems(&mut out);
         if self.ws_bind == Some(self.bind) && self.bind.port() != 0 {
             out.push(ConfigProblem::new(
                 "ws_bind",
@@ -904,6 +956,26 @@ mod tests {
         let c = ServerConfig::from_toml("auth_key = \"k\"").unwrap();
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert!(ServerConfig::from_toml("auth_key = \"k\"\nshutdown_grace = 1.5").is_err());
+    }
+
+    #[test]
+    fn require_client_cert_needs_a_client_ca_and_no_ws_bind() {
+        let fields = |toml: &str| -> Vec<String> {
+            ServerConfig::from_toml(toml)
+                .unwrap()
+                .problems()
+                .into_iter()
+                .map(|p| p.field.to_string())
+                .collect()
+        };
+        let base = "auth_key = \"k\"\nrequire_client_cert = true\n";
+        assert_eq!(fields(base), ["require_client_cert"]);
+        let missing = format!("{base}client_ca = \"/nonexistent/ca.pem\"\n");
+        assert_eq!(fields(&missing), ["client_ca"]);
+        let ws = format!("{missing}ws_bind = \"127.0.0.1:9\"\n");
+        assert_eq!(fields(&ws), ["require_client_cert", "client_ca"]);
+        // Without require_client_cert an unreadable client_ca is a WARN at start only.
+        assert!(fields("auth_key = \"k\"\nclient_ca = \"/nonexistent/ca.pem\"\n").is_empty());
     }
 
     #[test]

@@ -4,13 +4,16 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use tokio::io::AsyncWriteExt;
 use tracing::info;
+use tunnel_proto::handshake::HANDSHAKE_MAX_FRAME;
 use tunnel_proto::handshake::{Checked, IdState, ServerEvent, ServerHandshake, Throttle};
-use tunnel_proto::Hello;
-use tunnel_transport::{drive, BoxedStream, TransportError};
+use tunnel_proto::{Hello, Message, RejectCode, Rejected};
+use tunnel_transport::{drive, write_message, BoxedStream, PeerCert, TransportError};
 
 use crate::auth_failures::{AuthFailures, Refused, Verdict};
-use crate::credentials::Store;
+use crate::credentials::certificate::{self, CertRefusal, Login};
+use crate::credentials::{Kind, Store};
 use crate::{registry, Shared};
 
 /// The server's reasons a handshake did not complete: the shared machine's, or the wrong-key
@@ -29,6 +32,14 @@ pub(crate) enum HandshakeError {
          in the clients_file"
     )]
     SharedKeyForOwnId(String),
+    /// The client's certificate (or its lack) does not let it log in as the id it named.
+    #[error("{refusal}")]
+    Certificate {
+        /// The id the Hello named.
+        id: String,
+        /// Why.
+        refusal: CertRefusal,
+    },
     /// This address has failed too often lately (its proof was not checked).
     #[error("{}", Throttle::Source)]
     Blocked,
@@ -43,19 +54,39 @@ pub(crate) enum HandshakeError {
 /// must be made with a key of the id the Hello named (`credentials`: its own keys, or the
 /// shared key for an unlisted id). It is checked only if `failures` lets `source` try once
 /// more right then, and a wrong one is recorded there.
+///
+/// `cert` is the client certificate TLS verified against `client_ca`: it must name the
+/// Hello's id, and then stands in for a key the client does not have (a key it has must
+/// still be right). `require_cert`: a client without one is refused.
 pub(crate) async fn authenticate(
     stream: &mut BoxedStream,
     machine: &mut ServerHandshake,
     credentials: &Store,
     failures: &AuthFailures,
     source: IpAddr,
-) -> Result<Hello, HandshakeError> {
+    cert: Option<&PeerCert>,
+    require_cert: bool,
+) -> Result<(Hello, Login), HandshakeError> {
     // The only event before the proof is the question whether it may be checked.
     let _authorize = drive(stream, machine).await?;
-    let keys = machine
+    let id = machine
         .hello()
-        .map(|h| credentials.keys_for(&h.client_id))
+        .map(|h| h.client_id.clone())
         .unwrap_or_default();
+    // Before any key is checked, and not counted as a failure: the certificate was verified
+    // (a holder of one of our certificates, not a guesser), or there is none to guess with.
+    if let Err(refusal) =
+        certificate::admit(cert, &id, require_cert, credentials.certificate_only(&id))
+    {
+        return Err(refuse(stream, id, refusal).await);
+    }
+    let keys = credentials.keys_for(&id);
+    let listed = !keys.own.is_empty();
+    let keys = if cert.is_some() {
+        certificate::keys_with_cert(keys)
+    } else {
+        keys
+    };
     // Reserved and resolved with no await between: parallel handshakes from one source see
     // each other's checks, and the reservation cannot outlive the check.
     let refused = match failures.try_attempt(source, Instant::now()) {
@@ -87,7 +118,21 @@ pub(crate) async fn authenticate(
     // Writes the Rejected when there is one.
     let outcome = drive(stream, machine).await;
     match (outcome, refused) {
-        (Ok(ServerEvent::Authenticated(hello)), None) => Ok(hello),
+        (Ok(ServerEvent::Authenticated(hello)), None) => {
+            let judged = machine.credential().map_or(Ok(Kind::SharedKey), |c| {
+                certificate::judge(cert.is_some(), listed, &id, &keys, c)
+            });
+            match judged {
+                Ok(kind) => Ok((
+                    hello,
+                    Login {
+                        kind,
+                        cert: cert.cloned(),
+                    },
+                )),
+                Err(refusal) => Err(refuse(stream, id, refusal).await),
+            }
+        }
         (_, Some(err)) => Err(err),
         (Err(e), None) => Err(e.into()),
         (Ok(_), None) => Err(HandshakeError::Transport(TransportError::Setup(
@@ -97,6 +142,21 @@ pub(crate) async fn authenticate(
             },
         ))),
     }
+}
+
+/// Tell the client why its certificate did not let it in, and end the stream.
+async fn refuse(stream: &mut BoxedStream, id: String, refusal: CertRefusal) -> HandshakeError {
+    let msg = Message::Rejected(Rejected::new(RejectCode::Auth, refusal.to_string()));
+    // The client may be gone already; the refusal is ours to report either way. Shut down,
+    // not just dropped: an HTTP/2 stream dropped at once is reset, and the reset can
+    // overtake the refusal.
+    if write_message(stream, &msg, HANDSHAKE_MAX_FRAME)
+        .await
+        .is_ok()
+    {
+        let _ = stream.shutdown().await;
+    }
+    HandshakeError::Certificate { id, refusal }
 }
 
 /// Who holds `hello`'s client id now, for the machine's admission decision, as the

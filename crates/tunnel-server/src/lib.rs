@@ -65,9 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 use tunnel_mux::{MuxConfig, PipeConfig};
-use tunnel_transport::{
-    Acceptor, Fingerprint, ServerIdentity, ServerTransport, Transport, WsTransport,
-};
+use tunnel_transport::{Acceptor, Fingerprint, ServerIdentity, Transport, WsTransport};
 
 pub use config::ServerConfig;
 pub use credentials::{Bandwidth, Client, Clients, ClientsReload, Patterns, Scope};
@@ -320,7 +318,8 @@ async fn start_with_peer(
     let identity = ServerIdentity::load(&source)?;
     let fingerprint = identity.fingerprint();
     // One port for tls, h2 and wss (ALPN tells them apart).
-    let transport: Arc<dyn Transport> = Arc::new(ServerTransport::new(&identity, &cfg.ws_path)?);
+    let transport: Arc<dyn Transport> =
+        Arc::new(credentials::certificate::transport(&cfg, &identity)?);
     let listener = TcpListener::bind(cfg.bind)
         .await
         .map_err(|source| ServerError::Bind {

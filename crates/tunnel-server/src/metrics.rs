@@ -110,7 +110,7 @@ pub(crate) enum EventKind {
 }
 
 impl EventKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::AuthFailure => "auth_failure",
             EventKind::LoginRefused => "login_refused",

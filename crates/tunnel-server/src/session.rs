@@ -20,6 +20,7 @@ use tunnel_transport::{
 };
 
 use crate::auth_failures::{self, Verdict};
+use crate::credentials::certificate::CertRefusal;
 use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
 use crate::metrics::EventKind;
@@ -234,15 +235,17 @@ pub(crate) async fn handle_connection(
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
         let mut machine = ServerHandshake::new(shared.key.clone(), nonce, &binding);
-        let hello = handshake::authenticate(
+        let (hello, login) = handshake::authenticate(
             &mut est.stream,
             &mut machine,
             &shared.credentials,
             &shared.auth_failures,
             est.peer.ip(),
+            est.peer_cert.as_ref(),
+            shared.cfg.require_client_cert,
         )
         .await?;
-        Ok::<_, HandshakeError>((est, machine, hello))
+        Ok::<_, HandshakeError>((est, machine, hello, login))
     };
     let started = Instant::now();
     // Boxed, like the other short-lived big futures of a session (`accept_first`,
@@ -265,9 +268,27 @@ pub(crate) async fn handle_connection(
     drop(permit);
     let peer = client_addr;
     match result {
-        Ok(Ok((est, machine, hello))) => {
+        Ok(Ok((est, machine, hello, login))) => {
             shared.metrics.observe_handshake(started.elapsed());
-            run(shared, est, machine, hello).await
+            run(shared, est, machine, hello, login).await
+        }
+        Ok(Err(HandshakeError::Certificate { id, refusal })) => {
+            // Anyone can claim an id without a certificate; only a holder of one of our
+            // certificates gets further.
+            let stranger = matches!(
+                refusal,
+                CertRefusal::Missing | CertRefusal::CertificateOnly(_)
+            );
+            crate::credentials::audit::refused_certificate(
+                &shared,
+                peer.ip(),
+                Some(&id),
+                &refusal,
+                stranger,
+            );
+        }
+        Ok(Err(HandshakeError::Transport(TransportError::ClientCertificate { reason }))) => {
+            crate::credentials::audit::refused_certificate(&shared, peer.ip(), None, &reason, true);
         }
         Ok(Err(HandshakeError::Blocked)) => {
             // Logged when the block began.
@@ -341,6 +362,7 @@ fn run(
     est: Established,
     mut machine: ServerHandshake,
     hello: Hello,
+    login: crate::credentials::certificate::Login,
 ) -> impl Future<Output = ()> {
     let id = shared.next_connection_id();
     let span = info_span!("session", id, client = %hello.client_id, peer = %est.peer);
@@ -429,6 +451,7 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
+        shared.credentials.logged_in(&session.client_id, login);
         crate::credentials::audit::login(&shared, &session);
         let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.

@@ -41,7 +41,8 @@ impl StatsSource for ServerStats {
     }
 }
 
-/// Each client's `credential` (`shared_key`, `own_key`) and, for a client of the clients
+/// Each client's `credential` (`shared_key`, `own_key`, `certificate`, `certificate+key`),
+/// the `certificate` it presented (subject, expiry), and, for a client of the clients
 /// file, its `scope` (the keys set in its entry).
 fn with_credentials(shared: &Shared, snap: &mut serde_json::Value) {
     let Some(clients) = snap.get_mut("clients").and_then(|c| c.as_array_mut()) else {
@@ -56,6 +57,13 @@ fn with_credentials(shared: &Shared, snap: &mut serde_json::Value) {
         };
         let kind = shared.credentials.kind_of(&id);
         obj.insert("credential".into(), kind.as_str().into());
+        if let Some(cert) = shared.credentials.cert_of(&id) {
+            let view = crate::credentials::certificate::CertView::of(&cert);
+            obj.insert(
+                "certificate".into(),
+                serde_json::to_value(view).unwrap_or_default(),
+            );
+        }
         if let Some(scope) = shared.credentials.scope_of(&id) {
             let view = serde_json::to_value(scope.view()).unwrap_or_default();
             obj.insert("scope".into(), view);

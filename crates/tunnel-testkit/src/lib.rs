@@ -25,6 +25,7 @@
 pub mod balancer;
 pub mod bins;
 pub mod browser;
+pub mod client_ca;
 pub mod cluster;
 pub mod cluster_member;
 pub mod cluster_process;
@@ -49,6 +50,7 @@ pub mod traffic;
 
 pub use balancer::Balancer;
 pub use browser::Browser;
+pub use client_ca::{CertName, ClientCa, ClientCertFiles};
 pub use cluster::{
     cluster_server, cluster_server_on, cluster_server_with, ClusterServer, CLUSTER_KEY,
 };
@@ -67,7 +69,7 @@ pub use net::*;
 pub use nginx::Nginx;
 pub use pattern::random_bytes;
 pub use pki::*;
-pub use poll::eventually;
+pub use poll::{eventually, log_shows, published_by};
 pub use postgres::Postgres;
 pub use process::{cpu_seconds_of, Proc};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};

@@ -37,6 +37,14 @@ pub enum TransportError {
         reason: String,
     },
 
+    /// Server side: the client's certificate did not pass the `client_ca` check (another CA,
+    /// expired, not for client authentication, ...).
+    #[error("the client's certificate is refused: {reason}")]
+    ClientCertificate {
+        /// Why, in words.
+        reason: String,
+    },
+
     /// The TLS handshake failed for another reason (peer is not TLS, version or ALPN mismatch,
     /// peer aborted, ...).
     #[error("TLS handshake failed: {0}")]

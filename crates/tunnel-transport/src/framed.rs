@@ -30,12 +30,28 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 impl From<FramedError> for TransportError {
     fn from(e: FramedError) -> Self {
         match e {
-            FramedError::Io(e) => TransportError::Io(e),
+            FramedError::Io(e) => refused_alert(TransportError::Io(e)),
             FramedError::Proto(e) => TransportError::Proto(e),
             // FramedError is non-exhaustive: anything new is an I/O failure for the caller.
             other => TransportError::Io(std::io::Error::other(other)),
         }
     }
+}
+
+/// A TLS 1.3 server that refuses our certificate says so after our handshake finished: the
+/// alert arrives on the first read (of a frame, an HTTP/2 response, a WebSocket upgrade),
+/// and is worth more words than "received fatal alert".
+pub(crate) fn refused_alert(e: TransportError) -> TransportError {
+    let TransportError::Io(io) = &e else {
+        return e;
+    };
+    let reason = match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => {
+            crate::client_cert::refused_certificate(*alert)
+        }
+        _ => None,
+    };
+    reason.map_or(e, TransportError::Handshake)
 }
 
 #[cfg(test)]

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::{poll_fn, BoxFuture};
-use futures::FutureExt;
+use futures::{FutureExt, TryFutureExt};
 use h2::{Reason, RecvStream, SendStream};
 use http::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::client_cert::ClientCert;
 use crate::tls::{TlsClient, Versions};
 use crate::{ClientTrust, Established, Transport, TransportError, TransportKind, ALPN_H2};
 
@@ -68,8 +69,18 @@ impl H2Transport {
         trust: &ClientTrust,
         path: &str,
     ) -> Result<Self, TransportError> {
+        Self::client_with_cert(server_name, trust, path, None)
+    }
+
+    /// [`H2Transport::client`] presenting `cert` when the server asks for one.
+    pub fn client_with_cert(
+        server_name: &str,
+        trust: &ClientTrust,
+        path: &str,
+        cert: Option<&ClientCert>,
+    ) -> Result<Self, TransportError> {
         Ok(Self {
-            tls: TlsClient::new(server_name, trust, ALPN_H2, Versions::Tls12Too)?,
+            tls: TlsClient::new(server_name, trust, ALPN_H2, Versions::Tls12Too, cert)?,
             path: path.to_owned(),
         })
     }
@@ -131,7 +142,9 @@ impl Transport for H2Transport {
     }
 
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
-        self.connect_impl(addr).boxed()
+        self.connect_impl(addr)
+            .map_err(crate::framed::refused_alert)
+            .boxed()
     }
 
     fn accept(

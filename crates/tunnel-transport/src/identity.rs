@@ -70,7 +70,10 @@ impl ServerIdentity {
             .unwrap_or_default()
     }
 
-    fn from_pem_files(cert_path: &Path, key_path: &Path) -> Result<Self, TransportError> {
+    pub(crate) fn from_pem_files(
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Self, TransportError> {
         let pem_err = |path: &Path, reason: String| TransportError::Pem {
             path: path.to_owned(),
             reason,

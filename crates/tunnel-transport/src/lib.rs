@@ -60,6 +60,7 @@
 
 mod accept;
 mod auth_key;
+mod client_cert;
 pub mod config_file;
 mod error;
 mod fingerprint;
@@ -86,6 +87,7 @@ mod ws;
 
 pub use accept::Acceptor;
 pub use auth_key::resolve_auth_key;
+pub use client_cert::{ClientAuth, ClientCert, PeerCert};
 pub use error::TransportError;
 pub use fingerprint::Fingerprint;
 pub use framed::{read_message, write_message};
@@ -118,10 +120,32 @@ pub fn client_transport(
     trust: &ClientTrust,
     path: &str,
 ) -> Result<Box<dyn Transport>, TransportError> {
+    client_transport_with_cert(kind, server_name, trust, path, None)
+}
+
+/// [`client_transport`] presenting `cert` to a server that asks for client certificates
+/// (mutual TLS). Plain `ws` has no TLS of its own and presents nothing.
+pub fn client_transport_with_cert(
+    kind: TransportKind,
+    server_name: &str,
+    trust: &ClientTrust,
+    path: &str,
+    cert: Option<&ClientCert>,
+) -> Result<Box<dyn Transport>, TransportError> {
     Ok(match kind {
-        TransportKind::Tls => Box::new(TlsTransport::client(server_name, trust)?),
-        TransportKind::H2 => Box::new(H2Transport::client(server_name, trust, path)?),
-        TransportKind::Wss => Box::new(WsTransport::client(server_name, trust, path)?),
+        TransportKind::Tls => Box::new(TlsTransport::client_with_cert(server_name, trust, cert)?),
+        TransportKind::H2 => Box::new(H2Transport::client_with_cert(
+            server_name,
+            trust,
+            path,
+            cert,
+        )?),
+        TransportKind::Wss => Box::new(WsTransport::client_with_cert(
+            server_name,
+            trust,
+            path,
+            cert,
+        )?),
         TransportKind::Ws => Box::new(WsTransport::plain_client(server_name, path)),
     })
 }

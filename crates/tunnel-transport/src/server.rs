@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::TlsAcceptor;
 
-use crate::tls::{binding, server_config};
+use crate::client_cert::ClientAuth;
+use crate::tls::{binding, peer_cert, server_config_with};
 use crate::tls_error::handshake_error;
 use crate::ws::WsStream;
 use crate::{
@@ -38,7 +39,19 @@ impl ServerTransport {
     /// TLS 1.3 with `identity`; HTTP/2 requests and WebSocket upgrades are served at `path`
     /// (anything else there gets a 404).
     pub fn new(identity: &ServerIdentity, path: &str) -> Result<Self, TransportError> {
-        let cfg = server_config(identity, &[ALPN_TUNNEL, ALPN_H2, ALPN_HTTP11])?;
+        Self::with_client_auth(identity, path, None)
+    }
+
+    /// [`ServerTransport::new`] that asks every client for a certificate and verifies one
+    /// against `client_auth`'s CA, on all three transports alike. The verified certificate's
+    /// details come with each [`Established`] (`peer_cert`).
+    pub fn with_client_auth(
+        identity: &ServerIdentity,
+        path: &str,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<Self, TransportError> {
+        let alpn: &[&[u8]] = &[ALPN_TUNNEL, ALPN_H2, ALPN_HTTP11];
+        let cfg = server_config_with(identity, alpn, client_auth)?;
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(cfg)),
             path: path.to_owned(),
@@ -59,31 +72,28 @@ impl ServerTransport {
         let conn = tls.get_ref().1;
         let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         let bound = Some(binding(conn)?);
+        let cert = peer_cert(conn);
         match alpn.as_deref() {
-            Some(ALPN_TUNNEL) => Ok(Established::new(
-                Box::new(tls),
-                peer,
-                TransportKind::Tls,
-                bound,
-            )),
+            Some(ALPN_TUNNEL) => {
+                Ok(
+                    Established::new(Box::new(tls), peer, TransportKind::Tls, bound)
+                        .with_peer_cert(cert),
+                )
+            }
             Some(ALPN_H2) => {
                 let stream = h2::accept(tls, &self.path).await?;
-                Ok(Established::new(
-                    Box::new(stream),
-                    peer,
-                    TransportKind::H2,
-                    bound,
-                ))
+                Ok(
+                    Established::new(Box::new(stream), peer, TransportKind::H2, bound)
+                        .with_peer_cert(cert),
+                )
             }
             Some(ALPN_HTTP11) => {
                 // Forwarding headers are not trusted here: this client reached us directly.
                 let (ws, _forwarded) = upgrade::accept(tls, &self.path).await?;
-                Ok(Established::new(
-                    Box::new(WsStream::new(ws)),
-                    peer,
-                    TransportKind::Wss,
-                    bound,
-                ))
+                Ok(
+                    Established::new(Box::new(WsStream::new(ws)), peer, TransportKind::Wss, bound)
+                        .with_peer_cert(cert),
+                )
             }
             // rustls already refused clients whose ALPN list has none of ours; what is left
             // offered no ALPN at all.

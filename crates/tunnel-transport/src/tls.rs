@@ -18,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::client_cert::{ClientAuth, ClientCert, PeerCert};
 use crate::tls_error::handshake_error;
 use crate::trust::Verification;
 use crate::{
@@ -143,11 +144,24 @@ pub(crate) fn server_config(
     identity: &ServerIdentity,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TransportError> {
-    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+    server_config_with(identity, alpn, None)
+}
+
+/// [`server_config`], asking for client certificates as `client_auth` says.
+pub(crate) fn server_config_with(
+    identity: &ServerIdentity,
+    alpn: &[&[u8]],
+    client_auth: Option<&ClientAuth>,
+) -> Result<ServerConfig, TransportError> {
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TransportError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
+        .map_err(|e| TransportError::Config(e.to_string()))?;
+    let builder = match client_auth {
+        Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg =
+        builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // One long-lived connection per client: resumption tickets would only cost bytes.
     cfg.send_tls13_tickets = 0;
@@ -170,6 +184,7 @@ impl TlsClient {
         trust: &ClientTrust,
         alpn: &[u8],
         versions: Versions,
+        cert: Option<&ClientCert>,
     ) -> Result<Self, TransportError> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             TransportError::Config(format!(
@@ -179,11 +194,16 @@ impl TlsClient {
         let builder = ClientConfig::builder_with_provider(Arc::new(client_provider(versions)))
             .with_protocol_versions(versions.protocols())
             .map_err(|e| TransportError::Config(e.to_string()))?;
-        let mut cfg = match trust.verification()? {
+        let builder = match trust.verification()? {
             Verification::Roots(roots) => builder.with_root_certificates(roots),
             Verification::Custom(v) => builder.dangerous().with_custom_certificate_verifier(v),
-        }
-        .with_no_client_auth();
+        };
+        let mut cfg = match cert {
+            Some(c) => {
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(c.key.clone())))
+            }
+            None => builder.with_no_client_auth(),
+        };
         if matches!(trust, ClientTrust::InsecureSkipVerify) {
             tracing::warn!(
                 "TLS certificate verification is DISABLED (insecure_skip_verify): anyone on the \
@@ -232,12 +252,22 @@ impl TlsTransport {
     /// sent as SNI (unless it is an IP literal) and checked against the certificate when
     /// trusting by CA.
     pub fn client(server_name: &str, trust: &ClientTrust) -> Result<Self, TransportError> {
+        Self::client_with_cert(server_name, trust, None)
+    }
+
+    /// [`TlsTransport::client`] presenting `cert` when the server asks for one.
+    pub fn client_with_cert(
+        server_name: &str,
+        trust: &ClientTrust,
+        cert: Option<&ClientCert>,
+    ) -> Result<Self, TransportError> {
         Ok(Self {
             role: Role::Client(TlsClient::new(
                 server_name,
                 trust,
                 ALPN_TUNNEL,
                 Versions::TUNNEL,
+                cert,
             )?),
         })
     }
@@ -267,7 +297,8 @@ impl TlsTransport {
         let (_, conn) = tls.get_ref();
         check_alpn(conn.alpn_protocol(), "the client did not offer")?;
         let binding = binding(conn)?;
-        Ok(established(Box::new(tls), peer, binding))
+        let cert = peer_cert(conn);
+        Ok(established(Box::new(tls), peer, binding).with_peer_cert(cert))
     }
 }
 
@@ -299,7 +330,15 @@ pub(crate) fn established(
         peer,
         transport: TransportKind::Tls,
         binding: Some(binding),
+        peer_cert: None,
     }
+}
+
+/// What the client's verified certificate says, if it presented one (a server that asks
+/// for certificates only completes the handshake with one that its verifier accepted).
+pub(crate) fn peer_cert(conn: &rustls::ServerConnection) -> Option<PeerCert> {
+    let der = conn.peer_certificates()?.first()?;
+    PeerCert::from_der(der)
 }
 
 fn check_alpn(negotiated: Option<&[u8]>, who: &str) -> Result<(), TransportError> {

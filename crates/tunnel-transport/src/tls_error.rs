@@ -9,6 +9,18 @@ use crate::tls::{TlsClient, Versions};
 use crate::trust::FingerprintMismatch;
 use crate::TransportError;
 
+fn client_cert_reason(cert: &CertificateError) -> String {
+    match cert {
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+            "not issued by a CA of client_ca".to_owned()
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            format!("{cert} (the client must renew it)")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Turn what tokio-rustls reports into an error the user can act on. `client` is set on the
 /// client side: its server name and accepted versions shape the advice.
 pub(crate) fn handshake_error(e: io::Error, client: Option<&TlsClient>) -> TransportError {
@@ -28,6 +40,12 @@ pub(crate) fn handshake_error(e: io::Error, client: Option<&TlsClient>) -> Trans
     let server_name = client.map(|c| &c.server_name);
     let untrusted = |reason: String| TransportError::Untrusted { reason };
     match tls {
+        // Only a server that asks for client certificates (client_ca) verifies one.
+        rustls::Error::InvalidCertificate(cert) if client.is_none() => {
+            TransportError::ClientCertificate {
+                reason: client_cert_reason(cert),
+            }
+        }
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::UnknownIssuer => untrusted(
                 "unknown issuer: set ca_cert or server_fingerprint (the server logs its \

@@ -40,6 +40,9 @@ pub struct Established {
     /// man in the middle cannot: the tunnel authentication binds to it. `None` only for
     /// transports without our own TLS (plain `ws`, where TLS, if any, ends at a proxy).
     pub binding: Option<[u8; 32]>,
+    /// The client certificate the server verified against its `client_ca` (server side
+    /// only; `None` when the client sent none, or TLS ends at a proxy in front).
+    pub peer_cert: Option<crate::PeerCert>,
 }
 
 impl Established {
@@ -55,7 +58,15 @@ impl Established {
             peer,
             transport,
             binding,
+            peer_cert: None,
         }
+    }
+
+    /// Attach the verified client certificate's details.
+    #[must_use]
+    pub fn with_peer_cert(mut self, cert: Option<crate::PeerCert>) -> Self {
+        self.peer_cert = cert;
+        self
     }
 }
 
@@ -65,6 +76,7 @@ impl fmt::Debug for Established {
             .field("peer", &self.peer)
             .field("transport", &self.transport)
             .field("binding", &self.binding.is_some())
+            .field("peer_cert", &self.peer_cert)
             .finish_non_exhaustive()
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
+use crate::client_cert::load_roots;
 use crate::tls::provider;
 use crate::{Fingerprint, TransportError};
 
@@ -38,7 +38,7 @@ impl ClientTrust {
     pub(crate) fn verification(&self) -> Result<Verification, TransportError> {
         match self {
             ClientTrust::SystemRoots => system_roots().map(Verification::Roots),
-            ClientTrust::CaFile(path) => ca_file(path).map(Verification::Roots),
+            ClientTrust::CaFile(path) => load_roots(path).map(Verification::Roots),
             ClientTrust::Fingerprint(fp) => Ok(Verification::Custom(Arc::new(
                 NonPkiVerifier::new(Some(*fp)),
             ))),
@@ -71,35 +71,6 @@ fn system_roots() -> Result<RootCertStore, TransportError> {
              server_fingerprint"
                 .to_owned(),
         ));
-    }
-    Ok(roots)
-}
-
-fn ca_file(path: &PathBuf) -> Result<RootCertStore, TransportError> {
-    let pem_err = |reason: String| TransportError::Pem {
-        path: path.clone(),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| match e {
-            rustls::pki_types::pem::Error::Io(io) => {
-                pem_err(format!("cannot read the CA file: {io}"))
-            }
-            other => pem_err(format!("not a valid PEM CA bundle: {other}")),
-        })?;
-    if certs.is_empty() {
-        return Err(pem_err(
-            "no certificate found in the CA file (expected \"-----BEGIN CERTIFICATE-----\" \
-             blocks)"
-                .to_owned(),
-        ));
-    }
-    let mut roots = RootCertStore::empty();
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| pem_err(format!("not a usable CA certificate: {e}")))?;
     }
     Ok(roots)
 }

@@ -12,13 +12,14 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream};
+use futures::{FutureExt, Sink, Stream, TryFutureExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::client_cert::ClientCert;
 use crate::tls::{TlsClient, Versions};
 use crate::{
     tune_tcp, upgrade, ClientTrust, Established, Transport, TransportError, TransportKind,
@@ -77,6 +78,16 @@ impl WsTransport {
         trust: &ClientTrust,
         path: &str,
     ) -> Result<Self, TransportError> {
+        Self::client_with_cert(server_name, trust, path, None)
+    }
+
+    /// [`WsTransport::client`] presenting `cert` when the server asks for one.
+    pub fn client_with_cert(
+        server_name: &str,
+        trust: &ClientTrust,
+        path: &str,
+        cert: Option<&ClientCert>,
+    ) -> Result<Self, TransportError> {
         Ok(Self {
             role: WsRole::Client {
                 tls: Some(TlsClient::new(
@@ -84,6 +95,7 @@ impl WsTransport {
                     trust,
                     ALPN_HTTP11,
                     Versions::Tls12Too,
+                    cert,
                 )?),
                 server_name: server_name.to_owned(),
             },
@@ -185,7 +197,9 @@ impl Transport for WsTransport {
     }
 
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<Established, TransportError>> {
-        self.connect_impl(addr).boxed()
+        self.connect_impl(addr)
+            .map_err(crate::framed::refused_alert)
+            .boxed()
     }
 
     fn accept(

@@ -148,6 +148,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         ca_cert,
         server_fingerprint,
         insecure_skip_verify,
+        client_cert,
+        client_key,
         id,
         proxies,
         visitors,
@@ -185,6 +187,8 @@ pub(crate) fn plan(old: &ClientConfig, new: &ClientConfig) -> Result<Plan, Refus
         "insecure_skip_verify",
         *insecure_skip_verify == old.insecure_skip_verify,
     );
+    need("client_cert", *client_cert == old.client_cert);
+    need("client_key", *client_key == old.client_key);
     need("id", *id == old.id);
     need("connections", *connections == old.connections);
     // Read by the reconnect loop, the session and the stats listener when they start; the

@@ -35,6 +35,8 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
         ca_cert: _,
         server_fingerprint: _,
         insecure_skip_verify: _,
+        client_cert: _,
+        client_key: _,
         id: _,
         proxies: _,  // see proxy_edits
         visitors: _, // see visitor_edits
@@ -58,6 +60,8 @@ fn client_edits() -> Vec<Edit<ClientConfig>> {
             c.server_fingerprint = Some("sha256:00".into())
         }),
         ("insecure_skip_verify", |c| c.insecure_skip_verify = true),
+        ("client_cert", |c| c.client_cert = Some("/c.pem".into())),
+        ("client_key", |c| c.client_key = Some("/k.pem".into())),
         ("id", |c| c.id = Some("other".into())),
         ("connections", |c| c.connections = 4),
         ("reconnect_max_delay", |c| {

@@ -55,6 +55,8 @@ pub(crate) fn login(shared: &crate::Shared, session: &crate::session::SessionRec
     let reason = match kind {
         super::Kind::OwnKey => "logged in with its own key",
         super::Kind::SharedKey => "logged in with the shared auth_key",
+        super::Kind::Certificate => "logged in with its client certificate",
+        super::Kind::CertificateAndKey => "logged in with its client certificate and a key",
     };
     record(
         Event::Login,
@@ -63,6 +65,41 @@ pub(crate) fn login(shared: &crate::Shared, session: &crate::session::SessionRec
         reason,
         false,
     );
+}
+
+/// A client certificate (or its lack) refused a login: `id` when the client got as far as
+/// naming one. `stranger`: a refusal anyone can cause at will (no certificate of ours, or
+/// none at all), so its WARN and audit line come at most once per window (with a count of
+/// the rest) and the others are logged at debug; a certificate of our CA naming the wrong
+/// id is logged every time.
+pub(crate) fn refused_certificate(
+    shared: &crate::Shared,
+    addr: IpAddr,
+    id: Option<&str>,
+    reason: &dyn std::fmt::Display,
+    stranger: bool,
+) {
+    let reason = format!("client certificate: {reason}");
+    let loud = !stranger
+        || match shared.limit_warnings.check("client certificate".to_owned()) {
+            Some(more) => {
+                let client = id.map(tunnel_proto::PeerText);
+                warn!(peer = %addr, client = ?client, "client rejected: {reason}{more}");
+                true
+            }
+            None => false,
+        };
+    if !stranger {
+        let client = id.map(tunnel_proto::PeerText);
+        warn!(peer = %addr, client = ?client, "client rejected: {reason}");
+    }
+    shared.metrics.events.record(
+        crate::metrics::EventKind::LoginRefused.as_str(),
+        &addr.to_string(),
+        id,
+        &reason,
+    );
+    record(Event::Rejection, id, Some(addr), &reason, !loud);
 }
 
 /// The shared key answered for an id that has its own key.

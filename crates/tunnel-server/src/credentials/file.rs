@@ -7,6 +7,9 @@
 //! keys = ["old key", "new key"]     # or key = "...", or key_file = "team-a.key"
 //! allow_ports = ["6000-6010", 7000]
 //! allow_names = ["app-*"]
+//!
+//! [[clients]]
+//! id = "edge-7"                      # no key: logs in by its certificate (client_ca) alone
 //! ```
 
 use std::collections::HashMap;
@@ -178,12 +181,19 @@ fn entry_keys(entry: &Entry, dir: &Path, problem: &mut impl FnMut(&str, String))
         entry.key_file.is_some(),
         entry.keys.is_some(),
     ];
-    if set.iter().filter(|s| **s).count() != 1 {
-        problem(
-            "key",
-            "set exactly one of key, key_file, or keys = [old, new] (while rotating)".into(),
-        );
-        return Vec::new();
+    match set.iter().filter(|s| **s).count() {
+        // No key: the client logs in by its certificate (client_ca) alone.
+        0 => return Vec::new(),
+        1 => {}
+        _ => {
+            problem(
+                "key",
+                "set one of key, key_file, or keys = [old, new] (while rotating); or none \
+                 for a client that logs in by its certificate (client_ca) alone"
+                    .into(),
+            );
+            return Vec::new();
+        }
     }
     let keys = if let Some(k) = &entry.key {
         vec![k.clone()]
@@ -367,7 +377,7 @@ key = "the shared key"
             "4:1: clients[0].allow_ports: \"70000\" is not a port range",
             "7:1: clients[1].id: duplicate id \"a\" (also clients[0])",
             "8:1: clients[1].key: also the key of clients[0]",
-            "13:1: clients[2].key: set exactly one of key, key_file, or keys",
+            "13:1: clients[2].key: set one of key, key_file, or keys",
             "15:1: clients[2].bandwidth_limit: \"lots\" is not a rate",
             "16:1: clients[2].max_proxies: must be at least 1",
             "20:1: clients[3].key: equals the server's shared auth_key",

@@ -7,6 +7,7 @@
 //! rules further ([`Scope`]).
 
 pub(crate) mod audit;
+pub(crate) mod certificate;
 mod file;
 pub(crate) mod reload;
 mod scope;
@@ -101,6 +102,11 @@ pub(crate) enum Kind {
     SharedKey,
     /// Its own key from the clients file.
     OwnKey,
+    /// A client certificate verified against `client_ca`, and no key.
+    Certificate,
+    /// A client certificate and a key (its own, or the shared one).
+    #[serde(rename = "certificate+key")]
+    CertificateAndKey,
 }
 
 impl Kind {
@@ -108,6 +114,8 @@ impl Kind {
         match self {
             Kind::SharedKey => "shared_key",
             Kind::OwnKey => "own_key",
+            Kind::Certificate => "certificate",
+            Kind::CertificateAndKey => "certificate+key",
         }
     }
 }
@@ -120,6 +128,9 @@ pub(crate) struct Store {
     table: RwLock<Arc<Clients>>,
     /// Reloads run one at a time: each diffs against what the previous one left.
     reloading: parking_lot::Mutex<()>,
+    /// How each id last logged in with a certificate (an id's key-only login removes its
+    /// entry). One entry per id a `client_ca` certificate names.
+    certified: parking_lot::Mutex<HashMap<String, certificate::Login>>,
     /// Sessions revoked but not yet closed (they are being told why): they may register
     /// nothing more. At most one entry per live session.
     revoking: parking_lot::Mutex<std::collections::HashSet<u64>>,
@@ -139,6 +150,7 @@ impl Store {
             shared_key,
             table: RwLock::new(Arc::new(table)),
             reloading: parking_lot::Mutex::new(()),
+            certified: parking_lot::Mutex::default(),
             revoking: parking_lot::Mutex::default(),
         })
     }
@@ -159,6 +171,11 @@ impl Store {
         }
     }
 
+    /// Whether `id` is listed without keys: it logs in by certificate only.
+    pub(crate) fn certificate_only(&self, id: &str) -> bool {
+        self.table().get(id).is_some_and(|c| c.keys.is_empty())
+    }
+
     /// The scope of `id`, if it is listed; an unlisted id has the server's rules only.
     pub(crate) fn scope_of(&self, id: &str) -> Option<Arc<Scope>> {
         self.table().get(id).map(|c| c.scope.clone())
@@ -169,8 +186,27 @@ impl Store {
         self.revoking.lock().contains(&session)
     }
 
-    /// How `id` proved itself: a listed id only ever logs in with its own key.
+    /// Remember how `id`'s session, now starting, logged in.
+    pub(crate) fn logged_in(&self, id: &str, login: certificate::Login) {
+        let mut certified = self.certified.lock();
+        if login.cert.is_some() {
+            certified.insert(id.to_owned(), login);
+        } else {
+            certified.remove(id);
+        }
+    }
+
+    /// The certificate `id`'s session logged in with, if any.
+    pub(crate) fn cert_of(&self, id: &str) -> Option<tunnel_transport::PeerCert> {
+        self.certified.lock().get(id).and_then(|l| l.cert.clone())
+    }
+
+    /// How `id` proved itself: by certificate as it last did, else a listed id only ever
+    /// logs in with its own key.
     pub(crate) fn kind_of(&self, id: &str) -> Kind {
+        if let Some(login) = self.certified.lock().get(id) {
+            return login.kind;
+        }
         if self.table().get(id).is_some() {
             Kind::OwnKey
         } else {
