@@ -359,3 +359,73 @@ async fn the_client_checks_its_certificate_files_and_warns_before_expiry() {
         c.log()
     );
 }
+
+/// With a clients file, the file grants access and the certificate only proves the name:
+/// removing a certificate client's entry (SIGHUP) closes its port at once, and its
+/// certificate alone does not log it in again, while another certificate client keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_certificate_clients_entry_revokes_it() {
+    let pki = Pki::new("mtls-revoke");
+    let ca = ClientCa::new(&pki.dir, "revoke");
+    let listed = |ids: &[&str]| -> String {
+        ids.iter()
+            .map(|id| format!("[[clients]]\nid = \"{id}\"\n"))
+            .collect()
+    };
+    let clients = pki.write("clients.toml", &listed(&["edge", "keep"]));
+    let extra = format!("clients_file = {:?}", clients.display().to_string());
+    let (server, addr, _) = server(&pki, "revoke", &ca, &extra).await;
+    let echo = echo_service().await;
+    let (edge_cert, keep_cert) = (ca.issue("edge"), ca.issue("keep"));
+    let (edge, edge_port) = client(
+        &pki,
+        "edge",
+        &addr,
+        "tls",
+        "edge",
+        Some(&edge_cert),
+        None,
+        echo,
+    );
+    let (keep, keep_port) = client(
+        &pki,
+        "keep",
+        &addr,
+        "tls",
+        "keep",
+        Some(&keep_cert),
+        None,
+        echo,
+    );
+    for port in [edge_port, keep_port] {
+        eventually(
+            Duration::from_secs(10),
+            "both certificate clients serve",
+            || serves(port),
+        )
+        .await;
+    }
+
+    std::fs::write(&clients, listed(&["keep"])).unwrap();
+    server.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the removed client's port closed",
+        || async { !is_listening(edge_port).await },
+    )
+    .await;
+    // It reconnects with its certificate, and is refused by name, not let back in.
+    log_shows(
+        &edge,
+        "is not in the server's clients_file",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(!is_listening(edge_port).await);
+    assert!(
+        serves(keep_port).await,
+        "the other certificate client was touched:\n{}\n{}",
+        server.log(),
+        keep.log()
+    );
+}

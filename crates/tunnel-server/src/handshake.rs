@@ -119,9 +119,17 @@ pub(crate) async fn authenticate(
     let outcome = drive(stream, machine).await;
     match (outcome, refused) {
         (Ok(ServerEvent::Authenticated(hello)), None) => {
-            let judged = machine.credential().map_or(Ok(Kind::SharedKey), |c| {
-                certificate::judge(cert.is_some(), listed, &id, &keys, c)
-            });
+            let judged = machine
+                .credential()
+                .map_or(Ok(Kind::SharedKey), |c| {
+                    certificate::judge(cert.is_some(), listed, &id, &keys, c)
+                })
+                .and_then(|kind| match kind {
+                    Kind::Certificate if !credentials.certificate_alone_allowed(&id) => {
+                        Err(certificate::CertRefusal::NotListed(id.clone()))
+                    }
+                    kind => Ok(kind),
+                });
             match judged {
                 Ok(kind) => Ok((
                     hello,

@@ -98,6 +98,14 @@ pub(crate) enum CertRefusal {
          certificate alone is not enough: set auth_key in the client's config to that key"
     )]
     KeyRequired(String),
+    /// A certificate alone, for an id the clients file does not list: with a clients file,
+    /// the file says who may log in (a certificate proves a name, the file grants access),
+    /// so removing an entry revokes a certificate client as it does a key client.
+    #[error(
+        "refused: client id {0:?} is not in the server's clients_file, and a certificate alone \
+         logs in only the ids listed there: ask the operator to list it"
+    )]
+    NotListed(String),
     /// `require_client_cert` and no certificate.
     #[error(
         "refused: this server requires a client certificate: set client_cert and client_key \

@@ -171,6 +171,12 @@ impl Store {
         }
     }
 
+    /// Whether a certificate alone may log `id` in: without a clients file, any certificate
+    /// of `client_ca` does (with the server's top-level rules); with one, only listed ids.
+    pub(crate) fn certificate_alone_allowed(&self, id: &str) -> bool {
+        self.path.is_none() || self.table().get(id).is_some()
+    }
+
     /// Whether `id` is listed without keys: it logs in by certificate only.
     pub(crate) fn certificate_only(&self, id: &str) -> bool {
         self.table().get(id).is_some_and(|c| c.keys.is_empty())

@@ -65,10 +65,18 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
                 "client id {id:?} now has its own key in the server's clients_file: the \
                  session made with the shared auth_key ends; log in with the client's own key"
             )),
-            (Some(o), Some(n)) if !o.keys.iter().any(|k| n.keys.contains(k)) => Some(format!(
-                "the key of client id {id:?} was replaced in the server's clients_file: log \
+            // Keys replaced (none of the old ones left), or a certificate-only entry given
+            // keys or the other way round; an entry without keys before and after is the
+            // same certificate client.
+            (Some(o), Some(n))
+                if o.keys.is_empty() != n.keys.is_empty()
+                    || (!o.keys.is_empty() && !o.keys.iter().any(|k| n.keys.contains(k))) =>
+            {
+                Some(format!(
+                    "the key of client id {id:?} was replaced in the server's clients_file: log \
                  in with the new key"
-            )),
+                ))
+            }
             (Some(o), Some(n)) if o.scope != n.scope => {
                 let withdrawn = rescope(shared, &session, &entries, &n.scope);
                 report
