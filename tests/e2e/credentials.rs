@@ -500,3 +500,56 @@ async fn listing_an_id_ends_its_shared_key_session_and_touches_nobody_else() {
     log_shows(&gamma, "now has its own key", Duration::from_secs(5)).await;
     assert!(serves(pa).await, "alpha was disturbed");
 }
+
+/// The end of a rotation: the old key leaves the entry (SIGHUP). A client still on the old
+/// key is cut at once and cannot log in with it again; one on the new key is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_old_key_of_a_rotation_cuts_only_the_sessions_that_used_it() {
+    let pki = Pki::new("creds-rotation-end");
+    let both = "[[clients]]\nid = \"alpha\"\nkeys = [\"OLD\", \"NEW\"]\n\n\
+                [[clients]]\nid = \"beta\"\nkeys = [\"BOLD\", \"BNEW\"]\n"
+        .replace("BOLD", &format!("{BETA} old"))
+        .replace("BNEW", BETA)
+        .replace("OLD", ALPHA_OLD)
+        .replace("NEW", ALPHA_NEW);
+    let (server, addr) = server(&pki, "rotend", &both, "").await;
+    let file = pki.dir.join("clients-rotend.toml");
+    let echo = echo_service().await;
+    let (pa, pb) = (free_port(), free_port());
+    let on_old = pki.client_as(
+        "alpha",
+        &addr,
+        &pki.fingerprint,
+        "alpha",
+        ALPHA_OLD,
+        &proxy_toml("a", echo, Some(pa)),
+    );
+    let _on_new = pki.client_as(
+        "beta",
+        &addr,
+        &pki.fingerprint,
+        "beta",
+        BETA,
+        &proxy_toml("b", echo, Some(pb)),
+    );
+    assert!(comes_up(pa, Duration::from_secs(10)).await);
+    assert!(comes_up(pb, Duration::from_secs(10)).await);
+
+    let after = format!(
+        "[[clients]]\nid = \"alpha\"\nkey = \"{ALPHA_NEW}\"\n\n[[clients]]\nid = \"beta\"\nkey = \"{BETA}\"\n"
+    );
+    std::fs::write(&file, after).unwrap();
+    server.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the old key's session is cut",
+        || async { !is_listening(pa).await },
+    )
+    .await;
+    // Its next login, with the removed key, is refused as a wrong key: it gives up.
+    let mut on_old = on_old;
+    let status = on_old.exit_within(Duration::from_secs(15)).await;
+    assert!(!status.success(), "{}\n{}", on_old.log(), server.log());
+    assert!(!is_listening(pa).await, "the removed key logged in again");
+    assert!(serves(pb).await, "a session on a kept key was touched");
+}

@@ -136,6 +136,7 @@ pub(crate) async fn authenticate(
                     Login {
                         kind,
                         cert: cert.cloned(),
+                        key: own_key(listed, &keys, machine.credential()),
                     },
                 )),
                 Err(refusal) => Err(refuse(stream, id, refusal).await),
@@ -212,5 +213,20 @@ pub(crate) fn id_state(shared: &Shared, hello: &Hello) -> IdState {
             },
             _ => IdState::Free,
         },
+    }
+}
+
+/// The listed id's own key that answered, if one did (not the shared key, not the empty key
+/// a certificate alone answers with).
+fn own_key(
+    listed: bool,
+    keys: &tunnel_proto::handshake::IdKeys,
+    credential: Option<tunnel_proto::handshake::Credential>,
+) -> Option<Vec<u8>> {
+    match credential {
+        Some(tunnel_proto::handshake::Credential::Own { index }) if listed => {
+            keys.own.get(index).filter(|k| !k.is_empty()).cloned()
+        }
+        _ => None,
     }
 }

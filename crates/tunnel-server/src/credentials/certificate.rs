@@ -44,6 +44,9 @@ pub(crate) fn transport(
 pub(crate) struct Login {
     pub(crate) kind: Kind,
     pub(crate) cert: Option<PeerCert>,
+    /// The id's own key that proved it (none: the shared key, or a certificate alone), so a
+    /// reload that removes that key from a rotating entry can end the session.
+    pub(crate) key: Option<Vec<u8>>,
 }
 
 /// The certificate part of `/api/stats` for a client that presented one.

@@ -131,6 +131,9 @@ pub(crate) struct Store {
     /// How each id last logged in with a certificate (an id's key-only login removes its
     /// entry). One entry per id a `client_ca` certificate names.
     certified: parking_lot::Mutex<HashMap<String, certificate::Login>>,
+    /// The own key each listed id's session last proved itself with (one entry per listed id
+    /// at most).
+    keys_used: parking_lot::Mutex<HashMap<String, Vec<u8>>>,
     /// Sessions revoked but not yet closed (they are being told why): they may register
     /// nothing more. At most one entry per live session.
     revoking: parking_lot::Mutex<std::collections::HashSet<u64>>,
@@ -151,6 +154,7 @@ impl Store {
             table: RwLock::new(Arc::new(table)),
             reloading: parking_lot::Mutex::new(()),
             certified: parking_lot::Mutex::default(),
+            keys_used: parking_lot::Mutex::default(),
             revoking: parking_lot::Mutex::default(),
         })
     }
@@ -194,12 +198,28 @@ impl Store {
 
     /// Remember how `id`'s session, now starting, logged in.
     pub(crate) fn logged_in(&self, id: &str, login: certificate::Login) {
+        {
+            let mut used = self.keys_used.lock();
+            match &login.key {
+                Some(k) => used.insert(id.to_owned(), k.clone()),
+                None => used.remove(id),
+            };
+        }
         let mut certified = self.certified.lock();
         if login.cert.is_some() {
             certified.insert(id.to_owned(), login);
         } else {
             certified.remove(id);
         }
+    }
+
+    /// Whether `id`'s session proved itself with one of its own keys that `keys` no longer
+    /// holds (a rotation that removed it).
+    pub(crate) fn logged_in_with_removed_key(&self, id: &str, keys: &[Vec<u8>]) -> bool {
+        self.keys_used
+            .lock()
+            .get(id)
+            .is_some_and(|used| !keys.contains(used))
     }
 
     /// The certificate `id`'s session logged in with, if any.

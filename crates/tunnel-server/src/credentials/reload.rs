@@ -77,6 +77,12 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
                  in with the new key"
                 ))
             }
+            (Some(_), Some(n)) if shared.credentials.logged_in_with_removed_key(id, &n.keys) => {
+                Some(format!(
+                    "the key client id {id:?} logged in with was removed from the server's \
+                     clients_file: log in with its other key"
+                ))
+            }
             (Some(o), Some(n)) if o.scope != n.scope => {
                 let withdrawn = rescope(shared, &session, &entries, &n.scope);
                 report
