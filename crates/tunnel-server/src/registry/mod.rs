@@ -94,6 +94,8 @@ pub struct ProxyCounters {
     /// Payload bytes: `a_to_b` from users or visitors toward the service ("in"), `b_to_a`
     /// back ("out"). Updated live by the forwarders.
     pub bytes: tunnel_mux::ByteCounters,
+    /// Datagrams, bytes and flows of a `udp` proxy (zero for the others).
+    pub udp: Arc<tunnel_mux::DatagramCounters>,
 }
 
 /// One registered proxy. Its owner is the registry's to know (it changes by hand-over).
