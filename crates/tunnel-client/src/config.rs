@@ -169,11 +169,15 @@ pub struct ProxyConfig {
     /// [`HttpOptions`](crate::HttpOptions) for each key.
     #[serde(flatten)]
     pub http: crate::http_config::HttpOptions,
+    /// `type = "udp"`: seconds a flow (one user address) lives without a datagram either
+    /// way. Default 60.
+    #[serde(default)]
+    pub udp_idle_timeout: Option<u64>,
 }
 
 /// The keys of a `[[proxies]]` table besides the HTTP ones: serde cannot list the keys of a
 /// struct with a flattened field, so an unknown key there is answered from this list.
-const PROXY_KEYS: [&str; 7] = [
+const PROXY_KEYS: [&str; 8] = [
     "name",
     "type",
     "local_addr",
@@ -181,6 +185,7 @@ const PROXY_KEYS: [&str; 7] = [
     "secret",
     "allow_visitors",
     "proxy_protocol",
+    "udp_idle_timeout",
 ];
 
 fn schema() -> Schema {
@@ -190,6 +195,9 @@ fn schema() -> Schema {
         PROXY_KEYS.into_iter().chain(http.iter().copied()),
     )
 }
+
+/// Seconds a UDP flow lives without a datagram when `udp_idle_timeout` is not set.
+pub(crate) const DEFAULT_UDP_IDLE: u64 = 60;
 
 fn default_kind() -> ProxyKind {
     ProxyKind::Tcp
@@ -226,7 +234,21 @@ impl ProxyConfig {
             allow_visitors: Vec::new(),
             proxy_protocol: None,
             http: crate::http_config::HttpOptions::default(),
+            udp_idle_timeout: None,
         }
+    }
+
+    /// A UDP proxy for `local_addr`, published on `publish_port` when given.
+    pub fn udp(name: &str, local_addr: &str, publish_port: Option<u16>) -> Self {
+        let mut p = ProxyConfig::tcp(name, local_addr, publish_port);
+        p.kind = ProxyKind::Udp;
+        p
+    }
+
+    /// Close a UDP flow after this many seconds without a datagram (`udp_idle_timeout`).
+    pub fn with_udp_idle_timeout(mut self, secs: u64) -> Self {
+        self.udp_idle_timeout = Some(secs);
+        self
     }
 
     /// Let visitors in with this secret.
@@ -256,7 +278,10 @@ impl ProxyConfig {
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
-            idle_timeout: Some(self.http.public_idle(self.kind)),
+            idle_timeout: Some(match self.kind {
+                ProxyKind::Udp => self.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
+                kind => self.http.public_idle(kind),
+            }),
         }
     }
 }
@@ -305,6 +330,7 @@ impl fmt::Debug for ProxyConfig {
             .field("allow_visitors", &self.allow_visitors)
             .field("proxy_protocol", &self.proxy_protocol)
             .field("http", &self.http)
+            .field("udp_idle_timeout", &self.udp_idle_timeout)
             .finish()
     }
 }
@@ -690,6 +716,7 @@ impl ClientConfig {
                     "0 is not a port: leave publish_port out for a private proxy",
                 ));
             }
+            crate::udp::problems(p, i, &mut out);
             if p.secret.as_deref() == Some("") {
                 out.push(ConfigProblem::new(
                     at("secret"),

@@ -47,6 +47,7 @@ mod reload;
 mod server_addr;
 mod servers;
 mod session;
+mod udp;
 mod stats;
 mod visitor;
 

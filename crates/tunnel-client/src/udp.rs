@@ -1,0 +1,123 @@
+//! `type = "udp"` proxies on the owner's side: each flow the server opens (one user address)
+//! gets its own socket connected to the local service, so replies go back to that user.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+use tunnel_mux::{relay_datagrams, AbortGuard, DirCounters, Downlink, FlowEnd, MuxStream, Uplink};
+use tunnel_proto::{Message, ProxyKind, StreamStatus};
+use tunnel_transport::write_message;
+
+use crate::config::{ProxyConfig, DEFAULT_UDP_IDLE};
+use crate::error::ConfigProblem;
+use crate::proxy::answer;
+use crate::session::SessionCtx;
+use crate::Shared;
+
+/// Serve one flow: the stream's header is read and the proxy is ours and `udp`.
+pub(crate) async fn serve_flow(
+    shared: &Arc<Shared>,
+    ctx: &Arc<SessionCtx>,
+    cfg: &ProxyConfig,
+    mut stream: MuxStream,
+    guard: AbortGuard,
+    peer: Option<SocketAddr>,
+) {
+    let socket = match connect(&cfg.local_addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            let counters = shared.proxy_counters.get(&cfg.name);
+            if let Some(more) = counters.failures.check() {
+                warn!(proxy = %cfg.name, local_addr = %cfg.local_addr, "cannot reach the local UDP service: {e}{more}");
+            }
+            let reason = format!("UDP socket failed: {}: {e}", cfg.local_addr);
+            return answer(&mut stream, StreamStatus::Error(reason)).await;
+        }
+    };
+    let ok = Message::StreamStatus(StreamStatus::Ok);
+    if write_message(&mut stream, &ok, tunnel_proto::DEFAULT_MAX_FRAME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let id = stream.id();
+    let counters = shared.proxy_counters.get(&cfg.name);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let idle = Duration::from_secs(cfg.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE).max(1));
+    // The stream's bytes counters: `a` is the local side, as for the other proxies.
+    let (to_service, from_service) = (DirCounters::default(), DirCounters::default());
+    let end = relay_datagrams(
+        stream,
+        Uplink::Connected(&socket),
+        Downlink::Connected(&socket),
+        idle,
+        guard.token(),
+        &from_service,
+        &to_service,
+    )
+    .await;
+    let bytes = &counters.bytes;
+    let sent = from_service.bytes.load(Ordering::Relaxed);
+    bytes.a_to_b.fetch_add(sent, Ordering::Relaxed);
+    let got = to_service.bytes.load(Ordering::Relaxed);
+    bytes.b_to_a.fetch_add(got, Ordering::Relaxed);
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    if let FlowEnd::Failed(_) = end {
+        ctx.send_abort(id);
+    }
+    debug!(proxy = %cfg.name, ?peer, stream = id, ?end, "UDP flow closed");
+}
+
+/// A socket of the service's address family, connected to it: only its answers come in.
+async fn connect(local_addr: &str) -> std::io::Result<UdpSocket> {
+    let addr = tokio::net::lookup_host(local_addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the name resolves to no address"))?;
+    let any: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(any).await?;
+    socket.connect(addr).await?;
+    Ok(socket)
+}
+
+/// Problems with proxy `i`'s UDP settings, appended to `out`.
+pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) {
+    let at = |f: &str| format!("proxies[{i}].{f}");
+    if p.kind != ProxyKind::Udp {
+        if p.udp_idle_timeout.is_some() {
+            out.push(ConfigProblem::new(
+                at("udp_idle_timeout"),
+                "only applies to type = \"udp\"; use idle_timeout for the other types",
+            ));
+        }
+        return;
+    }
+    if p.udp_idle_timeout == Some(0) {
+        out.push(ConfigProblem::new(
+            at("udp_idle_timeout"),
+            "must be at least 1 (seconds without a datagram before a flow closes)",
+        ));
+    }
+    if p.http.idle_timeout.is_some() {
+        out.push(ConfigProblem::new(
+            at("idle_timeout"),
+            "a udp proxy's flows close after udp_idle_timeout; use that key instead",
+        ));
+    }
+    if p.proxy_protocol.is_some() {
+        out.push(ConfigProblem::new(
+            at("proxy_protocol"),
+            "not available for type = \"udp\"; remove it",
+        ));
+    }
+}
