@@ -1,0 +1,190 @@
+//! End to end: UDP proxies and visitors through a real server and client over real TLS on
+//! loopback. Each user address is its own flow; datagrams pass whole, answers go back to
+//! the right sender, idle flows are reaped, and DNS works through the tunnel.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tunnel_client::{ClientHandle, ProxyConfig};
+use tunnel_server::ServerHandle;
+use tunnel_testkit::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A server with stats, and a client publishing `service` as udp proxy `name`.
+async fn publish_udp(
+    name: &str,
+    service: SocketAddr,
+    f: impl FnOnce(ProxyConfig) -> ProxyConfig,
+) -> (ServerHandle, ClientHandle, SocketAddr) {
+    let server = server().await;
+    let port = free_udp_port();
+    let proxy = f(ProxyConfig::udp(name, &service.to_string(), Some(port)));
+    let c = client(client_config(&server).with_proxy(proxy)).await;
+    (server, c, published(port))
+}
+
+/// The `udp` object of proxy `name` in the server's `/api/stats`.
+async fn udp_stats(server: &ServerHandle, name: &str) -> serde_json::Value {
+    let snap = stats_json(server.stats_addr().unwrap()).await;
+    let proxies = snap["clients"][0]["proxies"].as_array().cloned().unwrap_or_default();
+    let p = proxies.iter().find(|p| p["name"] == name).cloned();
+    p.map(|p| p["udp"].clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_is_echoed_through_the_tunnel_and_counted() {
+    let echo = udp_echo_service().await;
+    let (server, _client, public) = publish_udp("echo", echo, |p| p).await;
+    let sock = udp_socket().await;
+    let back = udp_ask(&sock, public, b"hello over udp", WAIT).await;
+    assert_eq!(back.as_deref(), Some(&b"hello over udp"[..]));
+    // An empty datagram is a datagram too.
+    assert_eq!(udp_ask(&sock, public, b"", WAIT).await.as_deref(), Some(&b""[..]));
+    let udp = udp_stats(&server, "echo").await;
+    assert_eq!(udp["datagrams_in"], 2, "{udp}");
+    assert_eq!(udp["datagrams_out"], 2, "{udp}");
+    assert_eq!(udp["flows_open"], 1, "{udp}");
+    let snap = stats_json(server.stats_addr().unwrap()).await;
+    let p = &snap["clients"][0]["proxies"][0];
+    assert_eq!((p["type"].as_str(), p["bytes_in"].as_u64()), (Some("udp"), Some(14)));
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metrics.contains("tunnel_udp_datagrams_total{proxy=\"echo\",direction=\"in\"} 2")
+            && metrics.contains("tunnel_udp_flows{proxy=\"echo\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn metrics_text(server: &ServerHandle) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.stats_addr().unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_thousand_byte_datagram_arrives_whole() {
+    let echo = udp_echo_service().await;
+    let (_server, _client, public) = publish_udp("big", echo, |p| p).await;
+    let sock = udp_socket().await;
+    for (len, seed) in [(60_000, 1), (65_507, 2), (1, 3)] {
+        let data = random_bytes(len, seed);
+        let back = udp_ask(&sock, public, &data, WAIT).await.unwrap();
+        assert_eq!(back.len(), len, "datagram of {len} bytes came back split or merged");
+        assert!(back == data, "datagram of {len} bytes changed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_source_ports_times_twenty_datagrams_are_each_answered_to_their_sender() {
+    let echo = udp_echo_service().await;
+    let (server, _client, public) = publish_udp("many", echo, |p| p).await;
+    let tasks: Vec<_> = (0..50u32)
+        .map(|i| {
+            tokio::spawn(async move {
+                let sock = udp_socket().await;
+                for j in 0..20u32 {
+                    let msg = format!("sender {i} datagram {j}");
+                    // UDP may lose one on a loaded machine: ask again, never accept another's.
+                    let mut back = None;
+                    for _ in 0..3 {
+                        back = udp_ask(&sock, public, msg.as_bytes(), Duration::from_secs(2)).await;
+                        if back.is_some() {
+                            break;
+                        }
+                    }
+                    assert_eq!(back.as_deref(), Some(msg.as_bytes()), "sender {i}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let udp = udp_stats(&server, "many").await;
+    assert_eq!(udp["flows_total"], 50, "{udp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flows_are_reaped_after_udp_idle_timeout() {
+    let echo = udp_echo_service().await;
+    let (server, _client, public) =
+        publish_udp("reaped", echo, |p| p.with_udp_idle_timeout(1)).await;
+    for i in 0..5u8 {
+        let sock = udp_socket().await;
+        assert_eq!(udp_ask(&sock, public, &[i], WAIT).await, Some(vec![i]));
+    }
+    assert_eq!(udp_stats(&server, "reaped").await["flows_open"], 5);
+    eventually(Duration::from_secs(5), "every idle flow closed", || async {
+        udp_stats(&server, "reaped").await["flows_open"] == 0
+    })
+    .await;
+    // The client's side of each flow closed too: no stream is left open.
+    eventually(Duration::from_secs(5), "no stream left", || async {
+        let snap = stats_json(server.stats_addr().unwrap()).await;
+        snap["clients"][0]["active_streams"] == 0
+    })
+    .await;
+    // And a new datagram from a reaped address opens a new flow.
+    let sock = udp_socket().await;
+    assert_eq!(udp_ask(&sock, public, b"again", WAIT).await.as_deref(), Some(&b"again"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_proxy_outside_allow_ports_is_refused_like_tcp() {
+    let server = server_with(|c| c.with_allow_ports(["20000-20001"].iter().map(|s| s.parse().unwrap()).collect())).await;
+    let echo = udp_echo_service().await;
+    let proxy = ProxyConfig::udp("dns", &echo.to_string(), Some(free_udp_port_outside()));
+    let mut c = tunnel_client::start(client_config(&server).with_proxy(proxy))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(WAIT, c.ready()).await.unwrap().unwrap();
+    let err = reply.results[0].error.as_ref().expect("refused");
+    assert_eq!(err.field, "publish_port");
+    assert!(err.message.contains("allow_ports"), "{err}");
+}
+
+fn free_udp_port_outside() -> u16 {
+    loop {
+        let p = free_udp_port();
+        if !(20_000..=20_001).contains(&p) {
+            return p;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_dns_queries_from_fifty_source_ports_all_answer_right() {
+    if !need("dnsmasq") || !need("dig") {
+        return;
+    }
+    let dns = Dnsmasq::start();
+    let (name, addr) = TEST_ZONE;
+    eventually(Duration::from_secs(10), "dnsmasq answers directly", || async {
+        dig_batch(dns.port, name, 1).await == [addr]
+    })
+    .await;
+    let service = SocketAddr::from(([127, 0, 0, 1], dns.port));
+    let (server, _client, public) = publish_udp("dns", service, |p| p).await;
+    // 50 dig processes, each its own source port, 20 queries each.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(dig_batch(public.port(), name, 20)))
+        .collect();
+    let mut answers = 0;
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.len(), 20, "{got:?}");
+        assert!(got.iter().all(|a| a == addr), "{got:?}");
+        answers += got.len();
+    }
+    assert_eq!(answers, 1000);
+    let udp = udp_stats(&server, "dns").await;
+    assert!(udp["datagrams_out"].as_u64().unwrap() >= 1000, "{udp}");
+    assert!(udp["flows_total"].as_u64().unwrap() >= 50, "{udp}");
+}
