@@ -176,14 +176,20 @@ async fn a_thousand_dns_queries_from_fifty_source_ports_all_answer_right() {
     let tasks: Vec<_> = (0..50)
         .map(|_| tokio::spawn(dig_batch(public.port(), name, 20)))
         .collect();
-    let mut answers = 0;
+    let (mut answers, mut strays) = (0, 0);
     for t in tasks {
-        let got = t.await.unwrap();
-        assert_eq!(got.len(), 20, "{got:?}");
+        let lines = t.await.unwrap();
+        // `dig -f` takes a new source port per query, so 1,000 flows; a port the kernel hands
+        // to two dig processes in turn can meet a late packet for the other, which dig warns
+        // about (";; Warning: ID mismatch") and ignores: not an answer.
+        let (warnings, got): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.starts_with(";;"));
+        strays += warnings.len();
+        assert_eq!(got.len(), 20, "{got:?} {warnings:?}");
         assert!(got.iter().all(|a| a == addr), "{got:?}");
         answers += got.len();
     }
     assert_eq!(answers, 1000);
+    assert!(strays < 20, "{strays} stray packets");
     let udp = udp_stats(&server, "dns").await;
     assert!(udp["datagrams_out"].as_u64().unwrap() >= 1000, "{udp}");
     assert!(udp["flows_total"].as_u64().unwrap() >= 50, "{udp}");
