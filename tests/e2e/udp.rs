@@ -194,3 +194,58 @@ async fn a_thousand_dns_queries_from_fifty_source_ports_all_answer_right() {
     assert!(udp["datagrams_out"].as_u64().unwrap() >= 1000, "{udp}");
     assert!(udp["flows_total"].as_u64().unwrap() >= 50, "{udp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_visitor_reaches_a_private_udp_proxy_with_its_secret_only() {
+    use tunnel_client::VisitorConfig;
+    const SECRET: &str = "udp-visitor-secret-81c2";
+    let server = server().await;
+    let echo = udp_echo_service().await;
+    let private = ProxyConfig::udp("private-echo", &echo.to_string(), None).with_secret(SECRET);
+    let _owner = client(client_config(&server).with_id("udp-owner").with_proxy(private)).await;
+    let good = format!("127.0.0.1:{}", free_udp_port());
+    let bad = format!("127.0.0.1:{}", free_udp_port());
+    let _visitor = client(
+        client_config(&server)
+            .with_id("udp-visitor")
+            .with_visitor(
+                VisitorConfig::new("good", "private-echo", 0, &good)
+                    .with_secret(SECRET)
+                    .udp(),
+            )
+            .with_visitor(
+                VisitorConfig::new("bad", "private-echo", 0, &bad)
+                    .with_secret("wrong")
+                    .udp(),
+            ),
+    )
+    .await;
+    let (good, bad): (SocketAddr, SocketAddr) = (good.parse().unwrap(), bad.parse().unwrap());
+    // Ten local senders, each its own flow, each answered on its own socket.
+    let tasks: Vec<_> = (0..10u32)
+        .map(|i| {
+            tokio::spawn(async move {
+                let sock = udp_socket().await;
+                for j in 0..5u32 {
+                    let msg = format!("visitor sender {i} datagram {j}");
+                    let back = udp_ask(&sock, good, msg.as_bytes(), WAIT).await;
+                    assert_eq!(back.as_deref(), Some(msg.as_bytes()), "sender {i}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let big = random_bytes(60_000, 9);
+    let sock = udp_socket().await;
+    assert!(udp_ask(&sock, good, &big, WAIT).await.unwrap() == big);
+    // The wrong secret is refused by the server: nothing comes back.
+    let sock = udp_socket().await;
+    assert_eq!(udp_ask(&sock, bad, b"let me in", Duration::from_secs(1)).await, None);
+    let snap = stats_json(server.stats_addr().unwrap()).await;
+    let owner = snap["clients"].as_array().unwrap().iter().find(|c| c["id"] == "udp-owner").unwrap();
+    let udp = &owner["proxies"][0];
+    // Ten senders and the big one; the wrong secret was refused before it counted.
+    assert_eq!(udp["connections_visitor"], 11, "{udp}");
+}

@@ -220,6 +220,10 @@ pub struct VisitorConfig {
     /// The proxy's secret.
     #[serde(default)]
     pub secret: Option<String>,
+    /// `"tcp"` (default) or `"udp"`: the other client's proxy's type. A `udp` visitor binds
+    /// a UDP socket at `bind`, and each local address sending to it is its own flow.
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: ProxyKind,
 }
 
 impl ProxyConfig {
@@ -295,7 +299,14 @@ impl VisitorConfig {
             publish_port,
             bind: bind.to_string(),
             secret: None,
+            kind: ProxyKind::Tcp,
         }
+    }
+
+    /// A UDP visitor (see [`VisitorConfig::kind`]).
+    pub fn udp(mut self) -> Self {
+        self.kind = ProxyKind::Udp;
+        self
     }
 
     /// Present this secret to the proxy.
@@ -341,6 +352,7 @@ impl fmt::Debug for VisitorConfig {
             .field("name", &self.name)
             .field("proxy", &self.proxy)
             .field("publish_port", &self.publish_port)
+            .field("type", &self.kind)
             .field("bind", &self.bind)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .finish()
@@ -737,6 +749,16 @@ impl ClientConfig {
             }
             if let Err(m) = tunnel_proto::validate_name(&v.proxy) {
                 out.push(ConfigProblem::new(at("proxy"), m));
+            }
+            if !matches!(v.kind, ProxyKind::Tcp | ProxyKind::Udp) {
+                out.push(ConfigProblem::new(
+                    at("type"),
+                    format!(
+                        "a visitor is \"tcp\" or \"udp\", not {:?}; http proxies are reached by \
+                         their domains",
+                        v.kind.to_string()
+                    ),
+                ));
             }
             if !is_host_port(&v.bind) {
                 out.push(ConfigProblem::new(

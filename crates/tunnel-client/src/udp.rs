@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
-use tunnel_mux::{relay_datagrams, AbortGuard, DirCounters, Downlink, FlowEnd, MuxStream, Uplink};
+use tokio_util::sync::CancellationToken;
+use tunnel_mux::{
+    relay_datagrams, AbortGuard, DatagramCounters, DirCounters, Downlink, FlowEnd, FlowLimits,
+    MuxStream, OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
+};
 use tunnel_proto::{Message, ProxyKind, StreamStatus};
 use tunnel_transport::write_message;
 
-use crate::config::{ProxyConfig, DEFAULT_UDP_IDLE};
+use crate::config::{ProxyConfig, VisitorConfig, DEFAULT_UDP_IDLE};
 use crate::error::ConfigProblem;
 use crate::proxy::answer;
 use crate::session::SessionCtx;
@@ -72,6 +76,41 @@ pub(crate) async fn serve_flow(
         ctx.send_abort(id);
     }
     debug!(proxy = %cfg.name, ?peer, stream = id, ?end, "UDP flow closed");
+}
+
+/// Serve a `udp` visitor's socket until `stop`: each local address sending to it gets its
+/// own flow, a visit stream to the other client's proxy.
+pub(crate) async fn run_visitor(
+    shared: Arc<Shared>,
+    visitor: Arc<VisitorConfig>,
+    socket: UdpSocket,
+    stop: CancellationToken,
+) {
+    let limits = FlowLimits {
+        // The owner's udp_idle_timeout closes its side sooner if it is shorter.
+        idle: Duration::from_secs(DEFAULT_UDP_IDLE),
+        max_flows: DEFAULT_MAX_FLOWS,
+        queue: DEFAULT_FLOW_QUEUE,
+    };
+    let what = format!("UDP visitor {}", visitor.name);
+    let counters = Arc::new(DatagramCounters::default());
+    let tasks = shared.streams.clone();
+    let open = move |from| {
+        let (shared, visitor) = (shared.clone(), visitor.clone());
+        async move {
+            let (stream, guard, slot) = crate::visitor::open_visit(&shared, &visitor).await?;
+            let counters = shared.visitor_counters.get(&visitor.name);
+            counters.connections.fetch_add(1, Ordering::Relaxed);
+            debug!(%from, "UDP visitor flow opened");
+            Some(OpenedFlow {
+                stream,
+                stop: guard.token().clone(),
+                // The slot counts the stream on its connection while the flow lives.
+                keep: Box::new((guard, slot)),
+            })
+        }
+    };
+    tunnel_mux::serve_udp(Arc::new(socket), limits, counters, stop, tasks, what, open).await;
 }
 
 /// A socket of the service's address family, connected to it: only its answers come in.

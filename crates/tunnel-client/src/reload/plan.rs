@@ -324,6 +324,7 @@ fn visitor_fields(old: &VisitorConfig, new: &VisitorConfig) -> (Vec<&'static str
         publish_port,
         bind,
         secret,
+        kind,
     } = new;
     let mut out = Vec::new();
     let mut note = |field: &'static str, same: bool| {
@@ -335,6 +336,7 @@ fn visitor_fields(old: &VisitorConfig, new: &VisitorConfig) -> (Vec<&'static str
     note("publish_port", *publish_port == old.publish_port);
     note("bind", *bind == old.bind);
     note("secret", *secret == old.secret);
+    note("type", *kind == old.kind);
     let server = *proxy != old.proxy || *publish_port != old.publish_port;
     (out, server)
 }
