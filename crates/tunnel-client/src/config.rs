@@ -1052,6 +1052,40 @@ bind = \"127.0.0.1:5432\"
     }
 
     #[test]
+    fn udp_proxies_and_visitors_parse_and_their_keys_are_checked() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"dns\"\ntype=\"udp\"\nlocal_addr=\"127.0.0.1:53\"\n\
+             publish_port=5353\nudp_idle_timeout=5\n\
+             [[visitors]]\nname=\"v\"\ntype=\"udp\"\nproxy=\"dns\"\nbind=\"127.0.0.1:53\"\n"
+        ))
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!((c.proxies[0].kind, c.visitors[0].kind), (ProxyKind::Udp, ProxyKind::Udp));
+        // The server learns the flow timeout as the spec's idle_timeout, and no HTTP route.
+        let spec = c.proxies[0].spec();
+        assert_eq!((spec.idle_timeout, spec.http), (Some(5), None));
+        assert_eq!(ProxyConfig::udp("d", "h:1", None).spec().idle_timeout, Some(60));
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocal_addr=\"h:1\"\n\
+             udp_idle_timeout=0\nproxy_protocol=\"v2\"\nidle_timeout=3\n\
+             [[proxies]]\nname=\"b\"\nlocal_addr=\"h:1\"\nudp_idle_timeout=3\n\
+             [[visitors]]\nname=\"v\"\ntype=\"http\"\nproxy=\"a\"\nbind=\"h:2\"\n"
+        ))
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "proxies[0].udp_idle_timeout",
+                "proxies[0].idle_timeout",
+                "proxies[0].proxy_protocol",
+                "proxies[1].udp_idle_timeout",
+                "visitors[0].type",
+            ]
+        );
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let c = ClientConfig::new("h:1")
             .with_auth_key("topsecret")
