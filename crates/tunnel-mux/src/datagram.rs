@@ -351,3 +351,99 @@ async fn run_flow<F>(
     }
     counters.flows_open.fetch_sub(1, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{start, Mode, MuxConfig, MuxHandle};
+
+    /// A mux whose far end echoes every stream byte for byte: framed datagrams come back as
+    /// the same framed datagrams.
+    fn echoing_mux() -> MuxHandle {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let cfg = MuxConfig::default();
+        let (near, _near_in) = start(a, Mode::Client, &cfg);
+        let (_far, mut far_in) = start(b, Mode::Server, &cfg);
+        tokio::spawn(async move {
+            let _far = _far;
+            while let Some(s) = far_in.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(s);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        near
+    }
+
+    async fn serve(limits: FlowLimits) -> (SocketAddr, Arc<DatagramCounters>, CancellationToken) {
+        let mux = echoing_mux();
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let counters = Arc::new(DatagramCounters::default());
+        let stop = CancellationToken::new();
+        let open = move |_| {
+            let mux = mux.clone();
+            async move {
+                Some(OpenedFlow {
+                    stream: mux.open().await.ok()?,
+                    stop: CancellationToken::new(),
+                    keep: Box::new(()),
+                })
+            }
+        };
+        let task = serve_udp(
+            socket,
+            limits,
+            counters.clone(),
+            stop.clone(),
+            TaskTracker::new(),
+            "test".into(),
+            open,
+        );
+        tokio::spawn(task);
+        (addr, counters, stop)
+    }
+
+    async fn ask(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+        sock.send_to(msg, to).await.unwrap();
+        let mut buf = vec![0; RECV_BUF];
+        let got = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await;
+        let n = got.ok()?.ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    #[tokio::test]
+    async fn flows_past_the_limit_are_dropped_and_counted_and_idle_ones_close() {
+        let limits = FlowLimits {
+            idle: Duration::from_millis(1500),
+            max_flows: 2,
+            queue: 8,
+        };
+        let (addr, counters, stop) = serve(limits).await;
+        let socks = [
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        assert_eq!(ask(&socks[0], addr, b"one").await.as_deref(), Some(&b"one"[..]));
+        assert_eq!(ask(&socks[1], addr, b"two").await.as_deref(), Some(&b"two"[..]));
+        // A third address while two flows are open: dropped, counted.
+        assert_eq!(ask(&socks[2], addr, b"three").await, None);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.flows_open.load(Ordering::Relaxed), 2);
+        // Once the first two idle out, the third gets its flow.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counters.flows_open.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "idle flows stayed open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ask(&socks[2], addr, b"three").await.as_deref(), Some(&b"three"[..]));
+        assert_eq!(counters.inbound.datagrams.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.outbound.bytes.load(Ordering::Relaxed), 11);
+        stop.cancel();
+    }
+}
