@@ -249,3 +249,57 @@ async fn a_udp_visitor_reaches_a_private_udp_proxy_with_its_secret_only() {
     // Ten senders and the big one; the wrong secret was refused before it counted.
     assert_eq!(udp["connections_visitor"], 11, "{udp}");
 }
+
+/// Datagrams of `size` bytes sent to `to` at `rate` per second for `secs` seconds from one
+/// socket, echoed back: (datagrams sent, datagrams back).
+async fn paced_echo(to: SocketAddr, rate: u32, size: usize, secs: u32) -> (u64, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sock = std::sync::Arc::new(udp_socket().await);
+    let back = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = {
+        let (sock, back) = (sock.clone(), back.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while sock.recv(&mut buf).await.is_ok() {
+                back.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let payload = random_bytes(size, 5);
+    // Sent in 1 ms ticks: the rate holds on average without a timer per datagram.
+    let per_tick = rate / 1000;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = 0u64;
+    for _ in 0..secs * 1000 {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            if sock.send_to(&payload, to).await.is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    // Stragglers: what has not come back a second after the last send is lost.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    counter.abort();
+    (sent, back.load(Ordering::Relaxed))
+}
+
+/// Not a pass/fail test: prints datagrams per second and loss through the tunnel vs direct
+/// at fixed rates. `cargo test --test e2e udp::rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --nocapture"]
+async fn rate_and_loss_through_the_tunnel_vs_direct() {
+    let echo = udp_echo_service().await;
+    let (_server, _client, public) = publish_udp("rate", echo, |p| p).await;
+    for (rate, size) in [(5_000, 512), (20_000, 512), (50_000, 512), (5_000, 1_400)] {
+        for (path, to) in [("direct", echo), ("tunnel", public)] {
+            let (sent, back) = paced_echo(to, rate, size, 3).await;
+            let loss = 100.0 * (sent - back.min(sent)) as f64 / sent as f64;
+            println!(
+                "{path:>6}: {rate:>6}/s x {size:>4} B asked, {sent:>6} sent, {back:>6} echoed \
+                 back = {:>8.0}/s, loss {loss:.2}%",
+                back as f64 / 3.0
+            );
+        }
+    }
+}
