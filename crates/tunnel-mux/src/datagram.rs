@@ -33,6 +33,9 @@ pub const DEFAULT_FLOW_QUEUE: usize = 256;
 /// Receive buffer: any datagram fits.
 const RECV_BUF: usize = 65_536;
 
+/// Bytes of ready datagrams gathered into one stream write.
+const BATCH: usize = 32 * 1024;
+
 /// Datagrams and bytes moved in one direction.
 #[derive(Debug, Default)]
 pub struct DirCounters {
@@ -119,32 +122,37 @@ pub async fn relay_datagrams(
             let mut uplink = uplink;
             loop {
                 frame.clear();
-                let len = match &mut uplink {
-                    Uplink::Queue(rx) => {
-                        let Some(b) = rx.recv().await else {
-                            return FlowEnd::Stopped;
-                        };
-                        // Over the limit only from an IPv6 jumbo-sized sender: dropped.
-                        if encode_datagram(&b, &mut frame).is_err() {
-                            continue;
-                        }
-                        b.len()
+                // Wait for one datagram, then take what else is ready, up to BATCH bytes:
+                // one stream write per burst instead of one per datagram.
+                let mut first = true;
+                while frame.len() < BATCH {
+                    let got = match &mut uplink {
+                        Uplink::Queue(rx) if first => match rx.recv().await {
+                            Some(b) => Some(b),
+                            None => return FlowEnd::Stopped,
+                        },
+                        Uplink::Queue(rx) => rx.try_recv().ok(),
+                        Uplink::Connected(sock) if first => match sock.recv(&mut buf).await {
+                            Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+                            // An ICMP unreachable from the service, reported on the next read.
+                            Err(_) => continue,
+                        },
+                        Uplink::Connected(sock) => match sock.try_recv(&mut buf) {
+                            Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                            Err(_) => continue,
+                        },
+                    };
+                    let Some(dg) = got else { break };
+                    first = false;
+                    // Over the limit only from an IPv6 jumbo-sized sender: dropped.
+                    if encode_datagram(&dg, &mut frame).is_ok() {
+                        up.add(dg.len());
                     }
-                    Uplink::Connected(sock) => match sock.recv(&mut buf).await {
-                        Ok(n) => {
-                            if encode_datagram(&buf[..n], &mut frame).is_err() {
-                                continue;
-                            }
-                            n
-                        }
-                        // An ICMP unreachable from the service, reported on the next read.
-                        Err(_) => continue,
-                    },
-                };
+                }
                 if let Err(e) = wr.write_all(&frame).await {
                     return FlowEnd::Failed(e.to_string());
                 }
-                up.add(len);
                 touch();
             }
         };
