@@ -28,7 +28,10 @@ async fn publish_udp(
 /// The `udp` object of proxy `name` in the server's `/api/stats`.
 async fn udp_stats(server: &ServerHandle, name: &str) -> serde_json::Value {
     let snap = stats_json(server.stats_addr().unwrap()).await;
-    let proxies = snap["clients"][0]["proxies"].as_array().cloned().unwrap_or_default();
+    let proxies = snap["clients"][0]["proxies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let p = proxies.iter().find(|p| p["name"] == name).cloned();
     p.map(|p| p["udp"].clone()).unwrap_or_default()
 }
@@ -41,14 +44,20 @@ async fn a_datagram_is_echoed_through_the_tunnel_and_counted() {
     let back = udp_ask(&sock, public, b"hello over udp", WAIT).await;
     assert_eq!(back.as_deref(), Some(&b"hello over udp"[..]));
     // An empty datagram is a datagram too.
-    assert_eq!(udp_ask(&sock, public, b"", WAIT).await.as_deref(), Some(&b""[..]));
+    assert_eq!(
+        udp_ask(&sock, public, b"", WAIT).await.as_deref(),
+        Some(&b""[..])
+    );
     let udp = udp_stats(&server, "echo").await;
     assert_eq!(udp["datagrams_in"], 2, "{udp}");
     assert_eq!(udp["datagrams_out"], 2, "{udp}");
     assert_eq!(udp["flows_open"], 1, "{udp}");
     let snap = stats_json(server.stats_addr().unwrap()).await;
     let p = &snap["clients"][0]["proxies"][0];
-    assert_eq!((p["type"].as_str(), p["bytes_in"].as_u64()), (Some("udp"), Some(14)));
+    assert_eq!(
+        (p["type"].as_str(), p["bytes_in"].as_u64()),
+        (Some("udp"), Some(14))
+    );
     let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("tunnel_udp_datagrams_total{proxy=\"echo\",direction=\"in\"} 2")
@@ -76,7 +85,11 @@ async fn a_sixty_thousand_byte_datagram_arrives_whole() {
     for (len, seed) in [(60_000, 1), (65_507, 2), (1, 3)] {
         let data = random_bytes(len, seed);
         let back = udp_ask(&sock, public, &data, WAIT).await.unwrap();
-        assert_eq!(back.len(), len, "datagram of {len} bytes came back split or merged");
+        assert_eq!(
+            back.len(),
+            len,
+            "datagram of {len} bytes came back split or merged"
+        );
         assert!(back == data, "datagram of {len} bytes changed");
     }
 }
@@ -133,18 +146,27 @@ async fn idle_flows_are_reaped_after_udp_idle_timeout() {
     .await;
     // And a new datagram from a reaped address opens a new flow.
     let sock = udp_socket().await;
-    assert_eq!(udp_ask(&sock, public, b"again", WAIT).await.as_deref(), Some(&b"again"[..]));
+    assert_eq!(
+        udp_ask(&sock, public, b"again", WAIT).await.as_deref(),
+        Some(&b"again"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_proxy_outside_allow_ports_is_refused_like_tcp() {
-    let server = server_with(|c| c.with_allow_ports(["20000-20001"].iter().map(|s| s.parse().unwrap()).collect())).await;
+    let server = server_with(|c| {
+        c.with_allow_ports(["20000-20001"].iter().map(|s| s.parse().unwrap()).collect())
+    })
+    .await;
     let echo = udp_echo_service().await;
     let proxy = ProxyConfig::udp("dns", &echo.to_string(), Some(free_udp_port_outside()));
     let mut c = tunnel_client::start(client_config(&server).with_proxy(proxy))
         .await
         .unwrap();
-    let reply = tokio::time::timeout(WAIT, c.ready()).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(WAIT, c.ready())
+        .await
+        .unwrap()
+        .unwrap();
     let err = reply.results[0].error.as_ref().expect("refused");
     assert_eq!(err.field, "publish_port");
     assert!(err.message.contains("allow_ports"), "{err}");
@@ -166,9 +188,11 @@ async fn a_thousand_dns_queries_from_fifty_source_ports_all_answer_right() {
     }
     let dns = Dnsmasq::start();
     let (name, addr) = TEST_ZONE;
-    eventually(Duration::from_secs(10), "dnsmasq answers directly", || async {
-        dig_batch(dns.port, name, 1).await == [addr]
-    })
+    eventually(
+        Duration::from_secs(10),
+        "dnsmasq answers directly",
+        || async { dig_batch(dns.port, name, 1).await == [addr] },
+    )
     .await;
     let service = SocketAddr::from(([127, 0, 0, 1], dns.port));
     let (server, _client, public) = publish_udp("dns", service, |p| p).await;
@@ -182,7 +206,8 @@ async fn a_thousand_dns_queries_from_fifty_source_ports_all_answer_right() {
         // `dig -f` takes a new source port per query, so 1,000 flows; a port the kernel hands
         // to two dig processes in turn can meet a late packet for the other, which dig warns
         // about (";; Warning: ID mismatch") and ignores: not an answer.
-        let (warnings, got): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.starts_with(";;"));
+        let (warnings, got): (Vec<_>, Vec<_>) =
+            lines.into_iter().partition(|l| l.starts_with(";;"));
         strays += warnings.len();
         assert_eq!(got.len(), 20, "{got:?} {warnings:?}");
         assert!(got.iter().all(|a| a == addr), "{got:?}");
@@ -202,7 +227,12 @@ async fn a_udp_visitor_reaches_a_private_udp_proxy_with_its_secret_only() {
     let server = server().await;
     let echo = udp_echo_service().await;
     let private = ProxyConfig::udp("private-echo", &echo.to_string(), None).with_secret(SECRET);
-    let _owner = client(client_config(&server).with_id("udp-owner").with_proxy(private)).await;
+    let _owner = client(
+        client_config(&server)
+            .with_id("udp-owner")
+            .with_proxy(private),
+    )
+    .await;
     let good = format!("127.0.0.1:{}", free_udp_port());
     let bad = format!("127.0.0.1:{}", free_udp_port());
     let _visitor = client(
@@ -242,9 +272,17 @@ async fn a_udp_visitor_reaches_a_private_udp_proxy_with_its_secret_only() {
     assert!(udp_ask(&sock, good, &big, WAIT).await.unwrap() == big);
     // The wrong secret is refused by the server: nothing comes back.
     let sock = udp_socket().await;
-    assert_eq!(udp_ask(&sock, bad, b"let me in", Duration::from_secs(1)).await, None);
+    assert_eq!(
+        udp_ask(&sock, bad, b"let me in", Duration::from_secs(1)).await,
+        None
+    );
     let snap = stats_json(server.stats_addr().unwrap()).await;
-    let owner = snap["clients"].as_array().unwrap().iter().find(|c| c["id"] == "udp-owner").unwrap();
+    let owner = snap["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "udp-owner")
+        .unwrap();
     let udp = &owner["proxies"][0];
     // Ten senders and the big one; the wrong secret was refused before it counted.
     assert_eq!(udp["connections_visitor"], 11, "{udp}");

@@ -1060,11 +1060,17 @@ bind = \"127.0.0.1:5432\"
         ))
         .unwrap();
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        assert_eq!((c.proxies[0].kind, c.visitors[0].kind), (ProxyKind::Udp, ProxyKind::Udp));
+        assert_eq!(
+            (c.proxies[0].kind, c.visitors[0].kind),
+            (ProxyKind::Udp, ProxyKind::Udp)
+        );
         // The server learns the flow timeout as the spec's idle_timeout, and no HTTP route.
         let spec = c.proxies[0].spec();
         assert_eq!((spec.idle_timeout, spec.http), (Some(5), None));
-        assert_eq!(ProxyConfig::udp("d", "h:1", None).spec().idle_timeout, Some(60));
+        assert_eq!(
+            ProxyConfig::udp("d", "h:1", None).spec().idle_timeout,
+            Some(60)
+        );
         let c = ClientConfig::from_toml(&format!(
             "{BASE}[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocal_addr=\"h:1\"\n\
              udp_idle_timeout=0\nproxy_protocol=\"v2\"\nidle_timeout=3\n\

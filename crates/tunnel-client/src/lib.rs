@@ -47,8 +47,8 @@ mod reload;
 mod server_addr;
 mod servers;
 mod session;
-mod udp;
 mod stats;
+mod udp;
 mod visitor;
 
 use std::collections::HashMap;

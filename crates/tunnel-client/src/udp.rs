@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tracing::{debug, warn};
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 use tunnel_mux::{
     relay_datagrams, AbortGuard, DatagramCounters, DirCounters, Downlink, FlowEnd, FlowLimits,
     MuxStream, OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,

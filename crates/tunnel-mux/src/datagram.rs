@@ -349,7 +349,9 @@ async fn run_flow<F>(
         drop(flow.keep);
     } else {
         // Not opened: what it queued is lost.
-        counters.dropped.fetch_add(rx.len() as u64, Ordering::Relaxed);
+        counters
+            .dropped
+            .fetch_add(rx.len() as u64, Ordering::Relaxed);
     }
     {
         let mut map = flows.lock().unwrap_or_else(|e| e.into_inner());
@@ -437,8 +439,14 @@ mod tests {
             UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             UdpSocket::bind("127.0.0.1:0").await.unwrap(),
         ];
-        assert_eq!(ask(&socks[0], addr, b"one").await.as_deref(), Some(&b"one"[..]));
-        assert_eq!(ask(&socks[1], addr, b"two").await.as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            ask(&socks[0], addr, b"one").await.as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(
+            ask(&socks[1], addr, b"two").await.as_deref(),
+            Some(&b"two"[..])
+        );
         // A third address while two flows are open: dropped, counted.
         assert_eq!(ask(&socks[2], addr, b"three").await, None);
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
@@ -449,7 +457,10 @@ mod tests {
             assert!(Instant::now() < deadline, "idle flows stayed open");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(ask(&socks[2], addr, b"three").await.as_deref(), Some(&b"three"[..]));
+        assert_eq!(
+            ask(&socks[2], addr, b"three").await.as_deref(),
+            Some(&b"three"[..])
+        );
         assert_eq!(counters.inbound.datagrams.load(Ordering::Relaxed), 3);
         assert_eq!(counters.outbound.bytes.load(Ordering::Relaxed), 11);
         stop.cancel();

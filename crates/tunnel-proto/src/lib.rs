@@ -82,8 +82,8 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use datagram::{encode_datagram, DatagramDecoder, MAX_DATAGRAM};
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
+pub use datagram::{encode_datagram, DatagramDecoder, MAX_DATAGRAM};
 pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,

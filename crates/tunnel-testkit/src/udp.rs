@@ -34,10 +34,18 @@ pub async fn udp_socket() -> UdpSocket {
 }
 
 /// Send `payload` to `to` and wait up to `within` for one datagram back; `None` on timeout.
-pub async fn udp_ask(sock: &UdpSocket, to: SocketAddr, payload: &[u8], within: Duration) -> Option<Vec<u8>> {
+pub async fn udp_ask(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    payload: &[u8],
+    within: Duration,
+) -> Option<Vec<u8>> {
     sock.send_to(payload, to).await.unwrap();
     let mut buf = vec![0u8; 65_536];
-    let (n, _) = tokio::time::timeout(within, sock.recv_from(&mut buf)).await.ok()?.ok()?;
+    let (n, _) = tokio::time::timeout(within, sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     buf.truncate(n);
     Some(buf)
 }

@@ -106,7 +106,10 @@ async fn bind_arriving(
         let Some(v) = new.visitors.iter().find(|v| v.name == name) else {
             continue;
         };
-        let bound = match departing.iter().position(|(bind, s)| *bind == v.bind && s.fits(v)) {
+        let bound = match departing
+            .iter()
+            .position(|(bind, s)| *bind == v.bind && s.fits(v))
+        {
             // Taken out: two new visitors on one address fail as they would at start.
             Some(i) => Bound::share(v, &departing.swap_remove(i).1)?,
             None => Bound::bind(v).await?,

@@ -286,7 +286,10 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
     note("secret", *secret == old.secret);
     note("allow_visitors", *allow_visitors == old.allow_visitors);
     note("proxy_protocol", *proxy_protocol == old.proxy_protocol);
-    note("udp_idle_timeout", *udp_idle_timeout == old.udp_idle_timeout);
+    note(
+        "udp_idle_timeout",
+        *udp_idle_timeout == old.udp_idle_timeout,
+    );
     note("host_rewrite", *host_rewrite == h.host_rewrite);
     note("request_headers", *request_headers == h.request_headers);
     note("response_headers", *response_headers == h.response_headers);
