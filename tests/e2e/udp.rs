@@ -341,3 +341,50 @@ async fn rate_and_loss_through_the_tunnel_vs_direct() {
         }
     }
 }
+
+/// Not a pass/fail test: `iperf3 -u` at fixed rates, direct and through the tunnel (its
+/// control connection over a tcp proxy, its datagrams over a udp proxy on the same port).
+/// `cargo test --test e2e udp::iperf3 -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --nocapture"]
+async fn iperf3_udp_loss_through_the_tunnel_vs_direct() {
+    if !need("iperf3") {
+        return;
+    }
+    let iperf_port = free_udp_port();
+    // Killed when the test ends, however it ends.
+    let _iperf = tokio::process::Command::new("iperf3")
+        .args(["-s", "-B", "127.0.0.1", "-p", &iperf_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(serves_within(iperf_port, Duration::from_secs(5)).await);
+    let server = server().await;
+    let port = free_udp_port();
+    let local = format!("127.0.0.1:{iperf_port}");
+    let _client = client(
+        client_config(&server)
+            .with_proxy(ProxyConfig::tcp("iperf-control", &local, Some(port)))
+            .with_proxy(ProxyConfig::udp("iperf-data", &local, Some(port))),
+    )
+    .await;
+    for rate in ["10M", "50M"] {
+        for (path, p) in [("direct", iperf_port), ("tunnel", port)] {
+            let out = tokio::process::Command::new("iperf3")
+                .args(["-c", "127.0.0.1", "-p", &p.to_string(), "-u", "-b", rate])
+                .args(["-l", "1200", "-t", "2", "--json"])
+                .output()
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let sum = &v["end"]["sum"];
+            println!(
+                "iperf3 -u -b {rate:>4} {path:>6}: {} datagrams, {} lost ({:.2}%), jitter {:.3} ms",
+                sum["packets"], sum["lost_packets"],
+                sum["lost_percent"].as_f64().unwrap_or(f64::NAN),
+                sum["jitter_ms"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+}
