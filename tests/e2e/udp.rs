@@ -153,6 +153,27 @@ async fn idle_flows_are_reaped_after_udp_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_exit_closes_the_udp_port_and_its_flows() {
+    let echo = udp_echo_service().await;
+    let (server, mut client, public) = publish_udp("leaving", echo, |p| p).await;
+    let sock = udp_socket().await;
+    assert_eq!(
+        udp_ask(&sock, public, b"hi", WAIT).await.as_deref(),
+        Some(&b"hi"[..])
+    );
+    client.shutdown();
+    client.join().await.unwrap();
+    // The server lets go of the port (and so of every flow's handle on it).
+    eventually(
+        Duration::from_secs(5),
+        "the UDP port is free again",
+        || async { std::net::UdpSocket::bind(public).is_ok() },
+    )
+    .await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_proxy_outside_allow_ports_is_refused_like_tcp() {
     let server = server_with(|c| {
         c.with_allow_ports(["20000-20001"].iter().map(|s| s.parse().unwrap()).collect())

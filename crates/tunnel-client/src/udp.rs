@@ -56,7 +56,7 @@ pub(crate) async fn serve_flow(
     let idle = Duration::from_secs(cfg.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE).max(1));
     // The stream's bytes counters: `a` is the local side, as for the other proxies.
     let (to_service, from_service) = (DirCounters::default(), DirCounters::default());
-    let end = relay_datagrams(
+    let relay = relay_datagrams(
         stream,
         Uplink::Connected(&socket),
         Downlink::Connected(&socket),
@@ -64,8 +64,13 @@ pub(crate) async fn serve_flow(
         guard.token(),
         &from_service,
         &to_service,
-    )
-    .await;
+    );
+    // A flow has no end of its own but the idle timeout: a shutdown's grace is for
+    // connections finishing, so flows stop at once.
+    let end = tokio::select! {
+        end = relay => end,
+        () = shared.shutdown.cancelled() => FlowEnd::Stopped,
+    };
     let bytes = &counters.bytes;
     let sent = from_service.bytes.load(Ordering::Relaxed);
     bytes.a_to_b.fetch_add(sent, Ordering::Relaxed);
