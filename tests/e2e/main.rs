@@ -40,6 +40,7 @@ mod strangers;
 mod tcp_proxy;
 mod tls12;
 mod trust;
+mod udp;
 mod vhost;
 mod visitor;
 

@@ -190,11 +190,15 @@ pub struct ProxyConfig {
     /// [`HttpOptions`](crate::HttpOptions) for each key.
     #[serde(flatten)]
     pub http: crate::http_config::HttpOptions,
+    /// `type = "udp"`: seconds a flow (one user address) lives without a datagram either
+    /// way. Default 60.
+    #[serde(default)]
+    pub udp_idle_timeout: Option<u64>,
 }
 
 /// The keys of a `[[proxies]]` table besides the HTTP ones: serde cannot list the keys of a
 /// struct with a flattened field, so an unknown key there is answered from this list.
-const PROXY_KEYS: [&str; 10] = [
+const PROXY_KEYS: [&str; 11] = [
     "name",
     "type",
     "local_addr",
@@ -205,6 +209,7 @@ const PROXY_KEYS: [&str; 10] = [
     "allow_ips",
     "deny_ips",
     "bandwidth_limit",
+    "udp_idle_timeout",
 ];
 
 fn schema() -> Schema {
@@ -214,6 +219,9 @@ fn schema() -> Schema {
         PROXY_KEYS.into_iter().chain(http.iter().copied()),
     )
 }
+
+/// Seconds a UDP flow lives without a datagram when `udp_idle_timeout` is not set.
+pub(crate) const DEFAULT_UDP_IDLE: u64 = 60;
 
 fn default_kind() -> ProxyKind {
     ProxyKind::Tcp
@@ -236,6 +244,10 @@ pub struct VisitorConfig {
     /// The proxy's secret.
     #[serde(default)]
     pub secret: Option<String>,
+    /// `"tcp"` (default) or `"udp"`: the other client's proxy's type. A `udp` visitor binds
+    /// a UDP socket at `bind`, and each local address sending to it is its own flow.
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: ProxyKind,
 }
 
 impl ProxyConfig {
@@ -253,7 +265,21 @@ impl ProxyConfig {
             deny_ips: Vec::new(),
             bandwidth_limit: None,
             http: crate::http_config::HttpOptions::default(),
+            udp_idle_timeout: None,
         }
+    }
+
+    /// A UDP proxy for `local_addr`, published on `publish_port` when given.
+    pub fn udp(name: &str, local_addr: &str, publish_port: Option<u16>) -> Self {
+        let mut p = ProxyConfig::tcp(name, local_addr, publish_port);
+        p.kind = ProxyKind::Udp;
+        p
+    }
+
+    /// Close a UDP flow after this many seconds without a datagram (`udp_idle_timeout`).
+    pub fn with_udp_idle_timeout(mut self, secs: u64) -> Self {
+        self.udp_idle_timeout = Some(secs);
+        self
     }
 
     /// Let visitors in with this secret.
@@ -301,7 +327,10 @@ impl ProxyConfig {
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
-            idle_timeout: Some(self.http.public_idle(self.kind)),
+            idle_timeout: Some(match self.kind {
+                ProxyKind::Udp => self.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
+                kind => self.http.public_idle(kind),
+            }),
             allow_ips: self.allow_ips.clone(),
             deny_ips: self.deny_ips.clone(),
             // Checked by `problems` before any registration; a bad value is not sent.
@@ -323,7 +352,14 @@ impl VisitorConfig {
             publish_port,
             bind: bind.to_string(),
             secret: None,
+            kind: ProxyKind::Tcp,
         }
+    }
+
+    /// A UDP visitor (see [`VisitorConfig::kind`]).
+    pub fn udp(mut self) -> Self {
+        self.kind = ProxyKind::Udp;
+        self
     }
 
     /// Present this secret to the proxy.
@@ -363,6 +399,7 @@ impl fmt::Debug for ProxyConfig {
             .field("deny_ips", &self.deny_ips)
             .field("bandwidth_limit", &self.bandwidth_limit)
             .field("http", &self.http)
+            .field("udp_idle_timeout", &self.udp_idle_timeout)
             .finish()
     }
 }
@@ -373,6 +410,7 @@ impl fmt::Debug for VisitorConfig {
             .field("name", &self.name)
             .field("proxy", &self.proxy)
             .field("publish_port", &self.publish_port)
+            .field("type", &self.kind)
             .field("bind", &self.bind)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .finish()
@@ -827,6 +865,7 @@ impl ClientConfig {
             {
                 out.push(ConfigProblem::new(at("bandwidth_limit"), m));
             }
+            crate::udp::problems(p, i, &mut out);
             if p.secret.as_deref() == Some("") {
                 out.push(ConfigProblem::new(
                     at("secret"),
@@ -847,6 +886,16 @@ impl ClientConfig {
             }
             if let Err(m) = tunnel_proto::validate_name(&v.proxy) {
                 out.push(ConfigProblem::new(at("proxy"), m));
+            }
+            if !matches!(v.kind, ProxyKind::Tcp | ProxyKind::Udp) {
+                out.push(ConfigProblem::new(
+                    at("type"),
+                    format!(
+                        "a visitor is \"tcp\" or \"udp\", not {:?}; http proxies are reached by \
+                         their domains",
+                        v.kind.to_string()
+                    ),
+                ));
             }
             if !is_host_port(&v.bind) {
                 out.push(ConfigProblem::new(
@@ -1161,6 +1210,46 @@ bind = \"127.0.0.1:5432\"
     fn ipv6_server_name() {
         let c = ClientConfig::new("[::1]:8443");
         assert_eq!(c.effective_server_name(), "::1");
+    }
+
+    #[test]
+    fn udp_proxies_and_visitors_parse_and_their_keys_are_checked() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"dns\"\ntype=\"udp\"\nlocal_addr=\"127.0.0.1:53\"\n\
+             publish_port=5353\nudp_idle_timeout=5\n\
+             [[visitors]]\nname=\"v\"\ntype=\"udp\"\nproxy=\"dns\"\nbind=\"127.0.0.1:53\"\n"
+        ))
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(
+            (c.proxies[0].kind, c.visitors[0].kind),
+            (ProxyKind::Udp, ProxyKind::Udp)
+        );
+        // The server learns the flow timeout as the spec's idle_timeout, and no HTTP route.
+        let spec = c.proxies[0].spec();
+        assert_eq!((spec.idle_timeout, spec.http), (Some(5), None));
+        assert_eq!(
+            ProxyConfig::udp("d", "h:1", None).spec().idle_timeout,
+            Some(60)
+        );
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocal_addr=\"h:1\"\n\
+             udp_idle_timeout=0\nproxy_protocol=\"v2\"\nidle_timeout=3\n\
+             [[proxies]]\nname=\"b\"\nlocal_addr=\"h:1\"\nudp_idle_timeout=3\n\
+             [[visitors]]\nname=\"v\"\ntype=\"http\"\nproxy=\"a\"\nbind=\"h:2\"\n"
+        ))
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "proxies[0].udp_idle_timeout",
+                "proxies[0].idle_timeout",
+                "proxies[0].proxy_protocol",
+                "proxies[1].udp_idle_timeout",
+                "visitors[0].type",
+            ]
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl fmt::Debug for HttpOptions {
 impl HttpOptions {
     /// What the server needs to route and guard this proxy; `None` for a `tcp` proxy.
     pub(crate) fn route(&self, kind: ProxyKind) -> Option<tunnel_proto::HttpRoute> {
-        (kind != ProxyKind::Tcp).then(|| tunnel_proto::HttpRoute {
+        (!matches!(kind, ProxyKind::Tcp | ProxyKind::Udp)).then(|| tunnel_proto::HttpRoute {
             domains: self.domains.clone(),
             subdomain: self.subdomain.clone(),
             locations: self.locations.clone(),

@@ -49,6 +49,7 @@ mod server_addr;
 mod servers;
 mod session;
 mod stats;
+mod udp;
 mod visitor;
 
 use std::collections::HashMap;

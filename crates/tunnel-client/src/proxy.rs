@@ -43,6 +43,9 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
         }
         return answer(&mut stream, StreamStatus::Error("proxy not found".into())).await;
     };
+    if cfg.kind == ProxyKind::Udp {
+        return crate::udp::serve_flow(&shared, &ctx, &cfg, stream, guard, peer).await;
+    }
     if cfg.kind != ProxyKind::Tcp {
         // HTTP proxies dial per request, over shared connections: accept the stream now.
         let ok = Message::StreamStatus(StreamStatus::Ok);
@@ -137,7 +140,7 @@ pub(crate) async fn dial(addr: &str) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("not dialled")))
 }
 
-async fn answer(stream: &mut MuxStream, status: StreamStatus) {
+pub(crate) async fn answer(stream: &mut MuxStream, status: StreamStatus) {
     let _ = write_message(stream, &Message::StreamStatus(status), MAX_FRAME).await;
     let _ = stream.shutdown().await;
 }

@@ -4,10 +4,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::{debug, info_span, warn, Instrument};
 use tunnel_mux::{relay_tcp, RelayEnd};
-use tunnel_proto::{Message, PeerText, StreamOpen, StreamStatus};
+use tunnel_mux::{AbortGuard, MuxStream};
+use tunnel_proto::{Message, PeerText, ProxyKind, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message};
 
 use crate::config::VisitorConfig;
@@ -23,8 +24,36 @@ const MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
 /// moment when the port is closed (and without binding it twice).
 #[derive(Debug)]
 pub(crate) struct Bound {
-    pub(crate) listener: TcpListener,
-    pub(crate) spare: std::net::TcpListener,
+    pub(crate) listener: Listener,
+    pub(crate) spare: Spare,
+}
+
+/// What a visitor serves on: a TCP listener, or the UDP socket of a `type = "udp"` visitor.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// A second handle on a visitor's socket.
+#[derive(Debug)]
+pub(crate) enum Spare {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl Spare {
+    pub(crate) fn try_clone(&self) -> std::io::Result<Spare> {
+        Ok(match self {
+            Spare::Tcp(l) => Spare::Tcp(l.try_clone()?),
+            Spare::Udp(u) => Spare::Udp(u.try_clone()?),
+        })
+    }
+
+    /// Whether it can serve visitor `v` (a TCP socket cannot serve a UDP visitor).
+    pub(crate) fn fits(&self, v: &VisitorConfig) -> bool {
+        matches!(self, Spare::Udp(_)) == (v.kind == ProxyKind::Udp)
+    }
 }
 
 impl Bound {
@@ -35,15 +64,18 @@ impl Bound {
             bind: v.bind.clone(),
             source,
         };
-        let l = TcpListener::bind(&v.bind).await.map_err(fail)?;
-        Bound::from_std(l.into_std().map_err(fail)?).map_err(fail)
+        let spare = if v.kind == ProxyKind::Udp {
+            let u = UdpSocket::bind(&v.bind).await.map_err(fail)?;
+            Spare::Udp(u.into_std().map_err(fail)?)
+        } else {
+            let l = TcpListener::bind(&v.bind).await.map_err(fail)?;
+            Spare::Tcp(l.into_std().map_err(fail)?)
+        };
+        Bound::from_std(spare).map_err(fail)
     }
 
     /// Another accept loop's handle on the socket `spare` belongs to.
-    pub(crate) fn share(
-        v: &VisitorConfig,
-        spare: &std::net::TcpListener,
-    ) -> Result<Bound, ClientError> {
+    pub(crate) fn share(v: &VisitorConfig, spare: &Spare) -> Result<Bound, ClientError> {
         spare
             .try_clone()
             .and_then(Bound::from_std)
@@ -54,12 +86,19 @@ impl Bound {
             })
     }
 
-    fn from_std(l: std::net::TcpListener) -> std::io::Result<Bound> {
-        let spare = l.try_clone()?;
-        Ok(Bound {
-            listener: TcpListener::from_std(l)?,
-            spare,
-        })
+    fn from_std(s: Spare) -> std::io::Result<Bound> {
+        let spare = s.try_clone()?;
+        let listener = match s {
+            Spare::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listener::Tcp(TcpListener::from_std(l)?)
+            }
+            Spare::Udp(u) => {
+                u.set_nonblocking(true)?;
+                Listener::Udp(UdpSocket::from_std(u)?)
+            }
+        };
+        Ok(Bound { listener, spare })
     }
 }
 
@@ -69,7 +108,7 @@ impl Bound {
 pub(crate) struct Running {
     pub(crate) cfg: VisitorConfig,
     pub(crate) stop: tokio_util::sync::CancellationToken,
-    pub(crate) spare: Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>,
+    pub(crate) spare: Arc<parking_lot::Mutex<Option<Spare>>>,
     /// Cancelled once its accept loop has returned: from then on a socket it shared with
     /// a successor is accepted on by the successor alone.
     pub(crate) ended: tokio_util::sync::CancellationToken,
@@ -91,11 +130,18 @@ pub(crate) async fn bind_all(
 pub(crate) async fn run(
     shared: Arc<Shared>,
     visitor: VisitorConfig,
-    listener: TcpListener,
+    listener: Listener,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let span = info_span!("visitor", name = %visitor.name);
     let visitor = Arc::new(visitor);
+    let listener = match listener {
+        Listener::Tcp(l) => l,
+        Listener::Udp(socket) => {
+            let task = crate::udp::run_visitor(shared, visitor, socket, stop);
+            return task.instrument(span).await;
+        }
+    };
     let mut listener = tunnel_transport::Acceptor::new(listener);
     async move {
         loop {
@@ -119,20 +165,46 @@ pub(crate) async fn run(
 
 async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
+    let Some((stream, guard, ctx)) = open_visit(&shared, &visitor).await else {
+        return;
+    };
+    let id = stream.id();
+    let counters = shared.visitor_counters.get(&visitor.name);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let bytes = Some(&counters.bytes);
+    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), bytes, || {
+        ctx.send_abort(id)
+    })
+    .await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    match end {
+        RelayEnd::Failed { error, .. } => {
+            debug!(stream = id, "connection failed: {error}");
+        }
+        end => debug!(stream = id, ?end, "connection finished"),
+    }
+}
+
+/// A stream to the visitor's proxy through the server, accepted by its owner; `None` when
+/// it could not be had (warned, once per window for refusals).
+pub(crate) async fn open_visit(
+    shared: &Shared,
+    visitor: &VisitorConfig,
+) -> Option<(MuxStream, AbortGuard, tunnel_mux::LaneSlot)> {
     let Some(lanes) = shared.current.read().clone() else {
         warn!("not connected to the server; closing the connection");
-        return;
+        return None;
     };
     let ctx = lanes.place();
     let mut stream = match ctx.control.open().await {
         Ok(s) => s,
         Err(e) => {
             warn!("cannot open a stream: {e}");
-            return;
+            return None;
         }
     };
-    let id = stream.id();
-    let guard = ctx.aborts.register(id);
+    let guard = ctx.aborts.register(stream.id());
     let open = Message::StreamOpen(StreamOpen::Visit {
         proxy: visitor.proxy.clone(),
         publish_port: visitor.publish_port,
@@ -140,7 +212,7 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
     });
     if let Err(e) = write_message(&mut stream, &open, MAX_FRAME).await {
         warn!("cannot reach the server: {e}");
-        return;
+        return None;
     }
     let status = tokio::time::timeout(STATUS_TIMEOUT, read_message(&mut stream, MAX_FRAME)).await;
     let refused = match status {
@@ -156,26 +228,13 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
         Ok(Err(e)) => Some(format!("stream failed: {e}")),
         Err(_) => Some(format!("no answer within {}s", STATUS_TIMEOUT.as_secs())),
     };
-    let counters = shared.visitor_counters.get(&visitor.name);
     if let Some(why) = refused {
         // Whoever refuses can do so for every connection: one line per window.
+        let counters = shared.visitor_counters.get(&visitor.name);
         if let Some(more) = counters.failures.check() {
             warn!(proxy = %visitor.proxy, "{why}{more}");
         }
-        return;
+        return None;
     }
-    counters.connections.fetch_add(1, Ordering::Relaxed);
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    let bytes = Some(&counters.bytes);
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), bytes, || {
-        ctx.send_abort(id)
-    })
-    .await;
-    counters.active.fetch_sub(1, Ordering::Relaxed);
-    match end {
-        RelayEnd::Failed { error, .. } => {
-            debug!(stream = id, "connection failed: {error}");
-        }
-        end => debug!(stream = id, ?end, "connection finished"),
-    }
+    Some((stream, guard, ctx))
 }

@@ -12,6 +12,7 @@
 //!   ends of a tunnel ([`AbortTable`]).
 //! * [`Lanes`] holds the connections of one session and places each new stream on the
 //!   least loaded one ([`Lane`], counted by [`LaneSlot`]); both engines use it.
+//! * [`relay_datagrams`] / [`serve_udp`] carry UDP flows, one stream per user address.
 //! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
 //!   the [`AbortTable`], everything else handed to the engine.
 //!
@@ -60,6 +61,7 @@
 
 mod config;
 mod control;
+mod datagram;
 mod driver;
 mod error;
 mod io;
@@ -76,6 +78,10 @@ pub use config::{
 };
 pub use control::{
     spawn_control, ControlChannel, ControlClosed, ControlInbox, ControlSender, Heartbeat,
+};
+pub use datagram::{
+    relay_datagrams, serve_udp, DatagramCounters, DirCounters, Downlink, FlowEnd, FlowLimits,
+    OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
 };
 pub use error::MuxError;
 pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};

@@ -122,6 +122,18 @@ pub enum ProtoError {
     )]
     UnknownCode(u8),
 
+    /// A UDP datagram over [`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes (on encode or decode).
+    #[error(
+        "datagram of {len} bytes is over the UDP limit of {max} bytes; on decode, the peer \
+         is not framing datagrams"
+    )]
+    DatagramTooLarge {
+        /// The datagram's length, or the length its prefix announced.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// A JSON body (registration) failed to parse or serialize.
     #[error("invalid registration JSON: {0}")]
     BadJson(String),

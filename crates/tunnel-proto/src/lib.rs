@@ -9,6 +9,7 @@
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`handshake`]: the handshake and session setup as client and server state machines.
 //! - [`register`]: JSON registration types.
+//! - [`datagram`]: UDP datagrams framed on a stream (a UDP proxy's flows).
 //! - [`peer`]: the server-to-server peer link (mutual proof, Forward).
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
@@ -63,6 +64,7 @@
 
 pub mod auth;
 mod bandwidth;
+pub mod datagram;
 mod error;
 pub mod frame;
 #[cfg(any(feature = "tokio", test))]
@@ -84,6 +86,7 @@ mod tests;
 
 pub use auth::{compute_mac, verify_mac, EKM_LABEL, EKM_LEN};
 pub use bandwidth::Bandwidth;
+pub use datagram::{encode_datagram, DatagramDecoder, MAX_DATAGRAM};
 pub use error::{HandshakeError, ProtoError};
 pub use frame::{
     decode_body, encode, encode_to_vec, parse_length, Decoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX,

@@ -126,6 +126,8 @@ pub enum ProxyKind {
     Http,
     /// HTTP/2.
     Http2,
+    /// UDP: each user address is a flow of datagrams (see [`crate::datagram`]).
+    Udp,
 }
 
 impl fmt::Display for ProxyKind {
@@ -134,6 +136,7 @@ impl fmt::Display for ProxyKind {
             Self::Tcp => "tcp",
             Self::Http => "http",
             Self::Http2 => "http2",
+            Self::Udp => "udp",
         })
     }
 }

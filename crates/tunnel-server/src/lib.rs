@@ -52,6 +52,7 @@ mod session;
 mod source_limit;
 mod stats;
 mod stream_budget;
+mod udp;
 mod vhost;
 mod visitor;
 

@@ -198,6 +198,32 @@ pub(crate) struct ProxyStats {
     /// Its client's limit (clients file scope), shared by the client's proxies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_bandwidth_limit: Option<String>,
+    /// Datagrams and flows of a `udp` proxy; absent for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpStats>,
+}
+
+/// A `udp` proxy's datagrams (in = toward the service) and flows (one per user address).
+#[derive(Debug, Serialize)]
+pub(crate) struct UdpStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub flows_open: u64,
+    pub flows_total: u64,
+    /// Dropped: a flow's queue was full, no flow could be opened, or too many flows.
+    pub datagrams_dropped: u64,
+}
+
+impl UdpStats {
+    fn of(c: &tunnel_mux::DatagramCounters) -> Self {
+        UdpStats {
+            datagrams_in: c.inbound.datagrams.load(Ordering::Relaxed),
+            datagrams_out: c.outbound.datagrams.load(Ordering::Relaxed),
+            flows_open: c.flows_open.load(Ordering::Relaxed),
+            flows_total: c.flows_total.load(Ordering::Relaxed),
+            datagrams_dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -236,11 +262,14 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                         connections_public: public,
                         connections_visitor: visitor,
                         connections_total: public.saturating_add(visitor),
-                        bytes_in: bytes.a_to_b,
-                        bytes_out: bytes.b_to_a,
+                        // A UDP proxy's payload is counted per datagram, not by a pipe.
+                        bytes_in: bytes.a_to_b + c.udp.inbound.bytes.load(Ordering::Relaxed),
+                        bytes_out: bytes.b_to_a + c.udp.outbound.bytes.load(Ordering::Relaxed),
                         denied_connections: c.denied.load(Ordering::Relaxed),
                         bandwidth_limit: limits.bandwidth.map(|b| b.to_string()),
                         client_bandwidth_limit: limits.client_bandwidth().map(|b| b.to_string()),
+                        udp: (spec.kind == tunnel_proto::ProxyKind::Udp)
+                            .then(|| UdpStats::of(&c.udp)),
                     }
                 })
                 .collect();
@@ -343,6 +372,39 @@ struct Sums {
     denied: u64,
 }
 
+/// The `udp` proxies' datagrams and flows, summed by proxy name.
+fn prometheus_udp(page: &mut Exposition, snap: &Snapshot) {
+    let mut by_proxy: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+    for p in snap.clients.iter().flat_map(|c| &c.proxies) {
+        if let Some(u) = &p.udp {
+            let s = by_proxy.entry(&p.name).or_default();
+            s[0] += u.datagrams_in;
+            s[1] += u.datagrams_out;
+            s[2] += u.flows_open;
+            s[3] += u.datagrams_dropped;
+        }
+    }
+    let f = page.counter_family(
+        "tunnel_udp_datagrams_total",
+        "Datagrams per udp proxy: in = toward the service, out = back.",
+    );
+    for (name, s) in &by_proxy {
+        f.sample(&[("proxy", name), ("direction", "in")], s[0]);
+        f.sample(&[("proxy", name), ("direction", "out")], s[1]);
+    }
+    let f = page.gauge_family("tunnel_udp_flows", "UDP flows (user addresses) open now.");
+    for (name, s) in &by_proxy {
+        f.sample(&[("proxy", name)], s[2]);
+    }
+    let f = page.counter_family(
+        "tunnel_udp_dropped_total",
+        "Datagrams dropped: a full flow queue, a flow that could not open, too many flows.",
+    );
+    for (name, s) in &by_proxy {
+        f.sample(&[("proxy", name)], s[3]);
+    }
+}
+
 /// Prometheus text exposition format, version 0.0.4.
 pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     let mut by_proxy: BTreeMap<&str, Sums> = BTreeMap::new();
@@ -395,6 +457,7 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
     for (name, s) in &by_proxy {
         f.sample(&[("proxy", name)], s.denied);
     }
+    prometheus_udp(&mut page, snap);
     page.counter(
         "tunnel_auth_failures_total",
         "Logins refused for a wrong auth key.",

@@ -344,9 +344,13 @@ async fn register_proxy(
         }
         return Err(taken(&label));
     }
+    let udp = match spec.publish_port {
+        Some(port) if spec.kind == ProxyKind::Udp => Some(crate::udp::bind(shared, port).await?),
+        _ => None,
+    };
     let listener = match spec.publish_port {
-        Some(port) => Some(bind(shared, port).await?),
-        None => None,
+        Some(port) if udp.is_none() => Some(bind(shared, port).await?),
+        _ => None,
     };
     let entry = Arc::new(ProxyEntry::new(key.clone(), spec));
     *entry.limits.write() = limits;
@@ -358,6 +362,9 @@ async fn register_proxy(
     let proxy = entry.label();
     if let Some(l) = listener {
         let task = listener::run(shared.clone(), entry, l);
+        shared.tasks.spawn(task.in_current_span());
+    } else if let Some(socket) = udp {
+        let task = crate::udp::run(shared.clone(), entry, socket);
         shared.tasks.spawn(task.in_current_span());
     }
     info!(%proxy, "proxy registered");
@@ -411,10 +418,13 @@ fn check_http_route(
     let Some(route) = &spec.http else {
         return Ok(none);
     };
-    if spec.kind == ProxyKind::Tcp {
+    if matches!(spec.kind, ProxyKind::Tcp | ProxyKind::Udp) {
         return Err(field_error(
             "type",
-            "HTTP routing settings on a tcp proxy; use type = \"http\" or \"http2\"",
+            format!(
+                "HTTP routing settings on a {} proxy; use type = \"http\" or \"http2\"",
+                spec.kind
+            ),
         ));
     }
     // The caps come first, on counts alone: nothing proportional to the peer's lists is done

@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod cluster_member;
 pub mod cluster_process;
 pub mod curl;
+pub mod dns;
 pub mod engines;
 pub mod etcd;
 pub mod http_services;
@@ -47,6 +48,7 @@ pub mod relay;
 pub mod services;
 pub mod tools;
 pub mod traffic;
+pub mod udp;
 
 pub use balancer::Balancer;
 pub use browser::Browser;
@@ -57,6 +59,7 @@ pub use cluster::{
 pub use cluster_member::{etcd_member, etcd_member_config, MEMBER_CLUSTER_KEY};
 pub use cluster_process::ClusterMember;
 pub use curl::{curl, curl_ok};
+pub use dns::{dig_batch, Dnsmasq, TEST_ZONE};
 pub use engines::*;
 pub use etcd::Etcd;
 pub use http_services::{
@@ -77,3 +80,4 @@ pub use relay::Relay;
 pub use services::{echo_service, http_service};
 pub use tools::{have, need, skip};
 pub use traffic::{quarter_echo_service, Traffic};
+pub use udp::{free_udp_port, udp_ask, udp_echo_service, udp_socket};

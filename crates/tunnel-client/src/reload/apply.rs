@@ -89,7 +89,7 @@ async fn bind_arriving(
     plan: &Plan,
     new: &ClientConfig,
 ) -> Result<Vec<(VisitorConfig, Bound)>, ClientError> {
-    let mut departing: Vec<(String, std::net::TcpListener)> = {
+    let mut departing: Vec<(String, crate::visitor::Spare)> = {
         let running = shared.visitors.lock();
         plan.visitors
             .departing()
@@ -106,7 +106,10 @@ async fn bind_arriving(
         let Some(v) = new.visitors.iter().find(|v| v.name == name) else {
             continue;
         };
-        let bound = match departing.iter().position(|(bind, _)| *bind == v.bind) {
+        let bound = match departing
+            .iter()
+            .position(|(bind, s)| *bind == v.bind && s.fits(v))
+        {
             // Taken out: two new visitors on one address fail as they would at start.
             Some(i) => Bound::share(v, &departing.swap_remove(i).1)?,
             None => Bound::bind(v).await?,

@@ -260,6 +260,7 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
         deny_ips,
         bandwidth_limit,
         http,
+        udp_idle_timeout,
     } = new;
     let HttpOptions {
         host_rewrite,
@@ -295,6 +296,10 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
     note("allow_ips", *allow_ips == old.allow_ips);
     note("deny_ips", *deny_ips == old.deny_ips);
     note("bandwidth_limit", *bandwidth_limit == old.bandwidth_limit);
+    note(
+        "udp_idle_timeout",
+        *udp_idle_timeout == old.udp_idle_timeout,
+    );
     note("host_rewrite", *host_rewrite == h.host_rewrite);
     note("request_headers", *request_headers == h.request_headers);
     note("response_headers", *response_headers == h.response_headers);
@@ -332,6 +337,7 @@ fn visitor_fields(old: &VisitorConfig, new: &VisitorConfig) -> (Vec<&'static str
         publish_port,
         bind,
         secret,
+        kind,
     } = new;
     let mut out = Vec::new();
     let mut note = |field: &'static str, same: bool| {
@@ -343,6 +349,7 @@ fn visitor_fields(old: &VisitorConfig, new: &VisitorConfig) -> (Vec<&'static str
     note("publish_port", *publish_port == old.publish_port);
     note("bind", *bind == old.bind);
     note("secret", *secret == old.secret);
+    note("type", *kind == old.kind);
     let server = *proxy != old.proxy || *publish_port != old.publish_port;
     (out, server)
 }

@@ -97,6 +97,7 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
         deny_ips: _,
         bandwidth_limit: _,
         http,
+        udp_idle_timeout: _,
     } = ProxyConfig::http("x", "h:1", None);
     let HttpOptions {
         host_rewrite: _,
@@ -147,6 +148,8 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
             |p| p.http.host_rewrite = Some("in".into()),
             false,
         ),
+        // Sent as the spec's idle_timeout of a udp proxy only: an http proxy's spec is the same.
+        ("udp_idle_timeout", |p| p.udp_idle_timeout = Some(5), false),
         (
             "request_headers",
             |p| {
@@ -205,12 +208,14 @@ fn visitor_edits() -> Vec<ItemEdit<VisitorConfig>> {
         publish_port: _,
         bind: _,
         secret: _,
+        kind: _,
     } = VisitorConfig::new("x", "y", 0, "h:1");
     vec![
         ("proxy", |v| v.proxy = "web".into(), true),
         ("publish_port", |v| v.publish_port = 8080, true),
         ("bind", |v| v.bind = "127.0.0.1:4".into(), false),
         ("secret", |v| v.secret = Some("s".into()), false),
+        ("type", |v| v.kind = ProxyKind::Udp, false),
     ]
 }
 

@@ -58,7 +58,7 @@ fn unknown_fields_are_rejected_everywhere() {
         json!({"proxies": [], "extra": 1}),
         json!({"proxies": [{"name": "a", "type": "tcp", "port": 1}]}),
         json!({"visitors": [{"name": "v", "proxy": "a", "secret": "x"}]}),
-        json!({"proxies": [{"name": "a", "type": "udp"}]}),
+        json!({"proxies": [{"name": "a", "type": "sctp"}]}),
     ];
     for bad in bad_requests {
         let body = [&[0x10][..], bad.to_string().as_bytes()].concat();

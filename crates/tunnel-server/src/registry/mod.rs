@@ -96,6 +96,8 @@ pub struct ProxyCounters {
     pub bytes: tunnel_mux::ByteCounters,
     /// User connections refused by the proxy's `allow_ips` / `deny_ips`.
     pub denied: AtomicU64,
+    /// Datagrams, bytes and flows of a `udp` proxy (zero for the others).
+    pub udp: Arc<tunnel_mux::DatagramCounters>,
 }
 
 /// One registered proxy. Its owner is the registry's to know (it changes by hand-over).
