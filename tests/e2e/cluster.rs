@@ -730,3 +730,58 @@ async fn a_server_cut_off_from_etcd_sends_its_clients_to_a_peer_that_reaches_it(
     .await;
     assert!(is_ready(&c));
 }
+
+/// The outage: etcd frozen for 30 s under two servers. Both lose it, ask each other
+/// (fencing), learn that neither reaches it, and keep every tunnel up: the published port
+/// answers on both servers, every second of the outage; a client is never asked to move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_frozen_for_thirty_seconds_under_two_servers_takes_no_tunnel_down() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let ttl = |c: ClusterConfig| ClusterConfig {
+        lease_ttl: Duration::from_secs(3),
+        ..c
+    };
+    let a = member_with(&etcd, "/outage/", "a", 1, None, ttl).await;
+    let b = member_with(&etcd, "/outage/", "b", 2, None, ttl).await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let c = client(
+        client_config(&a)
+            .with_id("steady")
+            .with_proxy(ProxyConfig::tcp("steady", &echo, Some(port))),
+    )
+    .await;
+    let (on_a, on_b) = (
+        SocketAddr::new(loopback(1), port),
+        SocketAddr::new(loopback(2), port),
+    );
+    eventually(WAIT, "the port answers on both servers", || async {
+        serves_at(on_a, Duration::from_secs(1)).await
+            && serves_at(on_b, Duration::from_secs(1)).await
+    })
+    .await;
+
+    etcd.pause().await;
+    let frozen = std::time::Instant::now();
+    while frozen.elapsed() < Duration::from_secs(30) {
+        for at in [on_a, on_b] {
+            assert!(
+                serves_at(at, Duration::from_secs(2)).await,
+                "{at} stopped answering {:?} into the outage",
+                frozen.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(logged(&["no other server reaches the registry either"]));
+    assert!(!logged(&[
+        "does not reach the registry but other servers do"
+    ]));
+    assert_eq!(a.snapshot().clients, 1, "the client was moved");
+    etcd.resume();
+    assert!(serves_at(on_a, Duration::from_secs(2)).await);
+    assert!(is_ready(&c));
+    drop(b);
+}
