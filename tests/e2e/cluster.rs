@@ -775,13 +775,11 @@ async fn etcd_frozen_for_thirty_seconds_under_two_servers_takes_no_tunnel_down()
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert!(logged(&["no other server reaches the registry either"]));
-    assert!(!logged(&[
-        "does not reach the registry but other servers do"
-    ]));
-    assert_eq!(a.snapshot().clients, 1, "the client was moved");
+    // Neither server took the other's silence for its own isolation: the client never moved.
+    // (Checked by what the servers hold, not by log lines, which other tests share.)
+    assert_eq!(a.snapshot().clients, 1, "the client left A");
+    assert_eq!(b.snapshot().clients, 0, "the client was moved to B");
     etcd.resume();
     assert!(serves_at(on_a, Duration::from_secs(2)).await);
     assert!(is_ready(&c));
-    drop(b);
 }

@@ -429,12 +429,16 @@ fn run(
             visitors: RwLock::new(Vec::new()),
             cluster: parking_lot::Mutex::new(None),
         });
-        if shared.logins.is_cancelled() {
-            // Draining: the client was told to go elsewhere, or logged in as the drain began.
-            info!("client turned away: this server is draining");
+        let isolated = shared.isolated.load(std::sync::atomic::Ordering::Acquire);
+        if shared.logins.is_cancelled() || isolated {
+            // Draining, or cut off from the registry its peers reach: the client was told
+            // to go elsewhere (or came as that began). Turned away before `install`, which
+            // would replace a same-instance session that still serves.
+            let why = if isolated { ISOLATED } else { DRAINING };
+            info!("client turned away: {why}");
             let msg = Message::Rejected(tunnel_proto::Rejected::new(
                 tunnel_proto::RejectCode::Internal,
-                DRAINING,
+                why,
             ));
             if channel.sender.send(msg).await.is_ok() {
                 let _ = tokio::time::timeout(REFUSAL_GRACE, &mut channel.ended).await;
@@ -515,6 +519,11 @@ fn install(
     }
     Ok(())
 }
+
+/// What a client logging in to a server cut off from the registry reads (see
+/// `cluster::fence`); it retries, on another server if it can.
+pub(crate) const ISOLATED: &str =
+    "this server cannot reach the cluster registry; connect to another server";
 
 /// What a client logging in during a drain reads; it retries, on another server if it can.
 pub(crate) const DRAINING: &str =

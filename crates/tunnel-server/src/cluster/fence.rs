@@ -24,12 +24,24 @@ use crate::Shared;
 /// How long one peer gets to answer a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What this server answers a peer's probe.
+/// What this server answers a peer's probe: `Ok` only if it reaches the registry *now*: its
+/// lease is alive, its last call was answered and none failed within a lease's time. The
+/// lease state alone lags: two servers that lost etcd together see their leases unconfirmed
+/// up to a renewal apart, and the first must not take the other's stale "alive" for an
+/// answer (it would send its clients away from a registry outage that hits everyone).
 pub(crate) fn probe_answer(shared: &Shared) -> Forwarded {
-    match shared.cluster.as_ref().map(|n| n.lease_state()) {
-        Some(LeaseState::Alive) => Forwarded::Ok,
-        Some(_) => Forwarded::Denied("this server does not reach the registry either".into()),
-        None => Forwarded::Denied("this server has no registry".into()),
+    let Some(node) = shared.cluster.as_ref() else {
+        return Forwarded::Denied("this server has no registry".into());
+    };
+    let health = node.store_health().snapshot();
+    let failed_lately = health
+        .last_error
+        .as_ref()
+        .is_some_and(|(_, ago)| *ago < node.lease_ttl());
+    if node.lease_state() == LeaseState::Alive && health.answered && !failed_lately {
+        Forwarded::Ok
+    } else {
+        Forwarded::Denied("this server does not reach the registry either".into())
     }
 }
 
