@@ -164,6 +164,9 @@ impl Drop for LaneSlot {
 pub struct Lanes {
     first: Arc<Lane>,
     extra: RwLock<Vec<Arc<Lane>>>,
+    /// Places promised to joins still being answered (see [`Lanes::reserve`]); changed only
+    /// under the `extra` write lock so that a check and its promise are one step.
+    reserved: AtomicUsize,
     max: usize,
 }
 
@@ -173,6 +176,7 @@ impl Lanes {
         Lanes {
             first,
             extra: RwLock::new(Vec::new()),
+            reserved: AtomicUsize::new(0),
             max: max.max(1),
         }
     }
@@ -238,12 +242,26 @@ impl Lanes {
         Ok(())
     }
 
-    /// Add an extra lane, unless the session has `max` already.
+    /// Add an extra lane, unless the session has `max` already (reserved places count).
     pub fn add(&self, lane: Arc<Lane>) -> Result<(), MuxError> {
-        let mut extra = self.extra.write().unwrap_or_else(PoisonError::into_inner);
-        self.room(1 + extra.len())?;
+        let mut extra = self.write();
+        self.room(1 + extra.len() + self.reserved.load(Ordering::Acquire))?;
         extra.push(lane);
         Ok(())
+    }
+
+    /// Promise a place to a lane whose join is about to be answered: two joins checked at
+    /// once must not both be told yes when only one fits, or the second is dropped after
+    /// its client heard "joined" and retries in a loop. The place is freed when the
+    /// reservation drops unused.
+    pub fn reserve(&self) -> Result<LaneReservation<'_>, MuxError> {
+        let extra = self.write();
+        self.room(1 + extra.len() + self.reserved.load(Ordering::Acquire))?;
+        self.reserved.fetch_add(1, Ordering::AcqRel);
+        Ok(LaneReservation {
+            lanes: self,
+            used: false,
+        })
     }
 
     /// Forget extra lane `id` (no new streams go there); the first lane stays.
@@ -275,6 +293,37 @@ impl Lanes {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Lane>>> {
         self.extra.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Lane>>> {
+        self.extra.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A place among a session's lanes kept for one join ([`Lanes::reserve`]).
+#[derive(Debug)]
+#[must_use = "the place is freed when the reservation drops"]
+pub struct LaneReservation<'a> {
+    lanes: &'a Lanes,
+    used: bool,
+}
+
+impl LaneReservation<'_> {
+    /// Take the place with `lane`.
+    pub fn fill(mut self, lane: Arc<Lane>) {
+        let mut extra = self.lanes.write();
+        self.lanes.reserved.fetch_sub(1, Ordering::AcqRel);
+        self.used = true;
+        extra.push(lane);
+    }
+}
+
+impl Drop for LaneReservation<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            let _extra = self.lanes.write();
+            self.lanes.reserved.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -342,6 +391,26 @@ mod tests {
         let first = control.open().await.expect("open the control stream");
         let (lane, _channel) = Lane::start(id, control, first, Heartbeat::default(), 4096);
         (lane, peer)
+    }
+
+    #[tokio::test]
+    async fn a_reserved_place_is_not_promised_twice_and_is_freed_unused() {
+        let (first, _p1) = lane(1).await;
+        let (second, _p2) = lane(2).await;
+        let (third, _p3) = lane(3).await;
+        let lanes = Lanes::new(first, 3);
+        let a = lanes.reserve().expect("room for a second lane");
+        let b = lanes.reserve().expect("room for a third lane");
+        assert!(matches!(
+            lanes.reserve(),
+            Err(MuxError::TooManyLanes { open: 3, max: 3 })
+        ));
+        assert!(lanes.add(third.clone()).is_err(), "add ignored the reservations");
+        a.fill(second);
+        assert_eq!(lanes.len(), 2);
+        drop(b);
+        lanes.add(third).expect("the unused place was freed");
+        assert_eq!(lanes.len(), 3);
     }
 
     #[tokio::test]

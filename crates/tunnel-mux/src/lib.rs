@@ -84,7 +84,7 @@ pub use datagram::{
     OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
 };
 pub use error::MuxError;
-pub use lanes::{settle, Lane, LaneSlot, Lanes, SETTLE};
+pub use lanes::{settle, Lane, LaneReservation, LaneSlot, Lanes, SETTLE};
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};
 pub use rate::{RateLimit, TokenBucket, BURST};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};

@@ -19,17 +19,6 @@ use crate::{visitor, Shared};
 /// How long a refused join's connection stays open for its answer to be read.
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why the session cannot take one more connection, in the words the client logs.
-fn refusal(e: &MuxError) -> String {
-    match e {
-        MuxError::TooManyLanes { open, max } => format!(
-            "extra connection refused: this client already has {open} (the server's \
-             max_connections_per_client is {max}); it goes on with those"
-        ),
-        other => format!("extra connection refused: {other}"),
-    }
-}
-
 /// Serve a connection whose first stream asked to join session `target` of the same client.
 /// `first` is that stream; the caller already welcomed and authenticated the connection, and
 /// `machine` decides whether the join is accepted.
@@ -45,9 +34,18 @@ pub(crate) async fn join(
     target: u64,
 ) {
     let found = find(shared, hello);
-    machine.join(found.as_ref().map(|(_, view)| view.clone()));
-    let session = match drive(&mut first, &mut machine).await {
-        Ok(_joined) => found.map(|(s, _)| s),
+    // The place is promised before the answer: two joins of one client checked at once must
+    // not both hear yes when one fits (the second would be dropped after "joined").
+    let reserved = found.as_ref().map(|(s, _)| s.lanes.reserve());
+    machine.join(found.as_ref().map(|(_, view)| {
+        let mut view = view.clone();
+        if let Some(Err(MuxError::TooManyLanes { open, .. })) = &reserved {
+            view.lanes = *open;
+        }
+        view
+    }));
+    match drive(&mut first, &mut machine).await {
+        Ok(_joined) => {}
         Err(TransportError::Setup(refusal)) => {
             warn!("{refusal}");
             // The refusal is queued on the stream: flush it with a FIN before the connection
@@ -65,18 +63,17 @@ pub(crate) async fn join(
             control.close();
             return;
         }
-    };
-    let Some(session) = session.filter(|s| s.id == target) else {
+    }
+    let (Some((session, _)), Some(Ok(place))) = (&found, reserved) else {
         control.close();
         return;
     };
-    let (lane, channel) = accept(shared, id, control, first);
-    // The check in the machine and this one race only with another join of the same client.
-    if let Err(e) = session.lanes.add(lane.clone()) {
-        warn!("{}", refusal(&e));
-        lane.close();
+    if session.id != target {
+        control.close();
         return;
     }
+    let (lane, channel) = accept(shared, id, control, first);
+    place.fill(lane.clone());
     let span = tracing::info_span!("joined", session = session.id);
     async {
         info!(connections = session.lanes.len(), "extra connection joined");
