@@ -39,7 +39,16 @@ async fn udp_stats(server: &ServerHandle, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datagram_is_echoed_through_the_tunnel_and_counted() {
     let echo = udp_echo_service().await;
-    let (server, _client, public) = publish_udp("echo", echo, |p| p).await;
+    let server = server().await;
+    let port = free_udp_port();
+    let client_stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _client = client(
+        client_config(&server)
+            .with_stats_bind(client_stats)
+            .with_proxy(ProxyConfig::udp("echo", &echo.to_string(), Some(port))),
+    )
+    .await;
+    let public = published(port);
     let sock = udp_socket().await;
     let back = udp_ask(&sock, public, b"hello over udp", WAIT).await;
     assert_eq!(back.as_deref(), Some(&b"hello over udp"[..]));
@@ -63,6 +72,28 @@ async fn a_datagram_is_echoed_through_the_tunnel_and_counted() {
         metrics.contains("tunnel_udp_datagrams_total{proxy=\"echo\",direction=\"in\"} 2")
             && metrics.contains("tunnel_udp_flows{proxy=\"echo\"} 1"),
         "{metrics}"
+    );
+    // The client counts the same datagrams on its side.
+    let mine = stats_get(client_stats, "/api/stats", &[]).await.json();
+    let p = &mine["proxies"][0];
+    assert_eq!(
+        (p["bytes_in"].as_u64(), p["bytes_out"].as_u64()),
+        (Some(14), Some(14))
+    );
+    let udp = &p["udp"];
+    assert_eq!(
+        (
+            &udp["datagrams_in"],
+            &udp["datagrams_out"],
+            &udp["flows_open"]
+        ),
+        (&2.into(), &2.into(), &1.into()),
+        "{udp}"
+    );
+    let text = stats_get(client_stats, "/metrics", &[]).await.body;
+    assert!(
+        text.contains("tunnel_proxy_datagrams_total{proxy=\"echo\",direction=\"in\"} 2"),
+        "{text}"
     );
 }
 

@@ -22,6 +22,9 @@ pub(crate) struct Counters {
     /// Failed connections are warned about once per window: users (or the server) can make
     /// them fail in bursts.
     pub failures: tunnel_transport::WarnLimit,
+    /// A `udp` proxy's or visitor's datagrams (in = toward the service) and flows; shared
+    /// with the visitor's socket, which counts its flows itself.
+    pub datagrams: Arc<tunnel_mux::DatagramCounters>,
 }
 
 /// Counters by name; entries outlive reloads so totals stay monotonic.
@@ -120,6 +123,34 @@ struct Live {
     active_streams: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Only for one that has carried a UDP flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp: Option<UdpLive>,
+}
+
+/// A `udp` proxy's or visitor's datagrams: in = toward the service, out = back.
+#[derive(Default, Serialize)]
+struct UdpLive {
+    datagrams_in: u64,
+    datagrams_out: u64,
+    /// Dropped: a full flow queue, a flow that could not open, too many flows.
+    datagrams_dropped: u64,
+    flows_open: u64,
+    flows_total: u64,
+}
+
+impl UdpLive {
+    fn of(c: &tunnel_mux::DatagramCounters) -> Option<Self> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let total = load(&c.flows_total);
+        (total > 0).then(|| UdpLive {
+            datagrams_in: load(&c.inbound.datagrams),
+            datagrams_out: load(&c.outbound.datagrams),
+            datagrams_dropped: load(&c.dropped),
+            flows_open: load(&c.flows_open),
+            flows_total: total,
+        })
+    }
 }
 
 /// A proxy: its settings (absent for one a reload removed; its counters stay) and counters.
@@ -172,11 +203,13 @@ impl ClientStats {
                 } else {
                     (b.a_to_b, b.b_to_a)
                 };
+                let d = &c.datagrams;
                 let live = Live {
                     connections: c.connections.load(Ordering::Relaxed),
                     active_streams: c.active.load(Ordering::Relaxed),
-                    bytes_in,
-                    bytes_out,
+                    bytes_in: bytes_in + d.inbound.bytes.load(Ordering::Relaxed),
+                    bytes_out: bytes_out + d.outbound.bytes.load(Ordering::Relaxed),
+                    udp: UdpLive::of(d),
                 };
                 (name, live)
             })
@@ -309,6 +342,19 @@ impl StatsSource for ClientStats {
             for (name, i) in &items {
                 f.sample(&[(what, name), ("direction", "in")], i.bytes_in);
                 f.sample(&[(what, name), ("direction", "out")], i.bytes_out);
+            }
+            let f = page.counter_family(
+                &format!("tunnel_{what}_datagrams_total"),
+                "UDP datagrams: in = toward the service, out = back, dropped = not delivered.",
+            );
+            for (name, i) in &items {
+                let Some(u) = &i.udp else { continue };
+                f.sample(&[(what, name), ("direction", "in")], u.datagrams_in);
+                f.sample(&[(what, name), ("direction", "out")], u.datagrams_out);
+                f.sample(
+                    &[(what, name), ("direction", "dropped")],
+                    u.datagrams_dropped,
+                );
             }
         }
         page.render()

@@ -10,8 +10,8 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use tunnel_mux::{
-    relay_datagrams, AbortGuard, DatagramCounters, DirCounters, Downlink, FlowEnd, FlowLimits,
-    MuxStream, OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
+    relay_datagrams, AbortGuard, Downlink, FlowEnd, FlowLimits, MuxStream, OpenedFlow, Uplink,
+    DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
 };
 use tunnel_proto::{Message, ProxyKind, StreamStatus};
 use tunnel_transport::write_message;
@@ -53,17 +53,19 @@ pub(crate) async fn serve_flow(
     let counters = shared.proxy_counters.get(&cfg.name);
     counters.connections.fetch_add(1, Ordering::Relaxed);
     counters.active.fetch_add(1, Ordering::Relaxed);
+    let flows = &counters.datagrams;
+    flows.flows_open.fetch_add(1, Ordering::Relaxed);
+    flows.flows_total.fetch_add(1, Ordering::Relaxed);
     let idle = Duration::from_secs(cfg.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE).max(1));
-    // The stream's bytes counters: `a` is the local side, as for the other proxies.
-    let (to_service, from_service) = (DirCounters::default(), DirCounters::default());
+    // Counted as the datagrams pass, so the stats move during a long flow.
     let relay = relay_datagrams(
         stream,
         Uplink::Connected(&socket),
         Downlink::Connected(&socket),
         idle,
         guard.token(),
-        &from_service,
-        &to_service,
+        &flows.outbound,
+        &flows.inbound,
     );
     // A flow has no end of its own but the idle timeout: a shutdown's grace is for
     // connections finishing, so flows stop at once.
@@ -71,11 +73,7 @@ pub(crate) async fn serve_flow(
         end = relay => end,
         () = shared.shutdown.cancelled() => FlowEnd::Stopped,
     };
-    let bytes = &counters.bytes;
-    let sent = from_service.bytes.load(Ordering::Relaxed);
-    bytes.a_to_b.fetch_add(sent, Ordering::Relaxed);
-    let got = to_service.bytes.load(Ordering::Relaxed);
-    bytes.b_to_a.fetch_add(got, Ordering::Relaxed);
+    flows.flows_open.fetch_sub(1, Ordering::Relaxed);
     counters.active.fetch_sub(1, Ordering::Relaxed);
     if let FlowEnd::Failed(_) = end {
         ctx.send_abort(id);
@@ -98,7 +96,7 @@ pub(crate) async fn run_visitor(
         queue: DEFAULT_FLOW_QUEUE,
     };
     let what = format!("UDP visitor {}", visitor.name);
-    let counters = Arc::new(DatagramCounters::default());
+    let counters = shared.visitor_counters.get(&visitor.name).datagrams.clone();
     let tasks = shared.streams.clone();
     let open = move |from| {
         let (shared, visitor) = (shared.clone(), visitor.clone());

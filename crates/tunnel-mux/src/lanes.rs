@@ -405,7 +405,10 @@ mod tests {
             lanes.reserve(),
             Err(MuxError::TooManyLanes { open: 3, max: 3 })
         ));
-        assert!(lanes.add(third.clone()).is_err(), "add ignored the reservations");
+        assert!(
+            lanes.add(third.clone()).is_err(),
+            "add ignored the reservations"
+        );
         a.fill(second);
         assert_eq!(lanes.len(), 2);
         drop(b);
