@@ -77,7 +77,7 @@ pub(crate) async fn join(
     let span = tracing::info_span!("joined", session = session.id);
     async {
         info!(connections = session.lanes.len(), "extra connection joined");
-        let end = serve(shared, &session, &lane, incoming, channel).await;
+        let end = serve(shared, session, &lane, incoming, channel).await;
         let by_peer = !session.cancel.is_cancelled();
         session.lanes.retire(&lane, by_peer).await;
         let connections = session.lanes.len();
