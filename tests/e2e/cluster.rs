@@ -589,6 +589,57 @@ async fn a_port_published_on_b_answers_on_every_server() {
     drop(a);
 }
 
+/// A UDP port published on B answers on A too: each sender's flow goes over the peer link
+/// and its answers come back to that sender; when the client leaves, A lets the port go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_port_published_on_b_answers_datagrams_on_every_server() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let a = member(&etcd, "/udp/", "a", 1, None).await;
+    let b = member(&etcd, "/udp/", "b", 2, None).await;
+    let echo = udp_echo_service().await.to_string();
+    let port = free_udp_port();
+    let owner = client(
+        client_config(&b)
+            .with_id("dns-owner")
+            .with_proxy(ProxyConfig::udp("dns", &echo, Some(port))),
+    )
+    .await;
+    let on = move |ip: u8| SocketAddr::new(loopback(ip), port);
+    let probe = udp_socket().await;
+    eventually(WAIT, "A answers B's UDP port", || async {
+        udp_ask(&probe, on(1), b"ping", Duration::from_millis(500))
+            .await
+            .is_some()
+    })
+    .await;
+    let senders: Vec<_> = (0..8u32)
+        .map(|i| {
+            tokio::spawn(async move {
+                let sock = udp_socket().await;
+                for j in 0..5u32 {
+                    let msg = format!("sender {i} datagram {j}");
+                    let back = udp_ask(&sock, on(1), msg.as_bytes(), WAIT).await;
+                    assert_eq!(back.as_deref(), Some(msg.as_bytes()), "sender {i}");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let big = random_bytes(60_000, 4);
+    assert!(udp_ask(&probe, on(1), &big, WAIT).await.unwrap() == big);
+    // The client leaves: A closes its socket, so the port can be bound again there.
+    owner.shutdown();
+    eventually(WAIT, "A lets the UDP port go", || async {
+        std::net::UdpSocket::bind(on(1)).is_ok()
+    })
+    .await;
+    drop((a, b));
+}
+
 /// The dashboard of a cluster member lists every server of the registry, itself marked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_clusters_servers() {

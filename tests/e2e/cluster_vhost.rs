@@ -503,6 +503,7 @@ async fn an_unreachable_domain_server_is_a_502_not_a_404() {
         peer_addr: format!("127.0.0.1:{port}"),
         epoch: 1,
         local: false,
+        udp: false,
     };
     a.locator.set_domain("dead.test", dead);
     let got = get(&a.server, "dead.test", "/", &[]).await;

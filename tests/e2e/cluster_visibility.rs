@@ -325,6 +325,7 @@ async fn a_moved_registration_and_an_unreachable_peer_count_by_reason() {
         peer_addr: format!("127.0.0.1:{dead_port}"),
         epoch: 1,
         local: false,
+        udp: false,
     });
     let (moved, gone) = (visitor_bind(), visitor_bind());
     let _guest = client(

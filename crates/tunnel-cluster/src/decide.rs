@@ -62,6 +62,8 @@ pub struct ProxyClaim {
     pub publish_port: u16,
     /// Its virtual hosts, normalised by the server (each a `domain/` key).
     pub domains: Vec<String>,
+    /// The publish port is UDP: the other servers forward datagrams, not connections.
+    pub udp: bool,
 }
 
 /// What the store holds for one key.
@@ -362,6 +364,7 @@ fn proxy_puts(
                 instance: who.instance,
                 server_id: who.server_id.clone(),
                 epoch: 0,
+                udp: p.udp,
             }),
             false,
         ));

@@ -83,6 +83,10 @@ pub struct PortRecord {
     /// The registration epoch.
     #[serde(default)]
     pub epoch: i64,
+    /// A UDP port: the other servers bind it for datagrams. Written only when true, so that
+    /// a TCP port's record reads the same to a server from before UDP proxies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// `domain/<host>`: which client a virtual host belongs to. A host and all its locations

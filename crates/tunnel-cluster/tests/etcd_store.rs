@@ -597,6 +597,7 @@ fn web(port: u16) -> ProxyClaim {
         name: "web".into(),
         publish_port: port,
         domains: vec!["web.example.com".into()],
+        udp: false,
     }
 }
 

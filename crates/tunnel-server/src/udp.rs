@@ -19,6 +19,11 @@ pub(crate) const DEFAULT_UDP_IDLE: u64 = 60;
 
 /// Bind the proxy's UDP port on the server's `publish_addr`.
 pub(crate) async fn bind(shared: &Shared, port: u16) -> Result<UdpSocket, FieldError> {
+    // Until now another server's (its client moved here): this one forwarded the port and
+    // lets go of it first, as for TCP.
+    if let Some(peer) = &shared.peer {
+        peer.forwarding.release(port).await;
+    }
     let addr = SocketAddr::new(shared.cfg.publish_addr, port);
     UdpSocket::bind(addr).await.map_err(|e| FieldError {
         field: "publish_port".into(),
@@ -65,7 +70,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, socket: Udp
 
 /// The stream of a new flow from `peer`: counted like a user connection against the owner's
 /// stream limits.
-async fn open_flow(
+pub(crate) async fn open_flow(
     shared: Arc<Shared>,
     entry: Arc<ProxyEntry>,
     peer: SocketAddr,

@@ -46,6 +46,7 @@ impl ClusterServer {
             peer_addr: self.peer_addr(),
             epoch,
             local,
+            udp: false,
         }
     }
 }

@@ -110,6 +110,7 @@ async fn the_cache_follows_registrations_takeovers_and_lease_expiry() {
         name: "web".into(),
         publish_port: 80,
         domains: vec!["a.com".into()],
+        udp: false,
     }];
     let Registered::Done(reg) = r.register(&who("A"), la, &proxies).await.unwrap() else {
         panic!()

@@ -22,6 +22,7 @@ fn proxy(name: &str, port: u16, domains: &[&str]) -> ProxyClaim {
         name: name.into(),
         publish_port: port,
         domains: domains.iter().map(|d| d.to_string()).collect(),
+        udp: false,
     }
 }
 

@@ -111,6 +111,7 @@ async fn reaching_peers(peer: &crate::peer::Peer, node: &Node) -> Vec<String> {
                 peer_addr: r.peer_addr,
                 epoch: 0,
                 local: false,
+                udp: false,
             };
             async move {
                 let fwd = Forward {

@@ -48,6 +48,7 @@ impl NodeLocator {
             peer_addr: at.peer_addr.to_string(),
             epoch: u64::try_from(at.epoch).unwrap_or(0),
             local: at.local,
+            udp: false,
         }
     }
 }
@@ -74,7 +75,11 @@ impl Locate for NodeLocator {
         self.node
             .published_ports()
             .into_iter()
-            .filter_map(|(port, name)| self.locate(&name, port))
+            .filter_map(|p| {
+                let mut at = self.locate(&p.name, p.port)?;
+                at.udp = p.udp;
+                Some(at)
+            })
             .collect()
     }
 
@@ -185,6 +190,7 @@ mod tests {
             name: "site".into(),
             publish_port: 0,
             domains: vec!["*.app.test".into()],
+            udp: false,
         };
         let Registered::Done(reg) = b
             .register("c", [1; 16], std::slice::from_ref(&claim))

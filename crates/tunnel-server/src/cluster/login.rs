@@ -123,5 +123,6 @@ pub(crate) fn claim_of(cfg: &crate::ServerConfig, spec: &tunnel_proto::ProxySpec
         name: spec.name.clone(),
         publish_port: spec.publish_port.unwrap_or(0),
         domains,
+        udp: spec.kind == tunnel_proto::ProxyKind::Udp,
     }
 }

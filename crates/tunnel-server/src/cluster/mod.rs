@@ -63,6 +63,15 @@ pub(crate) struct Located {
     pub local: bool,
 }
 
+/// A publish port of the cluster and the proxy it leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublishedPort {
+    pub port: u16,
+    pub name: String,
+    /// Datagrams, not connections: the other servers bind it as UDP.
+    pub udp: bool,
+}
+
 /// What one session holds in the registry: the guards of its release.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Held {
@@ -89,7 +98,7 @@ pub(crate) struct Node {
     lease_forward: Mutex<Option<JoinHandle<()>>>,
     cache: Cache,
     _cache_task: CacheTask,
-    ports: watch::Receiver<Vec<(u16, String)>>,
+    ports: watch::Receiver<Vec<PublishedPort>>,
     ports_task: JoinHandle<()>,
     /// Servers already warned about for an unusable peer address: once each, not per lookup.
     #[allow(dead_code)] // for the peer link
@@ -357,12 +366,12 @@ impl Node {
     }
 
     /// Every publish port in the cluster and the proxy it leads to, sorted by port.
-    pub(crate) fn published_ports(&self) -> Vec<(u16, String)> {
+    pub(crate) fn published_ports(&self) -> Vec<PublishedPort> {
         self.ports.borrow().clone()
     }
 
     /// [`Node::published_ports`], as it changes.
-    pub(crate) fn published_ports_changes(&self) -> watch::Receiver<Vec<(u16, String)>> {
+    pub(crate) fn published_ports_changes(&self) -> watch::Receiver<Vec<PublishedPort>> {
         self.ports.clone()
     }
 
@@ -382,7 +391,7 @@ impl Node {
 /// list unchanged: the port changed servers under the same proxy name (a server the owner
 /// left must now forward the port it served), or its proxy or server record arrived after
 /// its port record (until then the port cannot be located, so it was not forwarded).
-async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
+async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<PublishedPort>>) {
     let mut owners: Vec<(u16, String, bool)> = Vec::new();
     loop {
         let mut ports = cache.ports();
@@ -397,7 +406,14 @@ async fn follow_ports(cache: Cache, tx: watch::Sender<Vec<(u16, String)>>) {
             .collect();
         let moved = owners != now_owners;
         owners = now_owners;
-        let now: Vec<(u16, String)> = ports.into_iter().map(|(p, r)| (p, r.name)).collect();
+        let now: Vec<PublishedPort> = ports
+            .into_iter()
+            .map(|(port, r)| PublishedPort {
+                port,
+                name: r.name,
+                udp: r.udp,
+            })
+            .collect();
         tx.send_if_modified(|old| {
             let changed = *old != now || moved;
             *old = now;

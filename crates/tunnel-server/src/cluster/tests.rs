@@ -27,6 +27,7 @@ fn claim(name: &str, port: u16) -> ProxyClaim {
         name: name.to_string(),
         publish_port: port,
         domains: Vec::new(),
+        udp: false,
     }
 }
 
@@ -115,7 +116,12 @@ async fn published_ports_follow_the_registry() {
         .unwrap()
         .unwrap();
     // The private proxy publishes nothing.
-    assert_eq!(b.published_ports(), vec![(8080, "web".to_string())]);
+    let web = super::PublishedPort {
+        port: 8080,
+        name: "web".into(),
+        udp: false,
+    };
+    assert_eq!(b.published_ports(), vec![web]);
     assert_eq!(a.release(&reg.held).await.unwrap(), reg.held.len());
     until("the port is gone", || b.published_ports().is_empty()).await;
 }

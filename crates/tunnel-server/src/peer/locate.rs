@@ -27,6 +27,8 @@ pub struct Located {
     pub epoch: u64,
     /// Whether this server is the owner.
     pub local: bool,
+    /// A UDP publish port (only [`Locate::published_ports`] says; false elsewhere).
+    pub udp: bool,
 }
 
 /// The registry as the peer link needs it. The etcd-backed cluster node implements it; so
@@ -202,6 +204,7 @@ mod tests {
             peer_addr: "127.0.0.1:1".into(),
             epoch,
             local,
+            udp: false,
         }
     }
 

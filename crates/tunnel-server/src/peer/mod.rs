@@ -19,6 +19,7 @@ mod pool;
 pub(crate) mod ports;
 mod serve;
 mod traffic;
+mod udp;
 mod vhost;
 mod visit;
 

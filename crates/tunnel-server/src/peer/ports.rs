@@ -31,6 +31,7 @@ const TAKING_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Open {
     name: String,
+    udp: bool,
     stop: CancellationToken,
     ended: CancellationToken,
 }
@@ -134,17 +135,21 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             !held
         });
         held_since.retain(|p, _| held_now.contains(p));
-        let want: HashMap<u16, String> = remote
+        let want: HashMap<u16, (String, bool)> = remote
             .into_iter()
-            .map(|l| (l.publish_port, l.name))
+            .map(|l| (l.publish_port, (l.name, l.udp)))
             .collect();
         let want_ports: HashSet<u16> = want.keys().copied().collect();
-        for (port, name) in want {
+        for (port, (name, udp)) in want {
             let mut st = peer.forwarding.0.lock();
             if st.taking.contains_key(&port) || st.closing.contains_key(&port) {
                 continue;
             }
-            if st.open.get(&port).is_some_and(|open| open.name == name) {
+            if st
+                .open
+                .get(&port)
+                .is_some_and(|open| open.name == name && open.udp == udp)
+            {
                 continue;
             }
             st.close(port);
@@ -157,7 +162,7 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
                 }
                 continue;
             }
-            match bind(&shared, &peer, port, &name) {
+            match bind(&shared, &peer, port, &name, udp) {
                 Ok(open) => {
                     st.open.insert(port, open);
                     failing.remove(&port);
@@ -261,7 +266,33 @@ struct Failing {
 
 /// Bind and start a forwarding listener; synchronous, so that it happens under the
 /// [`Forwarding`] lock (a local bind is a system call, not a wait).
-fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> std::io::Result<Open> {
+fn bind(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    port: u16,
+    name: &str,
+    udp: bool,
+) -> std::io::Result<Open> {
+    if udp {
+        let stop = CancellationToken::new();
+        let ended = CancellationToken::new();
+        let task = super::udp::bind(shared, peer, port, name, stop.clone())?;
+        let done = ended.clone();
+        let span = tracing::info_span!("forwarding", proxy = name, port, udp = true);
+        shared.tasks.spawn(
+            async move {
+                task.await;
+                done.cancel();
+            }
+            .instrument(span),
+        );
+        return Ok(Open {
+            name: name.to_owned(),
+            udp,
+            stop,
+            ended,
+        });
+    }
     let addr = SocketAddr::new(shared.cfg.publish_addr, port);
     // As TcpListener::bind does (SO_REUSEADDR, so that connections in TIME_WAIT on the port
     // do not keep it), without its await.
@@ -296,6 +327,7 @@ fn bind(shared: &Arc<Shared>, peer: &Arc<Peer>, port: u16, name: &str) -> std::i
     );
     Ok(Open {
         name: name.to_owned(),
+        udp,
         stop,
         ended,
     })
