@@ -8,7 +8,7 @@
 //! - [`message`]: every [`Message`] and its binary body.
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`handshake`]: the handshake and session setup as client and server state machines.
-//! - [`register`]: JSON registration types.
+//! - [`register`]: JSON registration types; [`publish`]: automatic and ranged ports in them.
 //! - [`datagram`]: UDP datagrams framed on a stream (a UDP proxy's flows).
 //! - [`peer`]: the server-to-server peer link (mutual proof, Forward).
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
@@ -76,6 +76,7 @@ pub mod peer;
 mod peer_text;
 pub mod proxy_protocol;
 mod read_buffer;
+pub mod publish;
 pub mod register;
 pub mod seconds;
 mod warn_limit;
@@ -101,6 +102,7 @@ pub use message::{
 };
 pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
 pub use read_buffer::{ReadBuffer, SMALL_READ};
+pub use publish::{PortRequest, MAX_PORT_BLOCK};
 pub use register::{
     validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,
     RegisterReply, RegisterRequest, VisitorSpec,
