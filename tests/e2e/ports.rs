@@ -32,7 +32,8 @@ fn given_port(c: &ClientHandle, name: &str) -> u16 {
         panic!("the client is not registered");
     };
     let item = reply.results.iter().find(|r| r.name == name).unwrap();
-    item.port.unwrap_or_else(|| panic!("no port given for {name}: {item:?}"))
+    item.port
+        .unwrap_or_else(|| panic!("no port given for {name}: {item:?}"))
 }
 
 /// What a connection to `port` reads before the service closes it.
@@ -74,7 +75,10 @@ async fn auto_picks_an_allowed_port_logs_and_shows_it_and_keeps_it_across_a_rest
     };
     let a = client(cfg("auto-a").with_stats_bind(stats)).await;
     let port = given_port(&a, "web");
-    assert!((first..=first + 1).contains(&port), "{port} outside allow_ports");
+    assert!(
+        (first..=first + 1).contains(&port),
+        "{port} outside allow_ports"
+    );
     let data = random_bytes(100_000, 18);
     assert!(roundtrip(published(port), &data).await == data);
 
@@ -98,7 +102,11 @@ async fn auto_picks_an_allowed_port_logs_and_shows_it_and_keeps_it_across_a_rest
     let other = given_port(&b, "web");
     assert_ne!(other, port);
     let a = client(cfg("auto-a")).await;
-    assert_eq!(given_port(&a, "web"), port, "not the same port after a restart");
+    assert_eq!(
+        given_port(&a, "web"),
+        port,
+        "not the same port after a restart"
+    );
     assert!(roundtrip(published(port), &data).await == data);
     drop(b);
 }
@@ -138,13 +146,9 @@ async fn each_port_of_a_block_reaches_its_own_local_port() {
     }
     let public = free_port_block(5);
     let local_addr = format!("127.0.0.1:{local}-{}", local + 4);
-    let c = client(client_config(&server).with_proxy(block(
-        "range",
-        &local_addr,
-        public,
-        public + 4,
-    )))
-    .await;
+    let c =
+        client(client_config(&server).with_proxy(block("range", &local_addr, public, public + 4)))
+            .await;
     assert_eq!(given_port(&c, "range"), public);
     // Last to first, so that an off-by-one or a fixed local port cannot pass.
     for i in (0..5).rev() {
@@ -180,13 +184,17 @@ async fn a_block_with_one_port_taken_is_refused_whole_with_the_reason() {
     let public = free_port_block(5);
     let taken = public + 2;
     let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
-    let cfg = client_config(&server).with_proxy(block("blocked", &echo.to_string(), public, public + 4));
+    let cfg =
+        client_config(&server).with_proxy(block("blocked", &echo.to_string(), public, public + 4));
     let mut c = tunnel_client::start(cfg).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(10), c.ready())
         .await
         .unwrap()
         .unwrap();
-    let e = reply.results[0].error.as_ref().expect("the block was granted");
+    let e = reply.results[0]
+        .error
+        .as_ref()
+        .expect("the block was granted");
     assert_eq!(e.field, "publish_port");
     assert!(
         e.message.contains(&format!("port {taken} of the block"))
@@ -194,7 +202,10 @@ async fn a_block_with_one_port_taken_is_refused_whole_with_the_reason() {
         "{e}"
     );
     for p in (public..public + 5).filter(|p| *p != taken) {
-        assert!(!is_listening(p).await, "port {p} of a refused block listens");
+        assert!(
+            !is_listening(p).await,
+            "port {p} of a refused block listens"
+        );
     }
     assert_eq!(server.snapshot().proxies, 0);
 }
@@ -204,7 +215,8 @@ async fn udp_gets_an_automatic_port_too() {
     let first = free_port_block(10);
     let server = server_with(|c| c.with_allow_ports(ports(first, first + 9))).await;
     let echo = udp_echo_service().await;
-    let proxy = ProxyConfig::udp("dns", &echo.to_string(), None).with_publish_port(PublishPort::Auto);
+    let proxy =
+        ProxyConfig::udp("dns", &echo.to_string(), None).with_publish_port(PublishPort::Auto);
     let c = client(client_config(&server).with_proxy(proxy)).await;
     let port = given_port(&c, "dns");
     assert!((first..first + 10).contains(&port));
@@ -245,5 +257,8 @@ fn the_library_refuses_what_check_refuses() {
         .with_auth_key("k")
         .with_proxy(block("huge", "127.0.0.1:1", 6000, 7000));
     let p = cfg.problems();
-    assert!(p.iter().any(|p| p.message.contains("at most 1000")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.message.contains("at most 1000")),
+        "{p:?}"
+    );
 }

@@ -99,7 +99,9 @@ impl FromStr for PublishPort {
             Some((a, b)) => {
                 let (first, last) = (port(a)?, port(b)?);
                 if first > last {
-                    return Err(format!("{s:?} is an empty range: write the lower port first"));
+                    return Err(format!(
+                        "{s:?} is an empty range: write the lower port first"
+                    ));
                 }
                 Ok(PublishPort::Range { first, last })
             }
@@ -119,7 +121,9 @@ impl<'de> Deserialize<'de> for PublishPort {
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PublishPort, E> {
                 u16::try_from(v).map(PublishPort::Port).map_err(|_| {
-                    E::custom(format!("{v} is not a port: use 1 to 65535, \"auto\" or a range"))
+                    E::custom(format!(
+                        "{v} is not a port: use 1 to 65535, \"auto\" or a range"
+                    ))
                 })
             }
 
@@ -297,7 +301,10 @@ mod tests {
 
     #[test]
     fn local_ports_split_host_and_ports() {
-        assert_eq!(local_ports("127.0.0.1:7000"), Some(("127.0.0.1", 7000, 7000)));
+        assert_eq!(
+            local_ports("127.0.0.1:7000"),
+            Some(("127.0.0.1", 7000, 7000))
+        );
         assert_eq!(
             local_ports("127.0.0.1:7000-7004"),
             Some(("127.0.0.1", 7000, 7004))
@@ -356,7 +363,10 @@ mod tests {
                 last: 6010
             })
         );
-        assert_eq!((specs[3].publish_port, specs[3].publish_ports), (Some(8080), None));
+        assert_eq!(
+            (specs[3].publish_port, specs[3].publish_ports),
+            (Some(8080), None)
+        );
     }
 
     #[test]
@@ -366,7 +376,10 @@ mod tests {
         );
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "proxies[0].publish_port");
-        assert!(p[0].1.contains("1001 ports") && p[0].1.contains("at most 1000"), "{p:?}");
+        assert!(
+            p[0].1.contains("1001 ports") && p[0].1.contains("at most 1000"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -398,7 +411,8 @@ mod tests {
              publish_port=\"auto\"\n",
         );
         assert!(
-            p.iter().any(|(f, m)| f == "proxies[0].publish_port" && m.contains("domains")),
+            p.iter()
+                .any(|(f, m)| f == "proxies[0].publish_port" && m.contains("domains")),
             "{p:?}"
         );
     }
@@ -406,10 +420,11 @@ mod tests {
     #[test]
     fn a_bad_value_is_a_syntax_error_at_its_place() {
         for bad in ["\"sometimes\"", "\"7000-6000\"", "70000", "-1"] {
-            let text = format!(
-                "{BASE}[[proxies]]\nname=\"a\"\nlocal_addr=\"h:1\"\npublish_port={bad}\n"
-            );
-            let e = crate::ClientConfig::from_toml(&text).unwrap_err().to_string();
+            let text =
+                format!("{BASE}[[proxies]]\nname=\"a\"\nlocal_addr=\"h:1\"\npublish_port={bad}\n");
+            let e = crate::ClientConfig::from_toml(&text)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("proxies[0].publish_port"), "{bad}: {e}");
         }
     }

@@ -75,8 +75,8 @@ pub mod message;
 pub mod peer;
 mod peer_text;
 pub mod proxy_protocol;
-mod read_buffer;
 pub mod publish;
+mod read_buffer;
 pub mod register;
 pub mod seconds;
 mod warn_limit;
@@ -101,8 +101,8 @@ pub use message::{
     Welcome, HELLO_MAGIC, MAX_STR,
 };
 pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
-pub use read_buffer::{ReadBuffer, SMALL_READ};
 pub use publish::{PortRequest, MAX_PORT_BLOCK};
+pub use read_buffer::{ReadBuffer, SMALL_READ};
 pub use register::{
     validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,
     RegisterReply, RegisterRequest, VisitorSpec,

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn json_shape_of_auto_and_block() {
-        assert_eq!(serde_json::to_value(PortRequest::Auto).unwrap(), json!("auto"));
+        assert_eq!(
+            serde_json::to_value(PortRequest::Auto).unwrap(),
+            json!("auto")
+        );
         assert_eq!(
             serde_json::to_value(PortRequest::block(6000, 6010).unwrap()).unwrap(),
             json!({"block": {"first": 6000, "last": 6010}})
@@ -120,8 +123,13 @@ mod tests {
     fn blocks_are_bounded_and_ordered() {
         assert!(PortRequest::block(6000, 6999).is_ok());
         let e = PortRequest::block(6000, 7000).unwrap_err();
-        assert!(e.contains("1001 ports") && e.contains("at most 1000"), "{e}");
-        assert!(PortRequest::block(10, 9).unwrap_err().contains("lower port first"));
+        assert!(
+            e.contains("1001 ports") && e.contains("at most 1000"),
+            "{e}"
+        );
+        assert!(PortRequest::block(10, 9)
+            .unwrap_err()
+            .contains("lower port first"));
         assert!(PortRequest::block(0, 9).is_err());
         assert!(PortRequest::block(65535, 65535).is_ok());
         // A peer can send what `block` would refuse: `check` is what the server runs.

@@ -168,7 +168,10 @@ mod tests {
         let first = a.candidates("c1", "web", &allowed, |_| true);
         assert_eq!(first.len(), MAX_TRIES);
         assert!(first.iter().all(|p| (6000..=6099).contains(p)));
-        assert_eq!(first, AutoPorts::default().candidates("c1", "web", &allowed, |_| true));
+        assert_eq!(
+            first,
+            AutoPorts::default().candidates("c1", "web", &allowed, |_| true)
+        );
         let mut unique = first.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -209,7 +212,7 @@ mod tests {
         assert_eq!(a.remembered("c2", "api"), Some(6000));
         a.remember("c2", "api", 6001);
         assert_eq!(a.remembered("c2", "api"), Some(6001));
-        assert!(a.memory.lock().by_port.get(&6000).is_none());
+        assert!(!a.memory.lock().by_port.contains_key(&6000));
     }
 
     #[test]

@@ -52,7 +52,11 @@ pub(crate) fn check(shared: &Shared, spec: &ProxySpec, req: PortRequest) -> Resu
 
 /// The keys `spec` may hold already, kept through the release of unlisted proxies that
 /// runs before registration: its remembered port when automatic, each port of a block.
-pub(crate) fn listed_keys(shared: &Shared, session: &SessionRecord, spec: &ProxySpec) -> Vec<ProxyKey> {
+pub(crate) fn listed_keys(
+    shared: &Shared,
+    session: &SessionRecord,
+    spec: &ProxySpec,
+) -> Vec<ProxyKey> {
     let key = |port| ProxyKey {
         name: spec.name.clone(),
         port,
@@ -176,7 +180,10 @@ async fn block(
     let server = &shared.cfg.allow_ports;
     for p in first..=last {
         if !server.contains(p) {
-            return Err(whole(p, format!("is not allowed by this server (allow_ports: {server})")));
+            return Err(whole(
+                p,
+                format!("is not allowed by this server (allow_ports: {server})"),
+            ));
         }
         if let Some(scope) = scope {
             scope
@@ -189,7 +196,10 @@ async fn block(
         match shared.registry.get(&key(spec, p)) {
             Some((entry, owner)) if owner.id == session.id => held.push((p, entry)),
             Some(_) => {
-                return Err(whole(p, "is taken by another client's proxy of this name".into()))
+                return Err(whole(
+                    p,
+                    "is taken by another client's proxy of this name".into(),
+                ))
             }
             None => {}
         }

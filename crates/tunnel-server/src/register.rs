@@ -637,7 +637,11 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
 
 /// The refusal of a claim: what is taken, never who holds it (an error text reaches another
 /// key holder; other clients' ids and addresses are none of its business).
-pub(crate) fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
+pub(crate) fn claim_error(
+    label: &str,
+    subdomain_host: &Option<String>,
+    e: ClaimError,
+) -> FieldError {
     let conflict = match e {
         ClaimError::Taken => return taken(label),
         ClaimError::RouteTaken(c) => c,
