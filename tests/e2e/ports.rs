@@ -93,6 +93,7 @@ async fn auto_picks_an_allowed_port_logs_and_shows_it_and_keeps_it_across_a_rest
     let owner = &server_stats["clients"][0];
     assert_eq!(owner["id"], "auto-a");
     assert_eq!(owner["proxies"][0]["publish_port"], port, "{server_stats}");
+    assert_eq!(owner["proxies"][0]["publish_ports"], "auto", "{server_stats}");
 
     // While it is away, another client's automatic proxy of the same name does not take its
     // port: the server remembers whose it was.
@@ -157,6 +158,18 @@ async fn each_port_of_a_block_reaches_its_own_local_port() {
     let line = format!("proxy range published on ports {public}-{}", public + 4);
     expect_logged(&["tunnel_server", &line]).await;
     expect_logged(&["tunnel_client", &line]).await;
+    // Each port its own entry in the server's stats, under a key of its own.
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    let listed = stats["clients"][0]["proxies"].as_array().unwrap().clone();
+    let mut keys: Vec<String> = listed
+        .iter()
+        .map(|p| p["key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 5, "{stats}");
+    let block = format!("{public}-{}", public + 4);
+    assert!(listed.iter().all(|p| p["publish_ports"] == block.as_str()), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
