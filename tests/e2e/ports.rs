@@ -93,7 +93,10 @@ async fn auto_picks_an_allowed_port_logs_and_shows_it_and_keeps_it_across_a_rest
     let owner = &server_stats["clients"][0];
     assert_eq!(owner["id"], "auto-a");
     assert_eq!(owner["proxies"][0]["publish_port"], port, "{server_stats}");
-    assert_eq!(owner["proxies"][0]["publish_ports"], "auto", "{server_stats}");
+    assert_eq!(
+        owner["proxies"][0]["publish_ports"], "auto",
+        "{server_stats}"
+    );
 
     // While it is away, another client's automatic proxy of the same name does not take its
     // port: the server remembers whose it was.
@@ -169,7 +172,10 @@ async fn each_port_of_a_block_reaches_its_own_local_port() {
     keys.dedup();
     assert_eq!(keys.len(), 5, "{stats}");
     let block = format!("{public}-{}", public + 4);
-    assert!(listed.iter().all(|p| p["publish_ports"] == block.as_str()), "{stats}");
+    assert!(
+        listed.iter().all(|p| p["publish_ports"] == block.as_str()),
+        "{stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +242,38 @@ async fn udp_gets_an_automatic_port_too() {
     let sock = udp_socket().await;
     let back = udp_ask(&sock, published(port), b"ping", Duration::from_secs(5)).await;
     assert_eq!(back.as_deref(), Some(&b"ping"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_port_of_a_udp_block_reaches_its_own_local_port() {
+    let server = server().await;
+    let local = free_port_block(3);
+    for p in local..local + 3 {
+        udp_own_port_service(p).await;
+    }
+    let public = free_port_block(3);
+    let proxy = ProxyConfig::udp("game", &format!("127.0.0.1:{local}-{}", local + 2), None)
+        .with_publish_port(PublishPort::Range {
+            first: public,
+            last: public + 2,
+        });
+    let _c = client(client_config(&server).with_proxy(proxy)).await;
+    let sock = udp_socket().await;
+    for i in (0..3).rev() {
+        let back = udp_ask(
+            &sock,
+            published(public + i),
+            b"which",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            back,
+            Some((local + i).to_string().into_bytes()),
+            "port {}",
+            public + i
+        );
+    }
 }
 
 #[test]
