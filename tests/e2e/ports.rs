@@ -116,6 +116,39 @@ async fn auto_picks_an_allowed_port_logs_and_shows_it_and_keeps_it_across_a_rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_stays_within_the_clients_own_scope() {
+    let pki = Pki::new("ports-scope");
+    let first = free_port_block(3);
+    let key = "scoped client's key 0123456789";
+    let clients = pki.write(
+        "clients.toml",
+        &format!(
+            "[[clients]]\nid = \"scoped\"\nkey = \"{key}\"\nallow_ports = [\"{first}-{}\"]\n",
+            first + 2
+        ),
+    );
+    // The server allows every unprivileged port; the client's scope only three.
+    let server = server_with(|mut c| {
+        c.clients_file = Some(clients);
+        c
+    })
+    .await;
+    let echo = echo_service().await;
+    let cfg = client_config(&server)
+        .with_id("scoped")
+        .with_auth_key(key)
+        .with_proxy(auto("web", echo));
+    let c = client(cfg).await;
+    let port = given_port(&c, "web");
+    assert!(
+        (first..=first + 2).contains(&port),
+        "{port} outside the scope"
+    );
+    let data = random_bytes(1000, 3);
+    assert!(roundtrip(published(port), &data).await == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_automatic_port_of_an_unchanged_proxy() {
     let first = free_port_block(20);
     let server = server_with(|c| c.with_allow_ports(ports(first, first + 19))).await;
