@@ -346,3 +346,65 @@ fn the_library_refuses_what_check_refuses() {
         "{p:?}"
     );
 }
+
+/// The port a process logged for proxy `name` ("proxy web published on port 20417 (auto)").
+fn logged_port(log: &str, name: &str) -> u16 {
+    let at = format!("proxy {name} published on port ");
+    let rest = &log[log.find(&at).unwrap() + at.len()..];
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_log_the_automatic_port_and_a_sighup_keeps_it() {
+    let pki = Pki::new("ports-hup");
+    let first = free_port_block(10);
+    let port = free_port();
+    let allow = format!("allow_ports = [\"{first}-{}\"]", first + 9);
+    let server = pki.server("hup", port, &allow).await;
+    let echo = echo_service().await;
+    let proxy = |name: &str| {
+        format!(
+            "\n[[proxies]]\nname = \"{name}\"\nlocal_addr = \"{echo}\"\npublish_port = \"auto\"\n"
+        )
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let head = format!("id = \"hup\"\n{}", proxy("web"));
+    let client = pki.client("hup", &addr, &pki.fingerprint, &head);
+    let within = Duration::from_secs(10);
+    log_shows(&client, "proxy web published on port ", within).await;
+    let web = logged_port(&client.log(), "web");
+    assert!((first..first + 10).contains(&web));
+    log_shows(
+        &server,
+        &format!("proxy web published on port {web} (auto)"),
+        within,
+    )
+    .await;
+    let data = random_bytes(50_000, 5);
+    assert!(roundtrip(published(web), &data).await == data);
+
+    // The same file plus a second automatic proxy, the way an operator edits it.
+    pki.write(
+        "client-hup.toml",
+        &format!(
+            "server_addr = \"{addr}\"\nauth_key = \"{KEY}\"\nserver_fingerprint = \"{}\"\n\
+             {head}{}\n",
+            pki.fingerprint,
+            proxy("api")
+        ),
+    );
+    client.signal("HUP");
+    log_shows(&client, "proxy api published on port ", within).await;
+    let api = logged_port(&client.log(), "api");
+    assert_ne!(api, web);
+    let log = client.log();
+    assert_eq!(
+        log.matches("proxy web published on port").count(),
+        1,
+        "{log}"
+    );
+    for p in [web, api] {
+        assert!(roundtrip(published(p), &data).await == data, "port {p}");
+    }
+    no_panic(&client);
+}
