@@ -31,6 +31,7 @@ mod limits;
 mod mtls;
 mod nginx;
 mod peer;
+mod ports;
 mod postgres;
 mod reload;
 mod server_list;

@@ -162,9 +162,10 @@ pub struct ProxyConfig {
     /// would otherwise report the missing field first), and checked in `problems`.
     #[serde(default)]
     pub local_addr: String,
-    /// The server port users connect to. Without it the proxy is private (visitors only).
+    /// The server port users connect to: a port, `"auto"` (the server picks one) or a
+    /// block `"6000-6010"` (tcp and udp). Without it the proxy is private (visitors only).
     #[serde(default)]
-    pub publish_port: Option<u16>,
+    pub publish_port: Option<crate::PublishPort>,
     /// Visitors must present this secret.
     #[serde(default)]
     pub secret: Option<String>,
@@ -257,7 +258,7 @@ impl ProxyConfig {
             name: name.to_string(),
             kind: ProxyKind::Tcp,
             local_addr: local_addr.to_string(),
-            publish_port,
+            publish_port: publish_port.map(crate::PublishPort::Port),
             secret: None,
             allow_visitors: Vec::new(),
             proxy_protocol: None,
@@ -274,6 +275,12 @@ impl ProxyConfig {
         let mut p = ProxyConfig::tcp(name, local_addr, publish_port);
         p.kind = ProxyKind::Udp;
         p
+    }
+
+    /// Publish on `"auto"` or a block of ports instead (see [`crate::PublishPort`]).
+    pub fn with_publish_port(mut self, publish: crate::PublishPort) -> Self {
+        self.publish_port = Some(publish);
+        self
     }
 
     /// Close a UDP flow after this many seconds without a datagram (`udp_idle_timeout`).
@@ -323,7 +330,8 @@ impl ProxyConfig {
         ProxySpec {
             name: self.name.clone(),
             kind: self.kind,
-            publish_port: self.publish_port,
+            publish_port: self.publish_port.and_then(crate::PublishPort::port),
+            publish_ports: self.publish_port.and_then(crate::PublishPort::request),
             secret: self.secret.clone(),
             allow_visitors: self.allow_visitors.clone(),
             http: self.http.route(self.kind),
@@ -839,7 +847,7 @@ impl ClientConfig {
                     at("local_addr"),
                     "missing: the local service to expose, as host:port (e.g. \"127.0.0.1:3000\")",
                 ));
-            } else if !is_host_port(&p.local_addr) {
+            } else if !crate::publish::is_local_addr(p) {
                 out.push(ConfigProblem::new(
                     at("local_addr"),
                     format!(
@@ -848,12 +856,7 @@ impl ClientConfig {
                     ),
                 ));
             }
-            if p.publish_port == Some(0) {
-                out.push(ConfigProblem::new(
-                    at("publish_port"),
-                    "0 is not a port: leave publish_port out for a private proxy",
-                ));
-            }
+            crate::publish::problems(p, i, &mut out);
             if let Err(e) = tunnel_proto::IpFilter::new(&p.allow_ips, &p.deny_ips) {
                 let field = e.ip_rule_field().unwrap_or("allow_ips");
                 out.push(ConfigProblem::new(at(field), e.to_string()));

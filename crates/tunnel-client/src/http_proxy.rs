@@ -109,7 +109,7 @@ pub(crate) async fn serve(
         pool,
         user: peer,
         counters: counters.clone(),
-        entry: http_headers::Entry::of(cfg.publish_port, dest),
+        entry: http_headers::Entry::of(cfg.publish_port.and_then(crate::PublishPort::port), dest),
     });
     let service = hyper::service::service_fn(move |req| {
         let route = route.clone();

@@ -44,6 +44,7 @@ mod http_proxy;
 mod http_upgrade;
 mod lanes;
 mod proxy;
+mod publish;
 mod reload;
 mod server_addr;
 mod servers;
@@ -69,6 +70,7 @@ use tunnel_transport::WarnLimit;
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
 pub use http_config::HttpOptions;
+pub use publish::PublishPort;
 pub use reload::ReloadSummary;
 pub use server_addr::ServerAddr;
 

@@ -36,13 +36,15 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     let id = stream.id();
     let guard = ctx.aborts.register(id);
     // The server names a proxy, never an address: we dial only what our own config says.
-    let Some(cfg) = shared.proxy_config(&name) else {
+    let Some(mut cfg) = shared.proxy_config(&name) else {
         if let Some(more) = shared.warn_limits.unknown_proxy.check() {
             let proxy = PeerText(&name);
             warn!(%proxy, "the server asked for a proxy this client does not have{more}");
         }
         return answer(&mut stream, StreamStatus::Error("proxy not found".into())).await;
     };
+    // A block's public port picks its local port; the same for every user otherwise.
+    cfg.local_addr = crate::publish::local_addr_for(&cfg, dest);
     if cfg.kind == ProxyKind::Udp {
         return crate::udp::serve_flow(&shared, &ctx, &cfg, stream, guard, peer).await;
     }

@@ -265,6 +265,11 @@ pub(crate) async fn run_once(
                 msg = live.channel.inbox.recv() => match msg {
                     Some(Message::RegisterReply(reply)) => {
                         crate::reload::report(&shared.reload, &reply);
+                        let before = match &*shared.status.borrow() {
+                            crate::Status::Ready(r) => Some(r.clone()),
+                            _ => None,
+                        };
+                        crate::publish::log_published(shared, before.as_ref(), &reply);
                         shared.status.send_replace(crate::Status::Ready(reply));
                     }
                     Some(Message::Reconnect(within_ms)) if move_at.is_none() => {
@@ -336,6 +341,7 @@ async fn open_control(
         }
     };
     report(&reply);
+    crate::publish::log_published(shared, None, &reply);
     Ok((channel, reply))
 }
 

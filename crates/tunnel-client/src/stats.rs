@@ -162,7 +162,12 @@ struct ProxyItem {
     #[serde(rename = "type")]
     kind: Option<String>,
     local_addr: Option<String>,
+    /// The port users reach: as configured, the one the server gave an automatic proxy
+    /// (`null` until it has), or a block's first.
     publish_port: Option<u16>,
+    /// `publish_port` as configured when not a plain port: `"auto"` or `"6000-6010"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_ports: Option<String>,
     domains: Vec<String>,
     subdomain: Option<String>,
     locations: Vec<String>,
@@ -223,6 +228,10 @@ impl ClientStats {
         let mut counters: BTreeMap<String, Live> = Self::counters(&self.0.proxy_counters, true)
             .into_iter()
             .collect();
+        let given = match &*self.0.status.borrow() {
+            Status::Ready(reply) => crate::publish::given_ports(reply),
+            _ => Default::default(),
+        };
         let mut names: Vec<&String> = live.proxies.keys().collect();
         names.sort();
         let mut proxies: Vec<ProxyItem> = names
@@ -234,7 +243,14 @@ impl ClientStats {
                     name: name.clone(),
                     kind: Some(p.kind.to_string()),
                     local_addr: Some(p.local_addr.clone()),
-                    publish_port: p.publish_port,
+                    publish_port: p
+                        .publish_port
+                        .and_then(crate::PublishPort::port)
+                        .or_else(|| given.get(name).copied()),
+                    publish_ports: p
+                        .publish_port
+                        .filter(|x| x.port().is_none())
+                        .map(|x| x.to_string()),
                     domains: p.http.domains.clone(),
                     subdomain: p.http.subdomain.clone(),
                     locations: p.http.locations.clone(),
@@ -248,6 +264,7 @@ impl ClientStats {
             kind: None,
             local_addr: None,
             publish_port: None,
+            publish_ports: None,
             domains: Vec::new(),
             subdomain: None,
             locations: Vec::new(),

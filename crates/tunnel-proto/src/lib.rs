@@ -8,7 +8,7 @@
 //! - [`message`]: every [`Message`] and its binary body.
 //! - [`auth`]: HMAC-SHA256 challenge-response bound to the TLS session.
 //! - [`handshake`]: the handshake and session setup as client and server state machines.
-//! - [`register`]: JSON registration types.
+//! - [`register`]: JSON registration types; [`publish`]: automatic and ranged ports in them.
 //! - [`datagram`]: UDP datagrams framed on a stream (a UDP proxy's flows).
 //! - [`peer`]: the server-to-server peer link (mutual proof, Forward).
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
@@ -75,6 +75,7 @@ pub mod message;
 pub mod peer;
 mod peer_text;
 pub mod proxy_protocol;
+pub mod publish;
 mod read_buffer;
 pub mod register;
 pub mod seconds;
@@ -100,6 +101,7 @@ pub use message::{
     Welcome, HELLO_MAGIC, MAX_STR,
 };
 pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
+pub use publish::{PortRequest, MAX_PORT_BLOCK};
 pub use read_buffer::{ReadBuffer, SMALL_READ};
 pub use register::{
     validate_name, FieldError, HttpRoute, ItemKind, ItemResult, ProxyKind, ProxySpec,

@@ -34,6 +34,10 @@ pub struct ProxySpec {
     /// HTTP host routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_port: Option<u16>,
+    /// A port the server chooses, or a block of ports (see [`crate::publish`]); `None`:
+    /// `publish_port` alone says where to publish. Set, `publish_port` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_ports: Option<crate::PortRequest>,
     /// Secret a visitor must present; never printed by `Debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -105,6 +109,7 @@ impl fmt::Debug for ProxySpec {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("publish_port", &self.publish_port)
+            .field("publish_ports", &self.publish_ports)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("allow_visitors", &self.allow_visitors)
             .field("http", &self.http)
@@ -173,6 +178,11 @@ pub struct ItemResult {
     /// `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FieldError>,
+    /// The port the proxy was published on when the server chose it (`publish_ports =
+    /// "auto"`), or the first port of a block; `None` otherwise, so that older clients,
+    /// which never ask for either, see no new field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Which list of the request an [`ItemResult`] refers to.

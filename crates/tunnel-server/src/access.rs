@@ -171,6 +171,7 @@ mod tests {
             name: "p".into(),
             kind: ProxyKind::Tcp,
             publish_port: Some(7000),
+            publish_ports: None,
             secret: None,
             allow_visitors: Vec::new(),
             http: None,

@@ -30,6 +30,7 @@
 
 mod access;
 mod auth_failures;
+mod auto_port;
 mod cluster;
 mod config;
 mod credentials;
@@ -43,6 +44,7 @@ mod lane;
 mod listener;
 mod metrics;
 pub mod peer;
+mod port_grant;
 mod ports;
 mod pre_auth;
 mod register;
@@ -121,6 +123,8 @@ pub(crate) struct Shared {
     credentials: credentials::Store,
     /// The virtual host while it runs, for requests other servers of a cluster forward.
     vhost: std::sync::OnceLock<std::sync::Weak<vhost::Vhost>>,
+    /// The ports `publish_port = "auto"` gave out, by client id and proxy name.
+    auto_ports: auto_port::AutoPorts,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -426,6 +430,7 @@ async fn start_with_peer(
         peer: peer.as_ref().map(|(p, _, _)| p.clone()),
         credentials,
         vhost: std::sync::OnceLock::new(),
+        auto_ports: auto_port::AutoPorts::default(),
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");

@@ -177,6 +177,10 @@ pub(crate) struct ProxyStats {
     #[serde(rename = "type")]
     pub kind: String,
     pub publish_port: Option<u16>,
+    /// How the client asked for the port when not as a number: `"auto"`, or the block
+    /// `"6000-6010"` this port belongs to (each port of a block is listed on its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_ports: Option<String>,
     /// Host names an `http`/`http2` proxy is served on (normalised); empty otherwise.
     pub domains: Vec<String>,
     /// The subdomain it claims of the server's `subdomain_host`, if any.
@@ -235,6 +239,17 @@ pub(crate) struct VisitorStats {
     pub publish_port: u16,
 }
 
+/// `<client id>/<proxy name>`, and `:<port>` for a port of a block, whose ports are
+/// entries (and history series) of their own.
+fn stats_key(client: &str, spec: &tunnel_proto::ProxySpec) -> String {
+    match (spec.publish_ports, spec.publish_port) {
+        (Some(tunnel_proto::PortRequest::Block { .. }), Some(port)) => {
+            format!("{client}/{}:{port}", spec.name)
+        }
+        _ => format!("{client}/{}", spec.name),
+    }
+}
+
 pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
     let sessions = shared.registry.sessions();
     let mut clients: Vec<ClientStats> = sessions
@@ -250,11 +265,17 @@ pub(crate) fn snapshot(shared: &Shared) -> Snapshot {
                     let visitor = c.visitor_connections.load(Ordering::Relaxed);
                     let limits = e.limits.read().clone();
                     ProxyStats {
-                        key: format!("{}/{}", s.client_id, spec.name),
+                        key: stats_key(&s.client_id, &spec),
                         name: spec.name.clone(),
                         owner: s.client_id.clone(),
                         kind: spec.kind.to_string(),
                         publish_port: spec.publish_port,
+                        publish_ports: spec.publish_ports.map(|r| match r {
+                            tunnel_proto::PortRequest::Auto => "auto".to_owned(),
+                            tunnel_proto::PortRequest::Block { first, last } => {
+                                format!("{first}-{last}")
+                            }
+                        }),
                         domains: crate::registry::proxy_domains(&spec),
                         subdomain: spec.http.as_ref().and_then(|h| h.subdomain.clone()),
                         locations: crate::registry::proxy_locations(&spec),

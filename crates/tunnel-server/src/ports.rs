@@ -26,6 +26,30 @@ impl PortRanges {
     pub fn contains(&self, port: u16) -> bool {
         port != 0 && self.0.iter().any(|r| r.contains(&port))
     }
+
+    /// How many ports the ranges list (a port in two overlapping ranges counts twice).
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(|r| r.clone().count()).sum()
+    }
+
+    /// The `i`th port in listing order, wrapping around: how an automatic port is looked
+    /// for from a starting point without building the list.
+    pub(crate) fn nth_wrapping(&self, i: usize) -> Option<u16> {
+        let len = self.len();
+        if len == 0 {
+            return None;
+        }
+        let mut i = i % len;
+        for r in &self.0 {
+            let n = r.clone().count();
+            if i < n {
+                // `i < n <= 65536`, and the range starts at most at 65535 - i.
+                return u16::try_from(usize::from(*r.start()) + i).ok();
+            }
+            i -= n;
+        }
+        None
+    }
 }
 
 impl Default for PortRanges {
@@ -116,6 +140,19 @@ mod tests {
         for bad in ["", "0", "70000", "a-b", "2000-1000", "1-", "-5", "1-2-3"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn walks_ranges_in_order_and_wraps() {
+        let r: PortRanges = ["7000", "6000-6002"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(r.len(), 4);
+        let walk: Vec<u16> = (0..6).filter_map(|i| r.nth_wrapping(i)).collect();
+        assert_eq!(walk, [7000, 6000, 6001, 6002, 7000, 6000]);
+        assert_eq!(PortRanges::unprivileged().nth_wrapping(64511), Some(65535));
+        assert_eq!(PortRanges(Vec::new()).nth_wrapping(3), None);
     }
 
     #[test]

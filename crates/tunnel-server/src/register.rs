@@ -65,7 +65,11 @@ pub(crate) async fn apply(
 
     // Proxies the client no longer lists go first, so a renamed proxy can take its own
     // routes back and the route budget counts only what this registration asks for.
-    let listed: HashSet<ProxyKey> = req.proxies.iter().map(key_of).collect();
+    let listed: HashSet<ProxyKey> = req
+        .proxies
+        .iter()
+        .flat_map(|p| crate::port_grant::listed_keys(shared, session, p))
+        .collect();
     release_unlisted(shared, session, &listed, "no longer in the client's config");
 
     let mut results = Vec::with_capacity(total);
@@ -82,11 +86,13 @@ pub(crate) async fn apply(
                 register_proxy(shared, session, scope, spec, &mut names, &mut routes_left).await
             }
         };
-        match &outcome {
-            Ok(key) => {
-                kept.insert(key.clone());
+        let mut port = None;
+        match outcome {
+            Ok((ref keys, given)) => {
+                kept.extend(keys.iter().cloned());
+                port = given;
             }
-            Err(e) => {
+            Err(ref e) => {
                 rejected += 1;
                 if !refused_by_cluster.contains(&i) {
                     failed_here.insert(i);
@@ -101,6 +107,7 @@ pub(crate) async fn apply(
             kind: ItemKind::Proxy,
             name,
             error: outcome.err(),
+            port,
         });
     }
     let mut visitor_names = HashSet::new();
@@ -121,6 +128,7 @@ pub(crate) async fn apply(
             kind: ItemKind::Visitor,
             name: v.name,
             error,
+            port: None,
         });
     }
     if rejected > LOGGED_REJECTIONS {
@@ -167,6 +175,8 @@ fn cluster_claims(
         .enumerate()
         .filter(|(_, spec)| {
             tunnel_proto::validate_name(&spec.name).is_ok()
+                // Refused below in cluster mode, claiming nothing.
+                && spec.publish_ports.is_none()
                 && names.insert(spec.name.as_str())
                 && scope.is_none_or(|s| s.check_proxy(spec).is_ok())
                 && spec
@@ -239,6 +249,7 @@ fn refuse_all(
             kind,
             name: name.clone(),
             error: Some(field_error(field, message.clone())),
+            port: None,
         })
         .collect();
     RegisterReply { results }
@@ -279,7 +290,7 @@ async fn register_proxy(
     spec: ProxySpec,
     names: &mut HashSet<String>,
     routes_left: &mut usize,
-) -> Result<ProxyKey, FieldError> {
+) -> Result<(Vec<ProxyKey>, Option<u16>), FieldError> {
     tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m))?;
     if !names.insert(spec.name.clone()) {
         return Err(field_error(
@@ -289,6 +300,9 @@ async fn register_proxy(
                 spec.name
             ),
         ));
+    }
+    if let Some(req) = spec.publish_ports {
+        crate::port_grant::check(shared, &spec, req)?;
     }
     if let Some(scope) = scope {
         scope.check_proxy(&spec)?;
@@ -325,6 +339,11 @@ async fn register_proxy(
         ));
     }
 
+    if let Some(req) = spec.publish_ports {
+        let granted = crate::port_grant::register(shared, session, scope, spec, req, limits);
+        let granted = granted.await?;
+        return Ok((granted.keys, Some(granted.port)));
+    }
     let key = key_of(&spec);
     // How rejections name it: by its domains when it has no port (the key cannot say).
     let label = proxy_label(&spec);
@@ -340,7 +359,7 @@ async fn register_proxy(
             *existing.spec.write() = spec;
             *existing.limits.write() = limits;
             *routes_left = routes_left.saturating_sub(routes);
-            return Ok(key);
+            return Ok((vec![key], None));
         }
         return Err(taken(&label));
     }
@@ -375,10 +394,10 @@ async fn register_proxy(
         &format!("proxy {proxy} registered"),
         false,
     );
-    Ok(key)
+    Ok((vec![key], None))
 }
 
-async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
+pub(crate) async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
     // The registry gave this client the port: if it was another server's until now, this
     // server forwarded it (`publish_mode = "all"`) and must let go of it first.
     if let Some(peer) = &shared.peer {
@@ -618,7 +637,11 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
 
 /// The refusal of a claim: what is taken, never who holds it (an error text reaches another
 /// key holder; other clients' ids and addresses are none of its business).
-fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
+pub(crate) fn claim_error(
+    label: &str,
+    subdomain_host: &Option<String>,
+    e: ClaimError,
+) -> FieldError {
     let conflict = match e {
         ClaimError::Taken => return taken(label),
         ClaimError::RouteTaken(c) => c,
@@ -679,7 +702,7 @@ fn taken(label: &str) -> FieldError {
     )
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_string(),
         message: message.into(),

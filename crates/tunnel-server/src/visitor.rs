@@ -264,6 +264,7 @@ mod tests {
             name: "db".into(),
             kind: ProxyKind::Tcp,
             publish_port: None,
+            publish_ports: None,
             secret: secret.map(Into::into),
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
             http: None,

@@ -43,6 +43,18 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `n` consecutive ports that were free a moment ago; returns the first. They come from the
+/// walk of [`free_port`], so no other caller in this process is given one of them.
+pub fn free_port_block(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        // A port taken inside the run, or the walk wrapping: start over past it.
+        if (1..n).all(|i| free_port() == first.wrapping_add(i)) {
+            return first;
+        }
+    }
+}
+
 /// The first port of the kernel's ephemeral range (Linux; 32768 where it cannot be read).
 fn ephemeral_low() -> u16 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

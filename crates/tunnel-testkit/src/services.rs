@@ -1,4 +1,5 @@
-//! Small local services for proxies to publish: an echo service and a one-answer HTTP service.
+//! Small local services for proxies to publish: an echo service, one that tells its own port,
+//! and a one-answer HTTP service.
 
 use std::net::SocketAddr;
 
@@ -20,6 +21,20 @@ pub async fn echo_service() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A service on 127.0.0.1:`port` that answers every connection with its own port number, as
+/// text, and closes: which local port a connection reached, told by the service itself.
+pub async fn own_port_service(port: u16) {
+    let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(port.to_string().as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
 }
 
 /// A minimal HTTP/1.1 service answering every request with `body`, closing after one.

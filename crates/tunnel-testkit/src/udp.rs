@@ -1,4 +1,4 @@
-//! UDP fixtures: an echo service, free UDP ports, a request/answer with a deadline.
+//! UDP fixtures: an echo service, one that tells its own port, free UDP ports, a request/answer with a deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +16,18 @@ pub async fn udp_echo_service() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A UDP service on 127.0.0.1:`port` answering every datagram with its own port number, as
+/// text: which local port a datagram reached, told by the service itself.
+pub async fn udp_own_port_service(port: u16) {
+    let sock = UdpSocket::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(port.to_string().as_bytes(), from).await;
+        }
+    });
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1 a moment ago (a udp proxy's publish_port).

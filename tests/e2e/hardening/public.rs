@@ -451,6 +451,7 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
             name: "trap".into(),
             kind: tunnel_proto::ProxyKind::Tcp,
             publish_port: Some(trap),
+            publish_ports: None,
             secret: None,
             allow_visitors: Vec::new(),
             http: None,

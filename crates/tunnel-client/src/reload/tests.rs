@@ -120,7 +120,7 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
     vec![
         ("type", |p| p.kind = ProxyKind::Http2, true),
         ("local_addr", |p| p.local_addr = "127.0.0.1:9".into(), false),
-        ("publish_port", |p| p.publish_port = Some(8081), true),
+        ("publish_port", |p| p.publish_port = Some(8081.into()), true),
         ("secret", |p| p.secret = Some("s".into()), true),
         (
             "allow_visitors",

@@ -203,6 +203,7 @@ fn encode_enforces_max_frame_exactly() {
                 kind: ProxyKind::Tcp,
                 http: None,
                 publish_port: Some(10_000),
+                publish_ports: None,
                 secret: None,
                 allow_visitors: vec![],
                 idle_timeout: None,

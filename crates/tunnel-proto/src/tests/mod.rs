@@ -48,6 +48,7 @@ pub(crate) fn register_request() -> RegisterRequest {
                     http_password: Some("pw-hidden".to_owned()),
                 }),
                 publish_port: Some(8080),
+                publish_ports: None,
                 secret: None,
                 allow_visitors: vec![],
                 idle_timeout: Some(300),
@@ -60,6 +61,7 @@ pub(crate) fn register_request() -> RegisterRequest {
                 kind: ProxyKind::Tcp,
                 http: None,
                 publish_port: None,
+                publish_ports: None,
                 secret: Some("hunter2".to_owned()),
                 allow_visitors: vec!["laptop".to_owned()],
                 idle_timeout: None,
@@ -83,6 +85,7 @@ pub(crate) fn register_reply() -> RegisterReply {
                 kind: ItemKind::Proxy,
                 name: "web".to_owned(),
                 error: None,
+                port: None,
             },
             ItemResult {
                 kind: ItemKind::Visitor,
@@ -91,6 +94,7 @@ pub(crate) fn register_reply() -> RegisterReply {
                     field: "proxy".to_owned(),
                     message: "no such proxy".to_owned(),
                 }),
+                port: None,
             },
         ],
     }

@@ -49,6 +49,7 @@ fn proxy_spec() -> impl Strategy<Value = ProxySpec> {
                 name,
                 kind,
                 publish_port,
+                publish_ports: None,
                 secret,
                 allow_visitors,
                 http: http.map(|(domains, http_user)| HttpRoute {
@@ -87,6 +88,7 @@ fn reply() -> impl Strategy<Value = RegisterReply> {
             kind,
             name,
             error: error.map(|(field, message)| FieldError { field, message }),
+            port: None,
         });
     vec(item, 0..6).prop_map(|results| RegisterReply { results })
 }

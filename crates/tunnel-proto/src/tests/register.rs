@@ -134,3 +134,31 @@ fn name_validation() {
     assert!(validate_name(&"x".repeat(65)).unwrap_err().contains("65"));
     assert!(validate_name("a/b").unwrap_err().contains("'/'"));
 }
+
+#[test]
+fn auto_and_block_ports_travel_only_when_asked_for() {
+    // A fixed port looks exactly as before: an older server reads it.
+    let fixed = serde_json::to_value(&register_request().proxies[0]).unwrap();
+    assert!(fixed.get("publish_ports").is_none());
+    let reply = serde_json::to_value(super::register_reply()).unwrap();
+    assert!(reply["results"][0].get("port").is_none());
+
+    let req: RegisterRequest = serde_json::from_value(json!({"proxies": [
+        {"name": "a", "type": "tcp", "publish_ports": "auto"},
+        {"name": "b", "type": "udp", "publish_ports": {"block": {"first": 6000, "last": 6004}}},
+    ]}))
+    .unwrap();
+    assert_eq!(req.proxies[0].publish_ports, Some(PortRequest::Auto));
+    assert_eq!(
+        req.proxies[1].publish_ports,
+        Some(PortRequest::Block {
+            first: 6000,
+            last: 6004
+        })
+    );
+    let reply: RegisterReply = serde_json::from_value(json!({"results": [
+        {"kind": "proxy", "name": "a", "port": 6003},
+    ]}))
+    .unwrap();
+    assert_eq!(reply.results[0].port, Some(6003));
+}

@@ -164,6 +164,7 @@ fn revoke(
                 field: "client_id".into(),
                 message: why.to_owned(),
             }),
+            port: None,
         })
         .collect();
     let session = session.clone();
@@ -216,6 +217,8 @@ fn rescope(
         }
         results.push(ItemResult {
             kind: ItemKind::Proxy,
+            // An automatic port stays known to the client through this reply too.
+            port: spec.publish_ports.map(|_| entry.key.port),
             name: spec.name,
             error,
         });
@@ -228,6 +231,7 @@ fn rescope(
         kind: ItemKind::Visitor,
         name: v.name.clone(),
         error: None,
+        port: None,
     }));
     let lane = session.lanes.first().clone();
     let task = async move {

@@ -212,6 +212,7 @@ mod tests {
                 ProxyKind::Tcp
             },
             publish_port: port,
+            publish_ports: None,
             secret: None,
             allow_visitors: Vec::new(),
             http,
