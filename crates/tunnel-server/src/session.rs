@@ -234,7 +234,11 @@ pub(crate) async fn handle_connection(
             return Err(HandshakeError::Blocked);
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
-        let mut machine = ServerHandshake::new(shared.key.clone(), nonce, &binding);
+        let mut machine = ServerHandshake::new(
+            shared.credentials.shared_key().unwrap_or_default(),
+            nonce,
+            &binding,
+        );
         let (hello, login) = handshake::authenticate(
             &mut est.stream,
             &mut machine,
