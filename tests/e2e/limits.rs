@@ -12,23 +12,6 @@ use tunnel_testkit::*;
 
 const MIB: f64 = 1048576.0;
 
-/// Whether a connection from `from` to `to` is served (an echo comes back) rather than
-/// closed at once without a byte.
-async fn served_from(from: IpAddr, to: SocketAddr) -> bool {
-    let mut s = connect_from(from, to).await.unwrap();
-    // A refused connection is reset before or after this write; either way no echo.
-    let _ = s.write_all(b"ping").await;
-    let mut buf = [0u8; 4];
-    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
-        Ok(Ok(_)) => {
-            assert_eq!(&buf, b"ping");
-            true
-        }
-        Ok(Err(_)) => false,
-        Err(_) => panic!("neither served nor closed within 5 s"),
-    }
-}
-
 /// The value of the sample `series` (name and labels as printed) on the stats endpoint.
 async fn metric(stats: SocketAddr, series: &str) -> Option<f64> {
     let page = stats_get(stats, "/metrics", &[]).await.body;
@@ -334,4 +317,68 @@ async fn both_echo(a: u16, b: u16, data: &[u8]) -> Duration {
         tokio::join!(roundtrip(published(a), data), roundtrip(published(b), data));
     assert!(back_a == data && back_b == data, "echoed bytes differ");
     start.elapsed()
+}
+
+/// `curl` to the virtual host with `Host: host`: `args` before the URL; how long it took and
+/// what it printed.
+async fn timed_vhost(vhost: SocketAddr, host: &str, path: &str, args: &[&str]) -> (Duration, String) {
+    let host = format!("Host: {host}");
+    let url = format!("http://{vhost}{path}");
+    let mut all = vec!["--max-time", "60", "-H", &host, "-H", "Expect:"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let start = Instant::now();
+    let out = curl_ok(&all).await;
+    (start.elapsed(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhost_http_bodies_are_held_to_the_proxy_limit_each_way_and_others_are_not() {
+    if !need("curl") {
+        return;
+    }
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let svc = http1_service().await;
+    let routed = |name: &str| {
+        ProxyConfig::http(name, &svc.addr.to_string(), None)
+            .with_http(|h| h.domains = vec![format!("{name}.test")])
+    };
+    let _client = client(
+        client_config(&server)
+            .with_proxy(routed("limited").with_bandwidth_limit("1MiB"))
+            .with_proxy(routed("free")),
+    )
+    .await;
+    let vhost = server.vhost_addr().unwrap();
+    const SIZE: usize = 3 << 20;
+    let size = SIZE.to_string();
+    let down = format!("/bytes/{SIZE}");
+    let to_null = ["-o", "/dev/null", "-w", "%{size_download}"];
+
+    // 3 MiB at 1 MiB/s: about 2.9 s (the first 100 ms of burst are free).
+    let (took, got) = timed_vhost(vhost, "limited.test", &down, &to_null).await;
+    assert_eq!(got, size);
+    let rate = SIZE as f64 / MIB / took.as_secs_f64();
+    eprintln!("vhost download at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
+    assert!((0.8..1.2).contains(&rate), "download: {rate:.2} MiB/s in {took:?}");
+
+    let dir = std::env::temp_dir().join(format!("tt-vhost-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("up");
+    std::fs::write(&file, random_bytes(SIZE, 3)).unwrap();
+    let body = format!("@{}", file.display());
+    let (took, got) = timed_vhost(vhost, "limited.test", "/sink", &["--data-binary", &body]).await;
+    assert_eq!(got, size);
+    let rate = SIZE as f64 / MIB / took.as_secs_f64();
+    eprintln!("vhost upload at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
+    assert!((0.8..1.2).contains(&rate), "upload: {rate:.2} MiB/s in {took:?}");
+
+    // The same both ways through a proxy without a limit: well under a second.
+    let (took, got) = timed_vhost(vhost, "free.test", &down, &to_null).await;
+    assert_eq!(got, size);
+    assert!(took < Duration::from_secs(1), "unlimited download took {took:?}");
+    let (took, got) = timed_vhost(vhost, "free.test", "/sink", &["--data-binary", &body]).await;
+    assert_eq!(got, size);
+    assert!(took < Duration::from_secs(1), "unlimited upload took {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
