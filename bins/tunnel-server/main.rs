@@ -222,9 +222,9 @@ impl Overrides {
             if addr.trim().is_empty() {
                 cfg = cfg.with_stats_bind(None);
             } else {
-                let a = addr
-                    .parse()
-                    .map_err(|_| format!("--stats-bind {addr:?} is not IP:PORT (or \"\" for off)"))?;
+                let a = addr.parse().map_err(|_| {
+                    format!("--stats-bind {addr:?} is not IP:PORT (or \"\" for off)")
+                })?;
                 cfg = cfg.with_stats_bind(Some(a));
             }
         }

@@ -321,7 +321,12 @@ async fn both_echo(a: u16, b: u16, data: &[u8]) -> Duration {
 
 /// `curl` to the virtual host with `Host: host`: `args` before the URL; how long it took and
 /// what it printed.
-async fn timed_vhost(vhost: SocketAddr, host: &str, path: &str, args: &[&str]) -> (Duration, String) {
+async fn timed_vhost(
+    vhost: SocketAddr,
+    host: &str,
+    path: &str,
+    args: &[&str],
+) -> (Duration, String) {
     let host = format!("Host: {host}");
     let url = format!("http://{vhost}{path}");
     let mut all = vec!["--max-time", "60", "-H", &host, "-H", "Expect:"];
@@ -360,7 +365,10 @@ async fn vhost_http_bodies_are_held_to_the_proxy_limit_each_way_and_others_are_n
     assert_eq!(got, size);
     let rate = SIZE as f64 / MIB / took.as_secs_f64();
     eprintln!("vhost download at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
-    assert!((0.8..1.2).contains(&rate), "download: {rate:.2} MiB/s in {took:?}");
+    assert!(
+        (0.8..1.2).contains(&rate),
+        "download: {rate:.2} MiB/s in {took:?}"
+    );
 
     let dir = std::env::temp_dir().join(format!("tt-vhost-limit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -371,14 +379,80 @@ async fn vhost_http_bodies_are_held_to_the_proxy_limit_each_way_and_others_are_n
     assert_eq!(got, size);
     let rate = SIZE as f64 / MIB / took.as_secs_f64();
     eprintln!("vhost upload at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
-    assert!((0.8..1.2).contains(&rate), "upload: {rate:.2} MiB/s in {took:?}");
+    assert!(
+        (0.8..1.2).contains(&rate),
+        "upload: {rate:.2} MiB/s in {took:?}"
+    );
 
     // The same both ways through a proxy without a limit: well under a second.
     let (took, got) = timed_vhost(vhost, "free.test", &down, &to_null).await;
     assert_eq!(got, size);
-    assert!(took < Duration::from_secs(1), "unlimited download took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "unlimited download took {took:?}"
+    );
     let (took, got) = timed_vhost(vhost, "free.test", "/sink", &["--data-binary", &body]).await;
     assert_eq!(got, size);
-    assert!(took < Duration::from_secs(1), "unlimited upload took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "unlimited upload took {took:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_server_cap_slows_open_connections_and_a_lower_proxy_cap_withdraws_the_last() {
+    let eight = "8MiB".parse().unwrap();
+    let server = server_with(|c| c.with_bandwidth_limit(eight)).await;
+    let echo = echo_service().await;
+    let (a, b) = (free_port(), free_port());
+    let _client = client(
+        client_config(&server)
+            .with_proxy(ProxyConfig::tcp("a", &echo.to_string(), Some(a)))
+            .with_proxy(ProxyConfig::tcp("b", &echo.to_string(), Some(b))),
+    )
+    .await;
+    // Open before the reload, and kept open across it.
+    let mut open = TcpStream::connect(published(a)).await.unwrap();
+    open.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    open.read_exact(&mut four).await.unwrap();
+
+    let report = server
+        .reload(
+            server_config()
+                .with_bandwidth_limit("1MiB".parse().unwrap())
+                .with_max_proxies_per_client(1),
+        )
+        .unwrap();
+    assert_eq!(
+        report.changed,
+        ["bandwidth_limit", "max_proxies_per_client"]
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert_eq!(report.withdrawn.len(), 1, "{report:?}");
+    assert!(report.withdrawn[0].ends_with("/b"), "{report:?}");
+    eventually(Duration::from_secs(1), "proxy b withdrawn", || async {
+        !is_listening(b).await
+    })
+    .await;
+
+    // 2 MiB each way at 1 MiB/s over the connection opened at 8 MiB/s: about 2 s.
+    let data = random_bytes(2 << 20, 9);
+    let (mut r, mut w) = open.into_split();
+    let start = Instant::now();
+    let payload = data.clone();
+    let writer = tokio::spawn(async move { w.write_all(&payload).await.unwrap() });
+    let mut back = vec![0u8; data.len()];
+    r.read_exact(&mut back).await.unwrap();
+    writer.await.unwrap();
+    let took = start.elapsed();
+    assert!(back == data, "echoed bytes differ");
+    assert!(
+        (1.5..2.8).contains(&took.as_secs_f64()),
+        "2 MiB at a reloaded 1 MiB/s took {took:?}"
+    );
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    assert_eq!(stats["clients"][0]["proxies"][0]["bandwidth_limit"], "1MiB");
+    expect_logged(&["proxy withdrawn", "max_proxies_per_client"]).await;
 }

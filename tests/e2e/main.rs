@@ -34,6 +34,7 @@ mod peer;
 mod postgres;
 mod reload;
 mod server_list;
+mod server_reload;
 mod state_dir;
 mod stats;
 mod strangers;

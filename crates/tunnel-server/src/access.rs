@@ -98,7 +98,12 @@ impl ProxyLimits {
             .and_then(|s| s.bandwidth_limit)
             .map(|b| access.client_rate(client_id, b));
         let own_rate = bandwidth.map(|b| Arc::new(RateLimit::new(b.bytes_per_second())));
-        Ok(ProxyLimits::assemble(filter, bandwidth, client_rate, own_rate))
+        Ok(ProxyLimits::assemble(
+            filter,
+            bandwidth,
+            client_rate,
+            own_rate,
+        ))
     }
 
     fn assemble(

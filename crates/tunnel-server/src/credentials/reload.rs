@@ -92,9 +92,8 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Clients) -> ClientsReload {
                 ))
             }
             (Some(o), Some(n)) if o.scope != n.scope => {
-                let withdrawn = withdraw(shared, &session, &entries, |spec| {
-                    n.scope.check_proxy(spec)
-                });
+                let withdrawn =
+                    withdraw(shared, &session, &entries, |spec| n.scope.check_proxy(spec));
                 report
                     .withdrawn
                     .extend(withdrawn.into_iter().map(|p| format!("{id}/{p}")));
@@ -113,7 +112,11 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Clients) -> ClientsReload {
         rescoped = report.rescoped.len(),
         withdrawn = report.withdrawn.len(),
         "clients_file {} reloaded",
-        store.path.as_deref().unwrap_or(std::path::Path::new("")).display()
+        store
+            .path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display()
     );
     report
 }

@@ -56,7 +56,10 @@ pub(crate) fn reload(shared: &Arc<Shared>, new: ServerConfig) -> Result<ReloadRe
     let _one_at_a_time = store.reload_lock();
     // Read before anything changes: a clients file with problems keeps everything as it is.
     let table = match store.path() {
-        Some(path) => Some(Clients::load(path, Some(key.as_str()).filter(|k| !k.is_empty()))?),
+        Some(path) => Some(Clients::load(
+            path,
+            Some(key.as_str()).filter(|k| !k.is_empty()),
+        )?),
         None => None,
     };
     if !key.is_empty() {
@@ -136,7 +139,10 @@ fn live_changes(old: &ServerConfig, new: &ServerConfig, key_changed: bool) -> Ve
         ("allow_ports", old.allow_ports != new.allow_ports),
         ("allow_ips", old.allow_ips != new.allow_ips),
         ("deny_ips", old.deny_ips != new.deny_ips),
-        ("bandwidth_limit", old.bandwidth_limit != new.bandwidth_limit),
+        (
+            "bandwidth_limit",
+            old.bandwidth_limit != new.bandwidth_limit,
+        ),
         (
             "max_proxies_per_client",
             old.max_proxies_per_client != new.max_proxies_per_client,

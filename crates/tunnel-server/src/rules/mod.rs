@@ -14,8 +14,8 @@ use tunnel_proto::{Bandwidth, IpFilter};
 
 use crate::{PortRanges, ServerConfig};
 
-pub use apply::ReloadReport;
 pub(crate) use apply::reload;
+pub use apply::ReloadReport;
 
 /// One consistent set of the reloadable rules.
 #[derive(Debug)]

@@ -84,7 +84,10 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
     check("publish_addr", *publish_addr == old.publish_addr);
     check("vhost_http_bind", *vhost_http_bind == old.vhost_http_bind);
     check("subdomain_host", *subdomain_host == old.subdomain_host);
-    check("handshake_timeout", *handshake_timeout == old.handshake_timeout);
+    check(
+        "handshake_timeout",
+        *handshake_timeout == old.handshake_timeout,
+    );
     check("max_clients", *max_clients == old.max_clients);
     check(
         "max_pending_handshakes",
@@ -95,8 +98,14 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         *max_connections_per_client == old.max_connections_per_client,
     );
     check("max_frame_size", *max_frame_size == old.max_frame_size);
-    check("heartbeat_interval", *heartbeat_interval == old.heartbeat_interval);
-    check("heartbeat_timeout", *heartbeat_timeout == old.heartbeat_timeout);
+    check(
+        "heartbeat_interval",
+        *heartbeat_interval == old.heartbeat_interval,
+    );
+    check(
+        "heartbeat_timeout",
+        *heartbeat_timeout == old.heartbeat_timeout,
+    );
     check("shutdown_grace", *shutdown_grace == old.shutdown_grace);
     check(
         "max_domains_per_proxy",
@@ -118,7 +127,10 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         "max_stream_headers_per_client",
         *max_stream_headers_per_client == old.max_stream_headers_per_client,
     );
-    check("max_stream_headers", *max_stream_headers == old.max_stream_headers);
+    check(
+        "max_stream_headers",
+        *max_stream_headers == old.max_stream_headers,
+    );
     check("vhost_max_conns", *vhost_max_conns == old.vhost_max_conns);
     check(
         "vhost_max_conns_per_source",
@@ -149,7 +161,10 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         "pending_handshakes_drop_percent",
         *pending_handshakes_drop_percent == old.pending_handshakes_drop_percent,
     );
-    check("first_byte_timeout", *first_byte_timeout == old.first_byte_timeout);
+    check(
+        "first_byte_timeout",
+        *first_byte_timeout == old.first_byte_timeout,
+    );
     check(
         "max_auth_failures_per_second",
         *max_auth_failures_per_second == old.max_auth_failures_per_second,

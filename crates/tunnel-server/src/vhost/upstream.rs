@@ -15,9 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tunnel_mux::{RateLimit, TokenBucket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
+use tunnel_mux::{RateLimit, TokenBucket};
 
 use super::{page, Body, Peer};
 use crate::forward::open_to_owner;
