@@ -331,9 +331,11 @@ fn reload(handle: &server::ServerHandle, source: &Source) {
         }
         _ => vec![e.to_string()],
     };
+    let n = lines.len();
     error!(
-        "SIGHUP: the config was not reloaded; the running one stays in force ({} problems):",
-        lines.len()
+        "SIGHUP: the config was not reloaded; the running config and clients file stay in \
+         force ({n} problem{}):",
+        if n == 1 { "" } else { "s" }
     );
     for line in lines {
         error!("{line}");
