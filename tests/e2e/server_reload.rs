@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_testkit::*;
 
 const BETA: &str = "beta's own key 0123456789ab";
@@ -25,6 +26,15 @@ async fn hup_and_see(server: &Proc, what: &str) {
         server.log().matches(what).count() > before
     })
     .await;
+}
+
+/// A connection from `from` to the echo behind `to`, one round trip done.
+async fn echoing_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = connect_from(from, to).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    s.read_exact(&mut four).await.unwrap();
+    s
 }
 
 fn with_id(id: &str, proxy: String) -> String {
@@ -105,6 +115,9 @@ async fn denying_a_network_refuses_it_and_a_broken_file_keeps_the_running_rules(
     published_by(&c, p, Duration::from_secs(10)).await;
     let to = published(p);
     assert!(served_from(loopback(7), to).await);
+    // Open across the reload: one from the network about to be denied, one from elsewhere.
+    let mut open7 = echoing_from(loopback(7), to).await;
+    let mut open1 = echoing_from(loopback(1), to).await;
 
     // A live rule and one that needs a restart, at once.
     let file = pki.dir.join("server-deny.toml");
@@ -112,6 +125,19 @@ async fn denying_a_network_refuses_it_and_a_broken_file_keeps_the_running_rules(
     let denied = format!("{text}deny_ips = [\"127.0.0.7\"]\nmax_clients = 50\n");
     std::fs::write(&file, &denied).unwrap();
     hup_and_see(&server, "deny_ips applied").await;
+    closed_within(
+        &mut open7,
+        Duration::from_secs(1),
+        "the open connection from 127.0.0.7",
+    )
+    .await;
+    open1.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    open1.read_exact(&mut four).await.unwrap();
+    assert_eq!(
+        &four, b"ping",
+        "the connection from 127.0.0.1 was disturbed"
+    );
     assert!(
         !served_from(loopback(7), to).await,
         "127.0.0.7 is denied now"

@@ -161,9 +161,14 @@ pub(crate) fn server_permits(shared: &Shared, peer: SocketAddr) -> bool {
     if shared.rules.get().filter.permits(peer.ip()) {
         return true;
     }
-    shared.limit_metrics.denied.fetch_add(1, Ordering::Relaxed);
-    warn_denied(shared, peer.ip(), "the server's allow_ips / deny_ips");
+    count_denied(shared, peer.ip(), "the server's allow_ips / deny_ips");
     false
+}
+
+/// Count and warn about a user connection from `ip` refused (or closed) by `rule`.
+pub(crate) fn count_denied(shared: &Shared, ip: IpAddr, rule: &str) {
+    shared.limit_metrics.denied.fetch_add(1, Ordering::Relaxed);
+    warn_denied(shared, ip, rule);
 }
 
 /// Whether a user at `user` may reach `entry` (its own `allow_ips` / `deny_ips`). A refusal

@@ -7,12 +7,14 @@
 mod apply;
 mod restart;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
+use tokio::sync::watch;
 use tunnel_proto::{Bandwidth, IpFilter};
 
-use crate::{PortRanges, ServerConfig};
+use crate::{PortRanges, ServerConfig, Shared};
 
 pub(crate) use apply::reload;
 pub use apply::ReloadReport;
@@ -52,7 +54,9 @@ impl Rules {
 
 /// The rules in force, swapped whole by a reload.
 pub(crate) struct Live {
-    current: RwLock<Arc<Rules>>,
+    /// A watch channel rather than a lock: open user connections wait on it to learn of a
+    /// newly denied network.
+    current: watch::Sender<Arc<Rules>>,
     /// The config last put in force, which the next reload reports its changes against.
     /// Held by a reload from start to end.
     applied: Mutex<ServerConfig>,
@@ -61,19 +65,36 @@ pub(crate) struct Live {
 impl Live {
     pub(crate) fn new(cfg: &ServerConfig) -> Self {
         Live {
-            current: RwLock::new(Arc::new(Rules::of(cfg))),
+            current: watch::Sender::new(Arc::new(Rules::of(cfg))),
             applied: Mutex::new(cfg.clone()),
         }
     }
 
-    /// The rules now; hold the snapshot, not the lock.
+    /// The rules now; hold the snapshot, not the borrow.
     pub(crate) fn get(&self) -> Arc<Rules> {
-        self.current.read().clone()
+        self.current.borrow().clone()
     }
 
     /// Put `new` in force; returns the rules it replaced.
     fn swap(&self, new: Rules) -> Arc<Rules> {
-        std::mem::replace(&mut *self.current.write(), Arc::new(new))
+        self.current.send_replace(Arc::new(new))
+    }
+}
+
+/// Resolves once a reload denies `ip` server-wide (`allow_ips` / `deny_ips`), counted and
+/// warned about as a refused connection: an open user connection from it then closes.
+pub(crate) async fn denied(shared: &Shared, ip: IpAddr) {
+    let mut rules = shared.rules.current.subscribe();
+    loop {
+        if rules.changed().await.is_err() {
+            // The server is gone; its connections end otherwise.
+            return std::future::pending().await;
+        }
+        let permits = rules.borrow_and_update().filter.permits(ip);
+        if !permits {
+            crate::access::count_denied(shared, ip, "the server's reloaded allow_ips / deny_ips");
+            return;
+        }
     }
 }
 
