@@ -456,3 +456,63 @@ async fn a_reloaded_server_cap_slows_open_connections_and_a_lower_proxy_cap_with
     assert_eq!(stats["clients"][0]["proxies"][0]["bandwidth_limit"], "1MiB");
     expect_logged(&["proxy withdrawn", "max_proxies_per_client"]).await;
 }
+
+/// One whole HTTP/1.1 answer with a Content-Length from `s`; its status line.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-answer");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_denying_a_network_ends_its_open_vhost_connections_and_no_others() {
+    let vhost_bind = "127.0.0.1:0".parse().unwrap();
+    let server = server_with(|c| c.with_vhost_http_bind(vhost_bind)).await;
+    let vhost = server.vhost_addr().unwrap();
+    const ASK: &[u8] = b"GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n";
+    // A keep-alive connection with one request answered (404: no such host).
+    let keep_alive = |from: IpAddr| async move {
+        let mut s = connect_from(from, vhost).await.unwrap();
+        s.write_all(ASK).await.unwrap();
+        assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 404"));
+        s
+    };
+    let mut denied = keep_alive(loopback(8)).await;
+    let mut other = keep_alive(loopback(1)).await;
+
+    let report = server
+        .reload(
+            server_config()
+                .with_vhost_http_bind(vhost_bind)
+                .with_deny_ips(&["127.0.0.8"]),
+        )
+        .unwrap();
+    assert_eq!(report.changed, ["deny_ips"]);
+    closed_within(
+        &mut denied,
+        Duration::from_secs(1),
+        "the denied vhost connection",
+    )
+    .await;
+    other.write_all(ASK).await.unwrap();
+    let answer = read_answer(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
