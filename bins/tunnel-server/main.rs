@@ -21,8 +21,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// With no arguments it runs on defaults: clients connect to 0.0.0.0:8443, a self-signed
 /// certificate is generated, a random auth key is made up, and a ready-to-paste client config
-/// is printed. Flags override the config file. SIGTERM or Ctrl-C stop it gracefully: no new
-/// clients or connections, open streams get shutdown_grace seconds to finish.
+/// is printed. Flags override the config file. SIGHUP re-reads the config file and the
+/// clients_file and applies what can change live (keys, allow_ports, allow_ips / deny_ips,
+/// bandwidth_limit, per-client caps); a broken file changes nothing. SIGTERM or Ctrl-C stop
+/// it gracefully: no new clients or connections, open streams get shutdown_grace seconds to
+/// finish.
 #[derive(Parser, Debug)]
 #[command(
     name = "tunnel-server",

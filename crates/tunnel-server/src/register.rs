@@ -35,7 +35,7 @@ pub(crate) async fn apply(
         // Between a revocation and the close that follows it: nothing more is granted.
         return Err(Rejected::new(
             tunnel_proto::RejectCode::Auth,
-            "this client's access was revoked (clients_file)",
+            "this client's access was revoked (clients_file or auth_key changed)",
         ));
     }
     let total = req.proxies.len() + req.visitors.len();
