@@ -459,8 +459,15 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
+        let shared_key = login.shared_key.clone();
         shared.credentials.logged_in(&session.client_id, login);
         crate::credentials::audit::login(&shared, &session);
+        if shared_key.is_some_and(|k| shared.credentials.shared_key().as_ref() != Some(&k)) {
+            // A reload changed the shared key after this login checked it, and may have
+            // looked at the sessions before this one was installed.
+            let why = crate::rules::SHARED_KEY_CHANGED;
+            crate::credentials::reload::revoke(&shared, &session, &[], why);
+        }
         let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
         let by_peer = !session.cancel.is_cancelled();

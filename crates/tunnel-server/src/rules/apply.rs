@@ -91,8 +91,7 @@ pub(crate) fn reload(shared: &Arc<Shared>, new: ServerConfig) -> Result<ReloadRe
             continue;
         }
         if key_changed && store.used_shared_key(id) {
-            let why = "the server's shared auth_key changed: log in with the new key";
-            clients::revoke(shared, &session, &entries, why);
+            clients::revoke(shared, &session, &entries, super::SHARED_KEY_CHANGED);
             report.ended.push(id.to_owned());
             continue;
         }

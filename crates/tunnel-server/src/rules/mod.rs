@@ -19,6 +19,10 @@ use crate::{PortRanges, ServerConfig, Shared};
 pub(crate) use apply::reload;
 pub use apply::ReloadReport;
 
+/// Why a session made with the shared key ends when a reload changes that key.
+pub(crate) const SHARED_KEY_CHANGED: &str =
+    "the server's shared auth_key changed: log in with the new key";
+
 /// One consistent set of the reloadable rules.
 #[derive(Debug)]
 pub(crate) struct Rules {
