@@ -208,3 +208,59 @@ fn allowed(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tunnel_proto::ProxyKind;
+
+    fn spec(name: &str, port: Option<u16>) -> ProxySpec {
+        ProxySpec {
+            name: name.into(),
+            kind: ProxyKind::Tcp,
+            publish_port: port,
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: None,
+            idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
+        }
+    }
+
+    #[test]
+    fn a_port_outside_the_new_range_or_a_proxy_over_the_cap_is_refused_by_field() {
+        let ports =
+            std::iter::once("8000-8010".parse::<crate::PortRange>().expect("a range")).collect();
+        let rules = Rules::of(&ServerConfig::default().with_allow_ports(ports));
+        let none = HashMap::new();
+        assert!(allowed(&rules, &none, &spec("in", Some(8005))).is_ok());
+        assert!(allowed(&rules, &none, &spec("private", None)).is_ok());
+        let e = allowed(&rules, &none, &spec("out", Some(9000))).unwrap_err();
+        assert_eq!(e.field, "publish_port");
+        assert!(e.message.contains("no longer allowed"), "{e}");
+        assert!(e.message.contains("8000-8010"), "{e}");
+
+        let cap = FieldError {
+            field: "proxies".into(),
+            message: "over".into(),
+        };
+        let over = HashMap::from([("in".to_owned(), cap.clone())]);
+        assert_eq!(allowed(&rules, &over, &spec("in", Some(8005))), Err(cap));
+    }
+
+    #[test]
+    fn changes_name_only_the_live_settings_that_differ() {
+        let old = ServerConfig::default();
+        let new = ServerConfig::default()
+            .with_deny_ips(&["10.0.0.0/8"])
+            .with_max_proxies_per_client(2)
+            .with_max_clients(3);
+        assert_eq!(
+            live_changes(&old, &new, true),
+            ["auth_key", "deny_ips", "max_proxies_per_client"]
+        );
+        assert!(live_changes(&old, &old, false).is_empty());
+    }
+}
