@@ -237,7 +237,7 @@ mod tests {
         let none = HashMap::new();
         assert!(allowed(&rules, &none, &spec("in", Some(8005))).is_ok());
         assert!(allowed(&rules, &none, &spec("private", None)).is_ok());
-        let e = allowed(&rules, &none, &spec("out", Some(9000))).unwrap_err();
+        let e = allowed(&rules, &none, &spec("out", Some(9000))).expect_err("outside");
         assert_eq!(e.field, "publish_port");
         assert!(e.message.contains("no longer allowed"), "{e}");
         assert!(e.message.contains("8000-8010"), "{e}");
