@@ -21,8 +21,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// With no arguments it runs on defaults: clients connect to 0.0.0.0:8443, a self-signed
 /// certificate is generated, a random auth key is made up, and a ready-to-paste client config
-/// is printed. Flags override the config file. SIGTERM or Ctrl-C stop it gracefully: no new
-/// clients or connections, open streams get shutdown_grace seconds to finish.
+/// is printed. Flags override the config file. SIGHUP re-reads the config file and the
+/// clients_file and applies what can change live (keys, allow_ports, allow_ips / deny_ips,
+/// bandwidth_limit, per-client caps); a broken file changes nothing. SIGTERM or Ctrl-C stop
+/// it gracefully: no new clients or connections, open streams get shutdown_grace seconds to
+/// finish.
 #[derive(Parser, Debug)]
 #[command(
     name = "tunnel-server",
@@ -108,44 +111,24 @@ fn main() -> ExitCode {
     // client's clean exit often looks from here; the session logs what matters itself.
     tls_tunnel::cli::init_logging_as("info,yamux=error", cfg.log_format);
     tls_tunnel::cli::warn_if_key_on_command_line(&matches, "auth_key");
-    if let Some(b) = args.bind {
-        cfg = cfg.with_bind(b);
-    }
-    if let Some(k) = args.auth_key {
-        cfg.auth_key_file = None;
-        cfg = cfg.with_auth_key(k);
-    }
-    if let (Some(c), Some(k)) = (args.tls_cert, args.tls_key) {
-        cfg = cfg.with_tls_files(c, k);
-    }
-    if !args.allow_ports.is_empty() {
-        cfg = cfg.with_allow_ports(args.allow_ports.into_iter().collect());
-    }
-    if let Some(ip) = args.publish_addr {
-        cfg = cfg.with_publish_addr(ip);
-    }
-    if let Some(addr) = args.stats_bind.as_deref() {
-        if addr.trim().is_empty() {
-            cfg = cfg.with_stats_bind(None);
-        } else {
-            match addr.parse() {
-                Ok(a) => cfg = cfg.with_stats_bind(Some(a)),
-                Err(_) => {
-                    eprintln!("error: --stats-bind {addr:?} is not IP:PORT (or \"\" for off)");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let overrides = Overrides {
+        bind: args.bind,
+        auth_key: args.auth_key,
+        tls_files: args.tls_cert.zip(args.tls_key),
+        allow_ports: args.allow_ports,
+        publish_addr: args.publish_addr,
+        stats_bind: args.stats_bind,
+        ws_bind: args.ws_bind,
+        stats_token: args.stats_token,
+        state_dir: args.state_dir,
+    };
+    cfg = match overrides.apply(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-    }
-    if let Some(addr) = args.ws_bind {
-        cfg = cfg.with_ws_bind(addr);
-    }
-    if let Some(t) = args.stats_token {
-        cfg = cfg.with_stats_token(t);
-    }
-    if let Some(dir) = args.state_dir {
-        cfg.state_dir = Some(dir);
-    }
+    };
     let no_key =
         cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && cfg.clients_file.is_none();
     let no_cert = cfg.tls_cert.is_none() && cfg.tls_key.is_none();
@@ -198,10 +181,106 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(cfg, generated_key))
+    let source = Source {
+        path: args.config,
+        overrides,
+        started: cfg.clone(),
+    };
+    rt.block_on(run(cfg, generated_key, source))
 }
 
-async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> ExitCode {
+/// The command-line flags that override the config file, kept to apply them again to the
+/// file when SIGHUP reloads it.
+struct Overrides {
+    bind: Option<SocketAddr>,
+    auth_key: Option<String>,
+    tls_files: Option<(PathBuf, PathBuf)>,
+    allow_ports: Vec<PortRange>,
+    publish_addr: Option<IpAddr>,
+    stats_bind: Option<String>,
+    ws_bind: Option<SocketAddr>,
+    stats_token: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, mut cfg: ServerConfig) -> Result<ServerConfig, String> {
+        if let Some(b) = self.bind {
+            cfg = cfg.with_bind(b);
+        }
+        if let Some(k) = &self.auth_key {
+            cfg.auth_key_file = None;
+            cfg = cfg.with_auth_key(k.clone());
+        }
+        if let Some((c, k)) = &self.tls_files {
+            cfg = cfg.with_tls_files(c.clone(), k.clone());
+        }
+        if !self.allow_ports.is_empty() {
+            cfg = cfg.with_allow_ports(self.allow_ports.iter().cloned().collect());
+        }
+        if let Some(ip) = self.publish_addr {
+            cfg = cfg.with_publish_addr(ip);
+        }
+        if let Some(addr) = self.stats_bind.as_deref() {
+            if addr.trim().is_empty() {
+                cfg = cfg.with_stats_bind(None);
+            } else {
+                let a = addr.parse().map_err(|_| {
+                    format!("--stats-bind {addr:?} is not IP:PORT (or \"\" for off)")
+                })?;
+                cfg = cfg.with_stats_bind(Some(a));
+            }
+        }
+        if let Some(addr) = self.ws_bind {
+            cfg = cfg.with_ws_bind(addr);
+        }
+        if let Some(t) = &self.stats_token {
+            cfg = cfg.with_stats_token(t.clone());
+        }
+        if let Some(dir) = &self.state_dir {
+            cfg.state_dir = Some(dir.clone());
+        }
+        Ok(cfg)
+    }
+}
+
+/// Where the running config came from, to read it again on SIGHUP.
+struct Source {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    /// The config the server started with, generated key and certificate included.
+    started: ServerConfig,
+}
+
+impl Source {
+    /// The config file read again, with the same flags over it. A key or certificate the
+    /// server made up at start (none configured) stays: the file still configures none.
+    fn read(&self) -> Result<ServerConfig, server::ServerError> {
+        let Some(path) = &self.path else {
+            return Ok(self.started.clone());
+        };
+        let mut cfg = ServerConfig::from_file(path)?;
+        cfg = self.overrides.apply(cfg).map_err(|e| {
+            server::ServerError::Config(vec![server::ConfigProblem::new("stats_bind", e)])
+        })?;
+        let s = &self.started;
+        if cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && cfg.clients_file.is_none() {
+            cfg.auth_key.clone_from(&s.auth_key);
+            cfg.auth_key_file.clone_from(&s.auth_key_file);
+        }
+        if cfg.tls_cert.is_none() && cfg.tls_key.is_none() {
+            cfg.tls_cert.clone_from(&s.tls_cert);
+            cfg.tls_key.clone_from(&s.tls_key);
+        }
+        Ok(cfg)
+    }
+}
+
+async fn run(
+    cfg: ServerConfig,
+    generated_key: Option<state_dir::Generated>,
+    source: Source,
+) -> ExitCode {
     let handle = match server::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
@@ -227,7 +306,7 @@ async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> 
             loop {
                 tokio::select! {
                     s = &mut stop => break s,
-                    () = hangups.recv() => reload_clients(&handle),
+                    () = hangups.recv() => reload(&handle, &source),
                 }
             }
         }
@@ -237,35 +316,32 @@ async fn run(cfg: ServerConfig, generated_key: Option<state_dir::Generated>) -> 
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: read the clients file again. The rest of the config needs a restart.
-fn reload_clients(handle: &server::ServerHandle) {
-    match handle.reload_clients() {
-        Ok(done) => info!(
-            clients = done.clients,
-            revoked = ?done.revoked,
-            rescoped = ?done.rescoped,
-            withdrawn = ?done.withdrawn,
-            "SIGHUP: clients file reloaded (other config changes need a restart)"
-        ),
-        Err(e) => {
-            let lines = match (e.config_problems(), &e) {
-                (
-                    Some(problems),
-                    server::ServerError::ConfigSyntax {
-                        path: Some(path), ..
-                    },
-                ) => tls_tunnel::transport::config_file::report(Some(path), problems),
-                _ => vec![e.to_string()],
-            };
-            error!(
-                "SIGHUP: the clients file was not reloaded; the running one stays in force \
-                 ({} problems):",
-                lines.len()
-            );
-            for line in lines {
-                error!("{line}");
-            }
+/// SIGHUP: read the config file and the clients file again and apply them; the library logs
+/// what changed. A file with problems changes nothing.
+fn reload(handle: &server::ServerHandle, source: &Source) {
+    let Err(e) = source.read().and_then(|cfg| handle.reload(cfg)) else {
+        return;
+    };
+    let lines = match (e.config_problems(), &e) {
+        (
+            Some(problems),
+            server::ServerError::ConfigSyntax {
+                path: Some(path), ..
+            },
+        ) => tls_tunnel::transport::config_file::report(Some(path), problems),
+        (Some(problems), _) => {
+            tls_tunnel::transport::config_file::report(source.path.as_deref(), problems)
         }
+        _ => vec![e.to_string()],
+    };
+    let n = lines.len();
+    error!(
+        "SIGHUP: the config was not reloaded; the running config and clients file stay in \
+         force ({n} problem{}):",
+        if n == 1 { "" } else { "s" }
+    );
+    for line in lines {
+        error!("{line}");
     }
 }
 

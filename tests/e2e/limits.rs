@@ -12,23 +12,6 @@ use tunnel_testkit::*;
 
 const MIB: f64 = 1048576.0;
 
-/// Whether a connection from `from` to `to` is served (an echo comes back) rather than
-/// closed at once without a byte.
-async fn served_from(from: IpAddr, to: SocketAddr) -> bool {
-    let mut s = connect_from(from, to).await.unwrap();
-    // A refused connection is reset before or after this write; either way no echo.
-    let _ = s.write_all(b"ping").await;
-    let mut buf = [0u8; 4];
-    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
-        Ok(Ok(_)) => {
-            assert_eq!(&buf, b"ping");
-            true
-        }
-        Ok(Err(_)) => false,
-        Err(_) => panic!("neither served nor closed within 5 s"),
-    }
-}
-
 /// The value of the sample `series` (name and labels as printed) on the stats endpoint.
 async fn metric(stats: SocketAddr, series: &str) -> Option<f64> {
     let page = stats_get(stats, "/metrics", &[]).await.body;
@@ -334,4 +317,202 @@ async fn both_echo(a: u16, b: u16, data: &[u8]) -> Duration {
         tokio::join!(roundtrip(published(a), data), roundtrip(published(b), data));
     assert!(back_a == data && back_b == data, "echoed bytes differ");
     start.elapsed()
+}
+
+/// `curl` to the virtual host with `Host: host`: `args` before the URL; how long it took and
+/// what it printed.
+async fn timed_vhost(
+    vhost: SocketAddr,
+    host: &str,
+    path: &str,
+    args: &[&str],
+) -> (Duration, String) {
+    let host = format!("Host: {host}");
+    let url = format!("http://{vhost}{path}");
+    let mut all = vec!["--max-time", "60", "-H", &host, "-H", "Expect:"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let start = Instant::now();
+    let out = curl_ok(&all).await;
+    (start.elapsed(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhost_http_bodies_are_held_to_the_proxy_limit_each_way_and_others_are_not() {
+    if !need("curl") {
+        return;
+    }
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let svc = http1_service().await;
+    let routed = |name: &str| {
+        ProxyConfig::http(name, &svc.addr.to_string(), None)
+            .with_http(|h| h.domains = vec![format!("{name}.test")])
+    };
+    let _client = client(
+        client_config(&server)
+            .with_proxy(routed("limited").with_bandwidth_limit("1MiB"))
+            .with_proxy(routed("free")),
+    )
+    .await;
+    let vhost = server.vhost_addr().unwrap();
+    const SIZE: usize = 3 << 20;
+    let size = SIZE.to_string();
+    let down = format!("/bytes/{SIZE}");
+    let to_null = ["-o", "/dev/null", "-w", "%{size_download}"];
+
+    // 3 MiB at 1 MiB/s: about 2.9 s (the first 100 ms of burst are free).
+    let (took, got) = timed_vhost(vhost, "limited.test", &down, &to_null).await;
+    assert_eq!(got, size);
+    let rate = SIZE as f64 / MIB / took.as_secs_f64();
+    eprintln!("vhost download at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
+    assert!(
+        (0.8..1.2).contains(&rate),
+        "download: {rate:.2} MiB/s in {took:?}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("tt-vhost-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("up");
+    std::fs::write(&file, random_bytes(SIZE, 3)).unwrap();
+    let body = format!("@{}", file.display());
+    let (took, got) = timed_vhost(vhost, "limited.test", "/sink", &["--data-binary", &body]).await;
+    assert_eq!(got, size);
+    let rate = SIZE as f64 / MIB / took.as_secs_f64();
+    eprintln!("vhost upload at 1 MiB/s: {took:?}, {rate:.2} MiB/s");
+    assert!(
+        (0.8..1.2).contains(&rate),
+        "upload: {rate:.2} MiB/s in {took:?}"
+    );
+
+    // The same both ways through a proxy without a limit: well under a second.
+    let (took, got) = timed_vhost(vhost, "free.test", &down, &to_null).await;
+    assert_eq!(got, size);
+    assert!(
+        took < Duration::from_secs(1),
+        "unlimited download took {took:?}"
+    );
+    let (took, got) = timed_vhost(vhost, "free.test", "/sink", &["--data-binary", &body]).await;
+    assert_eq!(got, size);
+    assert!(
+        took < Duration::from_secs(1),
+        "unlimited upload took {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_server_cap_slows_open_connections_and_a_lower_proxy_cap_withdraws_the_last() {
+    let eight = "8MiB".parse().unwrap();
+    let server = server_with(|c| c.with_bandwidth_limit(eight)).await;
+    let echo = echo_service().await;
+    let (a, b) = (free_port(), free_port());
+    let _client = client(
+        client_config(&server)
+            .with_proxy(ProxyConfig::tcp("a", &echo.to_string(), Some(a)))
+            .with_proxy(ProxyConfig::tcp("b", &echo.to_string(), Some(b))),
+    )
+    .await;
+    // Open before the reload, and kept open across it.
+    let mut open = TcpStream::connect(published(a)).await.unwrap();
+    open.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    open.read_exact(&mut four).await.unwrap();
+
+    let report = server
+        .reload(
+            server_config()
+                .with_bandwidth_limit("1MiB".parse().unwrap())
+                .with_max_proxies_per_client(1),
+        )
+        .unwrap();
+    assert_eq!(
+        report.changed,
+        ["bandwidth_limit", "max_proxies_per_client"]
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert_eq!(report.withdrawn.len(), 1, "{report:?}");
+    assert!(report.withdrawn[0].ends_with("/b"), "{report:?}");
+    eventually(Duration::from_secs(1), "proxy b withdrawn", || async {
+        !is_listening(b).await
+    })
+    .await;
+
+    // 2 MiB each way at 1 MiB/s over the connection opened at 8 MiB/s: about 2 s.
+    let data = random_bytes(2 << 20, 9);
+    let (mut r, mut w) = open.into_split();
+    let start = Instant::now();
+    let payload = data.clone();
+    let writer = tokio::spawn(async move { w.write_all(&payload).await.unwrap() });
+    let mut back = vec![0u8; data.len()];
+    r.read_exact(&mut back).await.unwrap();
+    writer.await.unwrap();
+    let took = start.elapsed();
+    assert!(back == data, "echoed bytes differ");
+    assert!(
+        (1.5..2.8).contains(&took.as_secs_f64()),
+        "2 MiB at a reloaded 1 MiB/s took {took:?}"
+    );
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    assert_eq!(stats["clients"][0]["proxies"][0]["bandwidth_limit"], "1MiB");
+    expect_logged(&["proxy withdrawn", "max_proxies_per_client"]).await;
+}
+
+/// One whole HTTP/1.1 answer with a Content-Length from `s`; its status line.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-answer");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_denying_a_network_ends_its_open_vhost_connections_and_no_others() {
+    let vhost_bind = "127.0.0.1:0".parse().unwrap();
+    let server = server_with(|c| c.with_vhost_http_bind(vhost_bind)).await;
+    let vhost = server.vhost_addr().unwrap();
+    const ASK: &[u8] = b"GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n";
+    // A keep-alive connection with one request answered (404: no such host).
+    let keep_alive = |from: IpAddr| async move {
+        let mut s = connect_from(from, vhost).await.unwrap();
+        s.write_all(ASK).await.unwrap();
+        assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 404"));
+        s
+    };
+    let mut denied = keep_alive(loopback(8)).await;
+    let mut other = keep_alive(loopback(1)).await;
+
+    let report = server
+        .reload(
+            server_config()
+                .with_vhost_http_bind(vhost_bind)
+                .with_deny_ips(&["127.0.0.8"]),
+        )
+        .unwrap();
+    assert_eq!(report.changed, ["deny_ips"]);
+    closed_within(
+        &mut denied,
+        Duration::from_secs(1),
+        "the denied vhost connection",
+    )
+    .await;
+    other.write_all(ASK).await.unwrap();
+    let answer = read_answer(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 }

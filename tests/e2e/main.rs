@@ -35,6 +35,7 @@ mod ports;
 mod postgres;
 mod reload;
 mod server_list;
+mod server_reload;
 mod state_dir;
 mod stats;
 mod strangers;

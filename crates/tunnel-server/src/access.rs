@@ -16,13 +16,12 @@ use tunnel_proto::{Bandwidth, FieldError, IpFilter, ProtoError, ProxySpec};
 
 use crate::error::ConfigProblem;
 use crate::registry::ProxyEntry;
-use crate::{Scope, ServerConfig, Shared};
+use crate::{Scope, Shared};
 
-/// The server-wide rules, built once at start.
-#[derive(Debug)]
+/// The clients' shared bandwidth limits. (The server-wide `allow_ips` / `deny_ips` are
+/// live rules: [`crate::rules`].)
+#[derive(Debug, Default)]
 pub(crate) struct Access {
-    /// `allow_ips` / `deny_ips` of the server config.
-    filter: IpFilter,
     /// One limit per client id with a `bandwidth_limit` in its scope, shared by all the
     /// client's proxies (and kept across its reconnects, so reconnecting buys nothing).
     /// Bounded by the clients file, which the operator writes.
@@ -30,17 +29,6 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub(crate) fn new(cfg: &ServerConfig) -> Self {
-        // `problems()` refuses a bad list before start; should one get here, fail closed.
-        let filter = cfg.ip_filter().unwrap_or_else(|_| {
-            IpFilter::new::<&str>(&[], &["0.0.0.0/0", "::/0"]).unwrap_or_default()
-        });
-        Access {
-            filter,
-            client_rates: Mutex::default(),
-        }
-    }
-
     fn client_rate(&self, client_id: &str, limit: Bandwidth) -> Arc<RateLimit> {
         let mut rates = self.client_rates.lock();
         let rate = rates
@@ -77,7 +65,18 @@ pub(crate) struct ProxyLimits {
     pub bandwidth: Option<Bandwidth>,
     /// Its client's limit (clients file scope), shared with the client's other proxies.
     client_rate: Option<Arc<RateLimit>>,
+    /// The proxy's own bucket, when it has a limit.
+    own_rate: Option<Arc<RateLimit>>,
     rates: Vec<Arc<RateLimit>>,
+}
+
+/// The lower of a proxy's own limit and the server's cap: a client may lower the cap, never
+/// lift it.
+fn capped(own: Option<u64>, cap: Option<Bandwidth>) -> Option<Bandwidth> {
+    match (own.map(Bandwidth::from_bytes_per_second), cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl ProxyLimits {
@@ -94,26 +93,54 @@ impl ProxyLimits {
             field: e.ip_rule_field().unwrap_or("allow_ips").to_owned(),
             message: e.to_string(),
         })?;
-        let own = spec.bandwidth_limit.map(Bandwidth::from_bytes_per_second);
-        // The client may lower the server's cap, never lift it.
-        let bandwidth = match (own, cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let bandwidth = capped(spec.bandwidth_limit, cap);
         let client_rate = scope
             .and_then(|s| s.bandwidth_limit)
             .map(|b| access.client_rate(client_id, b));
-        let mut rates = Vec::new();
-        if let Some(b) = bandwidth {
-            rates.push(Arc::new(RateLimit::new(b.bytes_per_second())));
-        }
-        rates.extend(client_rate.clone());
-        Ok(ProxyLimits {
+        let own_rate = bandwidth.map(|b| Arc::new(RateLimit::new(b.bytes_per_second())));
+        Ok(ProxyLimits::assemble(
             filter,
             bandwidth,
             client_rate,
+            own_rate,
+        ))
+    }
+
+    fn assemble(
+        filter: IpFilter,
+        bandwidth: Option<Bandwidth>,
+        client_rate: Option<Arc<RateLimit>>,
+        own_rate: Option<Arc<RateLimit>>,
+    ) -> Self {
+        let rates = own_rate.iter().chain(&client_rate).cloned().collect();
+        ProxyLimits {
+            filter,
+            bandwidth,
+            client_rate,
+            own_rate,
             rates,
-        })
+        }
+    }
+
+    /// These rules under a new server cap (a reload), for `spec`'s proxy: its bucket, when it
+    /// has one, changes rate at once, for the connections it has too; a proxy limited only
+    /// from now on limits its new connections.
+    pub(crate) fn under_cap(&self, spec: &ProxySpec, cap: Option<Bandwidth>) -> Self {
+        let bandwidth = capped(spec.bandwidth_limit, cap);
+        let own_rate = match (&self.own_rate, bandwidth) {
+            (Some(rate), b) => {
+                rate.set_rate(b.map_or(UNLIMITED, Bandwidth::bytes_per_second));
+                Some(rate.clone())
+            }
+            (None, Some(b)) => Some(Arc::new(RateLimit::new(b.bytes_per_second()))),
+            (None, None) => None,
+        };
+        ProxyLimits::assemble(
+            self.filter.clone(),
+            bandwidth,
+            self.client_rate.clone(),
+            own_rate,
+        )
     }
 
     /// Its client's limit (clients file scope) now, shared with the client's other proxies.
@@ -131,12 +158,17 @@ impl ProxyLimits {
 /// Whether a user from `peer` may use the published ports and the virtual host at all
 /// (server-wide `allow_ips` / `deny_ips`). A refusal is counted and warned about.
 pub(crate) fn server_permits(shared: &Shared, peer: SocketAddr) -> bool {
-    if shared.access.filter.permits(peer.ip()) {
+    if shared.rules.get().filter.permits(peer.ip()) {
         return true;
     }
-    shared.limit_metrics.denied.fetch_add(1, Ordering::Relaxed);
-    warn_denied(shared, peer.ip(), "the server's allow_ips / deny_ips");
+    count_denied(shared, peer.ip(), "the server's allow_ips / deny_ips");
     false
+}
+
+/// Count and warn about a user connection from `ip` refused (or closed) by `rule`.
+pub(crate) fn count_denied(shared: &Shared, ip: IpAddr, rule: &str) {
+    shared.limit_metrics.denied.fetch_add(1, Ordering::Relaxed);
+    warn_denied(shared, ip, rule);
 }
 
 /// Whether a user at `user` may reach `entry` (its own `allow_ips` / `deny_ips`). A refusal
@@ -195,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_bad_list_from_a_client_is_refused_by_field() {
-        let access = Access::new(&ServerConfig::default());
+        let access = Access::default();
         let e = ProxyLimits::new(&access, None, "c", None, &spec(&[], &["10.0.0.0/33"], None))
             .unwrap_err();
         assert_eq!(e.field, "deny_ips");
@@ -207,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_server_cap_wins_over_a_higher_or_missing_proxy_limit() {
-        let access = Access::new(&ServerConfig::default());
+        let access = Access::default();
         let of = |limit: Option<u64>, cap: Option<Bandwidth>| {
             ProxyLimits::new(&access, cap, "c", None, &spec(&[], &[], limit))
                 .unwrap()
@@ -222,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_client_limit_is_one_bucket_for_all_its_proxies_and_follows_reloads() {
-        let access = Access::new(&ServerConfig::default());
+        let access = Access::default();
         let sc = scope("1MiB");
         let a = ProxyLimits::new(&access, None, "c", Some(&sc), &spec(&[], &[], None)).unwrap();
         let b = ProxyLimits::new(&access, None, "c", Some(&sc), &spec(&[], &[], Some(5))).unwrap();
@@ -241,9 +273,23 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_server_list_fails_closed() {
-        let access = Access::new(&ServerConfig::default().with_deny_ips(&["bad"]));
-        assert!(!access.filter.permits("192.0.2.1".parse().unwrap()));
-        assert!(!access.filter.permits("::1".parse().unwrap()));
+    fn a_new_cap_changes_the_open_bucket_and_limits_an_unlimited_proxy() {
+        let access = Access::default();
+        let sp = spec(&[], &[], Some(8 << 20));
+        let limited = ProxyLimits::new(&access, Some(mib(4)), "c", None, &sp).unwrap();
+        let bucket = limited.rates()[0].clone();
+        let lowered = limited.under_cap(&sp, Some(mib(1)));
+        assert_eq!(lowered.bandwidth, Some(mib(1)));
+        assert!(Arc::ptr_eq(&bucket, &lowered.rates()[0]), "the same bucket");
+        assert_eq!(bucket.rate(), 1 << 20, "open connections follow");
+        let lifted = lowered.under_cap(&sp, None);
+        assert_eq!(lifted.bandwidth, Some(mib(8)), "its own limit stays");
+
+        let free = spec(&[], &[], None);
+        let none = ProxyLimits::new(&access, None, "c", None, &free).unwrap();
+        assert!(none.rates().is_empty());
+        let capped = none.under_cap(&free, Some(mib(2)));
+        assert_eq!(capped.rates().len(), 1);
+        assert_eq!(capped.bandwidth, Some(mib(2)));
     }
 }

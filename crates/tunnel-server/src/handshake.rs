@@ -137,6 +137,7 @@ pub(crate) async fn authenticate(
                         kind,
                         cert: cert.cloned(),
                         key: own_key(listed, &keys, machine.credential()),
+                        shared_key: shared_key_used(listed, &keys, machine.credential()),
                     },
                 )),
                 Err(refusal) => Err(refuse(stream, id, refusal).await),
@@ -225,6 +226,22 @@ fn own_key(
 ) -> Option<Vec<u8>> {
     match credential {
         Some(tunnel_proto::handshake::Credential::Own { index }) if listed => {
+            keys.own.get(index).filter(|k| !k.is_empty()).cloned()
+        }
+        _ => None,
+    }
+}
+
+/// The shared key that answered, if it did: as itself, or (for an unlisted id with a
+/// certificate, see [`certificate::keys_with_cert`]) among the candidate keys.
+fn shared_key_used(
+    listed: bool,
+    keys: &tunnel_proto::handshake::IdKeys,
+    credential: Option<tunnel_proto::handshake::Credential>,
+) -> Option<Vec<u8>> {
+    match credential {
+        Some(tunnel_proto::handshake::Credential::Shared) => keys.shared.clone(),
+        Some(tunnel_proto::handshake::Credential::Own { index }) if !listed => {
             keys.own.get(index).filter(|k| !k.is_empty()).cloned()
         }
         _ => None,

@@ -50,6 +50,7 @@ mod pre_auth;
 mod register;
 mod registry;
 mod routes;
+mod rules;
 mod session;
 mod source_limit;
 mod stats;
@@ -75,13 +76,17 @@ pub use credentials::{Bandwidth, Client, Clients, ClientsReload, Patterns, Scope
 pub use error::{ConfigProblem, ServerError};
 pub use ports::{PortRange, PortRanges};
 pub use registry::{ProxyCounters, ProxyKey};
+pub use rules::ReloadReport;
 
 use registry::Registry;
 
 /// State shared by every task of one server.
 pub(crate) struct Shared {
+    /// The config the server started with. The settings a reload may change are read from
+    /// `rules` and `credentials` instead.
     cfg: ServerConfig,
-    key: Vec<u8>,
+    /// `allow_ports`, `allow_ips` / `deny_ips`, the caps: what a reload may change.
+    rules: rules::Live,
     transport: Arc<dyn Transport>,
     /// Sessions by client id, proxies, their routes (see [`registry`]).
     registry: Registry,
@@ -139,7 +144,7 @@ impl Shared {
     fn mux_config(&self) -> MuxConfig {
         // The per-client cap is enforced above the mux with a readable error (see
         // `SessionRecord::begin_stream_for`); the mux's own limit only backs it up.
-        MuxConfig::default().with_max_streams(self.cfg.max_streams_per_client.clamp(
+        MuxConfig::default().with_max_streams(self.rules.get().max_streams_per_client.clamp(
             tunnel_mux::DEFAULT_MAX_STREAMS,
             tunnel_mux::MAX_STREAMS_LIMIT,
         ))
@@ -220,6 +225,35 @@ impl ServerHandle {
     /// line and column. The `tunnel-server` binary calls this on SIGHUP.
     pub fn reload_clients(&self) -> Result<ClientsReload, ServerError> {
         credentials::reload::reload(&self.shared)
+    }
+
+    /// Put `new` in force without a restart, and read `clients_file` again (as
+    /// [`ServerHandle::reload_clients`] does). Applied live: `auth_key` / `auth_key_file`
+    /// (a changed shared key ends the sessions that logged in with the old one),
+    /// `allow_ports`, `allow_ips`, `deny_ips` (new connections), `bandwidth_limit` (open
+    /// connections too), `max_proxies_per_client`, and `max_streams_per_client` (for
+    /// sessions that start from now on). A narrower rule withdraws the registrations it no
+    /// longer allows and tells each client why; nothing else is touched. Every other setting
+    /// that differs is named in [`ReloadReport::needs_restart`] and keeps its running value.
+    /// A config with problems changes nothing and returns every problem.
+    ///
+    /// In a cluster the rules are this server's own: reload each server.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tunnel_server::ServerError> {
+    /// let config = tunnel_server::ServerConfig::default()
+    ///     .with_bind("127.0.0.1:0".parse().unwrap())
+    ///     .with_stats_bind(None)
+    ///     .with_auth_key("a long random key");
+    /// let server = tunnel_server::start(config.clone()).await?;
+    /// let report = server.reload(config.with_deny_ips(&["192.0.2.0/24"]))?;
+    /// assert_eq!(report.changed, ["deny_ips"]);
+    /// # server.join().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn reload(&self, new: ServerConfig) -> Result<ReloadReport, ServerError> {
+        rules::reload(&self.shared, new)
     }
 
     /// Begin a graceful shutdown: stop accepting clients and user connections; open streams
@@ -314,7 +348,7 @@ async fn start_with_peer(
         .map_err(|p| ServerError::Config(vec![p]))?
         .unwrap_or_default();
     if !key.is_empty() {
-        warn_if_short(&key);
+        warn_if_short(key.as_bytes());
     }
     let credentials = credentials::Store::open(cfg.clients_file.as_deref(), key.as_bytes())?;
     let source = cfg
@@ -403,13 +437,13 @@ async fn start_with_peer(
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
     let shutdown = CancellationToken::new();
-    let access = access::Access::new(&cfg);
+    let access = access::Access::default();
     let shared = Arc::new(Shared {
         pre_auth: pre_auth::PreAuth::new(&cfg),
         auth_failures: auth_failures::AuthFailures::new(cfg.max_auth_failures_per_second),
         metrics: metrics::ServerMetrics::default(),
+        rules: rules::Live::new(&cfg),
         cfg,
-        key: key.into_bytes(),
         transport,
         registry: Registry::default(),
         next_session: AtomicU64::new(1),
@@ -534,7 +568,7 @@ async fn accept_loop(
 /// needs far fewer tries than the wrong-key limits allow over time.
 const MIN_AUTH_KEY_LEN: usize = 16;
 
-fn warn_if_short(key: &str) {
+fn warn_if_short(key: &[u8]) {
     if key.len() < MIN_AUTH_KEY_LEN {
         warn!(
             "the auth key is only {} bytes: use at least {MIN_AUTH_KEY_LEN} random bytes \

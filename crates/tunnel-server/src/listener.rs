@@ -192,10 +192,17 @@ async fn serve_user(
         .active_streams
         .fetch_add(1, Ordering::Relaxed);
     let counters = Some(&entry.counters.bytes);
-    let end = relay_tcp(tcp, stream, &pipe, guard.token(), counters, || {
+    let relay = relay_tcp(tcp, stream, &pipe, guard.token(), counters, || {
         slot.lane().send_abort(id)
-    })
-    .await;
+    });
+    let end = tokio::select! {
+        end = relay => end,
+        // A reload denied the user's network: its open connections close too.
+        () = crate::rules::denied(&shared, peer.ip()) => {
+            slot.lane().send_abort(id);
+            RelayEnd::Aborted
+        }
+    };
     entry
         .counters
         .active_streams

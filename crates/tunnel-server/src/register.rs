@@ -35,11 +35,13 @@ pub(crate) async fn apply(
         // Between a revocation and the close that follows it: nothing more is granted.
         return Err(Rejected::new(
             tunnel_proto::RejectCode::Auth,
-            "this client's access was revoked (clients_file)",
+            "this client's access was revoked (clients_file or auth_key changed)",
         ));
     }
     let total = req.proxies.len() + req.visitors.len();
-    let limit = shared.cfg.max_proxies_per_client;
+    // The live rules, read once for the whole registration.
+    let rules = shared.rules.get();
+    let limit = rules.max_proxies_per_client;
     if total > limit {
         let message = format!(
             "{total} proxies and visitors, but this server allows {limit} per client (max_proxies_per_client)"
@@ -53,7 +55,7 @@ pub(crate) async fn apply(
     }
     let (claims, mut cluster_refused) = match &shared.cluster {
         Some(node) => {
-            let claims = cluster_claims(&shared.cfg, scope.as_deref(), &req.proxies);
+            let claims = cluster_claims(&shared.cfg, &rules, scope.as_deref(), &req.proxies);
             let refused = crate::cluster::login::register(shared, node, session, claims.clone());
             (claims, refused.await?)
         }
@@ -166,6 +168,7 @@ pub(crate) async fn apply(
 /// server, and claims nothing), by its index in the request.
 fn cluster_claims(
     cfg: &ServerConfig,
+    rules: &crate::rules::Rules,
     scope: Option<&Scope>,
     proxies: &[ProxySpec],
 ) -> Vec<(usize, ProxyClaim)> {
@@ -181,7 +184,7 @@ fn cluster_claims(
                 && scope.is_none_or(|s| s.check_proxy(spec).is_ok())
                 && spec
                     .publish_port
-                    .is_none_or(|p| cfg.allow_ports.contains(p))
+                    .is_none_or(|p| rules.allow_ports.contains(p))
                 && check_http_route(cfg, spec, cfg.max_routes_per_client).is_ok()
         })
         .map(|(i, spec)| (i, crate::cluster::login::claim_of(cfg, spec)))
@@ -308,20 +311,21 @@ async fn register_proxy(
         scope.check_proxy(&spec)?;
     }
     let vhost = check_http_route(&shared.cfg, &spec, *routes_left)?;
+    let rules = shared.rules.get();
     let limits = Arc::new(crate::access::ProxyLimits::new(
         &shared.access,
-        shared.cfg.bandwidth_limit,
+        rules.bandwidth_limit,
         &session.client_id,
         scope,
         &spec,
     )?);
     if let Some(port) = spec.publish_port {
-        if !shared.cfg.allow_ports.contains(port) {
+        if !rules.allow_ports.contains(port) {
             return Err(field_error(
                 "publish_port",
                 format!(
                     "port {port} is not allowed by this server (allow_ports: {})",
-                    shared.cfg.allow_ports
+                    rules.allow_ports
                 ),
             ));
         }

@@ -234,7 +234,11 @@ pub(crate) async fn handle_connection(
             return Err(HandshakeError::Blocked);
         }
         let binding = est.binding.map(|b| b.to_vec()).unwrap_or_default();
-        let mut machine = ServerHandshake::new(shared.key.clone(), nonce, &binding);
+        let mut machine = ServerHandshake::new(
+            shared.credentials.shared_key().unwrap_or_default(),
+            nonce,
+            &binding,
+        );
         let (hello, login) = handshake::authenticate(
             &mut est.stream,
             &mut machine,
@@ -455,8 +459,15 @@ fn run(
             return;
         }
         info!(%transport, "client connected");
+        let shared_key = login.shared_key.clone();
         shared.credentials.logged_in(&session.client_id, login);
         crate::credentials::audit::login(&shared, &session);
+        if shared_key.is_some_and(|k| shared.credentials.shared_key().as_ref() != Some(&k)) {
+            // A reload changed the shared key after this login checked it, and may have
+            // looked at the sessions before this one was installed.
+            let why = crate::rules::SHARED_KEY_CHANGED;
+            crate::credentials::reload::revoke(&shared, &session, &[], why);
+        }
         let end = serve(&shared, &session, incoming, channel).await;
         // Not cut by us (replaced, or the server stopping) but closed by the peer or lost.
         let by_peer = !session.cancel.is_cancelled();

@@ -33,12 +33,16 @@ pub async fn server() -> ServerHandle {
 /// [`server`] with its config changed by `f` first.
 pub async fn server_with(f: impl FnOnce(ServerConfig) -> ServerConfig) -> ServerHandle {
     logs();
-    let cfg = ServerConfig::default()
+    tunnel_server::start(f(server_config())).await.unwrap()
+}
+
+/// The config [`server`] starts with (to change it and `reload` it, say).
+pub fn server_config() -> ServerConfig {
+    ServerConfig::default()
         .with_bind("127.0.0.1:0".parse().unwrap())
         .with_publish_addr("127.0.0.1".parse().unwrap())
         .with_stats_bind(Some("127.0.0.1:0".parse().unwrap()))
-        .with_auth_key(KEY);
-    tunnel_server::start(f(cfg)).await.unwrap()
+        .with_auth_key(KEY)
 }
 
 /// A client config that pins `server`'s certificate.

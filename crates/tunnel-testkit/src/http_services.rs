@@ -43,7 +43,8 @@ fn full(text: impl Into<Bytes>) -> Body {
     Full::new(text.into()).map_err(|n| match n {}).boxed()
 }
 
-/// Routes: `/echo` streams the request body back; `/slow` answers after 3 s;
+/// Routes: `/echo` streams the request body back; `/bytes/N` answers N bytes (at most
+/// 64 MiB); `/sink` reads the request body and answers its length; `/slow` answers after 3 s;
 /// `/slow-ok` after 300 ms; `/ws` upgrades and echoes raw bytes; `/grpc` answers with a
 /// body and `grpc-status` trailers; anything else describes the request, one
 /// `name: value` line per header, after a `METHOD path` line.
@@ -53,6 +54,18 @@ async fn handle(seen: Arc<Seen>, mut req: Request<Incoming>) -> Result<Response<
     seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let resp = match req.uri().path() {
         "/echo" => Response::new(req.into_body().boxed()),
+        "/sink" => {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len());
+            }
+            Response::new(full(n.to_string()))
+        }
+        path if path.starts_with("/bytes/") => {
+            let n: usize = path["/bytes/".len()..].parse().unwrap_or(0);
+            Response::new(full(vec![b'x'; n.min(64 << 20)]))
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Response::new(full("slow"))

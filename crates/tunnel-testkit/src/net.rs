@@ -22,6 +22,26 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
     sock.connect(to).await
 }
 
+/// Whether a connection from `from` to `to` (an echo behind a published port) is served
+/// (the echo comes back) rather than closed at once without a byte (reset even before the
+/// connect returned, as happens with a server in another process).
+pub async fn served_from(from: IpAddr, to: SocketAddr) -> bool {
+    let Ok(mut s) = connect_from(from, to).await else {
+        return false;
+    };
+    // A refused connection is reset before or after this write; either way no echo.
+    let _ = s.write_all(b"ping").await;
+    let mut buf = [0u8; 4];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
+        Ok(Ok(_)) => {
+            assert_eq!(&buf, b"ping");
+            true
+        }
+        Ok(Err(_)) => false,
+        Err(_) => panic!("neither served nor closed within 5 s"),
+    }
+}
+
 /// A port that was free a moment ago, outside the range the OS picks outgoing ports from.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};

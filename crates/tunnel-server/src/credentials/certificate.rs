@@ -47,6 +47,9 @@ pub(crate) struct Login {
     /// The id's own key that proved it (none: the shared key, or a certificate alone), so a
     /// reload that removes that key from a rotating entry can end the session.
     pub(crate) key: Option<Vec<u8>>,
+    /// The shared key that proved it, if that is how it logged in, so a reload that changes
+    /// the shared key while this login completes still ends it.
+    pub(crate) shared_key: Option<Vec<u8>>,
 }
 
 /// The certificate part of `/api/stats` for a client that presented one.

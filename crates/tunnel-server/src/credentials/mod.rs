@@ -124,7 +124,8 @@ impl Kind {
 /// reload. Readers clone the `Arc` and never hold the lock across anything else.
 pub(crate) struct Store {
     path: Option<PathBuf>,
-    shared_key: Option<Vec<u8>>,
+    /// The server's shared `auth_key` (`None`: it has none); a reload may change it.
+    shared_key: RwLock<Option<Vec<u8>>>,
     table: RwLock<Arc<Clients>>,
     /// Reloads run one at a time: each diffs against what the previous one left.
     reloading: parking_lot::Mutex<()>,
@@ -150,13 +151,40 @@ impl Store {
         };
         Ok(Store {
             path: path.map(Path::to_path_buf),
-            shared_key,
+            shared_key: RwLock::new(shared_key),
             table: RwLock::new(Arc::new(table)),
             reloading: parking_lot::Mutex::new(()),
             certified: parking_lot::Mutex::default(),
             keys_used: parking_lot::Mutex::default(),
             revoking: parking_lot::Mutex::default(),
         })
+    }
+
+    /// The clients file this server reads, if it has one.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The shared key in force (`None`: the server has none).
+    pub(crate) fn shared_key(&self) -> Option<Vec<u8>> {
+        self.shared_key.read().clone()
+    }
+
+    /// Put a new shared key in force (empty: none), for logins from now on.
+    pub(crate) fn set_shared_key(&self, key: &[u8]) {
+        *self.shared_key.write() = (!key.is_empty()).then(|| key.to_vec());
+    }
+
+    /// Held by a reload from start to end: each one diffs against what the previous one left.
+    pub(crate) fn reload_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.reloading.lock()
+    }
+
+    /// Whether `id`'s session proved itself with the shared key, alone or beside a
+    /// certificate (a key that was not one of its own).
+    pub(crate) fn used_shared_key(&self, id: &str) -> bool {
+        matches!(self.kind_of(id), Kind::SharedKey | Kind::CertificateAndKey)
+            && !self.keys_used.lock().contains_key(id)
     }
 
     pub(crate) fn table(&self) -> Arc<Clients> {
@@ -171,7 +199,7 @@ impl Store {
                 .get(id)
                 .map(|c| c.keys.clone())
                 .unwrap_or_default(),
-            shared: self.shared_key.clone(),
+            shared: self.shared_key(),
         }
     }
 
@@ -244,7 +272,7 @@ impl Store {
 /// The streams `id`'s session may have open at once: the server's `max_streams_per_client`,
 /// or the client's `max_streams` when lower. Read when the session starts.
 pub(crate) fn max_streams(shared: &crate::Shared, id: &str) -> usize {
-    let server = shared.cfg.max_streams_per_client;
+    let server = shared.rules.get().max_streams_per_client;
     shared
         .credentials
         .scope_of(id)

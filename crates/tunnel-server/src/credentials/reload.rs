@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn, Instrument};
-use tunnel_proto::{FieldError, ItemKind, ItemResult, Message, RegisterReply};
+use tunnel_proto::{FieldError, ItemKind, ItemResult, Message, ProxySpec, RegisterReply};
 
 use super::audit::{self, Event};
-use super::{file, Clients, Scope};
+use super::{file, Clients};
 use crate::registry::{ProxyEntry, ProxyKey};
 use crate::session::SessionRecord;
 use crate::{ConfigProblem, ServerError, Shared};
@@ -45,7 +45,15 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
         )]));
     };
     let _one_at_a_time = store.reloading.lock();
-    let new = Arc::new(file::load(path, store.shared_key.as_deref())?);
+    let new = file::load(path, store.shared_key().as_deref())?;
+    Ok(apply(shared, new))
+}
+
+/// Put `new`, read from the clients file, in force and apply it to the live sessions. The
+/// caller holds [`super::Store::reload_lock`].
+pub(crate) fn apply(shared: &Arc<Shared>, new: Clients) -> ClientsReload {
+    let store = &shared.credentials;
+    let new = Arc::new(new);
     let old = std::mem::replace(&mut *store.table.write(), new.clone());
     shared
         .access
@@ -84,7 +92,8 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
                 ))
             }
             (Some(o), Some(n)) if o.scope != n.scope => {
-                let withdrawn = rescope(shared, &session, &entries, &n.scope);
+                let withdrawn =
+                    withdraw(shared, &session, &entries, |spec| n.scope.check_proxy(spec));
                 report
                     .withdrawn
                     .extend(withdrawn.into_iter().map(|p| format!("{id}/{p}")));
@@ -103,9 +112,13 @@ pub(crate) fn reload(shared: &Arc<Shared>) -> Result<ClientsReload, ServerError>
         rescoped = report.rescoped.len(),
         withdrawn = report.withdrawn.len(),
         "clients_file {} reloaded",
-        path.display()
+        store
+            .path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display()
     );
-    Ok(report)
+    report
 }
 
 /// One audit line per client whose entry went or whose scope changed, connected or not.
@@ -130,7 +143,7 @@ fn audit_changes(old: &Clients, new: &Clients, report: &mut ClientsReload) {
 }
 
 /// Close `session`'s ports now, tell it why, and end it.
-fn revoke(
+pub(crate) fn revoke(
     shared: &Arc<Shared>,
     session: &Arc<SessionRecord>,
     entries: &[Arc<ProxyEntry>],
@@ -185,20 +198,21 @@ fn revoke(
     tasks.spawn(task.in_current_span());
 }
 
-/// Withdraw what `session` holds outside its new `scope`, telling the client each item and
-/// why. Returns the names withdrawn.
-fn rescope(
+/// Withdraw what `session` holds that `check` no longer allows (a narrower scope, or
+/// narrower server rules), telling the client each item and why. Returns the names
+/// withdrawn.
+pub(crate) fn withdraw(
     shared: &Arc<Shared>,
     session: &Arc<SessionRecord>,
     entries: &[Arc<ProxyEntry>],
-    scope: &Scope,
+    check: impl Fn(&ProxySpec) -> Result<(), FieldError>,
 ) -> Vec<String> {
     let mut keep: HashSet<ProxyKey> = HashSet::new();
     let mut results = Vec::new();
     let mut withdrawn = Vec::new();
     for entry in entries {
         let spec = entry.spec.read().clone();
-        let error = scope.check_proxy(&spec).err();
+        let error = check(&spec).err();
         match &error {
             None => {
                 keep.insert(entry.key.clone());

@@ -156,9 +156,10 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             if st.closing.contains_key(&port) {
                 continue; // bound once the old listener has ended: the next change, or below
             }
-            if !shared.cfg.allow_ports.contains(port) {
+            let allow_ports = &shared.rules.get().allow_ports;
+            if !allow_ports.contains(port) {
                 if outside.insert(port) {
-                    warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({})", shared.cfg.allow_ports);
+                    warn!(port, proxy = name, "not forwarding port {port} of another server: it is outside this server's allow_ports ({allow_ports})");
                 }
                 continue;
             }

@@ -199,6 +199,8 @@ async fn serve_http<S>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = hard_stop.cancelled() => return,
+        // A reload denied the user's network: its keep-alive connection ends too.
+        () = crate::rules::denied(&vh.shared, peer.ip()) => return,
         () = shutdown.cancelled() => {
             // Finish the request in progress, then close: an idle keep-alive connection must
             // not hold a graceful shutdown up for its whole grace period.

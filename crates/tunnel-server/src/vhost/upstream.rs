@@ -2,6 +2,7 @@
 //! [`exchange`], to the server of the domain), streaming the answer back, and relaying an
 //! upgraded (WebSocket) connection until it ends or idles out.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
+use tunnel_mux::{RateLimit, TokenBucket};
 
 use super::{page, Body, Peer};
 use crate::forward::open_to_owner;
@@ -47,9 +49,13 @@ pub(super) async fn forward(
             return page(StatusCode::BAD_GATEWAY, "the service is unreachable");
         }
     };
+    // The same buckets as the proxy's TCP connections: its own limit and its client's.
+    let rates = entry.limits.read().rates();
     let metered = Metered {
         stream,
         entry: entry.clone(),
+        request: Pace::new(rates.clone(), RateLimit::a_to_b),
+        response: Pace::new(rates, RateLimit::b_to_a),
     };
     // The client aborting the stream ends the exchange at once.
     let abort = guard.token().clone();
@@ -258,11 +264,64 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Touch<T> {
     }
 }
 
+/// One direction's bandwidth limits (`bandwidth_limit`, per proxy and per client): what
+/// moved is charged to every bucket, and while one is in debt nothing more moves that way.
+/// As in the TCP pipe, nothing queues here: the sender is held back by the tunnel's and
+/// TCP's windows, so hyper holds no more than its own bounded buffers.
+struct Pace {
+    rates: Vec<Arc<RateLimit>>,
+    bucket: fn(&RateLimit) -> &TokenBucket,
+    /// Armed while a bucket is in debt.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Debts shorter than this are carried to the next transfer rather than slept off.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl Pace {
+    fn new(rates: Vec<Arc<RateLimit>>, bucket: fn(&RateLimit) -> &TokenBucket) -> Self {
+        Pace {
+            rates,
+            bucket,
+            wait: None,
+        }
+    }
+
+    /// Ready once no bucket is in debt.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(sleep) = &mut self.wait {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.wait = None;
+        }
+        Poll::Ready(())
+    }
+
+    /// Charge `n` bytes that just moved.
+    fn charge(&mut self, n: usize) {
+        if n == 0 || self.rates.is_empty() {
+            return;
+        }
+        let bucket = self.bucket;
+        let wait = self
+            .rates
+            .iter()
+            .map(|r| bucket(r).charge(n))
+            .max()
+            .unwrap_or_default();
+        if wait > MIN_WAIT {
+            self.wait = Some(Box::pin(tokio::time::sleep(wait)));
+        }
+    }
+}
+
 /// A stream to the owner that adds what it carries to the proxy's byte counters (requests
-/// "in", responses "out"; HTTP heads included, as they travel the tunnel too).
+/// "in", responses "out"; HTTP heads included, as they travel the tunnel too) and paces
+/// each direction by the proxy's bandwidth limits.
 struct Metered {
     stream: tunnel_mux::MuxStream,
     entry: Arc<ProxyEntry>,
+    request: Pace,
+    response: Pace,
 }
 
 impl AsyncRead for Metered {
@@ -271,15 +330,17 @@ impl AsyncRead for Metered {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.response.poll_ready(cx));
         let before = buf.filled().len();
         let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
+        let n = buf.filled().len() - before;
         if n > 0 {
             self.entry
                 .counters
                 .bytes
                 .b_to_a
-                .fetch_add(n, Ordering::Relaxed);
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.response.charge(n);
         }
         r
     }
@@ -291,6 +352,7 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.request.poll_ready(cx));
         let r = Pin::new(&mut self.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
             self.entry
@@ -298,6 +360,7 @@ impl AsyncWrite for Metered {
                 .bytes
                 .a_to_b
                 .fetch_add(*n as u64, Ordering::Relaxed);
+            self.request.charge(*n);
         }
         r
     }
