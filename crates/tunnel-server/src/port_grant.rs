@@ -126,10 +126,10 @@ async fn auto(
             }
         }
     }
-    let allowed = scope
-        .and_then(|s| s.allow_ports.as_ref())
-        .unwrap_or(&shared.cfg.allow_ports);
-    let server = &shared.cfg.allow_ports;
+    // The live rules: a SIGHUP may have changed allow_ports since the start.
+    let rules = shared.rules.get();
+    let server = &rules.allow_ports;
+    let allowed = scope.and_then(|s| s.allow_ports.as_ref()).unwrap_or(server);
     let candidates = shared
         .auto_ports
         .candidates(client, &spec.name, allowed, |p| server.contains(p));
@@ -177,7 +177,8 @@ async fn block(
             format!("port {p} of the block {first}-{last} {why}; the whole block is refused"),
         )
     };
-    let server = &shared.cfg.allow_ports;
+    let rules = shared.rules.get();
+    let server = &rules.allow_ports;
     for p in first..=last {
         if !server.contains(p) {
             return Err(whole(
