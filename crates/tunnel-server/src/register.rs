@@ -199,7 +199,10 @@ fn cluster_refusal(cfg: &ServerConfig, spec: &ProxySpec, r: Refusal) -> FieldErr
                 .is_some_and(|sub| host.starts_with(&format!("{sub}.")));
             field_error(
                 if by_subdomain { "subdomain" } else { "domains" },
-                format!("host {host} is served by another client; choose another domain"),
+                format!(
+                    "host {} is served by another client; choose another domain",
+                    routes::display_host(&host)
+                ),
             )
         }
         Refusal::TooLarge { keys, limit } => field_error(
@@ -427,6 +430,9 @@ fn check_http_route(
             ),
         ));
     }
+    if spec.kind == ProxyKind::Https {
+        check_https_fields(spec, route)?;
+    }
     // The caps come first, on counts alone: nothing proportional to the peer's lists is done
     // for a registration that is over them.
     check_caps(cfg, route, routes_left)?;
@@ -470,6 +476,9 @@ fn check_http_route(
     } else {
         "domains"
     };
+    if spec.kind == ProxyKind::Https {
+        return https_claim(cfg, field, hosts, subdomain_host);
+    }
     if !hosts.is_empty() && cfg.vhost_http_bind.is_none() {
         return Err(field_error(
             field,
@@ -525,6 +534,65 @@ fn check_http_route(
         pairs,
         auth,
         subdomain_host,
+    })
+}
+
+/// What an `https` proxy may not set: the server routes it by the TLS server name without
+/// decrypting anything, so it sees no path and can ask for no password.
+fn check_https_fields(
+    spec: &ProxySpec,
+    route: &tunnel_proto::HttpRoute,
+) -> Result<(), FieldError> {
+    let set = [
+        ("locations", !route.locations.is_empty()),
+        ("http_user", route.http_user.is_some()),
+        ("http_password", route.http_password.is_some()),
+    ];
+    if let Some((f, _)) = set.iter().find(|(_, on)| *on) {
+        return Err(field_error(
+            f,
+            "not available for type = \"https\": the server routes it by the TLS server name \
+             and never decrypts, so it sees no path or password; remove it, or serve plain \
+             HTTP with type = \"http\"",
+        ));
+    }
+    if spec.publish_port.is_some() {
+        return Err(field_error(
+            "publish_port",
+            "an https proxy is reached on the server's vhost_https_bind by its domains; for a \
+             TLS service on a port of its own use type = \"tcp\"",
+        ));
+    }
+    Ok(())
+}
+
+/// The routes of an `https` proxy: each host in the https namespace ([`routes::sni_host`]).
+fn https_claim(
+    cfg: &ServerConfig,
+    field: &str,
+    hosts: Vec<String>,
+    subdomain_host: Option<String>,
+) -> Result<VhostClaim, FieldError> {
+    if hosts.is_empty() {
+        return Err(field_error(
+            "domains",
+            "an https proxy needs domains or subdomain: the server routes it by the TLS server \
+             name (SNI)",
+        ));
+    }
+    if cfg.vhost_https_bind.is_none() {
+        return Err(field_error(
+            field,
+            "this server serves no HTTPS virtual hosts: set vhost_https_bind on the server",
+        ));
+    }
+    Ok(VhostClaim {
+        pairs: hosts
+            .iter()
+            .map(|h| (routes::sni_host(h), "/".to_owned()))
+            .collect(),
+        auth: None,
+        subdomain_host: subdomain_host.map(|h| routes::sni_host(&h)),
     })
 }
 
@@ -637,23 +705,30 @@ fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> F
             "domains"
         }
     };
+    let shown = routes::display_host;
     match conflict {
         Conflict::Host { host } => field_error(
             field(&host),
-            format!("host {host} is served by another client; choose another domain"),
+            format!(
+                "host {} is served by another client; choose another domain",
+                shown(&host)
+            ),
         ),
         Conflict::Covers { wildcard, name } => field_error(
             field(&wildcard),
             format!(
-                "{wildcard} would cover {name}, which another client serves; choose a \
-                 narrower wildcard or exact names"
+                "{} would cover {}, which another client serves; choose a narrower wildcard \
+                 or exact names",
+                shown(&wildcard),
+                shown(&name)
             ),
         ),
         Conflict::Under { name, wildcard } => field_error(
             field(&name),
             format!(
-                "{name} falls under {wildcard}, which another client serves; choose another \
-                 domain"
+                "{} falls under {}, which another client serves; choose another domain",
+                shown(&name),
+                shown(&wildcard)
             ),
         ),
         Conflict::Location {
@@ -663,8 +738,9 @@ fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> F
         } => field_error(
             "locations",
             format!(
-                "host {host} location {location} is already served by this client's proxy \
-                 {holder}; give each location to one proxy"
+                "host {} location {location} is already served by this client's proxy \
+                 {holder}; give each location to one proxy",
+                shown(&host)
             ),
         ),
     }

@@ -15,6 +15,7 @@
 mod auth;
 mod limits;
 mod remote;
+mod sni;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use tunnel_http::{hop_by_hop, path};
 
 pub(crate) use auth::basic_credential;
 pub(crate) use limits::MIN_HEADER_SIZE;
+pub(crate) use sni::run as run_https;
 pub(crate) use tunnel_http::forwarded::TrustedProxies;
 
 use crate::metrics::EventKind;
