@@ -177,7 +177,7 @@ pub(crate) struct ProxyStats {
     #[serde(rename = "type")]
     pub kind: String,
     pub publish_port: Option<u16>,
-    /// Host names an `http`/`http2` proxy is served on (normalised); empty otherwise.
+    /// Host names an `http`/`http2`/`https` proxy is served on (normalised); empty otherwise.
     pub domains: Vec<String>,
     /// The subdomain it claims of the server's `subdomain_host`, if any.
     pub subdomain: Option<String>,

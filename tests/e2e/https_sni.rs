@@ -1,0 +1,273 @@
+//! End to end: the server's HTTPS virtual host (`vhost_https_bind`) routing TLS by the
+//! ClientHello's server name to `https` proxies of several clients, undecrypted: nginx is the
+//! local TLS service, with a certificate per site, and curl and rustls see that certificate.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tunnel_client::{ClientHandle, ProxyConfig};
+use tunnel_proto::proxy_protocol::Version;
+use tunnel_server::{ServerConfig, ServerHandle};
+use tunnel_testkit::*;
+
+async fn https_server(f: impl FnOnce(ServerConfig) -> ServerConfig) -> ServerHandle {
+    server_with(|c| {
+        f(c.with_vhost_https_bind("127.0.0.1:0".parse().unwrap())
+            .with_vhost_http_bind("127.0.0.1:0".parse().unwrap())
+            .with_subdomain_host("tunnel.test"))
+    })
+    .await
+}
+
+async fn client_as(server: &ServerHandle, id: &str, proxies: Vec<ProxyConfig>) -> ClientHandle {
+    let mut cfg = client_config(server).with_id(id);
+    for p in proxies {
+        cfg = cfg.with_proxy(p);
+    }
+    client(cfg).await
+}
+
+/// `curl -v https://name:PORT/` resolved to the virtual host, trusting `ca`: (exit code,
+/// body, stderr with the certificate curl saw, seconds taken).
+async fn curl_https(server: &ServerHandle, name: &str, ca: &Path) -> (i32, String, String, f64) {
+    let port = server.vhost_https_addr().unwrap().port();
+    let started = Instant::now();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-v", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .arg(format!("https://{name}:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Three TLS sites on one nginx, each with its own certificate from `ca`.
+struct Sites {
+    ca: ClientCa,
+    nginx: Nginx,
+    port: u16,
+}
+
+async fn sites(pki: &Pki, names: &[&str], proxy_protocol: bool) -> Sites {
+    let ca = ClientCa::new(&pki.dir, "web");
+    let certs: Vec<_> = names.iter().map(|n| ca.issue_server(n)).collect();
+    let list: Vec<_> = names.iter().copied().zip(certs.iter()).collect();
+    let port = free_port();
+    let nginx = Nginx::https_sites(&pki.dir, port, &list, proxy_protocol).await;
+    Sites { ca, nginx, port }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_serve_their_own_certificates_by_sni_and_unknown_names_get_the_alert() {
+    if !Nginx::available() || !need("curl") {
+        return;
+    }
+    let pki = Pki::new("https-sni");
+    let web = sites(&pki, &["a.example", "b.example", "x.wild.example"], false).await;
+    let local = format!("127.0.0.1:{}", web.port);
+    let server = https_server(|c| c).await;
+    let _alpha = client_as(
+        &server,
+        "alpha",
+        vec![ProxyConfig::https("site-a", &local, &["a.example"])],
+    )
+    .await;
+    let _beta = client_as(
+        &server,
+        "beta",
+        vec![ProxyConfig::https(
+            "site-b",
+            &local,
+            &["b.example", "*.wild.example"],
+        )],
+    )
+    .await;
+    // The same name over plain http belongs to a third client: a namespace of its own.
+    let plain = http_service("plain a.example").await;
+    let _gamma = client_as(
+        &server,
+        "gamma",
+        vec![ProxyConfig::http("plain-a", &plain.to_string(), None)
+            .with_http(|h| h.domains = vec!["a.example".into()])],
+    )
+    .await;
+
+    for name in ["a.example", "b.example", "x.wild.example"] {
+        let (code, body, err, _) = curl_https(&server, name, &web.ca.ca).await;
+        assert_eq!(code, 0, "{name}: {err}\nnginx: {}", web.nginx.error_log());
+        assert_eq!(body, format!("site {name} pp=\n"));
+        // The certificate is the service's own, issued by the test CA, for this name.
+        assert!(err.contains(&format!("subject: CN={name}")), "{err}");
+        assert!(err.contains("issuer: CN=test client CA web"), "{err}");
+    }
+    let url = format!("http://{}/", server.vhost_addr().unwrap());
+    let plain_answer = curl_ok(&["-H", "Host: a.example", &url]).await;
+    assert_eq!(plain_answer, "plain a.example");
+
+    // A name nobody serves: curl fails fast with the alert (35: TLS handshake failed).
+    let (code, _, err, secs) = curl_https(&server, "c.example", &web.ca.ca).await;
+    assert_eq!(code, 35, "{err}");
+    assert!(err.contains("unrecognized name"), "{err}");
+    assert!(secs < 2.0, "took {secs} s");
+    // rustls names the alert.
+    let addr = server.vhost_https_addr().unwrap();
+    let e = https_get(addr, "nobody.example", &web.ca.ca, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            tls_error(&e),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::UnrecognisedName
+            ))
+        ),
+        "{e:?}"
+    );
+    // A wildcard does not cover its own base name.
+    let (code, _, err, _) = curl_https(&server, "wild.example", &web.ca.ca).await;
+    assert_eq!(code, 35, "{err}");
+
+    // Each proxy counted its connections and bytes, like a tcp proxy.
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    let proxy = |client: &str| {
+        let c = stats["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == client)
+            .unwrap()
+            .clone();
+        c["proxies"][0].clone()
+    };
+    let b = proxy("beta");
+    assert_eq!(b["type"], "https");
+    assert_eq!(b["domains"], serde_json::json!(["b.example", "*.wild.example"]));
+    assert_eq!(b["connections_public"], 2, "{b}");
+    assert!(b["bytes_in"].as_u64().unwrap() > 200, "{b}");
+    assert!(b["bytes_out"].as_u64().unwrap() > 500, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_written_byte_by_byte_still_routes() {
+    if !Nginx::available() {
+        return;
+    }
+    let pki = Pki::new("https-trickle");
+    let web = sites(&pki, &["a.example"], false).await;
+    let server = https_server(|c| c).await;
+    let local = format!("127.0.0.1:{}", web.port);
+    let _alpha = client_as(
+        &server,
+        "alpha",
+        vec![ProxyConfig::https("site-a", &local, &["a.example"])],
+    )
+    .await;
+    let addr = server.vhost_https_addr().unwrap();
+    // rustls checks the certificate for a.example against the CA: the right site answered.
+    let body = https_get(addr, "a.example", &web.ca.ca, true).await.unwrap();
+    assert_eq!(body, "site a.example pp=\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_slow_client_hello_is_closed_after_the_timeouts() {
+    let server = https_server(|mut c| {
+        c.vhost_first_byte_timeout = 1;
+        c.vhost_header_timeout = 1;
+        c
+    })
+    .await;
+    let addr = server.vhost_https_addr().unwrap();
+    // Nothing at all.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(4), "silent").await;
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // The start of a ClientHello, then nothing.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(&[22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3])
+        .await
+        .unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(4), "half a hello").await;
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // Not TLS at all: closed at once.
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut http, Duration::from_secs(4), "plain http").await;
+    assert!(took < Duration::from_millis(900), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_tells_the_tls_service_the_users_address() {
+    if !Nginx::available() || !need("curl") {
+        return;
+    }
+    let pki = Pki::new("https-pp");
+    let web = sites(&pki, &["a.example"], true).await;
+    let server = https_server(|c| c).await;
+    let local = format!("127.0.0.1:{}", web.port);
+    for (i, v) in [Version::V1, Version::V2].into_iter().enumerate() {
+        let proxy = ProxyConfig::https("site-a", &local, &["a.example"]).with_proxy_protocol(v);
+        let mut c = client_as(&server, &format!("pp-{i}"), vec![proxy]).await;
+        let (code, body, err, _) = curl_https(&server, "a.example", &web.ca.ca).await;
+        assert_eq!(code, 0, "{v:?}: {err}\nnginx: {}", web.nginx.error_log());
+        assert_eq!(body, "site a.example pp=127.0.0.1\n", "{v:?}");
+        c.shutdown();
+        let _ = c.join().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxies_are_refused_with_the_field_to_fix() {
+    // No vhost_https_bind on the server.
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let cfg = client_config(&server)
+        .with_id("no-https")
+        .with_proxy(ProxyConfig::https("site", "127.0.0.1:1", &["a.example"]));
+    let mut c = tunnel_client::start(cfg).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), c.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let e = reply.results[0].error.clone().unwrap();
+    assert_eq!(e.field, "domains");
+    assert!(e.message.contains("vhost_https_bind"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_held_over_https_by_one_client_is_refused_to_another() {
+    let server = https_server(|c| c).await;
+    let _alpha = client_as(
+        &server,
+        "alpha",
+        vec![ProxyConfig::https("s", "127.0.0.1:1", &["*.wild.example"])],
+    )
+    .await;
+    let cfg = client_config(&server)
+        .with_id("beta")
+        .with_proxy(ProxyConfig::https("t", "127.0.0.1:1", &["x.wild.example"]));
+    let mut c = tunnel_client::start(cfg).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), c.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let e = reply.results[0].error.clone().unwrap();
+    assert_eq!(e.field, "domains");
+    // Named as the user wrote it, without the internal namespace label.
+    assert_eq!(
+        e.message,
+        "x.wild.example falls under *.wild.example, which another client serves; choose \
+         another domain"
+    );
+}
