@@ -70,10 +70,6 @@ impl ClientHelloReader {
         if let Some(done) = &self.done {
             return done.clone();
         }
-        self.fed = self.fed.saturating_add(bytes.len());
-        if self.fed > MAX_FED {
-            return self.finish(Hello::NotTls("the ClientHello is larger than 16 KiB"));
-        }
         while !bytes.is_empty() {
             // The header first, then exactly the record's body: `record` never holds more
             // than one record.
@@ -83,6 +79,11 @@ impl ClientHelloReader {
                 Ok(Some(len)) => RECORD_HEADER + len - self.record.len(),
             };
             let take = want.min(bytes.len());
+            // Counted as consumed, so that bytes after a complete hello never count.
+            self.fed += take;
+            if self.fed > MAX_FED {
+                return self.finish(Hello::NotTls("the ClientHello is larger than 16 KiB"));
+            }
             self.record.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             match self.record_len() {
@@ -353,6 +354,13 @@ mod tests {
         }
         // Bytes after the answer change nothing.
         assert_eq!(r.feed(b"garbage"), Hello::Sni("a.example".into()));
+        // Nor do bytes after the hello in the same read, however many.
+        let mut more = hello.clone();
+        more.extend(vec![0; 3 * MAX_CLIENT_HELLO]);
+        assert_eq!(
+            ClientHelloReader::new().feed(&more),
+            Hello::Sni("a.example".into())
+        );
     }
 
     #[test]
@@ -450,6 +458,29 @@ mod tests {
                 matches!(feed_in(&records(&body, 1000), 1000), Hello::NotTls(_)),
                 "{name:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// However the bytes are cut, the answer is the same: the one for the whole.
+        #[test]
+        fn the_answer_does_not_depend_on_how_the_bytes_arrive(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            name_len in 1usize..60,
+            per_record in 1usize..300,
+            piece in 1usize..700,
+            garbage in proptest::prelude::any::<bool>(),
+        ) {
+            let wire = if garbage {
+                bytes
+            } else {
+                let name = "a".repeat(name_len) + ".example";
+                let body = hello_body(&[(23, bytes), sni_ext(name.as_bytes())]);
+                records(&body, per_record)
+            };
+            let whole = ClientHelloReader::new().feed(&wire);
+            proptest::prop_assert_eq!(feed_in(&wire, piece), whole);
         }
     }
 
