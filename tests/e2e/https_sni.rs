@@ -152,7 +152,10 @@ async fn two_clients_serve_their_own_certificates_by_sni_and_unknown_names_get_t
     };
     let b = proxy("beta");
     assert_eq!(b["type"], "https");
-    assert_eq!(b["domains"], serde_json::json!(["b.example", "*.wild.example"]));
+    assert_eq!(
+        b["domains"],
+        serde_json::json!(["b.example", "*.wild.example"])
+    );
     assert_eq!(b["connections_public"], 2, "{b}");
     assert!(b["bytes_in"].as_u64().unwrap() > 200, "{b}");
     assert!(b["bytes_out"].as_u64().unwrap() > 500, "{b}");
@@ -175,7 +178,9 @@ async fn a_client_hello_written_byte_by_byte_still_routes() {
     .await;
     let addr = server.vhost_https_addr().unwrap();
     // rustls checks the certificate for a.example against the CA: the right site answered.
-    let body = https_get(addr, "a.example", &web.ca.ca, true).await.unwrap();
+    let body = https_get(addr, "a.example", &web.ca.ca, true)
+        .await
+        .unwrap();
     assert_eq!(body, "site a.example pp=\n");
 }
 

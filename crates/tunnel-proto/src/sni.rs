@@ -396,7 +396,11 @@ mod tests {
             Hello::NotTls(_)
         ));
         // SSL 2 compatible hello, a wrong record version, an alert record.
-        for bad in [&[0x80, 0x2e, 1][..], &[22, 9, 1, 0, 5], &[21, 3, 3, 0, 2, 2, 40]] {
+        for bad in [
+            &[0x80, 0x2e, 1][..],
+            &[22, 9, 1, 0, 5],
+            &[21, 3, 3, 0, 2, 2, 40],
+        ] {
             assert!(matches!(feed_in(bad, 1), Hello::NotTls(_)), "{bad:?}");
         }
         // A handshake other than ClientHello (a ServerHello).

@@ -539,10 +539,7 @@ fn check_http_route(
 
 /// What an `https` proxy may not set: the server routes it by the TLS server name without
 /// decrypting anything, so it sees no path and can ask for no password.
-fn check_https_fields(
-    spec: &ProxySpec,
-    route: &tunnel_proto::HttpRoute,
-) -> Result<(), FieldError> {
+fn check_https_fields(spec: &ProxySpec, route: &tunnel_proto::HttpRoute) -> Result<(), FieldError> {
     let set = [
         ("locations", !route.locations.is_empty()),
         ("http_user", route.http_user.is_some()),

@@ -439,8 +439,13 @@ mod tests {
     fn https_routes_are_a_namespace_of_their_own() {
         let mut t = Table::default();
         let https = |h: &str| (sni_host(h), "/".to_owned());
-        t.claim(&"web".into(), &"a".into(), &pairs(&["a.example"], &["/"]), "web".into())
-            .unwrap();
+        t.claim(
+            &"web".into(),
+            &"a".into(),
+            &pairs(&["a.example"], &["/"]),
+            "web".into(),
+        )
+        .unwrap();
         // Another owner takes the same name, and a wildcard over it, over https.
         let tls = [https("a.example"), https("*.b.example")];
         t.claim(&"tls".into(), &"b".into(), &tls, "tls".into())

@@ -122,7 +122,11 @@ http {{
         sites: &[(&str, &crate::ClientCertFiles)],
         proxy_protocol: bool,
     ) -> Nginx {
-        let pp = if proxy_protocol { " proxy_protocol" } else { "" };
+        let pp = if proxy_protocol {
+            " proxy_protocol"
+        } else {
+            ""
+        };
         let servers: Vec<String> = sites
             .iter()
             .map(|(name, files)| {

@@ -50,7 +50,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Trickle<S> {
 /// certificate in `ca` (PEM): the body (the head stripped), or the error, whose inner error
 /// is the [`rustls::Error`] when TLS failed (an alert the server sent, say). `trickle`: every
 /// byte the client writes goes alone (see [`Trickle`]).
-pub async fn https_get(addr: SocketAddr, name: &str, ca: &Path, trickle: bool) -> io::Result<String> {
+pub async fn https_get(
+    addr: SocketAddr,
+    name: &str,
+    ca: &Path,
+    trickle: bool,
+) -> io::Result<String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let ca = rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap();

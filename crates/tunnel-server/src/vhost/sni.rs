@@ -88,7 +88,12 @@ enum NoHello {
     Gone,
 }
 
-async fn serve_conn(vh: Arc<HttpsVhost>, mut tcp: TcpStream, peer: SocketAddr, permit: SourcePermit) {
+async fn serve_conn(
+    vh: Arc<HttpsVhost>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    permit: SourcePermit,
+) {
     tunnel_transport::tune_tcp(&tcp);
     let shutdown = vh.shared.shutdown.clone();
     let mut hello = Vec::new();
@@ -198,12 +203,20 @@ async fn splice(
     }
     let counters = &entry.counters;
     let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
-    counters.bytes.a_to_b.fetch_add(hello_len, Ordering::Relaxed);
+    counters
+        .bytes
+        .a_to_b
+        .fetch_add(hello_len, Ordering::Relaxed);
     counters.active_streams.fetch_add(1, Ordering::Relaxed);
     let id = stream.id();
-    let end = relay_tcp(tcp, stream, &pipe, guard.token(), Some(&counters.bytes), || {
-        slot.lane().send_abort(id)
-    })
+    let end = relay_tcp(
+        tcp,
+        stream,
+        &pipe,
+        guard.token(),
+        Some(&counters.bytes),
+        || slot.lane().send_abort(id),
+    )
     .await;
     counters.active_streams.fetch_sub(1, Ordering::Relaxed);
     match end {
