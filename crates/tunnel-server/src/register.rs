@@ -419,13 +419,17 @@ fn check_http_route(
         subdomain_host: None,
     };
     let Some(route) = &spec.http else {
+        if spec.kind == ProxyKind::Https {
+            return https_claim(cfg, "domains", Vec::new(), None);
+        }
         return Ok(none);
     };
     if matches!(spec.kind, ProxyKind::Tcp | ProxyKind::Udp) {
         return Err(field_error(
             "type",
             format!(
-                "HTTP routing settings on a {} proxy; use type = \"http\" or \"http2\"",
+                "HTTP routing settings on a {} proxy; use type = \"http\", \"http2\" or \
+                 \"https\"",
                 spec.kind
             ),
         ));
@@ -756,5 +760,90 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_string(),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod https_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tunnel_proto::HttpRoute;
+
+    fn spec(route: Option<HttpRoute>) -> ProxySpec {
+        ProxySpec {
+            name: "site".into(),
+            kind: ProxyKind::Https,
+            publish_port: None,
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: route,
+            idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
+        }
+    }
+
+    fn domains(d: &[&str]) -> HttpRoute {
+        HttpRoute {
+            domains: d.iter().map(|s| (*s).to_owned()).collect(),
+            ..HttpRoute::default()
+        }
+    }
+
+    fn field_of(cfg: &ServerConfig, spec: &ProxySpec) -> String {
+        check_http_route(cfg, spec, 100).err().unwrap().field
+    }
+
+    #[test]
+    fn an_https_proxy_claims_its_names_in_their_own_namespace() {
+        let cfg = ServerConfig::default()
+            .with_vhost_https_bind("127.0.0.1:0".parse().unwrap())
+            .with_subdomain_host("tunnel.test");
+        let mut route = domains(&["A.example", "*.b.example"]);
+        route.subdomain = Some("app".into());
+        let claim = check_http_route(&cfg, &spec(Some(route)), 100).unwrap();
+        let hosts: Vec<_> = claim
+            .pairs
+            .iter()
+            .map(|(h, l)| (h.as_str(), l.as_str()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("a.example.-sni", "/"),
+                ("*.b.example.-sni", "/"),
+                ("app.tunnel.test.-sni", "/")
+            ]
+        );
+        assert_eq!(claim.auth, None);
+        assert_eq!(
+            claim.subdomain_host.as_deref(),
+            Some("app.tunnel.test.-sni")
+        );
+    }
+
+    #[test]
+    fn an_https_proxy_is_refused_what_needs_decryption_and_what_it_lacks() {
+        let cfg = ServerConfig::default().with_vhost_https_bind("127.0.0.1:0".parse().unwrap());
+        let mut with_location = domains(&["a.example"]);
+        with_location.locations = vec!["/api".into()];
+        assert_eq!(field_of(&cfg, &spec(Some(with_location))), "locations");
+        let mut with_auth = domains(&["a.example"]);
+        with_auth.http_user = Some("u".into());
+        with_auth.http_password = Some("p".into());
+        assert_eq!(field_of(&cfg, &spec(Some(with_auth))), "http_user");
+        let mut published = spec(Some(domains(&["a.example"])));
+        published.publish_port = Some(4443);
+        assert_eq!(field_of(&cfg, &published), "publish_port");
+        // No names at all, with or without a route.
+        assert_eq!(field_of(&cfg, &spec(None)), "domains");
+        assert_eq!(field_of(&cfg, &spec(Some(HttpRoute::default()))), "domains");
+        // A server without vhost_https_bind.
+        let off = ServerConfig::default().with_vhost_http_bind("127.0.0.1:0".parse().unwrap());
+        let e = check_http_route(&off, &spec(Some(domains(&["a.example"]))), 100)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("vhost_https_bind"), "{e}");
     }
 }
