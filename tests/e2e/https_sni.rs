@@ -276,3 +276,43 @@ async fn a_name_held_over_https_by_one_client_is_refused_to_another() {
          another domain"
     );
 }
+
+/// In a cluster (a static registry here): a connection reaching server A for a name whose
+/// proxy is on B takes one hop over the peer link; B reads the ClientHello again, routes it
+/// to its own proxy, and the service sees the user's address in the PROXY header. A name
+/// the registry places nowhere gets the alert on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_served_through_another_server_of_the_cluster_is_forwarded_there() {
+    if !Nginx::available() || !need("curl") {
+        return;
+    }
+    let pki = Pki::new("https-cluster");
+    let web = sites(&pki, &["x.wild.example"], true).await;
+    let https = |c: ServerConfig| c.with_vhost_https_bind("127.0.0.1:0".parse().unwrap());
+    let a = cluster_server_with("sni-a", CLUSTER_KEY, https).await;
+    let b = cluster_server_with("sni-b", CLUSTER_KEY, https).await;
+    let local = format!("127.0.0.1:{}", web.port);
+    let _on_b = client(client_config(&b.server).with_id("sni-owner").with_proxy(
+        ProxyConfig::https("site", &local, &["*.wild.example"]).with_proxy_protocol(Version::V2),
+    ))
+    .await;
+    // https names sit in the registry under their own form (`<name>.-sni`), apart from http.
+    let key = "*.wild.example.-sni";
+    a.locator.set_domain(key, b.owns_domain(key, 1, false));
+    b.locator.set_domain(key, b.owns_domain(key, 1, true));
+    let (code, body, err, _) = curl_https(&a.server, "x.wild.example", &web.ca.ca).await;
+    assert_eq!(code, 0, "{err}\nnginx: {}", web.nginx.error_log());
+    assert_eq!(body, "site x.wild.example pp=127.0.0.1\n");
+    assert!(err.contains("subject: CN=x.wild.example"), "{err}");
+    // Not registered anywhere: the alert, from A.
+    let (code, _, err, secs) = curl_https(&a.server, "nobody.example", &web.ca.ca).await;
+    assert_eq!(code, 35, "{err}");
+    assert!(secs < 2.0, "took {secs} s");
+    // Registered on B by the registry but not served there: B refuses with the alert.
+    let gone = "gone.example.-sni";
+    a.locator.set_domain(gone, b.owns_domain(gone, 1, false));
+    b.locator.set_domain(gone, b.owns_domain(gone, 1, true));
+    let (code, _, err, _) = curl_https(&a.server, "gone.example", &web.ca.ca).await;
+    assert_eq!(code, 35, "{err}");
+    assert!(err.contains("unrecognized name"), "{err}");
+}

@@ -286,6 +286,12 @@ pub(crate) fn sni_host(host: &str) -> String {
     format!("{host}.{SNI_LABEL}")
 }
 
+/// Whether `host` is an `https` route's key (see [`sni_host`]).
+pub(crate) fn is_sni_host(host: &str) -> bool {
+    host.strip_suffix(SNI_LABEL)
+        .is_some_and(|h| h.ends_with('.'))
+}
+
 /// The host as the user wrote it, for messages: without the label [`sni_host`] adds.
 pub(crate) fn display_host(host: &str) -> &str {
     host.strip_suffix(SNI_LABEL)
@@ -463,6 +469,7 @@ mod tests {
         assert!(normalize_domain("*.-sni").is_err());
         assert_eq!(display_host(&sni_host("*.b.example")), "*.b.example");
         assert_eq!(display_host("a.example"), "a.example");
+        assert!(is_sni_host(&sni_host("a.example")) && !is_sni_host("a.example"));
     }
 
     fn pairs(hosts: &[&str], locs: &[&str]) -> Vec<Pair> {

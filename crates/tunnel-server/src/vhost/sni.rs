@@ -8,24 +8,26 @@
 //! connection is spliced like a published port's. A name no proxy serves (or no name) gets a
 //! TLS `unrecognized_name` alert, so the user's client fails at once with a clear error.
 //!
-//! Routes are this server's own: in a cluster, a name served by a client of another server is
-//! not forwarded there (it gets the alert here).
+//! In a cluster, a name served by a client of another server goes there over the peer link
+//! (see [`super::sni_remote`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
-use tunnel_mux::{relay_tcp, reset_tcp, RelayEnd};
+use tunnel_mux::{relay_tcp, reset_tcp, AbortGuard, MuxStream, PipeConfig, RelayEnd};
 use tunnel_proto::sni::{self, ClientHelloReader, Hello};
 
 use crate::forward::{begin_public, open_to_owner};
 use crate::registry::ProxyEntry;
+use crate::session::StreamSlot;
 use crate::source_limit::SourcePermit;
-use crate::Shared;
+use crate::{ServerConfig, Shared};
 
 /// State of the one HTTPS virtual host listener.
 struct HttpsVhost {
@@ -81,7 +83,7 @@ fn admit(vh: &Arc<HttpsVhost>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// Why no ClientHello was read.
-enum NoHello {
+pub(super) enum NoHello {
     /// Not within the timeouts.
     Timeout,
     /// The connection closed or failed, or the server stops.
@@ -95,67 +97,117 @@ async fn serve_conn(
     permit: SourcePermit,
 ) {
     tunnel_transport::tune_tcp(&tcp);
-    let shutdown = vh.shared.shutdown.clone();
+    let shared = &vh.shared;
     let mut hello = Vec::new();
     let answer = tokio::select! {
-        r = read_hello(&vh, &mut tcp, &mut hello) => r,
-        () = shutdown.cancelled() => Err(NoHello::Gone),
+        r = read_hello(&shared.cfg, &mut tcp, &mut hello) => r,
+        () = shared.shutdown.cancelled() => Err(NoHello::Gone),
     };
-    let metrics = &vh.shared.metrics.vhost;
-    let name = match answer {
-        Ok(Hello::Sni(name)) => name,
-        Ok(Hello::NoSni) => {
-            metrics.https_unrouted.fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, "HTTPS connection without a server name (SNI); refused");
-            return refuse(tcp).await;
+    // A TLS client without a name gets the alert; what is not TLS is only closed.
+    let no_sni = matches!(answer, Ok(Hello::NoSni));
+    let Some(name) = server_name(shared, peer, answer) else {
+        if no_sni {
+            refuse(tcp).await;
         }
-        Ok(Hello::NotTls(why)) => {
-            metrics.https_unrouted.fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, "HTTPS connection closed: {why}");
-            return;
-        }
-        Ok(Hello::NeedMore) | Err(NoHello::Gone) => return,
-        Err(NoHello::Timeout) => {
-            metrics.https_hello_timeouts.fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, "no whole TLS ClientHello in time (vhost_first_byte_timeout / vhost_header_timeout); closing");
-            return;
-        }
+        return;
     };
-    let Some(route) = vh.shared.registry.route_sni(&name) else {
-        metrics.https_unrouted.fetch_add(1, Ordering::Relaxed);
+    let mut route = shared.registry.route_sni(&name);
+    if route.is_none() {
+        // In a cluster, the name may be served through another server.
+        tcp = match super::sni_remote::forward(shared, tcp, peer, &name, &hello).await {
+            super::sni_remote::Forward::Sent => return,
+            super::sni_remote::Forward::Here(tcp) => {
+                route = shared.registry.route_sni(&name);
+                tcp
+            }
+            super::sni_remote::Forward::Nowhere(tcp) => tcp,
+        };
+    }
+    let Some(route) = route else {
+        shared
+            .metrics
+            .vhost
+            .https_unrouted
+            .fetch_add(1, Ordering::Relaxed);
         debug!(%peer, %name, "no https proxy serves this name; refused");
         return refuse(tcp).await;
     };
     let entry = route.entry.clone();
-    if !crate::access::proxy_permits(&vh.shared, &entry, peer.ip()) {
+    if !crate::access::proxy_permits(shared, &entry, peer.ip()) {
         reset_tcp(tcp);
         return;
     }
-    let Some(slot) = begin_public(&vh.shared, &entry, peer) else {
+    let Some(slot) = begin_public(shared, &entry, peer) else {
         return;
     };
-    splice(&vh.shared, &entry, tcp, peer, &hello, &slot).await;
+    // The address the user actually reached, which a PROXY header names as destination.
+    let dest = tcp.local_addr().ok();
+    let Some((stream, guard)) = open_with_hello(&entry, &slot, peer, dest, &hello).await else {
+        return;
+    };
+    let pipe = pipe_of(shared, &entry);
+    let id = stream.id();
+    let counters = &entry.counters;
+    counters.active_streams.fetch_add(1, Ordering::Relaxed);
+    let end = relay_tcp(
+        tcp,
+        stream,
+        &pipe,
+        guard.token(),
+        Some(&counters.bytes),
+        || slot.lane().send_abort(id),
+    )
+    .await;
+    counters.active_streams.fetch_sub(1, Ordering::Relaxed);
+    ended(shared, peer, id, &end);
     drop(permit);
+}
+
+/// The server name of a read ClientHello, or `None` (counted and logged) for anything else.
+pub(super) fn server_name(
+    shared: &Shared,
+    peer: SocketAddr,
+    answer: Result<Hello, NoHello>,
+) -> Option<String> {
+    let metrics = &shared.metrics.vhost;
+    match answer {
+        Ok(Hello::Sni(name)) => return Some(name),
+        Ok(Hello::NoSni) => {
+            metrics.https_unrouted.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "HTTPS connection without a server name (SNI); refused");
+        }
+        Ok(Hello::NotTls(why)) => {
+            metrics.https_unrouted.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "HTTPS connection closed: {why}");
+        }
+        Ok(Hello::NeedMore) | Err(NoHello::Gone) => {}
+        Err(NoHello::Timeout) => {
+            metrics.https_hello_timeouts.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "no whole TLS ClientHello in time (vhost_first_byte_timeout / vhost_header_timeout); closing");
+        }
+    }
+    None
 }
 
 /// Read until the ClientHello is complete (its bytes stay in `buf`), the first byte within
 /// `vhost_first_byte_timeout` and the whole within `vhost_header_timeout` after it.
-async fn read_hello(
-    vh: &HttpsVhost,
-    tcp: &mut TcpStream,
+pub(super) async fn read_hello<R: AsyncRead + Unpin>(
+    cfg: &ServerConfig,
+    io: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Hello, NoHello> {
     let mut reader = ClientHelloReader::new();
-    let mut deadline = Instant::now() + vh.limits.first_byte;
+    let first_byte = Duration::from_secs(cfg.vhost_first_byte_timeout.max(1));
+    let mut deadline = Instant::now() + first_byte;
     let mut chunk = [0u8; 2048];
     loop {
-        let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
             Err(_) => return Err(NoHello::Timeout),
             Ok(Ok(0) | Err(_)) => return Err(NoHello::Gone),
             Ok(Ok(n)) => n,
         };
         if buf.is_empty() {
-            deadline = Instant::now() + vh.limits.header;
+            deadline = Instant::now() + Duration::from_secs(cfg.vhost_header_timeout.max(1));
         }
         // The reader refuses a hello past its bound, so `buf` stays within it (plus a read).
         buf.extend_from_slice(&chunk[..n]);
@@ -167,58 +219,52 @@ async fn read_hello(
 }
 
 /// Send the `unrecognized_name` alert and close.
-async fn refuse(mut tcp: TcpStream) {
+pub(super) async fn refuse<W: AsyncWrite + Unpin>(mut io: W) {
     let alert = sni::unrecognized_name_alert();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        let _ = tcp.write_all(&alert).await;
-        let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = io.write_all(&alert).await;
+        let _ = io.shutdown().await;
     })
     .await;
 }
 
-/// Open a stream to the proxy's owner, replay the ClientHello, then relay both ways like a
-/// published port's connection (the proxy's idle timeout and bandwidth limits included).
-async fn splice(
-    shared: &Arc<Shared>,
-    entry: &Arc<ProxyEntry>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+/// Open a stream to the proxy's owner for `user` and replay the ClientHello on it (counted
+/// as the proxy's inbound bytes): what follows is a relay, like a published port's.
+pub(super) async fn open_with_hello(
+    entry: &ProxyEntry,
+    slot: &StreamSlot,
+    user: SocketAddr,
+    dest: Option<SocketAddr>,
     hello: &[u8],
-    slot: &crate::session::StreamSlot,
-) {
-    let idle = crate::listener::idle_of(entry);
-    let rates = entry.limits.read().rates();
-    let pipe = shared.pipe.clone().with_idle(idle).with_rate_limits(rates);
-    // The address the user actually reached, which a PROXY header names as destination.
-    let dest = tcp.local_addr().ok();
-    let (mut stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+) -> Option<(MuxStream, AbortGuard)> {
+    let (mut stream, guard) = match open_to_owner(entry, slot.lane(), Some(user), dest).await {
         Ok(s) => s,
         Err(reason) => {
-            debug!(%peer, "HTTPS connection closed: {reason}");
-            return;
+            debug!(%user, "HTTPS connection closed: {reason}");
+            return None;
         }
     };
     if stream.write_all(hello).await.is_err() || stream.flush().await.is_err() {
-        return;
+        return None;
     }
-    let counters = &entry.counters;
-    let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
-    counters
+    let len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+    entry
+        .counters
         .bytes
         .a_to_b
-        .fetch_add(hello_len, Ordering::Relaxed);
-    counters.active_streams.fetch_add(1, Ordering::Relaxed);
-    let id = stream.id();
-    let end = relay_tcp(
-        tcp,
-        stream,
-        &pipe,
-        guard.token(),
-        Some(&counters.bytes),
-        || slot.lane().send_abort(id),
-    )
-    .await;
-    counters.active_streams.fetch_sub(1, Ordering::Relaxed);
+        .fetch_add(len, Ordering::Relaxed);
+    Some((stream, guard))
+}
+
+/// The relay settings of the proxy's connections: its idle timeout and bandwidth limits.
+pub(super) fn pipe_of(shared: &Shared, entry: &ProxyEntry) -> PipeConfig {
+    let idle = crate::listener::idle_of(entry);
+    let rates = entry.limits.read().rates();
+    shared.pipe.clone().with_idle(idle).with_rate_limits(rates)
+}
+
+/// Log (and count) how a relayed connection ended.
+pub(super) fn ended(shared: &Shared, peer: SocketAddr, id: u32, end: &RelayEnd) {
     match end {
         RelayEnd::Failed { error, .. } => debug!(%peer, stream = id, "connection failed: {error}"),
         RelayEnd::Idle(_) => {
@@ -226,7 +272,7 @@ async fn splice(
                 .limit_metrics
                 .idle_closed
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, stream = id, ?idle, "idle connection closed (idle_timeout)");
+            debug!(%peer, stream = id, "idle connection closed (idle_timeout)");
         }
         _ => debug!(%peer, stream = id, "connection finished"),
     }
