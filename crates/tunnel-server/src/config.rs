@@ -101,7 +101,8 @@ pub struct ServerConfig {
     /// (SNI) without decrypting anything. Off by default.
     #[serde(default)]
     pub vhost_https_bind: Option<SocketAddr>,
-    /// Lets a proxy claim `subdomain = "app"` for `app.<subdomain_host>`.
+    /// Lets a proxy claim `subdomain = "app"` for `app.<subdomain_host>` (on either virtual
+    /// host).
     #[serde(default)]
     pub subdomain_host: Option<String>,
     /// Seconds a new connection has to finish TLS and authentication. Default 10.
@@ -169,18 +170,21 @@ pub struct ServerConfig {
     /// The same for all clients together. Default 4096 (at most 16 MiB of partial headers).
     #[serde(default = "default_max_stream_headers")]
     pub max_stream_headers: usize,
-    /// Most user connections the virtual host holds at once; 0 = no limit. Default 10 000.
+    /// Most user connections the virtual host holds at once (the HTTP and the HTTPS one each);
+    /// 0 = no limit. Default 10 000.
     #[serde(default = "default_vhost_max_conns")]
     pub vhost_max_conns: usize,
     /// Most virtual-host connections from one address (an IPv6 /64 counts as one); 0 = no
     /// limit. Default 256.
     #[serde(default = "default_vhost_max_conns_per_source")]
     pub vhost_max_conns_per_source: usize,
-    /// Seconds a new virtual-host connection may take to send its first byte. Default 5.
+    /// Seconds a new virtual-host connection (HTTP or HTTPS) may take to send its first byte.
+    /// Default 5.
     #[serde(default = "default_vhost_first_byte_timeout")]
     pub vhost_first_byte_timeout: u64,
     /// Seconds a user may take to send a whole request head, counted from its first byte or
-    /// from the end of the previous answer (so also the idle keep-alive time). Default 10.
+    /// from the end of the previous answer (so also the idle keep-alive time); on
+    /// `vhost_https_bind`, the whole TLS ClientHello from its first byte. Default 10.
     #[serde(default = "default_vhost_header_timeout")]
     pub vhost_header_timeout: u64,
     /// Largest request head (request line and headers) the virtual host reads, in bytes;
