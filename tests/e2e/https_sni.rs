@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tunnel_client::{ClientHandle, ProxyConfig};
 use tunnel_proto::proxy_protocol::Version;
@@ -315,4 +315,55 @@ async fn a_name_served_through_another_server_of_the_cluster_is_forwarded_there(
     let (code, _, err, _) = curl_https(&a.server, "gone.example", &web.ca.ca).await;
     assert_eq!(code, 35, "{err}");
     assert!(err.contains("unrecognized name"), "{err}");
+}
+
+/// The proxy's `deny_ips` and the virtual host's per-source limit apply, as on the HTTP
+/// virtual host and published ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_ips_and_the_per_source_limit_apply() {
+    let server = https_server(|c| c).await;
+    let echo = echo_service().await;
+    let _alpha = client_as(
+        &server,
+        "alpha",
+        vec![
+            ProxyConfig::https("site", &echo.to_string(), &["a.example"])
+                .with_deny_ips(&["127.0.0.0/8"]),
+        ],
+    )
+    .await;
+    let pki = Pki::new("https-deny");
+    let ca = ClientCa::new(&pki.dir, "deny");
+    // Denied: reset before a stream is opened, no alert, counted for the proxy.
+    let addr = server.vhost_https_addr().unwrap();
+    let e = https_get(addr, "a.example", &ca.ca, false)
+        .await
+        .unwrap_err();
+    assert!(tls_error(&e).is_none(), "{e:?}");
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    assert_eq!(stats["clients"][0]["proxies"][0]["denied_connections"], 1);
+
+    // One connection per source: while a silent first one is held, others are closed at
+    // accept.
+    let limited = https_server(|c| c.with_vhost_max_conns(100, 1)).await;
+    let addr = limited.vhost_https_addr().unwrap();
+    let _first = TcpStream::connect(addr).await.unwrap();
+    eventually(
+        Duration::from_secs(4),
+        "a second connection closed at once",
+        || async {
+            let mut second = TcpStream::connect(addr).await.unwrap();
+            let mut b = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(500), second.read(&mut b)).await;
+            matches!(read, Ok(Ok(0) | Err(_)))
+        },
+    )
+    .await;
+    let metrics = stats_get(limited.stats_addr().unwrap(), "/metrics", &[]).await;
+    let refused = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("tunnel_vhost_https_connections_refused_total "))
+        .unwrap_or_else(|| panic!("{}", metrics.body));
+    assert_ne!(refused, "0");
 }
