@@ -367,3 +367,44 @@ async fn deny_ips_and_the_per_source_limit_apply() {
         .unwrap_or_else(|| panic!("{}", metrics.body));
     assert_ne!(refused, "0");
 }
+
+/// SIGHUP on the client binary moves an `https` proxy to other names like any other change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_the_names_of_an_https_proxy() {
+    if !Nginx::available() || !need("curl") {
+        return;
+    }
+    let pki = Pki::new("https-reload");
+    let web = sites(&pki, &["a.example", "b.example"], false).await;
+    let server = https_server(|c| c).await;
+    let file = pki.dir.join("client.toml");
+    let config = |domain: &str| {
+        format!(
+            "server_addr = \"{}\"\nauth_key = \"{KEY}\"\nserver_fingerprint = \"{}\"\n\
+             id = \"reloader\"\n\n[[proxies]]\nname = \"site\"\ntype = \"https\"\n\
+             local_addr = \"127.0.0.1:{}\"\ndomains = [\"{domain}\"]\n",
+            server.local_addr(),
+            server.fingerprint(),
+            web.port
+        )
+    };
+    std::fs::write(&file, config("a.example")).unwrap();
+    let client = Proc::spawn(bins::client(), &file, pki.dir.join("client.log"));
+    eventually(Duration::from_secs(10), "a.example served", || async {
+        curl_https(&server, "a.example", &web.ca.ca).await.0 == 0
+    })
+    .await;
+    std::fs::write(&file, config("b.example")).unwrap();
+    client.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "b.example served after SIGHUP",
+        || async { curl_https(&server, "b.example", &web.ca.ca).await.0 == 0 },
+    )
+    .await;
+    let (code, body, err, _) = curl_https(&server, "b.example", &web.ca.ca).await;
+    assert_eq!((code, body.as_str()), (0, "site b.example pp=\n"), "{err}");
+    let (code, _, err, _) = curl_https(&server, "a.example", &web.ca.ca).await;
+    assert_eq!(code, 35, "a.example is no longer served: {err}");
+    no_panic(&client);
+}
