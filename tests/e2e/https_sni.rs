@@ -408,3 +408,50 @@ async fn sighup_changes_the_names_of_an_https_proxy() {
     assert_eq!(code, 35, "a.example is no longer served: {err}");
     no_panic(&client);
 }
+
+/// With the etcd registry: an https name registered through server B answers on server A,
+/// and the same name over http on A belongs to another client without a conflict (the two
+/// namespaces stay apart in the registry too).
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_an_https_name_on_b_answers_on_a() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    if !Nginx::available() || !need("curl") {
+        return;
+    }
+    let pki = Pki::new("https-etcd");
+    let web = sites(&pki, &["x.wild.example"], true).await;
+    let https = |ip: u8| {
+        move |c: ServerConfig| c.with_vhost_https_bind(std::net::SocketAddr::new(loopback(ip), 0))
+    };
+    let a = etcd_member(&etcd, "/sni-etcd/", "a", 1, https(1)).await;
+    let b = etcd_member(&etcd, "/sni-etcd/", "b", 2, https(2)).await;
+    let local = format!("127.0.0.1:{}", web.port);
+    let _on_b = client(client_config(&b).with_id("on-b").with_proxy(
+        ProxyConfig::https("site", &local, &["x.wild.example"]).with_proxy_protocol(Version::V2),
+    ))
+    .await;
+    // The very same name, over http, on the other server.
+    let plain = http_service("plain x.wild.example").await;
+    let _on_a = client(
+        client_config(&a).with_id("on-a").with_proxy(
+            ProxyConfig::http("plain", &plain.to_string(), None)
+                .with_http(|h| h.domains = vec!["x.wild.example".into()]),
+        ),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "x.wild.example served on A",
+        || async { curl_https(&a, "x.wild.example", &web.ca.ca).await.0 == 0 },
+    )
+    .await;
+    let (code, body, err, _) = curl_https(&a, "x.wild.example", &web.ca.ca).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "site x.wild.example pp=127.0.0.1\n");
+    let url = format!("http://{}/", a.vhost_addr().unwrap());
+    let answer = curl_ok(&["-H", "Host: x.wild.example", &url]).await;
+    assert_eq!(answer, "plain x.wild.example");
+}
