@@ -184,6 +184,42 @@ async fn a_client_hello_written_byte_by_byte_still_routes() {
     assert_eq!(body, "site a.example pp=\n");
 }
 
+/// A ClientHello cut into many TLS records (and written in several segments) routes, and
+/// reaches the service byte for byte: an echo service sends it back unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_split_across_tls_records_routes_byte_exact() {
+    let server = https_server(|c| c).await;
+    let echo = echo_service().await;
+    let _alpha = client_as(
+        &server,
+        "alpha",
+        vec![ProxyConfig::https(
+            "site",
+            &echo.to_string(),
+            &["a.example"],
+        )],
+    )
+    .await;
+    let hello = fragmented_client_hello("a.example", 37);
+    assert!(hello.len() > 37 * 5, "several records");
+    let mut tcp = TcpStream::connect(server.vhost_https_addr().unwrap())
+        .await
+        .unwrap();
+    tcp.set_nodelay(true).unwrap();
+    for piece in hello.chunks(100) {
+        tcp.write_all(piece).await.unwrap();
+    }
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        back == hello,
+        "the service got other bytes than the user sent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_or_slow_client_hello_is_closed_after_the_timeouts() {
     let server = https_server(|mut c| {

@@ -91,3 +91,31 @@ pub async fn https_get(
 pub fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|inner| inner.downcast_ref())
 }
+
+/// A ClientHello as rustls writes it for `name`, its handshake message cut into TLS records
+/// of at most `per_record` bytes each: what some clients and middleboxes send, and what a
+/// reader of one record only would misread.
+pub fn fragmented_client_hello(name: &str, per_record: usize) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
+    let mut wire = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut wire).unwrap();
+    }
+    // rustls sends the hello in one record: header (type, version, length), then the message.
+    let (header, message) = wire.split_at(5);
+    assert_eq!(header[0], 22, "a handshake record");
+    let mut out = Vec::new();
+    for chunk in message.chunks(per_record) {
+        out.extend_from_slice(&header[..3]);
+        out.extend_from_slice(&u16::try_from(chunk.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
