@@ -27,6 +27,7 @@ mod failover;
 mod faults;
 mod hardening;
 mod http;
+mod https_sni;
 mod limits;
 mod mtls;
 mod nginx;

@@ -154,7 +154,8 @@ fn default_shutdown_grace() -> Duration {
 pub struct ProxyConfig {
     /// Unique name; visitors and logs use it.
     pub name: String,
-    /// `"tcp"`.
+    /// `"tcp"` (default), `"udp"`, `"http"`, `"http2"`, or `"https"` (TLS routed by its
+    /// server name on the server's `vhost_https_bind`, passed through to `local_addr`).
     #[serde(rename = "type", default = "default_kind")]
     pub kind: ProxyKind,
     /// The local service, `host:port`. Only this client ever dials it. Required; defaulted
@@ -173,7 +174,7 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub allow_visitors: Vec<String>,
     /// `"v1"` or `"v2"`: start each local connection with a PROXY protocol header naming the
-    /// user's address and the published one (`tcp` and `http` proxies).
+    /// user's address and the published one (`tcp`, `http` and `https` proxies).
     #[serde(default)]
     pub proxy_protocol: Option<tunnel_proto::proxy_protocol::Version>,
     /// User addresses allowed in, as CIDRs or addresses (IPv4 and IPv6); empty means all.
@@ -281,6 +282,15 @@ impl ProxyConfig {
     pub fn with_publish_port(mut self, publish: crate::PublishPort) -> Self {
         self.publish_port = Some(publish);
         self
+    }
+
+    /// An HTTPS proxy for `local_addr` (a TLS service) claiming `domains` on the server's
+    /// `vhost_https_bind`: routed by the TLS server name, passed through undecrypted.
+    pub fn https(name: &str, local_addr: &str, domains: &[&str]) -> Self {
+        let mut p = ProxyConfig::tcp(name, local_addr, None);
+        p.kind = ProxyKind::Https;
+        p.http.domains = domains.iter().map(|d| d.to_string()).collect();
+        p
     }
 
     /// Close a UDP flow after this many seconds without a datagram (`udp_idle_timeout`).
@@ -1213,6 +1223,41 @@ bind = \"127.0.0.1:5432\"
     fn ipv6_server_name() {
         let c = ClientConfig::new("[::1]:8443");
         assert_eq!(c.effective_server_name(), "::1");
+    }
+
+    #[test]
+    fn https_proxies_parse_and_their_keys_are_checked() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"site\"\ntype=\"https\"\nlocal_addr=\"127.0.0.1:443\"\n\
+             domains=[\"a.example\", \"*.b.example\"]\nproxy_protocol=\"v2\"\n\
+             [[proxies]]\nname=\"sub\"\ntype=\"https\"\nlocal_addr=\"h:1\"\nsubdomain=\"app\"\n"
+        ))
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let spec = c.proxies[0].spec();
+        assert_eq!(spec.kind.to_string(), "https");
+        let route = spec.http.unwrap();
+        assert_eq!(route.domains, ["a.example", "*.b.example"]);
+        // Spliced like tcp: a tcp proxy's idle default.
+        assert_eq!(spec.idle_timeout, Some(300));
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\ntype=\"https\"\nlocal_addr=\"h:1\"\n\
+             publish_port=443\nlocations=[\"/api\"]\nhttp_user=\"u\"\nhttp_password=\"p\"\n\
+             host_rewrite=\"x\"\n"
+        ))
+        .unwrap();
+        let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "proxies[0].domains",
+                "proxies[0].publish_port",
+                "proxies[0].host_rewrite",
+                "proxies[0].locations",
+                "proxies[0].http_user",
+                "proxies[0].http_password",
+            ]
+        );
     }
 
     #[test]

@@ -174,7 +174,8 @@ impl HttpOptions {
     /// The `idle_timeout` the server applies to this proxy's public connections (0 = never).
     pub(crate) fn public_idle(&self, kind: ProxyKind) -> u64 {
         self.idle_timeout.unwrap_or(match kind {
-            ProxyKind::Tcp => DEFAULT_TCP_IDLE,
+            // An https proxy's connections are spliced like a tcp proxy's.
+            ProxyKind::Tcp | ProxyKind::Https => DEFAULT_TCP_IDLE,
             _ => DEFAULT_HTTP_IDLE,
         })
     }
@@ -213,6 +214,44 @@ impl ProxyConfig {
     }
 }
 
+/// Problems of a `type = "https"` proxy: routed by the TLS server name and passed through
+/// undecrypted, it takes `domains` or `subdomain` and none of the settings that need to read
+/// or change HTTP.
+fn https_problems(p: &ProxyConfig, at: &dyn Fn(&str) -> String, out: &mut Vec<ConfigProblem>) {
+    let h = &p.http;
+    if h.domains.is_empty() && h.subdomain.is_none() {
+        out.push(ConfigProblem::new(
+            at("domains"),
+            "type = \"https\" needs domains or subdomain: the server routes it by the TLS \
+             server name (SNI)",
+        ));
+    }
+    if p.publish_port.is_some() {
+        out.push(ConfigProblem::new(
+            at("publish_port"),
+            "type = \"https\" is reached on the server's vhost_https_bind by its domains; for \
+             a TLS service on a port of its own use type = \"tcp\"",
+        ));
+    }
+    let set = [
+        ("host_rewrite", h.host_rewrite.is_some()),
+        ("request_headers", !h.request_headers.is_empty()),
+        ("response_headers", !h.response_headers.is_empty()),
+        ("local_tls", h.local_tls),
+        ("locations", !h.locations.is_empty()),
+        ("http_user", h.http_user.is_some()),
+        ("http_password", h.http_password.is_some()),
+    ];
+    for (field, _) in set.iter().filter(|(_, on)| *on) {
+        out.push(ConfigProblem::new(
+            at(field),
+            "not available for type = \"https\": the TLS passes through undecrypted to \
+             local_addr (your TLS service), so nothing can read or change the HTTP inside; \
+             remove it, or use type = \"http\"",
+        ));
+    }
+}
+
 /// Problems with proxy `i`'s type and HTTP settings, appended to `out`.
 pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) {
     let at = |f: &str| format!("proxies[{i}].{f}");
@@ -230,6 +269,9 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
             "not available for type = \"http2\" (one local connection carries many users); \
              use X-Forwarded-For, or type = \"http\"",
         ));
+    }
+    if p.kind == ProxyKind::Https {
+        return https_problems(p, &at, out);
     }
     if !is_http {
         let set = [

@@ -48,7 +48,8 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, ctx: Arc<SessionCtx>, mut 
     if cfg.kind == ProxyKind::Udp {
         return crate::udp::serve_flow(&shared, &ctx, &cfg, stream, guard, peer).await;
     }
-    if cfg.kind != ProxyKind::Tcp {
+    // An https proxy's bytes are TLS for the local service: spliced like tcp.
+    if !matches!(cfg.kind, ProxyKind::Tcp | ProxyKind::Https) {
         // HTTP proxies dial per request, over shared connections: accept the stream now.
         let ok = Message::StreamStatus(StreamStatus::Ok);
         if write_message(&mut stream, &ok, MAX_FRAME).await.is_err() {

@@ -12,6 +12,7 @@
 //! - [`datagram`]: UDP datagrams framed on a stream (a UDP proxy's flows).
 //! - [`peer`]: the server-to-server peer link (mutual proof, Forward).
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers for local services.
+//! - [`sni`]: the server name of a TLS ClientHello, read without terminating TLS.
 //! - [`PeerText`]: a peer's words (reject reasons, stream errors) made safe to log.
 //! - [`WarnLimit`] / [`WarnLimits`]: one log line per window for warnings a peer can repeat
 //!   (the caller passes the instant), and [`ReadBuffer`]: a read buffer sized to the traffic.
@@ -79,6 +80,7 @@ pub mod publish;
 mod read_buffer;
 pub mod register;
 pub mod seconds;
+pub mod sni;
 mod warn_limit;
 mod wire;
 

@@ -133,6 +133,10 @@ pub enum ProxyKind {
     Http2,
     /// UDP: each user address is a flow of datagrams (see [`crate::datagram`]).
     Udp,
+    /// TLS routed by the ClientHello's server name (SNI) and passed through undecrypted: the
+    /// user's TLS session ends at the client's local service. Claims `domains` or
+    /// `subdomain` like `http` (in a namespace of its own), never locations or basic auth.
+    Https,
 }
 
 impl fmt::Display for ProxyKind {
@@ -142,6 +146,7 @@ impl fmt::Display for ProxyKind {
             Self::Http => "http",
             Self::Http2 => "http2",
             Self::Udp => "udp",
+            Self::Https => "https",
         })
     }
 }

@@ -96,7 +96,13 @@ pub struct ServerConfig {
     /// `domains` or `subdomain` are served there, routed by Host. Off by default.
     #[serde(default)]
     pub vhost_http_bind: Option<SocketAddr>,
-    /// Lets a proxy claim `subdomain = "app"` for `app.<subdomain_host>`.
+    /// Where the HTTPS virtual host listens (e.g. `0.0.0.0:443`): `https` proxies with
+    /// `domains` or `subdomain` are served there, routed by the ClientHello's server name
+    /// (SNI) without decrypting anything. Off by default.
+    #[serde(default)]
+    pub vhost_https_bind: Option<SocketAddr>,
+    /// Lets a proxy claim `subdomain = "app"` for `app.<subdomain_host>` (on either virtual
+    /// host).
     #[serde(default)]
     pub subdomain_host: Option<String>,
     /// Seconds a new connection has to finish TLS and authentication. Default 10.
@@ -164,18 +170,21 @@ pub struct ServerConfig {
     /// The same for all clients together. Default 4096 (at most 16 MiB of partial headers).
     #[serde(default = "default_max_stream_headers")]
     pub max_stream_headers: usize,
-    /// Most user connections the virtual host holds at once; 0 = no limit. Default 10 000.
+    /// Most user connections the virtual host holds at once (the HTTP and the HTTPS one each);
+    /// 0 = no limit. Default 10 000.
     #[serde(default = "default_vhost_max_conns")]
     pub vhost_max_conns: usize,
     /// Most virtual-host connections from one address (an IPv6 /64 counts as one); 0 = no
     /// limit. Default 256.
     #[serde(default = "default_vhost_max_conns_per_source")]
     pub vhost_max_conns_per_source: usize,
-    /// Seconds a new virtual-host connection may take to send its first byte. Default 5.
+    /// Seconds a new virtual-host connection (HTTP or HTTPS) may take to send its first byte.
+    /// Default 5.
     #[serde(default = "default_vhost_first_byte_timeout")]
     pub vhost_first_byte_timeout: u64,
     /// Seconds a user may take to send a whole request head, counted from its first byte or
-    /// from the end of the previous answer (so also the idle keep-alive time). Default 10.
+    /// from the end of the previous answer (so also the idle keep-alive time); on
+    /// `vhost_https_bind`, the whole TLS ClientHello from its first byte. Default 10.
     #[serde(default = "default_vhost_header_timeout")]
     pub vhost_header_timeout: u64,
     /// Largest request head (request line and headers) the virtual host reads, in bytes;
@@ -347,6 +356,7 @@ impl Default for ServerConfig {
             allow_ports: PortRanges::default(),
             publish_addr: default_publish_addr(),
             vhost_http_bind: None,
+            vhost_https_bind: None,
             subdomain_host: None,
             handshake_timeout: default_handshake_timeout(),
             max_clients: default_max_clients(),
@@ -401,6 +411,7 @@ impl fmt::Debug for ServerConfig {
             .field("allow_ports", &self.allow_ports.to_string())
             .field("publish_addr", &self.publish_addr)
             .field("vhost_http_bind", &self.vhost_http_bind)
+            .field("vhost_https_bind", &self.vhost_https_bind)
             .field("subdomain_host", &self.subdomain_host)
             .field("allow_ips", &self.allow_ips)
             .field("deny_ips", &self.deny_ips)
@@ -509,6 +520,12 @@ impl ServerConfig {
     /// Serve HTTP virtual hosts on `addr`.
     pub fn with_vhost_http_bind(mut self, addr: SocketAddr) -> Self {
         self.vhost_http_bind = Some(addr);
+        self
+    }
+
+    /// Serve HTTPS virtual hosts (routed by SNI, passed through) on `addr`.
+    pub fn with_vhost_https_bind(mut self, addr: SocketAddr) -> Self {
+        self.vhost_https_bind = Some(addr);
         self
     }
 
@@ -703,16 +720,27 @@ impl ServerConfig {
                 ));
             }
         }
+        if let Some(v) = self.vhost_https_bind {
+            let taken = [Some(self.bind), self.ws_bind, self.vhost_http_bind];
+            if v.port() != 0 && taken.contains(&Some(v)) {
+                out.push(ConfigProblem::new(
+                    "vhost_https_bind",
+                    "must differ from bind, ws_bind and vhost_http_bind: it is the public \
+                     HTTPS port",
+                ));
+            }
+        }
         if let Some(host) = &self.subdomain_host {
             if crate::routes::normalize_domain(host).map_or(true, |h| h.starts_with('*')) {
                 out.push(ConfigProblem::new(
                     "subdomain_host",
                     format!("{host:?} is not a host name: use e.g. \"tunnel.example.com\""),
                 ));
-            } else if self.vhost_http_bind.is_none() {
+            } else if self.vhost_http_bind.is_none() && self.vhost_https_bind.is_none() {
                 out.push(ConfigProblem::new(
                     "subdomain_host",
-                    "needs vhost_http_bind: subdomains are served on the virtual host",
+                    "needs vhost_http_bind or vhost_https_bind: subdomains are served on the \
+                     virtual hosts",
                 ));
             }
         }
@@ -999,6 +1027,12 @@ mod tests {
         .unwrap();
         assert!(ok.problems().is_empty(), "{:?}", ok.problems());
         assert_eq!(ok.vhost_http_bind, Some("0.0.0.0:80".parse().unwrap()));
+        // A subdomain_host served over https only is fine too.
+        let https = ServerConfig::from_toml(
+            "auth_key = \"k\"\nvhost_https_bind = \"0.0.0.0:443\"\nsubdomain_host = \"t.example.com\"",
+        )
+        .unwrap();
+        assert!(https.problems().is_empty(), "{:?}", https.problems());
         for (extra, field) in [
             ("subdomain_host = \"t.example.com\"", "subdomain_host"),
             (
@@ -1006,6 +1040,11 @@ mod tests {
                 "subdomain_host",
             ),
             ("vhost_http_bind = \"0.0.0.0:8443\"", "vhost_http_bind"),
+            ("vhost_https_bind = \"0.0.0.0:8443\"", "vhost_https_bind"),
+            (
+                "vhost_http_bind = \"0.0.0.0:80\"\nvhost_https_bind = \"0.0.0.0:80\"",
+                "vhost_https_bind",
+            ),
         ] {
             let c = ServerConfig::from_toml(&format!("auth_key = \"k\"\n{extra}")).unwrap();
             let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();

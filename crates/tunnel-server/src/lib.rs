@@ -157,6 +157,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
     vhost_addr: Option<SocketAddr>,
+    vhost_https_addr: Option<SocketAddr>,
     stats_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
     fingerprint: Fingerprint,
@@ -195,6 +196,11 @@ impl ServerHandle {
     /// Where the HTTP virtual host (`vhost_http_bind`) listens, if it is on.
     pub fn vhost_addr(&self) -> Option<SocketAddr> {
         self.vhost_addr
+    }
+
+    /// Where the HTTPS virtual host (`vhost_https_bind`) listens, if it is on.
+    pub fn vhost_https_addr(&self) -> Option<SocketAddr> {
+        self.vhost_https_addr
     }
 
     /// Where the stats endpoint listens, if it is on (useful with port 0).
@@ -387,6 +393,15 @@ async fn start_with_peer(
         }
         None => None,
     };
+    let vhost_https_listener = match cfg.vhost_https_bind {
+        Some(addr) => {
+            let bind_err = |source| ServerError::Bind { addr, source };
+            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let at = l.local_addr().map_err(bind_err)?;
+            Some((l, at))
+        }
+        None => None,
+    };
     // Fatal like every other listener (and like the client): a configured endpoint that is
     // silently absent looks to monitoring like a dead server.
     let stats_listener = tunnel_admin::StatsListener::bind(&cfg.admin())
@@ -501,6 +516,14 @@ async fn start_with_peer(
             .tasks
             .spawn(task.instrument(tracing::info_span!("vhost", %at)));
     }
+    let vhost_https_addr = vhost_https_listener.as_ref().map(|(_, at)| *at);
+    if let Some((l, at)) = vhost_https_listener {
+        info!(vhost_https_addr = %at, "HTTPS virtual host (by SNI) listening");
+        let task = vhost::run_https(shared.clone(), l);
+        shared
+            .tasks
+            .spawn(task.instrument(tracing::info_span!("vhost_https", %at)));
+    }
     let peer_addr = peer.as_ref().map(|(_, _, at)| *at);
     if let Some((p, l, at)) = peer {
         let advertise = p
@@ -531,6 +554,7 @@ async fn start_with_peer(
         local_addr,
         ws_addr,
         vhost_addr,
+        vhost_https_addr,
         stats_addr,
         fingerprint,
         shared,

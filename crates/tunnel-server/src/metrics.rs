@@ -181,7 +181,7 @@ pub(crate) struct ProxyStats {
     /// `"6000-6010"` this port belongs to (each port of a block is listed on its own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_ports: Option<String>,
-    /// Host names an `http`/`http2` proxy is served on (normalised); empty otherwise.
+    /// Host names an `http`/`http2`/`https` proxy is served on (normalised); empty otherwise.
     pub domains: Vec<String>,
     /// The subdomain it claims of the server's `subdomain_host`, if any.
     pub subdomain: Option<String>,
@@ -617,6 +617,13 @@ pub(crate) struct VhostMetrics {
     pub auth_refused: AtomicU64,
     /// Connections closed at accept by `vhost_max_conns(_per_source)`.
     pub conns_refused: AtomicU64,
+    /// HTTPS virtual-host connections closed at accept by the same limits.
+    pub https_conns_refused: AtomicU64,
+    /// HTTPS virtual-host connections refused for their ClientHello: a name no proxy serves,
+    /// no name, or no TLS.
+    pub https_unrouted: AtomicU64,
+    /// HTTPS virtual-host connections closed without a whole ClientHello in time.
+    pub https_hello_timeouts: AtomicU64,
 }
 
 impl VhostMetrics {
@@ -638,6 +645,21 @@ impl VhostMetrics {
                     "tunnel_vhost_connections_refused_total",
                     "Virtual-host connections closed at accept by vhost_max_conns or vhost_max_conns_per_source.",
                     &self.conns_refused,
+                ),
+                (
+                    "tunnel_vhost_https_connections_refused_total",
+                    "HTTPS virtual-host connections closed at accept by vhost_max_conns or vhost_max_conns_per_source.",
+                    &self.https_conns_refused,
+                ),
+                (
+                    "tunnel_vhost_https_unrouted_total",
+                    "HTTPS virtual-host connections refused for their ClientHello: a server name no proxy serves, no name, or not TLS.",
+                    &self.https_unrouted,
+                ),
+                (
+                    "tunnel_vhost_https_hello_timeouts_total",
+                    "HTTPS virtual-host connections closed without a whole ClientHello within the vhost timeouts.",
+                    &self.https_hello_timeouts,
                 ),
             ],
         );

@@ -212,7 +212,10 @@ fn cluster_refusal(cfg: &ServerConfig, spec: &ProxySpec, r: Refusal) -> FieldErr
                 .is_some_and(|sub| host.starts_with(&format!("{sub}.")));
             field_error(
                 if by_subdomain { "subdomain" } else { "domains" },
-                format!("host {host} is served by another client; choose another domain"),
+                format!(
+                    "host {} is served by another client; choose another domain",
+                    routes::display_host(&host)
+                ),
             )
         }
         Refusal::TooLarge { keys, limit } => field_error(
@@ -439,16 +442,23 @@ fn check_http_route(
         subdomain_host: None,
     };
     let Some(route) = &spec.http else {
+        if spec.kind == ProxyKind::Https {
+            return https_claim(cfg, "domains", Vec::new(), None);
+        }
         return Ok(none);
     };
     if matches!(spec.kind, ProxyKind::Tcp | ProxyKind::Udp) {
         return Err(field_error(
             "type",
             format!(
-                "HTTP routing settings on a {} proxy; use type = \"http\" or \"http2\"",
+                "HTTP routing settings on a {} proxy; use type = \"http\", \"http2\" or \
+                 \"https\"",
                 spec.kind
             ),
         ));
+    }
+    if spec.kind == ProxyKind::Https {
+        check_https_fields(spec, route)?;
     }
     // The caps come first, on counts alone: nothing proportional to the peer's lists is done
     // for a registration that is over them.
@@ -493,6 +503,9 @@ fn check_http_route(
     } else {
         "domains"
     };
+    if spec.kind == ProxyKind::Https {
+        return https_claim(cfg, field, hosts, subdomain_host);
+    }
     if !hosts.is_empty() && cfg.vhost_http_bind.is_none() {
         return Err(field_error(
             field,
@@ -548,6 +561,62 @@ fn check_http_route(
         pairs,
         auth,
         subdomain_host,
+    })
+}
+
+/// What an `https` proxy may not set: the server routes it by the TLS server name without
+/// decrypting anything, so it sees no path and can ask for no password.
+fn check_https_fields(spec: &ProxySpec, route: &tunnel_proto::HttpRoute) -> Result<(), FieldError> {
+    let set = [
+        ("locations", !route.locations.is_empty()),
+        ("http_user", route.http_user.is_some()),
+        ("http_password", route.http_password.is_some()),
+    ];
+    if let Some((f, _)) = set.iter().find(|(_, on)| *on) {
+        return Err(field_error(
+            f,
+            "not available for type = \"https\": the server routes it by the TLS server name \
+             and never decrypts, so it sees no path or password; remove it, or serve plain \
+             HTTP with type = \"http\"",
+        ));
+    }
+    if spec.publish_port.is_some() {
+        return Err(field_error(
+            "publish_port",
+            "an https proxy is reached on the server's vhost_https_bind by its domains; for a \
+             TLS service on a port of its own use type = \"tcp\"",
+        ));
+    }
+    Ok(())
+}
+
+/// The routes of an `https` proxy: each host in the https namespace ([`routes::sni_host`]).
+fn https_claim(
+    cfg: &ServerConfig,
+    field: &str,
+    hosts: Vec<String>,
+    subdomain_host: Option<String>,
+) -> Result<VhostClaim, FieldError> {
+    if hosts.is_empty() {
+        return Err(field_error(
+            "domains",
+            "an https proxy needs domains or subdomain: the server routes it by the TLS server \
+             name (SNI)",
+        ));
+    }
+    if cfg.vhost_https_bind.is_none() {
+        return Err(field_error(
+            field,
+            "this server serves no HTTPS virtual hosts: set vhost_https_bind on the server",
+        ));
+    }
+    Ok(VhostClaim {
+        pairs: hosts
+            .iter()
+            .map(|h| (routes::sni_host(h), "/".to_owned()))
+            .collect(),
+        auth: None,
+        subdomain_host: subdomain_host.map(|h| routes::sni_host(&h)),
     })
 }
 
@@ -664,23 +733,30 @@ pub(crate) fn claim_error(
             "domains"
         }
     };
+    let shown = routes::display_host;
     match conflict {
         Conflict::Host { host } => field_error(
             field(&host),
-            format!("host {host} is served by another client; choose another domain"),
+            format!(
+                "host {} is served by another client; choose another domain",
+                shown(&host)
+            ),
         ),
         Conflict::Covers { wildcard, name } => field_error(
             field(&wildcard),
             format!(
-                "{wildcard} would cover {name}, which another client serves; choose a \
-                 narrower wildcard or exact names"
+                "{} would cover {}, which another client serves; choose a narrower wildcard \
+                 or exact names",
+                shown(&wildcard),
+                shown(&name)
             ),
         ),
         Conflict::Under { name, wildcard } => field_error(
             field(&name),
             format!(
-                "{name} falls under {wildcard}, which another client serves; choose another \
-                 domain"
+                "{} falls under {}, which another client serves; choose another domain",
+                shown(&name),
+                shown(&wildcard)
             ),
         ),
         Conflict::Location {
@@ -690,8 +766,9 @@ pub(crate) fn claim_error(
         } => field_error(
             "locations",
             format!(
-                "host {host} location {location} is already served by this client's proxy \
-                 {holder}; give each location to one proxy"
+                "host {} location {location} is already served by this client's proxy \
+                 {holder}; give each location to one proxy",
+                shown(&host)
             ),
         ),
     }
@@ -710,5 +787,90 @@ pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError
     FieldError {
         field: field.to_string(),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod https_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tunnel_proto::HttpRoute;
+
+    fn spec(route: Option<HttpRoute>) -> ProxySpec {
+        ProxySpec {
+            name: "site".into(),
+            kind: ProxyKind::Https,
+            publish_port: None,
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: route,
+            idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
+        }
+    }
+
+    fn domains(d: &[&str]) -> HttpRoute {
+        HttpRoute {
+            domains: d.iter().map(|s| (*s).to_owned()).collect(),
+            ..HttpRoute::default()
+        }
+    }
+
+    fn field_of(cfg: &ServerConfig, spec: &ProxySpec) -> String {
+        check_http_route(cfg, spec, 100).err().unwrap().field
+    }
+
+    #[test]
+    fn an_https_proxy_claims_its_names_in_their_own_namespace() {
+        let cfg = ServerConfig::default()
+            .with_vhost_https_bind("127.0.0.1:0".parse().unwrap())
+            .with_subdomain_host("tunnel.test");
+        let mut route = domains(&["A.example", "*.b.example"]);
+        route.subdomain = Some("app".into());
+        let claim = check_http_route(&cfg, &spec(Some(route)), 100).unwrap();
+        let hosts: Vec<_> = claim
+            .pairs
+            .iter()
+            .map(|(h, l)| (h.as_str(), l.as_str()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("a.example.-sni", "/"),
+                ("*.b.example.-sni", "/"),
+                ("app.tunnel.test.-sni", "/")
+            ]
+        );
+        assert_eq!(claim.auth, None);
+        assert_eq!(
+            claim.subdomain_host.as_deref(),
+            Some("app.tunnel.test.-sni")
+        );
+    }
+
+    #[test]
+    fn an_https_proxy_is_refused_what_needs_decryption_and_what_it_lacks() {
+        let cfg = ServerConfig::default().with_vhost_https_bind("127.0.0.1:0".parse().unwrap());
+        let mut with_location = domains(&["a.example"]);
+        with_location.locations = vec!["/api".into()];
+        assert_eq!(field_of(&cfg, &spec(Some(with_location))), "locations");
+        let mut with_auth = domains(&["a.example"]);
+        with_auth.http_user = Some("u".into());
+        with_auth.http_password = Some("p".into());
+        assert_eq!(field_of(&cfg, &spec(Some(with_auth))), "http_user");
+        let mut published = spec(Some(domains(&["a.example"])));
+        published.publish_port = Some(4443);
+        assert_eq!(field_of(&cfg, &published), "publish_port");
+        // No names at all, with or without a route.
+        assert_eq!(field_of(&cfg, &spec(None)), "domains");
+        assert_eq!(field_of(&cfg, &spec(Some(HttpRoute::default()))), "domains");
+        // A server without vhost_https_bind.
+        let off = ServerConfig::default().with_vhost_http_bind("127.0.0.1:0".parse().unwrap());
+        let e = check_http_route(&off, &spec(Some(domains(&["a.example"]))), 100)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("vhost_https_bind"), "{e}");
     }
 }

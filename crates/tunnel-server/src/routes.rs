@@ -250,7 +250,17 @@ pub(crate) struct HostQuery {
 impl HostQuery {
     /// `None` for something that is no host at all.
     pub(crate) fn new(raw: &str) -> Option<Self> {
-        let rev = reverse(&normalize_host(raw)?);
+        Some(Self::of_normalized(&normalize_host(raw)?))
+    }
+
+    /// The query of an `https` proxy's route for `name`, a ClientHello's server name (see
+    /// [`sni_host`]); `None` for something that is no host at all.
+    pub(crate) fn sni(name: &str) -> Option<Self> {
+        Some(Self::of_normalized(&sni_host(&normalize_host(name)?)))
+    }
+
+    fn of_normalized(host: &str) -> Self {
+        let rev = reverse(host);
         let mut wildcards = Vec::new();
         if !rev.starts_with('[') {
             // IPv6 literals have no labels to wildcard.
@@ -260,8 +270,33 @@ impl HostQuery {
                 rest = parent;
             }
         }
-        Some(HostQuery { rev, wildcards })
+        HostQuery { rev, wildcards }
     }
+}
+
+/// The label that keeps `https` routes (by SNI) apart from `http` ones (by Host) in the one
+/// table: appended to an https proxy's hosts it puts them in a tree of their own, so a name
+/// may be served over http by one client and over https by another. No Host header reaches
+/// that tree ([`normalize_host`] refuses the label) and no domain can name it
+/// ([`normalize_domain`] refuses a label starting with '-').
+const SNI_LABEL: &str = "-sni";
+
+/// `a.example` (normalised, as routed) → its key among `https` routes.
+pub(crate) fn sni_host(host: &str) -> String {
+    format!("{host}.{SNI_LABEL}")
+}
+
+/// Whether `host` is an `https` route's key (see [`sni_host`]).
+pub(crate) fn is_sni_host(host: &str) -> bool {
+    host.strip_suffix(SNI_LABEL)
+        .is_some_and(|h| h.ends_with('.'))
+}
+
+/// The host as the user wrote it, for messages: without the label [`sni_host`] adds.
+pub(crate) fn display_host(host: &str) -> &str {
+    host.strip_suffix(SNI_LABEL)
+        .and_then(|h| h.strip_suffix('.'))
+        .unwrap_or(host)
 }
 
 /// The longest domain a proxy can register (a DNS name; see [`normalize_domain`]).
@@ -345,6 +380,9 @@ pub(crate) fn normalize_host(raw: &str) -> Option<String> {
         name.trim_end_matches('.').to_owned()
     };
     let host = host.to_ascii_lowercase();
+    if host.ends_with(&format!(".{SNI_LABEL}")) || host == SNI_LABEL {
+        return None; // the https routes' own tree: see `sni_host`
+    }
     let valid = !host.is_empty()
         && (host.starts_with('[')
             || host
@@ -402,6 +440,37 @@ pub(crate) fn normalize_location(location: &str) -> Result<String, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn https_routes_are_a_namespace_of_their_own() {
+        let mut t = Table::default();
+        let https = |h: &str| (sni_host(h), "/".to_owned());
+        t.claim(
+            &"web".into(),
+            &"a".into(),
+            &pairs(&["a.example"], &["/"]),
+            "web".into(),
+        )
+        .unwrap();
+        // Another owner takes the same name, and a wildcard over it, over https.
+        let tls = [https("a.example"), https("*.b.example")];
+        t.claim(&"tls".into(), &"b".into(), &tls, "tls".into())
+            .unwrap();
+        let sni = |name: &str| t.lookup_query(&HostQuery::sni(name)?, "/").cloned();
+        assert_eq!(t.lookup("a.example", "/x").unwrap(), "web");
+        assert_eq!(sni("A.example.").as_deref(), Some("tls"));
+        assert_eq!(sni("x.y.b.example").as_deref(), Some("tls"));
+        assert_eq!(sni("b.example"), None);
+        // No Host header reaches the https tree, nor can a domain name it.
+        assert_eq!(t.lookup("a.example.-sni", "/"), None);
+        assert_eq!(t.lookup("x.b.example.-SNI:443", "/"), None);
+        assert!(domain_candidates("a.example.-sni").is_empty());
+        assert!(normalize_domain("a.example.-sni").is_err());
+        assert!(normalize_domain("*.-sni").is_err());
+        assert_eq!(display_host(&sni_host("*.b.example")), "*.b.example");
+        assert_eq!(display_host("a.example"), "a.example");
+        assert!(is_sni_host(&sni_host("a.example")) && !is_sni_host("a.example"));
+    }
 
     fn pairs(hosts: &[&str], locs: &[&str]) -> Vec<Pair> {
         hosts

@@ -73,14 +73,36 @@ impl ClientCa {
             CertName::San => vec![name.to_owned()],
             CertName::CommonNameOnly => Vec::new(),
         };
+        let base = format!("client-{}-{name}-{how:?}", self.tag);
+        let usage = ExtendedKeyUsagePurpose::ClientAuth;
+        self.sign(name, sans, usage, valid_for, &base)
+    }
+
+    /// A server certificate for the DNS name `name` (subject alternative name and common
+    /// name), valid for a year: the CA doubles as a private web PKI (a local HTTPS service
+    /// that `curl --cacert` or rustls trusts through [`ClientCa::ca`]).
+    pub fn issue_server(&self, name: &str) -> ClientCertFiles {
+        let base = format!("server-{}-{name}", self.tag);
+        let usage = ExtendedKeyUsagePurpose::ServerAuth;
+        let year = Duration::from_secs(365 * 86_400);
+        self.sign(name, vec![name.to_owned()], usage, year, &base)
+    }
+
+    fn sign(
+        &self,
+        name: &str,
+        sans: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        valid_for: Duration,
+        base: &str,
+    ) -> ClientCertFiles {
         let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![usage];
         params.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
         params.not_after = (SystemTime::now() + valid_for).into();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let base = format!("client-{}-{name}-{how:?}", self.tag);
         let cert_path = self.dir.join(format!("{base}.pem"));
         let key_path = self.dir.join(format!("{base}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();

@@ -1,6 +1,6 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
 //! release binaries as processes, a round-robin load balancer, a scratch directory with a certificate, a fault relay, a
-//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, steady traffic,
+//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, a TLS client naming its server (SNI), steady traffic,
 //! nginx, PostgreSQL and etcd launchers, a headless browser, log capture, polling, and the
 //! rule for tests whose tool is missing.
 //!
@@ -46,6 +46,7 @@ pub mod process;
 pub mod raw_tls;
 pub mod relay;
 pub mod services;
+pub mod sni_client;
 pub mod tools;
 pub mod traffic;
 pub mod udp;
@@ -78,6 +79,7 @@ pub use process::{cpu_seconds_of, Proc};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
 pub use services::{echo_service, http_service, own_port_service};
+pub use sni_client::{fragmented_client_hello, https_get, tls_error, Trickle};
 pub use tools::{have, need, skip};
 pub use traffic::{quarter_echo_service, Traffic};
 pub use udp::{free_udp_port, udp_ask, udp_echo_service, udp_own_port_service, udp_socket};

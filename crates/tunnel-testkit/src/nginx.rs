@@ -30,6 +30,12 @@ impl Nginx {
     /// is `server` (`listen 127.0.0.1:{port} ...;` included), and wait until it listens on
     /// `port`.
     pub async fn start(parent: &Path, port: u16, server: &str) -> Nginx {
+        Nginx::start_servers(parent, port, &[server.to_owned()]).await
+    }
+
+    /// [`Nginx::start`] with one `server { }` block per entry of `servers`.
+    pub async fn start_servers(parent: &Path, port: u16, servers: &[String]) -> Nginx {
+        let server = servers.join("\n    }\n    server {\n");
         let bin = find("nginx").expect("nginx is installed (check Nginx::available first)");
         let dir = parent.join(format!("nginx-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -104,6 +110,43 @@ http {{
             key = pki.key.display(),
         );
         Nginx::start(&pki.dir, port, &server).await
+    }
+
+    /// nginx as a local HTTPS service on 127.0.0.1:`port`: one TLS site per entry of `sites`
+    /// (a host name and its certificate), chosen by SNI, each answering every request with
+    /// `site <name> pp=<address>`, the address being what a PROXY protocol header named
+    /// (empty without one). `proxy_protocol`: the port expects that header first.
+    pub async fn https_sites(
+        dir: &Path,
+        port: u16,
+        sites: &[(&str, &crate::ClientCertFiles)],
+        proxy_protocol: bool,
+    ) -> Nginx {
+        let pp = if proxy_protocol {
+            " proxy_protocol"
+        } else {
+            ""
+        };
+        let servers: Vec<String> = sites
+            .iter()
+            .map(|(name, files)| {
+                format!(
+                    r#"
+        listen 127.0.0.1:{port} ssl{pp};
+        server_name {name};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            default_type text/plain;
+            return 200 "site {name} pp=$proxy_protocol_addr
+";
+        }}"#,
+                    cert = files.cert.display(),
+                    key = files.key.display(),
+                )
+            })
+            .collect();
+        Nginx::start_servers(dir, port, &servers).await
     }
 
     /// nginx's error log so far.

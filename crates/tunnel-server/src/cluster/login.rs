@@ -117,6 +117,10 @@ pub(crate) fn claim_of(cfg: &crate::ServerConfig, spec: &tunnel_proto::ProxySpec
             domains.push(host);
         }
     }
+    if spec.kind == tunnel_proto::ProxyKind::Https {
+        // Names routed by SNI are a namespace of their own, cluster-wide too.
+        domains = domains.iter().map(|d| crate::routes::sni_host(d)).collect();
+    }
     domains.sort();
     domains.dedup();
     ProxyClaim {

@@ -115,6 +115,10 @@ pub(super) async fn serve(
     fwd: Forward,
     link: SocketAddr,
 ) {
+    if crate::routes::is_sni_host(&fwd.name) {
+        // An https name: a TLS connection for the HTTPS virtual host, not an HTTP request.
+        return crate::vhost::serve_https_forwarded(shared, peer, stream, fwd, link).await;
+    }
     let Some(vh) = shared.vhost.get().and_then(Weak::upgrade) else {
         let reason = "this server has no virtual host (vhost_http_bind)".to_owned();
         return answer(&mut stream, Forwarded::Denied(reason)).await;

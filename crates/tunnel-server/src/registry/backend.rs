@@ -124,6 +124,9 @@ pub(crate) trait RegistryBackend<S, P>: Send + Sync {
     /// The route serving `host` (a raw Host value) at `path`.
     fn route(&self, host: &str, path: &str) -> Option<Arc<Route<P>>>;
 
+    /// The `https` proxy's route serving `name`, a ClientHello's server name.
+    fn route_sni(&self, name: &str) -> Option<Arc<Route<P>>>;
+
     /// Installed sessions and registered proxies.
     fn counts(&self) -> (usize, usize);
 

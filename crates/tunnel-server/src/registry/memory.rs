@@ -95,6 +95,11 @@ where
         self.state.read().route(&query, path)
     }
 
+    fn route_sni(&self, name: &str) -> Option<Arc<Route<P>>> {
+        let query = HostQuery::sni(name)?;
+        self.state.read().route(&query, "/")
+    }
+
     fn counts(&self) -> (usize, usize) {
         self.state.read().counts()
     }

@@ -242,6 +242,11 @@ impl Registry {
         self.backend.route(host, path)
     }
 
+    /// The `https` proxy serving `name`, a ClientHello's server name.
+    pub(crate) fn route_sni(&self, name: &str) -> Option<Arc<Route<Entry>>> {
+        self.backend.route_sni(name)
+    }
+
     /// Installed sessions and registered proxies.
     pub(crate) fn counts(&self) -> (usize, usize) {
         self.backend.counts()

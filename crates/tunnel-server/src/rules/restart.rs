@@ -26,6 +26,7 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         allow_ports: _,
         publish_addr,
         vhost_http_bind,
+        vhost_https_bind,
         subdomain_host,
         handshake_timeout,
         max_clients,
@@ -83,6 +84,10 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
     check("stats_token", *stats_token == old.stats_token);
     check("publish_addr", *publish_addr == old.publish_addr);
     check("vhost_http_bind", *vhost_http_bind == old.vhost_http_bind);
+    check(
+        "vhost_https_bind",
+        *vhost_https_bind == old.vhost_https_bind,
+    );
     check("subdomain_host", *subdomain_host == old.subdomain_host);
     check(
         "handshake_timeout",

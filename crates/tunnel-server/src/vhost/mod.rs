@@ -15,6 +15,8 @@
 mod auth;
 mod limits;
 mod remote;
+mod sni;
+mod sni_remote;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ use tunnel_http::{hop_by_hop, path};
 
 pub(crate) use auth::basic_credential;
 pub(crate) use limits::MIN_HEADER_SIZE;
+pub(crate) use sni::run as run_https;
+pub(crate) use sni_remote::serve_forwarded as serve_https_forwarded;
 pub(crate) use tunnel_http::forwarded::TrustedProxies;
 
 use crate::metrics::EventKind;
