@@ -808,6 +808,7 @@ mod https_tests {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             bandwidth_limit: None,
+            publish_ports: None,
         }
     }
 

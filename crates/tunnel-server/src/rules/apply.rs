@@ -226,6 +226,7 @@ mod tests {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             bandwidth_limit: None,
+            publish_ports: None,
         }
     }
 
