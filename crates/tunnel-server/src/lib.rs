@@ -36,6 +36,7 @@ mod credentials;
 mod drain;
 mod error;
 mod forward;
+mod group;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handshake;

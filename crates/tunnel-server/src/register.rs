@@ -65,7 +65,12 @@ pub(crate) async fn apply(
 
     // Proxies the client no longer lists go first, so a renamed proxy can take its own
     // routes back and the route budget counts only what this registration asks for.
-    let listed: HashSet<ProxyKey> = req.proxies.iter().map(key_of).collect();
+    let listed: HashSet<ProxyKey> = req
+        .proxies
+        .iter()
+        .filter(|spec| same_group(shared, spec))
+        .map(key_of)
+        .collect();
     release_unlisted(shared, session, &listed, "no longer in the client's config");
 
     let mut results = Vec::with_capacity(total);
@@ -168,6 +173,7 @@ fn cluster_claims(
         .filter(|(_, spec)| {
             tunnel_proto::validate_name(&spec.name).is_ok()
                 && names.insert(spec.name.as_str())
+                && spec.group.is_none()
                 && scope.is_none_or(|s| s.check_proxy(spec).is_ok())
                 && spec
                     .publish_port
@@ -261,6 +267,15 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
     }
 }
 
+/// Whether `spec` is registered already in the group it names (or in none, as it names
+/// none), or not registered: a proxy that moves into or out of a group is released and
+/// claimed again.
+fn same_group(shared: &Shared, spec: &ProxySpec) -> bool {
+    shared.registry.get(&key_of(spec)).is_none_or(|(entry, _)| {
+        entry.group.as_ref().map(|g| &g.name) == spec.group.as_ref()
+    })
+}
+
 /// Release what `session` holds outside `keep`.
 fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<ProxyKey>, why: &str) {
     for proxy in shared.registry.release_except(session.id, keep) {
@@ -329,20 +344,40 @@ async fn register_proxy(
     // How rejections name it: by its domains when it has no port (the key cannot say).
     let label = proxy_label(&spec);
     let routes = vhost.pairs.len();
+    let group = crate::group::claim_of(shared, &spec, &vhost.pairs, vhost.auth.as_ref())?;
     if let Some((existing, owner)) = shared.registry.get(&key) {
         if owner.id == session.id {
             // Handed over from this client's stale session: keep its port open, refresh the
-            // spec and its routes.
-            shared
-                .registry
-                .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
-                .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
+            // spec and its routes (a group's are the group's).
+            if existing.group.is_none() {
+                shared
+                    .registry
+                    .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
+                    .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
+            }
             *existing.spec.write() = spec;
             *existing.limits.write() = limits;
             *routes_left = routes_left.saturating_sub(routes);
             return Ok(key);
         }
+        if group.is_some() {
+            return Err(field_error(
+                "name",
+                format!(
+                    "proxy {label} is already registered by another client; each member of \
+                     a group needs its own proxy name"
+                ),
+            ));
+        }
         return Err(taken(&label));
+    }
+    if let Some(claim) = group {
+        let key = crate::group::join(shared, session, spec, key, &claim, limits).await?;
+        *routes_left = routes_left.saturating_sub(routes);
+        return Ok(key);
+    }
+    if let Some(port) = spec.publish_port.filter(|p| shared.registry.group_on_port(*p)) {
+        return Err(claim_error(&label, &None, ClaimError::Group(crate::registry::port_of_group(port))));
     }
     let udp = match spec.publish_port {
         Some(port) if spec.kind == ProxyKind::Udp => Some(crate::udp::bind(shared, port).await?),
@@ -378,7 +413,7 @@ async fn register_proxy(
     Ok(key)
 }
 
-async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
+pub(crate) async fn bind(shared: &Shared, port: u16) -> Result<TcpListener, FieldError> {
     // The registry gave this client the port: if it was another server's until now, this
     // server forwarded it (`publish_mode = "all"`) and must let go of it first.
     if let Some(peer) = &shared.peer {
@@ -618,8 +653,13 @@ fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), Fie
 
 /// The refusal of a claim: what is taken, never who holds it (an error text reaches another
 /// key holder; other clients' ids and addresses are none of its business).
-fn claim_error(label: &str, subdomain_host: &Option<String>, e: ClaimError) -> FieldError {
+pub(crate) fn claim_error(
+    label: &str,
+    subdomain_host: &Option<String>,
+    e: ClaimError,
+) -> FieldError {
     let conflict = match e {
+        ClaimError::Group(r) => return field_error(r.field, r.message),
         ClaimError::Taken => return taken(label),
         ClaimError::RouteTaken(c) => c,
         ClaimError::NoSession => {

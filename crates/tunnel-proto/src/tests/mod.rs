@@ -54,6 +54,8 @@ pub(crate) fn register_request() -> RegisterRequest {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: None,
+                group_key: None,
             },
             ProxySpec {
                 name: "db".to_owned(),
@@ -66,6 +68,8 @@ pub(crate) fn register_request() -> RegisterRequest {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: None,
+                group_key: None,
             },
         ],
         visitors: vec![VisitorSpec {

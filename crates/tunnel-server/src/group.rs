@@ -1,0 +1,216 @@
+//! Load-balancing groups on the server: what a proxy's `group` and `group_key` claim at
+//! registration, and the pick of a member for each new user connection.
+//!
+//! The registry keeps the groups (see `registry::groups`); here is what touches the network:
+//! a user connection (a published port, a UDP flow, a virtual-host request) reaching a group
+//! goes to its members in round-robin order, and a member whose client refuses the stream or
+//! cannot dial its local service is skipped for the next one, each member tried once at most.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::{debug, info, Instrument};
+use tunnel_mux::{AbortGuard, MuxStream};
+use tunnel_proto::{FieldError, ProxyKind, ProxySpec};
+
+use crate::access::ProxyLimits;
+use crate::credentials::audit;
+use crate::forward::{begin_public, open_to_owner};
+use crate::registry::{proxy_label, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
+use crate::routes::Pair;
+use crate::session::{SessionRecord, StreamSlot};
+use crate::Shared;
+
+/// The group claim of `spec` (`None` when it names no group), with its virtual-host
+/// `routes` and their basic-auth value as checked for the proxy. Refused naming the field:
+/// a group without key, a key without group, a group with neither port nor domains, or any
+/// group in cluster mode.
+pub(crate) fn claim_of(
+    shared: &Shared,
+    spec: &ProxySpec,
+    routes: &[Pair],
+    auth: Option<&String>,
+) -> Result<Option<GroupClaim>, FieldError> {
+    let Some(name) = &spec.group else {
+        if spec.group_key.is_some() {
+            return Err(field_error(
+                "group_key",
+                "set without group: add group = \"<name>\", or remove group_key",
+            ));
+        }
+        return Ok(None);
+    };
+    tunnel_proto::validate_name(name).map_err(|m| field_error("group", m.replace("name", "group")))?;
+    let key = match spec.group_key.as_deref() {
+        Some(k) if !k.is_empty() => k.to_owned(),
+        _ => {
+            return Err(field_error(
+                "group_key",
+                format!("group {name:?} needs a group_key: the secret every member shares"),
+            ))
+        }
+    };
+    if shared.cluster.is_some() {
+        // A group's members would be spread over servers that each bind the port.
+        return Err(field_error(
+            "group",
+            "load-balancing groups are not available in cluster mode yet; remove group, or \
+             serve the group from one server",
+        ));
+    }
+    let port = spec.publish_port.unwrap_or(0);
+    if port == 0 && routes.is_empty() {
+        return Err(field_error(
+            "group",
+            "a group shares a publish_port (tcp, udp) or domains (http): set one of them",
+        ));
+    }
+    if port == 0 && !matches!(spec.kind, ProxyKind::Http | ProxyKind::Http2) {
+        return Err(field_error("publish_port", "a tcp or udp group needs a publish_port"));
+    }
+    let mut routes = routes.to_vec();
+    routes.sort();
+    Ok(Some(GroupClaim {
+        name: name.clone(),
+        key,
+        kind: spec.kind,
+        port,
+        routes,
+        auth: auth.cloned(),
+    }))
+}
+
+/// A stream opened to the member that took a user connection.
+pub(crate) struct Opened {
+    /// The member: its counters, limits and idle timeout apply to the connection.
+    pub entry: Arc<ProxyEntry>,
+    /// The stream slot taken on the member's client.
+    pub slot: StreamSlot,
+    /// The stream to the member's client, its local service dialled.
+    pub stream: MuxStream,
+    /// Ends the connection when the client aborts the stream.
+    pub guard: AbortGuard,
+}
+
+/// Why no member took a user connection.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Every member's `allow_ips` / `deny_ips` refuse the user.
+    Denied,
+    /// Every member is at its stream limits, or the group has none left.
+    Busy,
+    /// No member could dial its local service: the last reason.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Denied => f.write_str("every member's allow_ips / deny_ips refuse the user"),
+            Failure::Busy => f.write_str("no member is registered or has a stream to spare"),
+            Failure::Unreachable(last) => write!(f, "no member reached its service; the last: {last}"),
+        }
+    }
+}
+
+/// Open a stream for one user connection from `peer` (who reached `dest`) to the members of
+/// `group`, the next in round-robin order first; one that denies the user, is at its limits
+/// or fails to dial is skipped for the next, each member once.
+pub(crate) async fn open(
+    shared: &Shared,
+    group: &GroupHandle,
+    peer: SocketAddr,
+    dest: Option<SocketAddr>,
+) -> Result<Opened, Failure> {
+    let members = shared.registry.group_members(&group.name);
+    let mut failure = Failure::Busy;
+    let mut denied = 0;
+    for entry in &members {
+        if !crate::access::proxy_permits(shared, entry, peer.ip()) {
+            denied += 1;
+            continue;
+        }
+        let Some(slot) = begin_public(shared, entry, peer) else {
+            continue;
+        };
+        match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+            Ok((stream, guard)) => {
+                return Ok(Opened {
+                    entry: entry.clone(),
+                    slot,
+                    stream,
+                    guard,
+                })
+            }
+            Err(reason) => {
+                debug!(%peer, proxy = %entry.label(), group = %group.name, "member failed, trying the next: {reason}");
+                failure = Failure::Unreachable(reason);
+            }
+        }
+    }
+    if denied > 0 && denied == members.len() {
+        return Err(Failure::Denied);
+    }
+    Err(failure)
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Register `spec` (under `key`, with its `limits`) as a member of `claim`'s group: the first
+/// member binds the group's port, which then serves every member; a later one joins.
+pub(crate) async fn join(
+    shared: &Arc<Shared>,
+    session: &Arc<SessionRecord>,
+    spec: ProxySpec,
+    key: ProxyKey,
+    claim: &GroupClaim,
+    limits: Arc<ProxyLimits>,
+) -> Result<ProxyKey, FieldError> {
+    let label = proxy_label(&spec);
+    let refused = |e| crate::register::claim_error(&label, &None, e);
+    let live = shared.registry.group_check(claim).map_err(refused)?;
+    let founding = live.is_none();
+    let mut listener = None;
+    let mut udp = None;
+    if founding && claim.port != 0 {
+        if spec.kind == ProxyKind::Udp {
+            udp = Some(crate::udp::bind(shared, claim.port).await?);
+        } else {
+            listener = Some(crate::register::bind(shared, claim.port).await?);
+        }
+    }
+    let handle = live.unwrap_or_else(|| GroupHandle::new(&claim.name));
+    let entry = Arc::new(ProxyEntry::grouped(key.clone(), spec, handle));
+    *entry.limits.write() = limits;
+    shared
+        .registry
+        .claim_member(session.id, entry.clone(), claim)
+        .map_err(refused)?;
+    if let Some(l) = listener {
+        let task = crate::listener::run(shared.clone(), entry.clone(), l);
+        shared.tasks.spawn(task.in_current_span());
+    } else if let Some(socket) = udp {
+        let task = crate::udp::run(shared.clone(), entry.clone(), socket);
+        shared.tasks.spawn(task.in_current_span());
+    }
+    let members = shared.registry.group_members(&claim.name).len();
+    let proxy = entry.label();
+    if founding {
+        info!(%proxy, group = %claim.name, "proxy registered; it founds its group");
+    } else {
+        info!(%proxy, group = %claim.name, members, "proxy registered; it joins its group");
+    }
+    audit::record(
+        audit::Event::Registration,
+        Some(&session.client_id),
+        Some(session.peer.ip()),
+        &format!("proxy {proxy} registered in group {}", claim.name),
+        false,
+    );
+    Ok(key)
+}
