@@ -40,7 +40,8 @@ pub(crate) fn claim_of(
         }
         return Ok(None);
     };
-    tunnel_proto::validate_name(name).map_err(|m| field_error("group", m.replace("name", "group")))?;
+    tunnel_proto::validate_name(name)
+        .map_err(|m| field_error("group", m.replace("name", "group")))?;
     let key = match spec.group_key.as_deref() {
         Some(k) if !k.is_empty() => k.to_owned(),
         _ => {
@@ -66,7 +67,10 @@ pub(crate) fn claim_of(
         ));
     }
     if port == 0 && !matches!(spec.kind, ProxyKind::Http | ProxyKind::Http2) {
-        return Err(field_error("publish_port", "a tcp or udp group needs a publish_port"));
+        return Err(field_error(
+            "publish_port",
+            "a tcp or udp group needs a publish_port",
+        ));
     }
     let mut routes = routes.to_vec();
     routes.sort();
@@ -108,7 +112,9 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Denied => f.write_str("every member's allow_ips / deny_ips refuse the user"),
             Failure::Busy => f.write_str("no member is registered or has a stream to spare"),
-            Failure::Unreachable(last) => write!(f, "no member reached its service; the last: {last}"),
+            Failure::Unreachable(last) => {
+                write!(f, "no member reached its service; the last: {last}")
+            }
         }
     }
 }
@@ -213,4 +219,34 @@ pub(crate) async fn join(
         false,
     );
     Ok(key)
+}
+
+/// The groups for the stats endpoint: each with its type, port or hosts, and its members
+/// (proxy name and client id, in round-robin order). Never the key.
+pub(crate) fn stats(shared: &Shared) -> serde_json::Value {
+    let mut groups: Vec<_> = shared
+        .registry
+        .groups()
+        .into_iter()
+        .map(|(claim, members)| {
+            let members: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let client = shared.registry.owner(&m.key).map(|s| s.client_id.clone());
+                    serde_json::json!({ "proxy": m.key.name, "client": client })
+                })
+                .collect();
+            let mut hosts: Vec<&str> = claim.routes.iter().map(|(h, _)| h.as_str()).collect();
+            hosts.dedup();
+            serde_json::json!({
+                "name": claim.name,
+                "type": claim.kind.to_string(),
+                "publish_port": (claim.port != 0).then_some(claim.port),
+                "domains": hosts,
+                "members": members,
+            })
+        })
+        .collect();
+    groups.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    serde_json::Value::Array(groups)
 }

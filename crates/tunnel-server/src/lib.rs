@@ -36,9 +36,9 @@ mod credentials;
 mod drain;
 mod error;
 mod forward;
-mod group;
 #[doc(hidden)]
 pub mod fuzzing;
+mod group;
 mod handshake;
 mod lane;
 mod listener;

@@ -181,7 +181,12 @@ async fn serve_group_user(
 ) {
     let dest = tcp.local_addr().ok();
     match crate::group::open(&shared, &group, peer, dest).await {
-        Ok(o) => relay_user(&shared, o.entry, tcp, peer, permit, o.slot, o.stream, o.guard).await,
+        Ok(o) => {
+            relay_user(
+                &shared, o.entry, tcp, peer, permit, o.slot, o.stream, o.guard,
+            )
+            .await
+        }
         Err(failure) => {
             debug!(%peer, group = %group.name, "user connection closed: no member took it: {failure}");
             reset_tcp(tcp);

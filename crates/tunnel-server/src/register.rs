@@ -271,9 +271,10 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
 /// none), or not registered: a proxy that moves into or out of a group is released and
 /// claimed again.
 fn same_group(shared: &Shared, spec: &ProxySpec) -> bool {
-    shared.registry.get(&key_of(spec)).is_none_or(|(entry, _)| {
-        entry.group.as_ref().map(|g| &g.name) == spec.group.as_ref()
-    })
+    shared
+        .registry
+        .get(&key_of(spec))
+        .is_none_or(|(entry, _)| entry.group.as_ref().map(|g| &g.name) == spec.group.as_ref())
 }
 
 /// Release what `session` holds outside `keep`.
@@ -376,8 +377,15 @@ async fn register_proxy(
         *routes_left = routes_left.saturating_sub(routes);
         return Ok(key);
     }
-    if let Some(port) = spec.publish_port.filter(|p| shared.registry.group_on_port(*p)) {
-        return Err(claim_error(&label, &None, ClaimError::Group(crate::registry::port_of_group(port))));
+    if let Some(port) = spec
+        .publish_port
+        .filter(|p| shared.registry.group_on_port(*p))
+    {
+        return Err(claim_error(
+            &label,
+            &None,
+            ClaimError::Group(crate::registry::port_of_group(port)),
+        ));
     }
     let udp = match spec.publish_port {
         Some(port) if spec.kind == ProxyKind::Udp => Some(crate::udp::bind(shared, port).await?),

@@ -7,6 +7,8 @@
 //! the side effects of a release (stopping a public listener).
 
 mod backend;
+#[cfg(test)]
+mod group_tests;
 mod groups;
 mod memory;
 mod state;

@@ -459,7 +459,8 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         for key in self.routes.keys() {
             let group = key.name.strip_prefix("group:");
             assert!(
-                self.proxies.contains_key(key) || group.is_some_and(|g| self.groups.contains_key(g)),
+                self.proxies.contains_key(key)
+                    || group.is_some_and(|g| self.groups.contains_key(g)),
                 "{key}: a route without proxy or group"
             );
         }
@@ -480,7 +481,9 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         let grouped = self.proxies.values().filter(|p| p.group.is_some()).count();
         assert_eq!(members, grouped, "every grouped proxy is in its group once");
         assert!(
-            self.group_ports.values().all(|n| self.groups.contains_key(n)),
+            self.group_ports
+                .values()
+                .all(|n| self.groups.contains_key(n)),
             "a group port without group"
         );
     }

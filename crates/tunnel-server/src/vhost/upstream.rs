@@ -74,7 +74,11 @@ pub(super) async fn forward(
 }
 
 /// The answer when no member of a group took a request.
-fn group_failed(peer: std::net::SocketAddr, group: &str, failure: crate::group::Failure) -> Response<Body> {
+fn group_failed(
+    peer: std::net::SocketAddr,
+    group: &str,
+    failure: crate::group::Failure,
+) -> Response<Body> {
     use crate::group::Failure;
     debug!(%peer, %group, "request failed: no member took it: {failure}");
     match failure {
