@@ -1,0 +1,284 @@
+//! End to end: load-balancing groups. Proxies of several clients with the same `group` and
+//! `group_key` share one published port (or one domain), the server spreads connections over
+//! them, skips a member whose service is down, and a health check withdraws a failing member
+//! and lets it rejoin.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnel_client::{ClientHandle, HealthCheck, HealthKind, ProxyConfig};
+use tunnel_server::ServerHandle;
+use tunnel_testkit::*;
+
+const KEY: &str = "group-secret";
+
+/// A tcp member `name` of group `web` on `port`, serving `local`.
+fn member(name: &str, local: SocketAddr, port: u16) -> ProxyConfig {
+    ProxyConfig::tcp(name, &local.to_string(), Some(port)).with_group("web", KEY)
+}
+
+async fn client_with(server: &ServerHandle, id: &str, proxy: ProxyConfig) -> ClientHandle {
+    client(client_config(server).with_id(id).with_proxy(proxy)).await
+}
+
+/// The banners of `n` connections to published `port`, one after another (`None`: failed).
+async fn banners(port: u16, n: usize) -> Vec<Option<String>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(read_banner(published(port)).await);
+    }
+    out
+}
+
+/// The members (proxy names) of group `web` in the server's stats.
+async fn members(server: &ServerHandle) -> Vec<String> {
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    let groups = stats["groups"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = groups
+        .iter()
+        .filter(|g| g["name"] == "web")
+        .flat_map(|g| g["members"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m["proxy"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_behind_one_port_both_get_connections() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let _b = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
+    assert_eq!(members(&server).await, ["web-a", "web-b"]);
+    let seen = banners(port, 20).await;
+    assert!(
+        seen.iter().all(Option::is_some),
+        "a connection failed: {seen:?}"
+    );
+    let kinds: HashSet<_> = seen.iter().flatten().map(String::as_str).collect();
+    assert_eq!(kinds, HashSet::from(["alpha", "beta"]), "{seen:?}");
+    // Round robin: an even spread, not merely both.
+    let alphas = seen.iter().flatten().filter(|b| *b == "alpha").count();
+    assert!((8..=12).contains(&alphas), "{alphas} of 20 to alpha");
+    let stats = stats_json(server.stats_addr().unwrap()).await;
+    let group = &stats["groups"][0];
+    assert_eq!(group["publish_port"], port);
+    assert!(group.get("group_key").is_none() && !stats.to_string().contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_withdraws_the_member_and_it_rejoins() {
+    capture_logs();
+    let server = server().await;
+    let a = BannerService::start("alpha").await;
+    let mut b = BannerService::start("beta").await;
+    let port = free_port();
+    let check = HealthCheck::new(HealthKind::Tcp, 1, 2);
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let _b = client_with(
+        &server,
+        "host-b",
+        member("web-b", b.addr(), port).with_health_check(check),
+    )
+    .await;
+    eventually(Duration::from_secs(5), "both members serve", || async {
+        banners(port, 4).await.iter().flatten().any(|b| b == "beta")
+    })
+    .await;
+
+    b.stop();
+    let stopped = Instant::now();
+    // interval × max_failed + 1 s.
+    eventually(Duration::from_secs(3), "beta withdrawn", || async {
+        members(&server).await == ["web-a"]
+    })
+    .await;
+    assert!(stopped.elapsed() <= Duration::from_secs(3));
+    expect_logged(&["WARN", "proxy withdrawn", "2 health checks failed"]).await;
+    let seen = banners(port, 10).await;
+    assert!(
+        seen.iter().all(|b| b.as_deref() == Some("alpha")),
+        "{seen:?}"
+    );
+
+    b.restart().await;
+    eventually(Duration::from_secs(3), "beta back in the group", || async {
+        members(&server).await == ["web-a", "web-b"]
+    })
+    .await;
+    expect_logged(&["INFO", "proxy rejoins"]).await;
+    let seen = banners(port, 10).await;
+    assert!(seen.iter().flatten().any(|b| b == "beta"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaving_keeps_the_port_open_until_the_last_leaves() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    // The founder leaves first: the port is the group's, not its.
+    let mut first = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let mut second = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
+    first.shutdown();
+    first.join().await.unwrap();
+    eventually(Duration::from_secs(5), "web-a gone", || async {
+        members(&server).await == ["web-b"]
+    })
+    .await;
+    let seen = banners(port, 6).await;
+    assert!(
+        seen.iter().all(|b| b.as_deref() == Some("beta")),
+        "{seen:?}"
+    );
+    second.shutdown();
+    second.join().await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the port closes with the last member",
+        || async { !is_listening(port).await },
+    )
+    .await;
+    // Free for anyone again, inside a group or not.
+    let _c = client_with(
+        &server,
+        "host-c",
+        ProxyConfig::tcp("solo", &a.addr().to_string(), Some(port)),
+    )
+    .await;
+    assert_eq!(read_banner(published(port)).await.as_deref(), Some("alpha"));
+}
+
+/// The verdict of `proxy`'s registration: the error's field and message, or `None`.
+async fn verdict(server: &ServerHandle, id: &str, proxy: ProxyConfig) -> Option<(String, String)> {
+    let cfg = client_config(server).with_id(id).with_proxy(proxy);
+    let mut c = tunnel_client::start(cfg).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), c.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    c.shutdown();
+    let error = reply.results[0].error.clone()?;
+    Some((error.field, error.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_group_key_is_refused_with_the_reason() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let intruder =
+        ProxyConfig::tcp("web-x", &b.addr().to_string(), Some(port)).with_group("web", "guessed");
+    let (field, message) = verdict(&server, "host-x", intruder).await.expect("refused");
+    assert_eq!(field, "group_key", "{message}");
+    assert!(message.contains("wrong group_key"), "{message}");
+    assert!(!message.contains(KEY));
+    let seen = banners(port, 6).await;
+    assert!(
+        seen.iter().all(|b| b.as_deref() == Some("alpha")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_outside_the_group_cannot_take_its_port_nor_the_group_its() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let outsider = ProxyConfig::tcp("solo", &b.addr().to_string(), Some(port));
+    let (field, message) = verdict(&server, "host-x", outsider).await.expect("refused");
+    assert_eq!(field, "publish_port", "{message}");
+    assert!(message.contains("load-balancing group"), "{message}");
+    // And the other way: a group may not take a port a proxy outside it holds.
+    let other = free_port();
+    let _solo = client_with(
+        &server,
+        "host-s",
+        ProxyConfig::tcp("solo", &b.addr().to_string(), Some(other)),
+    )
+    .await;
+    let joiner =
+        ProxyConfig::tcp("web-y", &a.addr().to_string(), Some(other)).with_group("other", KEY);
+    let (field, message) = verdict(&server, "host-y", joiner).await.expect("refused");
+    assert_eq!(field, "publish_port", "{message}");
+    assert_eq!(read_banner(published(other)).await.as_deref(), Some("beta"));
+    assert_eq!(read_banner(published(port)).await.as_deref(), Some("alpha"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_service_is_down_is_skipped_without_a_health_check() {
+    let server = server().await;
+    let a = BannerService::start("alpha").await;
+    let mut dead = BannerService::start("never").await;
+    dead.stop();
+    let port = free_port();
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let _b = client_with(&server, "host-b", member("web-b", dead.addr(), port)).await;
+    assert_eq!(
+        members(&server).await,
+        ["web-a", "web-b"],
+        "no check: it stays in"
+    );
+    let seen = banners(port, 10).await;
+    assert!(
+        seen.iter().all(|b| b.as_deref() == Some("alpha")),
+        "{seen:?}"
+    );
+}
+
+/// `GET /` on the virtual host with `Host: host`; the answer's body.
+async fn vhost_get(addr: SocketAddr, host: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    text.split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, b)| b.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_group_spreads_requests_for_one_domain() {
+    let server = server_with(|c| c.with_vhost_http_bind("127.0.0.1:0".parse().unwrap())).await;
+    let (a, b) = (http_service("alpha").await, http_service("beta").await);
+    let site = |name: &str, local: SocketAddr| {
+        ProxyConfig::http(name, &local.to_string(), None)
+            .with_http(|h| h.domains = vec!["app.test".into()])
+            .with_group("web", KEY)
+    };
+    let _a = client_with(&server, "host-a", site("app-a", a)).await;
+    let _b = client_with(&server, "host-b", site("app-b", b)).await;
+    let vhost = server.vhost_addr().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(vhost_get(vhost, "app.test").await);
+    }
+    let kinds: HashSet<_> = seen.iter().map(String::as_str).collect();
+    assert_eq!(kinds, HashSet::from(["alpha", "beta"]), "{seen:?}");
+    // A client's own proxy may not take the group's domain.
+    let own = ProxyConfig::http("mine", &a.to_string(), None)
+        .with_http(|h| h.domains = vec!["app.test".into()]);
+    let (field, message) = verdict(&server, "host-c", own).await.expect("refused");
+    assert_eq!(field, "domains", "{message}");
+}
