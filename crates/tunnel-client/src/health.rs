@@ -409,6 +409,67 @@ mod tests {
         assert_eq!(Tracker::new(0).record(false), Verdict::Withdraw);
     }
 
+    use crate::ClientConfig;
+
+    const BASE: &str = "server_addr = \"example.com:8443\"\nauth_key = \"k\"\n";
+
+    fn fields(proxies: &str) -> Vec<String> {
+        let c = ClientConfig::from_toml(&format!("{BASE}{proxies}")).unwrap();
+        c.problems().into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_group_member_with_a_check_reaches_the_spec_and_its_defaults() {
+        let c = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\nlocal_addr=\"h:1\"\npublish_port=7000\n\
+             group=\"web\"\ngroup_key=\"s3cret\"\n\
+             health_check={{ type=\"http\", path=\"/healthz\" }}\n"
+        ))
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let hc = c.proxies[0].health_check.clone().unwrap();
+        assert_eq!(
+            (hc.interval, hc.max_failed, hc.timeout()),
+            (10, 3, Duration::from_secs(3))
+        );
+        let spec = c.proxies[0].spec();
+        assert_eq!(spec.group.as_deref(), Some("web"));
+        assert!(
+            !format!("{spec:?}{c:?}").contains("s3cret"),
+            "Debug hides the key"
+        );
+    }
+
+    #[test]
+    fn bad_checks_and_groups_are_refused_by_field() {
+        let got = fields(
+            "[[proxies]]\nname=\"a\"\nlocal_addr=\"h:1\"\npublish_port=7000\n\
+             health_check={ type=\"http\", interval=0, max_failed=0, path=\"healthz\" }\n\
+             [[proxies]]\nname=\"b\"\ntype=\"udp\"\nlocal_addr=\"h:1\"\npublish_port=7001\n\
+             health_check={ type=\"http\", interval=2, timeout=5 }\n\
+             [[proxies]]\nname=\"c\"\nlocal_addr=\"h:1\"\ngroup=\"web\"\n\
+             [[proxies]]\nname=\"d\"\nlocal_addr=\"h:1\"\npublish_port=7002\ngroup_key=\"k\"\n\
+             health_check={ type=\"tcp\", path=\"/\" }\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "proxies[0].health_check.interval",
+                "proxies[0].health_check.max_failed",
+                "proxies[0].health_check.path",
+                "proxies[1].health_check.timeout",
+                "proxies[1].health_check.type",
+                "proxies[2].group_key",
+                "proxies[3].health_check.path",
+                "proxies[3].group_key",
+            ]
+        );
+        let unknown = ClientConfig::from_toml(&format!(
+            "{BASE}[[proxies]]\nname=\"a\"\nlocal_addr=\"h:1\"\nhealth_check={{ type=\"tcp\", every=3 }}\n"
+        ));
+        assert!(unknown.unwrap_err().to_string().contains("every"));
+    }
+
     #[test]
     fn status_lines() {
         assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));

@@ -68,8 +68,8 @@ pub(crate) fn register_request() -> RegisterRequest {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
-                group: None,
-                group_key: None,
+                group: Some("dbs".to_owned()),
+                group_key: Some("grp-hidden".to_owned()),
             },
         ],
         visitors: vec![VisitorSpec {
