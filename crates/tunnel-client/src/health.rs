@@ -377,6 +377,7 @@ fn parse_status(answer: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
