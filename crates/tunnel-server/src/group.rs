@@ -24,9 +24,9 @@ use crate::Shared;
 /// The group claim of `spec` (`None` when it names no group), with its virtual-host
 /// `routes` and their basic-auth value as checked for the proxy. Refused naming the field:
 /// a group without key, a key without group, a group with neither port nor domains, or any
-/// group in cluster mode.
+/// group on a server in `cluster` mode.
 pub(crate) fn claim_of(
-    shared: &Shared,
+    cluster: bool,
     spec: &ProxySpec,
     routes: &[Pair],
     auth: Option<&String>,
@@ -51,7 +51,7 @@ pub(crate) fn claim_of(
             ))
         }
     };
-    if shared.cluster.is_some() {
+    if cluster {
         // A group's members would be spread over servers that each bind the port.
         return Err(field_error(
             "group",
@@ -249,4 +249,115 @@ pub(crate) fn stats(shared: &Shared) -> serde_json::Value {
         .collect();
     groups.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     serde_json::Value::Array(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(
+        kind: ProxyKind,
+        port: Option<u16>,
+        group: Option<&str>,
+        key: Option<&str>,
+    ) -> ProxySpec {
+        ProxySpec {
+            name: "web-a".into(),
+            kind,
+            publish_port: port,
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: None,
+            idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
+            group: group.map(str::to_owned),
+            group_key: key.map(str::to_owned),
+        }
+    }
+
+    fn field(r: Result<Option<GroupClaim>, FieldError>) -> String {
+        r.unwrap_err().field
+    }
+
+    #[test]
+    fn a_claim_needs_its_key_and_a_port_or_domains() {
+        let tcp = |port, group, key| spec(ProxyKind::Tcp, port, group, key);
+        assert!(claim_of(false, &tcp(Some(7000), None, None), &[], None)
+            .unwrap()
+            .is_none());
+        let claim = claim_of(false, &tcp(Some(7000), Some("web"), Some("k")), &[], None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((claim.name.as_str(), claim.port), ("web", 7000));
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(Some(7000), None, Some("k")),
+                &[],
+                None
+            )),
+            "group_key"
+        );
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(Some(7000), Some("web"), None),
+                &[],
+                None
+            )),
+            "group_key"
+        );
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(Some(7000), Some("web"), Some("")),
+                &[],
+                None
+            )),
+            "group_key"
+        );
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(Some(7000), Some("a b"), Some("k")),
+                &[],
+                None
+            )),
+            "group"
+        );
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(None, Some("web"), Some("k")),
+                &[],
+                None
+            )),
+            "group"
+        );
+        let routes = vec![
+            ("b.test".to_owned(), "/".to_owned()),
+            ("a.test".to_owned(), "/".to_owned()),
+        ];
+        let http = spec(ProxyKind::Http, None, Some("web"), Some("k"));
+        let claim = claim_of(false, &http, &routes, None).unwrap().unwrap();
+        assert_eq!(
+            claim.routes[0].0, "a.test",
+            "sorted: members may list them in any order"
+        );
+        let udp = spec(ProxyKind::Udp, None, Some("web"), Some("k"));
+        assert_eq!(field(claim_of(false, &udp, &routes, None)), "publish_port");
+    }
+
+    #[test]
+    fn cluster_mode_refuses_groups_by_name() {
+        let s = spec(ProxyKind::Tcp, Some(7000), Some("web"), Some("k"));
+        let err = claim_of(true, &s, &[], None).unwrap_err();
+        assert_eq!(err.field, "group");
+        assert!(err.message.contains("cluster mode"), "{}", err.message);
+        let plain = spec(ProxyKind::Tcp, Some(7000), None, None);
+        assert!(claim_of(true, &plain, &[], None).unwrap().is_none());
+    }
 }

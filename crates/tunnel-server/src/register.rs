@@ -345,7 +345,12 @@ async fn register_proxy(
     // How rejections name it: by its domains when it has no port (the key cannot say).
     let label = proxy_label(&spec);
     let routes = vhost.pairs.len();
-    let group = crate::group::claim_of(shared, &spec, &vhost.pairs, vhost.auth.as_ref())?;
+    let group = crate::group::claim_of(
+        shared.cluster.is_some(),
+        &spec,
+        &vhost.pairs,
+        vhost.auth.as_ref(),
+    )?;
     if let Some((existing, owner)) = shared.registry.get(&key) {
         if owner.id == session.id {
             // Handed over from this client's stale session: keep its port open, refresh the
