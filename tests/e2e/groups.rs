@@ -83,12 +83,15 @@ async fn a_failing_health_check_withdraws_the_member_and_it_rejoins() {
     let port = free_port();
     let check = HealthCheck::new(HealthKind::Tcp, 1, 2);
     let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
-    let _b = client_with(
-        &server,
-        "host-b",
-        member("web-b", b.addr(), port).with_health_check(check),
+    let b_stats: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _b = client(
+        client_config(&server)
+            .with_id("host-b")
+            .with_stats_bind(b_stats)
+            .with_proxy(member("web-b", b.addr(), port).with_health_check(check)),
     )
     .await;
+    let health = || async move { stats_json(b_stats).await["proxies"][0]["health"].clone() };
     eventually(Duration::from_secs(5), "both members serve", || async {
         banners(port, 4).await.iter().flatten().any(|b| b == "beta")
     })
@@ -103,6 +106,7 @@ async fn a_failing_health_check_withdraws_the_member_and_it_rejoins() {
     .await;
     assert!(stopped.elapsed() <= Duration::from_secs(3));
     expect_logged(&["WARN", "proxy withdrawn", "2 health checks failed"]).await;
+    assert_eq!(health().await, "withdrawn");
     let seen = banners(port, 10).await;
     assert!(
         seen.iter().all(|b| b.as_deref() == Some("alpha")),
@@ -115,6 +119,7 @@ async fn a_failing_health_check_withdraws_the_member_and_it_rejoins() {
     })
     .await;
     expect_logged(&["INFO", "proxy rejoins"]).await;
+    assert_eq!(health().await, "healthy");
     let seen = banners(port, 10).await;
     assert!(seen.iter().flatten().any(|b| b == "beta"), "{seen:?}");
 }
@@ -242,6 +247,30 @@ async fn a_member_whose_service_is_down_is_skipped_without_a_health_check() {
         seen.iter().all(|b| b.as_deref() == Some("alpha")),
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_group_spreads_flows_over_its_members() {
+    let server = server().await;
+    let (a, b) = (
+        udp_tag_service("alpha").await,
+        udp_tag_service("beta").await,
+    );
+    let port = free_udp_port();
+    let udp = |name: &str, local: SocketAddr| {
+        ProxyConfig::udp(name, &local.to_string(), Some(port)).with_group("dns", KEY)
+    };
+    let _a = client_with(&server, "host-a", udp("dns-a", a)).await;
+    let _b = client_with(&server, "host-b", udp("dns-b", b)).await;
+    // Each source address is a flow, and each new flow goes to the next member.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let sock = udp_socket().await;
+        let answer = udp_ask(&sock, published(port), b"q", Duration::from_secs(5)).await;
+        seen.push(String::from_utf8(answer.expect("an answer")).unwrap());
+    }
+    let kinds: HashSet<_> = seen.iter().map(String::as_str).collect();
+    assert_eq!(kinds, HashSet::from(["alpha", "beta"]), "{seen:?}");
 }
 
 /// `GET /` on the virtual host with `Host: host`; the answer's body.

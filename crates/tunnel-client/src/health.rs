@@ -277,7 +277,10 @@ async fn watch(shared: Arc<Shared>, name: String) {
         if let Err(why) = &outcome {
             debug!(local_addr = %cfg.local_addr, "health probe failed: {why}");
         }
-        match t.record(outcome.is_ok()) {
+        let verdict = t.record(outcome.is_ok());
+        // Before acting: the stats say what the server is about to hear.
+        shared.health.states.lock().insert(name.clone(), t.state());
+        match verdict {
             Verdict::Stay => {}
             Verdict::Withdraw => {
                 warn!(
@@ -296,7 +299,6 @@ async fn watch(shared: Arc<Shared>, name: String) {
                 crate::reload::announce(&shared).await;
             }
         }
-        shared.health.states.lock().insert(name.clone(), t.state());
         let pause = Duration::from_secs(hc.interval.max(1));
         tokio::select! {
             () = shared.shutdown.cancelled() => break,

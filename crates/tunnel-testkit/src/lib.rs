@@ -80,4 +80,4 @@ pub use relay::Relay;
 pub use services::{echo_service, http_service, read_banner, BannerService};
 pub use tools::{have, need, skip};
 pub use traffic::{quarter_echo_service, Traffic};
-pub use udp::{free_udp_port, udp_ask, udp_echo_service, udp_socket};
+pub use udp::{free_udp_port, udp_ask, udp_echo_service, udp_socket, udp_tag_service};
