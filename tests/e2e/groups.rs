@@ -260,8 +260,11 @@ async fn a_udp_group_spreads_flows_over_its_members() {
     let udp = |name: &str, local: SocketAddr| {
         ProxyConfig::udp(name, &local.to_string(), Some(port)).with_group("dns", KEY)
     };
-    let _a = client_with(&server, "host-a", udp("dns-a", a)).await;
-    let _b = client_with(&server, "host-b", udp("dns-b", b)).await;
+    // Both at once: whichever founds the group, the other joins it.
+    let (_a, _b) = tokio::join!(
+        client_with(&server, "host-a", udp("dns-a", a)),
+        client_with(&server, "host-b", udp("dns-b", b)),
+    );
     // Each source address is a flow, and each new flow goes to the next member.
     let mut seen = Vec::new();
     for _ in 0..6 {

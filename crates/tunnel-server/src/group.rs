@@ -16,7 +16,7 @@ use tunnel_proto::{FieldError, ProxyKind, ProxySpec};
 use crate::access::ProxyLimits;
 use crate::credentials::audit;
 use crate::forward::{begin_public, open_to_owner};
-use crate::registry::{proxy_label, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
+use crate::registry::{proxy_label, ClaimError, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
 use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
 use crate::Shared;
@@ -167,6 +167,39 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// The public socket a founding member binds for its group.
+enum Public {
+    Tcp(tokio::net::TcpListener),
+    Udp(tokio::net::UdpSocket),
+    /// A group of virtual-host routes, or one that exists already.
+    None,
+}
+
+impl Public {
+    /// Serve the group through `entry`: the listener stops with the group, not the member.
+    fn serve(self, shared: &Arc<Shared>, entry: &Arc<ProxyEntry>) {
+        match self {
+            Public::Tcp(l) => {
+                let task = crate::listener::run(shared.clone(), entry.clone(), l);
+                shared.tasks.spawn(task.in_current_span());
+            }
+            Public::Udp(socket) => {
+                let task = crate::udp::run(shared.clone(), entry.clone(), socket);
+                shared.tasks.spawn(task.in_current_span());
+            }
+            Public::None => {}
+        }
+    }
+}
+
+async fn bind_public(shared: &Shared, kind: ProxyKind, port: u16) -> Result<Public, FieldError> {
+    Ok(match (port, kind) {
+        (0, _) => Public::None,
+        (port, ProxyKind::Udp) => Public::Udp(crate::udp::bind(shared, port).await?),
+        (port, _) => Public::Tcp(crate::register::bind(shared, port).await?),
+    })
+}
+
 /// Register `spec` (under `key`, with its `limits`) as a member of `claim`'s group: the first
 /// member binds the group's port, which then serves every member; a later one joins.
 pub(crate) async fn join(
@@ -179,31 +212,45 @@ pub(crate) async fn join(
 ) -> Result<ProxyKey, FieldError> {
     let label = proxy_label(&spec);
     let refused = |e| crate::register::claim_error(&label, &None, e);
-    let live = shared.registry.group_check(claim).map_err(refused)?;
-    let founding = live.is_none();
-    let mut listener = None;
-    let mut udp = None;
-    if founding && claim.port != 0 {
-        if spec.kind == ProxyKind::Udp {
-            udp = Some(crate::udp::bind(shared, claim.port).await?);
-        } else {
-            listener = Some(crate::register::bind(shared, claim.port).await?);
+    // Two members founding the group at once: the one that loses joins the winner's group
+    // (its bind fails on the winner's port, or its claim finds the winner's group).
+    let mut attempt = 0;
+    let (entry, founding) = loop {
+        attempt += 1;
+        let retry = attempt < 2;
+        let live = shared.registry.group_check(claim).map_err(refused)?;
+        let founding = live.is_none();
+        let public = match founding {
+            true => match bind_public(shared, spec.kind, claim.port).await {
+                Ok(p) => p,
+                Err(_)
+                    if retry
+                        && shared
+                            .registry
+                            .group_check(claim)
+                            .is_ok_and(|h| h.is_some()) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            },
+            false => Public::None,
+        };
+        let handle = live.unwrap_or_else(|| GroupHandle::new(&claim.name));
+        let entry = Arc::new(ProxyEntry::grouped(key.clone(), spec.clone(), handle));
+        *entry.limits.write() = limits.clone();
+        match shared
+            .registry
+            .claim_member(session.id, entry.clone(), claim)
+        {
+            Ok(()) => {
+                public.serve(shared, &entry);
+                break (entry, founding);
+            }
+            Err(ClaimError::Taken) if retry && shared.registry.get(&key).is_none() => continue,
+            Err(e) => return Err(refused(e)),
         }
-    }
-    let handle = live.unwrap_or_else(|| GroupHandle::new(&claim.name));
-    let entry = Arc::new(ProxyEntry::grouped(key.clone(), spec, handle));
-    *entry.limits.write() = limits;
-    shared
-        .registry
-        .claim_member(session.id, entry.clone(), claim)
-        .map_err(refused)?;
-    if let Some(l) = listener {
-        let task = crate::listener::run(shared.clone(), entry.clone(), l);
-        shared.tasks.spawn(task.in_current_span());
-    } else if let Some(socket) = udp {
-        let task = crate::udp::run(shared.clone(), entry.clone(), socket);
-        shared.tasks.spawn(task.in_current_span());
-    }
+    };
     let members = shared.registry.group_members(&claim.name).len();
     let proxy = entry.label();
     if founding {
