@@ -164,6 +164,32 @@ async fn a_member_leaving_keeps_the_port_open_until_the_last_leaves() {
     assert_eq!(read_banner(published(port)).await.as_deref(), Some("alpha"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_a_proxy_into_a_group_on_its_own_port() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    let plain = ProxyConfig::tcp("web-a", &a.addr().to_string(), Some(port));
+    let cfg = client_config(&server).with_id("host-a").with_proxy(plain);
+    let first = client(cfg.clone()).await;
+    let mut grouped = cfg.clone();
+    grouped.proxies[0] = member("web-a", a.addr(), port);
+    let summary = first.reload(grouped).await.unwrap();
+    assert_eq!(summary.proxies_changed, ["web-a"]);
+    // The port it held closes and opens again for the group, with no refusal.
+    eventually(Duration::from_secs(5), "web-a founds the group", || async {
+        members(&server).await == ["web-a"]
+    })
+    .await;
+    let _b = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
+    let seen = banners(port, 6).await;
+    let kinds: HashSet<_> = seen.iter().flatten().map(String::as_str).collect();
+    assert_eq!(kinds, HashSet::from(["alpha", "beta"]), "{seen:?}");
+}
+
 /// The verdict of `proxy`'s registration: the error's field and message, or `None`.
 async fn verdict(server: &ServerHandle, id: &str, proxy: ProxyConfig) -> Option<(String, String)> {
     let cfg = client_config(server).with_id(id).with_proxy(proxy);

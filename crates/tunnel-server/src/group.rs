@@ -167,6 +167,19 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// Whether another member founded `claim`'s group while this one tried to: its bind comes
+/// just before its claim, so the claim is given a moment to land.
+async fn founded_meanwhile(shared: &Shared, claim: &GroupClaim) -> bool {
+    for _ in 0..50 {
+        match shared.registry.group_check(claim) {
+            Ok(Some(_)) => return true,
+            Err(_) => return false,
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+    false
+}
+
 /// The public socket a founding member binds for its group.
 enum Public {
     Tcp(tokio::net::TcpListener),
@@ -220,21 +233,14 @@ pub(crate) async fn join(
         let retry = attempt < 2;
         let live = shared.registry.group_check(claim).map_err(refused)?;
         let founding = live.is_none();
-        let public = match founding {
-            true => match bind_public(shared, spec.kind, claim.port).await {
+        let public = if founding {
+            match bind_public(shared, spec.kind, claim.port).await {
                 Ok(p) => p,
-                Err(_)
-                    if retry
-                        && shared
-                            .registry
-                            .group_check(claim)
-                            .is_ok_and(|h| h.is_some()) =>
-                {
-                    continue
-                }
+                Err(_) if retry && founded_meanwhile(shared, claim).await => continue,
                 Err(e) => return Err(e),
-            },
-            false => Public::None,
+            }
+        } else {
+            Public::None
         };
         let handle = live.unwrap_or_else(|| GroupHandle::new(&claim.name));
         let entry = Arc::new(ProxyEntry::grouped(key.clone(), spec.clone(), handle));

@@ -71,7 +71,14 @@ pub(crate) async fn apply(
         .filter(|spec| same_group(shared, spec))
         .map(key_of)
         .collect();
-    release_unlisted(shared, session, &listed, "no longer in the client's config");
+    let (released, closing) = shared.registry.release_except_closing(session.id, &listed);
+    for proxy in released {
+        info!(%proxy, "proxy no longer in the client's config; released");
+    }
+    // Their ports may be asked for again below (a proxy renamed, or moved into a group).
+    for closed in closing {
+        let _ = tokio::time::timeout(PORT_CLOSE_WAIT, closed.cancelled_owned()).await;
+    }
 
     let mut results = Vec::with_capacity(total);
     let mut names = HashSet::new();
@@ -283,6 +290,9 @@ fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<Pro
         info!(%proxy, "proxy {why}; released");
     }
 }
+
+/// How long a registration waits for the ports it released to close before it binds.
+const PORT_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Rejections of one registration logged one by one: a registration of many bad items logs
 /// no more than its first few (and their count), whatever the client sends.

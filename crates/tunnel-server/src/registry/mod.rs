@@ -110,6 +110,9 @@ pub(crate) struct ProxyEntry {
     pub spec: RwLock<ProxySpec>,
     /// Stops the public listener (if any) when the entry goes away.
     pub listener_stop: CancellationToken,
+    /// Cancelled once the public port served through this entry is closed (its listener
+    /// dropped), so that the same client can take the port again at once.
+    pub port_closed: CancellationToken,
     pub counters: ProxyCounters,
     /// Its `allow_ips` / `deny_ips` and bandwidth limits, set at registration.
     pub limits: RwLock<Arc<crate::access::ProxyLimits>>,
@@ -124,6 +127,7 @@ impl ProxyEntry {
             key,
             spec: RwLock::new(spec),
             listener_stop: CancellationToken::new(),
+            port_closed: CancellationToken::new(),
             counters: ProxyCounters::default(),
             limits: RwLock::default(),
             group: None,
@@ -292,6 +296,26 @@ impl Registry {
     /// Every group with its members (for the stats endpoint).
     pub(crate) fn groups(&self) -> Vec<(GroupClaim, Vec<Entry>)> {
         self.backend.groups()
+    }
+
+    /// [`Registry::release_except`], and the `port_closed` of each released proxy that had a
+    /// port of its own: a registration that takes the same port again (the proxy moved into
+    /// a group, or renamed) waits for them.
+    pub(crate) fn release_except_closing(
+        &self,
+        session: u64,
+        keep: &HashSet<ProxyKey>,
+    ) -> (Vec<String>, Vec<CancellationToken>) {
+        let released = self.backend.release_except(session, keep);
+        self.stop_emptied_groups(&released);
+        let labels = released.iter().map(|(_, e)| e.label()).collect();
+        let closing = released
+            .iter()
+            .filter(|(k, e)| k.port != 0 && e.group.is_none())
+            .map(|(_, e)| e.port_closed.clone())
+            .collect();
+        stopped(released);
+        (labels, closing)
     }
 
     /// How many proxies `session` holds (O(1): the fair share asks on every refusal).
