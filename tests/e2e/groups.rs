@@ -165,7 +165,7 @@ async fn a_member_leaving_keeps_the_port_open_until_the_last_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_moves_a_proxy_into_a_group_on_its_own_port() {
+async fn a_reload_moves_a_proxy_into_a_group_and_out_on_its_own_port() {
     let server = server().await;
     let (a, b) = (
         BannerService::start("alpha").await,
@@ -184,10 +184,26 @@ async fn a_reload_moves_a_proxy_into_a_group_on_its_own_port() {
         members(&server).await == ["web-a"]
     })
     .await;
-    let _b = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
+    let mut second = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
     let seen = banners(port, 6).await;
     let kinds: HashSet<_> = seen.iter().flatten().map(String::as_str).collect();
     assert_eq!(kinds, HashSet::from(["alpha", "beta"]), "{seen:?}");
+
+    // And out again, as the last member: the group's port closes and opens for the proxy.
+    second.shutdown();
+    second.join().await.unwrap();
+    first.reload(cfg).await.unwrap();
+    eventually(Duration::from_secs(5), "the group is gone", || async {
+        members(&server).await.is_empty()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "web-a serves on its own",
+        || async { read_banner(published(port)).await.as_deref() == Some("alpha") },
+    )
+    .await;
+    assert_eq!(server.snapshot().proxies, 1);
 }
 
 /// The verdict of `proxy`'s registration: the error's field and message, or `None`.

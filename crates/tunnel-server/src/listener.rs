@@ -29,7 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
                 () = entry.public_stop().cancelled() => {
                     // Consumes the listener: the port is closed when it returns.
                     hand_over_backlog(&shared, &entry, listener);
-                    entry.port_closed.cancel();
+                    entry.public_closed().cancel();
                     break;
                 }
                 () = shared.shutdown.cancelled() => break,

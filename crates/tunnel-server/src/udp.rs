@@ -61,7 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, socket: Udp
     tunnel_mux::serve_udp(socket, limits, counters, stop, tasks, what, open)
         .instrument(span)
         .await;
-    entry.port_closed.cancel();
+    entry.public_closed().cancel();
 }
 
 /// The stream of a new flow from `peer`: counted like a user connection against the owner's

@@ -24,6 +24,8 @@ pub(crate) struct GroupHandle {
     pub name: String,
     /// Stops the group's public listener; cancelled when its last member leaves.
     pub stop: CancellationToken,
+    /// Cancelled once the group's public port is closed.
+    pub port_closed: CancellationToken,
     cursor: AtomicUsize,
 }
 
@@ -32,6 +34,7 @@ impl GroupHandle {
         Arc::new(GroupHandle {
             name: name.to_owned(),
             stop: CancellationToken::new(),
+            port_closed: CancellationToken::new(),
             cursor: AtomicUsize::new(0),
         })
     }

@@ -148,6 +148,13 @@ impl ProxyEntry {
         self.group.as_ref().map_or(&self.listener_stop, |g| &g.stop)
     }
 
+    /// What the public listener served through this entry cancels once its port is closed.
+    pub(crate) fn public_closed(&self) -> &CancellationToken {
+        self.group
+            .as_ref()
+            .map_or(&self.port_closed, |g| &g.port_closed)
+    }
+
     /// The proxy's name for logs: see [`proxy_label`].
     pub(crate) fn label(&self) -> String {
         proxy_label(&self.spec.read())
@@ -311,8 +318,9 @@ impl Registry {
         let labels = released.iter().map(|(_, e)| e.label()).collect();
         let closing = released
             .iter()
-            .filter(|(k, e)| k.port != 0 && e.group.is_none())
-            .map(|(_, e)| e.port_closed.clone())
+            // A group's port closes with its last member only.
+            .filter(|(k, e)| k.port != 0 && e.group.as_ref().is_none_or(|g| g.stop.is_cancelled()))
+            .map(|(_, e)| e.public_closed().clone())
             .collect();
         stopped(released);
         (labels, closing)
