@@ -192,6 +192,10 @@ async fn a_reload_moves_a_proxy_into_a_group_and_out_on_its_own_port() {
     // And out again, as the last member: the group's port closes and opens for the proxy.
     second.shutdown();
     second.join().await.unwrap();
+    eventually(Duration::from_secs(5), "web-b gone", || async {
+        members(&server).await == ["web-a"]
+    })
+    .await;
     first.reload(cfg).await.unwrap();
     eventually(Duration::from_secs(5), "the group is gone", || async {
         members(&server).await.is_empty()
