@@ -139,12 +139,19 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
             ));
         }
     }
-    if hc.kind == HealthKind::Http && p.kind == ProxyKind::Udp {
-        out.push(ConfigProblem::new(
+    match (hc.kind, p.kind) {
+        (HealthKind::Http, ProxyKind::Udp) => out.push(ConfigProblem::new(
             at("type"),
             "an http check probes an HTTP service; for a udp proxy use type = \"tcp\" (if the \
              service also listens on TCP) or no health_check",
-        ));
+        )),
+        // Its service may speak HTTP/2 only, or TLS: a plain HTTP/1.1 probe would fail.
+        (HealthKind::Http, ProxyKind::Http2) => out.push(ConfigProblem::new(
+            at("type"),
+            "an http check speaks plain HTTP/1.1, which an http2 proxy's service may not: use \
+             type = \"tcp\"",
+        )),
+        _ => {}
     }
 }
 
@@ -452,7 +459,9 @@ mod tests {
              health_check={ type=\"http\", interval=2, timeout=5 }\n\
              [[proxies]]\nname=\"c\"\nlocal_addr=\"h:1\"\ngroup=\"web\"\n\
              [[proxies]]\nname=\"d\"\nlocal_addr=\"h:1\"\npublish_port=7002\ngroup_key=\"k\"\n\
-             health_check={ type=\"tcp\", path=\"/\" }\n",
+             health_check={ type=\"tcp\", path=\"/\" }\n\
+             [[proxies]]\nname=\"e\"\ntype=\"http2\"\nlocal_addr=\"h:1\"\n\
+             health_check={ type=\"http\" }\n",
         );
         assert_eq!(
             got,
@@ -465,6 +474,7 @@ mod tests {
                 "proxies[2].group_key",
                 "proxies[3].health_check.path",
                 "proxies[3].group_key",
+                "proxies[4].health_check.type",
             ]
         );
         let unknown = ClientConfig::from_toml(&format!(
