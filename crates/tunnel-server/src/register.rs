@@ -75,9 +75,11 @@ pub(crate) async fn apply(
     for proxy in released {
         info!(%proxy, "proxy no longer in the client's config; released");
     }
-    // Their ports may be asked for again below (a proxy renamed, or moved into a group).
+    // Their ports may be asked for again below (a proxy renamed, or moved into a group);
+    // one deadline for all of them, however many the client released.
+    let deadline = tokio::time::Instant::now() + PORT_CLOSE_WAIT;
     for closed in closing {
-        let _ = tokio::time::timeout(PORT_CLOSE_WAIT, closed.cancelled_owned()).await;
+        let _ = tokio::time::timeout_at(deadline, closed.cancelled_owned()).await;
     }
 
     let mut results = Vec::with_capacity(total);
