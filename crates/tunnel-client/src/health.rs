@@ -280,6 +280,8 @@ async fn watch(shared: Arc<Shared>, name: String) {
             break;
         };
         let t = tracker.get_or_insert_with(|| Tracker::new(hc.max_failed));
+        // A reload may have changed it; the failures counted so far still count.
+        t.max_failed = hc.max_failed.max(1);
         let outcome = probe(&hc, &cfg.local_addr).await;
         if let Err(why) = &outcome {
             debug!(local_addr = %cfg.local_addr, "health probe failed: {why}");

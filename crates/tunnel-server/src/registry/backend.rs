@@ -68,8 +68,10 @@ pub(crate) enum ClaimError {
 /// which proxies. Implementations keep these invariants after every call:
 /// - every proxy's owner is an installed session, and at most one session per client id;
 /// - the per-session index and the proxies agree;
-/// - a route exists iff its proxy does;
-/// - nothing of a session survives its release.
+/// - a route exists iff its proxy does (a group's routes: iff the group does);
+/// - nothing of a session survives its release;
+/// - a group exists iff it has members, every member carries its port, and a group's port
+///   or routes are never held by a proxy outside it.
 pub(crate) trait RegistryBackend<S, P>: Send + Sync {
     /// Whether `client_id` (of `instance`) could be installed now: not while another instance
     /// holds it, nor a new id when `max_clients` sessions are installed. Changes nothing.

@@ -1,5 +1,6 @@
 //! The registry: which sessions are installed (one per client id), which session serves
-//! each `(proxy name, publish_port)`, and the virtual-host routes of those proxies.
+//! each `(proxy name, publish_port)`, the virtual-host routes of those proxies, and the
+//! load-balancing groups ([`groups`]) whose members share a port or routes.
 //!
 //! [`state`] holds the data and keeps its invariants; [`backend`] is the narrow trait a store
 //! shared by several servers can implement; [`memory`] is the default, in this process.
