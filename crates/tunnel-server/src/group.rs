@@ -257,12 +257,11 @@ pub(crate) async fn join(
             Err(e) => return Err(refused(e)),
         }
     };
-    let members = shared.registry.group_members(&claim.name).len();
     let proxy = entry.label();
     if founding {
         info!(%proxy, group = %claim.name, "proxy registered; it founds its group");
     } else {
-        info!(%proxy, group = %claim.name, members, "proxy registered; it joins its group");
+        info!(%proxy, group = %claim.name, "proxy registered; it joins its group");
     }
     audit::record(
         audit::Event::Registration,
