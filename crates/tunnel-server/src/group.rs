@@ -21,6 +21,9 @@ use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
 use crate::Shared;
 
+/// The longest `group_key` kept: the first member's is held for the group's life.
+const MAX_GROUP_KEY: usize = 256;
+
 /// The group claim of `spec` (`None` when it names no group), with its virtual-host
 /// `routes` and their basic-auth value as checked for the proxy. Refused naming the field:
 /// a group without key, a key without group, a group with neither port nor domains, or any
@@ -43,6 +46,15 @@ pub(crate) fn claim_of(
     tunnel_proto::validate_name(name)
         .map_err(|m| field_error("group", m.replace("name", "group")))?;
     let key = match spec.group_key.as_deref() {
+        Some(k) if k.len() > MAX_GROUP_KEY => {
+            return Err(field_error(
+                "group_key",
+                format!(
+                    "{} bytes long; use at most {MAX_GROUP_KEY} (a long random string is plenty)",
+                    k.len()
+                ),
+            ))
+        }
         Some(k) if !k.is_empty() => k.to_owned(),
         _ => {
             return Err(field_error(
@@ -357,6 +369,16 @@ mod tests {
             field(claim_of(
                 false,
                 &tcp(Some(7000), Some("web"), None),
+                &[],
+                None
+            )),
+            "group_key"
+        );
+        let long = "k".repeat(257);
+        assert_eq!(
+            field(claim_of(
+                false,
+                &tcp(Some(7000), Some("web"), Some(&long)),
                 &[],
                 None
             )),
