@@ -964,7 +964,16 @@ fn group_problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) {
             at("group_key"),
             "missing: a group needs a group_key, the secret every member shares",
         )),
-        (Some(g), Some(_)) => {
+        (Some(g), Some(key)) => {
+            if key.len() > 256 {
+                out.push(ConfigProblem::new(
+                    at("group_key"),
+                    format!(
+                        "{} bytes long; use at most 256 (the server refuses more)",
+                        key.len()
+                    ),
+                ));
+            }
             if let Err(m) = tunnel_proto::validate_name(g) {
                 out.push(ConfigProblem::new(at("group"), m.replace("name", "group")));
             }
