@@ -68,6 +68,13 @@ async fn two_members_behind_one_port_both_get_connections() {
     // Round robin: an even spread, not merely both.
     let alphas = seen.iter().flatten().filter(|b| *b == "alpha").count();
     assert!((8..=12).contains(&alphas), "{alphas} of 20 to alpha");
+    let metrics = stats_get(server.stats_addr().unwrap(), "/metrics", &[])
+        .await
+        .body;
+    assert!(
+        metrics.contains("tunnel_group_members{group=\"web\"} 2"),
+        "{metrics}"
+    );
     let stats = stats_json(server.stats_addr().unwrap()).await;
     let group = &stats["groups"][0];
     assert_eq!(group["publish_port"], port);

@@ -315,6 +315,27 @@ pub(crate) fn stats(shared: &Shared) -> serde_json::Value {
     serde_json::Value::Array(groups)
 }
 
+/// `tunnel_group_members{group}`: the members registered now, per group.
+pub(crate) fn prometheus(shared: &Shared, page: &mut tunnel_admin::Exposition) {
+    let mut sizes: Vec<(String, u64)> = shared
+        .registry
+        .groups()
+        .into_iter()
+        .map(|(claim, members)| (claim.name, members.len() as u64))
+        .collect();
+    if sizes.is_empty() {
+        return;
+    }
+    sizes.sort();
+    let f = page.gauge_family(
+        "tunnel_group_members",
+        "Members registered now, per load-balancing group.",
+    );
+    for (name, n) in &sizes {
+        f.sample(&[("group", name)], *n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
