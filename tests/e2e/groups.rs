@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tunnel_client::{ClientHandle, HealthCheck, HealthKind, ProxyConfig};
+use tunnel_client::{ClientHandle, HealthCheck, HealthKind, ProxyConfig, VisitorConfig};
 use tunnel_server::ServerHandle;
 use tunnel_testkit::*;
 
@@ -215,6 +215,35 @@ async fn a_reload_moves_a_proxy_into_a_group_and_out_on_its_own_port() {
     )
     .await;
     assert_eq!(server.snapshot().proxies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_reaches_one_member_by_its_name() {
+    let server = server().await;
+    let (a, b) = (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    );
+    let port = free_port();
+    let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
+    let _b = client_with(
+        &server,
+        "host-b",
+        member("web-b", b.addr(), port).with_secret("visit"),
+    )
+    .await;
+    let bind = visitor_bind();
+    let visitor = VisitorConfig::new("to-b", "web-b", port, &bind).with_secret("visit");
+    let _v = client(
+        client_config(&server)
+            .with_id("laptop")
+            .with_visitor(visitor),
+    )
+    .await;
+    let through: SocketAddr = bind.parse().unwrap();
+    for _ in 0..4 {
+        assert_eq!(read_banner(through).await.as_deref(), Some("beta"));
+    }
 }
 
 /// The verdict of `proxy`'s registration: the error's field and message, or `None`.
