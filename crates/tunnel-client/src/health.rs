@@ -486,6 +486,26 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawn_proxy_is_left_out_of_the_registration_only() {
+        let c = ClientConfig::new("h:1")
+            .with_proxy(ProxyConfig::tcp("a", "h:2", Some(7000)))
+            .with_proxy(ProxyConfig::tcp("b", "h:3", Some(7001)));
+        let health = Health::default();
+        let names = |h: &Health| -> Vec<String> {
+            h.filter(c.register_request())
+                .proxies
+                .into_iter()
+                .map(|p| p.name)
+                .collect()
+        };
+        assert_eq!(names(&health), ["a", "b"]);
+        health.withdrawn.lock().insert("a".into());
+        assert_eq!(names(&health), ["b"]);
+        health.withdrawn.lock().remove("a");
+        assert_eq!(names(&health), ["a", "b"]);
+    }
+
+    #[test]
     fn status_lines() {
         assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
         assert_eq!(
