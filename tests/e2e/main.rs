@@ -25,6 +25,7 @@ mod dashboard;
 #[cfg(feature = "etcd")]
 mod failover;
 mod faults;
+mod groups;
 mod hardening;
 mod http;
 mod https_sni;

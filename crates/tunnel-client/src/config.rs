@@ -196,11 +196,21 @@ pub struct ProxyConfig {
     /// way. Default 60.
     #[serde(default)]
     pub udp_idle_timeout: Option<u64>,
+    /// Load-balancing group: proxies of any clients with the same `group` and `group_key`
+    /// share one `publish_port` (or the same domains).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The secret that lets this proxy join `group`.
+    #[serde(default)]
+    pub group_key: Option<String>,
+    /// Probe the local service; a failing one withdraws the proxy until it recovers.
+    #[serde(default)]
+    pub health_check: Option<crate::health::HealthCheck>,
 }
 
 /// The keys of a `[[proxies]]` table besides the HTTP ones: serde cannot list the keys of a
 /// struct with a flattened field, so an unknown key there is answered from this list.
-const PROXY_KEYS: [&str; 11] = [
+const PROXY_KEYS: [&str; 14] = [
     "name",
     "type",
     "local_addr",
@@ -212,6 +222,9 @@ const PROXY_KEYS: [&str; 11] = [
     "deny_ips",
     "bandwidth_limit",
     "udp_idle_timeout",
+    "group",
+    "group_key",
+    "health_check",
 ];
 
 fn schema() -> Schema {
@@ -268,7 +281,23 @@ impl ProxyConfig {
             bandwidth_limit: None,
             http: crate::http_config::HttpOptions::default(),
             udp_idle_timeout: None,
+            group: None,
+            group_key: None,
+            health_check: None,
         }
+    }
+
+    /// Join load-balancing group `group` with `key`.
+    pub fn with_group(mut self, group: &str, key: &str) -> Self {
+        self.group = Some(group.to_owned());
+        self.group_key = Some(key.to_owned());
+        self
+    }
+
+    /// Probe the local service (see [`HealthCheck`](crate::HealthCheck)).
+    pub fn with_health_check(mut self, check: crate::health::HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
     }
 
     /// A UDP proxy for `local_addr`, published on `publish_port` when given.
@@ -357,6 +386,8 @@ impl ProxyConfig {
                 .as_deref()
                 .and_then(|b| b.parse::<tunnel_proto::Bandwidth>().ok())
                 .map(tunnel_proto::Bandwidth::bytes_per_second),
+            group: self.group.clone(),
+            group_key: self.group_key.clone(),
         }
     }
 }
@@ -418,6 +449,9 @@ impl fmt::Debug for ProxyConfig {
             .field("bandwidth_limit", &self.bandwidth_limit)
             .field("http", &self.http)
             .field("udp_idle_timeout", &self.udp_idle_timeout)
+            .field("group", &self.group)
+            .field("group_key", &self.group_key.as_ref().map(|_| "***"))
+            .field("health_check", &self.health_check)
             .finish()
     }
 }
@@ -879,6 +913,8 @@ impl ClientConfig {
                 out.push(ConfigProblem::new(at("bandwidth_limit"), m));
             }
             crate::udp::problems(p, i, &mut out);
+            crate::health::problems(p, i, &mut out);
+            group_problems(p, i, &mut out);
             if p.secret.as_deref() == Some("") {
                 out.push(ConfigProblem::new(
                     at("secret"),
@@ -928,6 +964,52 @@ impl ClientConfig {
     }
 }
 
+/// `group` and `group_key` come together; a group is shared on a `publish_port` or domains.
+fn group_problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) {
+    let at = |f: &str| format!("proxies[{i}].{f}");
+    match (&p.group, p.group_key.as_deref()) {
+        (None, None) => {}
+        (None, Some(_)) => out.push(ConfigProblem::new(
+            at("group_key"),
+            "set without group: add group = \"<name>\", or remove group_key",
+        )),
+        (Some(_), None | Some("")) => out.push(ConfigProblem::new(
+            at("group_key"),
+            "missing: a group needs a group_key, the secret every member shares",
+        )),
+        (Some(g), Some(key)) => {
+            if key.len() > 256 {
+                out.push(ConfigProblem::new(
+                    at("group_key"),
+                    format!(
+                        "{} bytes long; use at most 256 (the server refuses more)",
+                        key.len()
+                    ),
+                ));
+            }
+            if let Err(m) = tunnel_proto::validate_name(g) {
+                out.push(ConfigProblem::new(at("group"), m.replace("name", "group")));
+            }
+            let hosts = !p.http.domains.is_empty() || p.http.subdomain.is_some();
+            if p.publish_port.is_none() && !hosts {
+                out.push(ConfigProblem::new(
+                    at("group"),
+                    "a group shares a publish_port (tcp, udp) or domains (http, https): set one of them",
+                ));
+            }
+            if matches!(
+                p.publish_port,
+                Some(crate::PublishPort::Auto | crate::PublishPort::Range { .. })
+            ) {
+                out.push(ConfigProblem::new(
+                    at("publish_port"),
+                    "a group's members share one fixed port: set a number, not \"auto\" or a range",
+                ));
+            }
+        }
+    }
+}
+
 pub(crate) fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
@@ -939,6 +1021,24 @@ mod tests {
     use super::*;
 
     const BASE: &str = "server_addr = \"example.com:8443\"\nauth_key = \"k\"\n";
+
+    #[test]
+    fn a_group_member_needs_a_fixed_port_not_auto_nor_a_block() {
+        for publish in ["\"auto\"", "\"6000-6003\""] {
+            let c = ClientConfig::from_toml(&format!(
+                "{BASE}[[proxies]]\nname = \"a\"\nlocal_addr = \"127.0.0.1:7000\"\n\
+                 publish_port = {publish}\ngroup = \"g\"\ngroup_key = \"k\"\n"
+            ))
+            .unwrap();
+            let problems = c.problems();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.field == "proxies[0].publish_port" && p.message.contains("fixed")),
+                "{publish}: {problems:?}"
+            );
+        }
+    }
 
     #[test]
     fn an_empty_stats_token_is_refused_like_on_the_server() {

@@ -37,6 +37,7 @@ mod client_cert;
 mod config;
 mod error;
 mod h2_proxy;
+mod health;
 mod http_config;
 mod http_headers;
 mod http_pool;
@@ -69,6 +70,7 @@ use tunnel_transport::WarnLimit;
 
 pub use config::{ClientConfig, ProxyConfig, VisitorConfig};
 pub use error::{ClientError, ConfigProblem};
+pub use health::{HealthCheck, HealthKind};
 pub use http_config::HttpOptions;
 pub use publish::PublishPort;
 pub use reload::ReloadSummary;
@@ -110,6 +112,8 @@ pub(crate) struct Shared {
     reload_pending: std::sync::atomic::AtomicBool,
     /// One reload at a time, and which verdicts of the next registration reply are news.
     reload: reload::State,
+    /// Proxies withdrawn by their health checks, and each check's state.
+    health: health::Health,
     status: watch::Sender<Status>,
     shutdown: CancellationToken,
     /// Visitor listeners.
@@ -180,7 +184,8 @@ impl Shared {
     }
 
     fn register_request(&self) -> tunnel_proto::RegisterRequest {
-        self.live.read().request.clone()
+        // A proxy withdrawn by its health check is left out until it recovers.
+        self.health.filter(self.live.read().request.clone())
     }
 
     /// Start serving a visitor on its bound listener.
@@ -330,6 +335,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         current: RwLock::new(None),
         reload_pending: std::sync::atomic::AtomicBool::new(false),
         reload: reload::State::default(),
+        health: health::Health::default(),
         status: status_tx,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -359,6 +365,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     for (v, l) in listeners {
         shared.spawn_visitor(v, l);
     }
+    health::sync(&shared);
     let span = tracing::info_span!("client", id = %shared.id.read());
     let shutdown = shared.shutdown.clone();
     let task = tokio::spawn(run(shared.clone()).instrument(span));

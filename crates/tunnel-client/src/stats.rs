@@ -171,6 +171,13 @@ struct ProxyItem {
     domains: Vec<String>,
     subdomain: Option<String>,
     locations: Vec<String>,
+    /// The load-balancing group it is a member of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    /// With a health check: `unknown` (not probed yet), `healthy`, `failing` (still in) or
+    /// `withdrawn`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'static str>,
     #[serde(flatten)]
     live: Live,
 }
@@ -254,6 +261,8 @@ impl ClientStats {
                     domains: p.http.domains.clone(),
                     subdomain: p.http.subdomain.clone(),
                     locations: p.http.locations.clone(),
+                    group: p.group.clone(),
+                    health: self.0.health.state(name),
                     live: counters.remove(name).unwrap_or_default(),
                 }
             })
@@ -268,6 +277,8 @@ impl ClientStats {
             domains: Vec::new(),
             subdomain: None,
             locations: Vec::new(),
+            group: None,
+            health: None,
             live,
         }));
         let mut counters: BTreeMap<String, Live> = Self::counters(&self.0.visitor_counters, false)

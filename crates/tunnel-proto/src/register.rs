@@ -66,6 +66,14 @@ pub struct ProxySpec {
     /// server enforces it (and may lower it, never raise it). `None`: no limit of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_limit: Option<u64>,
+    /// Load-balancing group: proxies of any clients with the same `group` and `group_key`
+    /// share one `publish_port` (or the same domains), and the server spreads users over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The secret that lets a proxy join `group`; set by its first member, compared in
+    /// constant time, never printed by `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_key: Option<String>,
 }
 
 /// Where the server's HTTP virtual host sends requests, and who may send them.
@@ -117,6 +125,8 @@ impl fmt::Debug for ProxySpec {
             .field("allow_ips", &self.allow_ips)
             .field("deny_ips", &self.deny_ips)
             .field("bandwidth_limit", &self.bandwidth_limit)
+            .field("group", &self.group)
+            .field("group_key", &self.group_key.as_ref().map(|_| "***"))
             .finish()
     }
 }

@@ -211,6 +211,8 @@ mod tests {
             allow_ips: list(allow),
             deny_ips: list(deny),
             bandwidth_limit: limit,
+            group: None,
+            group_key: None,
         }
     }
 

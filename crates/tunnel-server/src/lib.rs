@@ -39,6 +39,7 @@ mod error;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod group;
 mod handshake;
 mod lane;
 mod listener;

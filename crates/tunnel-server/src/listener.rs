@@ -26,8 +26,10 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, listener: T
     async move {
         loop {
             tokio::select! {
-                () = entry.listener_stop.cancelled() => {
+                () = entry.public_stop().cancelled() => {
+                    // Consumes the listener: the port is closed when it returns.
                     hand_over_backlog(&shared, &entry, listener);
+                    entry.public_closed().cancel();
                     break;
                 }
                 () = shared.shutdown.cancelled() => break,
@@ -75,6 +77,12 @@ pub(crate) fn serve_here(
     peer: SocketAddr,
     permit: SourcePermit,
 ) -> Here {
+    if let Some(group) = &entry.group {
+        // A member is picked per connection, and its slot taken then.
+        let task = serve_group_user(shared.clone(), group.clone(), tcp, peer, permit);
+        shared.streams.spawn(task.in_current_span());
+        return Here::Served;
+    }
     if shared.registry.owner(&entry.key).is_none() {
         return Here::NotHere(tcp, permit);
     }
@@ -165,18 +173,37 @@ pub(crate) fn idle_of(entry: &ProxyEntry) -> Option<Duration> {
     }
 }
 
+/// A user connection of a load-balancing group: to the first member that takes it.
+async fn serve_group_user(
+    shared: Arc<Shared>,
+    group: Arc<crate::registry::GroupHandle>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: SourcePermit,
+) {
+    let dest = tcp.local_addr().ok();
+    match crate::group::open(&shared, &group, peer, dest).await {
+        Ok(o) => {
+            relay_user(
+                &shared, o.entry, tcp, peer, permit, o.slot, o.stream, o.guard,
+            )
+            .await
+        }
+        Err(failure) => {
+            debug!(%peer, group = %group.name, "user connection closed: no member took it: {failure}");
+            reset_tcp(tcp);
+        }
+    }
+}
+
 async fn serve_user(
     shared: Arc<Shared>,
     entry: Arc<ProxyEntry>,
     tcp: TcpStream,
     peer: SocketAddr,
-    _permit: SourcePermit,
+    permit: SourcePermit,
     slot: crate::session::StreamSlot,
 ) {
-    tunnel_transport::tune_tcp(&tcp);
-    let idle = idle_of(&entry);
-    let rates = entry.limits.read().rates();
-    let pipe = shared.pipe.clone().with_idle(idle).with_rate_limits(rates);
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
     let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
@@ -186,6 +213,25 @@ async fn serve_user(
             return;
         }
     };
+    relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await;
+}
+
+/// Relay a user connection over its open stream until either side ends it.
+#[allow(clippy::too_many_arguments)] // the parts of one connection, each moved in once
+async fn relay_user(
+    shared: &Shared,
+    entry: Arc<ProxyEntry>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    _permit: SourcePermit,
+    slot: crate::session::StreamSlot,
+    stream: tunnel_mux::MuxStream,
+    guard: tunnel_mux::AbortGuard,
+) {
+    tunnel_transport::tune_tcp(&tcp);
+    let idle = idle_of(&entry);
+    let rates = entry.limits.read().rates();
+    let pipe = shared.pipe.clone().with_idle(idle).with_rate_limits(rates);
     let id = stream.id();
     entry
         .counters

@@ -479,6 +479,7 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         f.sample(&[("proxy", name)], s.denied);
     }
     prometheus_udp(&mut page, snap);
+    crate::group::prometheus(shared, &mut page);
     page.counter(
         "tunnel_auth_failures_total",
         "Logins refused for a wrong auth key.",

@@ -70,9 +70,19 @@ pub(crate) async fn apply(
     let listed: HashSet<ProxyKey> = req
         .proxies
         .iter()
+        .filter(|spec| same_group(shared, spec))
         .flat_map(|p| crate::port_grant::listed_keys(shared, session, p))
         .collect();
-    release_unlisted(shared, session, &listed, "no longer in the client's config");
+    let (released, closing) = shared.registry.release_except_closing(session.id, &listed);
+    for proxy in released {
+        info!(%proxy, "proxy no longer in the client's config; released");
+    }
+    // Their ports may be asked for again below (a proxy renamed, or moved into a group);
+    // one deadline for all of them, however many the client released.
+    let deadline = tokio::time::Instant::now() + PORT_CLOSE_WAIT;
+    for closed in closing {
+        let _ = tokio::time::timeout_at(deadline, closed.cancelled_owned()).await;
+    }
 
     let mut results = Vec::with_capacity(total);
     let mut names = HashSet::new();
@@ -181,6 +191,7 @@ fn cluster_claims(
                 // Refused below in cluster mode, claiming nothing.
                 && spec.publish_ports.is_none()
                 && names.insert(spec.name.as_str())
+                && spec.group.is_none()
                 && scope.is_none_or(|s| s.check_proxy(spec).is_ok())
                 && spec
                     .publish_port
@@ -278,12 +289,25 @@ fn key_of(spec: &ProxySpec) -> ProxyKey {
     }
 }
 
+/// Whether `spec` is registered already in the group it names (or in none, as it names
+/// none), or not registered: a proxy that moves into or out of a group is released and
+/// claimed again.
+fn same_group(shared: &Shared, spec: &ProxySpec) -> bool {
+    shared
+        .registry
+        .get(&key_of(spec))
+        .is_none_or(|(entry, _)| entry.group.as_ref().map(|g| &g.name) == spec.group.as_ref())
+}
+
 /// Release what `session` holds outside `keep`.
 fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<ProxyKey>, why: &str) {
     for proxy in shared.registry.release_except(session.id, keep) {
         info!(%proxy, "proxy {why}; released");
     }
 }
+
+/// How long a registration waits for the ports it released to close before it binds.
+const PORT_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Rejections of one registration logged one by one: a registration of many bad items logs
 /// no more than its first few (and their count), whatever the client sends.
@@ -308,6 +332,12 @@ async fn register_proxy(
         ));
     }
     if let Some(req) = spec.publish_ports {
+        if spec.group.is_some() {
+            return Err(field_error(
+                "publish_port",
+                "a group's members share one fixed port: set a number, not \"auto\" or a range",
+            ));
+        }
         crate::port_grant::check(shared, &spec, req)?;
     }
     if let Some(scope) = scope {
@@ -355,20 +385,52 @@ async fn register_proxy(
     // How rejections name it: by its domains when it has no port (the key cannot say).
     let label = proxy_label(&spec);
     let routes = vhost.pairs.len();
+    let group = crate::group::claim_of(
+        shared.cluster.is_some(),
+        &spec,
+        &vhost.pairs,
+        vhost.auth.as_ref(),
+    )?;
     if let Some((existing, owner)) = shared.registry.get(&key) {
         if owner.id == session.id {
             // Handed over from this client's stale session: keep its port open, refresh the
-            // spec and its routes.
-            shared
-                .registry
-                .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
-                .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
+            // spec and its routes (a group's are the group's).
+            if existing.group.is_none() {
+                shared
+                    .registry
+                    .set_routes(session.id, &key, &vhost.pairs, vhost.auth)
+                    .map_err(|e| claim_error(&label, &vhost.subdomain_host, e))?;
+            }
             *existing.spec.write() = spec;
             *existing.limits.write() = limits;
             *routes_left = routes_left.saturating_sub(routes);
             return Ok((vec![key], None));
         }
+        if group.is_some() {
+            return Err(field_error(
+                "name",
+                format!(
+                    "proxy {label} is already registered by another client; each member of \
+                     a group needs its own proxy name"
+                ),
+            ));
+        }
         return Err(taken(&label));
+    }
+    if let Some(claim) = group {
+        let key = crate::group::join(shared, session, spec, key, &claim, limits).await?;
+        *routes_left = routes_left.saturating_sub(routes);
+        return Ok((vec![key], None));
+    }
+    if let Some(port) = spec
+        .publish_port
+        .filter(|p| shared.registry.group_on_port(*p))
+    {
+        return Err(claim_error(
+            &label,
+            &None,
+            ClaimError::Group(crate::registry::port_of_group(port)),
+        ));
     }
     let udp = match spec.publish_port {
         Some(port) if spec.kind == ProxyKind::Udp => Some(crate::udp::bind(shared, port).await?),
@@ -716,6 +778,7 @@ pub(crate) fn claim_error(
     e: ClaimError,
 ) -> FieldError {
     let conflict = match e {
+        ClaimError::Group(r) => return field_error(r.field, r.message),
         ClaimError::Taken => return taken(label),
         ClaimError::RouteTaken(c) => c,
         ClaimError::NoSession => {

@@ -21,6 +21,9 @@ impl StatsSource for ServerStats {
         let mut body = serde_json::to_value(&snap)
             .map(|mut v| {
                 with_credentials(&self.0, &mut v);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("groups".into(), crate::group::stats(&self.0));
+                }
                 v.to_string()
             })
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

@@ -43,7 +43,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, socket: Udp
         max_flows: DEFAULT_MAX_FLOWS,
         queue: DEFAULT_FLOW_QUEUE,
     };
-    let stop = entry.listener_stop.child_token();
+    let stop = entry.public_stop().child_token();
     let on_shutdown = {
         let (stop, shutdown) = (stop.clone(), shared.shutdown.clone());
         async move {
@@ -66,6 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, entry: Arc<ProxyEntry>, socket: Udp
     tunnel_mux::serve_udp(socket, limits, counters, stop, tasks, what, open)
         .instrument(span)
         .await;
+    entry.public_closed().cancel();
 }
 
 /// The stream of a new flow from `peer`: counted like a user connection against the owner's
@@ -76,6 +77,19 @@ pub(crate) async fn open_flow(
     peer: SocketAddr,
     dest: Option<SocketAddr>,
 ) -> Option<OpenedFlow> {
+    if let Some(group) = &entry.group {
+        return match crate::group::open(&shared, group, peer, dest).await {
+            Ok(o) => Some(OpenedFlow {
+                stream: o.stream,
+                stop: o.guard.token().clone(),
+                keep: Box::new((o.guard, o.slot)),
+            }),
+            Err(failure) => {
+                debug!(%peer, group = %group.name, "UDP flow not opened: no member took it: {failure}");
+                None
+            }
+        };
+    }
     let slot = begin_public(&shared, &entry, peer)?;
     match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
         Ok((stream, guard)) => Some(OpenedFlow {

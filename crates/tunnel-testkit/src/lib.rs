@@ -78,8 +78,10 @@ pub use postgres::Postgres;
 pub use process::{cpu_seconds_of, Proc};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
-pub use services::{echo_service, http_service, own_port_service};
+pub use services::{echo_service, http_service, own_port_service, read_banner, BannerService};
 pub use sni_client::{fragmented_client_hello, https_get, tls_error, Trickle};
 pub use tools::{have, need, skip};
 pub use traffic::{quarter_echo_service, Traffic};
-pub use udp::{free_udp_port, udp_ask, udp_echo_service, udp_own_port_service, udp_socket};
+pub use udp::{
+    free_udp_port, udp_ask, udp_echo_service, udp_own_port_service, udp_socket, udp_tag_service,
+};

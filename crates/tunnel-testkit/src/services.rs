@@ -63,3 +63,88 @@ pub async fn http_service(body: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// A TCP service that writes its banner to each connection and closes it. It can be stopped
+/// (its port then refuses) and started again on the same address, as a service that crashes
+/// and comes back would.
+#[derive(Debug)]
+pub struct BannerService {
+    addr: SocketAddr,
+    banner: &'static str,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BannerService {
+    /// Start on a fresh loopback port.
+    pub async fn start(banner: &'static str) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        BannerService {
+            addr,
+            banner,
+            task: Some(Self::serve(l, banner)),
+        }
+    }
+
+    fn serve(l: TcpListener, banner: &'static str) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.write_all(banner.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        })
+    }
+
+    /// Where it listens (also while stopped: where it will again).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Close the port: connections are refused until [`BannerService::restart`].
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listen again on the same address.
+    pub async fn restart(&mut self) {
+        self.stop();
+        // The aborted task drops its listener at its next poll: retry until it has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let l = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("rebind {}: {e}", self.addr)
+                }
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        self.task = Some(Self::serve(l, self.banner));
+    }
+}
+
+impl Drop for BannerService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Connect to `addr` and read until it closes (within 5 s): the banner a
+/// [`BannerService`] behind it wrote, or `None` when the connection failed or brought
+/// nothing.
+pub async fn read_banner(addr: SocketAddr) -> Option<String> {
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        Some(String::from_utf8_lossy(&out).into_owned()).filter(|b| !b.is_empty())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .ok()
+        .flatten()
+}

@@ -30,6 +30,20 @@ pub async fn udp_own_port_service(port: u16) {
     });
 }
 
+/// A UDP service on 127.0.0.1 answering every datagram with `tag`: the answer says which
+/// service of several behind one port a flow reached.
+pub async fn udp_tag_service(tag: &'static str) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(tag.as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
 /// A port free for both TCP and UDP on 127.0.0.1 a moment ago (a udp proxy's publish_port).
 pub fn free_udp_port() -> u16 {
     loop {

@@ -459,6 +459,8 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             bandwidth_limit: None,
+            group: None,
+            group_key: None,
         }],
         visitors: Vec::new(),
     };

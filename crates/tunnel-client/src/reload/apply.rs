@@ -48,19 +48,26 @@ pub(crate) async fn apply(
         (shared.reload.announced.lock())
             .get_or_insert_with(Vec::new)
             .extend(announced);
-        // Tell the server over the live session; if there is none, or it is still
-        // registering, the session sends the new set as soon as it can.
-        shared.reload_pending.store(true, Ordering::Release);
-        let current = shared.current.read().clone();
-        if let Some(lanes) = current {
-            if shared.reload_pending.swap(false, Ordering::AcqRel) {
-                let req = Message::Register(shared.register_request());
-                let _ = lanes.first().send(req).await;
-            }
-        }
+        announce(shared).await;
     }
+    // Checks of the proxies it added start now.
+    crate::health::sync(shared);
     info!("config reloaded: {plan}");
     Ok(ReloadSummary::of(&plan))
+}
+
+/// Tell the server what is to be registered now (a reload's set, or a health check's
+/// withdrawal or return) over the live session; if there is none, or it is still
+/// registering, the session sends it as soon as it can.
+pub(crate) async fn announce(shared: &Shared) {
+    shared.reload_pending.store(true, Ordering::Release);
+    let current = shared.current.read().clone();
+    if let Some(lanes) = current {
+        if shared.reload_pending.swap(false, Ordering::AcqRel) {
+            let req = Message::Register(shared.register_request());
+            let _ = lanes.first().send(req).await;
+        }
+    }
 }
 
 /// The key file is read at start: the same path holding another key is a change too.

@@ -13,7 +13,7 @@ mod tests;
 use tracing::{error, info};
 use tunnel_proto::{ItemKind, PeerText, RegisterReply};
 
-pub(crate) use apply::apply;
+pub(crate) use apply::{announce, apply};
 
 /// What a reload changed, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

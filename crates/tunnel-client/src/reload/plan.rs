@@ -261,6 +261,9 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
         bandwidth_limit,
         http,
         udp_idle_timeout,
+        group,
+        group_key,
+        health_check,
     } = new;
     let HttpOptions {
         host_rewrite,
@@ -300,6 +303,10 @@ fn proxy_fields(old: &ProxyConfig, new: &ProxyConfig) -> (Vec<&'static str>, boo
         "udp_idle_timeout",
         *udp_idle_timeout == old.udp_idle_timeout,
     );
+    note("group", *group == old.group);
+    note("group_key", *group_key == old.group_key);
+    // Read by the running check at its next probe.
+    note("health_check", *health_check == old.health_check);
     note("host_rewrite", *host_rewrite == h.host_rewrite);
     note("request_headers", *request_headers == h.request_headers);
     note("response_headers", *response_headers == h.response_headers);

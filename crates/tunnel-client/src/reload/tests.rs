@@ -9,6 +9,7 @@ use super::plan::{plan, Changed, Changes, Plan, Refusal};
 use crate::config::{ClientConfig, ProxyConfig, VisitorConfig};
 use crate::http_config::HttpOptions;
 use crate::ClientError;
+use crate::{HealthCheck, HealthKind};
 
 fn base() -> ClientConfig {
     ClientConfig::new("a.example:1")
@@ -98,6 +99,9 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
         bandwidth_limit: _,
         http,
         udp_idle_timeout: _,
+        group: _,
+        group_key: _,
+        health_check: _,
     } = ProxyConfig::http("x", "h:1", None);
     let HttpOptions {
         host_rewrite: _,
@@ -138,6 +142,13 @@ fn proxy_edits() -> Vec<ItemEdit<ProxyConfig>> {
             true,
         ),
         ("deny_ips", |p| p.deny_ips = vec!["::1".into()], true),
+        ("group", |p| p.group = Some("g".into()), true),
+        ("group_key", |p| p.group_key = Some("k".into()), true),
+        (
+            "health_check",
+            |p| p.health_check = Some(HealthCheck::new(HealthKind::Tcp, 5, 2)),
+            false,
+        ),
         (
             "bandwidth_limit",
             |p| p.bandwidth_limit = Some("1MiB".into()),

@@ -210,6 +210,8 @@ fn encode_enforces_max_frame_exactly() {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: None,
+                group_key: None,
             })
             .collect(),
         visitors: vec![],

@@ -55,6 +55,8 @@ pub(crate) fn register_request() -> RegisterRequest {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: None,
+                group_key: None,
             },
             ProxySpec {
                 name: "db".to_owned(),
@@ -68,6 +70,8 @@ pub(crate) fn register_request() -> RegisterRequest {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: Some("dbs".to_owned()),
+                group_key: Some("grp-hidden".to_owned()),
             },
         ],
         visitors: vec![VisitorSpec {

@@ -61,6 +61,8 @@ fn proxy_spec() -> impl Strategy<Value = ProxySpec> {
                 allow_ips: Vec::new(),
                 deny_ips: Vec::new(),
                 bandwidth_limit: None,
+                group: None,
+                group_key: None,
             },
         )
 }

@@ -19,7 +19,8 @@ fn json_shape() {
                     "http_user": "u",
                     "http_password": "pw-hidden",
                 }},
-                {"name": "db", "type": "tcp", "secret": "hunter2", "allow_visitors": ["laptop"]},
+                {"name": "db", "type": "tcp", "secret": "hunter2", "allow_visitors": ["laptop"],
+                 "group": "dbs", "group_key": "grp-hidden"},
             ],
             "visitors": [{"name": "to-db", "proxy": "db", "publish_port": 15432}],
         })
@@ -92,6 +93,7 @@ fn debug_hides_secrets() {
     ] {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("pw-hidden"), "{text}");
+        assert!(!text.contains("grp-hidden"), "{text}");
         assert!(text.contains("***"), "{text}");
     }
     let visit = Message::StreamOpen(StreamOpen::Visit {
@@ -101,6 +103,15 @@ fn debug_hides_secrets() {
     });
     let text = format!("{visit:?}");
     assert!(!text.contains("s3cr3t") && text.contains("db"), "{text}");
+}
+
+#[test]
+fn a_spec_without_group_fields_still_parses_and_sends_none() {
+    let old = r#"{"name":"web","type":"tcp","publish_port":7000}"#;
+    let spec: ProxySpec = serde_json::from_str(old).unwrap();
+    assert!(spec.group.is_none() && spec.group_key.is_none());
+    let sent = serde_json::to_string(&spec).unwrap();
+    assert!(!sent.contains("group"), "{sent}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::groups::{GroupClaim, GroupHandle, GroupRefusal};
 use super::ProxyKey;
 use crate::routes::{Conflict, Pair};
 
@@ -58,14 +59,19 @@ pub(crate) enum ClaimError {
     RouteTaken(Conflict<ProxyKey>),
     /// The claiming session is no longer installed (it ended or was replaced).
     NoSession,
+    /// A load-balancing group refuses the proxy (wrong key, other settings), or the port
+    /// is a group's and the proxy is not its member.
+    Group(GroupRefusal),
 }
 
 /// Sessions by client id, proxies by key, their virtual-host routes, and which session holds
 /// which proxies. Implementations keep these invariants after every call:
 /// - every proxy's owner is an installed session, and at most one session per client id;
 /// - the per-session index and the proxies agree;
-/// - a route exists iff its proxy does;
-/// - nothing of a session survives its release.
+/// - a route exists iff its proxy does (a group's routes: iff the group does);
+/// - nothing of a session survives its release;
+/// - a group exists iff it has members, every member carries its port, and a group's port
+///   or routes are never held by a proxy outside it.
 pub(crate) trait RegistryBackend<S, P>: Send + Sync {
     /// Whether `client_id` (of `instance`) could be installed now: not while another instance
     /// holds it, nor a new id when `max_clients` sessions are installed. Changes nothing.
@@ -105,6 +111,33 @@ pub(crate) trait RegistryBackend<S, P>: Send + Sync {
         routes: &[Pair],
         auth: Option<String>,
     ) -> Result<(), ClaimError>;
+
+    /// Whether `claim` may join its group: the group's handle, or `None` when it would found
+    /// the group. Changes nothing.
+    fn group_check(&self, claim: &GroupClaim) -> Result<Option<Arc<GroupHandle>>, ClaimError>;
+
+    /// Record `entry` under `key` for `session` as a member of `claim`'s group (founding it,
+    /// with its routes, when there is none), unless the key is held or the group refuses.
+    fn claim_member(
+        &self,
+        session: u64,
+        key: ProxyKey,
+        entry: P,
+        claim: &GroupClaim,
+        handle: &Arc<GroupHandle>,
+    ) -> Result<(), ClaimError>;
+
+    /// Whether a group publishes on `port`.
+    fn group_on_port(&self, port: u16) -> bool;
+
+    /// The members of group `name`, the next in round-robin order first.
+    fn group_members(&self, name: &str) -> Vec<P>;
+
+    /// The live handle of group `name`.
+    fn group_handle(&self, name: &str) -> Option<Arc<GroupHandle>>;
+
+    /// Every group with its members.
+    fn groups(&self) -> Vec<(GroupClaim, Vec<P>)>;
 
     /// Remove what `session` holds outside `keep` (one proxy: keep all but it).
     fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<(ProxyKey, P)>;

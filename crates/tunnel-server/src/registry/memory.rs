@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
+use super::groups::{GroupClaim, GroupHandle};
 use super::state::State;
 use super::ProxyKey;
 use crate::routes::{HostQuery, Pair};
@@ -67,6 +68,37 @@ where
         auth: Option<String>,
     ) -> Result<(), ClaimError> {
         self.state.write().set_routes(session, key, routes, auth)
+    }
+
+    fn group_check(&self, claim: &GroupClaim) -> Result<Option<Arc<GroupHandle>>, ClaimError> {
+        self.state.read().group_check(claim)
+    }
+
+    fn claim_member(
+        &self,
+        session: u64,
+        key: ProxyKey,
+        entry: P,
+        claim: &GroupClaim,
+        handle: &Arc<GroupHandle>,
+    ) -> Result<(), ClaimError> {
+        (self.state.write()).claim_member(session, key, entry, claim, handle)
+    }
+
+    fn group_on_port(&self, port: u16) -> bool {
+        self.state.read().group_on_port(port)
+    }
+
+    fn group_members(&self, name: &str) -> Vec<P> {
+        self.state.read().group_members(name)
+    }
+
+    fn group_handle(&self, name: &str) -> Option<Arc<GroupHandle>> {
+        self.state.read().group_handle(name)
+    }
+
+    fn groups(&self) -> Vec<(GroupClaim, Vec<P>)> {
+        self.state.read().groups()
     }
 
     fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<(ProxyKey, P)> {

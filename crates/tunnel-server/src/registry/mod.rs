@@ -1,5 +1,6 @@
 //! The registry: which sessions are installed (one per client id), which session serves
-//! each `(proxy name, publish_port)`, and the virtual-host routes of those proxies.
+//! each `(proxy name, publish_port)`, the virtual-host routes of those proxies, and the
+//! load-balancing groups ([`groups`]) whose members share a port or routes.
 //!
 //! [`state`] holds the data and keeps its invariants; [`backend`] is the narrow trait a store
 //! shared by several servers can implement; [`memory`] is the default, in this process.
@@ -7,6 +8,9 @@
 //! the side effects of a release (stopping a public listener).
 
 mod backend;
+#[cfg(test)]
+mod group_tests;
+mod groups;
 mod memory;
 mod state;
 
@@ -20,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel_proto::ProxySpec;
 
 pub(crate) use backend::{ClaimError, Installed, Refused, RegistryBackend, Route, SessionInfo};
+pub(crate) use groups::{port_of_group, GroupClaim, GroupHandle};
 
 use crate::routes::Pair;
 use crate::session::SessionRecord;
@@ -106,9 +111,15 @@ pub(crate) struct ProxyEntry {
     pub spec: RwLock<ProxySpec>,
     /// Stops the public listener (if any) when the entry goes away.
     pub listener_stop: CancellationToken,
+    /// Cancelled once the public port served through this entry is closed (its listener
+    /// dropped), so that the same client can take the port again at once.
+    pub port_closed: CancellationToken,
     pub counters: ProxyCounters,
     /// Its `allow_ips` / `deny_ips` and bandwidth limits, set at registration.
     pub limits: RwLock<Arc<crate::access::ProxyLimits>>,
+    /// The load-balancing group it is a member of: a public listener or route reached
+    /// through this entry serves the group's members in turn.
+    pub group: Option<Arc<GroupHandle>>,
 }
 
 impl ProxyEntry {
@@ -117,9 +128,32 @@ impl ProxyEntry {
             key,
             spec: RwLock::new(spec),
             listener_stop: CancellationToken::new(),
+            port_closed: CancellationToken::new(),
             counters: ProxyCounters::default(),
             limits: RwLock::default(),
+            group: None,
         }
+    }
+
+    /// A member of the group of `handle`.
+    pub(crate) fn grouped(key: ProxyKey, spec: ProxySpec, handle: Arc<GroupHandle>) -> Self {
+        ProxyEntry {
+            group: Some(handle),
+            ..ProxyEntry::new(key, spec)
+        }
+    }
+
+    /// What stops the public listener served through this entry: its group's, which
+    /// outlives any one member, else its own.
+    pub(crate) fn public_stop(&self) -> &CancellationToken {
+        self.group.as_ref().map_or(&self.listener_stop, |g| &g.stop)
+    }
+
+    /// What the public listener served through this entry cancels once its port is closed.
+    pub(crate) fn public_closed(&self) -> &CancellationToken {
+        self.group
+            .as_ref()
+            .map_or(&self.port_closed, |g| &g.port_closed)
     }
 
     /// The proxy's name for logs: see [`proxy_label`].
@@ -182,7 +216,22 @@ impl Registry {
 
     /// Remove `session` and everything it holds. Returns the keys released.
     pub(crate) fn release_session(&self, session: u64) -> Vec<ProxyKey> {
-        stopped(self.backend.release_session(session))
+        let released = self.backend.release_session(session);
+        self.stop_emptied_groups(&released);
+        stopped(released)
+    }
+
+    /// Stop the listener of each group that lost its last member among `released` (a group
+    /// founded again since has a handle of its own, and keeps it).
+    fn stop_emptied_groups(&self, released: &[(ProxyKey, Entry)]) {
+        for (_, entry) in released {
+            if let Some(g) = &entry.group {
+                let live = self.backend.group_handle(&g.name);
+                if !live.is_some_and(|h| Arc::ptr_eq(&h, g)) {
+                    g.stop.cancel();
+                }
+            }
+        }
     }
 
     /// Record `entry` for `session` with its virtual-host `routes` (all or nothing).
@@ -212,9 +261,70 @@ impl Registry {
     /// Returns the labels ([`proxy_label`]) of the released proxies, for the log.
     pub(crate) fn release_except(&self, session: u64, keep: &HashSet<ProxyKey>) -> Vec<String> {
         let released = self.backend.release_except(session, keep);
+        self.stop_emptied_groups(&released);
         let labels = released.iter().map(|(_, e)| e.label()).collect();
         stopped(released);
         labels
+    }
+
+    /// Whether `claim` may join its group: its live handle, or `None` to found it.
+    pub(crate) fn group_check(
+        &self,
+        claim: &GroupClaim,
+    ) -> Result<Option<Arc<GroupHandle>>, ClaimError> {
+        self.backend.group_check(claim)
+    }
+
+    /// Record `entry` for `session` as a member of `claim`'s group (see
+    /// [`RegistryBackend::claim_member`]); its handle is the entry's.
+    pub(crate) fn claim_member(
+        &self,
+        session: u64,
+        entry: Entry,
+        claim: &GroupClaim,
+    ) -> Result<(), ClaimError> {
+        let Some(handle) = entry.group.clone() else {
+            return Err(ClaimError::Taken);
+        };
+        let key = entry.key.clone();
+        self.backend
+            .claim_member(session, key, entry, claim, &handle)
+    }
+
+    /// Whether a group publishes on `port`.
+    pub(crate) fn group_on_port(&self, port: u16) -> bool {
+        self.backend.group_on_port(port)
+    }
+
+    /// The members of group `name`, the next in round-robin order first.
+    pub(crate) fn group_members(&self, name: &str) -> Vec<Entry> {
+        self.backend.group_members(name)
+    }
+
+    /// Every group with its members (for the stats endpoint).
+    pub(crate) fn groups(&self) -> Vec<(GroupClaim, Vec<Entry>)> {
+        self.backend.groups()
+    }
+
+    /// [`Registry::release_except`], and the `port_closed` of each released proxy that had a
+    /// port of its own: a registration that takes the same port again (the proxy moved into
+    /// a group, or renamed) waits for them.
+    pub(crate) fn release_except_closing(
+        &self,
+        session: u64,
+        keep: &HashSet<ProxyKey>,
+    ) -> (Vec<String>, Vec<CancellationToken>) {
+        let released = self.backend.release_except(session, keep);
+        self.stop_emptied_groups(&released);
+        let labels = released.iter().map(|(_, e)| e.label()).collect();
+        let closing = released
+            .iter()
+            // A group's port closes with its last member only.
+            .filter(|(k, e)| k.port != 0 && e.group.as_ref().is_none_or(|g| g.stop.is_cancelled()))
+            .map(|(_, e)| e.public_closed().clone())
+            .collect();
+        stopped(released);
+        (labels, closing)
     }
 
     /// How many proxies `session` holds (O(1): the fair share asks on every refusal).

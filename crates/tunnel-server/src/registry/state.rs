@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::backend::{ClaimError, Installed, Refused, Route, SessionInfo};
+use super::groups::{self, GroupClaim, GroupHandle, GroupSlot};
 use super::ProxyKey;
 use crate::routes::{HostQuery, Pair, Routes};
 
@@ -21,6 +22,8 @@ struct SessionSlot<S> {
 struct ProxySlot<P> {
     session: u64,
     entry: P,
+    /// The load-balancing group it is a member of.
+    group: Option<String>,
 }
 
 /// Sessions, proxies, routes, and the index between them.
@@ -30,8 +33,12 @@ pub(crate) struct State<S, P> {
     /// The index by session: each installed session and its proxies' keys.
     sessions: HashMap<u64, SessionSlot<S>>,
     proxies: HashMap<ProxyKey, ProxySlot<P>>,
-    /// Owned by client id, so a hand-over (same id) keeps them.
+    /// Owned by client id, so a hand-over (same id) keeps them; a group's by the group.
     routes: Routes<ProxyKey, String, Arc<Route<P>>>,
+    /// Load-balancing groups by name, each with at least one member.
+    groups: HashMap<String, GroupSlot>,
+    /// The `publish_port` of each group that has one → the group's name.
+    group_ports: HashMap<u16, String>,
 }
 
 impl<S, P> Default for State<S, P> {
@@ -41,6 +48,8 @@ impl<S, P> Default for State<S, P> {
             sessions: HashMap::new(),
             proxies: HashMap::new(),
             routes: Routes::default(),
+            groups: HashMap::new(),
+            group_ports: HashMap::new(),
         }
     }
 }
@@ -152,6 +161,9 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         if self.proxies.contains_key(&key) {
             return Err(ClaimError::Taken);
         }
+        if key.port != 0 && self.group_ports.contains_key(&key.port) {
+            return Err(ClaimError::Group(groups::port_of_group(key.port)));
+        }
         let route = Arc::new(Route {
             entry: entry.clone(),
             auth,
@@ -161,8 +173,136 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
             .claim(&key, &owner, routes, route)
             .map_err(ClaimError::RouteTaken)?;
         slot.proxies.insert(key.clone());
-        self.proxies.insert(key, ProxySlot { session, entry });
+        let group = None;
+        self.proxies.insert(
+            key,
+            ProxySlot {
+                session,
+                entry,
+                group,
+            },
+        );
         Ok(())
+    }
+
+    /// Whether `claim` may join its group now: the group's handle when it exists and admits
+    /// the claim, `None` when the claim would found it. Changes nothing.
+    pub(super) fn group_check(
+        &self,
+        claim: &GroupClaim,
+    ) -> Result<Option<Arc<GroupHandle>>, ClaimError> {
+        if let Some(g) = self.groups.get(&claim.name) {
+            g.admits(claim).map_err(ClaimError::Group)?;
+            return Ok(Some(g.handle.clone()));
+        }
+        if claim.port != 0 && self.group_ports.contains_key(&claim.port) {
+            return Err(ClaimError::Group(groups::port_of_group(claim.port)));
+        }
+        Ok(None)
+    }
+
+    /// Record `entry` under `key` for `session` as a member of the group of `claim`, whose
+    /// live handle is `handle`: a new group (with its routes, all or nothing) if there is none,
+    /// else a member of the one that exists, if it admits the claim. A group founded since
+    /// `handle` was looked up is refused as [`ClaimError::Taken`]: its caller registers again.
+    pub(super) fn claim_member(
+        &mut self,
+        session: u64,
+        key: ProxyKey,
+        entry: P,
+        claim: &GroupClaim,
+        handle: &Arc<GroupHandle>,
+    ) -> Result<(), ClaimError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(ClaimError::NoSession);
+        }
+        if self.proxies.contains_key(&key) {
+            return Err(ClaimError::Taken);
+        }
+        match self.groups.get_mut(&claim.name) {
+            Some(g) => {
+                g.admits(claim).map_err(ClaimError::Group)?;
+                if !Arc::ptr_eq(&g.handle, handle) {
+                    return Err(ClaimError::Taken);
+                }
+                g.members.push(key.clone());
+            }
+            None => {
+                if claim.port != 0 && self.group_ports.contains_key(&claim.port) {
+                    return Err(ClaimError::Group(groups::port_of_group(claim.port)));
+                }
+                let route = Arc::new(Route {
+                    entry: entry.clone(),
+                    auth: claim.auth.clone(),
+                });
+                let owner = GroupClaim::route_owner(&claim.name);
+                let route_key = GroupClaim::route_key(&claim.name);
+                self.routes
+                    .claim(&route_key, &owner, &claim.routes, route)
+                    .map_err(ClaimError::RouteTaken)?;
+                if claim.port != 0 {
+                    self.group_ports.insert(claim.port, claim.name.clone());
+                }
+                let slot = GroupSlot {
+                    claim: claim.clone(),
+                    handle: handle.clone(),
+                    members: vec![key.clone()],
+                };
+                self.groups.insert(claim.name.clone(), slot);
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.proxies.insert(key.clone());
+        }
+        let group = Some(claim.name.clone());
+        self.proxies.insert(
+            key,
+            ProxySlot {
+                session,
+                entry,
+                group,
+            },
+        );
+        Ok(())
+    }
+
+    /// The members of group `name`, starting with the next one in round-robin order (each
+    /// call starts one further). O(members).
+    pub(super) fn group_members(&self, name: &str) -> Vec<P> {
+        let Some(g) = self.groups.get(name) else {
+            return Vec::new();
+        };
+        let start = g.handle.next_start(g.members.len());
+        let (tail, head) = g.members.split_at(start);
+        head.iter()
+            .chain(tail)
+            .filter_map(|k| self.proxies.get(k).map(|p| p.entry.clone()))
+            .collect()
+    }
+
+    /// Whether a group publishes on `port`.
+    pub(super) fn group_on_port(&self, port: u16) -> bool {
+        self.group_ports.contains_key(&port)
+    }
+
+    /// The live handle of group `name`.
+    pub(super) fn group_handle(&self, name: &str) -> Option<Arc<GroupHandle>> {
+        self.groups.get(name).map(|g| g.handle.clone())
+    }
+
+    /// Every group: its claim (without use for the key) and its members. O(members).
+    pub(super) fn groups(&self) -> Vec<(GroupClaim, Vec<P>)> {
+        self.groups
+            .values()
+            .map(|g| {
+                let members = g
+                    .members
+                    .iter()
+                    .filter_map(|k| self.proxies.get(k).map(|p| p.entry.clone()))
+                    .collect();
+                (g.claim.clone(), members)
+            })
+            .collect()
     }
 
     /// See [`super::RegistryBackend::set_routes`].
@@ -221,7 +361,28 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
     fn remove_proxy(&mut self, key: ProxyKey) -> Option<(ProxyKey, P)> {
         let slot = self.proxies.remove(&key)?;
         self.routes.release(&key);
+        if let Some(name) = &slot.group {
+            self.leave_group(name, &key);
+        }
         Some((key, slot.entry))
+    }
+
+    /// Take `key` out of group `name`; the group, its port and its routes go with its last
+    /// member.
+    fn leave_group(&mut self, name: &str, key: &ProxyKey) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        g.members.retain(|k| k != key);
+        if !g.members.is_empty() {
+            return;
+        }
+        if let Some(g) = self.groups.remove(name) {
+            if g.claim.port != 0 {
+                self.group_ports.remove(&g.claim.port);
+            }
+            self.routes.release(&GroupClaim::route_key(name));
+        }
     }
 
     /// How many proxies `session` holds. O(1).
@@ -296,11 +457,35 @@ impl<S: SessionInfo + Clone, P: Clone> State<S, P> {
         let indexed: usize = self.sessions.values().map(|s| s.proxies.len()).sum();
         assert_eq!(indexed, self.proxies.len(), "every proxy is indexed once");
         for key in self.routes.keys() {
+            let group = key.name.strip_prefix("group:");
             assert!(
-                self.proxies.contains_key(key),
-                "{key}: a route without proxy"
+                self.proxies.contains_key(key)
+                    || group.is_some_and(|g| self.groups.contains_key(g)),
+                "{key}: a route without proxy or group"
             );
         }
+        let mut members = 0;
+        for (name, g) in &self.groups {
+            assert!(!g.members.is_empty(), "group {name} without members");
+            assert_eq!(&g.claim.name, name);
+            for key in &g.members {
+                let p = self.proxies.get(key).expect("a member is a proxy");
+                assert_eq!(p.group.as_deref(), Some(name.as_str()), "{key} in {name}");
+                assert_eq!(key.port, g.claim.port, "{key}: the group's port");
+            }
+            members += g.members.len();
+            if g.claim.port != 0 {
+                assert_eq!(self.group_ports.get(&g.claim.port), Some(name));
+            }
+        }
+        let grouped = self.proxies.values().filter(|p| p.group.is_some()).count();
+        assert_eq!(members, grouped, "every grouped proxy is in its group once");
+        assert!(
+            self.group_ports
+                .values()
+                .all(|n| self.groups.contains_key(n)),
+            "a group port without group"
+        );
     }
 }
 

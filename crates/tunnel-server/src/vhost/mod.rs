@@ -267,7 +267,9 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
     };
     let origin = Origin::of(req.headers(), peer.addr.ip(), &vh.trusted);
     // The proxy's own allow_ips / deny_ips, on the user behind any trusted front proxy.
-    if !crate::access::proxy_permits(&vh.shared, &target.entry, origin.user) {
+    // A group's members are checked one by one as they are tried.
+    let grouped = target.entry.group.is_some();
+    if !grouped && !crate::access::proxy_permits(&vh.shared, &target.entry, origin.user) {
         return page(StatusCode::FORBIDDEN, "your address may not use this site");
     }
     if let Some(expected) = &target.auth {

@@ -132,18 +132,39 @@ async fn serve_conn(
         debug!(%peer, %name, "no https proxy serves this name; refused");
         return refuse(tcp).await;
     };
-    let entry = route.entry.clone();
-    if !crate::access::proxy_permits(shared, &entry, peer.ip()) {
-        reset_tcp(tcp);
-        return;
-    }
-    let Some(slot) = begin_public(shared, &entry, peer) else {
-        return;
-    };
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
-    let Some((stream, guard)) = open_with_hello(&entry, &slot, peer, dest, &hello).await else {
-        return;
+    let (entry, slot, stream, guard) = match &route.entry.group {
+        // A group's members are checked and tried one by one, as on the HTTP virtual host.
+        Some(group) => match crate::group::open(shared, group, peer, dest).await {
+            Ok(o) => {
+                let mut stream = o.stream;
+                if !replay_hello(&o.entry, &mut stream, &hello).await {
+                    return;
+                }
+                (o.entry, o.slot, stream, o.guard)
+            }
+            Err(failure) => {
+                debug!(%peer, %name, group = %group.name, "no member took the connection: {failure}");
+                reset_tcp(tcp);
+                return;
+            }
+        },
+        None => {
+            let entry = route.entry.clone();
+            if !crate::access::proxy_permits(shared, &entry, peer.ip()) {
+                reset_tcp(tcp);
+                return;
+            }
+            let Some(slot) = begin_public(shared, &entry, peer) else {
+                return;
+            };
+            let Some((stream, guard)) = open_with_hello(&entry, &slot, peer, dest, &hello).await
+            else {
+                return;
+            };
+            (entry, slot, stream, guard)
+        }
     };
     let pipe = pipe_of(shared, &entry);
     let id = stream.id();
@@ -251,8 +272,16 @@ pub(super) async fn open_with_hello(
             return None;
         }
     };
+    replay_hello(entry, &mut stream, hello)
+        .await
+        .then_some((stream, guard))
+}
+
+/// Write the ClientHello read so far to the member's stream, counted as the proxy's inbound
+/// bytes; false if the stream failed.
+async fn replay_hello(entry: &ProxyEntry, stream: &mut MuxStream, hello: &[u8]) -> bool {
     if stream.write_all(hello).await.is_err() || stream.flush().await.is_err() {
-        return None;
+        return false;
     }
     let len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
     entry
@@ -260,7 +289,7 @@ pub(super) async fn open_with_hello(
         .bytes
         .a_to_b
         .fetch_add(len, Ordering::Relaxed);
-    Some((stream, guard))
+    true
 }
 
 /// The relay settings of the proxy's connections: its idle timeout and bandwidth limits.

@@ -39,6 +39,25 @@ pub(super) async fn forward(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (peer, dest) = (from.addr, from.dest);
+    if let Some(group) = &entry.group {
+        let o = match crate::group::open(shared, group, peer, dest).await {
+            Ok(o) => o,
+            Err(failure) => return group_failed(peer, &group.name, failure),
+        };
+        let (entry, slot, stream, guard) = (o.entry, o.slot, o.stream, o.guard);
+        // The member's own buckets, as for a proxy outside a group.
+        let rates = entry.limits.read().rates();
+        let metered = Metered {
+            stream,
+            entry: entry.clone(),
+            request: Pace::new(rates.clone(), RateLimit::a_to_b),
+            response: Pace::new(rates, RateLimit::b_to_a),
+        };
+        let abort = guard.token().clone();
+        let idle = upgraded_idle(entry.spec.read().idle_timeout);
+        let hold = (slot, guard, Active::new(entry.clone()));
+        return exchange(shared, metered, from, req, abort, hold, idle).await;
+    }
     let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
     };
@@ -62,6 +81,21 @@ pub(super) async fn forward(
     let idle = upgraded_idle(entry.spec.read().idle_timeout);
     let hold = (slot, guard, Active::new(entry.clone()));
     exchange(shared, metered, from, req, abort, hold, idle).await
+}
+
+/// The answer when no member of a group took a request.
+fn group_failed(
+    peer: std::net::SocketAddr,
+    group: &str,
+    failure: crate::group::Failure,
+) -> Response<Body> {
+    use crate::group::Failure;
+    debug!(%peer, %group, "request failed: no member took it: {failure}");
+    match failure {
+        Failure::Denied => page(StatusCode::FORBIDDEN, "your address may not use this site"),
+        Failure::Busy => page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again"),
+        Failure::Unreachable(_) => page(StatusCode::BAD_GATEWAY, "the service is unreachable"),
+    }
 }
 
 /// One HTTP/1.1 exchange over `io` (a stream to the owning client, or to the server of the
