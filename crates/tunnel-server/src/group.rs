@@ -365,6 +365,7 @@ mod tests {
             bandwidth_limit: None,
             group: group.map(str::to_owned),
             group_key: key.map(str::to_owned),
+            publish_ports: None,
         }
     }
 

@@ -244,7 +244,7 @@ async fn relay_user(
     let end = tokio::select! {
         end = relay => end,
         // A reload denied the user's network: its open connections close too.
-        () = crate::rules::denied(&shared, peer.ip()) => {
+        () = crate::rules::denied(shared, peer.ip()) => {
             slot.lane().send_abort(id);
             RelayEnd::Aborted
         }

@@ -871,6 +871,8 @@ mod https_tests {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             bandwidth_limit: None,
+            group: None,
+            group_key: None,
             publish_ports: None,
         }
     }

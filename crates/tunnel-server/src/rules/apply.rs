@@ -226,6 +226,8 @@ mod tests {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             bandwidth_limit: None,
+            group: None,
+            group_key: None,
             publish_ports: None,
         }
     }
