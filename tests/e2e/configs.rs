@@ -274,6 +274,7 @@ fn accepts(scope: Scope, key: &str) -> bool {
         "[]",
         "[\"1024\"]",
         "{}",
+        "{ type = \"tcp\" }",
     ];
     // What each scope needs to load and validate, minus the key under test.
     let base = |lines: &[&str]| -> String {
