@@ -206,8 +206,22 @@ async fn losing_the_first_connection_restarts_the_session_with_all_its_connectio
     })
     .await;
     assert_eq!(relay.accepted(), 4);
+    // Only the very first handshake was a full one: the extra connection and the whole new
+    // session resumed with the server's tickets.
+    assert_eq!(resumed_handshakes(&server).await, 3);
     concurrent_echoes(published(port), 4, 256 << 10).await;
     stop(client).await;
+}
+
+/// `tunnel_handshakes_resumed_total` of `server`.
+async fn resumed_handshakes(server: &ServerHandle) -> u64 {
+    let text = stats_get(server.stats_addr().unwrap(), "/metrics", &[])
+        .await
+        .body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tunnel_handshakes_resumed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no resumed count in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ pub(crate) struct ServerMetrics {
     pub auth_failures: AtomicU64,
     handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
     handshake_count: AtomicU64,
+    /// Of those, how many resumed a TLS session with a ticket.
+    handshake_resumed: AtomicU64,
     handshake_micros: AtomicU64,
     pub vhost: VhostMetrics,
     /// Connections closed before TLS by the pre-authentication limits, by reason.
@@ -51,6 +53,7 @@ impl Default for ServerMetrics {
             auth_failures: AtomicU64::new(0),
             handshake_buckets: Default::default(),
             handshake_count: AtomicU64::new(0),
+            handshake_resumed: AtomicU64::new(0),
             handshake_micros: AtomicU64::new(0),
             vhost: VhostMetrics::default(),
             preauth_refused: PreAuthRefusals::default(),
@@ -62,8 +65,12 @@ impl Default for ServerMetrics {
 }
 
 impl ServerMetrics {
-    /// Record one successful handshake (TLS + authentication) that took `d`.
-    pub(crate) fn observe_handshake(&self, d: Duration) {
+    /// Record one successful handshake (TLS + authentication) that took `d`; `resumed`:
+    /// its TLS session was resumed with a ticket.
+    pub(crate) fn observe_handshake(&self, d: Duration, resumed: bool) {
+        if resumed {
+            self.handshake_resumed.fetch_add(1, Ordering::Relaxed);
+        }
         let secs = d.as_secs_f64();
         for (bound, bucket) in HANDSHAKE_BUCKETS.iter().zip(&self.handshake_buckets) {
             if secs <= *bound {
@@ -497,6 +504,11 @@ pub(crate) fn prometheus(shared: &Shared, snap: &Snapshot) -> String {
         &buckets,
         m.handshake_micros.load(Ordering::Relaxed) as f64 / 1e6,
         m.handshake_count.load(Ordering::Relaxed),
+    );
+    page.counter(
+        "tunnel_handshakes_resumed_total",
+        "Authenticated handshakes whose TLS session resumed with a ticket (no certificate signed).",
+        m.handshake_resumed.load(Ordering::Relaxed),
     );
     m.vhost.render(&mut page);
     admission(&mut page, m);

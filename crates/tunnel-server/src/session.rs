@@ -273,7 +273,9 @@ pub(crate) async fn handle_connection(
     let peer = client_addr;
     match result {
         Ok(Ok((est, machine, hello, login))) => {
-            shared.metrics.observe_handshake(started.elapsed());
+            shared
+                .metrics
+                .observe_handshake(started.elapsed(), est.resumed);
             run(shared, est, machine, hello, login).await
         }
         Ok(Err(HandshakeError::Certificate { id, refusal })) => {

@@ -294,6 +294,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(key.parent().unwrap());
     }
 
+    /// A resumed connection (a reconnect, an extra connection) still names the certificate
+    /// the first handshake verified: a certificate client logs in on every connection.
+    #[tokio::test]
+    async fn a_resumed_connection_still_carries_the_verified_certificate() {
+        use crate::{read_message, write_message};
+        use crate::{ClientTrust, ServerTransport, TlsTransport, Transport};
+        use tunnel_proto::{Message, DEFAULT_MAX_FRAME};
+        let (ca, cert, key) = issued("resumed", "edge-7");
+        let identity = ServerIdentity::self_signed(&[]).unwrap();
+        let auth = ClientAuth {
+            ca,
+            require_at_tls: true,
+        };
+        let server = ServerTransport::with_client_auth(&identity, "/t", Some(&auth)).unwrap();
+        let trust = ClientTrust::Fingerprint(identity.fingerprint());
+        let mine = ClientCert::load(&cert, &key).unwrap();
+        let client = TlsTransport::client_with_cert("localhost", &trust, Some(&mine)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        for round in 0..3 {
+            let accepting = async {
+                let (tcp, peer) = listener.accept().await.unwrap();
+                server.accept(tcp, peer).await.unwrap()
+            };
+            let (mut est, conn) = tokio::join!(accepting, client.connect(&addr));
+            let mut conn = conn.unwrap();
+            assert_eq!(est.resumed, round > 0, "round {round}");
+            let seen = est.peer_cert.as_ref().map(|c| c.name.clone());
+            assert_eq!(seen.as_deref(), Some("edge-7"), "round {round}");
+            // A frame each way: the client reads the server's tickets with it.
+            write_message(&mut est.stream, &Message::Ping(1), DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            let got = read_message(&mut conn.stream, DEFAULT_MAX_FRAME).await;
+            assert_eq!(got.unwrap(), Some(Message::Ping(1)));
+        }
+        let _ = std::fs::remove_dir_all(key.parent().unwrap());
+    }
+
     #[test]
     fn a_key_of_another_certificate_is_named() {
         let (_, cert, _) = issued("mismatch-a", "a");

@@ -80,13 +80,14 @@ impl H2Transport {
         cert: Option<&ClientCert>,
     ) -> Result<Self, TransportError> {
         Ok(Self {
-            tls: TlsClient::new(server_name, trust, ALPN_H2, Versions::Tls12Too, cert)?,
+            tls: TlsClient::new(server_name, trust, ALPN_H2, Versions::Tls12Too, cert, true)?,
             path: path.to_owned(),
         })
     }
 
     async fn connect_impl(&self, addr: &str) -> Result<Established, TransportError> {
         let (tls, peer, binding) = self.tls.connect(addr).await?;
+        let again = crate::tls::resumed(tls.get_ref().1);
         if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
             return Err(TransportError::Handshake(
                 "the server did not select ALPN \"h2\": it does not speak HTTP/2 here (or is \
@@ -127,12 +128,10 @@ impl H2Transport {
             )));
         }
         let stream = H2Stream::new(send, response.into_body(), None);
-        Ok(Established::new(
-            Box::new(stream),
-            peer,
-            TransportKind::H2,
-            Some(binding),
-        ))
+        Ok(
+            Established::new(Box::new(stream), peer, TransportKind::H2, Some(binding))
+                .with_resumed(again),
+        )
     }
 }
 

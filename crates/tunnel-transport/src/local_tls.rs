@@ -33,7 +33,7 @@ impl LocalTls {
         trust: &ClientTrust,
         alpn: &[u8],
     ) -> Result<Self, TransportError> {
-        TlsClient::new(server_name, trust, alpn, LOCAL, None).map(LocalTls)
+        TlsClient::new(server_name, trust, alpn, LOCAL, None, false).map(LocalTls)
     }
 
     /// Run the handshake on a connected socket.

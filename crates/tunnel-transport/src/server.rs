@@ -15,7 +15,7 @@ use crate::read_ahead::ReadAhead;
 use tokio_rustls::TlsAcceptor;
 
 use crate::client_cert::ClientAuth;
-use crate::tls::{binding, peer_cert, server_config_with};
+use crate::tls::{binding, peer_cert, resumed, server_config_with};
 use crate::tls_error::handshake_error;
 use crate::ws::WsStream;
 use crate::{
@@ -73,18 +73,21 @@ impl ServerTransport {
         let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         let bound = Some(binding(conn)?);
         let cert = peer_cert(conn);
+        let again = resumed(conn);
         match alpn.as_deref() {
             Some(ALPN_TUNNEL) => {
                 Ok(
                     Established::new(Box::new(tls), peer, TransportKind::Tls, bound)
-                        .with_peer_cert(cert),
+                        .with_peer_cert(cert)
+                        .with_resumed(again),
                 )
             }
             Some(ALPN_H2) => {
                 let stream = h2::accept(tls, &self.path).await?;
                 Ok(
                     Established::new(Box::new(stream), peer, TransportKind::H2, bound)
-                        .with_peer_cert(cert),
+                        .with_peer_cert(cert)
+                        .with_resumed(again),
                 )
             }
             Some(ALPN_HTTP11) => {
@@ -92,7 +95,8 @@ impl ServerTransport {
                 let (ws, _forwarded) = upgrade::accept(tls, &self.path).await?;
                 Ok(
                     Established::new(Box::new(WsStream::new(ws)), peer, TransportKind::Wss, bound)
-                        .with_peer_cert(cert),
+                        .with_peer_cert(cert)
+                        .with_resumed(again),
                 )
             }
             // rustls already refused clients whose ALPN list has none of ours; what is left

@@ -139,6 +139,12 @@ impl fmt::Debug for TlsTransport {
     }
 }
 
+/// Tickets the server sends after each handshake: a TLS 1.3 ticket is used once, and a
+/// client with `connections = N` dials its extra connections at the same moment.
+const TICKETS_PER_HANDSHAKE: usize = 4;
+/// Tickets (by server name) a client keeps for its next connections.
+const CLIENT_SESSION_CACHE: usize = 32;
+
 /// A rustls server config: TLS 1.3 only, no client certificates, these ALPN ids.
 pub(crate) fn server_config(
     identity: &ServerIdentity,
@@ -163,8 +169,15 @@ pub(crate) fn server_config_with(
     let mut cfg =
         builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key.clone())));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // One long-lived connection per client: resumption tickets would only cost bytes.
-    cfg.send_tls13_tickets = 0;
+    // Tickets let a client that comes back (a reconnect, each extra connection of
+    // `connections`, a login storm after a network blip) skip the certificate signature, the
+    // costliest part of a handshake. Stateless: the server keeps nothing per ticket, and the
+    // key lives in this process only (a restart invalidates every ticket). The tunnel's
+    // channel binding stays sound: the exported keying material of a resumed TLS 1.3
+    // connection is derived from that connection's own handshake, never reused.
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TransportError::Config(format!("TLS session tickets: {e}")))?;
+    cfg.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     Ok(cfg)
 }
 
@@ -178,13 +191,16 @@ pub(crate) struct TlsClient {
 
 impl TlsClient {
     /// `server_name` is sent as SNI (unless it is an IP literal) and checked against the
-    /// certificate when trusting by CA.
+    /// certificate when trusting by CA. `resume`: keep the server's TLS 1.3 tickets and
+    /// resume with them (never TLS 1.2 sessions: a resumed TLS 1.2 session's exporter is not
+    /// a sound channel binding without extended master secret).
     pub(crate) fn new(
         server_name: &str,
         trust: &ClientTrust,
         alpn: &[u8],
         versions: Versions,
         cert: Option<&ClientCert>,
+        resume: bool,
     ) -> Result<Self, TransportError> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             TransportError::Config(format!(
@@ -212,7 +228,12 @@ impl TlsClient {
             );
         }
         cfg.alpn_protocols = vec![alpn.to_vec()];
-        cfg.resumption = rustls::client::Resumption::disabled();
+        cfg.resumption = if resume {
+            rustls::client::Resumption::in_memory_sessions(CLIENT_SESSION_CACHE)
+                .tls12_resumption(rustls::client::Tls12Resumption::Disabled)
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(cfg)),
             server_name: name,
@@ -233,7 +254,9 @@ impl TlsClient {
             .connect(self.server_name.clone(), ReadAhead::new(tcp))
             .await
             .map_err(|e| handshake_error(e, Some(self)))?;
-        let binding = binding(tls.get_ref().1)?;
+        let conn = tls.get_ref().1;
+        tracing::debug!(%peer, resumed = resumed(conn), "TLS handshake done");
+        let binding = binding(conn)?;
         Ok((tls, peer, binding))
     }
 }
@@ -268,6 +291,7 @@ impl TlsTransport {
                 ALPN_TUNNEL,
                 Versions::TUNNEL,
                 cert,
+                true,
             )?),
         })
     }
@@ -278,7 +302,8 @@ impl TlsTransport {
         };
         let (tls, peer, binding) = client.connect(addr).await?;
         check_alpn(tls.get_ref().1.alpn_protocol(), "the server did not select")?;
-        Ok(established(Box::new(tls), peer, binding))
+        let again = resumed(tls.get_ref().1);
+        Ok(established(Box::new(tls), peer, binding).with_resumed(again))
     }
 
     async fn accept_impl(
@@ -298,7 +323,10 @@ impl TlsTransport {
         check_alpn(conn.alpn_protocol(), "the client did not offer")?;
         let binding = binding(conn)?;
         let cert = peer_cert(conn);
-        Ok(established(Box::new(tls), peer, binding).with_peer_cert(cert))
+        let again = resumed(conn);
+        Ok(established(Box::new(tls), peer, binding)
+            .with_peer_cert(cert)
+            .with_resumed(again))
     }
 }
 
@@ -331,7 +359,13 @@ pub(crate) fn established(
         transport: TransportKind::Tls,
         binding: Some(binding),
         peer_cert: None,
+        resumed: false,
     }
+}
+
+/// Whether the handshake of `conn` resumed an earlier session with a ticket.
+pub(crate) fn resumed<D>(conn: &rustls::ConnectionCommon<D>) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 /// What the client's verified certificate says, if it presented one (a server that asks

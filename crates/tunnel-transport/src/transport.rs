@@ -43,6 +43,9 @@ pub struct Established {
     /// The client certificate the server verified against its `client_ca` (server side
     /// only; `None` when the client sent none, or TLS ends at a proxy in front).
     pub peer_cert: Option<crate::PeerCert>,
+    /// The TLS handshake resumed an earlier session with a ticket (no certificate was
+    /// signed or checked again); false without our own TLS.
+    pub resumed: bool,
 }
 
 impl Established {
@@ -59,7 +62,15 @@ impl Established {
             transport,
             binding,
             peer_cert: None,
+            resumed: false,
         }
+    }
+
+    /// Say whether the TLS handshake resumed an earlier session.
+    #[must_use]
+    pub fn with_resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
     }
 
     /// Attach the verified client certificate's details.

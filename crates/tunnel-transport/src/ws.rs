@@ -96,6 +96,7 @@ impl WsTransport {
                     ALPN_HTTP11,
                     Versions::Tls12Too,
                     cert,
+                    true,
                 )?),
                 server_name: server_name.to_owned(),
             },
@@ -138,6 +139,7 @@ impl WsTransport {
         match tls {
             Some(tls) => {
                 let (stream, peer, binding) = tls.connect(addr).await?;
+                let again = crate::tls::resumed(stream.get_ref().1);
                 let alpn = stream.get_ref().1.alpn_protocol();
                 if alpn.is_some_and(|p| p != ALPN_HTTP11) {
                     return Err(TransportError::Handshake(
@@ -147,12 +149,10 @@ impl WsTransport {
                 let url = format!("wss://{host}:{port}{}", self.path);
                 let ws = client_handshake(&url, stream, &self.path).await?;
                 let stream = Box::new(WsStream::new(ws));
-                Ok(Established::new(
-                    stream,
-                    peer,
-                    TransportKind::Wss,
-                    Some(binding),
-                ))
+                Ok(
+                    Established::new(stream, peer, TransportKind::Wss, Some(binding))
+                        .with_resumed(again),
+                )
             }
             None => {
                 let tcp = crate::socket::dial(addr).await?;

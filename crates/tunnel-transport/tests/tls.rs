@@ -467,3 +467,30 @@ async fn wss_and_h2_accept_a_tls12_proxy_with_ecdhe_and_aead_and_tls_says_what_t
     );
     assert!(agreed.await.unwrap().is_none());
 }
+
+/// A client that comes back resumes with a ticket on both ends (no certificate signed again),
+/// and each connection still has its own channel binding, the same at both ends.
+#[tokio::test]
+async fn a_returning_client_resumes_and_each_connection_has_its_own_binding() {
+    let identity = ServerIdentity::self_signed(&names(&["tunnel.example"])).unwrap();
+    let server = TlsTransport::server(&identity).unwrap();
+    let pin: Fingerprint = identity.fingerprint().to_string().parse().unwrap();
+    let client = TlsTransport::client("tunnel.example", &ClientTrust::Fingerprint(pin)).unwrap();
+    let mut bindings = Vec::new();
+    for round in 0..4 {
+        let (s, c) = handshake(&server, &client).await;
+        let (s, c) = (s.unwrap(), c.unwrap());
+        assert_eq!(s.binding, c.binding, "round {round}: the ends disagree");
+        // The first handshake is full; the client reads the tickets with the server's frame.
+        assert_eq!(
+            (s.resumed, c.resumed),
+            (round > 0, round > 0),
+            "round {round}"
+        );
+        bindings.push(c.binding.unwrap());
+        exchange(s, c).await;
+    }
+    bindings.sort();
+    bindings.dedup();
+    assert_eq!(bindings.len(), 4, "a binding was used twice");
+}
