@@ -14,9 +14,14 @@
 //! arrives, or (with `--stdin`) a line or EOF on stdin. Before shutting down the requests are
 //! sent again (`--recheck`, on by default), proving the sessions survived the idle period.
 //!
+//! With `--storm SECS` (see `benches/storm.sh`) the hold is a login storm instead: after
+//! `storm-armed`, the caller restarts the server; every session notices, reconnects with its
+//! own backoff and registers again, and `recovered ...` says when each was back (from the
+//! first loss), within SECS; the requests then prove every session serves again.
+//!
 //! Progress goes to stdout as one `key=value` line per phase, for scripts (see
-//! `benches/sessions.sh`): `connected ...`, `checked ...`, `holding ...`, `rechecked ...`,
-//! `stopped ...`.
+//! `benches/sessions.sh`): `connected ...`, `checked ...`, `holding ...` (or `storm-armed`
+//! and `recovered ...`), `rechecked ...`, `stopped ...`.
 //!
 //! ```text
 //! cargo run --release -p tunnel-client --example loadgen -- \
@@ -48,7 +53,7 @@ const USAGE: &str = "\
 usage: loadgen --server HOST:PORT --vhost HOST:PORT --fingerprint sha256:HEX --auth-key KEY
                [--clients N] [--concurrency N] [--check-concurrency N] [--server-name NAME]
                [--domain SUFFIX] [--id-prefix P] [--ready-timeout SECS] [--hold SECS]
-               [--stdin] [--no-recheck]
+               [--stdin] [--no-recheck] [--storm SECS]
 
   --clients N             client engines to start (default 1000)
   --server HOST:PORT      the tunnel server (TLS)
@@ -64,6 +69,8 @@ usage: loadgen --server HOST:PORT --vhost HOST:PORT --fingerprint sha256:HEX --a
   --hold SECS             stay idle this long (default: until SIGINT/SIGTERM)
   --stdin                 also stop holding on a line (or EOF) on stdin
   --no-recheck            skip the second round of requests after the hold
+  --storm SECS            instead of holding: wait (at most SECS) for every session to be
+                          lost and back, as when the caller restarts the server
 ";
 
 #[derive(Debug, Clone)]
@@ -82,6 +89,7 @@ struct Args {
     hold: Option<Duration>,
     stdin: bool,
     recheck: bool,
+    storm: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -99,6 +107,7 @@ fn parse_args() -> Result<Args, BoxError> {
     let mut hold = None;
     let mut stdin = false;
     let mut recheck = true;
+    let mut storm = None;
 
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -121,6 +130,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--hold" => hold = Some(Duration::from_secs(value()?.parse()?)),
             "--stdin" => stdin = true,
             "--no-recheck" => recheck = false,
+            "--storm" => storm = Some(Duration::from_secs(value()?.parse()?)),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -144,6 +154,7 @@ fn parse_args() -> Result<Args, BoxError> {
         hold,
         stdin,
         recheck,
+        storm,
     })
 }
 
@@ -406,6 +417,56 @@ async fn check_all(
     Ok((ok, failed))
 }
 
+/// The login storm: every ready session is lost (the server restarts) and comes back. Polls
+/// the statuses every 20 ms; prints `recovered ...` with each session's time back, counted
+/// from the first loss seen, and returns how many came back within `limit`.
+async fn storm(clients: &[Option<ClientHandle>], limit: Duration) -> usize {
+    let tick = Duration::from_millis(20);
+    let ready = |c: &ClientHandle| matches!(c.status(), Status::Ready(_));
+    let live: Vec<&ClientHandle> = clients.iter().flatten().collect();
+    let mut lost: Vec<Option<Instant>> = vec![None; live.len()];
+    let mut back: Vec<Option<Instant>> = vec![None; live.len()];
+    println!("storm-armed clients={}", live.len());
+    let armed = Instant::now();
+    while armed.elapsed() < limit && back.iter().any(Option::is_none) {
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        for (i, c) in live.iter().enumerate() {
+            match (lost[i], back[i], ready(c)) {
+                (None, _, false) => lost[i] = Some(now),
+                (Some(_), None, true) => back[i] = Some(now),
+                _ => {}
+            }
+        }
+    }
+    let first_loss = lost.iter().flatten().min().copied().unwrap_or(armed);
+    let mut took: Vec<f64> = back
+        .iter()
+        .flatten()
+        .map(|t| t.duration_since(first_loss).as_secs_f64() * 1000.0)
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if took.is_empty() {
+            return 0.0;
+        }
+        took[((took.len() - 1) as f64 * p).round() as usize]
+    };
+    let all_back_s = pct(1.0) / 1000.0;
+    println!(
+        "recovered clients={} lost={} back={} all_back_s={all_back_s:.2} rate={:.0} \
+         p50_ms={:.0} p99_ms={:.0} max_ms={:.0}",
+        live.len(),
+        lost.iter().flatten().count(),
+        took.len(),
+        took.len() as f64 / all_back_s.max(1e-9),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+    );
+    took.len()
+}
+
 /// Resolves when the hold is over: `--hold` elapsed, SIGINT/SIGTERM, or a line on stdin.
 async fn hold(args: &Args) -> Result<&'static str, BoxError> {
     let timer = async {
@@ -458,14 +519,20 @@ async fn main() -> Result<(), BoxError> {
     let ready = clients.iter().filter(|c| c.is_some()).count();
     let (ok, failed) = check_all(&args, &clients, "checked").await?;
 
-    println!(
-        "holding pid={} clients={ready} rss_kib={} fds={}",
-        std::process::id(),
-        rss_kib(),
-        open_fds()
-    );
     let held = Instant::now();
-    let why = hold(&args).await?;
+    let mut stormed = None;
+    let why = if let Some(limit) = args.storm {
+        stormed = Some(storm(&clients, limit).await);
+        "storm over"
+    } else {
+        println!(
+            "holding pid={} clients={ready} rss_kib={} fds={}",
+            std::process::id(),
+            rss_kib(),
+            open_fds()
+        );
+        hold(&args).await?
+    };
     let still_ready = clients
         .iter()
         .flatten()
@@ -502,7 +569,8 @@ async fn main() -> Result<(), BoxError> {
         served.load(Ordering::Relaxed)
     );
 
-    let all_good = ready == args.clients
+    let all_good = stormed.is_none_or(|back| back == ready)
+        && ready == args.clients
         && ok == ready
         && failed == 0
         && still_ready == ready
