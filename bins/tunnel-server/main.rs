@@ -132,8 +132,12 @@ fn main() -> ExitCode {
     let no_key =
         cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && cfg.clients_file.is_none();
     let no_cert = cfg.tls_cert.is_none() && cfg.tls_key.is_none();
-    let kept = if no_key && no_cert && !args.check {
-        state_dir::keep(&mut cfg, || random_key().map_err(std::io::Error::other))
+    // Without a certificate of its own the server keeps its self-signed one in the state
+    // directory, with or without a configured key: a new fingerprint at every restart would
+    // lock out every client that pins it.
+    let make_key = || random_key().map_err(std::io::Error::other);
+    let kept = if no_cert && !args.check {
+        state_dir::keep(&mut cfg, no_key.then_some(&make_key as _))
     } else {
         None
     };

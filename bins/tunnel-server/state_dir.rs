@@ -30,22 +30,29 @@ pub(crate) enum Kept {
     ThisRunOnly(String),
 }
 
-/// Neither key nor certificate configured: take both from the state directory, made there
-/// on first use (keys from `new_key`). If that cannot be done, warn and use a key for this
-/// run only (the engine makes its own certificate). `None` only if no key can be made.
+/// No certificate configured: take the self-signed one from the state directory, made there
+/// on first use, so that a restart keeps the fingerprint clients pin. With no key configured
+/// either (`new_key` is `Some`), the auth key too. If that cannot be done, warn and use a key
+/// for this run only (the engine makes its own certificate). Returns the key it made up;
+/// `None` when the key is configured (or none can be made).
 pub(crate) fn keep(
     cfg: &mut ServerConfig,
-    new_key: impl Fn() -> io::Result<String>,
+    new_key: Option<&dyn Fn() -> io::Result<String>>,
 ) -> Option<Generated> {
     let Some(dir) = cfg.state_dir.clone().or_else(default_dir) else {
         warn!(
-            "no state directory (neither XDG_STATE_HOME nor HOME is set): the generated auth key \
-             and certificate last for this run only, so the printed client config stops \
-             working at the next start; set --state-dir or state_dir"
+            "no state directory (neither XDG_STATE_HOME nor HOME is set): the generated {} \
+             last for this run only, so clients pinning its fingerprint stop working at the \
+             next start; set --state-dir or state_dir",
+            if new_key.is_some() {
+                "auth key and certificate"
+            } else {
+                "certificate"
+            }
         );
         return ephemeral(
             cfg,
-            &new_key,
+            new_key?,
             "there is no state directory to keep it in (set --state-dir), so a restart makes \
              a new key and certificate"
                 .into(),
@@ -56,18 +63,23 @@ pub(crate) fn keep(
     } else {
         cfg.tls_names.clone()
     };
-    match open(&dir, &names, &new_key) {
+    match open(&dir, &names, new_key) {
         Ok(state) => {
-            if state.reused {
-                info!(dir = %state.dir.display(), "reusing the auth key and certificate kept in the state directory");
+            let what = if state.auth_key.is_some() {
+                "auth key and certificate"
             } else {
-                info!(dir = %state.dir.display(), "generated an auth key and a certificate; kept in the state directory for the next start");
+                "certificate"
+            };
+            if state.reused {
+                info!(dir = %state.dir.display(), "reusing the {what} kept in the state directory");
+            } else {
+                info!(dir = %state.dir.display(), "generated the {what}; kept in the state directory for the next start");
             }
-            *cfg = std::mem::take(cfg)
-                .with_auth_key(state.auth_key.clone())
-                .with_tls_files(&state.cert, &state.key);
+            *cfg = std::mem::take(cfg).with_tls_files(&state.cert, &state.key);
+            let key = state.auth_key?;
+            *cfg = std::mem::take(cfg).with_auth_key(key.clone());
             Some(Generated {
-                key: state.auth_key,
+                key,
                 kept: Kept::InStateDir {
                     dir: state.dir,
                     reused: state.reused,
@@ -83,7 +95,7 @@ pub(crate) fn keep(
             );
             ephemeral(
                 cfg,
-                &new_key,
+                new_key?,
                 format!(
                     "it cannot be kept in {} ({e}), so a restart makes a new key and \
                      certificate",
@@ -97,7 +109,7 @@ pub(crate) fn keep(
 /// A key for this run only; the certificate stays the engine's self-signed one.
 fn ephemeral(
     cfg: &mut ServerConfig,
-    new_key: impl Fn() -> io::Result<String>,
+    new_key: &dyn Fn() -> io::Result<String>,
     why: String,
 ) -> Option<Generated> {
     let key = new_key().ok()?;
@@ -124,29 +136,34 @@ fn default_dir() -> Option<PathBuf> {
 /// What the state directory holds, ready for the server.
 struct State {
     dir: PathBuf,
-    auth_key: String,
+    /// `None` when the config has its own key.
+    auth_key: Option<String>,
     cert: PathBuf,
     key: PathBuf,
-    /// Both the key and the certificate came from an earlier run.
+    /// What it holds (the key too, if asked for) came from an earlier run.
     reused: bool,
 }
 
-/// Load what `dir` holds, making and saving what is missing: an auth key from `new_key`, a
-/// self-signed certificate for `names`. Fails if something missing cannot be saved.
+/// Load what `dir` holds, making and saving what is missing: an auth key from `new_key`
+/// (when asked for one), a self-signed certificate for `names`. Fails if something missing
+/// cannot be saved.
 fn open(
     dir: &Path,
     names: &[String],
-    new_key: impl Fn() -> io::Result<String>,
+    new_key: Option<&dyn Fn() -> io::Result<String>>,
 ) -> io::Result<State> {
     make_dir(dir)?;
     let key_path = dir.join(AUTH_KEY);
-    let (auth_key, key_reused) = match read_key(&key_path)? {
-        Some(k) => (k, true),
-        None => {
-            let k = new_key()?;
-            write_private(&key_path, format!("{k}\n").as_bytes())?;
-            (k, false)
-        }
+    let (auth_key, key_reused) = match new_key {
+        None => (None, true),
+        Some(new_key) => match read_key(&key_path)? {
+            Some(k) => (Some(k), true),
+            None => {
+                let k = new_key()?;
+                write_private(&key_path, format!("{k}\n").as_bytes())?;
+                (Some(k), false)
+            }
+        },
     };
     let (cert, key) = (dir.join(CERT), dir.join(KEY));
     let cert_reused = usable_certificate(&cert, &key)?;

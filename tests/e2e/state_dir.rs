@@ -120,3 +120,44 @@ async fn an_unwritable_state_dir_falls_back_to_a_key_for_this_run_only() {
     );
     assert!(printed.contains("auth_key = \""), "{printed}");
 }
+
+/// The fingerprint in `log` (the `listening ... fingerprint=sha256:...` line), if logged yet.
+fn logged_fingerprint(log: &str) -> Option<String> {
+    let at = log.find("fingerprint=sha256:")? + "fingerprint=".len();
+    Some(log[at..].split_whitespace().next()?.to_owned())
+}
+
+/// A server with its own `auth_key` but no certificate keeps the self-signed one it makes in
+/// the state directory too: a restart must not change the fingerprint every client pins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_its_own_key_keeps_its_certificate_across_a_restart() {
+    let scratch = Pki::new("state-dir-keyed");
+    let dir = scratch.dir.join("state");
+    let port = free_port();
+    let cfg = scratch.write(
+        "server.toml",
+        &format!(
+            "bind = \"127.0.0.1:{port}\"\nauth_key = \"a key of our own, long enough\"\n\
+             publish_addr = \"127.0.0.1\"\nstats_bind = \"\"\nstate_dir = {:?}\n",
+            dir.display().to_string()
+        ),
+    );
+    let mut prints = Vec::new();
+    for run in 0..2 {
+        let log = scratch.dir.join(format!("server-{run}.log"));
+        let mut server = Proc::spawn(bins::server(), &cfg, log);
+        let mut seen = None;
+        eventually(Duration::from_secs(10), "the fingerprint is logged", || {
+            seen = logged_fingerprint(&server.log());
+            let found = seen.is_some();
+            async move { found }
+        })
+        .await;
+        prints.push(seen.unwrap());
+        server.sigterm().await;
+    }
+    assert_eq!(prints[0], prints[1], "the restart changed the certificate");
+    assert!(dir.join("cert.pem").exists() && dir.join("key.pem").exists());
+    // The key is the configured one: nothing made one up.
+    assert!(!dir.join("auth_key").exists());
+}
