@@ -87,7 +87,7 @@ cat >"$tmp/server.toml" <<TOML
 bind = "127.0.0.1:$tun"
 vhost_http_bind = "127.0.0.1:$vhost"
 stats_bind = "127.0.0.1:$stats"
-auth_key = "storm-bench"
+auth_key = "storm-bench-shared-key"
 state_dir = "$tmp/state"
 publish_addr = "127.0.0.1"
 max_clients = $max_clients
@@ -102,7 +102,7 @@ fp=$(grep -o 'sha256:[0-9a-f]*' "$tmp/server.log" | head -1)
 [ -n "$fp" ] || { echo "no fingerprint in the server log" >&2; exit 1; }
 
 "$loadgen_bin" --clients "$CLIENTS" --server "127.0.0.1:$tun" --vhost "127.0.0.1:$vhost" \
-    --fingerprint "$fp" --auth-key storm-bench --server-name localhost \
+    --fingerprint "$fp" --auth-key storm-bench-shared-key --server-name localhost \
     --concurrency "$CONCURRENCY" --storm "$STORM_LIMIT" \
     >"$tmp/loadgen.out" 2>"$tmp/loadgen.err" & lg=$!; pids+=("$lg")
 wait_line "$tmp/loadgen.out" '^storm-armed ' 300 "$lg"
