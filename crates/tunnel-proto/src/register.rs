@@ -111,6 +111,37 @@ impl fmt::Debug for HttpRoute {
 }
 
 // Manual so that logging a registration never leaks a secret.
+impl ProxySpec {
+    /// A proxy `name` of `kind` with nothing else set: private, no rules, no limits. Set the
+    /// fields that matter with struct update syntax:
+    ///
+    /// ```
+    /// use tunnel_proto::{ProxyKind, ProxySpec};
+    /// let web = ProxySpec {
+    ///     publish_port: Some(8080),
+    ///     ..ProxySpec::new("web", ProxyKind::Tcp)
+    /// };
+    /// assert_eq!((web.name.as_str(), web.secret), ("web", None));
+    /// ```
+    pub fn new(name: impl Into<String>, kind: ProxyKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            publish_port: None,
+            publish_ports: None,
+            secret: None,
+            allow_visitors: Vec::new(),
+            http: None,
+            idle_timeout: None,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            bandwidth_limit: None,
+            group: None,
+            group_key: None,
+        }
+    }
+}
+
 impl fmt::Debug for ProxySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxySpec")

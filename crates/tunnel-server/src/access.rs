@@ -200,19 +200,11 @@ mod tests {
     fn spec(allow: &[&str], deny: &[&str], limit: Option<u64>) -> ProxySpec {
         let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
         ProxySpec {
-            name: "p".into(),
-            kind: ProxyKind::Tcp,
             publish_port: Some(7000),
-            publish_ports: None,
-            secret: None,
-            allow_visitors: Vec::new(),
-            http: None,
-            idle_timeout: None,
             allow_ips: list(allow),
             deny_ips: list(deny),
             bandwidth_limit: limit,
-            group: None,
-            group_key: None,
+            ..ProxySpec::new("p", ProxyKind::Tcp)
         }
     }
 

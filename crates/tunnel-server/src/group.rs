@@ -353,19 +353,10 @@ mod tests {
         key: Option<&str>,
     ) -> ProxySpec {
         ProxySpec {
-            name: "web-a".into(),
-            kind,
             publish_port: port,
-            secret: None,
-            allow_visitors: Vec::new(),
-            http: None,
-            idle_timeout: None,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
-            bandwidth_limit: None,
             group: group.map(str::to_owned),
             group_key: key.map(str::to_owned),
-            publish_ports: None,
+            ..ProxySpec::new("web-a", kind)
         }
     }
 

@@ -861,19 +861,8 @@ mod https_tests {
 
     fn spec(route: Option<HttpRoute>) -> ProxySpec {
         ProxySpec {
-            name: "site".into(),
-            kind: ProxyKind::Https,
-            publish_port: None,
-            secret: None,
-            allow_visitors: Vec::new(),
             http: route,
-            idle_timeout: None,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
-            bandwidth_limit: None,
-            group: None,
-            group_key: None,
-            publish_ports: None,
+            ..ProxySpec::new("site", ProxyKind::Https)
         }
     }
 

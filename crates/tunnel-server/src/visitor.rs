@@ -261,19 +261,9 @@ mod tests {
 
     fn spec(secret: Option<&str>, allow: &[&str]) -> ProxySpec {
         ProxySpec {
-            name: "db".into(),
-            kind: ProxyKind::Tcp,
-            publish_port: None,
-            publish_ports: None,
             secret: secret.map(Into::into),
             allow_visitors: allow.iter().map(|s| s.to_string()).collect(),
-            http: None,
-            idle_timeout: None,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
-            bandwidth_limit: None,
-            group: None,
-            group_key: None,
+            ..ProxySpec::new("db", ProxyKind::Tcp)
         }
     }
 

@@ -448,19 +448,8 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
     let trap = free_port();
     let req = tunnel_proto::RegisterRequest {
         proxies: vec![tunnel_proto::ProxySpec {
-            name: "trap".into(),
-            kind: tunnel_proto::ProxyKind::Tcp,
             publish_port: Some(trap),
-            publish_ports: None,
-            secret: None,
-            allow_visitors: Vec::new(),
-            http: None,
-            idle_timeout: None,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
-            bandwidth_limit: None,
-            group: None,
-            group_key: None,
+            ..tunnel_proto::ProxySpec::new("trap", tunnel_proto::ProxyKind::Tcp)
         }],
         visitors: Vec::new(),
     };

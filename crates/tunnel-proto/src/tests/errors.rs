@@ -199,19 +199,9 @@ fn encode_enforces_max_frame_exactly() {
     let big = Message::Register(RegisterRequest {
         proxies: (0..2000)
             .map(|i| ProxySpec {
-                name: format!("proxy-{i}"),
-                kind: ProxyKind::Tcp,
-                http: None,
                 publish_port: Some(10_000),
-                publish_ports: None,
-                secret: None,
                 allow_visitors: vec![],
-                idle_timeout: None,
-                allow_ips: Vec::new(),
-                deny_ips: Vec::new(),
-                bandwidth_limit: None,
-                group: None,
-                group_key: None,
+                ..ProxySpec::new(format!("proxy-{i}"), ProxyKind::Tcp)
             })
             .collect(),
         visitors: vec![],

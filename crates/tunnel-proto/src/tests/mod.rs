@@ -59,19 +59,11 @@ pub(crate) fn register_request() -> RegisterRequest {
                 group_key: None,
             },
             ProxySpec {
-                name: "db".to_owned(),
-                kind: ProxyKind::Tcp,
-                http: None,
-                publish_port: None,
-                publish_ports: None,
                 secret: Some("hunter2".to_owned()),
                 allow_visitors: vec!["laptop".to_owned()],
-                idle_timeout: None,
-                allow_ips: Vec::new(),
-                deny_ips: Vec::new(),
-                bandwidth_limit: None,
                 group: Some("dbs".to_owned()),
                 group_key: Some("grp-hidden".to_owned()),
+                ..ProxySpec::new("db", ProxyKind::Tcp)
             },
         ],
         visitors: vec![VisitorSpec {

@@ -216,19 +216,8 @@ mod tests {
 
     fn spec(name: &str, port: Option<u16>) -> ProxySpec {
         ProxySpec {
-            name: name.into(),
-            kind: ProxyKind::Tcp,
             publish_port: port,
-            secret: None,
-            allow_visitors: Vec::new(),
-            http: None,
-            idle_timeout: None,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
-            bandwidth_limit: None,
-            group: None,
-            group_key: None,
-            publish_ports: None,
+            ..ProxySpec::new(name, ProxyKind::Tcp)
         }
     }
 

@@ -39,33 +39,23 @@ pub(super) async fn forward(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (peer, dest) = (from.addr, from.dest);
-    if let Some(group) = &entry.group {
-        let o = match crate::group::open(shared, group, peer, dest).await {
-            Ok(o) => o,
+    let (entry, slot, stream, guard) = match &entry.group {
+        // Members are tried in turn, each with its own rules and limits.
+        Some(group) => match crate::group::open(shared, group, peer, dest).await {
+            Ok(o) => (o.entry, o.slot, o.stream, o.guard),
             Err(failure) => return group_failed(peer, &group.name, failure),
-        };
-        let (entry, slot, stream, guard) = (o.entry, o.slot, o.stream, o.guard);
-        // The member's own buckets, as for a proxy outside a group.
-        let rates = entry.limits.read().rates();
-        let metered = Metered {
-            stream,
-            entry: entry.clone(),
-            request: Pace::new(rates.clone(), RateLimit::a_to_b),
-            response: Pace::new(rates, RateLimit::b_to_a),
-        };
-        let abort = guard.token().clone();
-        let idle = upgraded_idle(entry.spec.read().idle_timeout);
-        let hold = (slot, guard, Active::new(entry.clone()));
-        return exchange(shared, metered, from, req, abort, hold, idle).await;
-    }
-    let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
-        return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
-    };
-    let (stream, guard) = match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
-        Ok(s) => s,
-        Err(reason) => {
-            debug!(%peer, proxy = %entry.key, "request failed: {reason}");
-            return page(StatusCode::BAD_GATEWAY, "the service is unreachable");
+        },
+        None => {
+            let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
+                return page(StatusCode::SERVICE_UNAVAILABLE, "too busy; try again");
+            };
+            match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+                Ok((stream, guard)) => (entry.clone(), slot, stream, guard),
+                Err(reason) => {
+                    debug!(%peer, proxy = %entry.key, "request failed: {reason}");
+                    return page(StatusCode::BAD_GATEWAY, "the service is unreachable");
+                }
+            }
         }
     };
     // The same buckets as the proxy's TCP connections: its own limit and its client's.
