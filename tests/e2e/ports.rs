@@ -262,6 +262,46 @@ async fn a_block_with_one_port_taken_is_refused_whole_with_the_reason() {
     assert_eq!(server.snapshot().proxies, 0);
 }
 
+/// Blocks count port by port against `max_ports_per_client`: one key holder cannot take
+/// every allowed port with a few large blocks, while another client still gets its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_count_port_by_port_against_max_ports_per_client() {
+    let server = server_with(|c| c.with_max_ports_per_client(8)).await;
+    let echo = echo_service().await.to_string();
+    let (a, b) = (free_port_block(6), free_port_block(4));
+    let cfg = client_config(&server)
+        .with_id("hog")
+        .with_proxy(block("six", &echo, a, a + 5))
+        .with_proxy(block("four", &echo, b, b + 3));
+    let mut hog = tunnel_client::start(cfg).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), hog.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.results[0].error.is_none(), "{:?}", reply.results[0]);
+    let e = reply.results[1]
+        .error
+        .as_ref()
+        .expect("the second block passed the cap");
+    assert_eq!(e.field, "publish_port");
+    assert!(e.message.contains("max_ports_per_client (8)"), "{e}");
+    assert!(!is_listening(b).await, "a refused block listens");
+    assert_eq!(
+        roundtrip(published(a + 5), b"within the cap").await,
+        b"within the cap"
+    );
+    // Another client is counted on its own.
+    let other = free_port();
+    let _c = client(
+        client_config(&server)
+            .with_id("neighbour")
+            .with_proxy(ProxyConfig::tcp("one", &echo, Some(other))),
+    )
+    .await;
+    assert!(is_listening(other).await);
+    hog.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_gets_an_automatic_port_too() {
     let first = free_port_block(10);

@@ -117,6 +117,11 @@ pub struct ServerConfig {
     /// Most proxies plus visitors one client may register. Default 128.
     #[serde(default = "default_max_proxies")]
     pub max_proxies_per_client: usize,
+    /// Most public ports one client may hold at once, blocks (`"6000-6010"`) counted port by
+    /// port: a block is one proxy, so without this a client could take every allowed port.
+    /// 0 allows none. Default 1024.
+    #[serde(default = "default_max_ports")]
+    pub max_ports_per_client: usize,
     /// Most concurrent streams in one client session. Default 1024.
     #[serde(default = "default_max_streams")]
     pub max_streams_per_client: usize,
@@ -276,6 +281,9 @@ fn default_handshake_timeout() -> u64 {
 fn default_max_clients() -> usize {
     10_000
 }
+fn default_max_ports() -> usize {
+    1024
+}
 fn default_max_pending() -> usize {
     512
 }
@@ -362,6 +370,7 @@ impl Default for ServerConfig {
             max_clients: default_max_clients(),
             max_pending_handshakes: default_max_pending(),
             max_proxies_per_client: default_max_proxies(),
+            max_ports_per_client: default_max_ports(),
             max_streams_per_client: default_max_streams(),
             max_connections_per_client: default_max_connections(),
             max_frame_size: default_max_frame(),
@@ -557,6 +566,12 @@ impl ServerConfig {
     /// Set the most connections one client may spread its streams over.
     pub fn with_max_connections_per_client(mut self, n: usize) -> Self {
         self.max_connections_per_client = n;
+        self
+    }
+
+    /// Set the most public ports one client may hold (`max_ports_per_client`).
+    pub fn with_max_ports_per_client(mut self, n: usize) -> Self {
+        self.max_ports_per_client = n;
         self
     }
 

@@ -88,16 +88,29 @@ pub(crate) async fn apply(
     let mut names = HashSet::new();
     let mut kept = HashSet::new();
     let mut routes_left = shared.cfg.max_routes_per_client;
+    let mut ports_left = shared.cfg.max_ports_per_client;
     let mut rejected = 0;
     for (i, spec) in req.proxies.into_iter().enumerate() {
         let name = spec.name.clone();
+        let ports = ports_wanted(&spec);
         let outcome = match cluster_refused.remove(&i) {
             Some(r) => Err(cluster_refusal(&shared.cfg, &spec, r)),
+            None if ports > ports_left => Err(field_error(
+                "publish_port",
+                format!(
+                    "{ports} more ports would pass this server's max_ports_per_client ({}) for \
+                     one client; publish fewer or smaller blocks",
+                    shared.cfg.max_ports_per_client
+                ),
+            )),
             None => {
                 let scope = scope.as_deref();
                 register_proxy(shared, session, scope, spec, &mut names, &mut routes_left).await
             }
         };
+        if outcome.is_ok() {
+            ports_left -= ports;
+        }
         let mut port = None;
         match outcome {
             Ok((ref keys, given)) => {
@@ -300,6 +313,15 @@ fn same_group(shared: &Shared, spec: &ProxySpec) -> bool {
 }
 
 /// Release what `session` holds outside `keep`.
+/// Public ports `spec` asks for: a block's size, one for a port or `"auto"`, else none.
+fn ports_wanted(spec: &ProxySpec) -> usize {
+    match (&spec.publish_ports, spec.publish_port) {
+        (Some(req), _) => req.ports().map_or(1, |r| r.len()),
+        (None, Some(_)) => 1,
+        (None, None) => 0,
+    }
+}
+
 fn release_unlisted(shared: &Shared, session: &SessionRecord, keep: &HashSet<ProxyKey>, why: &str) {
     for proxy in shared.registry.release_except(session.id, keep) {
         info!(%proxy, "proxy {why}; released");

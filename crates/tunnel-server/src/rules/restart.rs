@@ -32,6 +32,7 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         max_clients,
         max_pending_handshakes,
         max_proxies_per_client: _,
+        max_ports_per_client,
         max_streams_per_client: _,
         max_connections_per_client,
         max_frame_size,
@@ -94,6 +95,10 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         *handshake_timeout == old.handshake_timeout,
     );
     check("max_clients", *max_clients == old.max_clients);
+    check(
+        "max_ports_per_client",
+        *max_ports_per_client == old.max_ports_per_client,
+    );
     check(
         "max_pending_handshakes",
         *max_pending_handshakes == old.max_pending_handshakes,
