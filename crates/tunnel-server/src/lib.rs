@@ -376,33 +376,9 @@ async fn start_with_peer(
         addr: cfg.bind,
         source,
     })?;
-    let ws_listener = match cfg.ws_bind {
-        Some(addr) => {
-            let bind_err = |source| ServerError::Bind { addr, source };
-            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
-            let at = l.local_addr().map_err(bind_err)?;
-            Some((l, at))
-        }
-        None => None,
-    };
-    let vhost_listener = match cfg.vhost_http_bind {
-        Some(addr) => {
-            let bind_err = |source| ServerError::Bind { addr, source };
-            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
-            let at = l.local_addr().map_err(bind_err)?;
-            Some((l, at))
-        }
-        None => None,
-    };
-    let vhost_https_listener = match cfg.vhost_https_bind {
-        Some(addr) => {
-            let bind_err = |source| ServerError::Bind { addr, source };
-            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
-            let at = l.local_addr().map_err(bind_err)?;
-            Some((l, at))
-        }
-        None => None,
-    };
+    let ws_listener = bind_optional(cfg.ws_bind).await?;
+    let vhost_listener = bind_optional(cfg.vhost_http_bind).await?;
+    let vhost_https_listener = bind_optional(cfg.vhost_https_bind).await?;
     // Fatal like every other listener (and like the client): a configured endpoint that is
     // silently absent looks to monitoring like a dead server.
     let stats_listener = tunnel_admin::StatsListener::bind(&cfg.admin())
@@ -601,4 +577,17 @@ fn warn_if_short(key: &[u8]) {
             key.len()
         );
     }
+}
+
+/// Listen on `addr` when it is configured; the listener and the address it got (port 0).
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+) -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let bind_err = |source| ServerError::Bind { addr, source };
+    let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let at = l.local_addr().map_err(bind_err)?;
+    Ok(Some((l, at)))
 }
