@@ -20,6 +20,14 @@ fn member(name: &str, local: SocketAddr, port: u16) -> ProxyConfig {
     ProxyConfig::tcp(name, &local.to_string(), Some(port)).with_group("web", KEY)
 }
 
+/// Two banner services, answering "alpha" and "beta": which member a connection reached.
+async fn alpha_and_beta() -> (BannerService, BannerService) {
+    (
+        BannerService::start("alpha").await,
+        BannerService::start("beta").await,
+    )
+}
+
 async fn client_with(server: &ServerHandle, id: &str, proxy: ProxyConfig) -> ClientHandle {
     client(client_config(server).with_id(id).with_proxy(proxy)).await
 }
@@ -50,10 +58,7 @@ async fn members(server: &ServerHandle) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_behind_one_port_both_get_connections() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
     let _b = client_with(&server, "host-b", member("web-b", b.addr(), port)).await;
@@ -134,10 +139,7 @@ async fn a_failing_health_check_withdraws_the_member_and_it_rejoins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_leaving_keeps_the_port_open_until_the_last_leaves() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     // The founder leaves first: the port is the group's, not its.
     let mut first = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
@@ -174,10 +176,7 @@ async fn a_member_leaving_keeps_the_port_open_until_the_last_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_moves_a_proxy_into_a_group_and_out_on_its_own_port() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     let plain = ProxyConfig::tcp("web-a", &a.addr().to_string(), Some(port));
     let cfg = client_config(&server).with_id("host-a").with_proxy(plain);
@@ -220,10 +219,7 @@ async fn a_reload_moves_a_proxy_into_a_group_and_out_on_its_own_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_reaches_one_member_by_its_name() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
     let _b = client_with(
@@ -262,10 +258,7 @@ async fn verdict(server: &ServerHandle, id: &str, proxy: ProxyConfig) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_group_key_is_refused_with_the_reason() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
     let intruder =
@@ -284,10 +277,7 @@ async fn a_wrong_group_key_is_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_outside_the_group_cannot_take_its_port_nor_the_group_its() {
     let server = server().await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let port = free_port();
     let _a = client_with(&server, "host-a", member("web-a", a.addr(), port)).await;
     let outsider = ProxyConfig::tcp("solo", &b.addr().to_string(), Some(port));
@@ -419,10 +409,7 @@ async fn banner_by_sni(server: &ServerHandle, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_group_spreads_connections_for_one_name_by_sni() {
     let server = server_with(|c| c.with_vhost_https_bind("127.0.0.1:0".parse().unwrap())).await;
-    let (a, b) = (
-        BannerService::start("alpha").await,
-        BannerService::start("beta").await,
-    );
+    let (a, b) = alpha_and_beta().await;
     let https = |name: &str, at: SocketAddr| {
         ProxyConfig::https(name, &at.to_string(), &["shop.example"]).with_group("web", KEY)
     };

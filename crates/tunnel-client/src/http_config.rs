@@ -233,16 +233,7 @@ fn https_problems(p: &ProxyConfig, at: &dyn Fn(&str) -> String, out: &mut Vec<Co
              a TLS service on a port of its own use type = \"tcp\"",
         ));
     }
-    let set = [
-        ("host_rewrite", h.host_rewrite.is_some()),
-        ("request_headers", !h.request_headers.is_empty()),
-        ("response_headers", !h.response_headers.is_empty()),
-        ("local_tls", h.local_tls),
-        ("locations", !h.locations.is_empty()),
-        ("http_user", h.http_user.is_some()),
-        ("http_password", h.http_password.is_some()),
-    ];
-    for (field, _) in set.iter().filter(|(_, on)| *on) {
+    for field in http_only_keys_set(h) {
         out.push(ConfigProblem::new(
             at(field),
             "not available for type = \"https\": the TLS passes through undecrypted to \
@@ -250,6 +241,23 @@ fn https_problems(p: &ProxyConfig, at: &dyn Fn(&str) -> String, out: &mut Vec<Co
              remove it, or use type = \"http\"",
         ));
     }
+}
+
+/// The keys set in `h` that only an HTTP proxy can honour (it reads and rewrites the HTTP),
+/// as neither a `tcp` nor an undecrypted `https` proxy can.
+fn http_only_keys_set(h: &HttpOptions) -> impl Iterator<Item = &'static str> {
+    [
+        ("host_rewrite", h.host_rewrite.is_some()),
+        ("request_headers", !h.request_headers.is_empty()),
+        ("response_headers", !h.response_headers.is_empty()),
+        ("local_tls", h.local_tls),
+        ("locations", !h.locations.is_empty()),
+        ("http_user", h.http_user.is_some()),
+        ("http_password", h.http_password.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(field, _)| field)
 }
 
 /// Problems with proxy `i`'s type and HTTP settings, appended to `out`.
@@ -274,18 +282,12 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
         return https_problems(p, &at, out);
     }
     if !is_http {
-        let set = [
-            ("host_rewrite", h.host_rewrite.is_some()),
-            ("request_headers", !h.request_headers.is_empty()),
-            ("response_headers", !h.response_headers.is_empty()),
-            ("local_tls", h.local_tls),
+        let hosts = [
             ("domains", !h.domains.is_empty()),
             ("subdomain", h.subdomain.is_some()),
-            ("locations", !h.locations.is_empty()),
-            ("http_user", h.http_user.is_some()),
-            ("http_password", h.http_password.is_some()),
         ];
-        for (field, _) in set.iter().filter(|(_, on)| *on) {
+        let hosts = hosts.into_iter().filter(|(_, on)| *on).map(|(f, _)| f);
+        for field in http_only_keys_set(h).chain(hosts) {
             out.push(ConfigProblem::new(
                 at(field),
                 "only applies to type = \"http\" or \"http2\"; set the type or remove it",
