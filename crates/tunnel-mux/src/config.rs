@@ -30,6 +30,8 @@
 
 use crate::MuxError;
 
+pub use crate::send_queue::DEFAULT_SEND_QUEUE;
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
@@ -80,6 +82,10 @@ pub struct MuxConfig {
     pub split_send_size: usize,
     /// Inbound streams queued before `Incoming::accept()` takes them; beyond it they are reset.
     pub accept_backlog: usize,
+    /// Bytes the session's streams may have handed to yamux but not yet written to the
+    /// transport, together; a stream with nothing queued may always send one frame. Keeps
+    /// the per-byte cost of many busy streams that of one (see [`DEFAULT_SEND_QUEUE`]).
+    pub send_queue: usize,
 }
 
 impl Default for MuxConfig {
@@ -89,6 +95,7 @@ impl Default for MuxConfig {
             connection_window: DEFAULT_MAX_STREAMS * STREAM_WINDOW + DEFAULT_HEADROOM,
             split_send_size: DEFAULT_SPLIT_SEND_SIZE,
             accept_backlog: DEFAULT_ACCEPT_BACKLOG,
+            send_queue: DEFAULT_SEND_QUEUE,
         }
     }
 }
@@ -123,6 +130,13 @@ impl MuxConfig {
     #[must_use]
     pub fn with_accept_backlog(mut self, streams: usize) -> Self {
         self.accept_backlog = streams;
+        self
+    }
+
+    /// Set the session's send queue bound, in bytes.
+    #[must_use]
+    pub fn with_send_queue(mut self, bytes: usize) -> Self {
+        self.send_queue = bytes;
         self
     }
 
@@ -186,6 +200,7 @@ impl MuxConfig {
         Effective {
             max_streams,
             accept_backlog: self.accept_backlog.max(1),
+            send_queue: self.send_queue,
             yamux,
         }
     }
@@ -196,6 +211,7 @@ impl MuxConfig {
 pub(crate) struct Effective {
     pub max_streams: usize,
     pub accept_backlog: usize,
+    pub send_queue: usize,
     pub yamux: yamux::Config,
 }
 

@@ -13,6 +13,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use crate::config::Effective;
 use crate::io::Coalesce;
+use crate::send_queue::FrameTracker;
 use crate::session::{Inbound, OpenReply, Shared};
 use crate::MuxError;
 
@@ -55,7 +56,9 @@ pub(crate) async fn run<T>(
 {
     let _guard = EndGuard(shared.clone());
     // Header and body of each frame leave in one write (see `io.rs`).
-    let io = Coalesce::new(io).compat();
+    let io = Coalesce::new(io)
+        .tracking(FrameTracker::new(shared.clone()))
+        .compat();
     let mut conn: Conn<T> = yamux::Connection::new(io, eff.yamux, mode);
     let mut pending: VecDeque<OpenReply> = VecDeque::new();
     let mut controls_gone = false;

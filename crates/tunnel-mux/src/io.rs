@@ -12,16 +12,19 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::send_queue::FrameTracker;
+
 /// Writes up to this size are held back (a yamux header is 12 bytes; a few control frames in
 /// a row still fit).
 const HOLD: usize = 64;
 
-#[derive(Debug)]
 pub(crate) struct Coalesce<T> {
     inner: T,
     held: [u8; HOLD],
     start: usize,
     end: usize,
+    /// Told every byte accepted, in order, so the session's send queue can count frames out.
+    tracker: Option<FrameTracker>,
 }
 
 impl<T> Coalesce<T> {
@@ -31,7 +34,21 @@ impl<T> Coalesce<T> {
             held: [0; HOLD],
             start: 0,
             end: 0,
+            tracker: None,
         }
+    }
+
+    pub(crate) fn tracking(mut self, tracker: FrameTracker) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// A write of `buf` returned `r`: report the accepted bytes to the tracker.
+    fn accepted(&mut self, buf: &[u8], r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let (Poll::Ready(Ok(n)), Some(t)) = (&r, &mut self.tracker) {
+            t.wrote(&buf[..(*n).min(buf.len())]);
+        }
+        r
     }
 }
 
@@ -72,14 +89,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         if buf.len() <= HOLD - this.end {
             this.held[this.end..this.end + buf.len()].copy_from_slice(buf);
             this.end += buf.len();
-            return Poll::Ready(Ok(buf.len()));
+            return this.accepted(buf, Poll::Ready(Ok(buf.len())));
         }
         if this.start == this.end {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.accepted(buf, r);
         }
         if !this.inner.is_write_vectored() {
             ready!(this.poll_drain(cx))?;
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.accepted(buf, r);
         }
         loop {
             let held = this.end - this.start;
@@ -95,10 +114,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
                 this.start = 0;
                 this.end = 0;
                 if n > held {
-                    return Poll::Ready(Ok(n - held));
+                    return this.accepted(buf, Poll::Ready(Ok(n - held)));
                 }
                 // Only the held bytes went out; the caller's bytes are still to be written.
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
+                let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+                return this.accepted(buf, r);
             }
             this.start += n;
         }

@@ -69,11 +69,12 @@ mod lanes;
 mod pipe;
 mod rate;
 mod relay;
+mod send_queue;
 mod session;
 mod stream;
 
 pub use config::{
-    MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS,
+    MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS, DEFAULT_SEND_QUEUE,
     DEFAULT_SPLIT_SEND_SIZE, MAX_STREAMS_LIMIT, STREAM_WINDOW,
 };
 pub use control::{

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::send_queue::SendQueue;
 use crate::stream::{Gate, MuxStream};
 use crate::{driver, MuxConfig, MuxError};
 
@@ -48,7 +49,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let eff = cfg.effective();
-    let shared = Arc::new(Shared::new(eff.max_streams));
+    let shared = Arc::new(Shared::new(eff.max_streams, eff.send_queue));
     let (open_tx, open_rx) = mpsc::channel(OPEN_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(eff.accept_backlog);
     let mode = match mode {
@@ -111,6 +112,12 @@ impl MuxHandle {
         self.shared.is_ended()
     }
 
+    /// Bytes this session's streams have written that the connection has not yet passed to
+    /// the transport (bounded by [`MuxConfig::send_queue`], give or take one frame per stream).
+    pub fn send_queued(&self) -> usize {
+        self.shared.send_queue.queued()
+    }
+
     /// Live streams: opened plus accepted (including those still waiting in the accept
     /// backlog), not yet dropped.
     pub fn num_streams(&self) -> usize {
@@ -164,10 +171,12 @@ pub(crate) struct Shared {
     pub(crate) max_streams: usize,
     /// A peer opening streams faster than we accept would write a warning per stream.
     pub(crate) backlog_full: tunnel_proto::WarnLimit,
+    /// Bytes the streams handed yamux that are not yet written (see `send_queue`).
+    pub(crate) send_queue: SendQueue,
 }
 
 impl Shared {
-    fn new(max_streams: usize) -> Self {
+    pub(crate) fn new(max_streams: usize, send_queue: usize) -> Self {
         Self {
             ended: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
@@ -178,6 +187,7 @@ impl Shared {
             streams: Mutex::new(HashMap::new()),
             max_streams,
             backlog_full: tunnel_proto::WarnLimit::default(),
+            send_queue: SendQueue::new(send_queue),
         }
     }
 
@@ -201,6 +211,7 @@ impl Shared {
         for gate in gates {
             gate.wake();
         }
+        self.send_queue.wake_all();
     }
 
     /// The lock only guards a map, so a panic elsewhere cannot leave it inconsistent.

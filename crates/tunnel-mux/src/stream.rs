@@ -10,6 +10,7 @@ use futures::stream::Stream as _;
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::send_queue::StreamQueue;
 use crate::session::Shared;
 
 /// Wakers of the tasks blocked on one stream, so the driver can wake them when the session ends:
@@ -19,6 +20,8 @@ use crate::session::Shared;
 pub(crate) struct Gate {
     read: AtomicWaker,
     write: AtomicWaker,
+    /// This stream's bytes in the session's send queue.
+    pub(crate) queue: StreamQueue,
 }
 
 impl Gate {
@@ -86,6 +89,7 @@ impl MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
+        self.shared.send_queue.forget(&self.gate.queue);
         self.shared.deregister(self.id);
     }
 }
@@ -209,8 +213,21 @@ impl AsyncWrite for MuxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this
+            .shared
+            .send_queue
+            .poll_admit(&this.gate.queue, cx)
+            .is_pending()
+        {
+            // `end()` wakes queue waiters too.
+            return this.pending_write(cx);
+        }
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Pending => this.pending_write(cx),
+            Poll::Ready(Ok(n)) => {
+                this.shared.send_queue.add(&this.gate.queue, n);
+                Poll::Ready(Ok(n))
+            }
             ready => ready,
         }
     }
