@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{debug, info, Instrument};
-use tunnel_mux::{AbortGuard, MuxStream};
+use tunnel_mux::{AbortGuard, EarlyStream, MuxStream};
 use tunnel_proto::{FieldError, ProxyKind, ProxySpec};
 
 use crate::access::ProxyLimits;
 use crate::credentials::audit;
-use crate::forward::{begin_public, open_to_owner};
+use crate::forward::{self, begin_public};
 use crate::registry::{proxy_label, ClaimError, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
 use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
@@ -102,13 +102,14 @@ pub(crate) fn claim_of(
 }
 
 /// A stream opened to the member that took a user connection.
-pub(crate) struct Opened {
+pub(crate) struct Opened<S = MuxStream> {
     /// The member: its counters, limits and idle timeout apply to the connection.
     pub entry: Arc<ProxyEntry>,
     /// The stream slot taken on the member's client.
     pub slot: StreamSlot,
-    /// The stream to the member's client, its local service dialled.
-    pub stream: MuxStream,
+    /// The stream to the member's client, its local service dialled (or, from
+    /// [`open_early`], being dialled).
+    pub stream: S,
     /// Ends the connection when the client aborts the stream.
     pub guard: AbortGuard,
 }
@@ -145,10 +146,39 @@ pub(crate) async fn open(
     peer: SocketAddr,
     dest: Option<SocketAddr>,
 ) -> Result<Opened, Failure> {
+    let o = pick(shared, group, peer, dest, false).await?;
+    Ok(Opened {
+        entry: o.entry,
+        slot: o.slot,
+        stream: o.stream.into_inner(),
+        guard: o.guard,
+    })
+}
+
+/// [`open`] for a byte-stream group (tcp, https) whose user's bytes may go out early: the
+/// last member in the order is not waited for (see `forward::open_early`). The members before
+/// it are, since a member that cannot dial is skipped for the next only while the user's
+/// bytes are still unsent.
+pub(crate) async fn open_early(
+    shared: &Shared,
+    group: &GroupHandle,
+    peer: SocketAddr,
+    dest: Option<SocketAddr>,
+) -> Result<Opened<EarlyStream<MuxStream>>, Failure> {
+    pick(shared, group, peer, dest, true).await
+}
+
+async fn pick(
+    shared: &Shared,
+    group: &GroupHandle,
+    peer: SocketAddr,
+    dest: Option<SocketAddr>,
+    early: bool,
+) -> Result<Opened<EarlyStream<MuxStream>>, Failure> {
     let members = shared.registry.group_members(&group.name);
     let mut failure = Failure::Busy;
     let mut denied = 0;
-    for entry in &members {
+    for (i, entry) in members.iter().enumerate() {
         if !crate::access::proxy_permits(shared, entry, peer.ip()) {
             denied += 1;
             continue;
@@ -156,7 +186,14 @@ pub(crate) async fn open(
         let Some(slot) = begin_public(shared, entry, peer) else {
             continue;
         };
-        match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+        let opened = if early && i + 1 == members.len() {
+            forward::open_early(entry, slot.lane(), Some(peer), dest).await
+        } else {
+            forward::open_to_owner(entry, slot.lane(), Some(peer), dest)
+                .await
+                .map(|(stream, guard)| (EarlyStream::open(stream), guard))
+        };
+        match opened {
             Ok((stream, guard)) => {
                 return Ok(Opened {
                     entry: entry.clone(),
