@@ -13,17 +13,16 @@ use tunnel_testkit::*;
 use tunnel_transport::write_message;
 
 /// A tcp proxy `name` a hand-driven client registers on a fresh port of `server`.
-async fn raw_owner(
-    server: &tunnel_server::ServerHandle,
-    id: &str,
-    name: &str,
-) -> (RawClient, u16) {
+async fn raw_owner(server: &tunnel_server::ServerHandle, id: &str, name: &str) -> (RawClient, u16) {
     let port = free_port();
     let spec = ProxySpec {
         publish_port: Some(port),
         ..ProxySpec::new(name, ProxyKind::Tcp)
     };
-    (raw_client(server.local_addr(), KEY, id, vec![spec]).await, port)
+    (
+        raw_client(server.local_addr(), KEY, id, vec![spec]).await,
+        port,
+    )
 }
 
 #[tokio::test]
@@ -123,7 +122,12 @@ async fn an_owner_that_never_answers_is_cut_off_by_the_status_timeout() {
     held.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"anyone?");
 
-    let took = closed_within(&mut user, Duration::from_secs(25), "the silent owner's user").await;
+    let took = closed_within(
+        &mut user,
+        Duration::from_secs(25),
+        "the silent owner's user",
+    )
+    .await;
     let took = took.max(started.elapsed());
     eprintln!("user cut off {took:?} after its connection, the owner silent");
     assert!(

@@ -230,7 +230,12 @@ mod tests {
     }
 
     /// An early stream over one end of a pipe, and the far end.
-    fn pair(timeout: Duration) -> (EarlyStream<BufReader<tokio::io::DuplexStream>>, tokio::io::DuplexStream) {
+    fn pair(
+        timeout: Duration,
+    ) -> (
+        EarlyStream<BufReader<tokio::io::DuplexStream>>,
+        tokio::io::DuplexStream,
+    ) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         (EarlyStream::new(BufReader::new(a), MAX, timeout), b)
     }
@@ -256,6 +261,40 @@ mod tests {
         assert!(early.failure().is_none());
     }
 
+    /// Over a real session: the status and the payload in one yamux frame, then more
+    /// frames; buffered reads get the rest of the first frame, then whole frames.
+    #[tokio::test]
+    async fn over_a_mux_stream_the_payload_after_the_status_passes_through() {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let cfg = crate::MuxConfig::default();
+        let (opener, _in_a) = crate::start(a, crate::Mode::Server, &cfg);
+        let (_acceptor, mut in_b) = crate::start(b, crate::Mode::Client, &cfg);
+        let stream = opener.open().await.unwrap();
+        let mut early = EarlyStream::new(stream, MAX, LONG);
+        early.write_all(b"first flight").await.unwrap();
+        early.flush().await.unwrap();
+        let mut far = in_b.accept().await.unwrap();
+        let mut got = [0u8; 12];
+        far.read_exact(&mut got).await.unwrap();
+        let mut wire = frame(StreamStatus::Ok);
+        wire.extend_from_slice(b"head");
+        far.write_all(&wire).await.unwrap();
+        far.flush().await.unwrap();
+        far.write_all(b"tail").await.unwrap();
+        far.shutdown().await.unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let chunk = early.fill_buf().await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            seen.extend_from_slice(chunk);
+            early.consume(n);
+        }
+        assert_eq!(seen, b"headtail");
+    }
+
     #[tokio::test]
     async fn buffered_reads_see_only_the_payload() {
         let (mut early, mut far) = pair(LONG);
@@ -270,14 +309,21 @@ mod tests {
     async fn an_error_status_fails_reads_and_writes_and_is_kept() {
         let (mut early, mut far) = pair(LONG);
         early.write_all(b"early bytes").await.unwrap();
-        far.write_all(&frame(StreamStatus::Error("dial \u{1b}[31m refused".into())))
-            .await
-            .unwrap();
+        far.write_all(&frame(StreamStatus::Error(
+            "dial \u{1b}[31m refused".into(),
+        )))
+        .await
+        .unwrap();
         let err = early.read(&mut [0u8; 16]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
         // The peer's words are escaped, once.
-        assert!(err.to_string().contains("dial \\u{1b}[31m refused"), "{err}");
-        assert!(matches!(early.failure(), Some(MuxError::Refused { reason }) if reason.contains("refused")));
+        assert!(
+            err.to_string().contains("dial \\u{1b}[31m refused"),
+            "{err}"
+        );
+        assert!(
+            matches!(early.failure(), Some(MuxError::Refused { reason }) if reason.contains("refused"))
+        );
         assert!(early.write_all(b"more").await.is_err());
         assert!(early.read(&mut [0u8; 16]).await.is_err(), "sticky");
     }
@@ -307,7 +353,11 @@ mod tests {
         let (mut early, far) = pair(LONG);
         drop(far);
         assert!(early.status().await.is_err());
-        assert!(early.failure().unwrap().to_string().contains("before its status"));
+        assert!(early
+            .failure()
+            .unwrap()
+            .to_string()
+            .contains("before its status"));
 
         let (mut early, mut far) = pair(LONG);
         far.write_all(&frame(StreamStatus::Ok)[..5]).await.unwrap();

@@ -292,7 +292,11 @@ pub(super) async fn open_with_hello(
 
 /// Write the ClientHello read so far to the member's stream, counted as the proxy's inbound
 /// bytes; false if the stream failed.
-async fn replay_hello<S: AsyncWrite + Unpin>(entry: &ProxyEntry, stream: &mut S, hello: &[u8]) -> bool {
+async fn replay_hello<S: AsyncWrite + Unpin>(
+    entry: &ProxyEntry,
+    stream: &mut S,
+    hello: &[u8],
+) -> bool {
     if stream.write_all(hello).await.is_err() || stream.flush().await.is_err() {
         return false;
     }
