@@ -148,3 +148,35 @@ async fn an_owner_that_never_answers_is_cut_off_by_the_status_timeout() {
     assert_eq!(&reply, b"there");
     drop(held);
 }
+
+/// A group whose second member's service is down: each user sends 100 KiB (more than the
+/// server keeps to send again) before reading; whichever member is tried first, every
+/// connection reaches the live one with its bytes exact, the refusing member's copy replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_replays_the_first_flight_to_the_next_member_when_one_refuses() {
+    let server = server().await;
+    let live = collect_then_echo_service().await;
+    let (_closed, down) = refusing_port();
+    let port = free_port();
+    let member = |name: &str, local: String| {
+        ProxyConfig::tcp(name, &local, Some(port)).with_group("flight", KEY)
+    };
+    let cfg = |id: &str| client_config(&server).with_id(id);
+    let _a = client(cfg("flight-a").with_proxy(member("flight-a", live.to_string()))).await;
+    let down = format!("127.0.0.1:{down}");
+    let _b = client(cfg("flight-b").with_proxy(member("flight-b", down))).await;
+    for i in 0..6 {
+        let data = random_bytes(100 << 10, 40 + i);
+        let mut user = TcpStream::connect(published(port)).await.unwrap();
+        user.write_all(&data).await.unwrap();
+        user.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), user.read_to_end(&mut back))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(back.len(), data.len(), "connection {i}");
+        assert!(back == data, "connection {i}: the bytes came back altered");
+    }
+    expect_logged(&["flight-b", "local service unreachable"]).await;
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{debug, info, Instrument};
-use tunnel_mux::{AbortGuard, EarlyStream, MuxStream};
+use tunnel_mux::{AbortGuard, MuxStream};
 use tunnel_proto::{FieldError, ProxyKind, ProxySpec};
 
 use crate::access::ProxyLimits;
@@ -20,6 +20,10 @@ use crate::registry::{proxy_label, ClaimError, GroupClaim, GroupHandle, ProxyEnt
 use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
 use crate::Shared;
+
+mod first_flight;
+
+pub(crate) use first_flight::open_with_first_flight;
 
 /// The longest `group_key` kept: the first member's is held for the group's life.
 const MAX_GROUP_KEY: usize = 256;
@@ -107,8 +111,7 @@ pub(crate) struct Opened<S = MuxStream> {
     pub entry: Arc<ProxyEntry>,
     /// The stream slot taken on the member's client.
     pub slot: StreamSlot,
-    /// The stream to the member's client, its local service dialled (or, from
-    /// [`open_early`], being dialled).
+    /// The stream to the member's client, its local service dialled.
     pub stream: S,
     /// Ends the connection when the client aborts the stream.
     pub guard: AbortGuard,
@@ -146,72 +149,76 @@ pub(crate) async fn open(
     peer: SocketAddr,
     dest: Option<SocketAddr>,
 ) -> Result<Opened, Failure> {
-    let o = pick(shared, group, peer, dest, false).await?;
-    Ok(Opened {
-        entry: o.entry,
-        slot: o.slot,
-        stream: o.stream.into_inner(),
-        guard: o.guard,
-    })
-}
-
-/// [`open`] for a byte-stream group (tcp, https) whose user's bytes may go out early: the
-/// last member in the order is not waited for (see `forward::open_early`). The members before
-/// it are, since a member that cannot dial is skipped for the next only while the user's
-/// bytes are still unsent.
-pub(crate) async fn open_early(
-    shared: &Shared,
-    group: &GroupHandle,
-    peer: SocketAddr,
-    dest: Option<SocketAddr>,
-) -> Result<Opened<EarlyStream<MuxStream>>, Failure> {
-    pick(shared, group, peer, dest, true).await
-}
-
-async fn pick(
-    shared: &Shared,
-    group: &GroupHandle,
-    peer: SocketAddr,
-    dest: Option<SocketAddr>,
-    early: bool,
-) -> Result<Opened<EarlyStream<MuxStream>>, Failure> {
-    let members = shared.registry.group_members(&group.name);
-    let mut failure = Failure::Busy;
-    let mut denied = 0;
-    for (i, entry) in members.iter().enumerate() {
-        if !crate::access::proxy_permits(shared, entry, peer.ip()) {
-            denied += 1;
-            continue;
-        }
-        let Some(slot) = begin_public(shared, entry, peer) else {
-            continue;
-        };
-        let opened = if early && i + 1 == members.len() {
-            forward::open_early(entry, slot.lane(), Some(peer), dest).await
-        } else {
-            forward::open_to_owner(entry, slot.lane(), Some(peer), dest)
-                .await
-                .map(|(stream, guard)| (EarlyStream::open(stream), guard))
-        };
-        match opened {
+    let mut members = Candidates::new(shared, group, peer);
+    while let Some((entry, slot)) = members.next() {
+        match forward::open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
             Ok((stream, guard)) => {
                 return Ok(Opened {
-                    entry: entry.clone(),
+                    entry,
                     slot,
                     stream,
                     guard,
                 })
             }
-            Err(reason) => {
-                debug!(%peer, proxy = %entry.label(), group = %group.name, "member failed, trying the next: {reason}");
-                failure = Failure::Unreachable(reason);
-            }
+            Err(reason) => members.failed(&entry, reason),
         }
     }
-    if denied > 0 && denied == members.len() {
-        return Err(Failure::Denied);
+    Err(members.into_failure())
+}
+
+/// The members of a group in the order one user connection tries them, each once.
+struct Candidates<'a> {
+    shared: &'a Shared,
+    group: &'a GroupHandle,
+    peer: SocketAddr,
+    members: std::vec::IntoIter<Arc<ProxyEntry>>,
+    count: usize,
+    denied: usize,
+    failure: Failure,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(shared: &'a Shared, group: &'a GroupHandle, peer: SocketAddr) -> Self {
+        let members = shared.registry.group_members(&group.name);
+        Candidates {
+            shared,
+            group,
+            peer,
+            count: members.len(),
+            members: members.into_iter(),
+            denied: 0,
+            failure: Failure::Busy,
+        }
     }
-    Err(failure)
+
+    /// The next member that admits the user, with a stream slot taken on its client.
+    fn next(&mut self) -> Option<(Arc<ProxyEntry>, StreamSlot)> {
+        for entry in self.members.by_ref() {
+            if !crate::access::proxy_permits(self.shared, &entry, self.peer.ip()) {
+                self.denied += 1;
+                continue;
+            }
+            if let Some(slot) = begin_public(self.shared, &entry, self.peer) {
+                return Some((entry, slot));
+            }
+        }
+        None
+    }
+
+    /// `entry` did not take the connection: the next one is tried.
+    fn failed(&mut self, entry: &ProxyEntry, reason: String) {
+        let (peer, group) = (self.peer, &self.group.name);
+        debug!(%peer, proxy = %entry.label(), %group, "member failed, trying the next: {reason}");
+        self.failure = Failure::Unreachable(reason);
+    }
+
+    /// Why no member took the connection.
+    fn into_failure(self) -> Failure {
+        if self.denied > 0 && self.denied == self.count {
+            return Failure::Denied;
+        }
+        self.failure
+    }
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> FieldError {

@@ -177,12 +177,13 @@ pub(crate) fn idle_of(entry: &ProxyEntry) -> Option<Duration> {
 async fn serve_group_user(
     shared: Arc<Shared>,
     group: Arc<crate::registry::GroupHandle>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     permit: SourcePermit,
 ) {
     let dest = tcp.local_addr().ok();
-    match crate::group::open_early(&shared, &group, peer, dest).await {
+    let open = crate::group::open_with_first_flight(&shared, &group, &mut tcp, peer, dest, Vec::new());
+    match open.await {
         Ok(o) => {
             relay_user(
                 &shared, o.entry, tcp, peer, permit, o.slot, o.stream, o.guard,
@@ -190,7 +191,7 @@ async fn serve_group_user(
             .await
         }
         Err(failure) => {
-            debug!(%peer, group = %group.name, "user connection closed: no member took it: {failure}");
+            debug!(%peer, group = %group.name, "user connection closed: {failure}");
             reset_tcp(tcp);
         }
     }

@@ -24,6 +24,7 @@ use tunnel_mux::{relay_tcp, reset_tcp, AbortGuard, MuxStream, PipeConfig, RelayE
 use tunnel_proto::sni::{self, ClientHelloReader, Hello};
 
 use crate::forward::{begin_public, open_early, open_to_owner, reason_of};
+use crate::group::open_with_first_flight;
 use crate::registry::ProxyEntry;
 use crate::session::StreamSlot;
 use crate::source_limit::SourcePermit;
@@ -138,16 +139,13 @@ async fn serve_conn(
     // answer and the user's TLS handshake share one tunnel round trip.
     let (entry, slot, mut stream, guard) = match &route.entry.group {
         // A group's members are checked and tried one by one, as on the HTTP virtual host.
-        Some(group) => match crate::group::open_early(shared, group, peer, dest).await {
-            Ok(o) => {
-                let mut stream = o.stream;
-                if !replay_hello(&o.entry, &mut stream, &hello).await {
-                    return;
-                }
-                (o.entry, o.slot, stream, o.guard)
-            }
+        // The ClientHello goes to each member tried, the next one too if one refuses.
+        Some(group) => match open_with_first_flight(shared, group, &mut tcp, peer, dest, hello)
+            .await
+        {
+            Ok(o) => (o.entry, o.slot, o.stream, o.guard),
             Err(failure) => {
-                debug!(%peer, %name, group = %group.name, "no member took the connection: {failure}");
+                debug!(%peer, %name, group = %group.name, "HTTPS connection closed: {failure}");
                 reset_tcp(tcp);
                 return;
             }
