@@ -182,7 +182,8 @@ async fn serve_group_user(
     permit: SourcePermit,
 ) {
     let dest = tcp.local_addr().ok();
-    let open = crate::group::open_with_first_flight(&shared, &group, &mut tcp, peer, dest, Vec::new());
+    let open =
+        crate::group::open_with_first_flight(&shared, &group, &mut tcp, peer, dest, Vec::new());
     match open.await {
         Ok(o) => {
             relay_user(

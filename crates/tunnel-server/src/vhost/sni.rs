@@ -140,16 +140,16 @@ async fn serve_conn(
     let (entry, slot, mut stream, guard) = match &route.entry.group {
         // A group's members are checked and tried one by one, as on the HTTP virtual host.
         // The ClientHello goes to each member tried, the next one too if one refuses.
-        Some(group) => match open_with_first_flight(shared, group, &mut tcp, peer, dest, hello)
-            .await
-        {
-            Ok(o) => (o.entry, o.slot, o.stream, o.guard),
-            Err(failure) => {
-                debug!(%peer, %name, group = %group.name, "HTTPS connection closed: {failure}");
-                reset_tcp(tcp);
-                return;
+        Some(group) => {
+            match open_with_first_flight(shared, group, &mut tcp, peer, dest, hello).await {
+                Ok(o) => (o.entry, o.slot, o.stream, o.guard),
+                Err(failure) => {
+                    debug!(%peer, %name, group = %group.name, "HTTPS connection closed: {failure}");
+                    reset_tcp(tcp);
+                    return;
+                }
             }
-        },
+        }
         None => {
             let entry = route.entry.clone();
             if !crate::access::proxy_permits(shared, &entry, peer.ip()) {
