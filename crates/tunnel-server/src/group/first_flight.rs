@@ -22,7 +22,7 @@ use crate::Shared;
 /// How many of the user's first bytes are kept to be sent to the next member: a request or
 /// a TLS ClientHello fits, and it stays well within one stream's window, so writing it
 /// never waits for the member.
-pub(crate) const REPLAY_MAX: usize = 64 * 1024;
+const REPLAY_MAX: usize = 64 * 1024;
 
 /// Open a stream for the user connection `tcp` from `peer` to a member of `group`, as
 /// [`super::open`] does, but without waiting for each member's answer before sending:

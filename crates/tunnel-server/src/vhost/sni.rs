@@ -138,8 +138,8 @@ async fn serve_conn(
     // The ClientHello goes out with the open, not after the owner's status: the owner's
     // answer and the user's TLS handshake share one tunnel round trip.
     let (entry, slot, mut stream, guard) = match &route.entry.group {
-        // A group's members are checked and tried one by one, as on the HTTP virtual host.
-        // The ClientHello goes to each member tried, the next one too if one refuses.
+        // A group's members are checked and tried one by one, as on the HTTP virtual host;
+        // the ClientHello goes to each one tried.
         Some(group) => {
             match open_with_first_flight(shared, group, &mut tcp, peer, dest, hello).await {
                 Ok(o) => (o.entry, o.slot, o.stream, o.guard),
@@ -159,14 +159,14 @@ async fn serve_conn(
             let Some(slot) = begin_public(shared, &entry, peer) else {
                 return;
             };
-            let opened = match open_early(&entry, slot.lane(), Some(peer), dest).await {
+            let (mut stream, guard) = match open_early(&entry, slot.lane(), Some(peer), dest).await
+            {
                 Ok(o) => o,
                 Err(reason) => {
                     debug!(%peer, "HTTPS connection closed: {reason}");
                     return;
                 }
             };
-            let (mut stream, guard) = opened;
             if !replay_hello(&entry, &mut stream, &hello).await {
                 return;
             }
