@@ -180,3 +180,44 @@ async fn a_group_replays_the_first_flight_to_the_next_member_when_one_refuses() 
     }
     expect_logged(&["flight-b", "local service unreachable"]).await;
 }
+
+/// The HTTPS virtual host: the ClientHello it read to route the user goes to the owner with
+/// the stream's open, before the owner has answered.
+#[tokio::test]
+async fn the_client_hello_reaches_an_https_owner_before_its_status() {
+    let server = server_with(|c| c.with_vhost_https_bind("127.0.0.1:0".parse().unwrap())).await;
+    let spec = ProxySpec {
+        http: Some(tunnel_proto::HttpRoute {
+            domains: vec!["early.test".into()],
+            ..Default::default()
+        }),
+        ..ProxySpec::new("early-https", ProxyKind::Https)
+    };
+    let mut owner = raw_client(server.local_addr(), KEY, "early-https-owner", vec![spec]).await;
+    let hello = fragmented_client_hello("early.test", 16_384);
+    let mut user = TcpStream::connect(server.vhost_https_addr().unwrap())
+        .await
+        .unwrap();
+    user.write_all(&hello).await.unwrap();
+
+    let (mut stream, open) = owner.accept().await;
+    assert!(
+        matches!(&open, StreamOpen::Proxy { proxy, .. } if proxy == "early-https"),
+        "{open:?}"
+    );
+    let mut got = vec![0u8; hello.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .expect("the ClientHello did not come before the owner's status")
+        .unwrap();
+    assert!(got == hello, "the ClientHello arrived altered");
+    let ok = Message::StreamStatus(StreamStatus::Ok);
+    write_message(&mut stream, &ok, 4096).await.unwrap();
+    stream.write_all(b"server hello").await.unwrap();
+    let mut reply = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), user.read_exact(&mut reply))
+        .await
+        .expect("no reply within 5 s")
+        .unwrap();
+    assert_eq!(&reply, b"server hello");
+}
