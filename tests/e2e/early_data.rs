@@ -12,17 +12,22 @@ use tunnel_proto::{Message, ProxyKind, ProxySpec, StreamOpen, StreamStatus};
 use tunnel_testkit::*;
 use tunnel_transport::write_message;
 
-/// A tcp proxy `name` a hand-driven client registers on a fresh port of `server`.
-async fn raw_owner(server: &tunnel_server::ServerHandle, id: &str, name: &str) -> (RawClient, u16) {
-    let port = free_port();
+/// A tcp proxy `name` (a member of `group`, if any) a hand-driven client registers on
+/// `port` of `server`.
+async fn raw_owner(
+    server: &tunnel_server::ServerHandle,
+    id: &str,
+    name: &str,
+    group: Option<&str>,
+    port: u16,
+) -> RawClient {
     let spec = ProxySpec {
         publish_port: Some(port),
+        group: group.map(str::to_owned),
+        group_key: group.map(|_| KEY.to_owned()),
         ..ProxySpec::new(name, ProxyKind::Tcp)
     };
-    (
-        raw_client(server.local_addr(), KEY, id, vec![spec]).await,
-        port,
-    )
+    raw_client(server.local_addr(), KEY, id, vec![spec]).await
 }
 
 #[tokio::test]
@@ -48,15 +53,40 @@ async fn a_one_mib_first_flight_sent_before_reading_arrives_exactly() {
 #[tokio::test]
 async fn the_users_first_bytes_reach_the_owner_before_its_status() {
     let server = server().await;
-    let (mut owner, port) = raw_owner(&server, "early-owner", "early").await;
+    let port = free_port();
+    let owner = raw_owner(&server, "early-owner", "early", None, port).await;
+    first_bytes_before_status(&mut [owner], port).await;
+}
+
+/// The same through a load-balancing group of two: whichever member is tried first gets the
+/// bytes before it answers (each is tried first once, in round-robin order).
+#[tokio::test]
+async fn a_group_member_gets_the_users_first_bytes_before_its_status() {
+    let server = server().await;
+    let port = free_port();
+    let group = Some("early-group");
+    let a = raw_owner(&server, "early-member-a", "member-a", group, port).await;
+    let b = raw_owner(&server, "early-member-b", "member-b", group, port).await;
+    let mut owners = [a, b];
+    let first = first_bytes_before_status(&mut owners, port).await;
+    let second = first_bytes_before_status(&mut owners, port).await;
+    assert_ne!(
+        first, second,
+        "round robin: the other member is tried first next"
+    );
+}
+
+/// A user sends a request on `port` and one of `owners` gets it before it answers; it
+/// answers then, and the user gets the reply. Returns the name of the proxy that got it.
+async fn first_bytes_before_status(owners: &mut [RawClient], port: u16) -> String {
     let mut user = TcpStream::connect(published(port)).await.unwrap();
     user.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
 
-    let (mut stream, open) = owner.accept().await;
-    assert!(
-        matches!(&open, StreamOpen::Proxy { proxy, .. } if proxy == "early"),
-        "{open:?}"
-    );
+    let accepts = owners.iter_mut().map(|o| Box::pin(o.accept()));
+    let ((mut stream, open), _, _) = futures::future::select_all(accepts).await;
+    let StreamOpen::Proxy { proxy, .. } = open else {
+        panic!("expected a proxy stream, got {open:?}");
+    };
     let mut request = [0u8; 18];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut request))
         .await
@@ -79,6 +109,7 @@ async fn the_users_first_bytes_reach_the_owner_before_its_status() {
         .expect("no reply within 5 s")
         .unwrap();
     assert_eq!(got, b"HTTP/1.1 204 No Content\r\n\r\n");
+    proxy
 }
 
 /// The local service is down: the client answers the open with an error, and the user who
@@ -113,7 +144,8 @@ async fn a_refused_stream_resets_the_user_at_once() {
 #[tokio::test]
 async fn an_owner_that_never_answers_is_cut_off_by_the_status_timeout() {
     let server = server().await;
-    let (mut owner, port) = raw_owner(&server, "silent-owner", "silent").await;
+    let port = free_port();
+    let mut owner = raw_owner(&server, "silent-owner", "silent", None, port).await;
     let started = Instant::now();
     let mut user = TcpStream::connect(published(port)).await.unwrap();
     user.write_all(b"anyone?").await.unwrap();
