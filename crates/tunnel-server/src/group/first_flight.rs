@@ -91,7 +91,7 @@ impl std::fmt::Display for NotOpened {
 /// The user's bytes sent so far, for the next member should this one refuse.
 struct Flight {
     sent: Vec<u8>,
-    /// The user half-closed (or its read failed): nothing more to read before the relay.
+    /// The user half-closed: nothing more to read before the relay.
     user_done: bool,
 }
 
