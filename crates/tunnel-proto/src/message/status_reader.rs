@@ -50,6 +50,17 @@ impl StatusReader {
     /// alone), does not decode, or is another message than a status
     /// ([`ProtoError::UnexpectedMessage`]).
     pub fn feed(&mut self, input: &[u8]) -> Result<(StatusRead, usize), ProtoError> {
+        // Nearly always the whole frame comes in one piece: read it where it lies.
+        if self.buf.is_empty() {
+            if let Some(prefix) = input.get(..LENGTH_PREFIX) {
+                let mut raw = [0u8; LENGTH_PREFIX];
+                raw.copy_from_slice(prefix);
+                let end = LENGTH_PREFIX + parse_length(raw, self.max_frame)?;
+                if let Some(frame) = input.get(LENGTH_PREFIX..end) {
+                    return Ok((StatusRead::Status(status_of(frame)?), end));
+                }
+            }
+        }
         let mut used = 0;
         loop {
             let want = self.wanted()?;
@@ -60,15 +71,7 @@ impl StatusReader {
                 return Ok((StatusRead::NeedMore, used));
             }
             if self.buf.len() > LENGTH_PREFIX {
-                let status = match decode_body(&self.buf[LENGTH_PREFIX..])? {
-                    Message::StreamStatus(s) => s,
-                    other => {
-                        return Err(ProtoError::UnexpectedMessage {
-                            expected: "StreamStatus",
-                            got: other.name(),
-                        })
-                    }
-                };
+                let status = status_of(&self.buf[LENGTH_PREFIX..])?;
                 return Ok((StatusRead::Status(status), used));
             }
         }
@@ -90,6 +93,17 @@ impl StatusReader {
         raw.copy_from_slice(prefix);
         let len = parse_length(raw, self.max_frame)?;
         Ok(LENGTH_PREFIX + len - self.buf.len())
+    }
+}
+
+/// The status in a frame's kind and body.
+fn status_of(frame: &[u8]) -> Result<StreamStatus, ProtoError> {
+    match decode_body(frame)? {
+        Message::StreamStatus(s) => Ok(s),
+        other => Err(ProtoError::UnexpectedMessage {
+            expected: "StreamStatus",
+            got: other.name(),
+        }),
     }
 }
 
@@ -159,6 +173,11 @@ mod tests {
         );
         // Nothing of the announced body was asked for or kept.
         assert!(r.buf.len() <= LENGTH_PREFIX);
+        // The same with the prefix and more in one piece.
+        let mut r = StatusReader::new(MAX);
+        let err = r.feed(&[0, 0, 0x10, 0x01, 0x31, 0]).unwrap_err();
+        assert!(matches!(err, ProtoError::FrameTooLarge { .. }), "{err}");
+        assert!(r.buf.is_empty());
     }
 
     #[test]
@@ -192,16 +211,14 @@ mod tests {
 
     #[test]
     fn eof_inside_the_frame_is_told_from_eof_before_it() {
-        let r = StatusReader::new(MAX);
+        let mut r = StatusReader::new(MAX);
+        assert_eq!(r.feed(&[]).unwrap(), (StatusRead::NeedMore, 0));
         assert!(!r.started(), "nothing read: a clean close");
         let wire = frame(StreamStatus::Error("no".into()));
-        let mut r = StatusReader::new(MAX);
         for cut in 1..wire.len() {
-            let mut r2 = StatusReader::new(MAX);
-            assert_eq!(r2.feed(&wire[..cut]).unwrap(), (StatusRead::NeedMore, cut));
-            assert!(r2.started(), "cut at {cut}: inside the frame");
+            let mut r = StatusReader::new(MAX);
+            assert_eq!(r.feed(&wire[..cut]).unwrap(), (StatusRead::NeedMore, cut));
+            assert!(r.started(), "cut at {cut}: inside the frame");
         }
-        assert_eq!(r.feed(&[]).unwrap(), (StatusRead::NeedMore, 0));
-        assert!(!r.started());
     }
 }
