@@ -56,20 +56,16 @@ impl<S> EarlyStream<S> {
         }
     }
 
-    /// `inner`, its status already read and `Ok`: everything passes through.
-    pub fn open(inner: S) -> Self {
-        Self {
-            inner,
-            phase: Phase::Open,
-        }
-    }
-
     /// Why the stream failed before its payload, if it did.
     pub fn failure(&self) -> Option<&MuxError> {
         match &self.phase {
             Phase::Failed(e) => Some(e),
             Phase::Waiting { .. } | Phase::Open => None,
         }
+    }
+
+    fn failed(&self) -> Option<io::Error> {
+        self.failure().map(io_error)
     }
 
     /// The stream inside.
@@ -148,10 +144,6 @@ impl<S: AsyncBufRead + Unpin> EarlyStream<S> {
             self.phase = Phase::Failed(failure);
         }
     }
-
-    fn failed(&self) -> Option<io::Error> {
-        self.failure().map(io_error)
-    }
 }
 
 /// The failure as the I/O traits report it: a kind a caller can match on, the words of the
@@ -189,7 +181,7 @@ impl<S: AsyncRead + AsyncBufRead + Unpin> AsyncBufRead for EarlyStream<S> {
     }
 }
 
-impl<S: AsyncWrite + AsyncBufRead + Unpin> AsyncWrite for EarlyStream<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for EarlyStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
