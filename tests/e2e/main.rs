@@ -21,6 +21,7 @@ mod configs;
 mod connections;
 mod credentials;
 mod dashboard;
+mod early_data;
 // Needs the etcd store: `cargo test --features etcd --test e2e failover::`.
 #[cfg(feature = "etcd")]
 mod failover;

@@ -3,8 +3,9 @@
 /// What can go wrong when using a multiplexed session.
 ///
 /// Stream I/O reports `std::io::Error` (the tokio traits demand it); this type covers the
-/// session-level operations: opening streams and validating configuration.
-#[derive(Debug, thiserror::Error)]
+/// session-level operations: opening streams and validating configuration, and why an
+/// [`EarlyStream`](crate::EarlyStream) failed before its payload.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum MuxError {
     /// The session has ended (closed locally, peer gone, or I/O failure).
@@ -35,6 +36,27 @@ pub enum MuxError {
         open: usize,
         /// The most it may have.
         max: usize,
+    },
+
+    /// The far side answered a stream's open with an error; its words, escaped when shown.
+    #[error("{}", tunnel_proto::PeerText(reason))]
+    Refused {
+        /// The far side's words, as sent.
+        reason: String,
+    },
+
+    /// The far side did not answer a stream's open in time.
+    #[error("no answer to the stream's open within {}s", after.as_secs())]
+    NoStatus {
+        /// The time it was given.
+        after: std::time::Duration,
+    },
+
+    /// The stream failed, ended, or carried something else where its status belonged.
+    #[error("no valid answer to the stream's open: {reason}")]
+    BadStatus {
+        /// What came instead.
+        reason: String,
     },
 
     /// A `MuxConfig` value is out of range.

@@ -8,6 +8,8 @@
 //!   dropping without it resets (RST), and a peer reset reads as an error, not as EOF.
 //! * [`pipe()`] forwards both ways with half-close, an idle timeout after the first EOF and an
 //!   explicit failure outcome; [`reset_tcp`] aborts a TCP connection.
+//! * [`EarlyStream`] lets the opener of a stream send before the far side answered its
+//!   open: it reads the status frame out of the reply, then passes everything through.
 //! * [`relay_tcp`] / [`relay_streams`] wrap the pipe with abort signalling between the two
 //!   ends of a tunnel ([`AbortTable`]).
 //! * [`Lanes`] holds the connections of one session and places each new stream on the
@@ -63,6 +65,7 @@ mod config;
 mod control;
 mod datagram;
 mod driver;
+mod early;
 mod error;
 mod io;
 mod lanes;
@@ -84,6 +87,7 @@ pub use datagram::{
     relay_datagrams, serve_udp, DatagramCounters, DirCounters, Downlink, FlowEnd, FlowLimits,
     OpenedFlow, Uplink, DEFAULT_FLOW_QUEUE, DEFAULT_MAX_FLOWS,
 };
+pub use early::EarlyStream;
 pub use error::MuxError;
 pub use lanes::{settle, Lane, LaneReservation, LaneSlot, Lanes, SETTLE};
 pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd, PipeStats};

@@ -134,6 +134,19 @@ pub enum ProtoError {
         max: usize,
     },
 
+    /// A frame carried another message than the one due at this point of the stream (a
+    /// [`StreamStatus`](crate::StreamStatus) after a stream's open, say).
+    #[error(
+        "expected {expected}, got {got}; the peer is misbehaving or runs an incompatible \
+         tls-tunnel version"
+    )]
+    UnexpectedMessage {
+        /// The message due.
+        expected: &'static str,
+        /// The name of the message received.
+        got: &'static str,
+    },
+
     /// A JSON body (registration) failed to parse or serialize.
     #[error("invalid registration JSON: {0}")]
     BadJson(String),

@@ -31,7 +31,9 @@
 //! Steps 1 and the first stream of step 2 are decided by [`handshake::ClientHandshake`] and
 //! [`handshake::ServerHandshake`], with every frame at most [`handshake::HANDSHAKE_MAX_FRAME`].
 //! 3. Every other yamux stream starts with a [`StreamOpen`] from the opener and a
-//!    [`StreamStatus`] from the acceptor, after which raw bytes follow.
+//!    [`StreamStatus`] from the acceptor, after which raw bytes follow. For a `tcp` or
+//!    `https` proxy the server sends the user's bytes right after the open, without waiting
+//!    for the status, and reads the status with a [`StatusReader`] as the reply flows.
 //!
 //! # Example
 //!
@@ -99,8 +101,8 @@ pub use frame::{
 pub use framed::{read_message, write_message, FramedError};
 pub use ip_filter::{IpFilter, MAX_IP_RULES};
 pub use message::{
-    AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StreamOpen, StreamStatus,
-    Welcome, HELLO_MAGIC, MAX_STR,
+    AuthResponse, Challenge, Hello, Message, RejectCode, Rejected, StatusRead, StatusReader,
+    StreamOpen, StreamStatus, Welcome, HELLO_MAGIC, MAX_STR,
 };
 pub use peer_text::{PeerText, PEER_TEXT_MAX_CHARS};
 pub use publish::{PortRequest, MAX_PORT_BLOCK};

@@ -15,8 +15,10 @@ use crate::register::{RegisterReply, RegisterRequest};
 use crate::wire::{put_str, Reader};
 use crate::{ProtoError, PROTOCOL_VERSION};
 
+mod status_reader;
 mod stream;
 
+pub use status_reader::{StatusRead, StatusReader};
 pub use stream::{StreamOpen, StreamStatus};
 
 /// Hard cap, in bytes, on every length-prefixed string, enforced on encode and on decode.
@@ -87,6 +89,8 @@ pub enum Message {
     /// `[0x30]` first frame on every yamux stream, written by the opener.
     StreamOpen(StreamOpen),
     /// `[0x31]` the acceptor's one-frame reply; raw bytes follow only after [`StreamStatus::Ok`].
+    /// The opener of a byte-stream proxy's stream may send its raw bytes before this arrives
+    /// (see [`StreamOpen::Proxy`]).
     StreamStatus(StreamStatus),
     /// `[0x40]` peer dialer → acceptor, first frame on a peer connection.
     PeerHello(PeerHello),

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tunnel_mux::{AbortGuard, MuxStream};
-use tunnel_proto::{Message, PeerText, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message};
+use tunnel_mux::{AbortGuard, EarlyStream, MuxError, MuxStream};
+use tunnel_proto::{Message, StreamOpen};
+use tunnel_transport::write_message;
 
 use crate::lane::Lane;
 use crate::registry::ProxyEntry;
@@ -61,6 +61,24 @@ pub(crate) async fn open_to_owner(
     peer: Option<SocketAddr>,
     dest: Option<SocketAddr>,
 ) -> Result<(MuxStream, AbortGuard), String> {
+    let (mut stream, guard) = open_early(entry, lane, peer, dest).await?;
+    match stream.status().await {
+        Ok(()) => Ok((stream.into_inner(), guard)),
+        Err(e) => Err(reason_of(&e)),
+    }
+}
+
+/// [`open_to_owner`] without the wait: the stream is returned as soon as its open is
+/// written, for a byte-stream proxy (tcp, https) to relay the user's first bytes at once,
+/// a tunnel round trip sooner. Its first read waits for the status (at most
+/// `STATUS_TIMEOUT`); if the owner refuses, reads and writes fail and
+/// [`EarlyStream::failure`] says why ([`reason_of`]).
+pub(crate) async fn open_early(
+    entry: &ProxyEntry,
+    lane: &Lane,
+    peer: Option<SocketAddr>,
+    dest: Option<SocketAddr>,
+) -> Result<(EarlyStream<MuxStream>, AbortGuard), String> {
     let mut stream = lane
         .control
         .open()
@@ -78,22 +96,20 @@ pub(crate) async fn open_to_owner(
     // The owner's answer is short; a bound as small as a stream header's keeps a hostile
     // owner, dialled by its own users, from making the server hold a large partial frame
     // on each of its streams.
-    let status = read_message(&mut stream, STREAM_HEADER_MAX);
-    match tokio::time::timeout(STATUS_TIMEOUT, status).await {
-        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Ok)))) => Ok((stream, guard)),
-        // The owner's words, escaped once here for every log line and visitor they reach.
-        Ok(Ok(Some(Message::StreamStatus(StreamStatus::Error(reason))))) => {
-            Err(PeerText(&reason).to_string())
-        }
-        Ok(Ok(Some(other))) => Err(format!(
-            "connection failed: the proxy's client answered {}",
-            other.name()
-        )),
-        Ok(Ok(None)) => Err("connection failed: the proxy's client closed the stream".into()),
-        Ok(Err(e)) => Err(format!("connection failed: {e}")),
-        Err(_) => Err(format!(
+    let stream = EarlyStream::new(stream, STREAM_HEADER_MAX, STATUS_TIMEOUT);
+    Ok((stream, guard))
+}
+
+/// Why the owner did not take a stream, in the words logs and visitors get.
+pub(crate) fn reason_of(e: &MuxError) -> String {
+    match e {
+        // The owner's words, escaped once (by the error's Display) for every log line and
+        // visitor they reach.
+        MuxError::Refused { .. } => e.to_string(),
+        MuxError::NoStatus { after } => format!(
             "connection failed: no answer from the proxy's client within {}s",
-            STATUS_TIMEOUT.as_secs()
-        )),
+            after.as_secs()
+        ),
+        _ => format!("connection failed: the proxy's client: {e}"),
     }
 }

@@ -15,11 +15,15 @@ use tunnel_proto::{FieldError, ProxyKind, ProxySpec};
 
 use crate::access::ProxyLimits;
 use crate::credentials::audit;
-use crate::forward::{begin_public, open_to_owner};
+use crate::forward::{self, begin_public};
 use crate::registry::{proxy_label, ClaimError, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
 use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
 use crate::Shared;
+
+mod first_flight;
+
+pub(crate) use first_flight::open_with_first_flight;
 
 /// The longest `group_key` kept: the first member's is held for the group's life.
 const MAX_GROUP_KEY: usize = 256;
@@ -102,13 +106,13 @@ pub(crate) fn claim_of(
 }
 
 /// A stream opened to the member that took a user connection.
-pub(crate) struct Opened {
+pub(crate) struct Opened<S = MuxStream> {
     /// The member: its counters, limits and idle timeout apply to the connection.
     pub entry: Arc<ProxyEntry>,
     /// The stream slot taken on the member's client.
     pub slot: StreamSlot,
     /// The stream to the member's client, its local service dialled.
-    pub stream: MuxStream,
+    pub stream: S,
     /// Ends the connection when the client aborts the stream.
     pub guard: AbortGuard,
 }
@@ -145,36 +149,76 @@ pub(crate) async fn open(
     peer: SocketAddr,
     dest: Option<SocketAddr>,
 ) -> Result<Opened, Failure> {
-    let members = shared.registry.group_members(&group.name);
-    let mut failure = Failure::Busy;
-    let mut denied = 0;
-    for entry in &members {
-        if !crate::access::proxy_permits(shared, entry, peer.ip()) {
-            denied += 1;
-            continue;
-        }
-        let Some(slot) = begin_public(shared, entry, peer) else {
-            continue;
-        };
-        match open_to_owner(entry, slot.lane(), Some(peer), dest).await {
+    let mut members = Candidates::new(shared, group, peer);
+    while let Some((entry, slot)) = members.next() {
+        match forward::open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
             Ok((stream, guard)) => {
                 return Ok(Opened {
-                    entry: entry.clone(),
+                    entry,
                     slot,
                     stream,
                     guard,
                 })
             }
-            Err(reason) => {
-                debug!(%peer, proxy = %entry.label(), group = %group.name, "member failed, trying the next: {reason}");
-                failure = Failure::Unreachable(reason);
-            }
+            Err(reason) => members.failed(&entry, reason),
         }
     }
-    if denied > 0 && denied == members.len() {
-        return Err(Failure::Denied);
+    Err(members.into_failure())
+}
+
+/// The members of a group in the order one user connection tries them, each once.
+struct Candidates<'a> {
+    shared: &'a Shared,
+    group: &'a GroupHandle,
+    peer: SocketAddr,
+    members: std::vec::IntoIter<Arc<ProxyEntry>>,
+    count: usize,
+    denied: usize,
+    failure: Failure,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(shared: &'a Shared, group: &'a GroupHandle, peer: SocketAddr) -> Self {
+        let members = shared.registry.group_members(&group.name);
+        Candidates {
+            shared,
+            group,
+            peer,
+            count: members.len(),
+            members: members.into_iter(),
+            denied: 0,
+            failure: Failure::Busy,
+        }
     }
-    Err(failure)
+
+    /// The next member that admits the user, with a stream slot taken on its client.
+    fn next(&mut self) -> Option<(Arc<ProxyEntry>, StreamSlot)> {
+        for entry in self.members.by_ref() {
+            if !crate::access::proxy_permits(self.shared, &entry, self.peer.ip()) {
+                self.denied += 1;
+                continue;
+            }
+            if let Some(slot) = begin_public(self.shared, &entry, self.peer) {
+                return Some((entry, slot));
+            }
+        }
+        None
+    }
+
+    /// `entry` did not take the connection: the next one is tried.
+    fn failed(&mut self, entry: &ProxyEntry, reason: String) {
+        let (peer, group) = (self.peer, &self.group.name);
+        debug!(%peer, proxy = %entry.label(), %group, "member failed, trying the next: {reason}");
+        self.failure = Failure::Unreachable(reason);
+    }
+
+    /// Why no member took the connection.
+    fn into_failure(self) -> Failure {
+        if self.denied > 0 && self.denied == self.count {
+            return Failure::Denied;
+        }
+        self.failure
+    }
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> FieldError {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
-use tunnel_mux::{relay_tcp, reset_tcp, RelayEnd};
+use tunnel_mux::{relay_tcp, reset_tcp, EarlyStream, MuxStream, RelayEnd};
 
-use crate::forward::open_to_owner;
+use crate::forward::{open_early, reason_of};
 use crate::registry::ProxyEntry;
 use crate::source_limit::{source_of, SourcePermit};
 use crate::Shared;
@@ -177,12 +177,14 @@ pub(crate) fn idle_of(entry: &ProxyEntry) -> Option<Duration> {
 async fn serve_group_user(
     shared: Arc<Shared>,
     group: Arc<crate::registry::GroupHandle>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     permit: SourcePermit,
 ) {
     let dest = tcp.local_addr().ok();
-    match crate::group::open(&shared, &group, peer, dest).await {
+    let open =
+        crate::group::open_with_first_flight(&shared, &group, &mut tcp, peer, dest, Vec::new());
+    match open.await {
         Ok(o) => {
             relay_user(
                 &shared, o.entry, tcp, peer, permit, o.slot, o.stream, o.guard,
@@ -190,7 +192,7 @@ async fn serve_group_user(
             .await
         }
         Err(failure) => {
-            debug!(%peer, group = %group.name, "user connection closed: no member took it: {failure}");
+            debug!(%peer, group = %group.name, "user connection closed: {failure}");
             reset_tcp(tcp);
         }
     }
@@ -206,7 +208,9 @@ async fn serve_user(
 ) {
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
-    let (stream, guard) = match open_to_owner(&entry, slot.lane(), Some(peer), dest).await {
+    // The user's first bytes go out with the open: the owner's status is read as the reply
+    // comes back, a tunnel round trip sooner for protocols where the user speaks first.
+    let (stream, guard) = match open_early(&entry, slot.lane(), Some(peer), dest).await {
         Ok(s) => s,
         Err(reason) => {
             debug!(%peer, "user connection closed: {reason}");
@@ -216,7 +220,9 @@ async fn serve_user(
     relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await;
 }
 
-/// Relay a user connection over its open stream until either side ends it.
+/// Relay a user connection over its stream until either side ends it. The owner may still
+/// refuse the stream (its status is read as the relay goes): the user's connection is then
+/// reset, and the refusal logged as if it had been waited for.
 #[allow(clippy::too_many_arguments)] // the parts of one connection, each moved in once
 async fn relay_user(
     shared: &Shared,
@@ -225,20 +231,20 @@ async fn relay_user(
     peer: SocketAddr,
     _permit: SourcePermit,
     slot: crate::session::StreamSlot,
-    stream: tunnel_mux::MuxStream,
+    mut stream: EarlyStream<MuxStream>,
     guard: tunnel_mux::AbortGuard,
 ) {
     tunnel_transport::tune_tcp(&tcp);
     let idle = idle_of(&entry);
     let rates = entry.limits.read().rates();
     let pipe = shared.pipe.clone().with_idle(idle).with_rate_limits(rates);
-    let id = stream.id();
+    let id = stream.get_ref().id();
     entry
         .counters
         .active_streams
         .fetch_add(1, Ordering::Relaxed);
     let counters = Some(&entry.counters.bytes);
-    let relay = relay_tcp(tcp, stream, &pipe, guard.token(), counters, || {
+    let relay = relay_tcp(tcp, &mut stream, &pipe, guard.token(), counters, || {
         slot.lane().send_abort(id)
     });
     let end = tokio::select! {
@@ -253,6 +259,10 @@ async fn relay_user(
         .counters
         .active_streams
         .fetch_sub(1, Ordering::Relaxed);
+    if let Some(refusal) = stream.failure() {
+        debug!(%peer, "user connection closed: {}", reason_of(refusal));
+        return;
+    }
     match end {
         RelayEnd::Failed { error, .. } => {
             debug!(%peer, stream = id, "connection failed: {error}");

@@ -1,6 +1,6 @@
 //! Fixtures for tls-tunnel's end-to-end tests, one of each: the engines in process, the
 //! release binaries as processes, a round-robin load balancer, a scratch directory with a certificate, a fault relay, a
-//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, a TLS client naming its server (SNI), steady traffic,
+//! byte pattern, local services (echo, HTTP, hyper), a raw TLS peer, a client played by hand, a TLS client naming its server (SNI), steady traffic,
 //! nginx, PostgreSQL and etcd launchers, a headless browser, log capture, polling, and the
 //! rule for tests whose tool is missing.
 //!
@@ -43,6 +43,7 @@ pub mod pki;
 pub mod poll;
 pub mod postgres;
 pub mod process;
+pub mod raw_client;
 pub mod raw_tls;
 pub mod relay;
 pub mod services;
@@ -76,9 +77,13 @@ pub use pki::*;
 pub use poll::{eventually, log_shows, published_by};
 pub use postgres::Postgres;
 pub use process::{cpu_seconds_of, Proc};
+pub use raw_client::{raw_client, RawClient};
 pub use raw_tls::{answer, hello, raw_tls, stranger_tls};
 pub use relay::Relay;
-pub use services::{echo_service, http_service, own_port_service, read_banner, BannerService};
+pub use services::{
+    collect_then_echo_service, echo_service, http_service, own_port_service, read_banner,
+    BannerService,
+};
 pub use sni_client::{fragmented_client_hello, https_get, tls_error, Trickle};
 pub use tools::{have, need, skip};
 pub use traffic::{quarter_echo_service, Traffic};

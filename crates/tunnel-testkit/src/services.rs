@@ -1,4 +1,5 @@
-//! Small local services for proxies to publish: an echo service, one that tells its own port,
+//! Small local services for proxies to publish: an echo service (and one that answers only
+//! after the whole request), one that tells its own port,
 //! and a one-answer HTTP service.
 
 use std::net::SocketAddr;
@@ -16,6 +17,24 @@ pub async fn echo_service() -> SocketAddr {
                 let (mut r, mut w) = s.split();
                 if tokio::io::copy(&mut r, &mut w).await.is_ok() {
                     let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A service that reads until the peer half-closes and only then sends everything back:
+/// a user may send a whole first flight before reading, with no echo to make it wait.
+pub async fn collect_then_echo_service() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                if s.read_to_end(&mut all).await.is_ok() && s.write_all(&all).await.is_ok() {
+                    let _ = s.shutdown().await;
                 }
             });
         }

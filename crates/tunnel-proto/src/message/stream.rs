@@ -32,6 +32,18 @@ pub enum StreamOpen {
         session: u64,
     },
     /// Server → proxy owner: serve one user connection of `proxy`.
+    ///
+    /// For a byte-stream proxy (`tcp`, `https`) the server MAY send the user's raw bytes
+    /// right after this frame, without waiting for the [`StreamStatus`]: client-speaks-first
+    /// protocols (HTTP, TLS, PostgreSQL) then save one tunnel round trip per connection. The
+    /// owner reads exactly this frame (never past it), dials its local service, and answers;
+    /// the early bytes wait in the stream meanwhile. After `Ok` it relays them like any
+    /// later byte (a PROXY protocol header, written at dial, still comes first); after
+    /// `Error` it drops the stream and the bytes with it, and the server resets the user's
+    /// connection. The server reads the status out of the reply with a
+    /// [`StatusReader`](crate::StatusReader), as bounded as when it waits. Streams whose
+    /// opener must answer the user itself on failure (a visitor's, an HTTP request's, a UDP
+    /// flow's) still wait for the status before sending.
     Proxy {
         /// Name of the registered proxy.
         proxy: String,
@@ -132,8 +144,9 @@ impl StreamOpen {
     }
 }
 
-/// The acceptor's answer to a [`StreamOpen`]. Raw payload bytes follow on the stream only
-/// after `Ok`; after `Error` the acceptor closes the stream.
+/// The acceptor's answer to a [`StreamOpen`]. The acceptor's raw payload bytes follow on the
+/// stream only after `Ok`; after `Error` the acceptor closes the stream, discarding whatever
+/// the opener sent early (see [`StreamOpen::Proxy`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamStatus {
     /// The stream is connected end to end; start relaying.

@@ -23,7 +23,8 @@ use tracing::{debug, warn, Instrument};
 use tunnel_mux::{relay_tcp, reset_tcp, AbortGuard, MuxStream, PipeConfig, RelayEnd};
 use tunnel_proto::sni::{self, ClientHelloReader, Hello};
 
-use crate::forward::{begin_public, open_to_owner};
+use crate::forward::{begin_public, open_early, open_to_owner, reason_of};
+use crate::group::open_with_first_flight;
 use crate::registry::ProxyEntry;
 use crate::session::StreamSlot;
 use crate::source_limit::SourcePermit;
@@ -134,22 +135,21 @@ async fn serve_conn(
     };
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
-    let (entry, slot, stream, guard) = match &route.entry.group {
-        // A group's members are checked and tried one by one, as on the HTTP virtual host.
-        Some(group) => match crate::group::open(shared, group, peer, dest).await {
-            Ok(o) => {
-                let mut stream = o.stream;
-                if !replay_hello(&o.entry, &mut stream, &hello).await {
+    // The ClientHello goes out with the open, not after the owner's status: the owner's
+    // answer and the user's TLS handshake share one tunnel round trip.
+    let (entry, slot, mut stream, guard) = match &route.entry.group {
+        // A group's members are checked and tried one by one, as on the HTTP virtual host;
+        // the ClientHello goes to each one tried.
+        Some(group) => {
+            match open_with_first_flight(shared, group, &mut tcp, peer, dest, hello).await {
+                Ok(o) => (o.entry, o.slot, o.stream, o.guard),
+                Err(failure) => {
+                    debug!(%peer, %name, group = %group.name, "HTTPS connection closed: {failure}");
+                    reset_tcp(tcp);
                     return;
                 }
-                (o.entry, o.slot, stream, o.guard)
             }
-            Err(failure) => {
-                debug!(%peer, %name, group = %group.name, "no member took the connection: {failure}");
-                reset_tcp(tcp);
-                return;
-            }
-        },
+        }
         None => {
             let entry = route.entry.clone();
             if !crate::access::proxy_permits(shared, &entry, peer.ip()) {
@@ -159,20 +159,27 @@ async fn serve_conn(
             let Some(slot) = begin_public(shared, &entry, peer) else {
                 return;
             };
-            let Some((stream, guard)) = open_with_hello(&entry, &slot, peer, dest, &hello).await
-            else {
-                return;
+            let (mut stream, guard) = match open_early(&entry, slot.lane(), Some(peer), dest).await
+            {
+                Ok(o) => o,
+                Err(reason) => {
+                    debug!(%peer, "HTTPS connection closed: {reason}");
+                    return;
+                }
             };
+            if !replay_hello(&entry, &mut stream, &hello).await {
+                return;
+            }
             (entry, slot, stream, guard)
         }
     };
     let pipe = pipe_of(shared, &entry);
-    let id = stream.id();
+    let id = stream.get_ref().id();
     let counters = &entry.counters;
     counters.active_streams.fetch_add(1, Ordering::Relaxed);
     let relay = relay_tcp(
         tcp,
-        stream,
+        &mut stream,
         &pipe,
         guard.token(),
         Some(&counters.bytes),
@@ -187,7 +194,11 @@ async fn serve_conn(
         }
     };
     counters.active_streams.fetch_sub(1, Ordering::Relaxed);
-    ended(shared, peer, id, &end);
+    match stream.failure() {
+        // Refused by the owner after the hello went out: logged as when it was waited for.
+        Some(refusal) => debug!(%peer, "HTTPS connection closed: {}", reason_of(refusal)),
+        None => ended(shared, peer, id, &end),
+    }
     drop(permit);
 }
 
@@ -279,7 +290,11 @@ pub(super) async fn open_with_hello(
 
 /// Write the ClientHello read so far to the member's stream, counted as the proxy's inbound
 /// bytes; false if the stream failed.
-async fn replay_hello(entry: &ProxyEntry, stream: &mut MuxStream, hello: &[u8]) -> bool {
+async fn replay_hello<S: AsyncWrite + Unpin>(
+    entry: &ProxyEntry,
+    stream: &mut S,
+    hello: &[u8],
+) -> bool {
     if stream.write_all(hello).await.is_err() || stream.flush().await.is_err() {
         return false;
     }
