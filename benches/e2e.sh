@@ -112,10 +112,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Drop a binary's pages from the page cache so it starts as after a reboot. How much of its
+# code the kernel maps (and so RSS) depends on what the page cache holds and in what folio
+# sizes, which depends on how the file was last written or read: a freshly linked binary and
+# a copy of it showed 1 MiB apart. Evicting both ours and rathole's makes the RSS rows fair.
+cold_start() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1" 2>/dev/null || true; }
+
 # spawn LOG CMD...: starts CMD in the background with its output in LOG; its pid in $LAST.
 spawn() {
     local log=$1
     shift
+    case "$1" in */tunnel-server | */tunnel-client | "${RATHOLE:-/nonexistent}") cold_start "$1" ;; esac
     "$@" >"$log" 2>&1 &
     LAST=$!
     pids+=("$LAST")
