@@ -44,6 +44,9 @@ pub(crate) struct StreamQueue(Mutex<Own>);
 struct Own {
     queued: isize,
     dead: bool,
+    /// The stream's writer while it waits: woken as soon as its own frames have left, even
+    /// if other streams keep the session over the limit.
+    waker: Option<Waker>,
 }
 
 impl SendQueue {
@@ -70,6 +73,7 @@ impl SendQueue {
         if self.admits(own) {
             return Poll::Ready(());
         }
+        own.0.lock().waker = Some(cx.waker().clone());
         {
             let mut waiters = self.waiters.lock();
             if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -97,16 +101,25 @@ impl SendQueue {
     /// `n` body bytes of `own`'s stream were written to the transport.
     pub(crate) fn sent(&self, own: &StreamQueue, n: usize) {
         let n = isize::try_from(n).unwrap_or(isize::MAX);
-        let before = {
+        let (before, emptied) = {
             let mut own = own.0.lock();
             if own.dead {
                 return;
             }
             // May go below zero for a moment: the connection can write a frame before the
             // writer, back from yamux, has counted it in.
+            let was = own.queued;
             own.queued -= n;
-            self.queued.fetch_sub(n, Ordering::AcqRel)
+            let emptied = if was > 0 && own.queued <= 0 {
+                own.waker.take()
+            } else {
+                None
+            };
+            (self.queued.fetch_sub(n, Ordering::AcqRel), emptied)
         };
+        if let Some(w) = emptied {
+            w.wake();
+        }
         if before >= self.limit && before - n < self.limit {
             self.wake_all();
         }
@@ -237,6 +250,33 @@ mod tests {
         );
         q.sent(&a, 90);
         assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn a_waiting_stream_is_woken_when_its_own_frames_left_though_the_session_stays_full() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let q = SendQueue::new(100);
+        let (a, b) = (StreamQueue::default(), StreamQueue::default());
+        q.add(&a, 64);
+        q.add(&b, 200);
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        assert!(q
+            .poll_admit(&a, &mut Context::from_waker(&waker))
+            .is_pending());
+        q.sent(&a, 64);
+        assert_eq!(q.queued(), 200, "still over the limit");
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "a was not woken");
+        assert!(q
+            .poll_admit(&a, &mut Context::from_waker(&waker))
+            .is_ready());
     }
 
     #[test]
