@@ -1,10 +1,11 @@
 //! Release links of the two binaries place the functions a running server and client use
 //! side by side at the front of `.text` (`bins/*/link-order.txt`, made by
 //! `benches/link_order.sh`). Without it those functions lie scattered over 8.5 MB of code and
-//! the kernel maps most of it in 64 KiB runs: idle RSS 12 MiB instead of 7.5 (docs/benchmarks.md).
+//! the kernel maps most of it in 64 KiB runs: a cold-started server with one client had an
+//! RSS of 11.4 MiB instead of 8.1 (docs/benchmarks.md).
 //!
 //! Only where the linker is known to be LLD (x86_64 Linux with Rust's own linker, the default
-//! since Rust 1.90) and nobody chose another: the option means nothing to GNU ld. Set
+//! since Rust 1.90) and nobody chose another: GNU ld rejects the option. Set
 //! `TLS_TUNNEL_LINK_ORDER=0` to link without it.
 
 use std::env;
