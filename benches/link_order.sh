@@ -26,14 +26,7 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {   # wait_port PORT: until something accepts on it (60 s: callgrind is slow)
-    for _ in $(seq 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2; exit 1
-}
+. benches/ports.sh   # free_port, wait_port
 trace() {   # trace NAME CMD...: run CMD under callgrind, names left mangled
     valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
         --callgrind-out-file="$tmp/$1.cg" "${@:2}" >"$tmp/$1.log" 2>&1 &
@@ -78,7 +71,7 @@ publish_port = $pi
 TOML
 trace client "$BIN_DIR/tunnel-client" --config "$tmp/client.toml"
 client=${pids[-1]}
-wait_port "$pw"; wait_port "$pi"
+wait_port "$pw" 60; wait_port "$pi" 60   # callgrind starts slowly
 # Each phase's functions go after the earlier phases' (callgrind_control dumps what ran since
 # the last dump), so what an idle session needs is packed tightest.
 phase() { callgrind_control -d "$server" >/dev/null 2>&1; callgrind_control -d "$client" >/dev/null 2>&1; }
