@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tunnel_proto::{Message, StreamOpen, StreamStatus};
-use tunnel_transport::{read_message, write_message};
+use tunnel_proto::{Message, StreamStatus};
+use tunnel_transport::read_message;
 
 /// One GET for `host` on the virtual host; whether it got a 200.
 async fn vhost_ok(vport: u16, host: &str) -> bool {
@@ -172,60 +172,12 @@ async fn idle_public_connections_cannot_cut_a_client_off() {
     no_panic(&server);
 }
 
-/// A hand-driven client session: its mux, the streams the server opens toward it, and its
-/// control stream.
-struct Hostile {
-    control: tunnel_mux::MuxHandle,
-    incoming: tunnel_mux::Incoming,
-    ctrl: tunnel_mux::MuxStream,
-}
-
-/// Log in as a client over a raw TLS connection from 127.0.0.1 and start its mux; returns
-/// the mux control (the session's control stream is opened and answered).
-async fn hostile_session(addr: SocketAddr, pki: &Pki, id: &str) -> tunnel_mux::MuxHandle {
-    let h = hostile_login(addr, pki, id).await;
-    std::mem::forget(h.incoming); // the server opens nothing toward us
-    std::mem::forget(h.ctrl); // kept open for the test's life
-    h.control
-}
-
-async fn hostile_login(addr: SocketAddr, pki: &Pki, id: &str) -> Hostile {
-    let (mut tls, binding) = raw_tls(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &pki.cert_pem)
-        .await
-        .unwrap();
-    let h = hello(id);
-    write_message(&mut tls, &Message::Hello(h.clone()), 4096)
-        .await
-        .unwrap();
-    let c = match read_message(&mut tls, 4096).await.unwrap() {
-        Some(Message::Challenge(c)) => c,
-        other => panic!("expected a challenge, got {other:?}"),
-    };
-    write_message(&mut tls, &answer(&c, KEY.as_bytes(), &binding, &h), 4096)
-        .await
-        .unwrap();
-    match read_message(&mut tls, 4096).await.unwrap() {
-        Some(Message::Welcome(_)) => {}
-        other => panic!("expected a welcome, got {other:?}"),
-    }
-    let (control, incoming) = tunnel_mux::start(
-        tls,
-        tunnel_mux::Mode::Client,
-        &tunnel_mux::MuxConfig::default(),
-    );
-    let mut ctrl = control.open().await.unwrap();
-    write_message(&mut ctrl, &Message::StreamOpen(StreamOpen::Control), 4096)
-        .await
-        .unwrap();
-    match read_message(&mut ctrl, 4096).await.unwrap() {
-        Some(Message::StreamStatus(StreamStatus::Ok)) => {}
-        other => panic!("expected Ok for the control stream, got {other:?}"),
-    }
-    Hostile {
-        control,
-        incoming,
-        ctrl,
-    }
+/// A logged-in client session from 127.0.0.1 that registers nothing; returns its mux (its
+/// control stream answers heartbeats by itself).
+async fn hostile_session(addr: SocketAddr, id: &str) -> tunnel_mux::MuxHandle {
+    let RawClient { control, incoming } = raw_client(addr, KEY, id, Vec::new()).await;
+    std::mem::forget(incoming); // the server opens nothing toward us
+    control
 }
 
 /// Open `n` streams each starting a frame that announces `announce` bytes and sending
@@ -276,7 +228,7 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
     let before = server.rss_kib();
     let mut held = Vec::new();
     for i in 0..8 {
-        let control = hostile_session(addr, &pki, &format!("hog-{i}")).await;
+        let control = hostile_session(addr, &format!("hog-{i}")).await;
         held.push(partial_headers(&control, 1000, 65_536, 60_000).await);
         std::mem::forget(control);
     }
@@ -310,7 +262,7 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
         "oversized stream headers are refused with a reason"
     );
     // Headers within the size limit: only a few wait per client; the rest are told why.
-    let control = hostile_session(addr, &pki, "hog-small").await;
+    let control = hostile_session(addr, "hog-small").await;
     let mut streams = partial_headers(&control, 100, 4000, 100).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = 0;
@@ -440,32 +392,15 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
     })
     .await;
 
-    let Hostile {
+    let trap = free_port();
+    let trap_spec = tunnel_proto::ProxySpec {
+        publish_port: Some(trap),
+        ..tunnel_proto::ProxySpec::new("trap", tunnel_proto::ProxyKind::Tcp)
+    };
+    let RawClient {
         control,
         mut incoming,
-        mut ctrl,
-    } = hostile_login(addr, &pki, "owner-hog").await;
-    let trap = free_port();
-    let req = tunnel_proto::RegisterRequest {
-        proxies: vec![tunnel_proto::ProxySpec {
-            publish_port: Some(trap),
-            ..tunnel_proto::ProxySpec::new("trap", tunnel_proto::ProxyKind::Tcp)
-        }],
-        visitors: Vec::new(),
-    };
-    write_message(&mut ctrl, &Message::Register(req), 65_536)
-        .await
-        .unwrap();
-    loop {
-        match read_message(&mut ctrl, 65_536).await.unwrap() {
-            Some(Message::RegisterReply(r)) => {
-                assert!(r.results.iter().all(|r| r.error.is_none()), "{r:?}");
-                break;
-            }
-            Some(_) => continue, // heartbeats
-            None => panic!("the server closed the control stream"),
-        }
-    }
+    } = raw_client(addr, KEY, "owner-hog", vec![trap_spec]).await;
     // Answer every stream with the start of a 64 KiB status frame, and hold it.
     let answered = Arc::new(AtomicUsize::new(0));
     let count = answered.clone();
@@ -482,7 +417,7 @@ async fn a_hostile_owner_cannot_make_the_server_hold_partial_status_frames() {
                 held.push(s);
             }
         }
-        drop((control, ctrl));
+        drop(control);
     });
 
     let before = server.rss_kib();
