@@ -117,36 +117,35 @@ pub(crate) async fn serve(
     });
     let io = TokioIo::new(metered::Metered::new(stream, counters));
     let h = &cfg.http;
-    // Only logged, at debug: hyper's own error types as they come.
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
-        if cfg.kind == ProxyKind::Http2 {
-            // Users may speak HTTP/1.1 or HTTP/2 (prior knowledge) to an http2 proxy.
-            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(h.idle())
-                .max_buf_size(h.max_header_size);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(h.max_header_size).unwrap_or(u32::MAX))
-                .keep_alive_interval(Some(h.idle()));
-            let conn = b.serve_connection_with_upgrades(io, service);
-            tokio::select! {
-                r = conn => r,
-                () = abort.cancelled() => Err("aborted".into()),
-            }
-        } else {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(h.idle())
-                .max_buf_size(h.max_header_size)
-                .serve_connection(io, service)
-                .with_upgrades();
-            tokio::select! {
-                r = conn => r.map_err(Into::into),
-                () = abort.cancelled() => Err("aborted".into()),
-            }
-        };
+    let result = if cfg.kind == ProxyKind::Http2 {
+        // Users may speak HTTP/1.1 or HTTP/2 (prior knowledge) to an http2 proxy.
+        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(h.idle())
+            .max_buf_size(h.max_header_size);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(h.max_header_size).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(h.idle()));
+        let conn = b.serve_connection_with_upgrades(io, service);
+        tokio::select! {
+            // hyper's boxed error, logged below as it comes.
+            r = conn => r,
+            () = abort.cancelled() => Err("aborted".into()),
+        }
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(h.idle())
+            .max_buf_size(h.max_header_size)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::select! {
+            r = conn => r.map_err(Into::into),
+            () = abort.cancelled() => Err("aborted".into()),
+        }
+    };
     if let Err(e) = result {
         debug!(proxy = %cfg.name, ?peer, "user connection ended: {e}");
     }
