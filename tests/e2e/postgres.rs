@@ -22,7 +22,7 @@ async fn psql_and_pgbench_work_through_a_visitor() {
     let pg = match Postgres::start(bindir) {
         Ok(pg) => pg,
         Err(why) => {
-            skip(&why);
+            skip(&why.to_string());
             return;
         }
     };

@@ -263,17 +263,19 @@ async fn connect_all(
             let cfg = client_config(&args, i, service);
             let mut client = match tunnel_client::start(cfg).await {
                 Ok(c) => c,
-                Err(e) => return (i, None, Err(format!("start: {e}")), t0.elapsed()),
+                Err(e) => return (i, None, Err(format!("start: {e}").into()), t0.elapsed()),
             };
-            let verdict = match tokio::time::timeout(args.ready_timeout, client.ready()).await {
+            let ready = tokio::time::timeout(args.ready_timeout, client.ready()).await;
+            let verdict: Result<(), BoxError> = match ready {
                 Err(_) => Err(format!(
                     "not ready after {}s: {:?}",
                     args.ready_timeout.as_secs(),
                     client.status()
-                )),
-                Ok(Err(e)) => Err(format!("stopped: {e}")),
+                )
+                .into()),
+                Ok(Err(e)) => Err(format!("stopped: {e}").into()),
                 Ok(Ok(reply)) => match reply.results.iter().find_map(|r| r.error.as_ref()) {
-                    Some(e) => Err(format!("proxy refused: {e:?}")),
+                    Some(e) => Err(format!("proxy refused: {e:?}").into()),
                     None => Ok(()),
                 },
             };
@@ -336,7 +338,7 @@ async fn connect_all(
 
 /// One request for client `i`'s domain to the virtual host; `Ok` when the answer is a `200`
 /// whose body names that domain (it reached the service through that client's session).
-async fn check_one(vhost: SocketAddr, domain: String) -> Result<(), String> {
+async fn check_one(vhost: SocketAddr, domain: String) -> Result<(), BoxError> {
     let exchange = async {
         let mut tcp = TcpStream::connect(vhost)
             .await
@@ -352,11 +354,11 @@ async fn check_one(vhost: SocketAddr, domain: String) -> Result<(), String> {
         tcp.read_to_end(&mut answer)
             .await
             .map_err(|e| format!("read: {e}"))?;
-        Ok::<_, String>(answer)
+        Ok::<_, BoxError>(answer)
     };
     let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
-        .map_err(|_| "no answer within 30s".to_string())??;
+        .map_err(|_| "no answer within 30s")??;
     let text = String::from_utf8_lossy(&answer);
     let status_ok = text.starts_with("HTTP/1.1 200");
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
@@ -364,7 +366,7 @@ async fn check_one(vhost: SocketAddr, domain: String) -> Result<(), String> {
         Ok(())
     } else {
         let first = text.lines().next().unwrap_or("").to_string();
-        Err(format!("unexpected answer {first:?} body {body:?}"))
+        Err(format!("unexpected answer {first:?} body {body:?}").into())
     }
 }
 
@@ -378,7 +380,7 @@ async fn check_all(
     let gate = Arc::new(Semaphore::new(args.check_concurrency));
     let mut set = JoinSet::new();
     let (mut ok, mut failed) = (0usize, 0usize);
-    let mut tally = |r: (usize, Result<(), String>)| match r {
+    let mut tally = |r: (usize, Result<(), BoxError>)| match r {
         (_, Ok(())) => ok += 1,
         (i, Err(e)) => {
             failed += 1;

@@ -7,7 +7,8 @@ use tunnel_transport::TransportError;
 
 pub use tunnel_transport::ConfigProblem;
 
-/// Why the client could not start, or stopped.
+/// Why the client could not start, or stopped; and (logged, never returned) why one request
+/// to a local HTTP service or one health check failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -68,6 +69,95 @@ pub enum ClientError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An HTTP proxy could not connect to its local service (the user gets a 502).
+    #[error("cannot reach the local service{}: {source}", addr.as_ref().map(|a| format!(" {a}")).unwrap_or_default())]
+    LocalUnreachable {
+        /// The service's address, when the message should name it.
+        addr: Option<String>,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS to an `http2` proxy's local service (`local_tls`) failed.
+    #[error("TLS to the local service {addr} failed: {source}")]
+    LocalTls {
+        /// The service's address.
+        addr: String,
+        /// What went wrong in the handshake.
+        source: TransportError,
+    },
+    /// An `http2` proxy's local service answered TLS but not with ALPN `h2`: it does not
+    /// speak HTTP/2 there (use `type = "http"`, or point `local_addr` at its HTTP/2 port).
+    #[error("the local service {addr} did not agree to HTTP/2 (ALPN h2) over TLS")]
+    LocalNotHttp2 {
+        /// The service's address.
+        addr: String,
+    },
+    /// The HTTP/2 connection preface with an `http2` proxy's local service failed.
+    #[error("HTTP/2 handshake with {addr} failed: {source}")]
+    LocalHttp2Handshake {
+        /// The service's address.
+        addr: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The local service broke off or botched the answer to a request.
+    #[error("the local service failed: {0}")]
+    LocalFailed(#[source] hyper::Error),
+    /// A user's request target cannot be written as an HTTP/2 URI.
+    #[error("bad request target: {0}")]
+    RequestTarget(#[source] http::Error),
+    /// A health check could not connect to the local service.
+    #[error("cannot connect to {addr}: {source}")]
+    HealthConnect {
+        /// The checked address (`local_addr`).
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A health check could not send its request.
+    #[error("sending the request: {0}")]
+    HealthSend(#[source] std::io::Error),
+    /// A health check could not read the answer.
+    #[error("reading the answer: {0}")]
+    HealthRead(#[source] std::io::Error),
+    /// A health check's GET was answered with a status outside 200-399.
+    #[error("GET {path} answered {status}")]
+    HealthStatus {
+        /// The checked path.
+        path: String,
+        /// The status code.
+        status: u16,
+    },
+    /// A health check got no answer within its `timeout`.
+    #[error("no answer within {}s (timeout)", after.as_secs())]
+    HealthTimeout {
+        /// The check's timeout.
+        after: std::time::Duration,
+    },
+    /// A health check's answer has no line end where HTTP's status line would end.
+    #[error("the answer's first line is too long for HTTP")]
+    HealthLineTooLong,
+    /// The checked service closed the connection before answering.
+    #[error("the service closed without answering")]
+    HealthClosed,
+    /// The checked service answered something other than HTTP/1.x.
+    #[error("the answer is not HTTP/1.x")]
+    HealthNotHttp,
+    /// `publish_port` is neither a port, `"auto"` nor a range.
+    #[error(
+        "{value:?} is not {}, with ports up to 65535",
+        crate::publish::EXPECTED
+    )]
+    PublishPortSyntax {
+        /// The value as written.
+        value: String,
+    },
+    /// `publish_port` is a range whose first port is above its last.
+    #[error("{value:?} is an empty range: write the lower port first")]
+    PublishPortEmptyRange {
+        /// The value as written.
+        value: String,
+    },
 }
 
 impl ClientError {
@@ -84,7 +174,25 @@ impl ClientError {
             | ClientError::Config(_)
             | ClientError::VisitorBind { .. }
             | ClientError::StatsBind { .. } => true,
-            ClientError::Protocol(_) => false,
+            ClientError::PublishPortSyntax { .. } | ClientError::PublishPortEmptyRange { .. } => {
+                true
+            }
+            // A local service or a check may recover; the client itself keeps running.
+            ClientError::Protocol(_)
+            | ClientError::LocalUnreachable { .. }
+            | ClientError::LocalTls { .. }
+            | ClientError::LocalNotHttp2 { .. }
+            | ClientError::LocalHttp2Handshake { .. }
+            | ClientError::LocalFailed(_)
+            | ClientError::RequestTarget(_)
+            | ClientError::HealthConnect { .. }
+            | ClientError::HealthSend(_)
+            | ClientError::HealthRead(_)
+            | ClientError::HealthStatus { .. }
+            | ClientError::HealthTimeout { .. }
+            | ClientError::HealthLineTooLong
+            | ClientError::HealthClosed
+            | ClientError::HealthNotHttp => false,
         }
     }
 

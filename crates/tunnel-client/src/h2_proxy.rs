@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use crate::http_proxy::Body;
+use crate::ClientError;
 
 /// The proxy's connection to its local HTTP/2 service, made on first use.
 pub(crate) struct H2Local {
@@ -32,7 +33,10 @@ impl H2Local {
     }
 
     /// Send one request; trailers and streaming bodies pass through as HTTP/2 frames.
-    pub(crate) async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Body>, String> {
+    pub(crate) async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, ClientError> {
         let mut sender = self.sender().await?;
         // HTTP/2 names the authority in :authority (from the URI), not in Host.
         let authority = req
@@ -51,7 +55,7 @@ impl H2Local {
             .authority(authority.as_str())
             .path_and_query(path)
             .build()
-            .map_err(|e| format!("bad request target: {e}"))?;
+            .map_err(ClientError::RequestTarget)?;
         *req.version_mut() = http::Version::HTTP_2;
         // Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2).
         tunnel_http::hop_by_hop::strip_hop_by_hop(req.headers_mut(), false);
@@ -59,35 +63,40 @@ impl H2Local {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("the local service failed: {e}"))?;
+            .map_err(ClientError::LocalFailed)?;
         Ok(resp.map(BodyExt::boxed))
     }
 
     /// The live connection, or a new one. Holding the lock while dialling makes concurrent
     /// first requests share one connection instead of racing to open several.
-    async fn sender(&self) -> Result<http2::SendRequest<Incoming>, String> {
+    async fn sender(&self) -> Result<http2::SendRequest<Incoming>, ClientError> {
         let mut slot = self.conn.lock().await;
         if let Some(s) = slot.as_ref() {
             if !s.is_closed() {
                 return Ok(s.clone());
             }
         }
-        let tcp = crate::proxy::dial(&self.addr)
-            .await
-            .map_err(|e| format!("cannot reach the local service {}: {e}", self.addr))?;
+        let tcp = crate::proxy::dial(&self.addr).await.map_err(|source| {
+            ClientError::LocalUnreachable {
+                addr: Some(self.addr.clone()),
+                source,
+            }
+        })?;
         let sender = match &self.tls {
             None => handshake(tcp, &self.addr).await?,
             Some(tls) => {
                 let stream = tls
                     .wrap(tcp)
                     .await
-                    .map_err(|e| format!("TLS to the local service {} failed: {e}", self.addr))?;
+                    .map_err(|source| ClientError::LocalTls {
+                        addr: self.addr.clone(),
+                        source,
+                    })?;
                 // The wrong ALPN means the service does not speak HTTP/2 over this TLS.
                 if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
-                    return Err(format!(
-                        "the local service {} did not agree to HTTP/2 (ALPN h2) over TLS",
-                        self.addr
-                    ));
+                    return Err(ClientError::LocalNotHttp2 {
+                        addr: self.addr.clone(),
+                    });
                 }
                 handshake(stream, &self.addr).await?
             }
@@ -98,7 +107,7 @@ impl H2Local {
 }
 
 /// HTTP/2 handshake on `io`; the connection is driven by its own task until it ends.
-async fn handshake<T>(io: T, addr: &str) -> Result<http2::SendRequest<Incoming>, String>
+async fn handshake<T>(io: T, addr: &str) -> Result<http2::SendRequest<Incoming>, ClientError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -106,7 +115,10 @@ where
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("HTTP/2 handshake with {addr} failed: {e}"))?;
+        .map_err(|source| ClientError::LocalHttp2Handshake {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let addr = addr.to_owned();
     tokio::spawn(async move {
         if let Err(e) = conn.await {

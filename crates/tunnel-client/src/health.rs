@@ -18,7 +18,7 @@ use tunnel_proto::{ProxyKind, RegisterRequest};
 
 use crate::config::ProxyConfig;
 use crate::error::ConfigProblem;
-use crate::Shared;
+use crate::{ClientError, Shared};
 
 /// How a proxy's local service is probed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -297,7 +297,7 @@ async fn watch(shared: Arc<Shared>, name: String) {
                     "proxy withdrawn: {} health checks failed in a row (last: {}); it rejoins \
                      after one succeeds",
                     hc.max_failed,
-                    outcome.as_ref().err().map_or("", String::as_str)
+                    outcome.as_ref().err().map(ToString::to_string).unwrap_or_default()
                 );
                 shared.health.withdrawn.lock().insert(name.clone());
                 crate::reload::announce(&shared).await;
@@ -322,11 +322,15 @@ async fn watch(shared: Arc<Shared>, name: String) {
 }
 
 /// One probe of `local_addr`, within the check's timeout.
-async fn probe(hc: &HealthCheck, local_addr: &str) -> Result<(), String> {
+async fn probe(hc: &HealthCheck, local_addr: &str) -> Result<(), ClientError> {
     let run = async {
-        let mut tcp = TcpStream::connect(local_addr)
-            .await
-            .map_err(|e| format!("cannot connect to {local_addr}: {e}"))?;
+        let mut tcp =
+            TcpStream::connect(local_addr)
+                .await
+                .map_err(|source| ClientError::HealthConnect {
+                    addr: local_addr.to_owned(),
+                    source,
+                })?;
         if hc.kind == HealthKind::Tcp {
             return Ok(());
         }
@@ -337,41 +341,43 @@ async fn probe(hc: &HealthCheck, local_addr: &str) -> Result<(), String> {
         );
         tcp.write_all(req.as_bytes())
             .await
-            .map_err(|e| format!("sending the request: {e}"))?;
+            .map_err(ClientError::HealthSend)?;
         let status = read_status(&mut tcp).await?;
         if (200..400).contains(&status) {
             Ok(())
         } else {
-            Err(format!("GET {} answered {status}", hc.path()))
+            Err(ClientError::HealthStatus {
+                path: hc.path().to_owned(),
+                status,
+            })
         }
     };
     match tokio::time::timeout(hc.timeout(), run).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer within {}s (timeout)",
-            hc.timeout().as_secs()
-        )),
+        Err(_) => Err(ClientError::HealthTimeout {
+            after: hc.timeout(),
+        }),
     }
 }
 
 /// The status code of an HTTP/1.x answer, from its first line.
-async fn read_status(tcp: &mut TcpStream) -> Result<u16, String> {
+async fn read_status(tcp: &mut TcpStream) -> Result<u16, ClientError> {
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     while !buf.contains(&b'\n') {
         if buf.len() >= MAX_ANSWER {
-            return Err("the answer's first line is too long for HTTP".into());
+            return Err(ClientError::HealthLineTooLong);
         }
         let n = tcp
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
+            .map_err(ClientError::HealthRead)?;
         if n == 0 {
-            return Err("the service closed without answering".into());
+            return Err(ClientError::HealthClosed);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    parse_status(&buf).ok_or_else(|| "the answer is not HTTP/1.x".into())
+    parse_status(&buf).ok_or(ClientError::HealthNotHttp)
 }
 
 /// `HTTP/1.1 204 No Content\r\n...` → 204.
@@ -514,5 +520,71 @@ mod tests {
         );
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status(b"HTTP/1.1 20 x\r\n"), None);
+    }
+
+    /// A one-connection service on loopback: it reads the request head, then sends `answer`
+    /// and closes, or (`None`) holds the connection without answering.
+    async fn serve_once(answer: Option<&'static [u8]>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 256];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = tcp.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&chunk[..n]);
+            }
+            match answer {
+                Some(a) => tcp.write_all(a).await.unwrap(),
+                // Held until the probe gives up and closes its end.
+                None => while tcp.read(&mut chunk).await.is_ok_and(|n| n > 0) {},
+            }
+        });
+        addr
+    }
+
+    /// The failure texts reach the logs and the WARN that withdraws a proxy.
+    #[tokio::test]
+    async fn probe_failures_say_what_the_service_did() {
+        let hc = HealthCheck::new(HealthKind::Http, 1, 3).with_path("/health");
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"HTTP/1.1 503 Unavailable\r\n\r\n",
+                "GET /health answered 503",
+            ),
+            (b"", "the service closed without answering"),
+            (b"SSH-2.0-OpenSSH\r\n", "the answer is not HTTP/1.x"),
+        ];
+        for (answer, text) in cases {
+            let addr = serve_once(Some(answer)).await;
+            let e = probe(&hc, &addr).await.unwrap_err();
+            assert_eq!(e.to_string(), text);
+            assert!(!e.is_permanent());
+        }
+        let long: &'static [u8] = Box::leak(vec![b'x'; 2 * MAX_ANSWER].into_boxed_slice());
+        let addr = serve_once(Some(long)).await;
+        let e = probe(&hc, &addr).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the answer's first line is too long for HTTP"
+        );
+        let addr = serve_once(Some(b"HTTP/1.1 204 No Content\r\n\r\n")).await;
+        probe(&hc, &addr).await.unwrap();
+
+        let silent = serve_once(None).await;
+        let e = probe(&hc, &silent).await.unwrap_err();
+        assert_eq!(e.to_string(), "no answer within 1s (timeout)");
+
+        // A port nobody listens on: bound, then closed.
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone_addr = gone.local_addr().unwrap().to_string();
+        drop(gone);
+        let e = probe(&hc, &gone_addr).await.unwrap_err();
+        let want = format!("cannot connect to {gone_addr}: ");
+        assert!(e.to_string().starts_with(&want), "{e}");
     }
 }

@@ -130,7 +130,8 @@ pub(crate) async fn serve(
             .keep_alive_interval(Some(h.idle()));
         let conn = b.serve_connection_with_upgrades(io, service);
         tokio::select! {
-            r = conn => r.map_err(|e| e.to_string()),
+            // hyper's boxed error, logged below as it comes.
+            r = conn => r,
             () = abort.cancelled() => Err("aborted".into()),
         }
     } else {
@@ -141,7 +142,7 @@ pub(crate) async fn serve(
             .serve_connection(io, service)
             .with_upgrades();
         tokio::select! {
-            r = conn => r.map_err(|e| e.to_string()),
+            r = conn => r.map_err(Into::into),
             () = abort.cancelled() => Err("aborted".into()),
         }
     };

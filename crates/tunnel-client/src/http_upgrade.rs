@@ -13,6 +13,7 @@ use tracing::debug;
 
 use crate::http_pool::LocalPool;
 use crate::http_proxy::Body;
+use crate::ClientError;
 use tunnel_http::hop_by_hop::is_upgrade;
 
 /// Send `req` to the local service over a connection of `pool`; the connection returns to
@@ -20,7 +21,7 @@ use tunnel_http::hop_by_hop::is_upgrade;
 pub(crate) async fn send_h1(
     pool: &Arc<LocalPool>,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, ClientError> {
     // Taken before the request moves on: it resolves once our 101 reaches the user.
     let user_side = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     // HTTP/1.1 to the service, in origin form (the Host header names the authority).
@@ -31,12 +32,12 @@ pub(crate) async fn send_h1(
     let mut conn = pool
         .checkout()
         .await
-        .map_err(|e| format!("cannot reach the local service: {e}"))?;
+        .map_err(|source| ClientError::LocalUnreachable { addr: None, source })?;
     let mut resp = conn
         .sender
         .send_request(req)
         .await
-        .map_err(|e| format!("the local service failed: {e}"))?;
+        .map_err(ClientError::LocalFailed)?;
     match user_side {
         Some(user) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let local = hyper::upgrade::on(&mut resp);

@@ -14,7 +14,7 @@ use tunnel_proto::{
 };
 
 use crate::config::ProxyConfig;
-use crate::ConfigProblem;
+use crate::{ClientError, ConfigProblem};
 
 /// Where the server publishes a proxy: `publish_port = 8080`, `"auto"` or `"6000-6010"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,10 +79,10 @@ impl fmt::Display for PublishPort {
     }
 }
 
-const EXPECTED: &str = "a port (8080), \"auto\", or a range \"6000-6010\"";
+pub(crate) const EXPECTED: &str = "a port (8080), \"auto\", or a range \"6000-6010\"";
 
 impl FromStr for PublishPort {
-    type Err = String;
+    type Err = ClientError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
@@ -92,16 +92,18 @@ impl FromStr for PublishPort {
         let port = |p: &str| {
             p.trim()
                 .parse::<u16>()
-                .map_err(|_| format!("{s:?} is not {EXPECTED}, with ports up to 65535"))
+                .map_err(|_| ClientError::PublishPortSyntax {
+                    value: s.to_owned(),
+                })
         };
         match s.split_once('-') {
             None => port(s).map(PublishPort::Port),
             Some((a, b)) => {
                 let (first, last) = (port(a)?, port(b)?);
                 if first > last {
-                    return Err(format!(
-                        "{s:?} is an empty range: write the lower port first"
-                    ));
+                    return Err(ClientError::PublishPortEmptyRange {
+                        value: s.to_owned(),
+                    });
                 }
                 Ok(PublishPort::Range { first, last })
             }
@@ -282,12 +284,13 @@ mod tests {
 
     #[test]
     fn publish_port_parses_every_form() {
-        assert_eq!("8080".parse(), Ok(PublishPort::Port(8080)));
-        assert_eq!("auto".parse(), Ok(PublishPort::Auto));
-        assert_eq!(" AUTO ".parse(), Ok(PublishPort::Auto));
+        let parse = |s: &str| s.parse::<PublishPort>().ok();
+        assert_eq!(parse("8080"), Some(PublishPort::Port(8080)));
+        assert_eq!(parse("auto"), Some(PublishPort::Auto));
+        assert_eq!(parse(" AUTO "), Some(PublishPort::Auto));
         assert_eq!(
-            "6000-6010".parse(),
-            Ok(PublishPort::Range {
+            parse("6000-6010"),
+            Some(PublishPort::Range {
                 first: 6000,
                 last: 6010
             })
@@ -296,7 +299,15 @@ mod tests {
             assert!(bad.parse::<PublishPort>().is_err(), "{bad:?} accepted");
         }
         let e = "6010-6000".parse::<PublishPort>().unwrap_err();
-        assert!(e.contains("lower port first"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"6010-6000\" is an empty range: write the lower port first"
+        );
+        let e = "x".parse::<PublishPort>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"x\" is not a port (8080), \"auto\", or a range \"6000-6010\", with ports up to 65535"
+        );
     }
 
     #[test]

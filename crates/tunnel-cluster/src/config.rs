@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tunnel_transport::ConfigProblem;
 
+use crate::ClusterError;
+
 /// The shortest accepted `lease_ttl`: etcd's minimum TTL at default election settings
 /// (ceil(1.5 × 1 s election timeout)); below it etcd silently raises the TTL.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
@@ -233,7 +235,7 @@ impl ClusterConfig {
         }
         for (i, e) in self.endpoints.iter().enumerate() {
             if let Err(why) = check_endpoint(e) {
-                bad(&format!("endpoints[{i}]"), why);
+                bad(&format!("endpoints[{i}]"), why.to_string());
             }
         }
         if self.lease_ttl < MIN_LEASE_TTL || self.lease_ttl > MAX_LEASE_TTL {
@@ -262,7 +264,7 @@ impl ClusterConfig {
         match self.server_id() {
             Ok(id) => {
                 if let Err(why) = check_server_id(&id) {
-                    bad("server_id", why);
+                    bad("server_id", why.to_string());
                 }
             }
             Err(p) => out.push(p),
@@ -346,18 +348,18 @@ fn read_key(path: &Path) -> Result<String, ConfigProblem> {
 }
 
 /// `http://host:port` or `https://host:port` (etcd endpoints have no path).
-fn check_endpoint(e: &str) -> Result<(), String> {
+fn check_endpoint(e: &str) -> Result<(), ClusterError> {
     let rest = e
         .strip_prefix("http://")
         .or_else(|| e.strip_prefix("https://"))
-        .ok_or_else(|| {
-            format!("{e:?}: use an http:// or https:// URL, e.g. \"http://127.0.0.1:2379\"")
+        .ok_or_else(|| ClusterError::EndpointScheme {
+            endpoint: e.to_owned(),
         })?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if !looks_like_host_port(rest) {
-        return Err(format!(
-            "{e:?}: give host:port after the scheme, e.g. \"http://127.0.0.1:2379\""
-        ));
+        return Err(ClusterError::EndpointHostPort {
+            endpoint: e.to_owned(),
+        });
     }
     Ok(())
 }
@@ -372,7 +374,7 @@ fn looks_like_host_port(s: &str) -> bool {
         && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
-fn check_server_id(id: &str) -> Result<(), String> {
+fn check_server_id(id: &str) -> Result<(), ClusterError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_SERVER_ID
         && id
@@ -381,9 +383,7 @@ fn check_server_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{id:?}: use 1 to {MAX_SERVER_ID} of A-Z a-z 0-9 _ . -, unique in the cluster"
-        ))
+        Err(ClusterError::ServerId { id: id.to_owned() })
     }
 }
 

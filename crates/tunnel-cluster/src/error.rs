@@ -61,6 +61,27 @@ pub enum ClusterError {
     /// The store ended a watch stream without an error (the connection closed): list again.
     #[error("the store ended the watch")]
     WatchEnded,
+    /// An etcd endpoint of the cluster config is not an http:// or https:// URL.
+    #[error("{endpoint:?}: use an http:// or https:// URL, e.g. \"http://127.0.0.1:2379\"")]
+    EndpointScheme {
+        /// The endpoint as configured.
+        endpoint: String,
+    },
+    /// An etcd endpoint of the cluster config has no usable host:port after its scheme.
+    #[error("{endpoint:?}: give host:port after the scheme, e.g. \"http://127.0.0.1:2379\"")]
+    EndpointHostPort {
+        /// The endpoint as configured.
+        endpoint: String,
+    },
+    /// `server_id` cannot be a registry key segment (the host name is used when it is unset).
+    #[error(
+        "{id:?}: use 1 to {max} of A-Z a-z 0-9 _ . -, unique in the cluster",
+        max = crate::config::MAX_SERVER_ID
+    )]
+    ServerId {
+        /// The id, as configured or taken from the host name.
+        id: String,
+    },
     // --- etcd backend (helper `cetcd`, src/etcd/**) adds its variants below this line. ---
     /// etcd did not answer in time: it is down, unreachable, frozen or without a leader.
     /// Comes wrapped in [`ClusterError::Unavailable`] (retry later).

@@ -1,6 +1,7 @@
 //! A throw-away PostgreSQL cluster and its client programs, for the check that a real
 //! database protocol works through a visitor.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,7 +74,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// `Err` says why this machine cannot run one (the test then skips).
-    pub fn start(bindir: PathBuf) -> Result<Postgres, String> {
+    pub fn start(bindir: PathBuf) -> io::Result<Postgres> {
         let as_postgres = running_as_root();
         if as_postgres
             && !Command::new("id")
@@ -81,7 +82,10 @@ impl Postgres {
                 .output()
                 .is_ok_and(|o| o.status.success())
         {
-            return Err("running as root and there is no postgres user to run the server".into());
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "running as root and there is no postgres user to run the server",
+            ));
         }
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -67,6 +67,32 @@ pub enum TransportError {
     #[error("invalid TLS configuration: {0}")]
     Config(String),
 
+    /// `ws_path` is not an absolute path (shown after the field name in a config problem).
+    #[error("{path:?} must start with \"/\" (e.g. \"{}\")", crate::DEFAULT_WS_PATH)]
+    WsPathRelative {
+        /// The path as configured.
+        path: String,
+    },
+
+    /// `ws_path` is too long for a request line every proxy on the way accepts.
+    #[error("longer than {max} characters")]
+    WsPathTooLong {
+        /// The limit.
+        max: usize,
+    },
+
+    /// `ws_path` holds a character that proxies may re-encode, so both ends would disagree.
+    #[error(
+        "{path:?} contains {bad:?}: use letters, digits and URL path punctuation such as \
+         - . _ ~ / (no spaces, query or fragment)"
+    )]
+    WsPathCharacter {
+        /// The path as configured.
+        path: String,
+        /// The first character not allowed.
+        bad: char,
+    },
+
     /// `connect` was called on a server-role transport, or `accept` on a client-role one.
     #[error(
         "transport used in the wrong role: build it with a client constructor to connect and \
@@ -105,6 +131,9 @@ impl TransportError {
                 | TransportError::Pem { .. }
                 | TransportError::Config(_)
                 | TransportError::WrongRole
+                | TransportError::WsPathRelative { .. }
+                | TransportError::WsPathTooLong { .. }
+                | TransportError::WsPathCharacter { .. }
         ) || matches!(self, TransportError::Setup(e) if e.is_permanent())
     }
 }

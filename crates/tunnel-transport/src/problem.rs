@@ -41,11 +41,11 @@ impl Position {
 }
 
 impl ConfigProblem {
-    /// A problem with `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A problem with `field`; `message` is any text or error that says what to do.
+    pub fn new(field: impl Into<String>, message: impl fmt::Display) -> Self {
         ConfigProblem {
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
             at: None,
         }
     }

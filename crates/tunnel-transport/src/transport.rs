@@ -19,6 +19,9 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// Default URL path of the HTTP/2 request and the WebSocket upgrade.
 pub const DEFAULT_WS_PATH: &str = "/tunnel";
 
+/// The longest `ws_path` accepted, in bytes: it travels in every WebSocket request line.
+const MAX_WS_PATH: usize = 256;
+
 /// What every transport yields: a bidirectional byte stream.
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for T {}
@@ -94,21 +97,21 @@ impl fmt::Debug for Established {
 
 /// Check a `ws_path`: an absolute URL path of plain characters, as both ends and any proxy
 /// in between must spell it the same. The error says what is wrong.
-pub fn check_ws_path(path: &str) -> Result<(), String> {
+pub fn check_ws_path(path: &str) -> Result<(), TransportError> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "{path:?} must start with \"/\" (e.g. \"{DEFAULT_WS_PATH}\")"
-        ));
+        return Err(TransportError::WsPathRelative {
+            path: path.to_owned(),
+        });
     }
-    if path.len() > 256 {
-        return Err("longer than 256 characters".to_owned());
+    if path.len() > MAX_WS_PATH {
+        return Err(TransportError::WsPathTooLong { max: MAX_WS_PATH });
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c);
     if let Some(bad) = path.chars().find(|&c| !ok(c)) {
-        return Err(format!(
-            "{path:?} contains {bad:?}: use letters, digits and URL path punctuation such as \
-             - . _ ~ / (no spaces, query or fragment)"
-        ));
+        return Err(TransportError::WsPathCharacter {
+            path: path.to_owned(),
+            bad,
+        });
     }
     Ok(())
 }
@@ -185,4 +188,39 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> BoxFuture<'_, Result<Established, TransportError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts end up after `ws_path: ` in config errors, which users and docs quote.
+    #[test]
+    fn ws_path_errors_say_what_is_wrong_and_are_permanent() {
+        assert!(check_ws_path("/tunnel").is_ok());
+        assert!(check_ws_path("/a-b_c.d~e/f%20").is_ok());
+        let cases = [
+            (
+                "tunnel".to_owned(),
+                "\"tunnel\" must start with \"/\" (e.g. \"/tunnel\")".to_owned(),
+            ),
+            (
+                format!("/{}", "a".repeat(256)),
+                "longer than 256 characters".to_owned(),
+            ),
+            (
+                "/a b".to_owned(),
+                "\"/a b\" contains ' ': use letters, digits and URL path punctuation such as \
+                 - . _ ~ / (no spaces, query or fragment)"
+                    .to_owned(),
+            ),
+        ];
+        for (path, text) in cases {
+            let Err(e) = check_ws_path(&path) else {
+                panic!("{path:?} accepted");
+            };
+            assert_eq!(e.to_string(), text);
+            assert!(e.is_permanent(), "{e}");
+        }
+    }
 }

@@ -151,3 +151,30 @@ fn server_id_defaults_to_the_host_name() {
     let id = c.server_id().unwrap();
     assert!(!id.is_empty());
 }
+
+#[test]
+fn endpoint_and_server_id_problems_say_the_fix() {
+    let message = |line: &str, field: &str| {
+        let key = line.split(' ').next().unwrap();
+        let base: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} ")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let problems = parse(&format!("{base}\n{line}\n")).problems_with(None);
+        let p = problems.iter().find(|p| p.field == field).unwrap();
+        p.message.clone()
+    };
+    assert_eq!(
+        message("endpoints = [\"127.0.0.1:2379\"]", "cluster.endpoints[0]"),
+        "\"127.0.0.1:2379\": use an http:// or https:// URL, e.g. \"http://127.0.0.1:2379\""
+    );
+    assert_eq!(
+        message("endpoints = [\"http://\"]", "cluster.endpoints[0]"),
+        "\"http://\": give host:port after the scheme, e.g. \"http://127.0.0.1:2379\""
+    );
+    assert_eq!(
+        message("server_id = \"a/b\"", "cluster.server_id"),
+        "\"a/b\": use 1 to 64 of A-Z a-z 0-9 _ . -, unique in the cluster"
+    );
+}
