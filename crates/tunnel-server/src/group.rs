@@ -48,7 +48,7 @@ pub(crate) fn claim_of(
         return Ok(None);
     };
     tunnel_proto::validate_name(name)
-        .map_err(|m| field_error("group", m.replace("name", "group")))?;
+        .map_err(|m| field_error("group", m.to_string().replace("name", "group")))?;
     let key = match spec.group_key.as_deref() {
         Some(k) if k.len() > MAX_GROUP_KEY => {
             return Err(field_error(

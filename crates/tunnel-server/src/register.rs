@@ -343,7 +343,7 @@ async fn register_proxy(
     names: &mut HashSet<String>,
     routes_left: &mut usize,
 ) -> Result<(Vec<ProxyKey>, Option<u16>), FieldError> {
-    tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m))?;
+    tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m.to_string()))?;
     if !names.insert(spec.name.clone()) {
         return Err(field_error(
             "name",
@@ -778,8 +778,8 @@ fn check_outside_subdomains(host: &str, base: &str) -> Result<(), FieldError> {
 }
 
 fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), FieldError> {
-    tunnel_proto::validate_name(&v.name).map_err(|m| field_error("name", m))?;
-    tunnel_proto::validate_name(&v.proxy).map_err(|m| field_error("proxy", m))?;
+    tunnel_proto::validate_name(&v.name).map_err(|m| field_error("name", m.to_string()))?;
+    tunnel_proto::validate_name(&v.proxy).map_err(|m| field_error("proxy", m.to_string()))?;
     if !names.insert(v.name.clone()) {
         return Err(field_error(
             "name",
