@@ -240,7 +240,7 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
         for item in items {
             match item.0.parse::<PortRange>() {
                 Ok(r) => ranges.push(r),
-                Err(m) => problem("allow_ports", m),
+                Err(m) => problem("allow_ports", m.to_string()),
             }
         }
         ranges.into_iter().collect::<PortRanges>()
