@@ -45,7 +45,7 @@ pub(crate) async fn serve_stream(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 warn!("{reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, STREAM_HEADER_MAX));
@@ -144,7 +144,7 @@ pub(crate) async fn serve_stream(
                 .limit_metrics
                 .streams_refused
                 .fetch_add(1, Ordering::Relaxed);
-            r.to_string()
+            r
         })?;
         Ok((a, b))
     });
@@ -155,7 +155,7 @@ pub(crate) async fn serve_stream(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 info!(proxy = %entry.label(), "visitor refused: {reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let (mut out, out_guard) =

@@ -34,7 +34,7 @@ pub(crate) async fn forward_visit(
     let in_guard = lane.aborts.register(in_id);
     let in_slot = match visitor.begin_stream_on(lane) {
         Ok(s) => s,
-        Err(reason) => return refuse(&mut stream, reason).await,
+        Err(reason) => return refuse(&mut stream, reason.to_string()).await,
     };
     let fwd = Forward {
         kind: ForwardKind::Visitor,
