@@ -166,7 +166,7 @@ pub(crate) async fn serve_stream(
                 if let Some(more) = shared.limit_warnings.check(subject) {
                     info!(proxy = %entry.label(), "visitor connection failed: {reason}{more}");
                 }
-                return refuse(&mut stream, reason).await;
+                return refuse(&mut stream, reason.to_string()).await;
             }
         };
     let ok = Message::StreamStatus(StreamStatus::Ok);

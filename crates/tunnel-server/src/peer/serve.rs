@@ -41,7 +41,7 @@ pub(super) async fn serve_forward(
         Ok(Ok(Some(Message::Forward(f)))) => f,
         Ok(Ok(Some(other))) => {
             let reason = format!("a peer stream carries only Forward, not {}", other.name());
-            return answer(&mut stream, Forwarded::Denied(reason)).await;
+            return answer(&mut stream, Forwarded::Denied(reason.to_string())).await;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -170,7 +170,7 @@ async fn serve(
         Ok(s) => s,
         Err(reason) => {
             info!(proxy = %entry.label(), %src, "forwarded connection failed: {reason}");
-            return answer(&mut stream, Forwarded::Denied(reason)).await;
+            return answer(&mut stream, Forwarded::Denied(reason.to_string())).await;
         }
     };
     let ok = Message::Forwarded(Forwarded::Ok);
