@@ -55,7 +55,7 @@ pub(crate) async fn forward_visit(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 info!(%owner, "visitor refused via peer: {reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let owner = opened.server_id;
