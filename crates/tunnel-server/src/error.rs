@@ -154,6 +154,15 @@ pub enum ServerError {
         /// Connections one address may hold.
         limit: usize,
     },
+    /// An HTTP request to a virtual host without a Host (nor an absolute-form target).
+    #[error("bad request: no Host header")]
+    NoHostHeader,
+    /// An HTTP request with two Host headers, which parties on the way may route apart.
+    #[error("bad request: two Host headers; send exactly one")]
+    TwoHostHeaders,
+    /// An HTTP request whose Host header is not visible ASCII.
+    #[error("bad request: the Host header is not plain text")]
+    HostNotText,
     /// A request another server forwards finds every connection slot taken.
     #[error("too busy: all {limit} connection slots are taken")]
     ServerBusy {

@@ -145,7 +145,7 @@ pub(super) async fn serve(
     let user = fwd.src_addr.unwrap_or(link);
     let permit = match crate::vhost::admit_forwarded(&vh, user) {
         Ok(p) => p,
-        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason)).await,
+        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason.to_string())).await,
     };
     let ok = Message::Forwarded(Forwarded::Ok);
     if write_message(&mut stream, &ok, PEER_STREAM_MAX_FRAME)
