@@ -163,6 +163,15 @@ pub enum ServerError {
     /// An HTTP request whose Host header is not visible ASCII.
     #[error("bad request: the Host header is not plain text")]
     HostNotText,
+    /// A visitor tried a proxy that opts in to no visitors.
+    #[error("the proxy sets neither secret nor allow_visitors")]
+    NotVisitable,
+    /// A visitor's secret is not the proxy's.
+    #[error("wrong or missing secret")]
+    WrongSecret,
+    /// A visitor's client id is not in the proxy's `allow_visitors`.
+    #[error("client id not in allow_visitors")]
+    NotAnAllowedVisitor,
     /// A request another server forwards finds every connection slot taken.
     #[error("too busy: all {limit} connection slots are taken")]
     ServerBusy {

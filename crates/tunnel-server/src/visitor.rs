@@ -15,7 +15,7 @@ use crate::forward::open_to_owner;
 use crate::lane::Lane;
 use crate::registry::{ProxyEntry, ProxyKey};
 use crate::session::{SessionRecord, CONTROL_MAX_FRAME};
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// A client that opens a stream must name its target promptly.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,13 +228,13 @@ pub(crate) fn visit_allowed(
 
 /// Whether a visitor may reach a proxy: the proxy must opt in with a secret, an allow list or
 /// both, and the visitor must satisfy every one it set.
-fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &'static str> {
+fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), ServerError> {
     if spec.secret.is_none() && spec.allow_visitors.is_empty() {
-        return Err("the proxy sets neither secret nor allow_visitors");
+        return Err(ServerError::NotVisitable);
     }
     if let Some(expected) = &spec.secret {
         if !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
-            return Err("wrong or missing secret");
+            return Err(ServerError::WrongSecret);
         }
     }
     if !spec.allow_visitors.is_empty()
@@ -243,7 +243,7 @@ fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &
             .iter()
             .any(|id| id == "*" || id == client_id)
     {
-        return Err("client id not in allow_visitors");
+        return Err(ServerError::NotAnAllowedVisitor);
     }
     Ok(())
 }
