@@ -910,7 +910,7 @@ impl ClientConfig {
                 .as_deref()
                 .map(str::parse::<tunnel_proto::Bandwidth>)
             {
-                out.push(ConfigProblem::new(at("bandwidth_limit"), m));
+                out.push(ConfigProblem::new(at("bandwidth_limit"), m.to_string()));
             }
             crate::udp::problems(p, i, &mut out);
             crate::health::problems(p, i, &mut out);

@@ -151,6 +151,26 @@ pub enum ProtoError {
     #[error("invalid registration JSON: {0}")]
     BadJson(String),
 
+    /// A `bandwidth_limit` that is not a rate.
+    #[error(
+        "{text:?} is not a rate: write bytes per second as e.g. \"10MiB\", \"500KiB\", \
+         \"2MB\" (KiB/MiB/GiB are powers of 1024, kB/MB/GB of 1000)"
+    )]
+    NotARate {
+        /// The rate as written.
+        text: String,
+    },
+
+    /// A `bandwidth_limit` of zero.
+    #[error(
+        "{text:?} would stop all traffic: remove bandwidth_limit for no limit, or remove the \
+         client to refuse it"
+    )]
+    ZeroRate {
+        /// The rate as written.
+        text: String,
+    },
+
     /// A proxy, visitor, group or client name is empty.
     #[error("name must not be empty; use 1 to 64 of A-Z a-z 0-9 _ . -")]
     EmptyName,

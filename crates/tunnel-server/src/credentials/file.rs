@@ -278,7 +278,7 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
     }
     let bandwidth_limit = entry.bandwidth_limit.as_deref().and_then(|b| {
         b.parse::<Bandwidth>()
-            .map_err(|m| problem("bandwidth_limit", m))
+            .map_err(|m| problem("bandwidth_limit", m.to_string()))
             .ok()
     });
     Scope {
