@@ -139,13 +139,14 @@ pub(crate) async fn serve_stream(
     // Both sessions carry this connection, so it counts against both clients' limits.
     let slots = visitor.begin_stream_on(lane).and_then(|a| {
         let proxies = || shared.registry.proxies_of(owner.id);
-        let b = owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
-            shared
-                .limit_metrics
-                .streams_refused
-                .fetch_add(1, Ordering::Relaxed);
-            r
-        })?;
+        let b = owner
+            .begin_stream_for(&entry.key, proxies)
+            .inspect_err(|_| {
+                shared
+                    .limit_metrics
+                    .streams_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
         Ok((a, b))
     });
     let (in_slot, out_slot) = match slots {

@@ -238,22 +238,26 @@ pub(crate) struct Opened {
 /// A failed forward: why, for the counters, and the error whose text the visitor reads.
 pub(crate) struct Failed {
     why: Failure,
-    reason: ServerError,
+    /// Boxed: beside `why`, a `ServerError` (120 bytes) would make this too large an `Err`.
+    reason: Box<ServerError>,
 }
 
 impl Failed {
     /// Why, for a caller that counts the failure itself (or not at all).
     pub(crate) fn into_reason(self) -> ServerError {
-        self.reason
+        *self.reason
     }
 
     fn new(why: Failure, reason: ServerError) -> Self {
-        Failed { why, reason }
+        Failed {
+            why,
+            reason: Box::new(reason),
+        }
     }
 
     fn count(self, counters: &PeerCounters) -> ServerError {
         counters.failed(self.why);
-        self.reason
+        *self.reason
     }
 }
 
