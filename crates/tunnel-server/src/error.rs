@@ -289,3 +289,124 @@ fn list(problems: &[ConfigProblem]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ServerError as E;
+
+    /// The texts users read in config problems, field errors, logs and stream refusals were
+    /// `String`s before these variants; they must read the same.
+    #[test]
+    fn texts_are_the_ones_users_read() {
+        let cases: Vec<(E, &str)> = vec![
+            (
+                E::NotAPortRange { text: "0".into() },
+                r#""0" is not a port range: use "N" or "N-M" with ports 1-65535"#,
+            ),
+            (
+                E::EmptyPortRange { text: "9-1".into() },
+                r#""9-1" is an empty range: write the lower port first"#,
+            ),
+            (
+                E::NotADomain { domain: "a:1".into() },
+                r#""a:1" is not a domain: use a host name like "app.example.com" or a wildcard like "*.example.com" (no port, no scheme)"#,
+            ),
+            (
+                E::NotALocation { location: "api".into() },
+                r#""api" is not a path prefix: start it with "/" (e.g. "/api"), no query"#,
+            ),
+            (
+                E::TooManyProxies { count: 3, max: 2 },
+                "3 proxies and visitors, but this client may register 2 (max_proxies in the server's clients_file)",
+            ),
+            (
+                E::HeadersPerClient { held: 4 },
+                "stream refused: this client already has 4 streams still sending their header (max_stream_headers_per_client)",
+            ),
+            (
+                E::HeadersServerWide,
+                "stream refused: the server holds too many streams still sending their header (max_stream_headers); try again",
+            ),
+            (
+                E::IdTakenMeanwhile { id: "c".into() },
+                r#"client id "c" was taken by another client meanwhile"#,
+            ),
+            (
+                E::FullMeanwhile { clients: 5 },
+                "the server filled up meanwhile (5 clients, max_clients); try again later",
+            ),
+            (
+                E::SourceBusy { limit: 8 },
+                "too busy: this address already has 8 connections open",
+            ),
+            (
+                E::ServerBusy { limit: 9 },
+                "too busy: all 9 connection slots are taken",
+            ),
+            (
+                E::OwnerSilent {
+                    after: Duration::from_secs(15),
+                },
+                "connection failed: no answer from the proxy's client within 15s",
+            ),
+            (
+                E::PeerLinksFull {
+                    max: 64,
+                    addr: "10.0.0.2:7443".into(),
+                },
+                "connection failed: already 64 peer links open; not dialling 10.0.0.2:7443",
+            ),
+            (
+                E::PeerAnsweredOther {
+                    server_id: "b".into(),
+                    got: "Hello",
+                },
+                "connection failed: the peer server b answered Hello",
+            ),
+            (
+                E::PeerClosed {
+                    server_id: "b".into(),
+                },
+                "connection failed: the peer server b closed the stream",
+            ),
+            (
+                E::PeerSilent {
+                    server_id: "b".into(),
+                    after: Duration::from_secs(10),
+                },
+                "connection failed: no answer from the peer server b within 10s",
+            ),
+            (E::ProxyNotFound, "proxy not found"),
+            (
+                E::ProxyMoving,
+                "proxy not found: its registration is moving; try again",
+            ),
+            (
+                E::PeerDenied {
+                    reason: "access denied".into(),
+                },
+                "access denied",
+            ),
+            (E::NoHostHeader, "bad request: no Host header"),
+            (
+                E::TwoHostHeaders,
+                "bad request: two Host headers; send exactly one",
+            ),
+            (
+                E::HostNotText,
+                "bad request: the Host header is not plain text",
+            ),
+            (
+                E::NotVisitable,
+                "the proxy sets neither secret nor allow_visitors",
+            ),
+            (E::WrongSecret, "wrong or missing secret"),
+            (E::NotAnAllowedVisitor, "client id not in allow_visitors"),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text, "{e:?}");
+        }
+    }
+}
