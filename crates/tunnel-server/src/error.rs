@@ -121,6 +121,27 @@ pub enum ServerError {
         /// The client's `max_proxies`.
         max: usize,
     },
+    /// A client holds `max_streams_per_client` streams.
+    #[error("too many streams: this client already has {open} open (max_streams_per_client)")]
+    StreamsFull {
+        /// Streams the client holds.
+        open: usize,
+    },
+    /// A proxy holds more than its fair share of its client's streams, and the free ones
+    /// left are kept for the client's other proxies.
+    #[error(
+        "too many streams for proxy {proxy}: it holds {held} and the client's free streams are \
+         kept for its other proxies (fair share: each proxy is sure of {reserve}, \
+         max_streams_per_client / 2 / proxies)"
+    )]
+    FairShare {
+        /// The proxy.
+        proxy: String,
+        /// Streams it holds.
+        held: usize,
+        /// Streams each proxy of the client is sure of.
+        reserve: usize,
+    },
     /// A client already has `max_stream_headers_per_client` streams reading their header.
     #[error(
         "stream refused: this client already has {held} streams still sending their header \
@@ -199,6 +220,15 @@ pub enum ServerError {
     /// The stream to the proxy's client failed while the user's first bytes went out.
     #[error("connection failed: the stream to the proxy's client failed ({0})")]
     OwnerStreamIo(#[source] std::io::Error),
+    /// A connection another server forwards finds the proxy's client at its stream limit.
+    #[error("connection failed: the proxy's client is at its stream limit")]
+    OwnerAtStreamLimit,
+    /// A peer server forwarded a virtual-host request as if it were for one proxy.
+    #[error("a virtual-host request names no proxy")]
+    VhostNamesNoProxy,
+    /// A peer server's registry probe reached the path for one proxy.
+    #[error("a probe names no proxy")]
+    ProbeNamesNoProxy,
     /// This server already holds as many peer links as it may.
     #[error("connection failed: already {max} peer links open; not dialling {addr}")]
     PeerLinksFull {
@@ -389,6 +419,19 @@ mod tests {
                 },
                 "access denied",
             ),
+            (
+                E::StreamsFull { open: 3 },
+                "too many streams: this client already has 3 open (max_streams_per_client)",
+            ),
+            (
+                E::OwnerAtStreamLimit,
+                "connection failed: the proxy's client is at its stream limit",
+            ),
+            (
+                E::VhostNamesNoProxy,
+                "a virtual-host request names no proxy",
+            ),
+            (E::ProbeNamesNoProxy, "a probe names no proxy"),
             (E::NoHostHeader, "bad request: no Host header"),
             (
                 E::TwoHostHeaders,

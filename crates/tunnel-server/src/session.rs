@@ -25,7 +25,7 @@ use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
 use crate::metrics::EventKind;
 use crate::registry::{ProxyKey, Refused};
-use crate::stream_budget::{Refusal, StreamBudget};
+use crate::stream_budget::StreamBudget;
 use crate::{register, visitor, ServerError, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
@@ -64,7 +64,7 @@ impl SessionRecord {
     pub(crate) fn begin_stream_on(
         self: &Arc<Self>,
         lane: Arc<Lane>,
-    ) -> Result<StreamSlot, Refusal> {
+    ) -> Result<StreamSlot, ServerError> {
         self.budget.take(None, || 0)?;
         Ok(self.slot(lane.slot(), None))
     }
@@ -76,7 +76,7 @@ impl SessionRecord {
         self: &Arc<Self>,
         proxy: &ProxyKey,
         proxies: impl FnOnce() -> usize,
-    ) -> Result<StreamSlot, Refusal> {
+    ) -> Result<StreamSlot, ServerError> {
         self.budget.take(Some(proxy), proxies)?;
         Ok(self.slot(self.lanes.place(), Some(proxy.clone())))
     }
