@@ -124,8 +124,9 @@ fn main() -> ExitCode {
     };
     cfg = match overrides.apply(cfg) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(problem) => {
+            // The message names the flag already.
+            eprintln!("error: {}", problem.message);
             return ExitCode::FAILURE;
         }
     };
@@ -208,7 +209,8 @@ struct Overrides {
 }
 
 impl Overrides {
-    fn apply(&self, mut cfg: ServerConfig) -> Result<ServerConfig, String> {
+    /// The flags over `cfg`; a flag value that does not parse is a problem of its config key.
+    fn apply(&self, mut cfg: ServerConfig) -> Result<ServerConfig, server::ConfigProblem> {
         if let Some(b) = self.bind {
             cfg = cfg.with_bind(b);
         }
@@ -230,7 +232,10 @@ impl Overrides {
                 cfg = cfg.with_stats_bind(None);
             } else {
                 let a = addr.parse().map_err(|_| {
-                    format!("--stats-bind {addr:?} is not IP:PORT (or \"\" for off)")
+                    server::ConfigProblem::new(
+                        "stats_bind",
+                        format!("--stats-bind {addr:?} is not IP:PORT (or \"\" for off)"),
+                    )
                 })?;
                 cfg = cfg.with_stats_bind(Some(a));
             }
@@ -264,9 +269,10 @@ impl Source {
             return Ok(self.started.clone());
         };
         let mut cfg = ServerConfig::from_file(path)?;
-        cfg = self.overrides.apply(cfg).map_err(|e| {
-            server::ServerError::Config(vec![server::ConfigProblem::new("stats_bind", e)])
-        })?;
+        cfg = self
+            .overrides
+            .apply(cfg)
+            .map_err(|problem| server::ServerError::Config(vec![problem]))?;
         let s = &self.started;
         if cfg.auth_key.is_none() && cfg.auth_key_file.is_none() && cfg.clients_file.is_none() {
             cfg.auth_key.clone_from(&s.auth_key);

@@ -856,7 +856,7 @@ impl ClientConfig {
         }
         if let Some(id) = &self.id {
             if let Err(m) = tunnel_proto::validate_name(id) {
-                out.push(ConfigProblem::new("id", m));
+                out.push(ConfigProblem::new("id", m.to_string()));
             }
         }
         if self.heartbeat_timeout.is_zero() {
@@ -875,7 +875,7 @@ impl ClientConfig {
         for (i, p) in self.proxies.iter().enumerate() {
             let at = |f: &str| format!("proxies[{i}].{f}");
             if let Err(m) = tunnel_proto::validate_name(&p.name) {
-                out.push(ConfigProblem::new(at("name"), m));
+                out.push(ConfigProblem::new(at("name"), m.to_string()));
             } else if !names.insert(p.name.clone()) {
                 out.push(ConfigProblem::new(
                     at("name"),
@@ -910,7 +910,7 @@ impl ClientConfig {
                 .as_deref()
                 .map(str::parse::<tunnel_proto::Bandwidth>)
             {
-                out.push(ConfigProblem::new(at("bandwidth_limit"), m));
+                out.push(ConfigProblem::new(at("bandwidth_limit"), m.to_string()));
             }
             crate::udp::problems(p, i, &mut out);
             crate::health::problems(p, i, &mut out);
@@ -926,7 +926,7 @@ impl ClientConfig {
         for (i, v) in self.visitors.iter().enumerate() {
             let at = |f: &str| format!("visitors[{i}].{f}");
             if let Err(m) = tunnel_proto::validate_name(&v.name) {
-                out.push(ConfigProblem::new(at("name"), m));
+                out.push(ConfigProblem::new(at("name"), m.to_string()));
             } else if !vnames.insert(v.name.clone()) {
                 out.push(ConfigProblem::new(
                     at("name"),
@@ -934,7 +934,7 @@ impl ClientConfig {
                 ));
             }
             if let Err(m) = tunnel_proto::validate_name(&v.proxy) {
-                out.push(ConfigProblem::new(at("proxy"), m));
+                out.push(ConfigProblem::new(at("proxy"), m.to_string()));
             }
             if !matches!(v.kind, ProxyKind::Tcp | ProxyKind::Udp) {
                 out.push(ConfigProblem::new(
@@ -988,7 +988,10 @@ fn group_problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) {
                 ));
             }
             if let Err(m) = tunnel_proto::validate_name(g) {
-                out.push(ConfigProblem::new(at("group"), m.replace("name", "group")));
+                out.push(ConfigProblem::new(
+                    at("group"),
+                    m.to_string().replace("name", "group"),
+                ));
             }
             let hosts = !p.http.domains.is_empty() || p.http.subdomain.is_some();
             if p.publish_port.is_none() && !hosts {

@@ -208,7 +208,7 @@ pub(crate) fn problems(p: &ProxyConfig, i: usize, out: &mut Vec<ConfigProblem>) 
             ));
         }
         if let Err(m) = req.check() {
-            out.push(ConfigProblem::new(at("publish_port"), m));
+            out.push(ConfigProblem::new(at("publish_port"), m.to_string()));
         }
     }
     let Some((_, first, last)) = local_ports(&p.local_addr) else {

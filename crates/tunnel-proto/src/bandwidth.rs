@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::ProtoError;
+
 /// A rate in bytes per second, written `"10MiB"`, `"500KiB"`, `"2MB"` or a plain number of
 /// bytes. The server enforces it with a token bucket per direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,15 +40,10 @@ impl Bandwidth {
 }
 
 impl FromStr for Bandwidth {
-    type Err = String;
+    type Err = ProtoError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "{s:?} is not a rate: write bytes per second as e.g. \"10MiB\", \"500KiB\", \
-                 \"2MB\" (KiB/MiB/GiB are powers of 1024, kB/MB/GB of 1000)"
-            )
-        };
+        let bad = || ProtoError::NotARate { text: s.to_owned() };
         let text = s.trim().trim_end_matches("/s");
         let (number, scale) = UNITS
             .iter()
@@ -59,10 +56,7 @@ impl FromStr for Bandwidth {
         let n: u64 = number.parse().map_err(|_| bad())?;
         let bytes_per_second = n.checked_mul(scale).ok_or_else(bad)?;
         if bytes_per_second == 0 {
-            return Err(format!(
-                "{s:?} would stop all traffic: remove bandwidth_limit for no limit, or remove the \
-                 client to refuse it"
-            ));
+            return Err(ProtoError::ZeroRate { text: s.to_owned() });
         }
         Ok(Bandwidth { bytes_per_second })
     }
@@ -111,9 +105,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Bandwidth>().is_err(), "{bad:?} accepted");
         }
-        assert!("0MiB"
-            .parse::<Bandwidth>()
-            .unwrap_err()
-            .contains("stop all traffic"));
+        assert_eq!(
+            "0MiB".parse::<Bandwidth>().unwrap_err().to_string(),
+            "\"0MiB\" would stop all traffic: remove bandwidth_limit for no limit, or remove \
+             the client to refuse it"
+        );
+        assert_eq!(
+            "10Mbit".parse::<Bandwidth>().unwrap_err().to_string(),
+            "\"10Mbit\" is not a rate: write bytes per second as e.g. \"10MiB\", \"500KiB\", \
+             \"2MB\" (KiB/MiB/GiB are powers of 1024, kB/MB/GB of 1000)"
+        );
     }
 }

@@ -150,6 +150,116 @@ pub enum ProtoError {
     /// A JSON body (registration) failed to parse or serialize.
     #[error("invalid registration JSON: {0}")]
     BadJson(String),
+
+    /// A `bandwidth_limit` that is not a rate.
+    #[error(
+        "{text:?} is not a rate: write bytes per second as e.g. \"10MiB\", \"500KiB\", \
+         \"2MB\" (KiB/MiB/GiB are powers of 1024, kB/MB/GB of 1000)"
+    )]
+    NotARate {
+        /// The rate as written.
+        text: String,
+    },
+
+    /// A `bandwidth_limit` of zero.
+    #[error(
+        "{text:?} would stop all traffic: remove bandwidth_limit for no limit, or remove the \
+         client to refuse it"
+    )]
+    ZeroRate {
+        /// The rate as written.
+        text: String,
+    },
+
+    /// A proxy, visitor, group or client name is empty.
+    #[error("name must not be empty; use 1 to 64 of A-Z a-z 0-9 _ . -")]
+    EmptyName,
+
+    /// A name holds a character outside `[A-Za-z0-9_.-]`.
+    #[error(
+        "name contains {bad:?}; use only A-Z a-z 0-9 _ . - (1 to {max} characters)",
+        max = crate::register::MAX_NAME
+    )]
+    NameCharacter {
+        /// The first character not allowed.
+        bad: char,
+    },
+
+    /// A name is longer than [`MAX_NAME`](crate::register::MAX_NAME).
+    #[error(
+        "name is {len} characters long; use at most {max} of A-Z a-z 0-9 _ . -",
+        max = crate::register::MAX_NAME
+    )]
+    NameTooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+
+    /// A port block that starts at port 0.
+    #[error("a port block starts at port 1 or above")]
+    BlockFromZero,
+
+    /// A port block whose first port is above its last.
+    #[error("{first}-{last} is an empty block: write the lower port first")]
+    EmptyBlock {
+        /// The block's first port as written.
+        first: u16,
+        /// The block's last port as written.
+        last: u16,
+    },
+
+    /// A port block of more than [`MAX_PORT_BLOCK`](crate::MAX_PORT_BLOCK) ports.
+    #[error(
+        "{first}-{last} is {len} ports; a block holds at most {max}: split it into several \
+         proxies",
+        max = crate::MAX_PORT_BLOCK
+    )]
+    BlockTooLong {
+        /// The block's first port.
+        first: u16,
+        /// The block's last port.
+        last: u16,
+        /// Ports in the block.
+        len: u32,
+    },
+
+    // What a user sent an HTTPS virtual host instead of a ClientHello this build reads
+    // (`crate::sni`): the words are for a debug log, the connection is closed.
+    /// The first record is not a TLS handshake record.
+    #[error("not a TLS handshake record")]
+    NotHandshakeRecord,
+
+    /// A record of another type came before the ClientHello was complete.
+    #[error("a record other than handshake inside the ClientHello")]
+    ForeignRecord,
+
+    /// A record header names a major version other than 3.
+    #[error("not a TLS record version")]
+    NotTlsVersion,
+
+    /// A TLS record announces more than 16 KiB.
+    #[error("a TLS record longer than 16 KiB")]
+    TlsRecordTooLong,
+
+    /// The first handshake message is another one than a ClientHello.
+    #[error("the first handshake message is not a ClientHello")]
+    NotClientHello,
+
+    /// The ClientHello is over [`MAX_CLIENT_HELLO`](crate::sni::MAX_CLIENT_HELLO).
+    #[error("the ClientHello is larger than 16 KiB")]
+    ClientHelloTooLarge,
+
+    /// A ClientHello field runs past the message's end.
+    #[error("a truncated ClientHello")]
+    TruncatedClientHello,
+
+    /// The `server_name` holds something else than a DNS name.
+    #[error("the server name is not a DNS name")]
+    BadServerName,
+
+    /// A `server_name` extension without a `host_name` entry.
+    #[error("a server_name extension without a host name")]
+    NoHostName,
 }
 
 /// Why a handshake or session setup did not complete, on either side.
@@ -185,8 +295,8 @@ pub enum HandshakeError {
     BadClientId {
         /// The id as sent.
         id: String,
-        /// What is wrong with it.
-        problem: String,
+        /// What is wrong with it (a name error of [`ProtoError`]).
+        problem: ProtoError,
     },
     /// The proof does not match the key.
     #[error("wrong auth key")]

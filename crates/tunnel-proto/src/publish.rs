@@ -17,6 +17,8 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ProtoError;
+
 /// Most ports one proxy may publish as a block.
 pub const MAX_PORT_BLOCK: u16 = 1000;
 
@@ -40,8 +42,8 @@ impl PortRequest {
     ///
     /// # Errors
     ///
-    /// What is wrong with the block, for the user.
-    pub fn block(first: u16, last: u16) -> Result<Self, String> {
+    /// What is wrong with the block, for the user (see [`PortRequest::check`]).
+    pub fn block(first: u16, last: u16) -> Result<Self, ProtoError> {
         let block = PortRequest::Block { first, last };
         block.check()?;
         Ok(block)
@@ -53,25 +55,21 @@ impl PortRequest {
     ///
     /// # Errors
     ///
-    /// What is wrong, naming the rule.
-    pub fn check(&self) -> Result<(), String> {
+    /// [`ProtoError::BlockFromZero`], [`ProtoError::EmptyBlock`] or
+    /// [`ProtoError::BlockTooLong`]: its text names the rule.
+    pub fn check(&self) -> Result<(), ProtoError> {
         let PortRequest::Block { first, last } = *self else {
             return Ok(());
         };
         if first == 0 {
-            return Err("a port block starts at port 1 or above".to_owned());
+            return Err(ProtoError::BlockFromZero);
         }
         if first > last {
-            return Err(format!(
-                "{first}-{last} is an empty block: write the lower port first"
-            ));
+            return Err(ProtoError::EmptyBlock { first, last });
         }
         let len = u32::from(last) - u32::from(first) + 1;
         if len > u32::from(MAX_PORT_BLOCK) {
-            return Err(format!(
-                "{first}-{last} is {len} ports; a block holds at most {MAX_PORT_BLOCK}: split \
-                 it into several proxies"
-            ));
+            return Err(ProtoError::BlockTooLong { first, last, len });
         }
         Ok(())
     }
@@ -122,15 +120,23 @@ mod tests {
     #[test]
     fn blocks_are_bounded_and_ordered() {
         assert!(PortRequest::block(6000, 6999).is_ok());
-        let e = PortRequest::block(6000, 7000).unwrap_err();
+        let e = PortRequest::block(6000, 7000).unwrap_err().to_string();
         assert!(
             e.contains("1001 ports") && e.contains("at most 1000"),
             "{e}"
         );
         assert!(PortRequest::block(10, 9)
             .unwrap_err()
+            .to_string()
             .contains("lower port first"));
-        assert!(PortRequest::block(0, 9).is_err());
+        assert_eq!(
+            PortRequest::block(0, 9).unwrap_err().to_string(),
+            "a port block starts at port 1 or above"
+        );
+        assert_eq!(
+            PortRequest::block(1, 1001).unwrap_err().to_string(),
+            "1-1001 is 1001 ports; a block holds at most 1000: split it into several proxies"
+        );
         assert!(PortRequest::block(65535, 65535).is_ok());
         // A peer can send what `block` would refuse: `check` is what the server runs.
         let huge = PortRequest::Block {

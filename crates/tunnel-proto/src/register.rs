@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ProtoError;
+
 /// Everything a client wants published in one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -267,25 +269,21 @@ pub const MAX_NAME: usize = 64;
 ///
 /// # Errors
 ///
-/// A message for the user saying what is wrong and restating the rule.
-pub fn validate_name(name: &str) -> Result<(), String> {
+/// [`ProtoError::EmptyName`], [`ProtoError::NameCharacter`] or [`ProtoError::NameTooLong`]:
+/// its text says what is wrong and restates the rule.
+pub fn validate_name(name: &str) -> Result<(), ProtoError> {
     if name.is_empty() {
-        return Err("name must not be empty; use 1 to 64 of A-Z a-z 0-9 _ . -".to_owned());
+        return Err(ProtoError::EmptyName);
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(format!(
-            "name contains {bad:?}; use only A-Z a-z 0-9 _ . - (1 to {MAX_NAME} characters)"
-        ));
+        return Err(ProtoError::NameCharacter { bad });
     }
     // All ASCII by now, so bytes == characters.
     if name.len() > MAX_NAME {
-        return Err(format!(
-            "name is {} characters long; use at most {MAX_NAME} of A-Z a-z 0-9 _ . -",
-            name.len()
-        ));
+        return Err(ProtoError::NameTooLong { len: name.len() });
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! Bounded: a ClientHello larger than [`MAX_CLIENT_HELLO`], or one whose records carry more
 //! than that in total, is refused, and each byte fed is looked at a constant number of times.
 
+use crate::ProtoError;
+
 /// The largest ClientHello accepted, in bytes of handshake message (and, with record
 /// headers, in bytes fed). Browsers send under 2 KiB, post-quantum key shares under 4 KiB.
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
@@ -42,7 +44,7 @@ pub enum Hello {
     /// address, not a name).
     NoSni,
     /// Not a TLS ClientHello, or one this reader refuses; the reason is for a debug log.
-    NotTls(&'static str),
+    NotTls(ProtoError),
 }
 
 /// Incremental ClientHello reader; see the [module docs](self).
@@ -82,7 +84,7 @@ impl ClientHelloReader {
             // Counted as consumed, so that bytes after a complete hello never count.
             self.fed += take;
             if self.fed > MAX_FED {
-                return self.finish(Hello::NotTls("the ClientHello is larger than 16 KiB"));
+                return self.finish(Hello::NotTls(ProtoError::ClientHelloTooLarge));
             }
             self.record.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
@@ -112,27 +114,27 @@ impl ClientHelloReader {
     }
 
     /// The body length of the record in `record`, once its header is complete.
-    fn record_len(&self) -> Result<Option<usize>, &'static str> {
+    fn record_len(&self) -> Result<Option<usize>, ProtoError> {
         let r = &self.record;
         if let Some(&kind) = r.first() {
             if kind != CONTENT_HANDSHAKE {
                 return Err(if self.handshake.is_empty() && self.fed <= r.len() {
-                    "not a TLS handshake record"
+                    ProtoError::NotHandshakeRecord
                 } else {
-                    "a record other than handshake inside the ClientHello"
+                    ProtoError::ForeignRecord
                 });
             }
         }
         // Major version 3 for every TLS version (and SSL 3); anything else is not TLS.
         if r.len() >= 2 && r[1] != 3 {
-            return Err("not a TLS record version");
+            return Err(ProtoError::NotTlsVersion);
         }
         if r.len() < RECORD_HEADER {
             return Ok(None);
         }
         let len = usize::from(u16::from_be_bytes([r[3], r[4]]));
         if len > MAX_RECORD {
-            return Err("a TLS record longer than 16 KiB");
+            return Err(ProtoError::TlsRecordTooLong);
         }
         Ok(Some(len))
     }
@@ -142,7 +144,7 @@ impl ClientHelloReader {
         let h = &self.handshake;
         if let Some(&kind) = h.first() {
             if kind != CLIENT_HELLO {
-                return Hello::NotTls("the first handshake message is not a ClientHello");
+                return Hello::NotTls(ProtoError::NotClientHello);
             }
         }
         if h.len() < HANDSHAKE_HEADER {
@@ -150,7 +152,7 @@ impl ClientHelloReader {
         }
         let len = usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]);
         if len > MAX_CLIENT_HELLO {
-            return Hello::NotTls("the ClientHello is larger than 16 KiB");
+            return Hello::NotTls(ProtoError::ClientHelloTooLarge);
         }
         if h.len() < HANDSHAKE_HEADER + len {
             return Hello::NeedMore;
@@ -166,42 +168,40 @@ impl ClientHelloReader {
 /// A cursor over a ClientHello body; every read checks the length.
 struct Cursor<'a>(&'a [u8]);
 
-const TRUNCATED: &str = "a truncated ClientHello";
-
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
         if self.0.len() < n {
-            return Err(TRUNCATED);
+            return Err(ProtoError::TruncatedClientHello);
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, &'static str> {
+    fn u8(&mut self) -> Result<u8, ProtoError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, &'static str> {
+    fn u16(&mut self) -> Result<u16, ProtoError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
     /// A vector with a one-byte length.
-    fn vec8(&mut self) -> Result<&'a [u8], &'static str> {
+    fn vec8(&mut self) -> Result<&'a [u8], ProtoError> {
         let n = self.u8()?;
         self.take(usize::from(n))
     }
 
     /// A vector with a two-byte length.
-    fn vec16(&mut self) -> Result<&'a [u8], &'static str> {
+    fn vec16(&mut self) -> Result<&'a [u8], ProtoError> {
         let n = self.u16()?;
         self.take(usize::from(n))
     }
 }
 
 /// The host name of a ClientHello body (RFC 8446 §4.1.2, RFC 6066 §3).
-fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
+fn server_name(body: &[u8]) -> Result<Option<String>, ProtoError> {
     let mut c = Cursor(body);
     let _legacy_version = c.u16()?;
     let _random = c.take(32)?;
@@ -223,7 +223,7 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
 }
 
 /// The `host_name` entry of a `server_name` extension, checked and normalised.
-fn host_name(ext: &[u8]) -> Result<String, &'static str> {
+fn host_name(ext: &[u8]) -> Result<String, ProtoError> {
     let mut list = Cursor(Cursor(ext).vec16()?);
     while !list.0.is_empty() {
         let kind = list.u8()?;
@@ -238,12 +238,12 @@ fn host_name(ext: &[u8]) -> Result<String, &'static str> {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
         if !ok {
-            return Err("the server name is not a DNS name");
+            return Err(ProtoError::BadServerName);
         }
         // All ASCII, checked above.
         return Ok(String::from_utf8_lossy(name).to_ascii_lowercase());
     }
-    Err("a server_name extension without a host name")
+    Err(ProtoError::NoHostName)
 }
 
 /// A TLS record holding one fatal `unrecognized_name` alert (RFC 6066 §3): what a server
@@ -428,7 +428,7 @@ mod tests {
         for cut in [10, 40, body.len() - 3] {
             assert_eq!(
                 feed_in(&records(&body[..cut], 1000), 1000),
-                Hello::NotTls(TRUNCATED),
+                Hello::NotTls(ProtoError::TruncatedClientHello),
                 "cut at {cut}"
             );
         }

@@ -12,7 +12,7 @@ use crate::lane::Lane;
 use crate::registry::ProxyEntry;
 use crate::session::{StreamSlot, CONTROL_MAX_FRAME};
 use crate::visitor::STREAM_HEADER_MAX;
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// Count one more user connection of `entry` (a published port or the virtual host) and take
 /// a stream slot of its owner, within the owner's `max_streams_per_client` and the proxy's
@@ -54,13 +54,13 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Open a stream over `lane` (a connection of the proxy's owner) for one connection of `entry` from `peer` to `dest` (the address
 /// the user reached, for the PROXY protocol), and wait for its status. The
 /// stream is watched for aborts from the moment it exists, so an early abort is not lost.
-/// On failure, the reason is fit to send back to a visitor.
+/// On failure, the error's text is fit to send back to a visitor.
 pub(crate) async fn open_to_owner(
     entry: &ProxyEntry,
     lane: &Lane,
     peer: Option<SocketAddr>,
     dest: Option<SocketAddr>,
-) -> Result<(MuxStream, AbortGuard), String> {
+) -> Result<(MuxStream, AbortGuard), ServerError> {
     let (mut stream, guard) = open_early(entry, lane, peer, dest).await?;
     match stream.status().await {
         Ok(()) => Ok((stream.into_inner(), guard)),
@@ -78,12 +78,12 @@ pub(crate) async fn open_early(
     lane: &Lane,
     peer: Option<SocketAddr>,
     dest: Option<SocketAddr>,
-) -> Result<(EarlyStream<MuxStream>, AbortGuard), String> {
+) -> Result<(EarlyStream<MuxStream>, AbortGuard), ServerError> {
     let mut stream = lane
         .control
         .open()
         .await
-        .map_err(|e| format!("connection failed: the proxy's client is unreachable ({e})"))?;
+        .map_err(ServerError::OwnerUnreachable)?;
     let guard = lane.aborts.register(stream.id());
     let open = Message::StreamOpen(StreamOpen::Proxy {
         proxy: entry.key.name.clone(),
@@ -92,7 +92,7 @@ pub(crate) async fn open_early(
     });
     write_message(&mut stream, &open, CONTROL_MAX_FRAME)
         .await
-        .map_err(|e| format!("connection failed: {e}"))?;
+        .map_err(ServerError::OwnerWrite)?;
     // The owner's answer is short; a bound as small as a stream header's keeps a hostile
     // owner, dialled by its own users, from making the server hold a large partial frame
     // on each of its streams.
@@ -100,16 +100,13 @@ pub(crate) async fn open_early(
     Ok((stream, guard))
 }
 
-/// Why the owner did not take a stream, in the words logs and visitors get.
-pub(crate) fn reason_of(e: &MuxError) -> String {
+/// Why the owner did not take a stream; its text is what logs and visitors get.
+pub(crate) fn reason_of(e: &MuxError) -> ServerError {
     match e {
         // The owner's words, escaped once (by the error's Display) for every log line and
         // visitor they reach.
-        MuxError::Refused { .. } => e.to_string(),
-        MuxError::NoStatus { after } => format!(
-            "connection failed: no answer from the proxy's client within {}s",
-            after.as_secs()
-        ),
-        _ => format!("connection failed: the proxy's client: {e}"),
+        MuxError::Refused { .. } => ServerError::OwnerRefused(e.clone()),
+        MuxError::NoStatus { after } => ServerError::OwnerSilent { after: *after },
+        _ => ServerError::OwnerStream(e.clone()),
     }
 }

@@ -19,7 +19,7 @@ use crate::forward::{self, begin_public};
 use crate::registry::{proxy_label, ClaimError, GroupClaim, GroupHandle, ProxyEntry, ProxyKey};
 use crate::routes::Pair;
 use crate::session::{SessionRecord, StreamSlot};
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 mod first_flight;
 
@@ -48,7 +48,7 @@ pub(crate) fn claim_of(
         return Ok(None);
     };
     tunnel_proto::validate_name(name)
-        .map_err(|m| field_error("group", m.replace("name", "group")))?;
+        .map_err(|m| field_error("group", m.to_string().replace("name", "group")))?;
     let key = match spec.group_key.as_deref() {
         Some(k) if k.len() > MAX_GROUP_KEY => {
             return Err(field_error(
@@ -125,7 +125,7 @@ pub(crate) enum Failure {
     /// Every member is at its stream limits, or the group has none left.
     Busy,
     /// No member could dial its local service: the last reason.
-    Unreachable(String),
+    Unreachable(ServerError),
 }
 
 impl std::fmt::Display for Failure {
@@ -206,7 +206,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// `entry` did not take the connection: the next one is tried.
-    fn failed(&mut self, entry: &ProxyEntry, reason: String) {
+    fn failed(&mut self, entry: &ProxyEntry, reason: ServerError) {
         let (peer, group) = (self.peer, &self.group.name);
         debug!(%peer, proxy = %entry.label(), %group, "member failed, trying the next: {reason}");
         self.failure = Failure::Unreachable(reason);

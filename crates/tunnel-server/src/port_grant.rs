@@ -39,7 +39,8 @@ pub(crate) fn check(shared: &Shared, spec: &ProxySpec, req: PortRequest) -> Resu
             "a fixed port and \"auto\" or a range at once: set one of them",
         ));
     }
-    req.check().map_err(|m| field_error("publish_port", m))?;
+    req.check()
+        .map_err(|m| field_error("publish_port", m.to_string()))?;
     if shared.cluster.is_some() {
         return Err(field_error(
             "publish_port",

@@ -4,6 +4,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
+use crate::ServerError;
+
 /// A set of port ranges, parsed from strings like `"8080"` or `"20000-20100"`.
 ///
 /// ```
@@ -91,14 +93,12 @@ impl fmt::Display for PortRange {
 }
 
 impl FromStr for PortRange {
-    type Err = String;
+    type Err = ServerError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let port = |p: &str| -> Result<u16, String> {
+        let port = |p: &str| -> Result<u16, ServerError> {
             match p.trim().parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!(
-                    "{s:?} is not a port range: use \"N\" or \"N-M\" with ports 1-65535"
-                )),
+                Ok(0) | Err(_) => Err(ServerError::NotAPortRange { text: s.to_owned() }),
                 Ok(n) => Ok(n),
             }
         };
@@ -110,9 +110,7 @@ impl FromStr for PortRange {
             }
         };
         if range.is_empty() {
-            return Err(format!(
-                "{s:?} is an empty range: write the lower port first"
-            ));
+            return Err(ServerError::EmptyPortRange { text: s.to_owned() });
         }
         Ok(PortRange(range))
     }

@@ -50,8 +50,8 @@ pub(crate) async fn apply(
     }
     // The client's own scope (clients_file), read once for the whole registration.
     let scope = shared.credentials.scope_of(&session.client_id);
-    if let Some(Err(message)) = scope.as_ref().map(|s| s.check_count(total)) {
-        return Ok(refuse_all(shared, session, &req, "proxies", message));
+    if let Some(Err(e)) = scope.as_ref().map(|s| s.check_count(total)) {
+        return Ok(refuse_all(shared, session, &req, "proxies", e.to_string()));
     }
     let (claims, mut cluster_refused) = match &shared.cluster {
         Some(node) => {
@@ -343,7 +343,7 @@ async fn register_proxy(
     names: &mut HashSet<String>,
     routes_left: &mut usize,
 ) -> Result<(Vec<ProxyKey>, Option<u16>), FieldError> {
-    tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m))?;
+    tunnel_proto::validate_name(&spec.name).map_err(|m| field_error("name", m.to_string()))?;
     if !names.insert(spec.name.clone()) {
         return Err(field_error(
             "name",
@@ -553,7 +553,8 @@ fn check_http_route(
         .and_then(|b| routes::normalize_domain(b).ok());
     let mut hosts = Vec::new();
     for d in &route.domains {
-        let host = routes::normalize_domain(d).map_err(|m| field_error("domains", m))?;
+        let host =
+            routes::normalize_domain(d).map_err(|m| field_error("domains", m.to_string()))?;
         if let Some(base) = &sub_base {
             check_outside_subdomains(&host, base)?;
         }
@@ -578,7 +579,7 @@ fn check_http_route(
             ));
         }
         let host = routes::normalize_domain(&format!("{sub}.{base}"))
-            .map_err(|m| field_error("subdomain", m))?;
+            .map_err(|m| field_error("subdomain", m.to_string()))?;
         subdomain_host = Some(host.clone());
         hosts.push(host);
     }
@@ -632,7 +633,9 @@ fn check_http_route(
     };
     let mut locations = Vec::new();
     for l in &route.locations {
-        locations.push(routes::normalize_location(l).map_err(|m| field_error("locations", m))?);
+        locations.push(
+            routes::normalize_location(l).map_err(|m| field_error("locations", m.to_string()))?,
+        );
     }
     if locations.is_empty() {
         locations.push("/".to_owned());
@@ -778,8 +781,8 @@ fn check_outside_subdomains(host: &str, base: &str) -> Result<(), FieldError> {
 }
 
 fn check_visitor(v: &VisitorSpec, names: &mut HashSet<String>) -> Result<(), FieldError> {
-    tunnel_proto::validate_name(&v.name).map_err(|m| field_error("name", m))?;
-    tunnel_proto::validate_name(&v.proxy).map_err(|m| field_error("proxy", m))?;
+    tunnel_proto::validate_name(&v.name).map_err(|m| field_error("name", m.to_string()))?;
+    tunnel_proto::validate_name(&v.proxy).map_err(|m| field_error("proxy", m.to_string()))?;
     if !names.insert(v.name.clone()) {
         return Err(field_error(
             "name",

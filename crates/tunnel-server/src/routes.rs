@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use crate::ServerError;
+
 /// One claim: a host pattern (normalised, `*.` prefix for wildcards) and a location.
 pub(crate) type Pair = (String, String);
 
@@ -396,12 +398,9 @@ fn port_ok(p: &str) -> bool {
 }
 
 /// Check a configured domain (`app.example.com`, `*.example.com`) and normalise it.
-pub(crate) fn normalize_domain(domain: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "{domain:?} is not a domain: use a host name like \"app.example.com\" or a \
-             wildcard like \"*.example.com\" (no port, no scheme)"
-        )
+pub(crate) fn normalize_domain(domain: &str) -> Result<String, ServerError> {
+    let bad = || ServerError::NotADomain {
+        domain: domain.to_owned(),
     };
     let (wild, name) = match domain.strip_prefix("*.") {
         Some(rest) => (true, rest),
@@ -422,11 +421,11 @@ pub(crate) fn normalize_domain(domain: &str) -> Result<String, String> {
 }
 
 /// Check a configured location and normalise it (`/api/` → `/api`).
-pub(crate) fn normalize_location(location: &str) -> Result<String, String> {
+pub(crate) fn normalize_location(location: &str) -> Result<String, ServerError> {
     if !location.starts_with('/') || location.contains(['?', '#', ' ']) {
-        return Err(format!(
-            "{location:?} is not a path prefix: start it with \"/\" (e.g. \"/api\"), no query"
-        ));
+        return Err(ServerError::NotALocation {
+            location: location.to_owned(),
+        });
     }
     let trimmed = location.trim_end_matches('/');
     Ok(if trimmed.is_empty() {

@@ -25,8 +25,8 @@ use crate::handshake::{self, HandshakeError};
 use crate::lane::{self, Lane};
 use crate::metrics::EventKind;
 use crate::registry::{ProxyKey, Refused};
-use crate::stream_budget::{Refusal, StreamBudget};
-use crate::{register, visitor, Shared};
+use crate::stream_budget::StreamBudget;
+use crate::{register, visitor, ServerError, Shared};
 
 /// Frames on the control stream carry JSON registrations; they are bounded all the same.
 pub(crate) const CONTROL_MAX_FRAME: usize = tunnel_proto::DEFAULT_MAX_FRAME;
@@ -61,8 +61,11 @@ impl SessionRecord {
     /// Count one more stream of this session on `lane` (where the client opened it). The
     /// application-level cap keeps yamux's own limit (which would end the whole connection)
     /// out of reach, and gives the offender a readable error instead.
-    pub(crate) fn begin_stream_on(self: &Arc<Self>, lane: Arc<Lane>) -> Result<StreamSlot, String> {
-        self.budget.take(None, || 0).map_err(|r| r.to_string())?;
+    pub(crate) fn begin_stream_on(
+        self: &Arc<Self>,
+        lane: Arc<Lane>,
+    ) -> Result<StreamSlot, ServerError> {
+        self.budget.take(None, || 0)?;
         Ok(self.slot(lane.slot(), None))
     }
 
@@ -73,7 +76,7 @@ impl SessionRecord {
         self: &Arc<Self>,
         proxy: &ProxyKey,
         proxies: impl FnOnce() -> usize,
-    ) -> Result<StreamSlot, Refusal> {
+    ) -> Result<StreamSlot, ServerError> {
         self.budget.take(Some(proxy), proxies)?;
         Ok(self.slot(self.lanes.place(), Some(proxy.clone())))
     }
@@ -93,13 +96,10 @@ impl SessionRecord {
         self: &Arc<Self>,
         global: &Arc<Semaphore>,
         per_client: usize,
-    ) -> Result<HeaderSlot, String> {
-        self.budget.begin_header(per_client).map_err(|n| {
-            format!(
-                "stream refused: this client already has {n} streams still sending their \
-                 header (max_stream_headers_per_client)"
-            )
-        })?;
+    ) -> Result<HeaderSlot, ServerError> {
+        self.budget
+            .begin_header(per_client)
+            .map_err(|held| ServerError::HeadersPerClient { held })?;
         match global.clone().try_acquire_owned() {
             Ok(permit) => Ok(HeaderSlot {
                 session: self.clone(),
@@ -107,11 +107,7 @@ impl SessionRecord {
             }),
             Err(_) => {
                 self.budget.end_header();
-                Err(
-                    "stream refused: the server holds too many streams still sending their \
-                     header (max_stream_headers); try again"
-                        .into(),
-                )
+                Err(ServerError::HeadersServerWide)
             }
         }
     }
@@ -453,9 +449,9 @@ fn run(
             session.close_all();
             return;
         }
-        if let Err((reason, refusal)) = install(&shared, &session) {
-            warn!("client rejected: {reason}");
-            Box::pin(tell_refused(&mut channel, &refusal)).await;
+        if let Err(e) = install(&shared, &session) {
+            warn!("client rejected: {e}");
+            Box::pin(tell_refused(&mut channel, &rejection(&e))).await;
             channel.ended.abort();
             session.close_all();
             return;
@@ -494,32 +490,18 @@ fn run(
 /// proxies over in the same step, so public ports keep serving.
 ///
 /// The registry applies the admission rule again here, atomically. Refused (another process
-/// took the id, or the server filled up, since the machine admitted the client): the words for
-/// the operator's log, and the error the machine would have turned the client away with.
-fn install(
-    shared: &Shared,
-    session: &Arc<SessionRecord>,
-) -> Result<(), (String, tunnel_proto::HandshakeError)> {
+/// took the id, or the server filled up, since the machine admitted the client):
+/// [`ServerError::IdTakenMeanwhile`] or [`ServerError::FullMeanwhile`], for the operator's log;
+/// [`rejection`] is what the client is told.
+fn install(shared: &Shared, session: &Arc<SessionRecord>) -> Result<(), ServerError> {
     let installed = shared
         .registry
         .install_session(session.clone(), shared.cfg.max_clients)
         .map_err(|refused| match refused {
-            Refused::IdInUse { .. } => (
-                format!(
-                    "client id {:?} was taken by another client meanwhile",
-                    session.client_id
-                ),
-                tunnel_proto::HandshakeError::IdInUse {
-                    id: session.client_id.clone(),
-                },
-            ),
-            Refused::Full { clients } => (
-                format!(
-                    "the server filled up meanwhile ({clients} clients, max_clients); try again \
-                     later"
-                ),
-                tunnel_proto::HandshakeError::Full { clients },
-            ),
+            Refused::IdInUse { .. } => ServerError::IdTakenMeanwhile {
+                id: session.client_id.clone(),
+            },
+            Refused::Full { clients } => ServerError::FullMeanwhile { clients },
         })?;
     if let Some(old) = installed.replaced {
         info!(
@@ -531,6 +513,21 @@ fn install(
         old.close_all();
     }
     Ok(())
+}
+
+/// The error the handshake machine would have turned the client away with, for an
+/// [`install`] refused after it admitted the client.
+fn rejection(e: &ServerError) -> tunnel_proto::HandshakeError {
+    match e {
+        ServerError::IdTakenMeanwhile { id } => {
+            tunnel_proto::HandshakeError::IdInUse { id: id.clone() }
+        }
+        ServerError::FullMeanwhile { clients } => {
+            tunnel_proto::HandshakeError::Full { clients: *clients }
+        }
+        // `install` refuses with nothing else; the machine's nearest words for "not now".
+        _ => tunnel_proto::HandshakeError::Full { clients: 0 },
+    }
 }
 
 /// What a client logging in to a server cut off from the registry reads (see

@@ -14,40 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use crate::registry::ProxyKey;
-
-/// Why a stream was refused; the text names the limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The client holds `max_streams_per_client` streams.
-    Client { open: usize },
-    /// The proxy holds more than its reserve, and the free slots left are other proxies'.
-    Share {
-        proxy: String,
-        held: usize,
-        reserve: usize,
-    },
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Client { open } => write!(
-                f,
-                "too many streams: this client already has {open} open (max_streams_per_client)"
-            ),
-            Refusal::Share {
-                proxy,
-                held,
-                reserve,
-            } => write!(
-                f,
-                "too many streams for proxy {proxy}: it holds {held} and the client's free \
-                 streams are kept for its other proxies (fair share: each proxy is sure of \
-                 {reserve}, max_streams_per_client / 2 / proxies)"
-            ),
-        }
-    }
-}
+use crate::ServerError;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -80,11 +47,12 @@ impl StreamBudget {
 
     /// Count one more stream, for `proxy` when it serves one. `proxies` tells how many
     /// proxies the client has; it is asked only when the budget is more than half used.
+    /// Refused with [`ServerError::StreamsFull`] or [`ServerError::FairShare`].
     pub(crate) fn take(
         &self,
         proxy: Option<&ProxyKey>,
         proxies: impl FnOnce() -> usize,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ServerError> {
         let congested = |open: usize| 2 * (open + 1) > self.max;
         // The registry is not consulted under our lock.
         let n_proxies = match proxy {
@@ -93,7 +61,7 @@ impl StreamBudget {
         };
         let mut c = self.counts.lock();
         if c.open >= self.max {
-            return Err(Refusal::Client { open: c.open });
+            return Err(ServerError::StreamsFull { open: c.open });
         }
         if let Some(key) = proxy {
             let held = c.by_proxy.get(key).copied().unwrap_or(0);
@@ -106,7 +74,7 @@ impl StreamBudget {
                 // At least the proxies holding streams, this one included.
                 let p = n_proxies.max(c.by_proxy.len() + usize::from(held == 0));
                 if let Err(reserve) = fair_share(self.max, c.open, held, p, others) {
-                    return Err(Refusal::Share {
+                    return Err(ServerError::FairShare {
                         proxy: key.to_string(),
                         held,
                         reserve,
@@ -210,9 +178,11 @@ mod tests {
     fn a_lone_proxy_may_use_the_whole_budget() {
         let b = StreamBudget::new(100);
         assert_eq!(fill(&b, "a", 1), 100);
+        let e = b.take(Some(&key("a")), || 1).unwrap_err();
+        assert!(matches!(e, ServerError::StreamsFull { open: 100 }), "{e:?}");
         assert_eq!(
-            b.take(Some(&key("a")), || 1).unwrap_err(),
-            Refusal::Client { open: 100 }
+            e.to_string(),
+            "too many streams: this client already has 100 open (max_streams_per_client)"
         );
     }
 
@@ -222,8 +192,16 @@ mod tests {
         let b = StreamBudget::new(100);
         assert_eq!(fill(&b, "a", 2), 75);
         let e = b.take(Some(&key("a")), || 2).unwrap_err();
-        assert!(matches!(e, Refusal::Share { reserve: 25, .. }), "{e:?}");
-        assert!(e.to_string().contains("fair share"), "{e}");
+        assert!(
+            matches!(e, ServerError::FairShare { reserve: 25, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "too many streams for proxy a:1: it holds 75 and the client's free streams are kept \
+             for its other proxies (fair share: each proxy is sure of 25, \
+             max_streams_per_client / 2 / proxies)"
+        );
         assert_eq!(fill(&b, "b", 2), 25);
         assert_eq!(b.open(), 100);
         // Freeing one of a's streams lets a (or b) take it again.

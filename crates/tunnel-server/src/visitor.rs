@@ -15,7 +15,7 @@ use crate::forward::open_to_owner;
 use crate::lane::Lane;
 use crate::registry::{ProxyEntry, ProxyKey};
 use crate::session::{SessionRecord, CONTROL_MAX_FRAME};
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// A client that opens a stream must name its target promptly.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +45,7 @@ pub(crate) async fn serve_stream(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 warn!("{reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let header = tokio::time::timeout(HEADER_TIMEOUT, read_message(&mut stream, STREAM_HEADER_MAX));
@@ -139,13 +139,14 @@ pub(crate) async fn serve_stream(
     // Both sessions carry this connection, so it counts against both clients' limits.
     let slots = visitor.begin_stream_on(lane).and_then(|a| {
         let proxies = || shared.registry.proxies_of(owner.id);
-        let b = owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
-            shared
-                .limit_metrics
-                .streams_refused
-                .fetch_add(1, Ordering::Relaxed);
-            r.to_string()
-        })?;
+        let b = owner
+            .begin_stream_for(&entry.key, proxies)
+            .inspect_err(|_| {
+                shared
+                    .limit_metrics
+                    .streams_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
         Ok((a, b))
     });
     let (in_slot, out_slot) = match slots {
@@ -155,7 +156,7 @@ pub(crate) async fn serve_stream(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 info!(proxy = %entry.label(), "visitor refused: {reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let (mut out, out_guard) =
@@ -166,7 +167,7 @@ pub(crate) async fn serve_stream(
                 if let Some(more) = shared.limit_warnings.check(subject) {
                     info!(proxy = %entry.label(), "visitor connection failed: {reason}{more}");
                 }
-                return refuse(&mut stream, reason).await;
+                return refuse(&mut stream, reason.to_string()).await;
             }
         };
     let ok = Message::StreamStatus(StreamStatus::Ok);
@@ -228,13 +229,13 @@ pub(crate) fn visit_allowed(
 
 /// Whether a visitor may reach a proxy: the proxy must opt in with a secret, an allow list or
 /// both, and the visitor must satisfy every one it set.
-fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &'static str> {
+fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), ServerError> {
     if spec.secret.is_none() && spec.allow_visitors.is_empty() {
-        return Err("the proxy sets neither secret nor allow_visitors");
+        return Err(ServerError::NotVisitable);
     }
     if let Some(expected) = &spec.secret {
         if !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
-            return Err("wrong or missing secret");
+            return Err(ServerError::WrongSecret);
         }
     }
     if !spec.allow_visitors.is_empty()
@@ -243,7 +244,7 @@ fn check_access(spec: &ProxySpec, client_id: &str, secret: &str) -> Result<(), &
             .iter()
             .any(|id| id == "*" || id == client_id)
     {
-        return Err("client id not in allow_visitors");
+        return Err(ServerError::NotAnAllowedVisitor);
     }
     Ok(())
 }

@@ -139,11 +139,21 @@ fn name_validation() {
         "tab\t",
         &"x".repeat(65),
     ] {
-        let msg = validate_name(bad).unwrap_err();
+        let msg = validate_name(bad).unwrap_err().to_string();
         assert!(msg.contains("A-Z a-z 0-9 _ . -"), "{bad}: {msg}");
     }
-    assert!(validate_name(&"x".repeat(65)).unwrap_err().contains("65"));
-    assert!(validate_name("a/b").unwrap_err().contains("'/'"));
+    assert_eq!(
+        validate_name(&"x".repeat(65)).unwrap_err().to_string(),
+        "name is 65 characters long; use at most 64 of A-Z a-z 0-9 _ . -"
+    );
+    assert_eq!(
+        validate_name("a/b").unwrap_err().to_string(),
+        "name contains '/'; use only A-Z a-z 0-9 _ . - (1 to 64 characters)"
+    );
+    assert_eq!(
+        validate_name("").unwrap_err().to_string(),
+        "name must not be empty; use 1 to 64 of A-Z a-z 0-9 _ . -"
+    );
 }
 
 #[test]

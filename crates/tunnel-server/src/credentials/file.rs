@@ -240,7 +240,7 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
         for item in items {
             match item.0.parse::<PortRange>() {
                 Ok(r) => ranges.push(r),
-                Err(m) => problem("allow_ports", m),
+                Err(m) => problem("allow_ports", m.to_string()),
             }
         }
         ranges.into_iter().collect::<PortRanges>()
@@ -278,7 +278,7 @@ fn entry_scope(entry: &Entry, problem: &mut impl FnMut(&str, String)) -> Scope {
     }
     let bandwidth_limit = entry.bandwidth_limit.as_deref().and_then(|b| {
         b.parse::<Bandwidth>()
-            .map_err(|m| problem("bandwidth_limit", m))
+            .map_err(|m| problem("bandwidth_limit", m.to_string()))
             .ok()
     });
     Scope {

@@ -12,7 +12,7 @@ use tunnel_proto::{FieldError, ProxySpec};
 use wildmatch::WildMatch;
 
 use super::Bandwidth;
-use crate::PortRanges;
+use crate::{PortRanges, ServerError};
 
 /// One client's scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,20 +75,21 @@ impl fmt::Display for Patterns {
 }
 
 /// How a refusal names the scope: the key and what it allows, and where it is set.
-fn outside(what: String, key: &str, allows: &dyn fmt::Display) -> String {
-    format!(
-        "{what} is outside this client's scope ({key}: {allows}, in the server's clients_file); \
-         ask the server's operator to widen it, or pick one it allows"
-    )
+fn outside(what: String, key: &'static str, allows: &dyn fmt::Display) -> ServerError {
+    ServerError::OutsideScope {
+        what,
+        key,
+        allows: allows.to_string(),
+    }
 }
 
 impl Scope {
     /// Whether the proxy `spec` fits the scope; the refusal names the proxy's field and the
     /// scope key it broke. `max_proxies` is counted by the caller, over the whole request.
     pub fn check_proxy(&self, spec: &ProxySpec) -> Result<(), FieldError> {
-        let refuse = |field: &str, message: String| FieldError {
+        let refuse = |field: &str, e: ServerError| FieldError {
             field: field.to_owned(),
-            message,
+            message: e.to_string(),
         };
         if let Some(names) = &self.allow_names {
             if !names.matches(&spec.name) {
@@ -121,7 +122,11 @@ impl Scope {
     }
 
     /// Whether this client may visit proxy `proxy` of client `owner`.
-    pub fn check_visit(&self, owner: &str, proxy: &str) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::OutsideScope`] naming `allow_visit`.
+    pub fn check_visit(&self, owner: &str, proxy: &str) -> Result<(), ServerError> {
         let Some(visit) = &self.allow_visit else {
             return Ok(());
         };
@@ -141,12 +146,13 @@ impl Scope {
     }
 
     /// Whether `count` proxies and visitors fit `max_proxies`.
-    pub fn check_count(&self, count: usize) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::TooManyProxies`].
+    pub fn check_count(&self, count: usize) -> Result<(), ServerError> {
         match self.max_proxies {
-            Some(max) if count > max => Err(format!(
-                "{count} proxies and visitors, but this client may register {max} \
-                 (max_proxies in the server's clients_file)"
-            )),
+            Some(max) if count > max => Err(ServerError::TooManyProxies { count, max }),
             _ => Ok(()),
         }
     }
@@ -313,8 +319,16 @@ mod tests {
         let s = team_a();
         assert!(s.check_visit("team-c", "shared-db").is_ok());
         assert!(s.check_visit("team-b", "api").is_ok());
-        let e = s.check_visit("team-c", "api").unwrap_err();
+        let e = s.check_visit("team-c", "api").unwrap_err().to_string();
         assert!(e.contains("allow_visit"), "{e}");
+        assert!(
+            e.starts_with("proxy \"api\" is outside this client's scope (allow_visit: ")
+                && e.ends_with(
+                    ", in the server's clients_file); ask the server's operator to widen it, \
+                     or pick one it allows"
+                ),
+            "{e}"
+        );
         assert!(s.check_visit("team-b", "db").is_err());
         // Owner unknown (a proxy on another server of a cluster): only name patterns match.
         assert!(s.check_visit("", "shared-db").is_ok());
@@ -325,6 +339,10 @@ mod tests {
     fn max_proxies_counts_the_whole_request() {
         let s = team_a();
         assert!(s.check_count(2).is_ok());
-        assert!(s.check_count(3).unwrap_err().contains("max_proxies"));
+        assert_eq!(
+            s.check_count(3).unwrap_err().to_string(),
+            "3 proxies and visitors, but this client may register 2 (max_proxies in the \
+             server's clients_file)"
+        );
     }
 }

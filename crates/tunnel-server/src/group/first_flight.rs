@@ -17,7 +17,7 @@ use tunnel_mux::{EarlyStream, MuxStream};
 
 use super::{Candidates, Failure, GroupHandle, Opened};
 use crate::forward;
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// How many of the user's first bytes are kept to be sent to the next member: a request or
 /// a TLS ClientHello fits, and it stays well within one stream's window, so writing it
@@ -98,7 +98,7 @@ struct Flight {
 /// Why a member did not get the connection.
 enum Sent {
     /// The member refused, did not answer in time, or its stream failed: try the next.
-    Refused(String),
+    Refused(ServerError),
     /// The user's connection failed: no member can take it.
     UserGone(std::io::Error),
 }
@@ -113,7 +113,7 @@ impl Flight {
     ) -> Result<(), Sent> {
         if !self.sent.is_empty() {
             let written = write(stream, &self.sent).await;
-            written.map_err(|e| refusal(stream, &e))?;
+            written.map_err(|e| refusal(stream, e))?;
         }
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -129,7 +129,7 @@ impl Flight {
                     Ok(n) => {
                         self.sent.extend_from_slice(&buf[..n]);
                         let written = write(stream, &buf[..n]).await;
-                        written.map_err(|e| refusal(stream, &e))?;
+                        written.map_err(|e| refusal(stream, e))?;
                     }
                     Err(e) => return Err(Sent::UserGone(e)),
                 },
@@ -145,9 +145,9 @@ async fn write(stream: &mut EarlyStream<MuxStream>, bytes: &[u8]) -> std::io::Re
 
 /// A write to the member's stream failed: because the member refused (its words, then), or
 /// because the stream is gone. Either way the next member is tried.
-fn refusal(stream: &EarlyStream<MuxStream>, e: &std::io::Error) -> Sent {
+fn refusal(stream: &EarlyStream<MuxStream>, e: std::io::Error) -> Sent {
     Sent::Refused(match stream.failure() {
         Some(failure) => forward::reason_of(failure),
-        None => format!("connection failed: the stream to the proxy's client failed ({e})"),
+        None => ServerError::OwnerStreamIo(e),
     })
 }

@@ -10,12 +10,13 @@ use tracing::{debug, info};
 use tunnel_mux::{Mode, MuxConfig, MuxHandle, MuxStream};
 use tunnel_proto::handshake::Phase;
 use tunnel_proto::peer::{DialerEvent, Forward, Forwarded, PeerDialer, PEER_STREAM_MAX_FRAME};
-use tunnel_proto::{Message, PeerText};
+use tunnel_proto::Message;
 use tunnel_transport::{drive, fill_random, read_message, within, write_message};
 
 use crate::peer::accept::SETUP_TIMEOUT;
 use crate::peer::traffic::{Failure, PeerCounters};
 use crate::peer::{Located, Peer};
+use crate::ServerError;
 
 /// Links kept at once; a cluster has a few servers, so this only bounds a runaway registry.
 const MAX_LINKS: usize = 256;
@@ -57,7 +58,12 @@ impl PeerPool {
         }
     }
 
-    async fn link(&self, peer: &Peer, server_id: &str, addr: &str) -> Result<MuxHandle, String> {
+    async fn link(
+        &self,
+        peer: &Peer,
+        server_id: &str,
+        addr: &str,
+    ) -> Result<MuxHandle, ServerError> {
         if let Some(h) = self.live(addr) {
             return Ok(h);
         }
@@ -90,9 +96,10 @@ impl PeerPool {
             }
             if links.len() >= MAX_LINKS {
                 dialled.close();
-                return Err(format!(
-                    "connection failed: already {MAX_LINKS} peer links open; not dialling {addr}"
-                ));
+                return Err(ServerError::PeerLinksFull {
+                    max: MAX_LINKS,
+                    addr: addr.to_owned(),
+                });
             }
             links.insert(addr.to_owned(), dialled.clone());
         }
@@ -123,8 +130,8 @@ impl PeerPool {
                 )
                 .await
                 .map(|()| s)
-                .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                .map_err(ServerError::PeerStreamWrite),
+                Err(e) => Err(ServerError::PeerStreamOpen(e)),
             };
             match opened {
                 Ok(s) => return Ok(s),
@@ -134,10 +141,11 @@ impl PeerPool {
                     redialled = true;
                 }
                 Err(e) => {
-                    return Err(Failed::new(
-                        Failure::DialFailed,
-                        format!("connection failed: the peer server {addr} is unreachable ({e})"),
-                    ))
+                    let e = ServerError::PeerUnreachable {
+                        addr: addr.to_owned(),
+                        source: Box::new(e),
+                    };
+                    return Err(Failed::new(Failure::DialFailed, e));
                 }
             }
         }
@@ -156,21 +164,18 @@ impl PeerPool {
         let no_answer = |reason| Err(Failed::new(Failure::NoAnswer, reason));
         match answer.await {
             Ok(Ok(Some(Message::Forwarded(f)))) => Ok((s, f)),
-            Ok(Ok(Some(other))) => no_answer(format!(
-                "connection failed: the peer server {} answered {}",
-                at.server_id,
-                other.name()
-            )),
-            Ok(Ok(None)) => no_answer(format!(
-                "connection failed: the peer server {} closed the stream",
-                at.server_id
-            )),
-            Ok(Err(e)) => no_answer(format!("connection failed: {e}")),
-            Err(_) => no_answer(format!(
-                "connection failed: no answer from the peer server {} within {}s",
-                at.server_id,
-                ANSWER_TIMEOUT.as_secs()
-            )),
+            Ok(Ok(Some(other))) => no_answer(ServerError::PeerAnsweredOther {
+                server_id: at.server_id.clone(),
+                got: other.name(),
+            }),
+            Ok(Ok(None)) => no_answer(ServerError::PeerClosed {
+                server_id: at.server_id.clone(),
+            }),
+            Ok(Err(e)) => no_answer(ServerError::PeerRead(e)),
+            Err(_) => no_answer(ServerError::PeerSilent {
+                server_id: at.server_id.clone(),
+                after: ANSWER_TIMEOUT,
+            }),
         }
     }
 
@@ -182,7 +187,7 @@ impl PeerPool {
         peer: &Peer,
         at: Located,
         mut fwd: Forward,
-    ) -> Result<Opened, String> {
+    ) -> Result<Opened, ServerError> {
         fwd.epoch = at.epoch;
         let counters = peer.traffic.of(&at.server_id);
         let (s, answer) = self
@@ -203,7 +208,7 @@ impl PeerPool {
         );
         let fresh = peer.locator.locate_fresh(&fwd.name, fwd.publish_port).await;
         let Some(fresh) = fresh.filter(|l| !l.local) else {
-            return Err("proxy not found".into());
+            return Err(ServerError::ProxyNotFound);
         };
         fwd.epoch = fresh.epoch;
         let counters = peer.traffic.of(&fresh.server_id);
@@ -214,7 +219,7 @@ impl PeerPool {
         match answer {
             Forwarded::NotHere { .. } => {
                 counters.failed(Failure::NotHere);
-                Err("proxy not found: its registration is moving; try again".into())
+                Err(ServerError::ProxyMoving)
             }
             other => settle(s, other, counters, fresh.server_id),
         }
@@ -230,25 +235,29 @@ pub(crate) struct Opened {
     pub(crate) counters: Arc<PeerCounters>,
 }
 
-/// A failed forward: why, for the counters, and the words for the visitor.
+/// A failed forward: why, for the counters, and the error whose text the visitor reads.
 pub(crate) struct Failed {
     why: Failure,
-    reason: String,
+    /// Boxed: beside `why`, a `ServerError` (120 bytes) would make this too large an `Err`.
+    reason: Box<ServerError>,
 }
 
 impl Failed {
     /// Why, for a caller that counts the failure itself (or not at all).
-    pub(crate) fn into_reason(self) -> String {
-        self.reason
+    pub(crate) fn into_reason(self) -> ServerError {
+        *self.reason
     }
 
-    fn new(why: Failure, reason: String) -> Self {
-        Failed { why, reason }
+    fn new(why: Failure, reason: ServerError) -> Self {
+        Failed {
+            why,
+            reason: Box::new(reason),
+        }
     }
 
-    fn count(self, counters: &PeerCounters) -> String {
+    fn count(self, counters: &PeerCounters) -> ServerError {
         counters.failed(self.why);
-        self.reason
+        *self.reason
     }
 }
 
@@ -257,8 +266,8 @@ fn settle(
     answer: Forwarded,
     counters: Arc<PeerCounters>,
     server_id: String,
-) -> Result<Opened, String> {
-    let refused = |reason: String| {
+) -> Result<Opened, ServerError> {
+    let refused = |reason: ServerError| {
         counters.failed(Failure::Refused);
         Err(reason)
     };
@@ -271,15 +280,16 @@ fn settle(
                 counters,
             })
         }
-        Forwarded::NotFound => refused("proxy not found".into()),
-        // The owner's server's words, escaped once for every log line and visitor they reach.
-        Forwarded::Denied(reason) => refused(PeerText(&reason).to_string()),
-        Forwarded::NotHere { .. } => refused("proxy not found".into()),
+        Forwarded::NotFound => refused(ServerError::ProxyNotFound),
+        // The owner's server's words, escaped once (by the error's Display) for every log
+        // line and visitor they reach.
+        Forwarded::Denied(reason) => refused(ServerError::PeerDenied { reason }),
+        Forwarded::NotHere { .. } => refused(ServerError::ProxyNotFound),
     }
 }
 
 /// TLS to `addr`, the proofs, and a multiplexed session on which we only open streams.
-async fn dial(peer: &Peer, addr: &str) -> Result<MuxHandle, String> {
+async fn dial(peer: &Peer, addr: &str) -> Result<MuxHandle, ServerError> {
     let setup = async {
         let (mut stream, _, binding) = peer.tls.connect(addr).await?;
         let mut nonce = [0u8; 32];
@@ -297,8 +307,9 @@ async fn dial(peer: &Peer, addr: &str) -> Result<MuxHandle, String> {
         }
     };
     let (stream, server_id) = within(Phase::Tls, SETUP_TIMEOUT, setup).await.map_err(
-        |e: tunnel_transport::TransportError| {
-            format!("connection failed: cannot link to the peer server at {addr}: {e}")
+        |source: tunnel_transport::TransportError| ServerError::PeerLink {
+            addr: addr.to_owned(),
+            source,
         },
     )?;
     info!(peer = %server_id, %addr, "linked to peer");

@@ -21,7 +21,7 @@ use crate::peer::traffic::PeerCounters;
 use crate::peer::Peer;
 use crate::registry::ProxyKey;
 use crate::visitor::visit_allowed;
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// A peer names its Forward promptly.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +41,7 @@ pub(super) async fn serve_forward(
         Ok(Ok(Some(Message::Forward(f)))) => f,
         Ok(Ok(Some(other))) => {
             let reason = format!("a peer stream carries only Forward, not {}", other.name());
-            return answer(&mut stream, Forwarded::Denied(reason)).await;
+            return answer(&mut stream, Forwarded::Denied(reason.to_string())).await;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -137,9 +137,9 @@ async fn serve(
     };
     let src = fwd.src_addr.unwrap_or(link);
     let slot = match fwd.kind {
-        ForwardKind::Public => begin_public(&shared, &entry, src).ok_or_else(|| {
-            "connection failed: the proxy's client is at its stream limit".to_owned()
-        }),
+        ForwardKind::Public => {
+            begin_public(&shared, &entry, src).ok_or(ServerError::OwnerAtStreamLimit)
+        }
         ForwardKind::Visitor => {
             if !visit_allowed(&shared, &entry, &fwd.visitor_client_id, &fwd.secret) {
                 return answer(&mut stream, Forwarded::Denied("access denied".into())).await;
@@ -149,20 +149,21 @@ async fn serve(
                 .visitor_connections
                 .fetch_add(1, Ordering::Relaxed);
             let proxies = || shared.registry.proxies_of(owner.id);
-            owner.begin_stream_for(&entry.key, proxies).map_err(|r| {
-                shared
-                    .limit_metrics
-                    .streams_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                r.to_string()
-            })
+            owner
+                .begin_stream_for(&entry.key, proxies)
+                .inspect_err(|_| {
+                    shared
+                        .limit_metrics
+                        .streams_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                })
         }
-        ForwardKind::Vhost => Err("a virtual-host request names no proxy".to_owned()),
-        ForwardKind::Probe => Err("a probe names no proxy".to_owned()),
+        ForwardKind::Vhost => Err(ServerError::VhostNamesNoProxy),
+        ForwardKind::Probe => Err(ServerError::ProbeNamesNoProxy),
     };
     let slot = match slot {
         Ok(s) => s,
-        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason)).await,
+        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason.to_string())).await,
     };
     // The real user's address, so PROXY headers and X-Forwarded-For survive the hop.
     let opened = open_to_owner(&entry, slot.lane(), Some(src), fwd.dest_addr).await;
@@ -170,7 +171,7 @@ async fn serve(
         Ok(s) => s,
         Err(reason) => {
             info!(proxy = %entry.label(), %src, "forwarded connection failed: {reason}");
-            return answer(&mut stream, Forwarded::Denied(reason)).await;
+            return answer(&mut stream, Forwarded::Denied(reason.to_string())).await;
         }
     };
     let ok = Message::Forwarded(Forwarded::Ok);

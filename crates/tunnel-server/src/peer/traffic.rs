@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use tunnel_admin::Exposition;
 use tunnel_mux::ByteCounters;
 
+use crate::ServerError;
+
 /// Peers counted at once; a cluster has a few servers, so this only bounds a runaway
 /// registry. Past it, a new peer's counts are kept by no one.
 const MAX_PEERS: usize = 256;
@@ -177,7 +179,7 @@ impl PeerTraffic {
     }
 
     /// Our dial to `server_id` failed: warned about once until it links again.
-    pub(crate) fn dial_failed(&self, server_id: &str, addr: &str, reason: &str) {
+    pub(crate) fn dial_failed(&self, server_id: &str, addr: &str, reason: &ServerError) {
         let c = self.of(server_id);
         let was = LinkState::from_u8(c.state.swap(LinkState::Down as u8, Ordering::Relaxed));
         if was == LinkState::Down {
@@ -358,7 +360,11 @@ mod tests {
         assert_eq!(one(&t, "b").state, "up", "an old link's end is not news");
         t.link_lost("b", second);
         assert_eq!(one(&t, "b").state, "down");
-        t.dial_failed("b", "127.0.0.1:1", "refused");
+        let why = ServerError::PeerLinksFull {
+            max: 1,
+            addr: "127.0.0.1:1".into(),
+        };
+        t.dial_failed("b", "127.0.0.1:1", &why);
         assert_eq!(one(&t, "b").state, "down");
     }
 

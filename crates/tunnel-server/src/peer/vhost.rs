@@ -9,12 +9,12 @@ use std::sync::{Arc, Weak};
 use tracing::debug;
 use tunnel_mux::MuxStream;
 use tunnel_proto::peer::{Forward, Forwarded, PEER_STREAM_MAX_FRAME};
-use tunnel_proto::{Message, PeerText};
+use tunnel_proto::Message;
 use tunnel_transport::write_message;
 
 use super::serve::answer;
 use crate::peer::{Located, Peer};
-use crate::Shared;
+use crate::{ServerError, Shared};
 
 /// What became of a forwarded virtual-host request before any of it was sent.
 pub(crate) enum VhostHop {
@@ -36,33 +36,41 @@ pub(crate) enum VhostHop {
         /// The server asked last.
         server_id: String,
         /// Why, for the log.
-        reason: String,
+        reason: ServerError,
     },
 }
 
 /// Ask `at`'s server to take `fwd`; on "not here" or an unreachable server, read the owner
 /// afresh once and ask that server once. Never more: a stale cache costs one round trip.
 pub(crate) async fn forward_vhost(peer: &Peer, at: Located, mut fwd: Forward) -> VhostHop {
-    let (refused, unreachable) = match ask(peer, &at, &fwd).await {
+    let unreachable = match ask(peer, &at, &fwd).await {
         Asked::Done(hop) => return hop,
-        Asked::NotHere(why) => (why, false),
-        Asked::Unreachable(why) => (why, true),
+        Asked::NotHere(why) => {
+            let server = &at.server_id;
+            debug!(
+                domain = fwd.name,
+                server, "{why}; looking the domain up afresh"
+            );
+            None
+        }
+        Asked::Unreachable(e) => {
+            let server = &at.server_id;
+            debug!(
+                domain = fwd.name,
+                server, "{e}; looking the domain up afresh"
+            );
+            Some(e)
+        }
     };
-    debug!(
-        domain = fwd.name,
-        server = at.server_id,
-        "{refused}; looking the domain up afresh"
-    );
     let Some(fresh) = peer.locator.locate_domain_fresh(&fwd.name).await else {
         // Gone from the registry, or the registry unreadable: after "not here" the domain
         // is nowhere; after a server that could not be reached, that is the failure.
-        return if unreachable {
-            VhostHop::Failed {
+        return match unreachable {
+            Some(reason) => VhostHop::Failed {
                 server_id: at.server_id,
-                reason: refused,
-            }
-        } else {
-            VhostHop::Unknown
+                reason,
+            },
+            None => VhostHop::Unknown,
         };
     };
     if fresh.local {
@@ -83,11 +91,11 @@ pub(crate) async fn forward_vhost(peer: &Peer, at: Located, mut fwd: Forward) ->
 enum Asked {
     Done(VhostHop),
     NotHere(String),
-    Unreachable(String),
+    Unreachable(ServerError),
 }
 
 async fn ask(peer: &Peer, at: &Located, fwd: &Forward) -> Asked {
-    let failed = |reason: String| VhostHop::Failed {
+    let failed = |reason: ServerError| VhostHop::Failed {
         server_id: at.server_id.clone(),
         reason,
     };
@@ -102,7 +110,9 @@ async fn ask(peer: &Peer, at: &Located, fwd: &Forward) -> Asked {
         )),
         Ok((_, Forwarded::NotFound)) => Asked::Done(VhostHop::Unknown),
         // The owner's server's words, escaped once for the log lines they reach.
-        Ok((_, Forwarded::Denied(reason))) => Asked::Done(failed(PeerText(&reason).to_string())),
+        Ok((_, Forwarded::Denied(reason))) => {
+            Asked::Done(failed(ServerError::PeerDenied { reason }))
+        }
         Err(failed) => Asked::Unreachable(failed.into_reason()),
     }
 }
@@ -135,7 +145,7 @@ pub(super) async fn serve(
     let user = fwd.src_addr.unwrap_or(link);
     let permit = match crate::vhost::admit_forwarded(&vh, user) {
         Ok(p) => p,
-        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason)).await,
+        Err(reason) => return answer(&mut stream, Forwarded::Denied(reason.to_string())).await,
     };
     let ok = Message::Forwarded(Forwarded::Ok);
     if write_message(&mut stream, &ok, PEER_STREAM_MAX_FRAME)

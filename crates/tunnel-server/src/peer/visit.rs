@@ -34,7 +34,7 @@ pub(crate) async fn forward_visit(
     let in_guard = lane.aborts.register(in_id);
     let in_slot = match visitor.begin_stream_on(lane) {
         Ok(s) => s,
-        Err(reason) => return refuse(&mut stream, reason).await,
+        Err(reason) => return refuse(&mut stream, reason.to_string()).await,
     };
     let fwd = Forward {
         kind: ForwardKind::Visitor,
@@ -55,7 +55,7 @@ pub(crate) async fn forward_visit(
             if let Some(more) = shared.limit_warnings.check(subject) {
                 info!(%owner, "visitor refused via peer: {reason}{more}");
             }
-            return refuse(&mut stream, reason).await;
+            return refuse(&mut stream, reason.to_string()).await;
         }
     };
     let owner = opened.server_id;

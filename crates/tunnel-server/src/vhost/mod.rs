@@ -41,8 +41,8 @@ pub(crate) use sni_remote::serve_forwarded as serve_https_forwarded;
 pub(crate) use tunnel_http::forwarded::TrustedProxies;
 
 use crate::metrics::EventKind;
-use crate::source_limit::SourcePermit;
-use crate::Shared;
+use crate::source_limit::{Refusal, SourcePermit};
+use crate::{ServerError, Shared};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -137,14 +137,17 @@ async fn serve_conn(vh: Arc<Vhost>, tcp: TcpStream, peer: SocketAddr, permit: So
 
 /// Admit a request another server of the cluster forwards for `user`: it counts in this
 /// server's connection limits as the user's own connection would.
-pub(crate) fn admit_forwarded(vh: &Vhost, user: SocketAddr) -> Result<SourcePermit, String> {
+pub(crate) fn admit_forwarded(vh: &Vhost, user: SocketAddr) -> Result<SourcePermit, ServerError> {
     vh.limits.conns.try_acquire(user.ip()).map_err(|refusal| {
         vh.shared
             .metrics
             .vhost
             .conns_refused
             .fetch_add(1, Ordering::Relaxed);
-        format!("too busy: {refusal}")
+        match refusal {
+            Refusal::PerSource { limit } => ServerError::SourceBusy { limit },
+            Refusal::Total { limit } => ServerError::ServerBusy { limit },
+        }
     })
 }
 
@@ -234,7 +237,7 @@ async fn handle(vh: &Vhost, peer: &Peer, mut req: Request<Incoming>) -> Response
     // the Host header (RFC 9112 §3.2.2).
     let host = match request_host(&req) {
         Ok(host) => host,
-        Err(why) => return page(StatusCode::BAD_REQUEST, why),
+        Err(why) => return page_owned(StatusCode::BAD_REQUEST, &why.to_string()),
     };
     if req.method() == http::Method::CONNECT {
         return page(
@@ -360,21 +363,21 @@ async fn check_auth(
 }
 
 /// The Host of a request: the absolute-form authority, else the one Host header.
-fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
+fn request_host(req: &Request<Incoming>) -> Result<String, ServerError> {
     if let Some(a) = req.uri().authority() {
         return Ok(a.as_str().to_owned());
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
-        return Err("bad request: no Host header");
+        return Err(ServerError::NoHostHeader);
     };
     if hosts.next().is_some() {
         // Ambiguous: two parties on the way may route by different ones (RFC 9112 §3.2).
-        return Err("bad request: two Host headers; send exactly one");
+        return Err(ServerError::TwoHostHeaders);
     }
     host.to_str()
         .map(str::to_owned)
-        .map_err(|_| "bad request: the Host header is not plain text")
+        .map_err(|_| ServerError::HostNotText)
 }
 
 /// Send the target in origin form, with the normalised path it was routed by and the Host
