@@ -271,6 +271,16 @@ pub const MAX_NAME: usize = 64;
 ///
 /// [`ProtoError::EmptyName`], [`ProtoError::NameCharacter`] or [`ProtoError::NameTooLong`]:
 /// its text says what is wrong and restates the rule.
+///
+/// ```
+/// use tunnel_proto::{validate_name, ProtoError};
+///
+/// assert!(validate_name("web-1").is_ok());
+/// match validate_name("my proxy") {
+///     Err(ProtoError::NameCharacter { bad }) => assert_eq!(bad, ' '),
+///     other => panic!("expected a bad character, got {other:?}"),
+/// }
+/// ```
 pub fn validate_name(name: &str) -> Result<(), ProtoError> {
     if name.is_empty() {
         return Err(ProtoError::EmptyName);
