@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tunnel_mux::{AbortGuard, EarlyStream, MuxError, MuxStream};
@@ -9,10 +10,26 @@ use tunnel_proto::{Message, StreamOpen};
 use tunnel_transport::write_message;
 
 use crate::lane::Lane;
-use crate::registry::ProxyEntry;
-use crate::session::{StreamSlot, CONTROL_MAX_FRAME};
+use crate::registry::{ProxyEntry, ProxyKey};
+use crate::session::{SessionRecord, StreamSlot, CONTROL_MAX_FRAME};
 use crate::visitor::STREAM_HEADER_MAX;
 use crate::{ServerError, Shared};
+
+/// Take a stream slot of `owner` for its proxy `key`, within its `max_streams_per_client` and
+/// the proxy's fair share; a refusal is counted in the limit metrics (the caller says why).
+pub(crate) fn owner_stream(
+    shared: &Shared,
+    owner: &Arc<SessionRecord>,
+    key: &ProxyKey,
+) -> Result<StreamSlot, ServerError> {
+    let proxies = || shared.registry.proxies_of(owner.id);
+    owner.begin_stream_for(key, proxies).inspect_err(|_| {
+        shared
+            .limit_metrics
+            .streams_refused
+            .fetch_add(1, Ordering::Relaxed);
+    })
+}
 
 /// Count one more user connection of `entry` (a published port or the virtual host) and take
 /// a stream slot of its owner, within the owner's `max_streams_per_client` and the proxy's
@@ -29,14 +46,9 @@ pub(crate) fn begin_public(
         .fetch_add(1, Ordering::Relaxed);
     // Released meanwhile: nobody serves it any more.
     let owner = shared.registry.owner(&entry.key)?;
-    let proxies = || shared.registry.proxies_of(owner.id);
-    match owner.begin_stream_for(&entry.key, proxies) {
+    match owner_stream(shared, &owner, &entry.key) {
         Ok(slot) => Some(slot),
         Err(reason) => {
-            shared
-                .limit_metrics
-                .streams_refused
-                .fetch_add(1, Ordering::Relaxed);
             if let Some(more) = shared
                 .limit_warnings
                 .check(format!("streams {}", entry.key))

@@ -11,7 +11,7 @@ use tunnel_mux::{relay_streams, MuxStream};
 use tunnel_proto::{Message, ProtoError, ProxySpec, StreamOpen, StreamStatus};
 use tunnel_transport::{read_message, write_message, TransportError};
 
-use crate::forward::open_to_owner;
+use crate::forward::{open_to_owner, owner_stream};
 use crate::lane::Lane;
 use crate::registry::{ProxyEntry, ProxyKey};
 use crate::session::{SessionRecord, CONTROL_MAX_FRAME};
@@ -138,15 +138,7 @@ pub(crate) async fn serve_stream(
     let in_guard = lane.aborts.register(in_id);
     // Both sessions carry this connection, so it counts against both clients' limits.
     let slots = visitor.begin_stream_on(lane).and_then(|a| {
-        let proxies = || shared.registry.proxies_of(owner.id);
-        let b = owner
-            .begin_stream_for(&entry.key, proxies)
-            .inspect_err(|_| {
-                shared
-                    .limit_metrics
-                    .streams_refused
-                    .fetch_add(1, Ordering::Relaxed);
-            })?;
+        let b = owner_stream(&shared, &owner, &entry.key)?;
         Ok((a, b))
     });
     let (in_slot, out_slot) = match slots {

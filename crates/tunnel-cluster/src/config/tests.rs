@@ -63,6 +63,18 @@ fn unknown_keys_and_values_are_refused() {
     assert!(toml::from_str::<ClusterConfig>("lease_ttl = \"10s\"").is_err());
 }
 
+/// GOOD with one `key = value` line in place of GOOD's own line for that key (a TOML table
+/// may not repeat a key).
+fn good_with(line: &str) -> ClusterConfig {
+    let key = line.split(' ').next().unwrap();
+    let base: String = GOOD
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} ")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    parse(&format!("{base}\n{line}\n"))
+}
+
 #[test]
 fn each_problem_names_its_field() {
     let c = parse(r#"backend = "etcd""#);
@@ -95,14 +107,7 @@ fn each_problem_names_its_field() {
         ),
     ];
     for (line, field) in cases {
-        // Later keys of a TOML table may not repeat, so override by editing GOOD.
-        let key = line.split(' ').next().unwrap();
-        let base: String = GOOD
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{key} ")))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let c = parse(&format!("{base}\n{line}\n"));
+        let c = good_with(line);
         let f = fields(&c, None);
         assert_eq!(f, vec![field.to_string()], "{line}");
     }
@@ -155,13 +160,7 @@ fn server_id_defaults_to_the_host_name() {
 #[test]
 fn endpoint_and_server_id_problems_say_the_fix() {
     let message = |line: &str, field: &str| {
-        let key = line.split(' ').next().unwrap();
-        let base: String = GOOD
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{key} ")))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let problems = parse(&format!("{base}\n{line}\n")).problems_with(None);
+        let problems = good_with(line).problems_with(None);
         let p = problems.iter().find(|p| p.field == field).unwrap();
         p.message.clone()
     };

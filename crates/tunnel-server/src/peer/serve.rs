@@ -14,7 +14,7 @@ use tunnel_proto::peer::{Forward, ForwardKind, Forwarded, PEER_STREAM_MAX_FRAME}
 use tunnel_proto::Message;
 use tunnel_transport::{read_message, write_message};
 
-use crate::forward::{begin_public, open_to_owner};
+use crate::forward::{begin_public, open_to_owner, owner_stream};
 use crate::listener::idle_of;
 use crate::peer::counted::Counted;
 use crate::peer::traffic::PeerCounters;
@@ -148,15 +148,7 @@ async fn serve(
                 .counters
                 .visitor_connections
                 .fetch_add(1, Ordering::Relaxed);
-            let proxies = || shared.registry.proxies_of(owner.id);
-            owner
-                .begin_stream_for(&entry.key, proxies)
-                .inspect_err(|_| {
-                    shared
-                        .limit_metrics
-                        .streams_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                })
+            owner_stream(&shared, &owner, &entry.key)
         }
         ForwardKind::Vhost => Err(ServerError::VhostNamesNoProxy),
         ForwardKind::Probe => Err(ServerError::ProbeNamesNoProxy),
