@@ -9,10 +9,12 @@
 #   benches/link_order.sh               # needs valgrind, iperf3, curl, python3
 #   BIN_DIR=target/release benches/link_order.sh   # trace prebuilt binaries
 #
-# Symbol names in the file are stable across source edits (a legacy-mangled name's hash
-# comes from the crate's metadata and the item's path, not its code), so it only needs
-# regenerating when many functions are renamed or new paths matter; a stale file still
-# links, it just packs less. Runs in about a minute, most of it under callgrind.
+# Symbol names in the file survive edits inside a function (a legacy-mangled name's hash comes
+# from the crate's metadata and the item's path and, for a generic instance, its type
+# arguments, not its code), but changing types many functions are generic over (an error type
+# across a crate) re-hashes those instances: regenerate after such changes, a version bump or
+# a dependency change. A stale file still links, it just packs less (idle RSS up 1.5 MiB once).
+# Runs in about a minute, most of it under callgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in valgrind iperf3 curl python3; do
