@@ -87,7 +87,19 @@ fn main() -> ExitCode {
     // Every local connection of a proxy or visitor and every visitor listener is a file
     // descriptor too.
     tls_tunnel::cli::raise_open_file_limit();
-    let rt = match tokio::runtime::Runtime::new() {
+    // A connection's bytes are decrypted and forwarded by one task, so each connection keeps
+    // one worker busy at most; more workers than connections only move that task between
+    // cores, and cost 10-20 % more CPU per byte (docs/benchmarks.md, issue #19). A reload
+    // that raises `connections` gets its extra workers at the next start.
+    let workers = cfg.connections.clamp(
+        1,
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

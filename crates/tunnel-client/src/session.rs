@@ -36,13 +36,16 @@ pub(crate) type SessionCtx = Lane;
 /// are placed by every stream a lane carries.
 pub(crate) fn spawn_stream(shared: &Arc<Shared>, lane: &Arc<Lane>, stream: MuxStream) {
     let slot = lane.slot();
-    let task = proxy::serve_stream(shared.clone(), lane.clone(), stream);
-    shared.streams.spawn(
-        async move {
-            task.await;
-            drop(slot);
-        }
-        .in_current_span(),
+    let (shared, lane) = (shared.clone(), lane.clone());
+    let tracker = shared.streams.clone();
+    stream.session_spawner().spawn(
+        tracker.track_future(
+            async move {
+                proxy::serve_stream(shared, lane, stream).await;
+                drop(slot);
+            }
+            .in_current_span(),
+        ),
     );
 }
 

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
+use crate::colocate::Handlers;
 use crate::config::Effective;
 use crate::io::Coalesce;
 use crate::send_queue::FrameTracker;
@@ -49,8 +50,9 @@ pub(crate) async fn run<T>(
     mode: yamux::Mode,
     eff: Effective,
     shared: Arc<Shared>,
-    mut open_rx: mpsc::Receiver<OpenReply>,
+    open_rx: mpsc::Receiver<OpenReply>,
     inbound_tx: mpsc::Sender<Inbound>,
+    mut handlers: Handlers,
 ) where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -60,18 +62,20 @@ pub(crate) async fn run<T>(
         .tracking(FrameTracker::new(shared.clone()))
         .compat();
     let mut conn: Conn<T> = yamux::Connection::new(io, eff.yamux, mode);
-    let mut pending: VecDeque<OpenReply> = VecDeque::new();
-    let mut controls_gone = false;
+    let mut opens = Opens {
+        rx: open_rx,
+        pending: VecDeque::new(),
+        controls_gone: false,
+    };
 
     let exit = poll_fn(|cx| {
         poll_active(
             cx,
             &mut conn,
             &shared,
-            &mut open_rx,
-            &mut pending,
-            &mut controls_gone,
+            &mut opens,
             &inbound_tx,
+            &mut handlers,
         )
     })
     .await;
@@ -84,7 +88,8 @@ pub(crate) async fn run<T>(
     }
     // From here on streams must fail fast instead of waiting for the close to finish.
     shared.end();
-    drop(pending);
+    handlers.detach();
+    drop(opens);
     match exit {
         Exit::Close => {
             tracing::debug!("closing tunnel session");
@@ -112,14 +117,21 @@ fn is_eof(e: &yamux::ConnectionError) -> bool {
     io.kind() == std::io::ErrorKind::UnexpectedEof
 }
 
+/// `open()` requests: the channel, those waiting for yamux, and whether every handle that
+/// could send more is gone.
+struct Opens {
+    rx: mpsc::Receiver<OpenReply>,
+    pending: VecDeque<OpenReply>,
+    controls_gone: bool,
+}
+
 fn poll_active<T>(
     cx: &mut Context<'_>,
     conn: &mut Conn<T>,
     shared: &Arc<Shared>,
-    open_rx: &mut mpsc::Receiver<OpenReply>,
-    pending: &mut VecDeque<OpenReply>,
-    controls_gone: &mut bool,
+    opens: &mut Opens,
     inbound_tx: &mpsc::Sender<Inbound>,
+    handlers: &mut Handlers,
 ) -> Poll<Exit>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -128,14 +140,14 @@ where
     if shared.close_requested() {
         return Poll::Ready(Exit::Close);
     }
-    while !*controls_gone {
-        match open_rx.poll_recv(cx) {
-            Poll::Ready(Some(reply)) => pending.push_back(reply),
-            Poll::Ready(None) => *controls_gone = true,
+    while !opens.controls_gone {
+        match opens.rx.poll_recv(cx) {
+            Poll::Ready(Some(reply)) => opens.pending.push_back(reply),
+            Poll::Ready(None) => opens.controls_gone = true,
             Poll::Pending => break,
         }
     }
-    if *controls_gone
+    if opens.controls_gone
         && shared
             .incoming_dropped
             .load(std::sync::atomic::Ordering::Acquire)
@@ -143,7 +155,7 @@ where
         return Poll::Ready(Exit::Close);
     }
 
-    while let Some(reply) = pending.pop_front() {
+    while let Some(reply) = opens.pending.pop_front() {
         if reply.is_closed() {
             continue; // the caller stopped waiting
         }
@@ -167,7 +179,7 @@ where
             }
             Poll::Pending => {
                 // 256 streams still wait for the peer's ACK; yamux wakes us on the next one.
-                pending.push_front(reply);
+                opens.pending.push_front(reply);
                 break;
             }
         }
@@ -179,7 +191,10 @@ where
             Poll::Ready(Some(Ok(stream))) => hand_off(shared, inbound_tx, stream),
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Exit::Failed(e)),
             Poll::Ready(None) => return Poll::Ready(Exit::PeerClosed),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                handlers.poll(cx);
+                return Poll::Pending;
+            }
         }
     }
 }

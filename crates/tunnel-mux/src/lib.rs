@@ -61,6 +61,7 @@
 // package, the end-to-end tests and their shared fixtures too.
 #![warn(missing_docs, unreachable_pub)]
 
+mod colocate;
 mod config;
 mod control;
 mod datagram;
@@ -94,4 +95,4 @@ pub use pipe::{pipe, pipe_counted, reset_tcp, ByteCounters, PipeConfig, PipeEnd,
 pub use rate::{RateLimit, TokenBucket, BURST};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Incoming, Mode, MuxHandle};
-pub use stream::MuxStream;
+pub use stream::{MuxStream, SessionSpawner};

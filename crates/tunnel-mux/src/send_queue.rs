@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn the_tracker_counts_data_bodies_out_by_stream_across_split_writes() {
-        let shared = Arc::new(Shared::new(16, 1 << 20));
+        let shared = Arc::new(Shared::new(16, 1 << 20, crate::colocate::channel().0));
         let gate = Arc::new(crate::stream::Gate::default());
         shared.streams().insert(3, gate.clone());
         shared.send_queue.add(&gate.queue, 1000 + 5);

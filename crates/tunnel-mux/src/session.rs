@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::colocate::{self, Spawner};
 use crate::send_queue::SendQueue;
 use crate::stream::{Gate, MuxStream};
 use crate::{driver, MuxConfig, MuxError};
@@ -49,7 +50,8 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let eff = cfg.effective();
-    let shared = Arc::new(Shared::new(eff.max_streams, eff.send_queue));
+    let (spawner, handlers) = colocate::channel();
+    let shared = Arc::new(Shared::new(eff.max_streams, eff.send_queue, spawner));
     let (open_tx, open_rx) = mpsc::channel(OPEN_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(eff.accept_backlog);
     let mode = match mode {
@@ -63,6 +65,7 @@ where
         shared.clone(),
         open_rx,
         inbound_tx,
+        handlers,
     ));
     let control = MuxHandle {
         open_tx,
@@ -173,10 +176,12 @@ pub(crate) struct Shared {
     pub(crate) backlog_full: tunnel_proto::WarnLimit,
     /// Bytes the streams handed yamux that are not yet written (see `send_queue`).
     pub(crate) send_queue: SendQueue,
+    /// Stream handlers to run inside the driver (see `colocate`).
+    pub(crate) spawner: Spawner,
 }
 
 impl Shared {
-    pub(crate) fn new(max_streams: usize, send_queue: usize) -> Self {
+    pub(crate) fn new(max_streams: usize, send_queue: usize, spawner: Spawner) -> Self {
         Self {
             ended: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
@@ -188,6 +193,7 @@ impl Shared {
             max_streams,
             backlog_full: tunnel_proto::WarnLimit::default(),
             send_queue: SendQueue::new(send_queue),
+            spawner,
         }
     }
 

@@ -133,6 +133,12 @@ pub struct ServerConfig {
     /// Largest protocol frame accepted, in bytes (handshake frames are capped lower). Default 65536.
     #[serde(default = "default_max_frame")]
     pub max_frame_size: usize,
+    /// Threads that carry client connections: each connection (its TLS, its session and
+    /// every stream on it) stays on one of them for its life, and new ones go to the least
+    /// busy. Unset: one per CPU core. 0: run everything on the runtime that started the
+    /// server (for an application embedding it that manages its own threads).
+    #[serde(default)]
+    pub session_threads: Option<usize>,
     /// Time between heartbeats on each session; whole seconds in the file. Default 10.
     #[serde(
         default = "default_heartbeat_interval",
@@ -296,6 +302,9 @@ fn default_max_streams() -> usize {
 fn default_max_connections() -> usize {
     8
 }
+/// More session threads than this is a typo, not a machine.
+const MAX_SESSION_THREADS: usize = 1024;
+
 fn default_max_frame() -> usize {
     tunnel_proto::DEFAULT_MAX_FRAME
 }
@@ -374,6 +383,7 @@ impl Default for ServerConfig {
             max_streams_per_client: default_max_streams(),
             max_connections_per_client: default_max_connections(),
             max_frame_size: default_max_frame(),
+            session_threads: None,
             heartbeat_interval: default_heartbeat_interval(),
             heartbeat_timeout: default_heartbeat_timeout(),
             shutdown_grace: default_shutdown_grace(),
@@ -494,6 +504,20 @@ impl ServerConfig {
         self.tls_cert = Some(cert.into());
         self.tls_key = Some(key.into());
         self
+    }
+
+    /// Carry client connections on `threads` threads of their own (0: on the caller's
+    /// runtime); see [`ServerConfig::session_threads`].
+    pub fn with_session_threads(mut self, threads: usize) -> Self {
+        self.session_threads = Some(threads);
+        self
+    }
+
+    /// How many session threads to start: `session_threads`, or one per core.
+    pub fn session_thread_count(&self) -> usize {
+        self.session_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     /// Serve the stats endpoint on `addr` (`None`: off).
@@ -770,6 +794,18 @@ impl ServerConfig {
             out.push(ConfigProblem::new(
                 "heartbeat_timeout",
                 "must be longer than heartbeat_interval (both in seconds, at least 1)",
+            ));
+        }
+        if self
+            .session_threads
+            .is_some_and(|n| n > MAX_SESSION_THREADS)
+        {
+            out.push(ConfigProblem::new(
+                "session_threads",
+                format!(
+                    "must be at most {MAX_SESSION_THREADS} (one per core is plenty; leave it \
+                     unset for that)"
+                ),
             ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_frame_size) {

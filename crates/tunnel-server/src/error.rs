@@ -40,6 +40,17 @@ pub enum ServerError {
     /// The certificate or key could not be loaded or generated.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] tunnel_transport::TransportError),
+    /// The threads that carry client connections could not be started.
+    #[error(
+        "cannot start {threads} session threads (session_threads): {source}; lower \
+         session_threads, or set 0 to use the caller's runtime"
+    )]
+    SessionThreads {
+        /// How many were asked for.
+        threads: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source} (is another process using it?)")]
     Bind {

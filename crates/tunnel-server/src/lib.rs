@@ -53,6 +53,7 @@ mod registry;
 mod routes;
 mod rules;
 mod session;
+mod shards;
 mod source_limit;
 mod stats;
 mod stream_budget;
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     vhost: std::sync::OnceLock<std::sync::Weak<vhost::Vhost>>,
     /// The ports `publish_port = "auto"` gave out, by client id and proxy name.
     auto_ports: auto_port::AutoPorts,
+    /// Where client connections are served (`None`: on the runtime that started us).
+    shards: Option<shards::Shards>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -428,6 +431,7 @@ async fn start_with_peer(
     };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
+    let shards = shards::Shards::start(cfg.session_thread_count())?;
     let shutdown = CancellationToken::new();
     let access = access::Access::default();
     let shared = Arc::new(Shared {
@@ -457,6 +461,7 @@ async fn start_with_peer(
         credentials,
         vhost: std::sync::OnceLock::new(),
         auto_ports: auto_port::AutoPorts::default(),
+        shards,
     });
     cluster::follow::spawn(&shared);
     info!(%local_addr, %fingerprint, "tunnel server listening");
@@ -551,14 +556,18 @@ async fn accept_loop(
         tokio::select! {
             () = shared.logins.cancelled() => break,
             (tcp, peer) = listener.accept() => {
-                let task = session::handle_connection(
-                    shared.clone(),
-                    transport.clone(),
-                    tcp,
-                    peer,
-                    own_address,
-                );
-                shared.tasks.spawn(task.in_current_span());
+                let serve = {
+                    let (shared, transport) = (shared.clone(), transport.clone());
+                    move |tcp| {
+                        session::handle_connection(shared, transport, tcp, peer, own_address)
+                    }
+                };
+                match &shared.shards {
+                    Some(shards) => shards.serve(&shared.tasks, tcp, serve),
+                    None => {
+                        shared.tasks.spawn(serve(tcp).in_current_span());
+                    }
+                }
             }
         }
     }

@@ -217,7 +217,23 @@ async fn serve_user(
             return;
         }
     };
-    relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await;
+    // The relay runs in the session's own task, on its thread (see `shards`).
+    let tcp = match crate::shards::portable(shared.shards.as_ref(), tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            debug!(%peer, "user connection closed: {e}");
+            return;
+        }
+    };
+    let spawner = stream.get_ref().session_spawner();
+    let tracker = shared.streams.clone();
+    let relay = async move {
+        match tcp.attach() {
+            Ok(tcp) => relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await,
+            Err(e) => debug!(%peer, "user connection closed: {e}"),
+        }
+    };
+    spawner.spawn(tracker.track_future(relay.in_current_span()));
 }
 
 /// Relay a user connection over its stream until either side ends it. The owner may still

@@ -36,6 +36,7 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         max_streams_per_client: _,
         max_connections_per_client,
         max_frame_size,
+        session_threads,
         heartbeat_interval,
         heartbeat_timeout,
         shutdown_grace,
@@ -108,6 +109,7 @@ pub(super) fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         *max_connections_per_client == old.max_connections_per_client,
     );
     check("max_frame_size", *max_frame_size == old.max_frame_size);
+    check("session_threads", *session_threads == old.session_threads);
     check(
         "heartbeat_interval",
         *heartbeat_interval == old.heartbeat_interval,
