@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         return report_check(args.config.as_deref(), &problems);
     }
     if let Some(limit) = tls_tunnel::cli::raise_open_file_limit() {
-        warn_if_few_files(limit, cfg.max_clients);
+        warn_if_few_files(limit, cfg.max_clients, cfg.session_thread_count());
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -374,9 +374,13 @@ const FEW_FILES: u64 = 4096;
 
 /// File descriptors the server holds besides its sessions: listeners, the runtime, stdio.
 const BASE_FILES: u64 = 16;
+/// Each session thread's runtime polls its own epoll instance and is woken through an eventfd.
+const FILES_PER_SESSION_THREAD: u64 = 2;
 
-fn warn_if_few_files(limit: u64, max_clients: usize) {
-    let sessions = limit.saturating_sub(BASE_FILES);
+fn warn_if_few_files(limit: u64, max_clients: usize, session_threads: usize) {
+    let threads = u64::try_from(session_threads).unwrap_or(u64::MAX);
+    let base = BASE_FILES.saturating_add(threads.saturating_mul(FILES_PER_SESSION_THREAD));
+    let sessions = limit.saturating_sub(base);
     if limit < FEW_FILES && sessions < u64::try_from(max_clients).unwrap_or(u64::MAX) {
         warn!(
             "the open-file limit is {limit}: room for about {sessions} client sessions at most \

@@ -168,22 +168,28 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
     let Some((stream, guard, ctx)) = open_visit(&shared, &visitor).await else {
         return;
     };
-    let id = stream.id();
-    let counters = shared.visitor_counters.get(&visitor.name);
-    counters.connections.fetch_add(1, Ordering::Relaxed);
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    let bytes = Some(&counters.bytes);
-    let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), bytes, || {
-        ctx.send_abort(id)
-    })
-    .await;
-    counters.active.fetch_sub(1, Ordering::Relaxed);
-    match end {
-        RelayEnd::Failed { error, .. } => {
-            debug!(stream = id, "connection failed: {error}");
+    // The relay runs in the session's own task (see `tunnel_mux::SessionSpawner`).
+    let spawner = stream.session_spawner();
+    let tracker = shared.streams.clone();
+    let relay = async move {
+        let id = stream.id();
+        let counters = shared.visitor_counters.get(&visitor.name);
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let bytes = Some(&counters.bytes);
+        let end = relay_tcp(tcp, stream, &shared.pipe, guard.token(), bytes, || {
+            ctx.send_abort(id)
+        })
+        .await;
+        counters.active.fetch_sub(1, Ordering::Relaxed);
+        match end {
+            RelayEnd::Failed { error, .. } => {
+                debug!(stream = id, "connection failed: {error}");
+            }
+            end => debug!(stream = id, ?end, "connection finished"),
         }
-        end => debug!(stream = id, ?end, "connection finished"),
-    }
+    };
+    spawner.spawn(tracker.track_future(relay.in_current_span()));
 }
 
 /// A stream to the visitor's proxy through the server, accepted by its owner; `None` when
