@@ -87,16 +87,12 @@ fn main() -> ExitCode {
     // Every local connection of a proxy or visitor and every visitor listener is a file
     // descriptor too.
     tls_tunnel::cli::raise_open_file_limit();
-    // A connection's bytes are decrypted and forwarded by one task, so each connection keeps
-    // one worker busy at most; more workers than connections only move that task between
-    // cores, and cost 10-20 % more CPU per byte (docs/benchmarks.md, issue #19). A reload
-    // that raises `connections` gets its extra workers at the next start.
-    let workers = cfg.connections.clamp(
-        1,
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-    );
+    // One worker: a connection's bytes are decrypted and forwarded by one task, and more
+    // workers would only move that task between cores, at 10-20 % more CPU per byte
+    // (docs/benchmarks.md, issue #19). With `connections` above 1 the client puts each
+    // connection on a thread of its own (`tunnel_mux::SessionThreads`).
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -59,6 +59,16 @@ pub enum ClientError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The threads that carry the extra `connections` could not be started.
+    #[error(
+        "cannot start {threads} threads for the client's connections: {source}; lower connections"
+    )]
+    SessionThreads {
+        /// How many were asked for.
+        threads: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A visitor's `bind` address could not be listened on.
     #[error("visitor {name}: cannot listen on {bind}: {source}")]
     VisitorBind {
@@ -173,7 +183,8 @@ impl ClientError {
             | ClientError::ConfigRead { .. }
             | ClientError::Config(_)
             | ClientError::VisitorBind { .. }
-            | ClientError::StatsBind { .. } => true,
+            | ClientError::StatsBind { .. }
+            | ClientError::SessionThreads { .. } => true,
             ClientError::PublishPortSyntax { .. } | ClientError::PublishPortEmptyRange { .. } => {
                 true
             }

@@ -121,6 +121,9 @@ pub(crate) struct Shared {
     /// One task per proxied or visiting connection; drained on graceful shutdown.
     streams: TaskTracker,
     mux: MuxConfig,
+    /// With `connections` above 1, where the session and each extra connection run (one
+    /// thread per connection, at most one per core; see `tunnel_mux::SessionThreads`).
+    threads: Option<tunnel_mux::SessionThreads>,
     pipe: PipeConfig,
     proxy_counters: stats::CounterMap,
     /// Local connections of `http`/`http2` proxies, shared by all their users.
@@ -324,6 +327,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     let servers = servers::Servers::new(transports, &random);
     let listeners = visitor::bind_all(&cfg.visitors).await?;
     let (status_tx, status_rx) = watch::channel(Status::Connecting);
+    let threads = session_threads(cfg.connections)?;
     let shared = Arc::new(Shared {
         id: RwLock::new(cfg.effective_id()),
         live: RwLock::new(Live::from_config(&cfg)),
@@ -341,6 +345,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
         tasks: TaskTracker::new(),
         streams: TaskTracker::new(),
         mux: MuxConfig::default(),
+        threads,
         pipe: PipeConfig::default(),
         proxy_counters: stats::CounterMap::default(),
         http_upstreams: http_proxy::Upstreams::default(),
@@ -368,13 +373,31 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle, ClientError> {
     health::sync(&shared);
     let span = tracing::info_span!("client", id = %shared.id.read());
     let shutdown = shared.shutdown.clone();
-    let task = tokio::spawn(run(shared.clone()).instrument(span));
+    let session = run(shared.clone()).instrument(span);
+    let task = match &shared.threads {
+        Some(threads) => threads.spawn_joinable(session),
+        None => tokio::spawn(session),
+    };
     Ok(ClientHandle {
         shared,
         status: status_rx,
         shutdown,
         task,
     })
+}
+
+/// Threads for a client with several connections: one per connection, at most one per core,
+/// so that each connection's bytes stay on one thread (see `tunnel_mux::SessionThreads`).
+/// One connection runs on the caller's runtime.
+fn session_threads(connections: usize) -> Result<Option<tunnel_mux::SessionThreads>, ClientError> {
+    if connections <= 1 {
+        return Ok(None);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = connections.min(cores);
+    tunnel_mux::SessionThreads::start(threads)
+        .map(Some)
+        .map_err(|source| ClientError::SessionThreads { threads, source })
 }
 
 /// Keep a session up until shutdown or a rejection that cannot heal.

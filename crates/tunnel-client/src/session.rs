@@ -228,7 +228,12 @@ pub(crate) async fn run_once(
                 heartbeat,
                 stop_lanes.clone(),
             );
-            lane_tasks.spawn(keep.in_current_span());
+            match &shared.threads {
+                Some(threads) => threads.spawn(&lane_tasks, keep),
+                None => {
+                    lane_tasks.spawn(keep.in_current_span());
+                }
+            }
         }
         // Ready only now: visitors need `current` the moment a caller sees Ready.
         shared.servers.connected(server);

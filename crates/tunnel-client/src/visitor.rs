@@ -168,10 +168,22 @@ async fn serve(shared: Arc<Shared>, visitor: Arc<VisitorConfig>, tcp: TcpStream)
     let Some((stream, guard, ctx)) = open_visit(&shared, &visitor).await else {
         return;
     };
-    // The relay runs in the session's own task (see `tunnel_mux::SessionSpawner`).
+    // The relay runs in the session's own task (see `tunnel_mux::SessionSpawner`), on its
+    // thread when it has one.
+    let tcp = match tunnel_mux::Portable::new(tcp, shared.threads.as_ref()) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            debug!("connection closed: {e}");
+            return;
+        }
+    };
     let spawner = stream.session_spawner();
     let tracker = shared.streams.clone();
     let relay = async move {
+        let tcp = match tcp.attach() {
+            Ok(tcp) => tcp,
+            Err(e) => return debug!("connection closed: {e}"),
+        };
         let id = stream.id();
         let counters = shared.visitor_counters.get(&visitor.name);
         counters.connections.fetch_add(1, Ordering::Relaxed);

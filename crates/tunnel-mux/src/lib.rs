@@ -15,6 +15,8 @@
 //! * [`Lanes`] holds the connections of one session and places each new stream on the
 //!   least loaded one ([`Lane`], counted by [`LaneSlot`]); both engines use it.
 //! * [`relay_datagrams`] / [`serve_udp`] carry UDP flows, one stream per user address.
+//! * [`SessionSpawner`] runs a stream's handler inside its session's task, and
+//!   [`SessionThreads`] keeps whole sessions on threads of their own (see each).
 //! * [`spawn_control`] serves a session's control stream: heartbeats both ways, aborts into
 //!   the [`AbortTable`], everything else handed to the engine.
 //!
@@ -76,6 +78,7 @@ mod relay;
 mod send_queue;
 mod session;
 mod stream;
+mod threads;
 
 pub use config::{
     MuxConfig, DEFAULT_ACCEPT_BACKLOG, DEFAULT_HEADROOM, DEFAULT_MAX_STREAMS, DEFAULT_SEND_QUEUE,
@@ -96,3 +99,4 @@ pub use rate::{RateLimit, TokenBucket, BURST};
 pub use relay::{relay_streams, relay_tcp, AbortGuard, AbortTable, RelayEnd};
 pub use session::{start, Incoming, Mode, MuxHandle};
 pub use stream::{MuxStream, SessionSpawner};
+pub use threads::{Portable, SessionThreads};

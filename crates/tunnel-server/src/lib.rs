@@ -53,7 +53,6 @@ mod registry;
 mod routes;
 mod rules;
 mod session;
-mod shards;
 mod source_limit;
 mod stats;
 mod stream_budget;
@@ -133,7 +132,7 @@ pub(crate) struct Shared {
     /// The ports `publish_port = "auto"` gave out, by client id and proxy name.
     auto_ports: auto_port::AutoPorts,
     /// Where client connections are served (`None`: on the runtime that started us).
-    shards: Option<shards::Shards>,
+    shards: Option<tunnel_mux::SessionThreads>,
 }
 
 /// At most one warning per subject (a source, a proxy, a client) this often about refusals
@@ -431,7 +430,13 @@ async fn start_with_peer(
     };
     let public_sources = source_limit::SourceLimit::new(cfg.max_conns_per_source, 0);
     let stream_headers = Arc::new(tokio::sync::Semaphore::new(cfg.max_stream_headers));
-    let shards = shards::Shards::start(cfg.session_thread_count())?;
+    let shards = match cfg.session_thread_count() {
+        0 => None,
+        threads => Some(
+            tunnel_mux::SessionThreads::start(threads)
+                .map_err(|source| ServerError::SessionThreads { threads, source })?,
+        ),
+    };
     let shutdown = CancellationToken::new();
     let access = access::Access::default();
     let shared = Arc::new(Shared {

@@ -217,8 +217,8 @@ async fn serve_user(
             return;
         }
     };
-    // The relay runs in the session's own task, on its thread (see `shards`).
-    let tcp = match crate::shards::portable(shared.shards.as_ref(), tcp) {
+    // The relay runs in the session's own task, on its thread (see `SessionThreads`).
+    let tcp = match tunnel_mux::Portable::new(tcp, shared.shards.as_ref()) {
         Ok(tcp) => tcp,
         Err(e) => {
             debug!(%peer, "user connection closed: {e}");

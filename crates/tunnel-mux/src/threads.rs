@@ -1,5 +1,6 @@
-//! Client connections spread over runtimes of one worker thread each ("shards"), so that a
-//! session, its driver and every stream it carries stay on one thread for their whole life.
+//! Sessions spread over runtimes of one worker thread each, so that a session, its driver
+//! and every stream it carries stay on one thread for their whole life. The server carries
+//! each client connection on one; the client each of its extra `connections`.
 //!
 //! On tokio's shared multi-worker runtime a busy session's tasks moved between workers many
 //! times a second (whichever worker was polling the reactor took the next wake-up), and each
@@ -7,12 +8,12 @@
 //! eight busy streams on one session that cost 13-25 % more CPU per byte than one stream;
 //! with a single worker per session the difference fell to 1-10 % and CPU per byte itself
 //! dropped (docs/benchmarks.md, issue #19). Sessions still use every core: each new
-//! connection goes to the shard carrying the fewest.
+//! connection goes to the thread carrying the fewest.
 //!
 //! A socket belongs to the reactor of the runtime that registered it, so one accepted on the
-//! main runtime is deregistered there and registered again on the shard that serves it
-//! ([`Portable`]): its readiness then wakes the shard's own thread, not a main-runtime
-//! worker that would have to wake the shard.
+//! main runtime is deregistered there and registered again on the thread that serves it
+//! ([`Portable`]): its readiness then wakes that thread itself, not a main-runtime worker
+//! that would have to wake it.
 
 use std::future::Future;
 use std::io;
@@ -25,10 +26,8 @@ use tokio::runtime::{Builder, Handle, Runtime};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::ServerError;
-
-/// How long stopping the shards waits for their threads; a task stuck in a blocking call
-/// must not hold the process.
+/// How long stopping the threads waits for them; a task stuck in a blocking call must not
+/// hold the process.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
 struct Shard {
@@ -38,42 +37,99 @@ struct Shard {
     load: Arc<AtomicUsize>,
 }
 
-/// The shard runtimes of one server.
-pub(crate) struct Shards(Vec<Shard>);
+/// Runtimes of one worker thread each that sessions are placed on, the least loaded first
+/// (by the number of tasks placed there and still running). Dropping it stops the threads
+/// (from a thread of its own, waiting at most a second).
+///
+/// ```
+/// use tunnel_mux::SessionThreads;
+/// use tokio_util::task::TaskTracker;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let threads = SessionThreads::start(2)?;
+/// let tracker = TaskTracker::new();
+/// let (tx, rx) = tokio::sync::oneshot::channel();
+/// threads.spawn(&tracker, async move {
+///     let _ = tx.send(std::thread::current().name().map(str::to_owned));
+/// });
+/// let name = rx.await.expect("the task ran");
+/// assert_eq!(name.as_deref(), Some("tunnel-session-0"));
+/// # Ok(())
+/// # }
+/// ```
+pub struct SessionThreads(Vec<Shard>);
 
-impl Shards {
-    /// `threads` runtimes of one worker each; none (everything on the caller's runtime) for 0.
-    pub(crate) fn start(threads: usize) -> Result<Option<Self>, ServerError> {
-        if threads == 0 {
-            return Ok(None);
-        }
-        let mut shards = Vec::with_capacity(threads);
-        for i in 0..threads {
+impl SessionThreads {
+    /// `threads` runtimes (at least one) of one worker each, named `tunnel-session-N`.
+    pub fn start(threads: usize) -> io::Result<Self> {
+        let mut shards = Vec::with_capacity(threads.max(1));
+        for i in 0..threads.max(1) {
             let runtime = Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name(format!("tunnel-session-{i}"))
                 .enable_all()
-                .build()
-                .map_err(|source| ServerError::SessionThreads { threads, source })?;
+                .build()?;
             shards.push(Shard {
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
                 load: Arc::new(AtomicUsize::new(0)),
             });
         }
-        Ok(Some(Self(shards)))
+        Ok(Self(shards))
     }
 
-    /// Serve `tcp` with `serve` on the shard carrying the fewest connections, tracked by
-    /// `tracker` and in the caller's span.
-    pub(crate) fn serve<F, Fut>(&self, tracker: &TaskTracker, tcp: TcpStream, serve: F)
+    fn least_loaded(&self) -> &Shard {
+        // `start` makes at least one.
+        let mut best = &self.0[0];
+        for s in &self.0[1..] {
+            if s.load.load(Ordering::Relaxed) < best.load.load(Ordering::Relaxed) {
+                best = s;
+            }
+        }
+        best
+    }
+
+    /// Run `task` on the thread carrying the fewest tasks, tracked by `tracker` and in the
+    /// caller's span.
+    pub fn spawn<F>(&self, tracker: &TaskTracker, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shard = self.least_loaded();
+        let load = Load::take(&shard.load);
+        let task = async move {
+            let _load = load;
+            task.await;
+        };
+        shard
+            .handle
+            .spawn(tracker.track_future(task.in_current_span()));
+    }
+
+    /// Run `task` on the thread carrying the fewest tasks, in the caller's span, and hand
+    /// back its join handle.
+    pub fn spawn_joinable<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let shard = self.least_loaded();
+        let load = Load::take(&shard.load);
+        let task = async move {
+            let _load = load;
+            task.await
+        };
+        shard.handle.spawn(task.in_current_span())
+    }
+
+    /// Serve `tcp` with `serve` on the thread carrying the fewest tasks, the socket
+    /// registered with that thread's reactor; tracked by `tracker`, in the caller's span.
+    pub fn serve<F, Fut>(&self, tracker: &TaskTracker, tcp: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(shard) = self.0.iter().min_by_key(|s| s.load.load(Ordering::Relaxed)) else {
-            return;
-        };
         let tcp = match Portable::detach(tcp) {
             Ok(p) => p,
             Err(e) => {
@@ -81,25 +137,33 @@ impl Shards {
                 return;
             }
         };
-        let load = Load::take(&shard.load);
-        let task = async move {
-            let _load = load;
+        self.spawn(tracker, async move {
             match tcp.attach() {
                 Ok(tcp) => serve(tcp).await,
                 Err(e) => tracing::warn!("connection dropped: cannot register it: {e}"),
             }
-        };
-        shard
-            .handle
-            .spawn(tracker.track_future(task.in_current_span()));
+        });
     }
 }
 
-impl Drop for Shards {
+impl std::fmt::Debug for SessionThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loads: Vec<usize> = self
+            .0
+            .iter()
+            .map(|s| s.load.load(Ordering::Relaxed))
+            .collect();
+        f.debug_struct("SessionThreads")
+            .field("loads", &loads)
+            .finish()
+    }
+}
+
+impl Drop for SessionThreads {
     fn drop(&mut self) {
         let runtimes: Vec<Runtime> = self.0.iter_mut().filter_map(|s| s.runtime.take()).collect();
-        // Shut down from a thread of its own: this may run on a shard's own worker (the
-        // last task holding the server), where a runtime cannot wait for itself.
+        // Shut down from a thread of its own: this may run on one of these threads (the last
+        // task holding the engine), where a runtime cannot wait for itself.
         let stop = move || {
             for rt in runtimes {
                 rt.shutdown_timeout(STOP_WAIT);
@@ -114,7 +178,7 @@ impl Drop for Shards {
     }
 }
 
-/// Counts a connection on its shard until dropped.
+/// Counts a task on its thread until dropped.
 struct Load(Arc<AtomicUsize>);
 
 impl Load {
@@ -131,32 +195,35 @@ impl Drop for Load {
 }
 
 /// A TCP connection on its way to the runtime that will serve it.
-pub(crate) enum Portable {
-    /// Stays with the reactor it is registered with (no shards).
+#[derive(Debug)]
+pub enum Portable {
+    /// Stays with the reactor it is registered with (no session threads).
     Here(TcpStream),
     /// Deregistered; registered again by whichever runtime attaches it.
     Detached(std::net::TcpStream),
 }
 
 impl Portable {
-    pub(crate) fn detach(tcp: TcpStream) -> io::Result<Self> {
+    /// Deregister `tcp` from its reactor.
+    pub fn detach(tcp: TcpStream) -> io::Result<Self> {
         tcp.into_std().map(Self::Detached)
     }
 
+    /// `tcp` ready to move to whichever session thread will serve it: detached when there
+    /// are session threads, left alone when not.
+    pub fn new(tcp: TcpStream, threads: Option<&SessionThreads>) -> io::Result<Self> {
+        match threads {
+            Some(_) => Self::detach(tcp),
+            None => Ok(Self::Here(tcp)),
+        }
+    }
+
     /// Ready for the runtime this is called on.
-    pub(crate) fn attach(self) -> io::Result<TcpStream> {
+    pub fn attach(self) -> io::Result<TcpStream> {
         match self {
             Self::Here(tcp) => Ok(tcp),
             Self::Detached(std) => TcpStream::from_std(std),
         }
-    }
-}
-
-/// `tcp` ready to move to the session thread that will serve it, when there are shards.
-pub(crate) fn portable(shards: Option<&Shards>, tcp: TcpStream) -> io::Result<Portable> {
-    match shards {
-        Some(_) => Portable::detach(tcp),
-        None => Ok(Portable::Here(tcp)),
     }
 }
 
@@ -169,7 +236,7 @@ mod tests {
     #[test]
     fn connections_go_to_the_least_loaded_shard_and_are_served_there() {
         let main = Builder::new_current_thread().enable_all().build().unwrap();
-        let shards = Shards::start(2).unwrap().expect("two shards");
+        let shards = SessionThreads::start(2).unwrap();
         let tracker = TaskTracker::new();
         main.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
