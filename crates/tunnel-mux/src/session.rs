@@ -97,6 +97,12 @@ impl MuxHandle {
         rx.await.unwrap_or(Err(MuxError::Closed))
     }
 
+    /// Where to run a task that will open a stream here and relay it: inside this session's
+    /// driver task (see [`crate::SessionSpawner`]).
+    pub fn session_spawner(&self) -> crate::SessionSpawner {
+        crate::SessionSpawner::new(self.shared.clone())
+    }
+
     /// Close the session: queued stream data and a GoAway are flushed, then the driver ends.
     /// Streams still open are cut (their reads and writes fail). Idempotent, does not wait:
     /// use [`MuxHandle::closed`] for that.

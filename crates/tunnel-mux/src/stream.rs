@@ -77,7 +77,7 @@ impl MuxStream {
     /// Where to run the task that serves this stream: inside the session's driver task
     /// rather than as a task of its own (see [`SessionSpawner`]).
     pub fn session_spawner(&self) -> SessionSpawner {
-        SessionSpawner(self.shared.clone())
+        SessionSpawner::new(self.shared.clone())
     }
 
     /// The session this stream belongs to.
@@ -299,6 +299,10 @@ const _: () = {
 pub struct SessionSpawner(Arc<Shared>);
 
 impl SessionSpawner {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self(shared)
+    }
+
     /// Run `handler` beside the session's driver (or, once the session ended, as a task).
     pub fn spawn<F>(&self, handler: F)
     where

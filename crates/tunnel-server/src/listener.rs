@@ -93,8 +93,18 @@ pub(crate) fn serve_here(
     let Some(slot) = crate::forward::begin_public(shared, entry, peer) else {
         return Here::Served;
     };
+    // The whole connection, its stream's open included, runs in the owner's session task
+    // on its thread (see `tunnel_mux::SessionThreads`): no hop back and forth per open.
+    let tcp = match tunnel_mux::Portable::new(tcp, shared.shards.as_ref()) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            debug!(%peer, "user connection closed: {e}");
+            return Here::Served;
+        }
+    };
+    let spawner = slot.lane().control.session_spawner();
     let task = serve_user(shared.clone(), entry.clone(), tcp, peer, permit, slot);
-    shared.streams.spawn(task.in_current_span());
+    spawner.spawn(shared.streams.track_future(task.in_current_span()));
     Here::Served
 }
 
@@ -201,11 +211,15 @@ async fn serve_group_user(
 async fn serve_user(
     shared: Arc<Shared>,
     entry: Arc<ProxyEntry>,
-    tcp: TcpStream,
+    tcp: tunnel_mux::Portable,
     peer: SocketAddr,
     permit: SourcePermit,
     slot: crate::session::StreamSlot,
 ) {
+    let tcp = match tcp.attach() {
+        Ok(tcp) => tcp,
+        Err(e) => return debug!(%peer, "user connection closed: {e}"),
+    };
     // The address the user actually reached, which a PROXY header names as destination.
     let dest = tcp.local_addr().ok();
     // The user's first bytes go out with the open: the owner's status is read as the reply
@@ -217,23 +231,7 @@ async fn serve_user(
             return;
         }
     };
-    // The relay runs in the session's own task, on its thread (see `SessionThreads`).
-    let tcp = match tunnel_mux::Portable::new(tcp, shared.shards.as_ref()) {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            debug!(%peer, "user connection closed: {e}");
-            return;
-        }
-    };
-    let spawner = stream.get_ref().session_spawner();
-    let tracker = shared.streams.clone();
-    let relay = async move {
-        match tcp.attach() {
-            Ok(tcp) => relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await,
-            Err(e) => debug!(%peer, "user connection closed: {e}"),
-        }
-    };
-    spawner.spawn(tracker.track_future(relay.in_current_span()));
+    relay_user(&shared, entry, tcp, peer, permit, slot, stream, guard).await;
 }
 
 /// Relay a user connection over its stream until either side ends it. The owner may still
