@@ -217,3 +217,26 @@ async fn a_user_abort_resets_the_local_connection(kind: TransportKind) {
     );
     let _ = svc.write_all(b"x").await;
 }
+
+/// The embedding setup (`session_threads = 0`: everything on the caller's runtime) against a
+/// client whose two connections run on threads of their own: both ways still byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_the_callers_runtime_and_on_client_threads_are_byte_exact() {
+    let echo = echo_service().await;
+    let server = server_with(|c| c.with_session_threads(0)).await;
+    let port = free_port();
+    let proxy = ProxyConfig::tcp("echo", &echo.to_string(), Some(port));
+    let _client = client(client_config(&server).with_connections(2).with_proxy(proxy)).await;
+    let tasks: Vec<_> = (0..16u64)
+        .map(|i| {
+            tokio::spawn(async move {
+                let data = random_bytes(256 * 1024 + i as usize * 131, i);
+                let back = roundtrip(published(port), &data).await;
+                assert!(back == data, "connection {i} corrupted");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
