@@ -5,8 +5,8 @@
 //! On tokio's shared multi-worker runtime a busy session's tasks moved between workers many
 //! times a second (whichever worker was polling the reactor took the next wake-up), and each
 //! move left the session's frames, buffers and sockets in the other core's cache. With
-//! eight busy streams on one session that cost 13-25 % more CPU per byte than one stream;
-//! with a single worker per session the difference fell to 1-10 % and CPU per byte itself
+//! eight busy streams on one session that cost 6-25 % more CPU per byte than one stream;
+//! with a single worker per session the difference fell to 1-13 % and CPU per byte itself
 //! dropped (docs/benchmarks.md, issue #19). Sessions still use every core: each new
 //! connection goes to the thread carrying the fewest.
 //!
@@ -33,7 +33,7 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 struct Shard {
     runtime: Option<Runtime>,
     handle: Handle,
-    /// Connections being served here.
+    /// Tasks placed here and still running.
     load: Arc<AtomicUsize>,
 }
 
@@ -96,15 +96,9 @@ impl SessionThreads {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let shard = self.least_loaded();
-        let load = Load::take(&shard.load);
-        let task = async move {
-            let _load = load;
-            task.await;
-        };
-        shard
-            .handle
-            .spawn(tracker.track_future(task.in_current_span()));
+        // Tracked outside the load count, so a tracker that is done sees the count down too.
+        let (handle, task) = self.place(task);
+        handle.spawn(tracker.track_future(task.in_current_span()));
     }
 
     /// Run `task` on the thread carrying the fewest tasks, in the caller's span, and hand
@@ -114,13 +108,19 @@ impl SessionThreads {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let (handle, task) = self.place(task);
+        handle.spawn(task.in_current_span())
+    }
+
+    /// The least loaded thread, and `task` counted there while it runs.
+    fn place<F: Future>(&self, task: F) -> (&Handle, impl Future<Output = F::Output>) {
         let shard = self.least_loaded();
         let load = Load::take(&shard.load);
         let task = async move {
             let _load = load;
             task.await
         };
-        shard.handle.spawn(task.in_current_span())
+        (&shard.handle, task)
     }
 
     /// Serve `tcp` with `serve` on the thread carrying the fewest tasks, the socket
