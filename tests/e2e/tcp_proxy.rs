@@ -57,10 +57,16 @@ async fn thirty_two_mib_each_way_with_half_close_is_byte_exact(kind: TransportKi
 async fn two_hundred_concurrent_connections_are_all_correct(kind: TransportKind) {
     let echo = echo_service().await;
     let (_server, _client, port) = publish_tcp(kind, "echo", echo).await;
-    let tasks: Vec<_> = (0..200u64)
+    concurrent_roundtrips(port, 200, 16 * 1024, 97).await;
+}
+
+/// `count` connections at once through `port`, connection `i` echoing `base + i * step`
+/// bytes; each must come back exactly.
+async fn concurrent_roundtrips(port: u16, count: u64, base: usize, step: usize) {
+    let tasks: Vec<_> = (0..count)
         .map(|i| {
             tokio::spawn(async move {
-                let data = random_bytes(16 * 1024 + i as usize * 97, i);
+                let data = random_bytes(base + i as usize * step, i);
                 let back = roundtrip(published(port), &data).await;
                 assert!(back == data, "connection {i} corrupted");
             })
@@ -227,16 +233,5 @@ async fn sessions_on_the_callers_runtime_and_on_client_threads_are_byte_exact() 
     let port = free_port();
     let proxy = ProxyConfig::tcp("echo", &echo.to_string(), Some(port));
     let _client = client(client_config(&server).with_connections(2).with_proxy(proxy)).await;
-    let tasks: Vec<_> = (0..16u64)
-        .map(|i| {
-            tokio::spawn(async move {
-                let data = random_bytes(256 * 1024 + i as usize * 131, i);
-                let back = roundtrip(published(port), &data).await;
-                assert!(back == data, "connection {i} corrupted");
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    concurrent_roundtrips(port, 16, 256 * 1024, 131).await;
 }
