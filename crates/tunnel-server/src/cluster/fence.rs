@@ -33,16 +33,22 @@ pub(crate) fn probe_answer(shared: &Shared) -> Forwarded {
     let Some(node) = shared.cluster.as_ref() else {
         return Forwarded::Denied("this server has no registry".into());
     };
+    if node.lease_state() == LeaseState::Alive && answers_me(node) {
+        Forwarded::Ok
+    } else {
+        Forwarded::Denied("this server does not reach the registry either".into())
+    }
+}
+
+/// Whether the registry answers this server now: its last call was answered and none failed
+/// within a lease's time.
+fn answers_me(node: &Node) -> bool {
     let health = node.store_health().snapshot();
     let failed_lately = health
         .last_error
         .as_ref()
         .is_some_and(|(_, ago)| *ago < node.lease_ttl());
-    if node.lease_state() == LeaseState::Alive && health.answered && !failed_lately {
-        Forwarded::Ok
-    } else {
-        Forwarded::Denied("this server does not reach the registry either".into())
-    }
+    health.answered && !failed_lately
 }
 
 /// Watch the lease; while it is not confirmed, probe the peers every `lease_ttl`.
@@ -59,29 +65,16 @@ pub(crate) async fn run(shared: Arc<Shared>, node: Arc<Node>) {
         }
         let mut said_alone = false;
         while node.lease_state() != LeaseState::Alive && !shared.shutdown.is_cancelled() {
-            let reach = reaching_peers(&peer, &node).await;
-            if reach.is_empty() {
-                shared.isolated.store(false, Ordering::Release);
-                if !said_alone {
-                    said_alone = true;
-                    info!(
-                        "cluster: no other server reaches the registry either: every tunnel \
-                         stays up; new logins wait for the registry"
-                    );
+            // A lease lost while the registry answers (revoked, or expired across a pause)
+            // cuts nothing off: the registrar takes a new one at once. Sending clients away
+            // then would only make them reconnect, and their ports would blink.
+            if !answers_me(&node) {
+                let reach = reaching_peers(&peer, &node).await;
+                if node.lease_state() == LeaseState::Alive {
+                    // It came back while the peers were asked.
+                    break;
                 }
-            } else if !shared.isolated.swap(true, Ordering::AcqRel) {
-                let n = crate::drain::ask_to_move(
-                    &shared,
-                    crate::drain::spread(shared.cfg.shutdown_grace),
-                );
-                warn!(
-                    servers = %reach.join(", "),
-                    "cluster: this server does not reach the registry but other servers do: \
-                     /healthz answers 503 and {n} clients are asked to move to them"
-                );
-            } else {
-                // Clients that came back (through a balancer) are sent on again.
-                crate::drain::ask_to_move(&shared, crate::drain::spread(shared.cfg.shutdown_grace));
+                act_on(&shared, &reach, &mut said_alone);
             }
             tokio::select! {
                 () = shared.hard_stop.cancelled() => return,
@@ -92,6 +85,32 @@ pub(crate) async fn run(shared: Arc<Shared>, node: Arc<Node>) {
         if shared.isolated.swap(false, Ordering::AcqRel) {
             info!("cluster: the registry is reachable again; taking clients again");
         }
+    }
+}
+
+/// Cut off from the registry: with peers that reach it, this server is the one cut off and
+/// sends its clients to them; with none, the registry is down for everyone and every tunnel
+/// stays.
+fn act_on(shared: &Shared, reach: &[String], said_alone: &mut bool) {
+    if reach.is_empty() {
+        shared.isolated.store(false, Ordering::Release);
+        if !*said_alone {
+            *said_alone = true;
+            info!(
+                "cluster: no other server reaches the registry either: every tunnel stays up; \
+                 new logins wait for the registry"
+            );
+        }
+    } else if !shared.isolated.swap(true, Ordering::AcqRel) {
+        let n = crate::drain::ask_to_move(shared, crate::drain::spread(shared.cfg.shutdown_grace));
+        warn!(
+            servers = %reach.join(", "),
+            "cluster: this server does not reach the registry but other servers do: \
+             /healthz answers 503 and {n} clients are asked to move to them"
+        );
+    } else {
+        // Clients that came back (through a balancer) are sent on again.
+        crate::drain::ask_to_move(shared, crate::drain::spread(shared.cfg.shutdown_grace));
     }
 }
 
