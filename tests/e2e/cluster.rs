@@ -48,13 +48,26 @@ async fn member_with(
     pki: Option<&Pki>,
     f: impl FnOnce(ClusterConfig) -> ClusterConfig,
 ) -> ServerHandle {
+    member_graced(etcd, prefix, id, ip, pki, Duration::ZERO, f).await
+}
+
+/// [`member_with`] whose moved sessions' streams get `grace` to finish.
+async fn member_graced(
+    etcd: &Etcd,
+    prefix: &str,
+    id: &str,
+    ip: u8,
+    pki: Option<&Pki>,
+    grace: Duration,
+    f: impl FnOnce(ClusterConfig) -> ClusterConfig,
+) -> ServerHandle {
     let cluster = f(cluster_config(etcd, prefix, id, ip));
     server_with(|c| {
         let c = c
             .with_bind(SocketAddr::new(loopback(ip), 0))
             .with_publish_addr(loopback(ip))
             .with_vhost_http_bind(SocketAddr::new(loopback(ip), 0))
-            .with_shutdown_grace(Duration::ZERO)
+            .with_shutdown_grace(grace)
             .with_cluster(cluster);
         match pki {
             Some(p) => c.with_tls_files(&p.cert, &p.key),
@@ -780,6 +793,95 @@ async fn a_server_cut_off_from_etcd_sends_its_clients_to_a_peer_that_reaches_it(
     })
     .await;
     assert!(is_ready(&c));
+}
+
+/// The same cut, for a client that reaches no other server: asked to move, it keeps its
+/// session (logins are refused while the server is cut off) and, once the registry answers
+/// again, logs in at the same server. A user's connection open all along survives that
+/// take-over: the session asked to move is retired (its streams finish), not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asked_to_move_that_comes_back_keeps_its_users_connections() {
+    let Some(etcd) = Etcd::start_if_installed().await else {
+        return;
+    };
+    let etcd_at: SocketAddr = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let path = Balancer::start(vec![etcd_at]).await;
+    let path_addr = path.addr;
+    let ttl = |c: ClusterConfig| ClusterConfig {
+        lease_ttl: Duration::from_secs(2),
+        ..c
+    };
+    let grace = Duration::from_secs(30);
+    let a = member_graced(&etcd, "/back/", "back-a", 1, None, grace, |c| {
+        ClusterConfig {
+            endpoints: vec![format!("http://{path_addr}")],
+            ..ttl(c)
+        }
+    })
+    .await;
+    let _b = member_with(&etcd, "/back/", "back-b", 2, None, ttl).await;
+    let echo = echo_service().await.to_string();
+    let port = free_port();
+    let c = client(
+        client_config(&a)
+            .with_id("comes-back")
+            .with_proxy(ProxyConfig::tcp("p", &echo, Some(port))),
+    )
+    .await;
+    let mut user = tokio::net::TcpStream::connect(SocketAddr::new(loopback(1), port))
+        .await
+        .unwrap();
+    let hello = random_bytes(4096, 7);
+    assert_eq!(echoed(&mut user, &hello).await, hello);
+
+    drop(path);
+    eventually(WAIT, "A finds it is the one cut off", || async {
+        logged(&[
+            "does not reach the registry but other servers do",
+            "servers=back-b",
+        ])
+    })
+    .await;
+    let _path = Balancer::start_on(path_addr, vec![etcd_at]).await;
+    eventually(
+        Duration::from_secs(20),
+        "the client logged in at A again",
+        || async { logged_count(&["client connected", "client=comes-back"]) >= 2 },
+    )
+    .await;
+    let more = random_bytes(64 * 1024, 8);
+    assert_eq!(
+        echoed(&mut user, &more).await,
+        more,
+        "the user's connection broke in the take-over"
+    );
+    assert!(serves_at(SocketAddr::new(loopback(1), port), Duration::from_secs(5)).await);
+    let closed = ["client comes-back disconnected"];
+    assert!(!logged(&closed), "the old session closed under its stream");
+    drop(user);
+    eventually(
+        WAIT,
+        "the old session closed once its stream ended",
+        || async { logged(&closed) },
+    )
+    .await;
+    assert_eq!(a.snapshot().clients, 1);
+    assert!(is_ready(&c));
+}
+
+/// Write `data` on `s` and read as many bytes back.
+async fn echoed(s: &mut tokio::net::TcpStream, data: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = s.split();
+    let mut back = vec![0; data.len()];
+    let (wrote, read) = tokio::join!(w.write_all(data), r.read_exact(&mut back));
+    wrote.unwrap();
+    read.unwrap();
+    back
 }
 
 /// The outage: etcd frozen for 30 s under two servers. Both lose it, ask each other

@@ -52,7 +52,15 @@ pub(crate) fn ask_to_move(shared: &Shared, spread: Duration) -> usize {
         .registry
         .sessions()
         .iter()
-        .filter(|(session, _)| session.lanes.first().try_send(Message::Reconnect(within)))
+        .filter(|(session, _)| {
+            let told = session.lanes.first().try_send(Message::Reconnect(within));
+            if told {
+                session
+                    .asked_to_move
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            told
+        })
         .count()
 }
 

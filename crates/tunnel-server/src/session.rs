@@ -50,6 +50,9 @@ pub(crate) struct SessionRecord {
     pub visitors: RwLock<Vec<VisitorSpec>>,
     /// What the session holds in the cluster registry (cluster mode, once registered).
     pub cluster: parking_lot::Mutex<Option<crate::cluster::Held>>,
+    /// The client was asked to reconnect (a drain, or a fence); its new session may come
+    /// back here, while this one still carries streams (make-before-break).
+    pub(crate) asked_to_move: std::sync::atomic::AtomicBool,
 }
 
 impl SessionRecord {
@@ -430,6 +433,7 @@ fn run(
             transport,
             visitors: RwLock::new(Vec::new()),
             cluster: parking_lot::Mutex::new(None),
+            asked_to_move: std::sync::atomic::AtomicBool::new(false),
         });
         let isolated = shared.isolated.load(std::sync::atomic::Ordering::Acquire);
         if shared.logins.is_cancelled() || isolated {
@@ -504,13 +508,24 @@ fn install(shared: &Shared, session: &Arc<SessionRecord>) -> Result<(), ServerEr
             Refused::Full { clients } => ServerError::FullMeanwhile { clients },
         })?;
     if let Some(old) = installed.replaced {
-        info!(
-            old_session = old.id,
-            proxies = installed.moved,
-            "replaces a stale session of the same client"
-        );
-        old.cancel.cancel();
-        old.close_all();
+        if old.asked_to_move.load(std::sync::atomic::Ordering::Acquire) {
+            // The client moved as asked and came back here: the old session is alive and
+            // may carry users' streams; they finish there (its proxies are this one's now).
+            info!(
+                old_session = old.id,
+                proxies = installed.moved,
+                "takes over from the session that was asked to move"
+            );
+            retire(shared, &old);
+        } else {
+            info!(
+                old_session = old.id,
+                proxies = installed.moved,
+                "replaces a stale session of the same client"
+            );
+            old.cancel.cancel();
+            old.close_all();
+        }
     }
     Ok(())
 }

@@ -36,8 +36,14 @@ struct Backend {
 impl Balancer {
     /// Balance over `backends` (at least one).
     pub async fn start(backends: Vec<SocketAddr>) -> Balancer {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), backends).await
+    }
+
+    /// Balance over `backends` from `addr`: the address of one dropped earlier brings a path
+    /// back that was cut by dropping it.
+    pub async fn start_on(addr: SocketAddr, backends: Vec<SocketAddr>) -> Balancer {
         assert!(!backends.is_empty(), "a balancer needs a backend");
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let backends: Arc<Vec<Backend>> = Arc::new(
             backends
