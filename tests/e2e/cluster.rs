@@ -732,11 +732,7 @@ async fn a_server_cut_off_from_etcd_sends_its_clients_to_a_peer_that_reaches_it(
     };
     let pki = Pki::new("fence");
     // A reaches etcd only through this relay, which the test takes away.
-    let etcd_at: SocketAddr = etcd
-        .endpoint()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let etcd_at = etcd.client_addr();
     let path = Balancer::start(vec![etcd_at]).await;
     let ttl = |c: ClusterConfig| ClusterConfig {
         lease_ttl: Duration::from_secs(2),
@@ -804,11 +800,7 @@ async fn a_client_asked_to_move_that_comes_back_keeps_its_users_connections() {
     let Some(etcd) = Etcd::start_if_installed().await else {
         return;
     };
-    let etcd_at: SocketAddr = etcd
-        .endpoint()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let etcd_at = etcd.client_addr();
     let path = Balancer::start(vec![etcd_at]).await;
     let path_addr = path.addr;
     let ttl = |c: ClusterConfig| ClusterConfig {

@@ -186,9 +186,20 @@ where
     }
 
     // The only call that does socket I/O: poll it on every wake-up, whoever opened what.
+    let mut new_streams = 0;
     loop {
         match conn.poll_next_inbound(cx) {
-            Poll::Ready(Some(Ok(stream))) => hand_off(shared, inbound_tx, stream),
+            Poll::Ready(Some(Ok(stream))) => {
+                hand_off(shared, inbound_tx, stream);
+                new_streams += 1;
+                if new_streams == OPENS_PER_TURN {
+                    // A burst of opens: let the application take these (and its handlers
+                    // refuse or drain them) before more streams' first frames are read in.
+                    handlers.poll(cx);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Exit::Failed(e)),
             Poll::Ready(None) => return Poll::Ready(Exit::PeerClosed),
             Poll::Pending => {
@@ -198,6 +209,9 @@ where
         }
     }
 }
+
+/// Inbound streams handed to the application per turn of the driver.
+const OPENS_PER_TURN: usize = 16;
 
 /// Queue an inbound stream for `accept()`, or reset it (by dropping) if we are over a limit.
 fn hand_off(shared: &Arc<Shared>, inbound_tx: &mpsc::Sender<Inbound>, stream: yamux::Stream) {

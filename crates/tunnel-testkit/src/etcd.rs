@@ -138,6 +138,11 @@ impl Etcd {
         format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
+    /// The client port's address, for a relay in front of it.
+    pub fn client_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
     /// Whether `/health` answers `"health":"true"` within `within`.
     pub async fn healthy(&self, within: Duration) -> bool {
         healthy(self.health_port, within).await

@@ -243,8 +243,11 @@ async fn partial_stream_headers_cannot_make_the_server_hold_memory() {
     assert!(serves(port).await, "the bystander serves during the attack");
     let grown_mb = peak.saturating_sub(before) / 1024;
     eprintln!("server RSS growth with {sent:?} partial 64 KiB headers: +{grown_mb} MB");
+    // Held all, the partial headers would be ~480 MB. Measured: 4-8 MB since the mux driver
+    // hands a burst of opens to the application 16 at a time; 18-42 MB before, when it read
+    // every stream's first frame in before any was refused.
     assert!(
-        grown_mb < 40,
+        grown_mb < 20,
         "the server holds the partial headers: +{grown_mb} MB"
     );
 
