@@ -367,12 +367,12 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     let store = store(&etcd).await;
     // A long TTL: a's next renewal, which finds the lease gone, is 5 s away, long after
     // the other client registers.
-    let a = member_with(&etcd, "/lost/", "a", 1, None, |c| ClusterConfig {
+    let a = member_with(&etcd, "/lost/", "lost-a", 1, None, |c| ClusterConfig {
         lease_ttl: Duration::from_secs(15),
         ..c
     })
     .await;
-    let b = member(&etcd, "/lost/", "b", 2, None).await;
+    let b = member(&etcd, "/lost/", "lost-b", 2, None).await;
     let echo = echo_service().await.to_string();
     let (kept, lost) = (free_port(), free_port());
     let first = client(
@@ -386,7 +386,12 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     // a's lease ends behind its back (as when etcd expired it while a was cut off): every
     // key of a is gone, and another client takes one of its names through b before a
     // notices.
-    let lease = store.get("/lost/server/a").await.unwrap().unwrap().lease;
+    let lease = store
+        .get("/lost/server/lost-a")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease;
     store.revoke(lease).await.unwrap();
     assert!(!keys(&store, "/lost/")
         .await
@@ -406,7 +411,7 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
             let store = &store;
             async move {
                 let k = keys(store, "/lost/").await;
-                k.iter().any(|k| k == "/lost/server/a")
+                k.iter().any(|k| k == "/lost/server/lost-a")
                     && k.iter().any(|k| k.contains("client/first"))
             }
         },
@@ -421,6 +426,12 @@ async fn after_a_lost_lease_sessions_register_again_and_what_others_took_is_clos
     assert!(
         serves(kept).await,
         "the proxy nobody took still serves on a"
+    );
+    // The registry answered a all along: its lease was gone, not its reach, so no client was
+    // sent away (the fence asks peers only when a's own calls fail).
+    assert!(
+        !logged(&["clients are asked to move", "server=lost-a"]),
+        "a sent its clients away over a revoked lease"
     );
     assert!(is_ready(&first));
     let stats = stats_json(a.stats_addr().unwrap()).await;
