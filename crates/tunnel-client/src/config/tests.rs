@@ -118,13 +118,7 @@ fn places(text: &str) -> Vec<String> {
     let Err(ClientError::ConfigSyntax { problems, .. }) = ClientConfig::from_toml(text) else {
         panic!("{text} parsed");
     };
-    problems
-        .iter()
-        .map(|p| {
-            let at = p.at.unwrap();
-            format!("{}:{} {}", at.line, at.column, p.field)
-        })
-        .collect()
+    line_column_field(&problems)
 }
 
 #[test]
@@ -278,13 +272,7 @@ fn server_addr_is_a_string_or_a_list_and_each_entry_names_its_certificate() {
 fn placed(text: &str) -> Vec<String> {
     let mut problems = ClientConfig::from_toml(text).unwrap().problems();
     config_file::locate(text, &mut problems);
-    problems
-        .iter()
-        .map(|p| {
-            let at = p.at.unwrap();
-            format!("{}:{} {}", at.line, at.column, p.field)
-        })
-        .collect()
+    line_column_field(&problems)
 }
 
 #[test]
@@ -408,4 +396,15 @@ fn ip_lists_and_bandwidth_limit_reach_the_spec_and_bad_ones_are_placed() {
         placed(&bad),
         ["8:1 proxies[0].deny_ips", "9:1 proxies[0].bandwidth_limit"]
     );
+}
+
+/// Each problem as `line:column field`.
+fn line_column_field(problems: &[ConfigProblem]) -> Vec<String> {
+    problems
+        .iter()
+        .map(|p| {
+            let at = p.at.unwrap();
+            format!("{}:{} {}", at.line, at.column, p.field)
+        })
+        .collect()
 }

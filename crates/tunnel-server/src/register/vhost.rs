@@ -99,12 +99,7 @@ pub(super) fn check_http_route(
         ));
     }
     if hosts.is_empty() {
-        let set = [
-            ("locations", !route.locations.is_empty()),
-            ("http_user", route.http_user.is_some()),
-            ("http_password", route.http_password.is_some()),
-        ];
-        if let Some((f, _)) = set.iter().find(|(_, on)| *on) {
+        if let Some(f) = first_path_or_auth_field(route) {
             return Err(field_error(
                 f,
                 "only applies with domains or subdomain (the server's virtual host)",
@@ -151,15 +146,22 @@ pub(super) fn check_http_route(
     })
 }
 
-/// What an `https` proxy may not set: the server routes it by the TLS server name without
-/// decrypting anything, so it sees no path and can ask for no password.
-fn check_https_fields(spec: &ProxySpec, route: &tunnel_proto::HttpRoute) -> Result<(), FieldError> {
-    let set = [
+/// The first of the settings only the virtual host can apply (a path or basic auth) that
+/// `route` sets.
+fn first_path_or_auth_field(route: &tunnel_proto::HttpRoute) -> Option<&'static str> {
+    [
         ("locations", !route.locations.is_empty()),
         ("http_user", route.http_user.is_some()),
         ("http_password", route.http_password.is_some()),
-    ];
-    if let Some((f, _)) = set.iter().find(|(_, on)| *on) {
+    ]
+    .into_iter()
+    .find_map(|(f, on)| on.then_some(f))
+}
+
+/// What an `https` proxy may not set: the server routes it by the TLS server name without
+/// decrypting anything, so it sees no path and can ask for no password.
+fn check_https_fields(spec: &ProxySpec, route: &tunnel_proto::HttpRoute) -> Result<(), FieldError> {
+    if let Some(f) = first_path_or_auth_field(route) {
         return Err(field_error(
             f,
             "not available for type = \"https\": the server routes it by the TLS server name \
