@@ -150,14 +150,14 @@ wait_listen() {   # PORT WHAT [PIDS that must stay alive meanwhile...]
         sleep 0.05
     done
 }
-cpu_ticks() {   # utime + stime (fields 14, 15) of each pid, summed; comm may hold spaces
-    local p sum=0 f
+cpu_ticks() {   # "utime+stime stime" (fields 14, 15) of the pids, summed; comm may hold spaces
+    local p sum=0 sys=0 f
     for p in "$@"; do
         f=$(sed 's/.*) //' "/proc/$p/stat") || return 1
         read -ra f <<<"$f"
-        sum=$((sum + f[11] + f[12]))
+        sum=$((sum + f[11] + f[12])); sys=$((sys + f[12]))
     done
-    echo "$sum"
+    echo "$sum $sys"
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
@@ -213,32 +213,34 @@ wrk_run() {
 # measure PATH IPERF-PORT HTTP-PORT [TUNNEL-PIDS...]: every throughput/latency metric, RUNS
 # times; with pids, also the CPU those processes spend per GB over the single-stream runs.
 measure() {
-    local path=$1 ip=$2 hp=$3 r dir bps bytes b0 b1 ticks moved rps p99 out p
+    local path=$1 ip=$2 hp=$3 r dir bps bytes b0 b1 k0 k1 ticks kticks moved rps p99 out p
     shift 3
     for ((r = 1; r <= RUNS; r++)); do
-        ticks=0; moved=0
+        ticks=0; kticks=0; moved=0
         for dir in up down; do
-            b0=$( (($# > 0)) && cpu_ticks "$@" || echo 0)
+            read -r b0 k0 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
             out=$(iperf "$path" "$ip" 1 "$dir") || continue
-            b1=$( (($# > 0)) && cpu_ticks "$@" || echo 0)
+            read -r b1 k1 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
             read -r bps bytes <<<"$out"
             rec "$path" "up1_$dir" "$bps"
-            ticks=$((ticks + b1 - b0)); moved=$((moved + bytes))
+            ticks=$((ticks + b1 - b0)); kticks=$((kticks + k1 - k0)); moved=$((moved + bytes))
         done
         if (($# > 0 && moved > 0)); then
             rec "$path" cpu "$(awk -v t="$ticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
+            rec "$path" cpu_kernel "$(awk -v t="$kticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
         fi
-        ticks=0; moved=0
+        ticks=0; kticks=0; moved=0
         for dir in up down; do
-            b0=$( (($# > 0)) && cpu_ticks "$@" || echo 0)
+            read -r b0 k0 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
             out=$(iperf "$path" "$ip" 8 "$dir") || continue
-            b1=$( (($# > 0)) && cpu_ticks "$@" || echo 0)
+            read -r b1 k1 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
             read -r bps bytes <<<"$out"
             rec "$path" "up8_$dir" "$bps"
-            ticks=$((ticks + b1 - b0)); moved=$((moved + bytes))
+            ticks=$((ticks + b1 - b0)); kticks=$((kticks + k1 - k0)); moved=$((moved + bytes))
         done
         if (($# > 0 && moved > 0)); then
             rec "$path" cpu8 "$(awk -v t="$ticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
+            rec "$path" cpu8_kernel "$(awk -v t="$kticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
         fi
         if out=$(wrk_run "$path" "c=1" "$hp" -t1 -c1); then
             read -r rps p99 <<<"$out"; rec "$path" c1 "$rps"
@@ -491,6 +493,8 @@ for p in paths:
 NA = "–"
 def fmt(v, f):
     return NA if v is None else format(v, f)
+def none_sub(a, b):
+    return None if a is None or b is None else a - b
 def pair(a, b, f):
     return NA if a is None and b is None else f"{fmt(a, f)} / {fmt(b, f)}"
 
@@ -611,6 +615,13 @@ if pre:
     print("- RSS MiB server / client right after registration, before any traffic: " + "; ".join(pre))
 c200 = [f"{LABEL[p]} {fmt(med(p, 'c200'), '.0f')}" for p in paths]
 print("- c=200 req/s: " + "; ".join(c200))
+# Where the CPU per GB goes: a ratio that grows in kernel time alone is the kernel's work on
+# more sockets, not per-stream work of the tunnel's own (docs/benchmarks.md, issue #19).
+split = [f"{LABEL[p]} {fmt(med(p, 'cpu_kernel'), '.2f')} + {fmt(none_sub(med(p, 'cpu'), med(p, 'cpu_kernel')), '.2f')}"
+         f" / {fmt(med(p, 'cpu8_kernel'), '.2f')} + {fmt(none_sub(med(p, 'cpu8'), med(p, 'cpu8_kernel')), '.2f')}"
+         for p in paths if med(p, "cpu") is not None]
+if split:
+    print("- CPU-s per GB, kernel + user space, 1 / 8 streams (both tunnel processes): " + "; ".join(split))
 for line in open(notes_file):
     print("- " + line.rstrip())
 PY
