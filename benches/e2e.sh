@@ -160,6 +160,7 @@ cpu_ticks() {   # "utime+stime stime" (fields 14, 15) of the pids, summed; comm 
     echo "$sum $sys"
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+per_gb() { awk -v t="$1" -v hz="$hz" -v b="$2" 'BEGIN { print (t / hz) / (b / 1e9) }'; }   # TICKS BYTES: CPU-s per GB
 hz=$(getconf CLK_TCK)
 
 # iperf PATH PORT STREAMS up|down: prints "<bits per second> <bytes moved>". The iperf3
@@ -211,37 +212,28 @@ wrk_run() {
 }
 
 # measure PATH IPERF-PORT HTTP-PORT [TUNNEL-PIDS...]: every throughput/latency metric, RUNS
-# times; with pids, also the CPU those processes spend per GB over the single-stream runs.
+# times; with pids, also the CPU those processes spend per GB over the one- and the
+# eight-stream runs, and the kernel part of it.
 measure() {
-    local path=$1 ip=$2 hp=$3 r dir bps bytes b0 b1 k0 k1 ticks kticks moved rps p99 out p
+    local path=$1 ip=$2 hp=$3 r n c dir bps bytes b0 b1 k0 k1 ticks kticks moved rps p99 out p
     shift 3
     for ((r = 1; r <= RUNS; r++)); do
-        ticks=0; kticks=0; moved=0
-        for dir in up down; do
-            read -r b0 k0 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
-            out=$(iperf "$path" "$ip" 1 "$dir") || continue
-            read -r b1 k1 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
-            read -r bps bytes <<<"$out"
-            rec "$path" "up1_$dir" "$bps"
-            ticks=$((ticks + b1 - b0)); kticks=$((kticks + k1 - k0)); moved=$((moved + bytes))
+        for n in 1 8; do   # metrics cpu (one stream) and cpu8, each with its kernel part
+            ticks=0; kticks=0; moved=0
+            for dir in up down; do
+                read -r b0 k0 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
+                out=$(iperf "$path" "$ip" "$n" "$dir") || continue
+                read -r b1 k1 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
+                read -r bps bytes <<<"$out"
+                rec "$path" "up${n}_$dir" "$bps"
+                ticks=$((ticks + b1 - b0)); kticks=$((kticks + k1 - k0)); moved=$((moved + bytes))
+            done
+            if (($# > 0 && moved > 0)); then
+                c=cpu; ((n == 1)) || c=cpu$n
+                rec "$path" "$c" "$(per_gb "$ticks" "$moved")"
+                rec "$path" "${c}_kernel" "$(per_gb "$kticks" "$moved")"
+            fi
         done
-        if (($# > 0 && moved > 0)); then
-            rec "$path" cpu "$(awk -v t="$ticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
-            rec "$path" cpu_kernel "$(awk -v t="$kticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
-        fi
-        ticks=0; kticks=0; moved=0
-        for dir in up down; do
-            read -r b0 k0 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
-            out=$(iperf "$path" "$ip" 8 "$dir") || continue
-            read -r b1 k1 <<<"$( (($# > 0)) && cpu_ticks "$@" || echo 0 0)"
-            read -r bps bytes <<<"$out"
-            rec "$path" "up8_$dir" "$bps"
-            ticks=$((ticks + b1 - b0)); kticks=$((kticks + k1 - k0)); moved=$((moved + bytes))
-        done
-        if (($# > 0 && moved > 0)); then
-            rec "$path" cpu8 "$(awk -v t="$ticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
-            rec "$path" cpu8_kernel "$(awk -v t="$kticks" -v hz="$hz" -v b="$moved" 'BEGIN { print (t / hz) / (b / 1e9) }')"
-        fi
         if out=$(wrk_run "$path" "c=1" "$hp" -t1 -c1); then
             read -r rps p99 <<<"$out"; rec "$path" c1 "$rps"
         fi
